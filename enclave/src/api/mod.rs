@@ -1,0 +1,152 @@
+//! The AWS KMS JSON 1.1 API as the enclave serves it: authenticate, route by
+//! `X-Amz-Target`, parse, run the operation, answer.
+
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod params;
+#[cfg(test)]
+mod tests;
+
+use keyward_wire::{ApiRequest, ApiResponse};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use crate::auth::{self, Principal, sigv4::SignedRequest};
+use crate::bootstrap::{Keyring, TENANT_NAMESPACE, TenantRecord};
+use crate::service::Enclave;
+use crate::store::{Records, StoreTransport};
+use error::KmsError;
+
+/// Everything an operation needs.
+pub struct Ctx<'a> {
+    pub enclave: &'a Enclave,
+    pub keyring: &'a Keyring,
+    pub records: Records<'a>,
+    pub principal: Principal,
+    pub now: OffsetDateTime,
+}
+
+impl Ctx<'_> {
+    pub fn region(&self) -> &str {
+        &self.enclave.config.region
+    }
+}
+
+const TARGET_PREFIX: &str = "TrentService.";
+
+pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn StoreTransport) -> ApiResponse {
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request.request_id,
+        op = tracing::field::Empty,
+        tenant = tracing::field::Empty
+    );
+    async move {
+        let started = std::time::Instant::now();
+        let result = serve(enclave, &request, transport).await;
+        let micros = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(body) => {
+                tracing::info!(status = 200, micros, "done");
+                ApiResponse {
+                    status: 200,
+                    error_type: None,
+                    body: body.to_string().into_bytes(),
+                }
+            }
+            Err(e) => {
+                tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
+                e.to_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(enclave: &Enclave, request: &ApiRequest, transport: &dyn StoreTransport) -> Result<Value, KmsError> {
+    if request.method != "POST" {
+        return Err(KmsError::UnknownOperation(format!(
+            "{} is not supported; use POST /",
+            request.method
+        )));
+    }
+    let keyring = enclave.keyring(transport).await.map_err(|_| KmsError::Internal)?;
+    let records = Records::new(transport, &keyring.sealer);
+    let now = enclave.clock.now();
+    let signed = SignedRequest {
+        method: &request.method,
+        path: &request.path,
+        query: &request.query,
+        headers: &request.headers,
+        body: &request.body,
+    };
+    let principal = auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await?;
+    tracing::Span::current().record("tenant", principal.tenant.as_str());
+
+    let target = header(request, "x-amz-target").unwrap_or_default();
+    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
+    tracing::Span::current().record("op", op);
+
+    let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
+    if !tenant.is_some_and(|t| t.enabled) {
+        return Err(KmsError::AccessDenied(format!(
+            "Tenant {} is disabled.",
+            principal.tenant
+        )));
+    }
+
+    let body = parse_body(&request.body)?;
+    let ctx = Ctx {
+        enclave,
+        keyring,
+        records,
+        principal,
+        now,
+    };
+    match op {
+        "CreateKey" => keys::create_key(&ctx, body).await,
+        "DescribeKey" => keys::describe_key(&ctx, body).await,
+        "ListKeys" => keys::list_keys(&ctx, body).await,
+        "Encrypt" => crypto::encrypt(&ctx, body).await,
+        "Decrypt" => crypto::decrypt(&ctx, body).await,
+        "GenerateDataKey" => crypto::generate_data_key(&ctx, body, true).await,
+        "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(&ctx, body, false).await,
+        "GenerateRandom" => crypto::generate_random(&ctx, body).await,
+        _ => Err(KmsError::UnknownOperation(format!(
+            "Unknown operation {}",
+            printable(&target)
+        ))),
+    }
+}
+
+/// The first value of header `name` as UTF-8, if any.
+fn header(request: &ApiRequest, name: &str) -> Option<String> {
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .map(|v| v.trim().to_owned())
+}
+
+/// A request body: a JSON object (an empty body counts as `{}`).
+fn parse_body(body: &[u8]) -> Result<Value, KmsError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(KmsError::Serialization(
+            "The request body must be a JSON object.".into(),
+        )),
+        Err(e) => Err(KmsError::Serialization(format!("Malformed JSON: {e}"))),
+    }
+}
+
+/// Echo untrusted text in messages only in a bounded, printable form.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(128).collect()
+}

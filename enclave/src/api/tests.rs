@@ -1,0 +1,201 @@
+//! Enclave-level tests of the operations against an in-memory host store:
+//! what reaches the host, and what the enclave does when the host lies.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::error::KmsError;
+use super::{Ctx, crypto, keys};
+use crate::auth::Principal;
+use crate::auth::credentials::Role;
+use crate::clock::SystemClock;
+use crate::config::{Args, Mode};
+use crate::keys::record::{self, KeyRecord};
+use crate::nsm::MockNsm;
+use crate::service::Enclave;
+use crate::store::{MemoryStore, Records, StoreTransport};
+
+const TENANT: &str = "111122223333";
+
+fn enclave() -> Enclave {
+    let args = Args {
+        mode: Mode::Mock,
+        socket: Some("/unused".into()),
+        vsock_port: 5000,
+        region: "us-east-1".into(),
+        dev_tenant: TENANT.into(),
+        exit_on_stdin_close: false,
+    };
+    let config = args.validate(|_| None).expect("valid config");
+    Enclave::new(config, Box::new(MockNsm), Arc::new(SystemClock))
+}
+
+fn principal(tenant: &str) -> Principal {
+    Principal {
+        tenant: tenant.into(),
+        access_key_id: "AKIATESTTESTTEST0000".into(),
+        roles: vec![Role::KeyAdmin, Role::KeyUser],
+    }
+}
+
+async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
+    let keyring = enclave.keyring(store).await.expect("boots");
+    Ctx {
+        enclave,
+        keyring,
+        records: Records::new(store, &keyring.sealer),
+        principal: principal(tenant),
+        now: OffsetDateTime::now_utc(),
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    super::params::b64(bytes)
+}
+
+fn field(v: &Value, name: &str) -> String {
+    v[name].as_str().expect("string field").to_owned()
+}
+
+#[tokio::test]
+async fn master_key_material_and_derived_keys_never_reach_the_host() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    let mut key_ids = Vec::new();
+    for _ in 0..4 {
+        let created = keys::create_key(&ctx, json!({ "Description": "at rest" }))
+            .await
+            .expect("created");
+        let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
+        let encrypted = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"plaintext at rest") }))
+            .await
+            .expect("enc");
+        assert!(!field(&encrypted, "CiphertextBlob").is_empty());
+        key_ids.push(key_id);
+    }
+    // Everything secret the enclave holds for these keys.
+    let mut secrets: Vec<Vec<u8>> = vec![
+        ctx.keyring.hierarchy.root_for_tests().expose().to_vec(),
+        ctx.keyring.hierarchy.sealing_key().expose().to_vec(),
+        ctx.keyring.hierarchy.tenant_kek(TENANT).expose().to_vec(),
+    ];
+    let kek = ctx.keyring.hierarchy.tenant_kek(TENANT);
+    for key_id in &key_ids {
+        let name = format!("{TENANT}/{key_id}");
+        let rec: KeyRecord = ctx
+            .records
+            .get(record::NAMESPACE, &name)
+            .await
+            .expect("read")
+            .expect("exists");
+        for version in 1..=rec.current_version() {
+            secrets.push(rec.material(&kek, version).expect("unwraps").expose().to_vec());
+        }
+    }
+    assert_eq!(secrets.len(), 3 + key_ids.len());
+    let stored = store.all_values();
+    assert!(!stored.is_empty());
+    for secret in &secrets {
+        for value in &stored {
+            assert!(
+                !value.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "a secret reached the host store"
+            );
+        }
+    }
+    // And the plaintext given to Encrypt is not stored anywhere either.
+    assert!(stored.iter().all(|v| !v.windows(17).any(|w| w == b"plaintext at rest")));
+}
+
+#[tokio::test]
+async fn an_altered_or_moved_key_record_is_an_error_never_data() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    let created = keys::create_key(&ctx, json!({})).await.expect("created");
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
+    let name = format!("{TENANT}/{key_id}");
+    let get = keyward_wire::StoreOp::Get {
+        namespace: record::NAMESPACE.into(),
+        key: name.clone(),
+    };
+    let Ok(keyward_wire::StoreResult::Value(Some(sealed))) = store.call(get).await else {
+        panic!("record stored")
+    };
+
+    // Moved: the host copies tenant A's record under tenant B's name.
+    let other = "444455556666";
+    let moved = format!("{other}/{key_id}");
+    let put = keyward_wire::StoreOp::Put {
+        namespace: record::NAMESPACE.into(),
+        key: moved,
+        value: sealed.to_vec(),
+    };
+    store.call(put).await.expect("put");
+    let ctx_b = super::Ctx {
+        principal: principal(other),
+        ..ctx_clone(&ctx, &store)
+    };
+    let err = keys::describe_key(&ctx_b, json!({ "KeyId": key_id }))
+        .await
+        .expect_err("must not open");
+    assert_eq!(err, KmsError::Internal);
+
+    // Altered in place.
+    let mut altered = sealed.to_vec();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 0x40;
+    let put = keyward_wire::StoreOp::Put {
+        namespace: record::NAMESPACE.into(),
+        key: name,
+        value: altered,
+    };
+    store.call(put).await.expect("put");
+    let err = keys::describe_key(&ctx, json!({ "KeyId": key_id }))
+        .await
+        .expect_err("must not open");
+    assert_eq!(err, KmsError::Internal);
+}
+
+fn ctx_clone<'a>(ctx: &Ctx<'a>, store: &'a MemoryStore) -> Ctx<'a> {
+    Ctx {
+        enclave: ctx.enclave,
+        keyring: ctx.keyring,
+        records: Records::new(store, &ctx.keyring.sealer),
+        principal: ctx.principal.clone(),
+        now: ctx.now,
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_key_is_not_found_by_id_arn_or_ciphertext() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let owner = ctx(&enclave, &store, TENANT).await;
+    let created = keys::create_key(&owner, json!({})).await.expect("created");
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
+    let arn = created["KeyMetadata"]["Arn"].as_str().expect("arn").to_owned();
+    let ct = crypto::encrypt(&owner, json!({ "KeyId": key_id, "Plaintext": b64(b"x") }))
+        .await
+        .expect("enc");
+
+    let stranger = Ctx {
+        principal: principal("444455556666"),
+        ..ctx_clone(&owner, &store)
+    };
+    for id in [&key_id, &arn] {
+        let err = keys::describe_key(&stranger, json!({ "KeyId": id }))
+            .await
+            .expect_err("hidden");
+        assert!(matches!(err, KmsError::NotFound(_)), "{err:?}");
+    }
+    let err = crypto::decrypt(&stranger, json!({ "CiphertextBlob": ct["CiphertextBlob"] }))
+        .await
+        .expect_err("hidden");
+    assert!(matches!(err, KmsError::NotFound(_)), "{err:?}");
+    let listed = keys::list_keys(&stranger, json!({})).await.expect("lists");
+    assert_eq!(listed["Keys"].as_array().map(Vec::len), Some(0));
+}

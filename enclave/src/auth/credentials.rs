@@ -1,0 +1,118 @@
+//! Access keys: sealed records in the host store, cached in enclave memory
+//! together with their SigV4 signing keys (one derivation per key and day).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::sigv4::SigningKey;
+use crate::secret::SecretBytes;
+use crate::store::{Records, StoreError};
+
+/// Store namespace of credential records; record key = access key id.
+pub const NAMESPACE: &str = "cred";
+
+/// What a credential may do inside its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Zeroize)]
+#[non_exhaustive]
+pub enum Role {
+    KeyAdmin,
+    KeyUser,
+}
+
+/// The sealed form of an access key. Holds the secret: no `Debug`, no `Clone`,
+/// zeroized on drop; it exists only to be sealed and opened.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct CredentialRecord {
+    pub access_key_id: String,
+    pub tenant: String,
+    #[serde(with = "serde_bytes")]
+    pub secret_access_key: Vec<u8>,
+    pub roles: Vec<Role>,
+    pub created: i64,
+}
+
+/// A credential as the enclave uses it.
+pub struct Credential {
+    pub tenant: String,
+    pub roles: Vec<Role>,
+    secret: SecretBytes,
+    signing_key: Mutex<Option<(String, Arc<SigningKey>)>>,
+}
+
+impl Credential {
+    fn from_record(record: &CredentialRecord) -> Self {
+        Credential {
+            tenant: record.tenant.clone(),
+            roles: record.roles.clone(),
+            secret: SecretBytes::new(record.secret_access_key.clone()),
+            signing_key: Mutex::new(None),
+        }
+    }
+
+    /// The SigV4 signing key for this scope, derived once per scope.
+    pub fn signing_key(&self, date: &str, region: &str, service: &str) -> Arc<SigningKey> {
+        let scope = format!("{date}/{region}/{service}");
+        let mut cached = self
+            .signing_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((s, key)) = cached.as_ref()
+            && *s == scope
+        {
+            return Arc::clone(key);
+        }
+        let key = Arc::new(SigningKey::derive(self.secret.expose(), date, region, service));
+        *cached = Some((scope, Arc::clone(&key)));
+        key
+    }
+}
+
+/// Access key id → credential, filled from sealed records on first use.
+#[derive(Default)]
+pub struct CredentialCache {
+    map: Mutex<HashMap<String, Arc<Credential>>>,
+}
+
+/// Longest access key id accepted (AWS: 16–128 characters).
+const MAX_ACCESS_KEY_ID: usize = 128;
+
+impl CredentialCache {
+    pub async fn lookup(
+        &self,
+        access_key_id: &str,
+        records: &Records<'_>,
+    ) -> Result<Option<Arc<Credential>>, StoreError> {
+        if access_key_id.is_empty()
+            || access_key_id.len() > MAX_ACCESS_KEY_ID
+            || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Ok(None);
+        }
+        if let Some(found) = self.lock().get(access_key_id) {
+            return Ok(Some(Arc::clone(found)));
+        }
+        let Some(record) = records.get::<CredentialRecord>(NAMESPACE, access_key_id).await? else {
+            return Ok(None);
+        };
+        if record.access_key_id != access_key_id {
+            return Err(StoreError::Decode(format!(
+                "credential record {access_key_id} names another key"
+            )));
+        }
+        let credential = Arc::new(Credential::from_record(&record));
+        self.lock().insert(access_key_id.to_owned(), Arc::clone(&credential));
+        Ok(Some(credential))
+    }
+
+    /// Forgets a credential (after it is deleted or replaced).
+    pub fn evict(&self, access_key_id: &str) {
+        self.lock().remove(access_key_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Credential>>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

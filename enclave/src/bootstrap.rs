@@ -1,0 +1,243 @@
+//! Boot: obtain the root key, then make sure the bootstrap tenant exists.
+//!
+//! * **Mock mode** keeps the root key in the host store wrapped by a fixed,
+//!   published dev-only key ([`MOCK_WRAPPING_CONTEXT`]); anyone with the data
+//!   dir can unwrap it. That is what mock mode is for, and it says so loudly.
+//! * **Nitro mode** generates the root key from the NSM and keeps it in memory
+//!   only, until the attested unseal capability lands: nothing it seals
+//!   survives a restart, and it never accepts a mock-wrapped root key.
+//!
+//! An existing root-key record that does not unwrap is fatal: the enclave never
+//! replaces it, because that would silently orphan every record sealed under it.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use keyward_wire::{StoreOp, StoreResult};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::credentials::{self, CredentialRecord, Role};
+use crate::config::{DevCredential, Mode};
+use crate::keys::hierarchy::Hierarchy;
+use crate::nsm::Nsm;
+use crate::seal::Sealer;
+use crate::secret::Key256;
+use crate::store::{Records, StoreError, StoreTransport};
+
+/// Store namespace for boot records (not sealed by the sealing key: they hold it).
+pub const BOOT_NAMESPACE: &str = "boot";
+const ROOT_KEY_RECORD: &str = "root-key";
+const DEV_CREDENTIAL_POINTER: &str = "dev-credential";
+
+/// Namespace of tenant records; record key = tenant id.
+pub const TENANT_NAMESPACE: &str = "tenant";
+
+/// The dev-only wrapping key is SHA-256 of this public string. It protects
+/// nothing against anyone who reads this source; it only keeps the mock root
+/// key from sitting in the data dir as raw bytes.
+pub const MOCK_WRAPPING_CONTEXT: &[u8] = b"keyward/v1/mock-mode-root-key-wrapping/NOT-SECRET/DEV-ONLY";
+const MOCK_AAD: &[u8] = b"keyward/v1/root-key/mock";
+const MOCK_RECORD_VERSION: u8 = 0x4d; // 'M'
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored root key does not unwrap; refusing to replace it (data dir from another build or tampered)")]
+    RootKeyForged,
+    #[error("the NSM failed: {0}")]
+    Nsm(#[from] crate::nsm::NsmError),
+}
+
+/// Everything keyed by the root: derived keys and the sealer.
+pub struct Keyring {
+    pub hierarchy: Hierarchy,
+    pub sealer: Sealer,
+}
+
+impl Keyring {
+    pub fn new(root: Key256) -> Self {
+        let hierarchy = Hierarchy::new(root);
+        let sealer = Sealer::new(hierarchy.sealing_key());
+        Keyring { hierarchy, sealer }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub tenant_id: String,
+    pub enabled: bool,
+    pub created: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DevPointer {
+    access_key_id: String,
+}
+
+pub async fn boot(
+    mode: Mode,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: Option<&DevCredential>,
+    now: i64,
+) -> Result<Keyring, BootError> {
+    let root = match mode {
+        Mode::Mock => mock_root_key(nsm, transport).await?,
+        Mode::Nitro => {
+            tracing::warn!(
+                "nitro mode: root key is ephemeral until attested unseal is configured; records do not survive a restart"
+            );
+            let mut bytes = [0u8; 32];
+            nsm.fill_random(&mut bytes)?;
+            Key256::from_bytes(bytes)
+        }
+    };
+    let keyring = Keyring::new(root);
+    if let Some(dev) = dev {
+        ensure_dev_credential(&Records::new(transport, &keyring.sealer), dev, now).await?;
+    }
+    Ok(keyring)
+}
+
+fn mock_wrapping_cipher() -> Aes256Gcm {
+    let key = Sha256::digest(MOCK_WRAPPING_CONTEXT);
+    Aes256Gcm::new(&key)
+}
+
+async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<Key256, BootError> {
+    let get = StoreOp::Get {
+        namespace: BOOT_NAMESPACE.into(),
+        key: ROOT_KEY_RECORD.into(),
+    };
+    match transport.call(get).await? {
+        StoreResult::Value(Some(wrapped)) => {
+            let (version, rest) = wrapped.split_first().ok_or(BootError::RootKeyForged)?;
+            if *version != MOCK_RECORD_VERSION || rest.len() != 12 + 32 + 16 {
+                return Err(BootError::RootKeyForged);
+            }
+            let (nonce, ct) = rest.split_at(12);
+            let plain = mock_wrapping_cipher()
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: MOCK_AAD })
+                .map_err(|_| BootError::RootKeyForged)?;
+            let root = Key256::from_slice(&plain).ok_or(BootError::RootKeyForged);
+            let mut plain = plain;
+            zeroize::Zeroize::zeroize(&mut plain);
+            tracing::warn!(
+                "MOCK MODE: root key unwrapped with the public dev-only key; this deployment protects nothing"
+            );
+            root
+        }
+        StoreResult::Value(None) => {
+            let mut bytes = [0u8; 32];
+            nsm.fill_random(&mut bytes)?;
+            let root = Key256::from_bytes(bytes);
+            let mut nonce = [0u8; 12];
+            nsm.fill_random(&mut nonce)?;
+            let ct = mock_wrapping_cipher()
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: root.expose(),
+                        aad: MOCK_AAD,
+                    },
+                )
+                .map_err(|_| BootError::RootKeyForged)?;
+            let mut record = vec![MOCK_RECORD_VERSION];
+            record.extend_from_slice(&nonce);
+            record.extend_from_slice(&ct);
+            let put = StoreOp::Put {
+                namespace: BOOT_NAMESPACE.into(),
+                key: ROOT_KEY_RECORD.into(),
+                value: record,
+            };
+            match transport.call(put).await? {
+                StoreResult::Done => {}
+                other => return Err(StoreError::Protocol(format!("root key write answered {other:?}")).into()),
+            }
+            tracing::warn!("MOCK MODE: created a new root key, stored wrapped by the public dev-only key");
+            Ok(root)
+        }
+        StoreResult::Error(e) => Err(StoreError::Host(e).into()),
+        other => Err(StoreError::Protocol(format!("root key read answered {other:?}")).into()),
+    }
+}
+
+/// Makes `dev` the bootstrap tenant's one dev credential, revoking the one a
+/// previous start used if it differs.
+async fn ensure_dev_credential(records: &Records<'_>, dev: &DevCredential, now: i64) -> Result<(), StoreError> {
+    if records
+        .get::<TenantRecord>(TENANT_NAMESPACE, &dev.tenant)
+        .await?
+        .is_none()
+    {
+        let tenant = TenantRecord {
+            tenant_id: dev.tenant.clone(),
+            enabled: true,
+            created: now,
+        };
+        records.put(TENANT_NAMESPACE, &dev.tenant, &tenant).await?;
+    }
+    let record = CredentialRecord {
+        access_key_id: dev.access_key_id.clone(),
+        tenant: dev.tenant.clone(),
+        secret_access_key: dev.secret_access_key.as_bytes().to_vec(),
+        roles: vec![Role::KeyAdmin, Role::KeyUser],
+        created: now,
+    };
+    records.put(credentials::NAMESPACE, &dev.access_key_id, &record).await?;
+    if let Some(previous) = records
+        .get::<DevPointer>(BOOT_NAMESPACE, DEV_CREDENTIAL_POINTER)
+        .await?
+        && previous.access_key_id != dev.access_key_id
+    {
+        records.delete(credentials::NAMESPACE, &previous.access_key_id).await?;
+        tracing::info!(revoked = %previous.access_key_id, "replaced the previous dev credential");
+    }
+    let pointer = DevPointer {
+        access_key_id: dev.access_key_id.clone(),
+    };
+    records.put(BOOT_NAMESPACE, DEV_CREDENTIAL_POINTER, &pointer).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nsm::MockNsm;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn mock_root_key_persists_and_is_never_replaced_when_forged() {
+        let store = MemoryStore::new();
+        let first = boot(Mode::Mock, &MockNsm, &*store, None, 0).await.expect("boots");
+        let again = boot(Mode::Mock, &MockNsm, &*store, None, 0).await.expect("boots again");
+        assert!(*first.hierarchy.sealing_key() == *again.hierarchy.sealing_key());
+        // The root key is not stored in the clear.
+        let root = *first.hierarchy.root_for_tests().expose();
+        assert!(store.all_values().iter().all(|v| !v.windows(32).any(|w| w == root)));
+        // A tampered root-key record is fatal, not replaced.
+        let mut wrapped = store.all_values().remove(0);
+        let last = wrapped.len() - 1;
+        wrapped[last] ^= 1;
+        let put = StoreOp::Put {
+            namespace: BOOT_NAMESPACE.into(),
+            key: ROOT_KEY_RECORD.into(),
+            value: wrapped,
+        };
+        store.call(put).await.expect("put");
+        assert!(matches!(
+            boot(Mode::Mock, &MockNsm, &*store, None, 0).await,
+            Err(BootError::RootKeyForged)
+        ));
+    }
+
+    #[tokio::test]
+    async fn nitro_mode_never_reads_the_mock_root_key() {
+        let store = MemoryStore::new();
+        let mock = boot(Mode::Mock, &MockNsm, &*store, None, 0).await.expect("boots");
+        let nitro = boot(Mode::Nitro, &MockNsm, &*store, None, 0).await.expect("boots");
+        assert!(*mock.hierarchy.sealing_key() != *nitro.hierarchy.sealing_key());
+    }
+}

@@ -1,0 +1,248 @@
+//! Enclave configuration: raw command-line arguments ([`Args`]) are validated
+//! into an [`EnclaveConfig`] before anything starts.
+
+use std::path::PathBuf;
+
+use zeroize::Zeroizing;
+
+/// Where the enclave runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Plain Linux: Unix socket, mock NSM, dev-wrapped root key. Not for production.
+    Mock,
+    /// AWS Nitro Enclave: vsock, real NSM.
+    Nitro,
+}
+
+/// Raw arguments of the enclave process (`keyward-enclave` or `keyward enclave`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// mock (plain Linux, for development and tests) or nitro (AWS Nitro Enclave).
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// Unix socket to listen on (mock mode).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// vsock port to listen on (nitro mode).
+    #[arg(long, value_name = "PORT", default_value_t = 5000)]
+    pub vsock_port: u32,
+    /// AWS region this deployment answers for (SigV4 scope and ARNs).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Mock mode: the bootstrap tenant (an AWS account id in ARNs).
+    #[arg(long, default_value = "111122223333")]
+    pub dev_tenant: String,
+    /// Exit when standard input closes (set by a supervising parent so the
+    /// enclave never outlives it).
+    #[arg(long)]
+    pub exit_on_stdin_close: bool,
+}
+
+/// Environment variables carrying the mock-mode bootstrap credential.
+pub const ENV_DEV_ACCESS_KEY_ID: &str = "KEYWARD_DEV_ACCESS_KEY_ID";
+pub const ENV_DEV_SECRET_ACCESS_KEY: &str = "KEYWARD_DEV_SECRET_ACCESS_KEY";
+
+#[derive(Debug, Clone)]
+pub enum Listen {
+    Unix(PathBuf),
+    Vsock { port: u32 },
+}
+
+/// The bootstrap tenant's credential in mock mode.
+pub struct DevCredential {
+    pub tenant: String,
+    pub access_key_id: String,
+    pub secret_access_key: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DevCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCredential")
+            .field("tenant", &self.tenant)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct EnclaveConfig {
+    pub mode: Mode,
+    pub listen: Listen,
+    pub region: String,
+    pub dev_credential: Option<DevCredential>,
+    pub exit_on_stdin_close: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("--socket is required in mock mode")]
+    MissingSocket,
+    #[error("--socket is only valid in mock mode (nitro mode listens on vsock)")]
+    SocketInNitroMode,
+    #[error("invalid region {0:?}")]
+    Region(String),
+    #[error("invalid tenant id {0:?}: expected 12 digits, like an AWS account id")]
+    Tenant(String),
+    #[error("{ENV_DEV_ACCESS_KEY_ID} must be 16-128 letters and digits")]
+    AccessKeyId,
+    #[error("{ENV_DEV_SECRET_ACCESS_KEY} must be 16-128 printable characters without spaces")]
+    SecretAccessKey,
+    #[error("{0} is set but {1} is not")]
+    HalfCredential(&'static str, &'static str),
+}
+
+/// Checks a tenant id: 12 decimal digits.
+pub fn valid_tenant_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks an access key id: 16–128 ASCII letters and digits.
+pub fn valid_access_key_id(id: &str) -> bool {
+    (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn valid_secret(secret: &str) -> bool {
+    (16..=128).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl Args {
+    /// Validates the arguments; `env` reads an environment variable.
+    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<EnclaveConfig, ConfigError> {
+        if self.region.is_empty()
+            || self.region.len() > 32
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ConfigError::Region(self.region));
+        }
+        let listen = match (self.mode, self.socket) {
+            (Mode::Mock, Some(path)) => Listen::Unix(path),
+            (Mode::Mock, None) => return Err(ConfigError::MissingSocket),
+            (Mode::Nitro, Some(_)) => return Err(ConfigError::SocketInNitroMode),
+            (Mode::Nitro, None) => Listen::Vsock { port: self.vsock_port },
+        };
+        let dev_credential = match self.mode {
+            Mode::Nitro => None,
+            Mode::Mock => {
+                if !valid_tenant_id(&self.dev_tenant) {
+                    return Err(ConfigError::Tenant(self.dev_tenant));
+                }
+                match (
+                    env(ENV_DEV_ACCESS_KEY_ID),
+                    env(ENV_DEV_SECRET_ACCESS_KEY).map(Zeroizing::new),
+                ) {
+                    (None, None) => None,
+                    (Some(_), None) => {
+                        return Err(ConfigError::HalfCredential(
+                            ENV_DEV_ACCESS_KEY_ID,
+                            ENV_DEV_SECRET_ACCESS_KEY,
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        return Err(ConfigError::HalfCredential(
+                            ENV_DEV_SECRET_ACCESS_KEY,
+                            ENV_DEV_ACCESS_KEY_ID,
+                        ));
+                    }
+                    (Some(access_key_id), Some(secret_access_key)) => {
+                        if !valid_access_key_id(&access_key_id) {
+                            return Err(ConfigError::AccessKeyId);
+                        }
+                        if !valid_secret(&secret_access_key) {
+                            return Err(ConfigError::SecretAccessKey);
+                        }
+                        Some(DevCredential {
+                            tenant: self.dev_tenant,
+                            access_key_id,
+                            secret_access_key,
+                        })
+                    }
+                }
+            }
+        };
+        Ok(EnclaveConfig {
+            mode: self.mode,
+            listen,
+            region: self.region,
+            dev_credential,
+            exit_on_stdin_close: self.exit_on_stdin_close,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(mode: Mode, socket: Option<&str>) -> Args {
+        Args {
+            mode,
+            socket: socket.map(PathBuf::from),
+            vsock_port: 5000,
+            region: "us-east-1".into(),
+            dev_tenant: "111122223333".into(),
+            exit_on_stdin_close: false,
+        }
+    }
+
+    #[test]
+    fn modes_and_listeners() {
+        assert!(matches!(
+            args(Mode::Mock, Some("/tmp/s")).validate(|_| None).map(|c| c.listen),
+            Ok(Listen::Unix(_))
+        ));
+        assert!(matches!(
+            args(Mode::Mock, None).validate(|_| None),
+            Err(ConfigError::MissingSocket)
+        ));
+        assert!(matches!(
+            args(Mode::Nitro, None).validate(|_| None).map(|c| c.listen),
+            Ok(Listen::Vsock { port: 5000 })
+        ));
+        assert!(matches!(
+            args(Mode::Nitro, Some("/tmp/s")).validate(|_| None),
+            Err(ConfigError::SocketInNitroMode)
+        ));
+    }
+
+    #[test]
+    fn dev_credentials_come_from_the_environment_in_mock_mode_only() {
+        let env = |k: &str| match k {
+            ENV_DEV_ACCESS_KEY_ID => Some("AKIAEXAMPLE12345".to_string()),
+            ENV_DEV_SECRET_ACCESS_KEY => Some("s".repeat(40)),
+            _ => None,
+        };
+        let cfg = args(Mode::Mock, Some("/tmp/s")).validate(env).expect("valid");
+        let cred = cfg.dev_credential.expect("credential");
+        assert_eq!(cred.access_key_id, "AKIAEXAMPLE12345");
+        assert!(!format!("{cred:?}").contains("ssss"));
+        assert!(
+            args(Mode::Nitro, None)
+                .validate(env)
+                .expect("valid")
+                .dev_credential
+                .is_none()
+        );
+        let half = |k: &str| (k == ENV_DEV_ACCESS_KEY_ID).then(|| "AKIAEXAMPLE12345".to_string());
+        assert!(matches!(
+            args(Mode::Mock, Some("/tmp/s")).validate(half),
+            Err(ConfigError::HalfCredential(..))
+        ));
+        let short = |k: &str| {
+            Some(if k == ENV_DEV_ACCESS_KEY_ID {
+                "AK".to_string()
+            } else {
+                "s".repeat(40)
+            })
+        };
+        assert!(matches!(
+            args(Mode::Mock, Some("/tmp/s")).validate(short),
+            Err(ConfigError::AccessKeyId)
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+//! The stored form of a customer master key (CMK). A record is sealed as a
+//! whole by the store layer; inside it, each version's material is wrapped
+//! again under the owning tenant's KEK with the key's ARN and version as
+//! associated data, so material can't be moved between keys or tenants.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Key256;
+
+/// Store namespace of key records; record key `<tenant>/<key uuid>`.
+pub const NAMESPACE: &str = "key";
+
+pub fn record_key(tenant: &str, key_id: &uuid::Uuid) -> String {
+    format!("{tenant}/{key_id}")
+}
+
+/// AWS KMS key states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    PendingImport,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
+        }
+    }
+}
+
+/// One version of a key's material, wrapped under the tenant KEK.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WrappedMaterial {
+    #[serde(with = "serde_bytes")]
+    nonce: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    ciphertext: Vec<u8>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: uuid::Uuid,
+    pub tenant: String,
+    pub arn: String,
+    pub description: String,
+    /// Seconds since the Unix epoch.
+    pub creation_date: i64,
+    pub state: KeyState,
+    pub key_spec: String,
+    pub key_usage: String,
+    pub origin: String,
+    /// Version `n` is at index `n - 1`; the last one encrypts.
+    pub versions: Vec<WrappedMaterial>,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MaterialError {
+    #[error("key version {0} does not exist")]
+    NoSuchVersion(u32),
+    #[error("key material failed authentication")]
+    Forged,
+}
+
+impl KeyRecord {
+    /// The version new ciphertexts use (versions count from 1).
+    pub fn current_version(&self) -> u32 {
+        self.versions.len() as u32
+    }
+
+    /// Adds a version holding `material`, wrapped under `kek`.
+    pub fn push_version(&mut self, kek: &Key256, material: &Key256) {
+        let version = self.current_version() + 1;
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let aad = material_aad(&self.arn, version);
+        let cipher = Aes256Gcm::new(kek.expose().into());
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: material.expose(),
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        self.versions.push(WrappedMaterial {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        });
+    }
+
+    /// Unwraps the material of `version`.
+    pub fn material(&self, kek: &Key256, version: u32) -> Result<Key256, MaterialError> {
+        let index = usize::try_from(version)
+            .ok()
+            .and_then(|v| v.checked_sub(1))
+            .ok_or(MaterialError::NoSuchVersion(version))?;
+        let wrapped = self.versions.get(index).ok_or(MaterialError::NoSuchVersion(version))?;
+        if wrapped.nonce.len() != 12 {
+            return Err(MaterialError::Forged);
+        }
+        let aad = material_aad(&self.arn, version);
+        let cipher = Aes256Gcm::new(kek.expose().into());
+        let plain = cipher
+            .decrypt(
+                Nonce::from_slice(&wrapped.nonce),
+                Payload {
+                    msg: &wrapped.ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| MaterialError::Forged)?;
+        let key = Key256::from_slice(&plain).ok_or(MaterialError::Forged);
+        let mut plain = plain;
+        zeroize::Zeroize::zeroize(&mut plain);
+        key
+    }
+}
+
+fn material_aad(arn: &str, version: u32) -> Vec<u8> {
+    let mut aad = b"keyward/v1/cmk-material\0".to_vec();
+    aad.extend_from_slice(arn.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(arn: &str) -> KeyRecord {
+        KeyRecord {
+            key_id: uuid::Uuid::new_v4(),
+            tenant: "111122223333".into(),
+            arn: arn.into(),
+            description: String::new(),
+            creation_date: 0,
+            state: KeyState::Enabled,
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            origin: "AWS_KMS".into(),
+            versions: Vec::new(),
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn material_roundtrips_per_version_and_is_bound_to_the_key() {
+        let kek = Key256::from_bytes([1; 32]);
+        let mut rec = record("arn:a");
+        rec.push_version(&kek, &Key256::from_bytes([5; 32]));
+        rec.push_version(&kek, &Key256::from_bytes([6; 32]));
+        assert_eq!(rec.current_version(), 2);
+        assert_eq!(rec.material(&kek, 1).expect("v1"), Key256::from_bytes([5; 32]));
+        assert_eq!(rec.material(&kek, 2).expect("v2"), Key256::from_bytes([6; 32]));
+        assert_eq!(rec.material(&kek, 0).err(), Some(MaterialError::NoSuchVersion(0)));
+        assert_eq!(rec.material(&kek, 3).err(), Some(MaterialError::NoSuchVersion(3)));
+        assert_eq!(
+            rec.material(&Key256::from_bytes([2; 32]), 1).err(),
+            Some(MaterialError::Forged)
+        );
+        // Material copied into another key's record does not unwrap there.
+        let mut other = record("arn:b");
+        other.versions = rec.versions.clone();
+        assert_eq!(other.material(&kek, 1).err(), Some(MaterialError::Forged));
+    }
+}

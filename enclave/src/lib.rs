@@ -1,0 +1,155 @@
+//! # keyward-enclave: the trusted core of Keyward
+//!
+//! Everything that decides or touches secrets runs here: SigV4 verification,
+//! authorization, the key hierarchy, every cryptographic operation, and the
+//! sealing of every record the enclave persists.
+//!
+//! ## What this crate trusts
+//! * Its own memory and code (the enclave image, measured by the NSM in nitro mode).
+//! * The NSM for randomness (the OS CSPRNG stands in for it in mock mode).
+//! * The RustCrypto implementations it calls (AES-256-GCM, HKDF-SHA256, HMAC-SHA256).
+//!
+//! ## What it does not trust
+//! * The host: every frame is bounded and parsed defensively; every stored
+//!   record is sealed (AES-256-GCM, identity in the associated data) and
+//!   authenticated when read back; every request is authenticated with SigV4
+//!   here, whatever the host claims.
+//! * Clients: every input is validated and answered with an AWS-shaped error.
+//!
+//! ## What it guarantees
+//! * No plaintext key material, secret or plaintext leaves the enclave except
+//!   as the answer to an authenticated request that asked for it.
+//! * Nothing the host stores is readable or forgeable by the host.
+//! * No input panics the process.
+//!
+//! Known limits of the current design are in `THREAT-MODEL.md`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod keys;
+pub mod nsm;
+pub mod seal;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use config::Listen;
+pub use config::{Args, EnclaveConfig, Mode};
+pub use service::Enclave;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error(transparent)]
+    Nsm(#[from] nsm::NsmError),
+}
+
+/// Runs the enclave until it is told to stop (SIGTERM, Ctrl-C, or standard
+/// input closing when `exit_on_stdin_close` is set).
+pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
+    let nsm: Box<dyn nsm::Nsm> = match config.mode {
+        Mode::Mock => {
+            tracing::warn!(
+                "MOCK MODE: no enclave isolation, a mock NSM and a root key wrapped by a public dev-only key. \
+                 Never use mock mode for real keys."
+            );
+            Box::new(nsm::MockNsm)
+        }
+        Mode::Nitro => Box::new(nsm::NitroNsm::open()?),
+    };
+    let listen = config.listen.clone();
+    let exit_on_stdin_close = config.exit_on_stdin_close;
+    let enclave = Arc::new(Enclave::new(config, nsm, Arc::new(clock::SystemClock)));
+    let stop = shutdown_signal(exit_on_stdin_close);
+    match listen {
+        Listen::Unix(path) => {
+            // A stale socket from a previous run would make bind fail.
+            if path.exists() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let listener =
+                tokio::net::UnixListener::bind(&path).map_err(|e| RunError::Listen(path.display().to_string(), e))?;
+            restrict_socket(&path);
+            tracing::info!(socket = %path.display(), "enclave listening");
+            tokio::select! {
+                () = accept_loop(|| listener.accept(), enclave) => {}
+                () = stop => tracing::info!("enclave stopping"),
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        Listen::Vsock { port } => {
+            let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+            let listener = tokio_vsock::VsockListener::bind(addr)
+                .map_err(|e| RunError::Listen(format!("vsock port {port}"), e))?;
+            tracing::info!(port, "enclave listening on vsock");
+            tokio::select! {
+                () = accept_loop(|| listener.accept(), enclave) => {}
+                () = stop => tracing::info!("enclave stopping"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn accept_loop<F, Fut, S, A>(accept: F, enclave: Arc<Enclave>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, A)>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    loop {
+        match accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(server::serve_connection(stream, Arc::clone(&enclave)));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn restrict_socket(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(error = %e, "could not restrict the socket's permissions");
+    }
+}
+
+async fn shutdown_signal(exit_on_stdin_close: bool) {
+    use tokio::io::AsyncReadExt;
+    let stdin_closed = async {
+        if exit_on_stdin_close {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            // Anything the parent writes is ignored; end of file means it is gone.
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = stdin_closed => {}
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,326 @@
+//! The host ↔ enclave wire protocol.
+//!
+//! Every message is one **frame**: a `u32` big-endian length followed by that
+//! many bytes of CBOR ([`Frame`]). The length is checked against
+//! [`MAX_FRAME_LEN`] *before* any buffer is allocated, on both sides.
+//!
+//! One connection carries many concurrent exchanges in both directions:
+//! the host sends [`Frame::Request`]s and the enclave answers with
+//! [`Frame::Response`]s; while it works on a request the enclave calls the
+//! host's sealed-record store with [`Frame::StoreCall`] and the host answers
+//! with [`Frame::StoreReply`]. Ids are chosen by the side that opens an
+//! exchange and are only meaningful on that connection and in that direction.
+//!
+//! # Trust
+//! This crate trusts nothing it decodes. It guarantees only that a decoded
+//! frame is well-formed CBOR of the right shape and at most [`MAX_FRAME_LEN`]
+//! bytes; every field is still attacker-controlled for the receiver. The
+//! enclave authenticates requests (SigV4) and seals every stored value itself.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Version spoken in the handshake. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame body either side accepts (4 MiB): room for a 1 MiB policy
+/// module in base64 inside a JSON body inside a frame, and nothing more.
+pub const MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
+
+/// One message on the host ↔ enclave link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Frame {
+    /// First frame from the host on a new connection.
+    Hello { version: u32 },
+    /// The enclave's answer to [`Frame::Hello`]; `version` is the one it speaks.
+    HelloAck { version: u32 },
+    /// Host → enclave: one API call to handle.
+    Request { id: u64, request: ApiRequest },
+    /// Enclave → host: the answer to the request with the same id.
+    Response { id: u64, response: ApiResponse },
+    /// Enclave → host: a call to the sealed-record store.
+    StoreCall { id: u64, op: StoreOp },
+    /// Host → enclave: the store's answer to the call with the same id.
+    StoreReply { id: u64, result: StoreResult },
+    /// Liveness probe (host → enclave); answered with [`Frame::Pong`].
+    Ping { id: u64 },
+    /// Answer to [`Frame::Ping`].
+    Pong { id: u64 },
+}
+
+/// An HTTP request as the enclave needs it to verify SigV4 and serve it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiRequest {
+    /// Host-chosen id for logs on both sides (not trusted for anything else).
+    pub request_id: String,
+    pub method: String,
+    /// Path as sent, percent-encoding untouched.
+    pub path: String,
+    /// Raw query string without the `?` (may be empty).
+    pub query: String,
+    /// Header names (lower-case) and raw values, in arrival order.
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApiRequest {
+    // Bodies carry plaintexts and headers carry signatures: neither is printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("request_id", &self.request_id)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers.len())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// The enclave's complete HTTP answer; the host relays it unchanged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiResponse {
+    pub status: u16,
+    /// AWS error type when `status` is not 200 (for the host's metrics only).
+    pub error_type: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApiResponse {
+    // Successful bodies may carry plaintexts and data keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("status", &self.status)
+            .field("error_type", &self.error_type)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// A call to the host's store. Values are opaque sealed bytes; keys are
+/// record identities chosen by the enclave (they are not secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StoreOp {
+    Get {
+        namespace: String,
+        key: String,
+    },
+    /// Durable before the reply is sent.
+    Put {
+        namespace: String,
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Durable before the reply is sent.
+    Delete {
+        namespace: String,
+        key: String,
+    },
+    /// Keys with `prefix`, in byte order, strictly after `start_after`, at most `limit`.
+    List {
+        namespace: String,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    },
+}
+
+/// The store's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StoreResult {
+    /// Answer to `Get`.
+    Value(Option<serde_bytes::ByteBuf>),
+    /// Answer to `Put` and `Delete`.
+    Done,
+    /// Answer to `List`: keys and sealed values.
+    Entries(Vec<(String, serde_bytes::ByteBuf)>),
+    /// The store failed; the text is for logs.
+    Error(String),
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the maximum of {MAX_FRAME_LEN}")]
+    TooLarge(u64),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `frame` with its length prefix.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; 4];
+    serde_cbor::to_writer(&mut out, frame).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME_LEN as usize {
+        return Err(WireError::TooLarge(len as u64));
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes one frame body (without its length prefix).
+pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
+    if body.len() > MAX_FRAME_LEN as usize {
+        return Err(WireError::TooLarge(body.len() as u64));
+    }
+    serde_cbor::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Reads one frame. The length prefix is validated before the body buffer is
+/// allocated. A clean end of stream before the prefix is [`WireError::Closed`].
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Frame, WireError> {
+    let mut prefix = [0u8; 4];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(WireError::Io(e)),
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len > MAX_FRAME_LEN {
+        return Err(WireError::TooLarge(u64::from(len)));
+    }
+    let mut body = vec![0u8; len as usize];
+    reader.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            WireError::Malformed("truncated frame".into())
+        } else {
+            WireError::Io(e)
+        }
+    })?;
+    decode(&body)
+}
+
+/// Writes one frame and flushes it.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> Result<(), WireError> {
+    let bytes = encode(frame)?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..256)
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            any::<u32>().prop_map(|version| Frame::Hello { version }),
+            any::<u64>().prop_map(|id| Frame::Ping { id }),
+            (
+                any::<u64>(),
+                ".{0,20}",
+                ".{0,20}",
+                arb_bytes(),
+                proptest::collection::vec((".{0,10}", arb_bytes()), 0..5)
+            )
+                .prop_map(|(id, request_id, path, body, headers)| Frame::Request {
+                    id,
+                    request: ApiRequest {
+                        request_id,
+                        method: "POST".into(),
+                        path,
+                        query: String::new(),
+                        headers: headers
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v)))
+                            .collect(),
+                        body,
+                    },
+                }),
+            (any::<u64>(), any::<u16>(), proptest::option::of(".{0,20}"), arb_bytes()).prop_map(
+                |(id, status, error_type, body)| {
+                    Frame::Response {
+                        id,
+                        response: ApiResponse {
+                            status,
+                            error_type,
+                            body,
+                        },
+                    }
+                }
+            ),
+            (any::<u64>(), ".{0,10}", ".{0,10}", arb_bytes()).prop_map(|(id, namespace, key, value)| {
+                Frame::StoreCall {
+                    id,
+                    op: StoreOp::Put { namespace, key, value },
+                }
+            }),
+            (any::<u64>(), proptest::option::of(arb_bytes())).prop_map(|(id, v)| Frame::StoreReply {
+                id,
+                result: StoreResult::Value(v.map(serde_bytes::ByteBuf::from))
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_roundtrip(frame in arb_frame()) {
+            let bytes = encode(&frame).expect("encodes");
+            let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            prop_assert_eq!(len, bytes.len() - 4);
+            prop_assert_eq!(decode(&bytes[4..]).expect("decodes"), frame);
+        }
+
+        #[test]
+        fn decode_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+    }
+
+    #[tokio::test]
+    async fn oversize_prefix_is_rejected_before_reading_the_body() {
+        // Only the prefix is sent: a reader that tried to allocate and fill
+        // 4 GiB would block or abort; ours must refuse at once.
+        let prefix = u32::MAX.to_be_bytes();
+        let mut reader: &[u8] = &prefix;
+        match read_frame(&mut reader).await {
+            Err(WireError::TooLarge(n)) => assert_eq!(n, u64::from(u32::MAX)),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_malformed_and_empty_stream_is_closed() {
+        let mut bytes = encode(&Frame::Ping { id: 7 }).expect("encodes");
+        bytes.pop();
+        let mut reader: &[u8] = &bytes;
+        assert!(matches!(read_frame(&mut reader).await, Err(WireError::Malformed(_))));
+        let mut empty: &[u8] = &[];
+        assert!(matches!(read_frame(&mut empty).await, Err(WireError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn frame_roundtrips_through_a_stream() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let frame = Frame::StoreCall {
+            id: 3,
+            op: StoreOp::List {
+                namespace: "key".into(),
+                prefix: "t/".into(),
+                start_after: None,
+                limit: 10,
+            },
+        };
+        let sent = frame.clone();
+        let writer = tokio::spawn(async move { write_frame(&mut a, &sent).await });
+        assert_eq!(read_frame(&mut b).await.expect("reads"), frame);
+        writer.await.expect("joins").expect("writes");
+    }
+}

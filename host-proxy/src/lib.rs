@@ -1,0 +1,118 @@
+//! # keyward-proxy: the untrusted host side of Keyward
+//!
+//! Speaks the AWS KMS JSON 1.1 protocol over HTTP, forwards every request to
+//! the enclave as one frame, and serves the enclave's store calls from a sled
+//! database of sealed records.
+//!
+//! ## What this crate is trusted with
+//! Nothing secret. It never sees key material, plaintext records or
+//! credentials' secrets in a form it can use, and it makes no authorization
+//! decision: the enclave verifies every request's SigV4 signature itself and
+//! authenticates every record it reads back. A compromised proxy can deny
+//! service, drop or replay stored records (see `THREAT-MODEL.md`), and read
+//! the plaintexts that clients send over HTTP to it — as any TLS terminator
+//! in front of AWS KMS could.
+//!
+//! ## What it guarantees
+//! * Every request gets an answer: the enclave's, or an AWS-shaped 500-class
+//!   error when the enclave is unreachable, restarted mid-request or too slow.
+//! * A store write is flushed to disk before the enclave is told it is done.
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod link;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use link::{EnclaveEndpoint, EnclaveLink};
+pub use store::Store;
+
+/// Validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    /// sled database directory.
+    pub store_dir: PathBuf,
+    pub enclave: EnclaveEndpoint,
+    /// Long-lived connections to the enclave.
+    pub connections: usize,
+    /// Longest a request may wait for the enclave.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    #[error(transparent)]
+    Store(#[from] store::StoreOpenError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound, not yet serving, proxy.
+pub struct Proxy {
+    listener: tokio::net::TcpListener,
+    link: Arc<EnclaveLink>,
+    request_timeout: Duration,
+}
+
+impl Proxy {
+    /// Opens the store, binds the listener and starts connecting to the enclave.
+    pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
+        let store = Store::open(&config.store_dir)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ProxyError::Listen(config.listen, e))?;
+        let link = EnclaveLink::start(config.enclave, store, config.connections);
+        Ok(Proxy {
+            listener,
+            link,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn link(&self) -> Arc<EnclaveLink> {
+        Arc::clone(&self.link)
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ProxyError> {
+        let app = http::router(http::AppState {
+            link: self.link,
+            request_timeout: self.request_timeout,
+        });
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ProxyError::Serve)
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

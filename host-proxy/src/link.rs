@@ -1,0 +1,295 @@
+//! The host's side of the enclave link: a few long-lived connections, each
+//! multiplexing many requests, reconnected whenever the enclave restarts.
+//!
+//! A request whose connection dies, or that the enclave does not answer in
+//! time, fails with an AWS-shaped 500-class error; nothing waits forever.
+//! Store calls from the enclave are served from [`Store`] on blocking threads.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use keyward_wire::{ApiRequest, ApiResponse, Frame, PROTOCOL_VERSION, read_frame, write_frame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::Store;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_QUEUE: usize = 1024;
+
+/// Where the enclave listens.
+#[derive(Debug, Clone)]
+pub enum EnclaveEndpoint {
+    Unix(PathBuf),
+    Vsock { cid: u32, port: u32 },
+}
+
+impl std::fmt::Display for EnclaveEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnclaveEndpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            EnclaveEndpoint::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    #[error("the enclave is not reachable")]
+    Unavailable,
+    #[error("the connection to the enclave was lost while the request was in progress")]
+    Lost,
+    #[error("the enclave did not answer in time")]
+    Timeout,
+    #[error("the request does not fit in a frame")]
+    TooLarge,
+}
+
+enum Reply {
+    Response(ApiResponse),
+    Pong,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Frame>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub struct EnclaveLink {
+    slots: Vec<RwLock<Option<Arc<Conn>>>>,
+    next_slot: AtomicUsize,
+    generation: watch::Sender<u64>,
+}
+
+impl EnclaveLink {
+    /// Starts `connections` connection managers (at least one).
+    pub fn start(endpoint: EnclaveEndpoint, store: Store, connections: usize) -> Arc<Self> {
+        let (generation, _) = watch::channel(0);
+        let link = Arc::new(EnclaveLink {
+            slots: (0..connections.max(1)).map(|_| RwLock::new(None)).collect(),
+            next_slot: AtomicUsize::new(0),
+            generation,
+        });
+        for slot in 0..link.slots.len() {
+            tokio::spawn(manage(Arc::downgrade(&link), slot, endpoint.clone(), store.clone()));
+        }
+        link
+    }
+
+    /// Number of connections currently established.
+    pub fn connected(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.read().map(|c| c.is_some()).unwrap_or(false))
+            .count()
+    }
+
+    /// Sends a request and waits for its answer, at most `timeout` in total.
+    pub async fn call(&self, request: ApiRequest, timeout: Duration) -> Result<ApiResponse, LinkError> {
+        match self.exchange(|id| Frame::Request { id, request }, timeout).await? {
+            Reply::Response(r) => Ok(r),
+            Reply::Pong => Err(LinkError::Lost),
+        }
+    }
+
+    /// True when the enclave answers a ping (it answers only once booted).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        matches!(self.exchange(|id| Frame::Ping { id }, timeout).await, Ok(Reply::Pong))
+    }
+
+    async fn exchange(&self, make: impl FnOnce(u64) -> Frame, timeout: Duration) -> Result<Reply, LinkError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conn = self.pick(deadline).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, wait) = oneshot::channel();
+        conn.pending().insert(id, done);
+        let frame = make(id);
+        if keyward_wire::encode(&frame).is_err() {
+            conn.pending().remove(&id);
+            return Err(LinkError::TooLarge);
+        }
+        if conn.tx.send(frame).await.is_err() {
+            conn.pending().remove(&id);
+            return Err(LinkError::Lost);
+        }
+        // The connection may have closed between pick and insert: its pending
+        // map was drained already, so make sure nobody waits on a dead link.
+        if conn.closed.load(Ordering::Acquire) {
+            conn.pending().remove(&id);
+            return Err(LinkError::Lost);
+        }
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(LinkError::Lost),
+            Err(_) => {
+                conn.pending().remove(&id);
+                Err(LinkError::Timeout)
+            }
+        }
+    }
+
+    /// A live connection, waiting until `deadline` for one to come up.
+    async fn pick(&self, deadline: tokio::time::Instant) -> Result<Arc<Conn>, LinkError> {
+        let mut changes = self.generation.subscribe();
+        loop {
+            let n = self.slots.len();
+            let start = self.next_slot.fetch_add(1, Ordering::Relaxed);
+            for i in 0..n {
+                let slot = &self.slots[(start + i) % n];
+                if let Ok(guard) = slot.read()
+                    && let Some(conn) = guard.as_ref()
+                    && !conn.closed.load(Ordering::Acquire)
+                {
+                    return Ok(Arc::clone(conn));
+                }
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Err(LinkError::Unavailable),
+            }
+        }
+    }
+
+    fn set_slot(&self, slot: usize, conn: Option<Arc<Conn>>) {
+        if let Some(s) = self.slots.get(slot) {
+            *s.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Keeps one slot connected for as long as the link exists.
+async fn manage(link: std::sync::Weak<EnclaveLink>, slot: usize, endpoint: EnclaveEndpoint, store: Store) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        if link.strong_count() == 0 {
+            return;
+        }
+        let connected = match &endpoint {
+            EnclaveEndpoint::Unix(path) => match tokio::net::UnixStream::connect(path).await {
+                Ok(s) => run_connection(&link, slot, s, &store).await,
+                Err(e) => Err(e.to_string()),
+            },
+            EnclaveEndpoint::Vsock { cid, port } => {
+                match tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await {
+                    Ok(s) => run_connection(&link, slot, s, &store).await,
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match connected {
+            Ok(()) => {
+                tracing::warn!(slot, %endpoint, "enclave connection closed; reconnecting");
+                backoff = Duration::from_millis(20);
+            }
+            Err(e) => {
+                tracing::debug!(slot, %endpoint, error = %e, "enclave not reachable yet");
+                // Reconnect back-off while the enclave is down (not test synchronisation).
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Handshakes and serves one connection until it breaks. `Ok` once it was up.
+async fn run_connection<S>(
+    link: &std::sync::Weak<EnclaveLink>,
+    slot: usize,
+    stream: S,
+    store: &Store,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    write_frame(
+        &mut writer,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await {
+        Ok(Ok(Frame::HelloAck { version })) if version == PROTOCOL_VERSION => {}
+        Ok(Ok(Frame::HelloAck { version })) => return Err(format!("enclave speaks protocol version {version}")),
+        Ok(Ok(_)) => return Err("enclave did not acknowledge the handshake".into()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("handshake timed out".into()),
+    }
+    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let conn = Arc::new(Conn {
+        tx: tx.clone(),
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        closed: AtomicBool::new(false),
+    });
+    let writer_task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write_frame(&mut writer, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    if let Some(l) = link.upgrade() {
+        l.set_slot(slot, Some(Arc::clone(&conn)));
+    }
+    tracing::info!(slot, "connected to the enclave");
+
+    loop {
+        let frame = match read_frame(&mut reader).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(slot, error = %e, "enclave connection ended");
+                break;
+            }
+        };
+        match frame {
+            Frame::Response { id, response } => {
+                if let Some(waiter) = conn.pending().remove(&id) {
+                    let _ = waiter.send(Reply::Response(response));
+                }
+            }
+            Frame::Pong { id } => {
+                if let Some(waiter) = conn.pending().remove(&id) {
+                    let _ = waiter.send(Reply::Pong);
+                }
+            }
+            Frame::StoreCall { id, op } => {
+                let (store, tx) = (store.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let result = match tokio::task::spawn_blocking(move || store.apply(op)).await {
+                        Ok(r) => r,
+                        Err(_) => keyward_wire::StoreResult::Error("store task failed".into()),
+                    };
+                    let _ = tx.send(Frame::StoreReply { id, result }).await;
+                });
+            }
+            _ => {
+                tracing::warn!(slot, "enclave sent an unexpected frame; reconnecting");
+                break;
+            }
+        }
+    }
+    conn.closed.store(true, Ordering::Release);
+    if let Some(l) = link.upgrade() {
+        l.set_slot(slot, None);
+    }
+    // Dropping the waiters fails every request still in flight on this connection.
+    conn.pending().clear();
+    writer_task.abort();
+    Ok(())
+}

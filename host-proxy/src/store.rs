@@ -1,0 +1,176 @@
+//! The sealed-record store: sled on the host's disk, serving the enclave's
+//! store calls. It sees only record identities and sealed bytes; it cannot
+//! read, alter or invent a record without the enclave noticing.
+//!
+//! Writes are flushed to disk before they are acknowledged, so a write the
+//! enclave reported to a client survives a crash of either process.
+
+use std::path::Path;
+
+use keyward_wire::{StoreOp, StoreResult};
+
+/// Longest namespace or key accepted from the enclave.
+const MAX_NAME: usize = 1024;
+/// Largest page served.
+const MAX_LIST: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreOpenError {
+    #[error("cannot open the store at {0}: {1}")]
+    Open(String, sled::Error),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreOpenError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| StoreOpenError::Open(path.display().to_string(), e))?;
+        Ok(Store { db })
+    }
+
+    /// Applies one call. Blocking (disk I/O): run it off the async workers.
+    pub fn apply(&self, op: StoreOp) -> StoreResult {
+        match self.try_apply(op) {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "store operation failed");
+                StoreResult::Error(e)
+            }
+        }
+    }
+
+    fn tree(&self, namespace: &str) -> Result<sled::Tree, String> {
+        if namespace.is_empty()
+            || namespace.len() > 64
+            || !namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("invalid namespace".into());
+        }
+        self.db.open_tree(format!("ns:{namespace}")).map_err(|e| e.to_string())
+    }
+
+    fn try_apply(&self, op: StoreOp) -> Result<StoreResult, String> {
+        match op {
+            StoreOp::Get { namespace, key } => {
+                check_name(&key)?;
+                let value = self.tree(&namespace)?.get(key.as_bytes()).map_err(|e| e.to_string())?;
+                Ok(StoreResult::Value(
+                    value.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+                ))
+            }
+            StoreOp::Put { namespace, key, value } => {
+                check_name(&key)?;
+                self.tree(&namespace)?
+                    .insert(key.as_bytes(), value)
+                    .map_err(|e| e.to_string())?;
+                self.db.flush().map_err(|e| e.to_string())?;
+                Ok(StoreResult::Done)
+            }
+            StoreOp::Delete { namespace, key } => {
+                check_name(&key)?;
+                self.tree(&namespace)?
+                    .remove(key.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                self.db.flush().map_err(|e| e.to_string())?;
+                Ok(StoreResult::Done)
+            }
+            StoreOp::List {
+                namespace,
+                prefix,
+                start_after,
+                limit,
+            } => {
+                check_name(&prefix)?;
+                let tree = self.tree(&namespace)?;
+                let limit = limit.min(MAX_LIST) as usize;
+                let mut entries = Vec::new();
+                for item in tree.scan_prefix(prefix.as_bytes()) {
+                    let (k, v) = item.map_err(|e| e.to_string())?;
+                    let key = String::from_utf8(k.to_vec()).map_err(|_| "non-UTF-8 key in store".to_string())?;
+                    if start_after.as_ref().is_some_and(|s| key.as_str() <= s.as_str()) {
+                        continue;
+                    }
+                    entries.push((key, serde_bytes::ByteBuf::from(v.to_vec())));
+                    if entries.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(StoreResult::Entries(entries))
+            }
+            _ => Err("unsupported store operation".into()),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME {
+        Err("record name too long".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            for k in ["t/a", "t/b", "t/c", "u/a"] {
+                let op = StoreOp::Put {
+                    namespace: "key".into(),
+                    key: k.into(),
+                    value: k.as_bytes().to_vec(),
+                };
+                assert_eq!(store.apply(op), StoreResult::Done);
+            }
+            let list = store.apply(StoreOp::List {
+                namespace: "key".into(),
+                prefix: "t/".into(),
+                start_after: Some("t/a".into()),
+                limit: 1,
+            });
+            let StoreResult::Entries(entries) = list else {
+                panic!("entries expected")
+            };
+            assert_eq!(entries.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["t/b"]);
+            assert_eq!(
+                store.apply(StoreOp::Delete {
+                    namespace: "key".into(),
+                    key: "t/b".into()
+                }),
+                StoreResult::Done
+            );
+        }
+        // Durable across a reopen.
+        let store = Store::open(dir.path()).expect("reopens");
+        let get = |k: &str| {
+            store.apply(StoreOp::Get {
+                namespace: "key".into(),
+                key: k.into(),
+            })
+        };
+        assert_eq!(
+            get("t/a"),
+            StoreResult::Value(Some(serde_bytes::ByteBuf::from(b"t/a".to_vec())))
+        );
+        assert_eq!(get("t/b"), StoreResult::Value(None));
+        assert!(matches!(
+            store.apply(StoreOp::Get {
+                namespace: "../x".into(),
+                key: "k".into()
+            }),
+            StoreResult::Error(_)
+        ));
+    }
+}

@@ -1,0 +1,254 @@
+//! `keyward dev`: a mock-mode enclave child process plus the host proxy.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use keyward_enclave::config::{ENV_DEV_ACCESS_KEY_ID, ENV_DEV_SECRET_ACCESS_KEY, valid_access_key_id, valid_tenant_id};
+use keyward_proxy::{EnclaveEndpoint, Proxy, ProxyConfig};
+use rand::Rng;
+use tokio::sync::watch;
+
+/// Options of `keyward dev`, validated.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub tenant: String,
+}
+
+/// The bootstrap tenant's credential and where it came from.
+struct DevCredential {
+    access_key_id: String,
+    secret_access_key: zeroize::Zeroizing<String>,
+    generated: bool,
+}
+
+/// How long the launcher waits for a freshly started enclave to boot.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping enclave gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(options: DevOptions) -> anyhow::Result<()> {
+    if !valid_tenant_id(&options.tenant) {
+        anyhow::bail!("--tenant must be 12 digits, like an AWS account id");
+    }
+    create_private_dir(&options.data_dir)?;
+    let data_dir = options.data_dir.canonicalize().context("resolving --data-dir")?;
+    let credential = dev_credential()?;
+    let socket = data_dir.join("enclave.sock");
+    let exe = std::env::current_exe().context("locating the keyward executable")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let supervisor = tokio::spawn(supervise(
+        exe,
+        enclave_args(&socket, &options),
+        [
+            (ENV_DEV_ACCESS_KEY_ID, credential.access_key_id.clone()),
+            (ENV_DEV_SECRET_ACCESS_KEY, credential.secret_access_key.to_string()),
+        ],
+        stop_rx.clone(),
+    ));
+
+    let proxy = Proxy::bind(ProxyConfig {
+        listen: options.listen,
+        store_dir: data_dir.join("store"),
+        enclave: EnclaveEndpoint::Unix(socket),
+        connections: 4,
+        request_timeout: Duration::from_secs(30),
+    })
+    .await?;
+    let address = proxy.local_addr()?;
+    let link = proxy.link();
+    let mut shutdown = stop_rx.clone();
+    let server = tokio::spawn(proxy.serve(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }));
+
+    let ready = async {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if link.ping(Duration::from_secs(2)).await {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::select! {
+        ok = ready => if !ok {
+            let _ = stop_tx.send(true);
+            anyhow::bail!("the enclave did not become ready within {READY_TIMEOUT:?}");
+        },
+        () = keyward_proxy::stop_signal() => {
+            let _ = stop_tx.send(true);
+            let _ = supervisor.await;
+            return Ok(());
+        }
+    }
+    print_banner(address, &options, &credential);
+
+    keyward_proxy::stop_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let served = server.await;
+    let _ = supervisor.await;
+    match served {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(anyhow::anyhow!("proxy task failed: {e}")),
+    }
+}
+
+fn enclave_args(socket: &Path, options: &DevOptions) -> Vec<String> {
+    vec![
+        "enclave".into(),
+        "--mode".into(),
+        "mock".into(),
+        "--socket".into(),
+        socket.display().to_string(),
+        "--region".into(),
+        options.region.clone(),
+        "--dev-tenant".into(),
+        options.tenant.clone(),
+        "--exit-on-stdin-close".into(),
+    ]
+}
+
+/// Runs the enclave child until told to stop, restarting it whenever it dies.
+async fn supervise(exe: PathBuf, args: Vec<String>, env: [(&'static str, String); 2], mut stop: watch::Receiver<bool>) {
+    let mut quick_failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the enclave process");
+                return;
+            }
+        };
+        let started = tokio::time::Instant::now();
+        // Standard input stays open while we live: the child exits when it closes.
+        let stdin = child.stdin.take();
+        println!("enclave process started: pid {}", child.id().unwrap_or(0));
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        drop(stdin);
+        match exited {
+            Some(status) => {
+                if *stop.borrow() {
+                    return;
+                }
+                tracing::warn!(status = ?status.ok(), "the enclave process exited; restarting it");
+                quick_failures = if started.elapsed() < Duration::from_secs(2) {
+                    quick_failures + 1
+                } else {
+                    0
+                };
+                if quick_failures > 0 {
+                    // A crash loop: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(quick_failures.min(20)))).await;
+                }
+            }
+            None => {
+                if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+                    tracing::warn!("the enclave did not stop in time; killing it");
+                    let _ = child.kill().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn dev_credential() -> anyhow::Result<DevCredential> {
+    match (
+        std::env::var(ENV_DEV_ACCESS_KEY_ID).ok(),
+        std::env::var(ENV_DEV_SECRET_ACCESS_KEY).ok(),
+    ) {
+        (Some(access_key_id), Some(secret)) => {
+            if !valid_access_key_id(&access_key_id) {
+                anyhow::bail!("{ENV_DEV_ACCESS_KEY_ID} must be 16-128 letters and digits");
+            }
+            Ok(DevCredential {
+                access_key_id,
+                secret_access_key: zeroize::Zeroizing::new(secret),
+                generated: false,
+            })
+        }
+        (None, None) => {
+            const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+            const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut rng = rand::rngs::OsRng;
+            let mut pick = |alphabet: &[u8], n: usize| -> String {
+                (0..n)
+                    .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+                    .collect()
+            };
+            Ok(DevCredential {
+                access_key_id: format!("AKIA{}", pick(UPPER, 16)),
+                secret_access_key: zeroize::Zeroizing::new(pick(SECRET, 40)),
+                generated: true,
+            })
+        }
+        _ => anyhow::bail!("set both {ENV_DEV_ACCESS_KEY_ID} and {ENV_DEV_SECRET_ACCESS_KEY}, or neither"),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn print_banner(address: SocketAddr, options: &DevOptions, credential: &DevCredential) {
+    let endpoint = format!("http://{address}");
+    let secret_shown = if credential.generated {
+        format!(
+            "{} (generated for this run; set {ENV_DEV_ACCESS_KEY_ID} and {ENV_DEV_SECRET_ACCESS_KEY} to choose your own)",
+            credential.secret_access_key.as_str()
+        )
+    } else {
+        format!("(from {ENV_DEV_SECRET_ACCESS_KEY})")
+    };
+    let secret_for_example = if credential.generated {
+        credential.secret_access_key.to_string()
+    } else {
+        format!("\"${ENV_DEV_SECRET_ACCESS_KEY}\"")
+    };
+    println!();
+    println!("Keyward — MOCK MODE, for development only: no enclave isolation, keys are not protected.");
+    println!("  endpoint           {endpoint}");
+    println!("  region             {}", options.region);
+    println!("  tenant (account)   {}", options.tenant);
+    println!("  access key id      {}", credential.access_key_id);
+    println!("  secret access key  {secret_shown}");
+    println!("  data dir           {}", options.data_dir.display());
+    println!();
+    println!("Try it:");
+    println!(
+        "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws kms create-key --endpoint-url {endpoint} --region {}",
+        credential.access_key_id, secret_for_example, options.region
+    );
+    println!();
+    println!("Keyward is ready at {endpoint}");
+}

@@ -1,0 +1,85 @@
+//! `keyward`: `keyward dev` starts a complete mock-mode Keyward (enclave child
+//! process + host proxy); `keyward enclave` is the enclave process itself.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Keyward: a confidential-computing KMS with the AWS KMS API."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a mock-mode Keyward for development: enclave child process + proxy.
+    Dev {
+        /// Address of the AWS KMS JSON endpoint (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        listen: SocketAddr,
+        /// Directory for the sealed-record store and the enclave socket.
+        #[arg(long, default_value = "./keyward-data")]
+        data_dir: PathBuf,
+        /// AWS region the endpoint answers for.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// The bootstrap tenant (the AWS account id in ARNs).
+        #[arg(long, default_value = "111122223333")]
+        tenant: String,
+    },
+    /// Run the enclave process (started by `keyward dev`; rarely run by hand).
+    Enclave(keyward_enclave::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyward: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Dev {
+            listen,
+            data_dir,
+            region,
+            tenant,
+        } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
+            listen,
+            data_dir,
+            region,
+            tenant,
+        })),
+        Command::Enclave(args) => match args.validate(|name| std::env::var(name).ok()) {
+            Ok(config) => runtime.block_on(keyward_enclave::run(config)).map_err(Into::into),
+            Err(e) => {
+                eprintln!("keyward enclave: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
