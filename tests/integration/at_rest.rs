@@ -1,6 +1,6 @@
 //! Nothing secret is written to disk in the clear: after a clean stop, no
 //! file under the data dir contains a plaintext or a data key (raw, base64 or
-//! hex).
+//! hex), and neither process logs one, nor the credential's secret.
 
 use std::path::{Path, PathBuf};
 
@@ -157,4 +157,19 @@ async fn no_plaintext_or_data_key_on_disk() {
         "secrets found on disk ({} files, {scanned} bytes scanned):\n{found:#?}",
         files.len()
     );
+
+    // Nor in the logs of either process, which also must not carry the
+    // credential's secret.
+    needles.push(("secret access key".into(), sb.creds.secret.clone().into_bytes()));
+    let logs = sb.log_files();
+    let mut logged = 0usize;
+    for log in &logs {
+        let content = std::fs::read(log).unwrap_or_else(|e| panic!("read {}: {e}", log.display()));
+        logged += content.len();
+        for i in find_needles(&content, &needles) {
+            found.push(format!("{} in {}", needles[i].0, log.display()));
+        }
+    }
+    assert!(logged > 0, "the service wrote no log lines to scan");
+    assert!(found.is_empty(), "secrets found in the logs:\n{found:#?}");
 }

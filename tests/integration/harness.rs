@@ -98,6 +98,13 @@ impl Sandbox {
         self.dir.path().join("data")
     }
 
+    /// The stderr logs (both processes) of every start so far.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        (1..=self.starts)
+            .map(|i| self.dir.path().join(format!("keyward-{i}.stderr.log")))
+            .collect()
+    }
+
     /// Starts `keyward dev` on this sandbox's data dir and waits until it
     /// printed both its ready line and the enclave's pid line.
     pub async fn start(&mut self) -> Keyward {
