@@ -9,6 +9,7 @@
 mod api;
 mod at_rest;
 mod auth;
+mod compat;
 mod crash;
 mod errors;
 mod harness;
