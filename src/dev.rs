@@ -18,6 +18,8 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     pub region: String,
     pub tenant: String,
+    /// Seconds the enclave's clock is shifted by (0 for the real time).
+    pub mock_clock_offset: i64,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -113,6 +115,7 @@ fn enclave_args(socket: &Path, options: &DevOptions) -> Vec<String> {
         "--dev-tenant".into(),
         options.tenant.clone(),
         "--exit-on-stdin-close".into(),
+        format!("--mock-clock-offset={}", options.mock_clock_offset),
     ]
 }
 

@@ -34,6 +34,10 @@ enum Command {
         /// The bootstrap tenant (the AWS account id in ARNs).
         #[arg(long, default_value = "111122223333")]
         tenant: String,
+        /// Shift the enclave's clock by this many seconds (for trying out
+        /// deletion windows and rotation; clients must sign with shifted time).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0, allow_negative_numbers = true)]
+        mock_clock_offset: i64,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
@@ -61,11 +65,13 @@ fn main() -> std::process::ExitCode {
             data_dir,
             region,
             tenant,
+            mock_clock_offset,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             data_dir,
             region,
             tenant,
+            mock_clock_offset,
         })),
         Command::Enclave(args) => match args.validate(|name| std::env::var(name).ok()) {
             Ok(config) => runtime.block_on(keyward_enclave::run(config)).map_err(Into::into),

@@ -15,3 +15,16 @@ impl Clock for SystemClock {
         OffsetDateTime::now_utc()
     }
 }
+
+/// The wall clock shifted by a fixed number of seconds (mock mode's
+/// `--mock-clock-offset`, for tests of dates days or years away).
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetClock {
+    pub offset_seconds: i64,
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc().saturating_add(time::Duration::seconds(self.offset_seconds))
+    }
+}

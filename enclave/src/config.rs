@@ -32,6 +32,11 @@ pub struct Args {
     /// Mock mode: the bootstrap tenant (an AWS account id in ARNs).
     #[arg(long, default_value = "111122223333")]
     pub dev_tenant: String,
+    /// Mock mode only: shift the enclave's clock by this many seconds (tests
+    /// of deletion windows and rotation periods; clients must sign with the
+    /// same shifted time).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, allow_negative_numbers = true)]
+    pub mock_clock_offset: i64,
     /// Exit when standard input closes (set by a supervising parent so the
     /// enclave never outlives it).
     #[arg(long)]
@@ -72,6 +77,8 @@ pub struct EnclaveConfig {
     pub listen: Listen,
     pub region: String,
     pub dev_credential: Option<DevCredential>,
+    /// Seconds added to the wall clock (mock mode only; 0 in nitro mode).
+    pub clock_offset: i64,
     pub exit_on_stdin_close: bool,
 }
 
@@ -90,6 +97,10 @@ pub enum ConfigError {
     AccessKeyId,
     #[error("{ENV_DEV_SECRET_ACCESS_KEY} must be 16-128 printable characters without spaces")]
     SecretAccessKey,
+    #[error("--mock-clock-offset is only valid in mock mode")]
+    ClockOffsetInNitroMode,
+    #[error("--mock-clock-offset must be within ±100 years")]
+    ClockOffsetRange,
     #[error("{0} is set but {1} is not")]
     HalfCredential(&'static str, &'static str),
 }
@@ -126,6 +137,12 @@ impl Args {
             (Mode::Nitro, Some(_)) => return Err(ConfigError::SocketInNitroMode),
             (Mode::Nitro, None) => Listen::Vsock { port: self.vsock_port },
         };
+        if self.mode == Mode::Nitro && self.mock_clock_offset != 0 {
+            return Err(ConfigError::ClockOffsetInNitroMode);
+        }
+        if self.mock_clock_offset.unsigned_abs() > 100 * 366 * 86_400 {
+            return Err(ConfigError::ClockOffsetRange);
+        }
         let dev_credential = match self.mode {
             Mode::Nitro => None,
             Mode::Mock => {
@@ -170,6 +187,7 @@ impl Args {
             listen,
             region: self.region,
             dev_credential,
+            clock_offset: self.mock_clock_offset,
             exit_on_stdin_close: self.exit_on_stdin_close,
         })
     }
@@ -186,6 +204,7 @@ mod tests {
             vsock_port: 5000,
             region: "us-east-1".into(),
             dev_tenant: "111122223333".into(),
+            mock_clock_offset: 0,
             exit_on_stdin_close: false,
         }
     }
@@ -208,6 +227,19 @@ mod tests {
             args(Mode::Nitro, Some("/tmp/s")).validate(|_| None),
             Err(ConfigError::SocketInNitroMode)
         ));
+    }
+
+    #[test]
+    fn clock_offset_is_mock_only() {
+        let mut nitro = args(Mode::Nitro, None);
+        nitro.mock_clock_offset = 60;
+        assert!(matches!(
+            nitro.validate(|_| None),
+            Err(ConfigError::ClockOffsetInNitroMode)
+        ));
+        let mut mock = args(Mode::Mock, Some("/tmp/s"));
+        mock.mock_clock_offset = -86_400;
+        assert_eq!(mock.validate(|_| None).expect("valid").clock_offset, -86_400);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod keys;
+pub mod locks;
 pub mod nsm;
 pub mod seal;
 pub mod secret;
@@ -68,7 +69,14 @@ pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
     };
     let listen = config.listen.clone();
     let exit_on_stdin_close = config.exit_on_stdin_close;
-    let enclave = Arc::new(Enclave::new(config, nsm, Arc::new(clock::SystemClock)));
+    let clock: Arc<dyn clock::Clock> = match config.clock_offset {
+        0 => Arc::new(clock::SystemClock),
+        offset_seconds => {
+            tracing::warn!(offset_seconds, "MOCK MODE: the enclave clock is shifted");
+            Arc::new(clock::OffsetClock { offset_seconds })
+        }
+    };
+    let enclave = Arc::new(Enclave::new(config, nsm, clock));
     let stop = shutdown_signal(exit_on_stdin_close);
     match listen {
         Listen::Unix(path) => {

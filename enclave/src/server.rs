@@ -87,6 +87,8 @@ where
         next_id: AtomicU64::new(1),
     });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let weak: std::sync::Weak<LinkTransport> = Arc::downgrade(&link);
+    enclave.attach(weak);
 
     loop {
         let frame = match read_frame(&mut reader).await {

@@ -19,8 +19,15 @@ pub struct Enclave {
     pub(crate) nsm: Box<dyn Nsm>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) credentials: CredentialCache,
+    pub(crate) locks: crate::locks::RecordLocks,
     keyring: OnceCell<Keyring>,
+    /// Live host connections, for work no request carries (the sweep).
+    links: std::sync::Mutex<Vec<std::sync::Weak<dyn StoreTransport>>>,
+    sweeper_started: std::sync::atomic::AtomicBool,
 }
+
+/// How often the sweep looks for keys whose deletion or rotation is due.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Enclave {
     pub fn new(config: EnclaveConfig, nsm: Box<dyn Nsm>, clock: Arc<dyn Clock>) -> Self {
@@ -29,7 +36,10 @@ impl Enclave {
             nsm,
             clock,
             credentials: CredentialCache::default(),
+            locks: Default::default(),
             keyring: OnceCell::new(),
+            links: Default::default(),
+            sweeper_started: Default::default(),
         }
     }
 
@@ -59,6 +69,40 @@ impl Enclave {
     /// Handles one request. Never panics on input; every failure is an AWS-shaped response.
     pub async fn handle(&self, request: ApiRequest, transport: &dyn StoreTransport) -> ApiResponse {
         api::handle(self, request, transport).await
+    }
+
+    /// Registers a live host connection and, on the first one, starts the
+    /// sweep: destruction and rotation of keys nobody touches happen on time.
+    pub fn attach(self: &Arc<Self>, link: std::sync::Weak<dyn StoreTransport>) {
+        {
+            let mut links = self.links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            links.retain(|l| l.strong_count() > 0);
+            links.push(link);
+        }
+        if !self.sweeper_started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let enclave = Arc::clone(self);
+            tokio::spawn(async move {
+                loop {
+                    enclave.sweep_once().await;
+                    // A periodic timer, not synchronisation.
+                    tokio::time::sleep(SWEEP_INTERVAL).await;
+                }
+            });
+        }
+    }
+
+    async fn sweep_once(&self) {
+        let link = {
+            let links = self.links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            links.iter().find_map(std::sync::Weak::upgrade)
+        };
+        let Some(link) = link else { return };
+        let Ok(keyring) = self.keyring(&*link).await else { return };
+        let records = crate::store::Records::new(&*link, &keyring.sealer);
+        let now = self.clock.now().unix_timestamp();
+        if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now).await {
+            tracing::warn!(error = %e, "sweep failed; retrying at the next interval");
+        }
     }
 
     pub fn config(&self) -> &EnclaveConfig {

@@ -1,5 +1,6 @@
-//! Data-plane operations: Encrypt, Decrypt, GenerateDataKey,
-//! GenerateDataKeyWithoutPlaintext, GenerateRandom.
+//! Symmetric data-plane operations: Encrypt, Decrypt, ReEncrypt,
+//! GenerateDataKey, GenerateDataKeyWithoutPlaintext, GenerateDataKeyPair,
+//! GenerateDataKeyPairWithoutPlaintext, GenerateRandom.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required, resolve_key_id};
 use crate::keys::blob::{self as cipherblob, BlobError, BlobHeader};
+use crate::keys::context::EncryptionContext;
 use crate::keys::record::KeyRecord;
 use crate::secret::SecretBytes;
 
@@ -43,29 +45,23 @@ fn reject_recipient(recipient: &Option<Value>) -> Result<(), KmsError> {
     Ok(())
 }
 
-async fn usable_key(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<KeyRecord, KmsError> {
-    let id = resolve_key_id(ctx, &required("keyId", key_id)?)?;
-    let rec = params::load_key(ctx, &id).await?;
-    params::require_enabled(&rec)?;
-    if rec.key_usage != "ENCRYPT_DECRYPT" {
-        return Err(KmsError::InvalidKeyUsage(format!(
-            "{} key usage is {}",
-            rec.arn, rec.key_usage
-        )));
-    }
+/// A symmetric encryption key the caller may use.
+pub(crate) async fn usable_key(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<KeyRecord, KmsError> {
+    let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
+    params::require_usable(&rec, "ENCRYPT_DECRYPT")?;
     Ok(rec)
 }
 
 /// Encrypts under the key's current version.
-fn seal_under(
+pub(crate) fn seal_under(
     ctx: &Ctx<'_>,
     rec: &KeyRecord,
-    context: &crate::keys::context::EncryptionContext,
+    context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, KmsError> {
     let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
     let version = rec.current_version();
-    let material = rec.material(&kek, version).map_err(|e| {
+    let material = rec.symmetric_material(&kek, version).map_err(|e| {
         tracing::error!(error = %e, "key material does not unwrap");
         KmsError::Internal
     })?;
@@ -117,18 +113,34 @@ struct DecryptRequest {
 pub async fn decrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: DecryptRequest = parse(body)?;
     let ciphertext = blob("ciphertextBlob", &required("ciphertextBlob", req.ciphertext_blob)?)?;
-    length("ciphertextBlob", ciphertext.len(), 1, MAX_CIPHERTEXT)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
     reject_recipient(&req.recipient)?;
     let context = params::context(req.encryption_context)?;
-    let invalid = || {
-        KmsError::InvalidCiphertext(
-            "The ciphertext is invalid or was not encrypted under this key and encryption context.".into(),
-        )
-    };
-    let header = cipherblob::parse_header(&ciphertext).map_err(|_| invalid())?;
-    if let Some(key_id) = req.key_id {
-        let wanted = resolve_key_id(ctx, &key_id)?;
+    let (rec, plaintext) = open_blob(ctx, &ciphertext, req.key_id.as_deref(), &context).await?;
+    Ok(json!({
+        "KeyId": rec.arn,
+        "Plaintext": b64(plaintext.expose()),
+        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
+    }))
+}
+
+fn invalid_ciphertext() -> KmsError {
+    KmsError::InvalidCiphertext(
+        "The ciphertext is invalid or was not encrypted under this key and encryption context.".into(),
+    )
+}
+
+/// Decrypts a ciphertext blob of the caller's, checking `key_id` when given.
+async fn open_blob(
+    ctx: &Ctx<'_>,
+    ciphertext: &[u8],
+    key_id: Option<&str>,
+    context: &EncryptionContext,
+) -> Result<(KeyRecord, SecretBytes), KmsError> {
+    length("ciphertextBlob", ciphertext.len(), 1, MAX_CIPHERTEXT)?;
+    let header = cipherblob::parse_header(ciphertext).map_err(|_| invalid_ciphertext())?;
+    if let Some(key_id) = key_id {
+        let wanted = resolve_key_id(ctx, key_id).await?;
         if wanted != header.key_id {
             return Err(KmsError::IncorrectKey(
                 "The key ID in the request does not identify a CMK that can perform this operation.".into(),
@@ -136,14 +148,45 @@ pub async fn decrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         }
     }
     let rec = params::load_key(ctx, &header.key_id).await?;
-    params::require_enabled(&rec)?;
+    params::require_usable(&rec, "ENCRYPT_DECRYPT")?;
     let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
-    let material = rec.material(&kek, header.key_version).map_err(|_| invalid())?;
-    let plaintext = cipherblob::open(&ciphertext, &material, &context).map_err(|_: BlobError| invalid())?;
+    let material = rec
+        .symmetric_material(&kek, header.key_version)
+        .map_err(|_| invalid_ciphertext())?;
+    let plaintext = cipherblob::open(ciphertext, &material, context).map_err(|_: BlobError| invalid_ciphertext())?;
+    Ok((rec, plaintext))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReEncryptRequest {
+    ciphertext_blob: Option<String>,
+    source_encryption_context: Option<BTreeMap<String, String>>,
+    source_key_id: Option<String>,
+    destination_key_id: Option<String>,
+    destination_encryption_context: Option<BTreeMap<String, String>>,
+    source_encryption_algorithm: Option<String>,
+    destination_encryption_algorithm: Option<String>,
+}
+
+/// Decrypts and re-encrypts inside the enclave; the plaintext never leaves it.
+pub async fn re_encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: ReEncryptRequest = parse(body)?;
+    let ciphertext = blob("ciphertextBlob", &required("ciphertextBlob", req.ciphertext_blob)?)?;
+    let destination = required("destinationKeyId", req.destination_key_id)?;
+    check_algorithm(req.source_encryption_algorithm.as_deref())?;
+    check_algorithm(req.destination_encryption_algorithm.as_deref())?;
+    let source_context = params::context(req.source_encryption_context)?;
+    let destination_context = params::context(req.destination_encryption_context)?;
+    let destination = usable_key(ctx, Some(destination)).await?;
+    let (source, plaintext) = open_blob(ctx, &ciphertext, req.source_key_id.as_deref(), &source_context).await?;
+    let resealed = seal_under(ctx, &destination, &destination_context, plaintext.expose())?;
     Ok(json!({
-        "KeyId": rec.arn,
-        "Plaintext": b64(plaintext.expose()),
-        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        "CiphertextBlob": b64(&resealed),
+        "SourceKeyId": source.arn,
+        "KeyId": destination.arn,
+        "SourceEncryptionAlgorithm": SYMMETRIC_DEFAULT,
+        "DestinationEncryptionAlgorithm": SYMMETRIC_DEFAULT,
     }))
 }
 
@@ -222,4 +265,68 @@ pub async fn generate_random(_ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsEr
     let len = random_length(required("numberOfBytes", req.number_of_bytes)?)?;
     let random = SecretBytes::random(len);
     Ok(json!({ "Plaintext": b64(random.expose()) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateDataKeyPairRequest {
+    key_id: Option<String>,
+    key_pair_spec: Option<String>,
+    encryption_context: Option<BTreeMap<String, String>>,
+    recipient: Option<Value>,
+}
+
+const AWS_KEY_PAIR_SPECS: &[&str] = &[
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SM2",
+];
+
+/// A P-256 key pair: the private key (PKCS#8 DER) encrypted under a symmetric
+/// key, and the public key (SubjectPublicKeyInfo DER).
+pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: bool) -> Result<Value, KmsError> {
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let req: GenerateDataKeyPairRequest = parse(body)?;
+    let spec = required("keyPairSpec", req.key_pair_spec)?;
+    if !AWS_KEY_PAIR_SPECS.contains(&spec.as_str()) {
+        return Err(KmsError::validation(
+            "keyPairSpec",
+            "Member must satisfy enum value set",
+        ));
+    }
+    if spec != "ECC_NIST_P256" {
+        return Err(KmsError::UnsupportedOperation(format!(
+            "KeyPairSpec {spec} is not supported."
+        )));
+    }
+    if !with_plaintext && req.recipient.is_some() {
+        return Err(KmsError::Serialization(
+            "Recipient is not a parameter of GenerateDataKeyPairWithoutPlaintext.".into(),
+        ));
+    }
+    reject_recipient(&req.recipient)?;
+    let context = params::context(req.encryption_context)?;
+    let rec = usable_key(ctx, req.key_id).await?;
+    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let private_der = secret.to_pkcs8_der().map_err(|_| KmsError::Internal)?;
+    let public_der = secret
+        .public_key()
+        .to_public_key_der()
+        .map_err(|_| KmsError::Internal)?;
+    let private_ciphertext = seal_under(ctx, &rec, &context, private_der.as_bytes())?;
+    let mut out = json!({
+        "PrivateKeyCiphertextBlob": b64(&private_ciphertext),
+        "PublicKey": b64(public_der.as_bytes()),
+        "KeyId": rec.arn,
+        "KeyPairSpec": spec,
+    });
+    if with_plaintext {
+        out["PrivateKeyPlaintext"] = json!(b64(private_der.as_bytes()));
+    }
+    Ok(out)
 }

@@ -21,6 +21,14 @@ pub enum KmsError {
     UnrecognizedClient(String),
     InvalidSignature(String),
     AccessDenied(String),
+    InvalidMac(String),
+    /// `KMSInvalidSignatureException`: Verify found the signature invalid
+    /// (`InvalidSignature` is the SigV4 authentication failure).
+    InvalidSignatureValue(String),
+    Tag(String),
+    LimitExceeded(String),
+    InvalidAliasName(String),
+    AlreadyExists(String),
     /// Details go to the log under the request id; the client sees a generic message.
     Internal,
 }
@@ -42,6 +50,12 @@ impl KmsError {
             KmsError::UnrecognizedClient(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "InvalidSignatureException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::InvalidMac(_) => "KMSInvalidMacException",
+            KmsError::InvalidSignatureValue(_) => "KMSInvalidSignatureException",
+            KmsError::Tag(_) => "TagException",
+            KmsError::LimitExceeded(_) => "LimitExceededException",
+            KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
+            KmsError::AlreadyExists(_) => "AlreadyExistsException",
             KmsError::Internal => "KMSInternalException",
         }
     }
@@ -68,7 +82,13 @@ impl KmsError {
             | KmsError::UnsupportedOperation(m)
             | KmsError::UnrecognizedClient(m)
             | KmsError::InvalidSignature(m)
-            | KmsError::AccessDenied(m) => m,
+            | KmsError::AccessDenied(m)
+            | KmsError::AlreadyExists(m)
+            | KmsError::InvalidAliasName(m)
+            | KmsError::LimitExceeded(m)
+            | KmsError::Tag(m)
+            | KmsError::InvalidSignatureValue(m)
+            | KmsError::InvalidMac(m) => m,
             KmsError::Internal => "The request could not be completed due to an internal error. Retry the request.",
         }
     }

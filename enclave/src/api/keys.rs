@@ -1,4 +1,4 @@
-//! Key management: CreateKey, DescribeKey, ListKeys.
+//! Keys: CreateKey, DescribeKey, ListKeys, and AWS's `KeyMetadata`.
 
 use std::collections::BTreeMap;
 
@@ -8,30 +8,11 @@ use uuid::Uuid;
 
 use super::Ctx;
 use super::error::KmsError;
-use super::params::{self, key_arn, length, parse, required, resolve_key_id};
+use super::params::{self, key_arn, length, parse, required};
+use super::tags;
 use crate::keys::record::{self, KeyRecord, KeyState};
-use crate::secret::Key256;
+use crate::keys::spec::{AWS_KEY_SPECS, AWS_KEY_USAGES, KeySpec};
 
-/// Key specs AWS KMS knows; only the supported ones can be created.
-const KNOWN_KEY_SPECS: &[&str] = &[
-    "SYMMETRIC_DEFAULT",
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "ECC_NIST_P256",
-    "ECC_NIST_P384",
-    "ECC_NIST_P521",
-    "ECC_SECG_P256K1",
-    "HMAC_224",
-    "HMAC_256",
-    "HMAC_384",
-    "HMAC_512",
-    "SM2",
-    "ML_DSA_44",
-    "ML_DSA_65",
-    "ML_DSA_87",
-];
-const KNOWN_KEY_USAGES: &[&str] = &["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
 const KNOWN_ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
 
 #[derive(Deserialize)]
@@ -43,15 +24,8 @@ struct CreateKeyRequest {
     customer_master_key_spec: Option<String>,
     origin: Option<String>,
     multi_region: Option<bool>,
-    tags: Option<Vec<Tag>>,
+    tags: Option<Vec<tags::Tag>>,
     policy: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Tag {
-    tag_key: Option<String>,
-    tag_value: Option<String>,
 }
 
 pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
@@ -61,7 +35,7 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     if let Some(policy) = &req.policy {
         length("policy", policy.len(), 1, 32768)?;
     }
-    let spec = match (req.key_spec, req.customer_master_key_spec) {
+    let spec_name = match (req.key_spec, req.customer_master_key_spec) {
         (Some(a), Some(b)) if a != b => {
             return Err(KmsError::Validation(
                 "KeySpec and CustomerMasterKeySpec must not both be set".into(),
@@ -70,25 +44,27 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         (Some(s), _) | (None, Some(s)) => s,
         (None, None) => "SYMMETRIC_DEFAULT".to_owned(),
     };
-    if !KNOWN_KEY_SPECS.contains(&spec.as_str()) {
+    if !AWS_KEY_SPECS.contains(&spec_name.as_str()) {
         return Err(KmsError::validation("keySpec", "Member must satisfy enum value set"));
     }
-    let usage = req.key_usage.unwrap_or_else(|| "ENCRYPT_DECRYPT".to_owned());
-    if !KNOWN_KEY_USAGES.contains(&usage.as_str()) {
+    if let Some(usage) = &req.key_usage
+        && !AWS_KEY_USAGES.contains(&usage.as_str())
+    {
         return Err(KmsError::validation("keyUsage", "Member must satisfy enum value set"));
     }
     let origin = req.origin.unwrap_or_else(|| "AWS_KMS".to_owned());
     if !KNOWN_ORIGINS.contains(&origin.as_str()) {
         return Err(KmsError::validation("origin", "Member must satisfy enum value set"));
     }
-    if spec != "SYMMETRIC_DEFAULT" {
+    let Some(spec) = KeySpec::parse(&spec_name) else {
         return Err(KmsError::UnsupportedOperation(format!(
-            "KeySpec {spec} is not supported yet."
+            "KeySpec {spec_name} is not supported."
         )));
-    }
-    if usage != "ENCRYPT_DECRYPT" {
+    };
+    let usage = req.key_usage.unwrap_or_else(|| spec.usages()[0].to_owned());
+    if !spec.usages().contains(&usage.as_str()) {
         return Err(KmsError::Validation(format!(
-            "KeyUsage {usage} is not compatible with KeySpec SYMMETRIC_DEFAULT"
+            "KeyUsage {usage} is not compatible with KeySpec {spec_name}"
         )));
     }
     if origin != "AWS_KMS" {
@@ -101,13 +77,12 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
             "Multi-Region keys are not supported.".into(),
         ));
     }
-    let mut tags = BTreeMap::new();
-    for tag in req.tags.unwrap_or_default() {
-        let key = required("tags.member.tagKey", tag.tag_key)?;
-        let value = required("tags.member.tagValue", tag.tag_value)?;
-        length("tagKey", key.chars().count(), 1, 128)?;
-        length("tagValue", value.chars().count(), 0, 256)?;
-        tags.insert(key, value);
+    let tags: BTreeMap<String, String> = tags::validate(req.tags.unwrap_or_default())?.into_iter().collect();
+    if tags.len() > tags::MAX_TAGS {
+        return Err(KmsError::LimitExceeded(format!(
+            "A key can have at most {} tags.",
+            tags::MAX_TAGS
+        )));
     }
 
     let key_id = Uuid::new_v4();
@@ -120,18 +95,20 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         description,
         creation_date: ctx.now.unix_timestamp(),
         state: KeyState::Enabled,
-        key_spec: spec,
+        key_spec: spec_name,
         key_usage: usage,
         origin,
         versions: Vec::new(),
         tags,
+        deletion_date: None,
+        rotation_period_days: None,
+        next_rotation_date: None,
+        rotations: Vec::new(),
     };
     let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
-    rec.push_version(&kek, &Key256::generate());
-    ctx.records
-        .put(record::NAMESPACE, &record::record_key(&tenant, &key_id), &rec)
-        .await?;
-    tracing::info!(key_id = %key_id, "key created");
+    rec.push_version(&kek, spec.generate().expose());
+    params::save_key(ctx, &rec).await?;
+    tracing::info!(key_id = %key_id, key_spec = %rec.key_spec, "key created");
     Ok(json!({ "KeyMetadata": metadata(&rec) }))
 }
 
@@ -143,8 +120,7 @@ struct DescribeKeyRequest {
 
 pub async fn describe_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: DescribeKeyRequest = parse(body)?;
-    let key_id = resolve_key_id(ctx, &required("keyId", req.key_id)?)?;
-    let rec = params::load_key(ctx, &key_id).await?;
+    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
     Ok(json!({ "KeyMetadata": metadata(&rec) }))
 }
 
@@ -157,45 +133,39 @@ struct ListKeysRequest {
 
 pub async fn list_keys(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: ListKeysRequest = parse(body)?;
-    let limit = req.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(KmsError::validation(
-            "limit",
-            "Member must have value between 1 and 1000 (inclusive)",
-        ));
-    }
+    let limit = params::limit(req.limit, 100, 1000)?;
     let tenant = &ctx.principal.tenant;
     let prefix = format!("{tenant}/");
-    let start_after = match &req.marker {
-        Some(marker) => {
-            length("marker", marker.len(), 1, 1024)?;
-            let id = Uuid::try_parse(marker)
-                .map_err(|_| KmsError::InvalidMarker("The marker is not one that ListKeys returned.".into()))?;
-            Some(record::record_key(tenant, &id))
-        }
-        None => None,
-    };
-    // One extra entry tells whether another page exists.
+    let start_after = params::marker_from(req.marker.as_deref())?;
+    if start_after.as_ref().is_some_and(|m| !m.starts_with(&prefix)) {
+        return Err(KmsError::InvalidMarker(
+            "The marker is not one ListKeys returned.".into(),
+        ));
+    }
+    let now = ctx.now.unix_timestamp();
+    // One extra entry tells whether another page exists. Keys past their
+    // deletion date are already gone for the caller (the sweep removes them).
     let mut page: Vec<(String, KeyRecord)> = ctx
         .records
-        .list(record::NAMESPACE, &prefix, start_after.as_deref(), limit as u32 + 1)
+        .list(record::NAMESPACE, &prefix, start_after.as_deref(), limit + 1)
         .await?;
     let truncated = page.len() > limit as usize;
     page.truncate(limit as usize);
     let keys: Vec<Value> = page
         .iter()
+        .filter(|(_, rec)| !(rec.state == KeyState::PendingDeletion && rec.deletion_date.is_some_and(|d| d <= now)))
         .map(|(_, rec)| json!({ "KeyId": rec.key_id.to_string(), "KeyArn": rec.arn }))
         .collect();
     let mut out = json!({ "Keys": keys, "Truncated": truncated });
-    if truncated && let Some((_, last)) = page.last() {
-        out["NextMarker"] = Value::String(last.key_id.to_string());
+    if truncated && let Some((last, _)) = page.last() {
+        out["NextMarker"] = Value::String(params::marker_to(last));
     }
     Ok(out)
 }
 
 /// AWS's `KeyMetadata` structure.
 pub fn metadata(rec: &KeyRecord) -> Value {
-    json!({
+    let mut m = json!({
         "AWSAccountId": rec.tenant,
         "KeyId": rec.key_id.to_string(),
         "Arn": rec.arn,
@@ -208,7 +178,21 @@ pub fn metadata(rec: &KeyRecord) -> Value {
         "KeyManager": "CUSTOMER",
         "CustomerMasterKeySpec": rec.key_spec,
         "KeySpec": rec.key_spec,
-        "EncryptionAlgorithms": ["SYMMETRIC_DEFAULT"],
         "MultiRegion": false,
-    })
+    });
+    match rec.key_usage.as_str() {
+        "ENCRYPT_DECRYPT" => m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]),
+        "SIGN_VERIFY" => m["SigningAlgorithms"] = json!(["ECDSA_SHA_256"]),
+        "KEY_AGREEMENT" => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+        "GENERATE_VERIFY_MAC" => {
+            if let Some(alg) = KeySpec::parse(&rec.key_spec).and_then(KeySpec::mac_algorithm) {
+                m["MacAlgorithms"] = json!([alg]);
+            }
+        }
+        _ => {}
+    }
+    if let Some(date) = rec.deletion_date {
+        m["DeletionDate"] = json!(date);
+    }
+    m
 }

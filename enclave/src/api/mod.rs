@@ -1,10 +1,16 @@
 //! The AWS KMS JSON 1.1 API as the enclave serves it: authenticate, route by
 //! `X-Amz-Target`, parse, run the operation, answer.
 
+pub mod aliases;
+pub mod asymmetric;
 pub mod crypto;
 pub mod error;
 pub mod keys;
+pub mod lifecycle;
+pub mod mac;
 pub mod params;
+pub mod rotation;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -115,6 +121,32 @@ async fn serve(enclave: &Enclave, request: &ApiRequest, transport: &dyn StoreTra
         "GenerateDataKey" => crypto::generate_data_key(&ctx, body, true).await,
         "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(&ctx, body, false).await,
         "GenerateRandom" => crypto::generate_random(&ctx, body).await,
+        "ReEncrypt" => crypto::re_encrypt(&ctx, body).await,
+        "GenerateDataKeyPair" => crypto::generate_data_key_pair(&ctx, body, true).await,
+        "GenerateDataKeyPairWithoutPlaintext" => crypto::generate_data_key_pair(&ctx, body, false).await,
+        "EnableKey" => lifecycle::enable_key(&ctx, body).await,
+        "DisableKey" => lifecycle::disable_key(&ctx, body).await,
+        "ScheduleKeyDeletion" => lifecycle::schedule_key_deletion(&ctx, body).await,
+        "CancelKeyDeletion" => lifecycle::cancel_key_deletion(&ctx, body).await,
+        "UpdateKeyDescription" => lifecycle::update_key_description(&ctx, body).await,
+        "EnableKeyRotation" => rotation::enable_key_rotation(&ctx, body).await,
+        "DisableKeyRotation" => rotation::disable_key_rotation(&ctx, body).await,
+        "GetKeyRotationStatus" => rotation::get_key_rotation_status(&ctx, body).await,
+        "RotateKeyOnDemand" => rotation::rotate_key_on_demand(&ctx, body).await,
+        "ListKeyRotations" => rotation::list_key_rotations(&ctx, body).await,
+        "CreateAlias" => aliases::create_alias(&ctx, body).await,
+        "UpdateAlias" => aliases::update_alias(&ctx, body).await,
+        "DeleteAlias" => aliases::delete_alias(&ctx, body).await,
+        "ListAliases" => aliases::list_aliases(&ctx, body).await,
+        "TagResource" => tags::tag_resource(&ctx, body).await,
+        "UntagResource" => tags::untag_resource(&ctx, body).await,
+        "ListResourceTags" => tags::list_resource_tags(&ctx, body).await,
+        "Sign" => asymmetric::sign(&ctx, body).await,
+        "Verify" => asymmetric::verify(&ctx, body).await,
+        "GetPublicKey" => asymmetric::get_public_key(&ctx, body).await,
+        "DeriveSharedSecret" => asymmetric::derive_shared_secret(&ctx, body).await,
+        "GenerateMac" => mac::generate_mac(&ctx, body).await,
+        "VerifyMac" => mac::verify_mac(&ctx, body).await,
         _ => Err(KmsError::UnknownOperation(format!(
             "Unknown operation {}",
             printable(&target)

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Ctx;
 use super::error::KmsError;
+use super::{aliases, lifecycle};
 use crate::keys::context::{ContextError, EncryptionContext};
 use crate::keys::record::{self, KeyRecord, KeyState};
 
@@ -60,9 +61,9 @@ pub fn key_arn(region: &str, tenant: &str, key_id: &Uuid) -> String {
 }
 
 /// Resolves a `KeyId` parameter (key id, key ARN, alias name or alias ARN) to
-/// one of the caller's keys. Anything else, including another tenant's key, is
-/// "not found".
-pub fn resolve_key_id(ctx: &Ctx<'_>, key_id: &str) -> Result<Uuid, KmsError> {
+/// one of the caller's keys. Anything else, including another tenant's key or
+/// alias, is "not found".
+pub async fn resolve_key_id(ctx: &Ctx<'_>, key_id: &str) -> Result<Uuid, KmsError> {
     length("keyId", key_id.len(), 1, 2048)?;
     let not_found = || KmsError::NotFound(format!("Invalid keyId '{}'", super::printable(key_id)));
     if let Some(rest) = key_id.strip_prefix("arn:") {
@@ -74,48 +75,149 @@ pub fn resolve_key_id(ctx: &Ctx<'_>, key_id: &str) -> Result<Uuid, KmsError> {
             return Err(not_found());
         }
         if resource.starts_with("alias/") {
-            return Err(alias_not_found(ctx, resource));
+            return resolve_alias(ctx, resource).await;
         }
         let id = resource.strip_prefix("key/").ok_or_else(not_found)?;
         return Uuid::try_parse(id).map_err(|_| not_found());
     }
     if key_id.starts_with("alias/") {
-        return Err(alias_not_found(ctx, key_id));
+        return resolve_alias(ctx, key_id).await;
     }
     Uuid::try_parse(key_id).map_err(|_| not_found())
 }
 
-fn alias_not_found(ctx: &Ctx<'_>, alias: &str) -> KmsError {
-    KmsError::NotFound(format!(
-        "Alias arn:aws:kms:{}:{}:{} is not found.",
-        ctx.region(),
-        ctx.principal.tenant,
-        super::printable(alias)
-    ))
+async fn resolve_alias(ctx: &Ctx<'_>, name: &str) -> Result<Uuid, KmsError> {
+    aliases::lookup(ctx, name).await?.ok_or_else(|| {
+        KmsError::NotFound(format!(
+            "Alias {} is not found.",
+            aliases::alias_arn(ctx.region(), &ctx.principal.tenant, &super::printable(name))
+        ))
+    })
 }
 
-/// Loads the caller's key record.
+/// Resolves and loads the caller's key (see [`resolve_key_id`], [`load_key`]).
+pub async fn resolve_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, KmsError> {
+    let id = resolve_key_id(ctx, key_id).await?;
+    load_key(ctx, &id).await
+}
+
+/// Loads the caller's key record, first applying what is due: a key past
+/// its deletion date is destroyed (and reads as not found), an automatic
+/// rotation past its date happens.
 pub async fn load_key(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsError> {
     let name = record::record_key(&ctx.principal.tenant, key_id);
-    let record: Option<KeyRecord> = ctx.records.get(record::NAMESPACE, &name).await?;
+    let rec = read_key(ctx, &name, key_id).await?;
+    let rec = match rec {
+        Some(rec) if lifecycle::is_due(&rec, ctx.now.unix_timestamp()) => {
+            let _guard = ctx.enclave.locks.lock(&name).await;
+            match read_key(ctx, &name, key_id).await? {
+                Some(rec) => lifecycle::apply_due(ctx, rec).await?,
+                None => None,
+            }
+        }
+        other => other,
+    };
+    rec.ok_or_else(|| {
+        KmsError::NotFound(format!(
+            "Key '{}' does not exist",
+            key_arn(ctx.region(), &ctx.principal.tenant, key_id)
+        ))
+    })
+}
+
+async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<KeyRecord>, KmsError> {
+    let record: Option<KeyRecord> = ctx.records.get(record::NAMESPACE, name).await?;
     match record {
-        Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => Ok(r),
+        Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => Ok(Some(r)),
         Some(_) => {
             tracing::error!("key record names another key than its identity");
             Err(KmsError::Internal)
         }
-        None => Err(KmsError::NotFound(format!(
-            "Key '{}' does not exist",
-            key_arn(ctx.region(), &ctx.principal.tenant, key_id)
+        None => Ok(None),
+    }
+}
+
+/// Persists a key record (the caller holds the key's lock).
+pub async fn save_key(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsError> {
+    ctx.records
+        .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), rec)
+        .await?;
+    Ok(())
+}
+
+/// What an operation does to a key, for AWS's key-state rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Cryptographic use (Encrypt, Sign, GenerateMac, GetPublicKey, …).
+    Crypto,
+    /// A change of metadata or configuration (tags, description, rotation, aliases).
+    Manage,
+}
+
+/// AWS's key-state table: cryptographic use needs Enabled (Disabled →
+/// DisabledException); nothing but reads and CancelKeyDeletion works in
+/// PendingDeletion; PendingImport allows management only.
+pub fn check_state(key: &KeyRecord, access: Access) -> Result<(), KmsError> {
+    match (key.state, access) {
+        (KeyState::Enabled, _) => Ok(()),
+        (KeyState::Disabled, Access::Crypto) => Err(KmsError::Disabled(format!("{} is disabled.", key.arn))),
+        (KeyState::Disabled, Access::Manage) | (KeyState::PendingImport, Access::Manage) => Ok(()),
+        (state, _) => Err(KmsError::InvalidState(format!(
+            "{} is pending {}.",
+            key.arn,
+            pending(state)
         ))),
     }
 }
 
-/// Cryptographic operations need an enabled key.
-pub fn require_enabled(key: &KeyRecord) -> Result<(), KmsError> {
-    match key.state {
-        KeyState::Enabled => Ok(()),
-        KeyState::Disabled => Err(KmsError::Disabled(format!("{} is disabled.", key.arn))),
-        state => Err(KmsError::InvalidState(format!("{} is {}", key.arn, state.as_str()))),
+fn pending(state: KeyState) -> &'static str {
+    match state {
+        KeyState::PendingDeletion => "deletion",
+        KeyState::PendingImport => "import",
+        _ => "a state change",
     }
+}
+
+/// A key that can be used cryptographically for `usage`.
+pub fn require_usable(key: &KeyRecord, usage: &str) -> Result<(), KmsError> {
+    check_state(key, Access::Crypto)?;
+    if key.key_usage != usage {
+        return Err(KmsError::InvalidKeyUsage(format!(
+            "{} key usage is {}, not {usage}.",
+            key.arn, key.key_usage
+        )));
+    }
+    Ok(())
+}
+
+/// Pagination marker: opaque to clients, validated when it comes back.
+pub fn marker_from(field_value: Option<&str>) -> Result<Option<String>, KmsError> {
+    match field_value {
+        None => Ok(None),
+        Some(m) => {
+            length("marker", m.len(), 1, 1024)?;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(m)
+                .map_err(|_| KmsError::InvalidMarker("The marker is not one this operation returned.".into()))?;
+            String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| KmsError::InvalidMarker("The marker is not one this operation returned.".into()))
+        }
+    }
+}
+
+pub fn marker_to(position: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position.as_bytes())
+}
+
+/// A `Limit` parameter within `[1, max]`, defaulting to `default`.
+pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<u32, KmsError> {
+    let limit = value.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(KmsError::validation(
+            "limit",
+            &format!("Member must have value between 1 and {max} (inclusive)"),
+        ));
+    }
+    Ok(limit as u32)
 }

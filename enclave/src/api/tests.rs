@@ -26,6 +26,7 @@ fn enclave() -> Enclave {
         vsock_port: 5000,
         region: "us-east-1".into(),
         dev_tenant: TENANT.into(),
+        mock_clock_offset: 0,
         exit_on_stdin_close: false,
     };
     let config = args.validate(|_| None).expect("valid config");

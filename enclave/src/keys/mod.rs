@@ -5,3 +5,4 @@ pub mod blob;
 pub mod context;
 pub mod hierarchy;
 pub mod record;
+pub mod spec;

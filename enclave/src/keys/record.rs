@@ -7,7 +7,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Key256;
+use crate::secret::{Key256, SecretBytes};
 
 /// Store namespace of key records; record key `<tenant>/<key uuid>`.
 pub const NAMESPACE: &str = "key";
@@ -46,6 +46,15 @@ pub struct WrappedMaterial {
     ciphertext: Vec<u8>,
 }
 
+/// One rotation of a key: which version it created, when, and how.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotationEntry {
+    pub version: u32,
+    /// Seconds since the Unix epoch.
+    pub date: i64,
+    pub on_demand: bool,
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub key_id: uuid::Uuid,
@@ -62,6 +71,18 @@ pub struct KeyRecord {
     pub versions: Vec<WrappedMaterial>,
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// When a key in PendingDeletion is destroyed (seconds since the epoch).
+    #[serde(default)]
+    pub deletion_date: Option<i64>,
+    /// Automatic rotation period; `None` when automatic rotation is off.
+    #[serde(default)]
+    pub rotation_period_days: Option<u32>,
+    /// When the next automatic rotation is due.
+    #[serde(default)]
+    pub next_rotation_date: Option<i64>,
+    /// Every rotation so far, oldest first.
+    #[serde(default)]
+    pub rotations: Vec<RotationEntry>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,7 +101,7 @@ impl KeyRecord {
     }
 
     /// Adds a version holding `material`, wrapped under `kek`.
-    pub fn push_version(&mut self, kek: &Key256, material: &Key256) {
+    pub fn push_version(&mut self, kek: &Key256, material: &[u8]) {
         let version = self.current_version() + 1;
         let mut nonce = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
@@ -90,7 +111,7 @@ impl KeyRecord {
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: material.expose(),
+                    msg: material,
                     aad: &aad,
                 },
             )
@@ -102,7 +123,7 @@ impl KeyRecord {
     }
 
     /// Unwraps the material of `version`.
-    pub fn material(&self, kek: &Key256, version: u32) -> Result<Key256, MaterialError> {
+    pub fn material(&self, kek: &Key256, version: u32) -> Result<SecretBytes, MaterialError> {
         let index = usize::try_from(version)
             .ok()
             .and_then(|v| v.checked_sub(1))
@@ -113,7 +134,7 @@ impl KeyRecord {
         }
         let aad = material_aad(&self.arn, version);
         let cipher = Aes256Gcm::new(kek.expose().into());
-        let plain = cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(&wrapped.nonce),
                 Payload {
@@ -121,11 +142,13 @@ impl KeyRecord {
                     aad: &aad,
                 },
             )
-            .map_err(|_| MaterialError::Forged)?;
-        let key = Key256::from_slice(&plain).ok_or(MaterialError::Forged);
-        let mut plain = plain;
-        zeroize::Zeroize::zeroize(&mut plain);
-        key
+            .map(SecretBytes::new)
+            .map_err(|_| MaterialError::Forged)
+    }
+
+    /// Unwraps a symmetric (AES-256) version.
+    pub fn symmetric_material(&self, kek: &Key256, version: u32) -> Result<Key256, MaterialError> {
+        Key256::from_slice(self.material(kek, version)?.expose()).ok_or(MaterialError::Forged)
     }
 }
 
@@ -154,6 +177,10 @@ mod tests {
             origin: "AWS_KMS".into(),
             versions: Vec::new(),
             tags: Default::default(),
+            deletion_date: None,
+            rotation_period_days: None,
+            next_rotation_date: None,
+            rotations: Vec::new(),
         }
     }
 
@@ -161,11 +188,14 @@ mod tests {
     fn material_roundtrips_per_version_and_is_bound_to_the_key() {
         let kek = Key256::from_bytes([1; 32]);
         let mut rec = record("arn:a");
-        rec.push_version(&kek, &Key256::from_bytes([5; 32]));
-        rec.push_version(&kek, &Key256::from_bytes([6; 32]));
+        rec.push_version(&kek, &[5; 32]);
+        rec.push_version(&kek, &[6; 32]);
         assert_eq!(rec.current_version(), 2);
-        assert_eq!(rec.material(&kek, 1).expect("v1"), Key256::from_bytes([5; 32]));
-        assert_eq!(rec.material(&kek, 2).expect("v2"), Key256::from_bytes([6; 32]));
+        assert_eq!(
+            rec.symmetric_material(&kek, 1).expect("v1"),
+            Key256::from_bytes([5; 32])
+        );
+        assert_eq!(rec.material(&kek, 2).expect("v2").expose(), &[6u8; 32]);
         assert_eq!(rec.material(&kek, 0).err(), Some(MaterialError::NoSuchVersion(0)));
         assert_eq!(rec.material(&kek, 3).err(), Some(MaterialError::NoSuchVersion(3)));
         assert_eq!(
