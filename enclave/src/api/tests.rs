@@ -200,3 +200,62 @@ async fn another_tenants_key_is_not_found_by_id_arn_or_ciphertext() {
     let listed = keys::list_keys(&stranger, json!({})).await.expect("lists");
     assert_eq!(listed["Keys"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn deletion_window_end_destroys_the_record_and_its_aliases() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let mut ctx = ctx(&enclave, &store, TENANT).await;
+    let created = keys::create_key(&ctx, json!({})).await.expect("created");
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
+    let ct = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"doomed") })).await.expect("enc");
+    super::aliases::create_alias(&ctx, json!({ "AliasName": "alias/doomed", "TargetKeyId": key_id }))
+        .await
+        .expect("alias");
+    let scheduled = super::lifecycle::schedule_key_deletion(&ctx, json!({ "KeyId": key_id, "PendingWindowInDays": 7 }))
+        .await
+        .expect("scheduled");
+    let deletion = scheduled["DeletionDate"].as_i64().expect("date");
+    let records_before = store.all_values().len();
+
+    // One second before the end of the window nothing happens.
+    let sweep = |now: i64| {
+        let records = Records::new(&*store, &ctx.keyring.sealer);
+        let (hierarchy, locks) = (&ctx.keyring.hierarchy, &enclave.locks);
+        async move { super::lifecycle::sweep(&records, hierarchy, locks, now).await }
+    };
+    sweep(deletion - 1).await.expect("sweep");
+    assert_eq!(store.all_values().len(), records_before);
+
+    sweep(deletion).await.expect("sweep");
+    assert_eq!(store.all_values().len(), records_before - 2, "key record and alias record deleted");
+    ctx.now = OffsetDateTime::from_unix_timestamp(deletion).expect("time");
+    let err = crypto::decrypt(&ctx, json!({ "CiphertextBlob": ct["CiphertextBlob"] })).await.expect_err("gone");
+    assert!(matches!(err, KmsError::NotFound(_)), "{err:?}");
+    let err = keys::describe_key(&ctx, json!({ "KeyId": "alias/doomed" })).await.expect_err("alias gone");
+    assert!(matches!(err, KmsError::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_due_rotation_happens_on_use_and_old_ciphertexts_still_decrypt() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let mut ctx = ctx(&enclave, &store, TENANT).await;
+    let created = keys::create_key(&ctx, json!({})).await.expect("created");
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
+    let old = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"v1") })).await.expect("enc");
+    super::rotation::enable_key_rotation(&ctx, json!({ "KeyId": key_id, "RotationPeriodInDays": 90 }))
+        .await
+        .expect("enabled");
+    ctx.now += time::Duration::days(91);
+    let new = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"v2") })).await.expect("enc");
+    let version = |ct: &Value| {
+        let blob = super::params::blob("b", ct["CiphertextBlob"].as_str().expect("blob")).expect("b64");
+        crate::keys::blob::parse_header(&blob).expect("header").key_version
+    };
+    assert_eq!((version(&old), version(&new)), (1, 2));
+    let rotations = super::rotation::list_key_rotations(&ctx, json!({ "KeyId": key_id })).await.expect("list");
+    assert_eq!(rotations["Rotations"][0]["RotationType"], "AUTOMATIC");
+    let plain = crypto::decrypt(&ctx, json!({ "CiphertextBlob": old["CiphertextBlob"] })).await.expect("dec");
+    assert_eq!(field(&plain, "Plaintext"), b64(b"v1"));
+}
