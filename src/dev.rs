@@ -6,9 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use keyward_enclave::config::{ENV_DEV_ACCESS_KEY_ID, ENV_DEV_SECRET_ACCESS_KEY, valid_access_key_id, valid_tenant_id};
+use keyward_enclave::auth::credentials::generate_access_key;
+use keyward_enclave::config::{
+    ENV_DEV_ACCESS_KEY_ID, ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
+    ENV_DEV_SECRET_ACCESS_KEY, valid_access_key_id, valid_tenant_id,
+};
 use keyward_proxy::{EnclaveEndpoint, Proxy, ProxyConfig};
-use rand::Rng;
 use tokio::sync::watch;
 
 /// Options of `keyward dev`, validated.
@@ -20,6 +23,8 @@ pub struct DevOptions {
     pub tenant: String,
     /// Seconds the enclave's clock is shifted by (0 for the real time).
     pub mock_clock_offset: i64,
+    /// Requests per second each tenant may make.
+    pub tenant_rate_limit: u32,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -40,7 +45,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
     create_private_dir(&options.data_dir)?;
     let data_dir = options.data_dir.canonicalize().context("resolving --data-dir")?;
-    let credential = dev_credential()?;
+    let credential = dev_credential(ENV_DEV_ACCESS_KEY_ID, ENV_DEV_SECRET_ACCESS_KEY)?;
+    let operator = dev_credential(ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY)?;
     let socket = data_dir.join("enclave.sock");
     let exe = std::env::current_exe().context("locating the keyward executable")?;
 
@@ -51,6 +57,11 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         [
             (ENV_DEV_ACCESS_KEY_ID, credential.access_key_id.clone()),
             (ENV_DEV_SECRET_ACCESS_KEY, credential.secret_access_key.to_string()),
+            (ENV_DEV_OPERATOR_ACCESS_KEY_ID, operator.access_key_id.clone()),
+            (
+                ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
+                operator.secret_access_key.to_string(),
+            ),
         ],
         stop_rx.clone(),
     ));
@@ -90,7 +101,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    print_banner(address, &options, &credential);
+    print_banner(address, &options, &credential, &operator);
 
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
@@ -116,11 +127,12 @@ fn enclave_args(socket: &Path, options: &DevOptions) -> Vec<String> {
         options.tenant.clone(),
         "--exit-on-stdin-close".into(),
         format!("--mock-clock-offset={}", options.mock_clock_offset),
+        format!("--tenant-rate-limit={}", options.tenant_rate_limit),
     ]
 }
 
 /// Runs the enclave child until told to stop, restarting it whenever it dies.
-async fn supervise(exe: PathBuf, args: Vec<String>, env: [(&'static str, String); 2], mut stop: watch::Receiver<bool>) {
+async fn supervise(exe: PathBuf, args: Vec<String>, env: [(&'static str, String); 4], mut stop: watch::Receiver<bool>) {
     let mut quick_failures = 0u32;
     loop {
         if *stop.borrow() {
@@ -177,14 +189,12 @@ async fn supervise(exe: PathBuf, args: Vec<String>, env: [(&'static str, String)
     }
 }
 
-fn dev_credential() -> anyhow::Result<DevCredential> {
-    match (
-        std::env::var(ENV_DEV_ACCESS_KEY_ID).ok(),
-        std::env::var(ENV_DEV_SECRET_ACCESS_KEY).ok(),
-    ) {
+/// A credential from a pair of environment variables, or a fresh one.
+fn dev_credential(id_var: &str, secret_var: &str) -> anyhow::Result<DevCredential> {
+    match (std::env::var(id_var).ok(), std::env::var(secret_var).ok()) {
         (Some(access_key_id), Some(secret)) => {
             if !valid_access_key_id(&access_key_id) {
-                anyhow::bail!("{ENV_DEV_ACCESS_KEY_ID} must be 16-128 letters and digits");
+                anyhow::bail!("{id_var} must be 16-128 letters and digits");
             }
             Ok(DevCredential {
                 access_key_id,
@@ -193,21 +203,14 @@ fn dev_credential() -> anyhow::Result<DevCredential> {
             })
         }
         (None, None) => {
-            const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-            const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            let mut rng = rand::rngs::OsRng;
-            let mut pick = |alphabet: &[u8], n: usize| -> String {
-                (0..n)
-                    .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
-                    .collect()
-            };
+            let (access_key_id, secret_access_key) = generate_access_key();
             Ok(DevCredential {
-                access_key_id: format!("AKIA{}", pick(UPPER, 16)),
-                secret_access_key: zeroize::Zeroizing::new(pick(SECRET, 40)),
+                access_key_id,
+                secret_access_key,
                 generated: true,
             })
         }
-        _ => anyhow::bail!("set both {ENV_DEV_ACCESS_KEY_ID} and {ENV_DEV_SECRET_ACCESS_KEY}, or neither"),
+        _ => anyhow::bail!("set both {id_var} and {secret_var}, or neither"),
     }
 }
 
@@ -223,18 +226,20 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(address: SocketAddr, options: &DevOptions, credential: &DevCredential) {
+fn print_banner(address: SocketAddr, options: &DevOptions, tenant: &DevCredential, operator: &DevCredential) {
     let endpoint = format!("http://{address}");
-    let secret_shown = if credential.generated {
-        format!(
-            "{} (generated for this run; set {ENV_DEV_ACCESS_KEY_ID} and {ENV_DEV_SECRET_ACCESS_KEY} to choose your own)",
-            credential.secret_access_key.as_str()
-        )
-    } else {
-        format!("(from {ENV_DEV_SECRET_ACCESS_KEY})")
+    let shown = |c: &DevCredential, secret_var: &str| {
+        if c.generated {
+            format!(
+                "{} (generated for this run; set {secret_var} to choose)",
+                c.secret_access_key.as_str()
+            )
+        } else {
+            format!("(from {secret_var})")
+        }
     };
-    let secret_for_example = if credential.generated {
-        credential.secret_access_key.to_string()
+    let secret_for_example = if tenant.generated {
+        tenant.secret_access_key.to_string()
     } else {
         format!("\"${ENV_DEV_SECRET_ACCESS_KEY}\"")
     };
@@ -242,15 +247,21 @@ fn print_banner(address: SocketAddr, options: &DevOptions, credential: &DevCrede
     println!("Keyward — MOCK MODE, for development only: no enclave isolation, keys are not protected.");
     println!("  endpoint           {endpoint}");
     println!("  region             {}", options.region);
-    println!("  tenant (account)   {}", options.tenant);
-    println!("  access key id      {}", credential.access_key_id);
-    println!("  secret access key  {secret_shown}");
     println!("  data dir           {}", options.data_dir.display());
+    println!("  tenant {} (KeyAdmin + KeyUser)", options.tenant);
+    println!("    access key id      {}", tenant.access_key_id);
+    println!("    secret access key  {}", shown(tenant, ENV_DEV_SECRET_ACCESS_KEY));
+    println!("  operator (tenant administration only; cannot use keys)");
+    println!("    access key id      {}", operator.access_key_id);
+    println!(
+        "    secret access key  {}",
+        shown(operator, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY)
+    );
     println!();
     println!("Try it:");
     println!(
         "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws kms create-key --endpoint-url {endpoint} --region {}",
-        credential.access_key_id, secret_for_example, options.region
+        tenant.access_key_id, secret_for_example, options.region
     );
     println!();
     println!("Keyward is ready at {endpoint}");

@@ -38,6 +38,9 @@ enum Command {
         /// deletion windows and rotation; clients must sign with shifted time).
         #[arg(long, value_name = "SECONDS", default_value_t = 0, allow_negative_numbers = true)]
         mock_clock_offset: i64,
+        /// Requests per second each tenant (and the operator) may make.
+        #[arg(long, value_name = "RPS", default_value_t = 10_000)]
+        tenant_rate_limit: u32,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
@@ -66,12 +69,14 @@ fn main() -> std::process::ExitCode {
             region,
             tenant,
             mock_clock_offset,
+            tenant_rate_limit,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             data_dir,
             region,
             tenant,
             mock_clock_offset,
+            tenant_rate_limit,
         })),
         Command::Enclave(args) => match args.validate(|name| std::env::var(name).ok()) {
             Ok(config) => runtime.block_on(keyward_enclave::run(config)).map_err(Into::into),

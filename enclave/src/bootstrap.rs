@@ -28,6 +28,7 @@ use crate::store::{Records, StoreError, StoreTransport};
 pub const BOOT_NAMESPACE: &str = "boot";
 const ROOT_KEY_RECORD: &str = "root-key";
 const DEV_CREDENTIAL_POINTER: &str = "dev-credential";
+const DEV_OPERATOR_POINTER: &str = "dev-operator-credential";
 
 /// Namespace of tenant records; record key = tenant id.
 pub const TENANT_NAMESPACE: &str = "tenant";
@@ -81,6 +82,7 @@ pub async fn boot(
     nsm: &dyn Nsm,
     transport: &dyn StoreTransport,
     dev: Option<&DevCredential>,
+    operator: Option<&DevCredential>,
     now: i64,
 ) -> Result<Keyring, BootError> {
     let root = match mode {
@@ -95,8 +97,19 @@ pub async fn boot(
         }
     };
     let keyring = Keyring::new(root);
+    let records = Records::new(transport, &keyring.sealer);
     if let Some(dev) = dev {
-        ensure_dev_credential(&Records::new(transport, &keyring.sealer), dev, now).await?;
+        ensure_dev_credential(
+            &records,
+            dev,
+            vec![Role::KeyAdmin, Role::KeyUser],
+            DEV_CREDENTIAL_POINTER,
+            now,
+        )
+        .await?;
+    }
+    if let Some(operator) = operator {
+        ensure_dev_credential(&records, operator, vec![Role::Operator], DEV_OPERATOR_POINTER, now).await?;
     }
     Ok(keyring)
 }
@@ -164,13 +177,21 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<
     }
 }
 
-/// Makes `dev` the bootstrap tenant's one dev credential, revoking the one a
-/// previous start used if it differs.
-async fn ensure_dev_credential(records: &Records<'_>, dev: &DevCredential, now: i64) -> Result<(), StoreError> {
-    if records
-        .get::<TenantRecord>(TENANT_NAMESPACE, &dev.tenant)
-        .await?
-        .is_none()
+/// Makes `dev` the one dev credential of its kind (`pointer` names the
+/// record remembering it), revoking the one a previous start used if it
+/// differs. The tenant record is created when missing.
+async fn ensure_dev_credential(
+    records: &Records<'_>,
+    dev: &DevCredential,
+    roles: Vec<Role>,
+    pointer: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    if dev.tenant != crate::auth::OPERATOR
+        && records
+            .get::<TenantRecord>(TENANT_NAMESPACE, &dev.tenant)
+            .await?
+            .is_none()
     {
         let tenant = TenantRecord {
             tenant_id: dev.tenant.clone(),
@@ -183,22 +204,20 @@ async fn ensure_dev_credential(records: &Records<'_>, dev: &DevCredential, now: 
         access_key_id: dev.access_key_id.clone(),
         tenant: dev.tenant.clone(),
         secret_access_key: dev.secret_access_key.as_bytes().to_vec(),
-        roles: vec![Role::KeyAdmin, Role::KeyUser],
+        roles,
         created: now,
     };
-    records.put(credentials::NAMESPACE, &dev.access_key_id, &record).await?;
-    if let Some(previous) = records
-        .get::<DevPointer>(BOOT_NAMESPACE, DEV_CREDENTIAL_POINTER)
-        .await?
+    credentials::store_credential(records, &record).await?;
+    if let Some(previous) = records.get::<DevPointer>(BOOT_NAMESPACE, pointer).await?
         && previous.access_key_id != dev.access_key_id
     {
-        records.delete(credentials::NAMESPACE, &previous.access_key_id).await?;
+        credentials::delete_credential(records, &dev.tenant, &previous.access_key_id).await?;
         tracing::info!(revoked = %previous.access_key_id, "replaced the previous dev credential");
     }
-    let pointer = DevPointer {
+    let pointer_record = DevPointer {
         access_key_id: dev.access_key_id.clone(),
     };
-    records.put(BOOT_NAMESPACE, DEV_CREDENTIAL_POINTER, &pointer).await?;
+    records.put(BOOT_NAMESPACE, pointer, &pointer_record).await?;
     Ok(())
 }
 
@@ -211,8 +230,10 @@ mod tests {
     #[tokio::test]
     async fn mock_root_key_persists_and_is_never_replaced_when_forged() {
         let store = MemoryStore::new();
-        let first = boot(Mode::Mock, &MockNsm, &*store, None, 0).await.expect("boots");
-        let again = boot(Mode::Mock, &MockNsm, &*store, None, 0).await.expect("boots again");
+        let first = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
+        let again = boot(Mode::Mock, &MockNsm, &*store, None, None, 0)
+            .await
+            .expect("boots again");
         assert!(*first.hierarchy.sealing_key() == *again.hierarchy.sealing_key());
         // The root key is not stored in the clear.
         let root = *first.hierarchy.root_for_tests().expose();
@@ -228,7 +249,7 @@ mod tests {
         };
         store.call(put).await.expect("put");
         assert!(matches!(
-            boot(Mode::Mock, &MockNsm, &*store, None, 0).await,
+            boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await,
             Err(BootError::RootKeyForged)
         ));
     }
@@ -236,8 +257,10 @@ mod tests {
     #[tokio::test]
     async fn nitro_mode_never_reads_the_mock_root_key() {
         let store = MemoryStore::new();
-        let mock = boot(Mode::Mock, &MockNsm, &*store, None, 0).await.expect("boots");
-        let nitro = boot(Mode::Nitro, &MockNsm, &*store, None, 0).await.expect("boots");
+        let mock = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
+        let nitro = boot(Mode::Nitro, &MockNsm, &*store, None, None, 0)
+            .await
+            .expect("boots");
         assert!(*mock.hierarchy.sealing_key() != *nitro.hierarchy.sealing_key());
     }
 }

@@ -37,6 +37,10 @@ pub struct Args {
     /// same shifted time).
     #[arg(long, value_name = "SECONDS", default_value_t = 0, allow_negative_numbers = true)]
     pub mock_clock_offset: i64,
+    /// Requests per second each tenant (and the operator) may make; the
+    /// bucket holds two seconds' worth. Over it: ThrottlingException.
+    #[arg(long, value_name = "RPS", default_value_t = 10_000)]
+    pub tenant_rate_limit: u32,
     /// Exit when standard input closes (set by a supervising parent so the
     /// enclave never outlives it).
     #[arg(long)]
@@ -46,6 +50,9 @@ pub struct Args {
 /// Environment variables carrying the mock-mode bootstrap credential.
 pub const ENV_DEV_ACCESS_KEY_ID: &str = "KEYWARD_DEV_ACCESS_KEY_ID";
 pub const ENV_DEV_SECRET_ACCESS_KEY: &str = "KEYWARD_DEV_SECRET_ACCESS_KEY";
+/// Environment variables carrying the mock-mode operator credential.
+pub const ENV_DEV_OPERATOR_ACCESS_KEY_ID: &str = "KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID";
+pub const ENV_DEV_OPERATOR_SECRET_ACCESS_KEY: &str = "KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY";
 
 #[derive(Debug, Clone)]
 pub enum Listen {
@@ -79,6 +86,10 @@ pub struct EnclaveConfig {
     pub dev_credential: Option<DevCredential>,
     /// Seconds added to the wall clock (mock mode only; 0 in nitro mode).
     pub clock_offset: i64,
+    /// Per-tenant request rate (requests per second, at least 1).
+    pub tenant_rate_limit: u32,
+    /// Mock mode: the operator's credential (`KEYWARD_DEV_OPERATOR_*`).
+    pub dev_operator: Option<DevCredential>,
     pub exit_on_stdin_close: bool,
 }
 
@@ -93,9 +104,9 @@ pub enum ConfigError {
     Region(String),
     #[error("invalid tenant id {0:?}: expected 12 digits, like an AWS account id")]
     Tenant(String),
-    #[error("{ENV_DEV_ACCESS_KEY_ID} must be 16-128 letters and digits")]
+    #[error("dev access key ids must be 16-128 letters and digits")]
     AccessKeyId,
-    #[error("{ENV_DEV_SECRET_ACCESS_KEY} must be 16-128 printable characters without spaces")]
+    #[error("dev secret access keys must be 16-128 printable characters without spaces")]
     SecretAccessKey,
     #[error("--mock-clock-offset is only valid in mock mode")]
     ClockOffsetInNitroMode,
@@ -117,6 +128,33 @@ pub fn valid_access_key_id(id: &str) -> bool {
 
 fn valid_secret(secret: &str) -> bool {
     (16..=128).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A credential from a pair of environment variables: both or neither.
+fn credential_from_env(
+    env: &impl Fn(&str) -> Option<String>,
+    id_var: &'static str,
+    secret_var: &'static str,
+    tenant: &str,
+) -> Result<Option<DevCredential>, ConfigError> {
+    match (env(id_var), env(secret_var).map(Zeroizing::new)) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::HalfCredential(id_var, secret_var)),
+        (None, Some(_)) => Err(ConfigError::HalfCredential(secret_var, id_var)),
+        (Some(access_key_id), Some(secret_access_key)) => {
+            if !valid_access_key_id(&access_key_id) {
+                return Err(ConfigError::AccessKeyId);
+            }
+            if !valid_secret(&secret_access_key) {
+                return Err(ConfigError::SecretAccessKey);
+            }
+            Ok(Some(DevCredential {
+                tenant: tenant.to_owned(),
+                access_key_id,
+                secret_access_key,
+            }))
+        }
+    }
 }
 
 impl Args {
@@ -143,43 +181,21 @@ impl Args {
         if self.mock_clock_offset.unsigned_abs() > 100 * 366 * 86_400 {
             return Err(ConfigError::ClockOffsetRange);
         }
-        let dev_credential = match self.mode {
-            Mode::Nitro => None,
+        let (dev_credential, dev_operator) = match self.mode {
+            Mode::Nitro => (None, None),
             Mode::Mock => {
                 if !valid_tenant_id(&self.dev_tenant) {
                     return Err(ConfigError::Tenant(self.dev_tenant));
                 }
-                match (
-                    env(ENV_DEV_ACCESS_KEY_ID),
-                    env(ENV_DEV_SECRET_ACCESS_KEY).map(Zeroizing::new),
-                ) {
-                    (None, None) => None,
-                    (Some(_), None) => {
-                        return Err(ConfigError::HalfCredential(
-                            ENV_DEV_ACCESS_KEY_ID,
-                            ENV_DEV_SECRET_ACCESS_KEY,
-                        ));
-                    }
-                    (None, Some(_)) => {
-                        return Err(ConfigError::HalfCredential(
-                            ENV_DEV_SECRET_ACCESS_KEY,
-                            ENV_DEV_ACCESS_KEY_ID,
-                        ));
-                    }
-                    (Some(access_key_id), Some(secret_access_key)) => {
-                        if !valid_access_key_id(&access_key_id) {
-                            return Err(ConfigError::AccessKeyId);
-                        }
-                        if !valid_secret(&secret_access_key) {
-                            return Err(ConfigError::SecretAccessKey);
-                        }
-                        Some(DevCredential {
-                            tenant: self.dev_tenant,
-                            access_key_id,
-                            secret_access_key,
-                        })
-                    }
-                }
+                let tenant =
+                    credential_from_env(&env, ENV_DEV_ACCESS_KEY_ID, ENV_DEV_SECRET_ACCESS_KEY, &self.dev_tenant)?;
+                let operator = credential_from_env(
+                    &env,
+                    ENV_DEV_OPERATOR_ACCESS_KEY_ID,
+                    ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
+                    crate::auth::OPERATOR,
+                )?;
+                (tenant, operator)
             }
         };
         Ok(EnclaveConfig {
@@ -188,6 +204,8 @@ impl Args {
             region: self.region,
             dev_credential,
             clock_offset: self.mock_clock_offset,
+            tenant_rate_limit: self.tenant_rate_limit.max(1),
+            dev_operator,
             exit_on_stdin_close: self.exit_on_stdin_close,
         })
     }
@@ -205,6 +223,7 @@ mod tests {
             region: "us-east-1".into(),
             dev_tenant: "111122223333".into(),
             mock_clock_offset: 0,
+            tenant_rate_limit: 10_000,
             exit_on_stdin_close: false,
         }
     }

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use keyward_wire::{ApiRequest, ApiResponse};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+use crate::audit::chain::ChainWriter;
+use crate::audit::record::AuditEntry;
+use crate::auth::ratelimit::{RateLimit, RateLimiter};
 
 use crate::api;
 use crate::auth::credentials::CredentialCache;
@@ -24,13 +28,31 @@ pub struct Enclave {
     /// Live host connections, for work no request carries (the sweep).
     links: std::sync::Mutex<Vec<std::sync::Weak<dyn StoreTransport>>>,
     sweeper_started: std::sync::atomic::AtomicBool,
+    pub(crate) rate_limiter: RateLimiter,
+    started: std::time::Instant,
+    audit_tx: mpsc::Sender<AuditJob>,
+    audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditJob>>>,
 }
+
+/// One record waiting to be appended, and who waits for it.
+type AuditJob = (AuditEntry, oneshot::Sender<Result<(), String>>);
+
+/// Records appended per store batch at most.
+const AUDIT_BATCH: usize = 512;
+/// How long a request waits for its audit record to become durable.
+const AUDIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often the sweep looks for keys whose deletion or rotation is due.
 pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Enclave {
     pub fn new(config: EnclaveConfig, nsm: Box<dyn Nsm>, clock: Arc<dyn Clock>) -> Self {
+        let rate = f64::from(config.tenant_rate_limit);
+        let rate_limiter = RateLimiter::new(RateLimit {
+            per_second: rate,
+            burst: 2.0 * rate,
+        });
+        let (audit_tx, audit_rx) = mpsc::channel(4 * AUDIT_BATCH);
         Enclave {
             config,
             nsm,
@@ -40,6 +62,10 @@ impl Enclave {
             keyring: OnceCell::new(),
             links: Default::default(),
             sweeper_started: Default::default(),
+            rate_limiter,
+            started: std::time::Instant::now(),
+            audit_tx,
+            audit_rx: std::sync::Mutex::new(Some(audit_rx)),
         }
     }
 
@@ -54,6 +80,7 @@ impl Enclave {
                     &*self.nsm,
                     transport,
                     self.config.dev_credential.as_ref(),
+                    self.config.dev_operator.as_ref(),
                     now,
                 )
                 .await;
@@ -89,15 +116,73 @@ impl Enclave {
                 }
             });
         }
+        let receiver = self
+            .audit_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(receiver) = receiver {
+            tokio::spawn(Arc::clone(self).run_auditor(receiver));
+        }
+    }
+
+    /// Seconds since this enclave started (monotonic).
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Appends `entry` to its chain; `Ok` once the record is durable.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.audit_tx
+            .send((entry, done))
+            .await
+            .map_err(|_| "the audit appender stopped".to_string())?;
+        match tokio::time::timeout(AUDIT_TIMEOUT, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the audit appender dropped the record".into()),
+            Err(_) => Err("the audit record was not written in time".into()),
+        }
+    }
+
+    /// The single appender: group-commits queued records, one store batch at a time.
+    async fn run_auditor(self: Arc<Self>, mut receiver: mpsc::Receiver<AuditJob>) {
+        let mut writer = ChainWriter::default();
+        while let Some(first) = receiver.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < AUDIT_BATCH {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let (entries, waiters): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+            let result = self.write_audit(&mut writer, entries).await;
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    async fn write_audit(&self, writer: &mut ChainWriter, entries: Vec<AuditEntry>) -> Result<(), String> {
+        let link = self
+            .live_link()
+            .ok_or_else(|| "no host connection for the audit log".to_string())?;
+        let keyring = self.keyring(&*link).await.map_err(|e| e.to_string())?;
+        let records = crate::store::Records::new(&*link, &keyring.sealer);
+        writer.append(&records, entries).await.map_err(|e| e.to_string())
+    }
+
+    fn live_link(&self) -> Option<Arc<dyn StoreTransport>> {
+        let links = self.links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        links.iter().rev().find_map(std::sync::Weak::upgrade)
     }
 
     async fn sweep_once(&self) {
-        let link = {
-            let links = self.links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            links.iter().find_map(std::sync::Weak::upgrade)
+        let Some(link) = self.live_link() else { return };
+        let Ok(keyring) = self.keyring(&*link).await else {
+            return;
         };
-        let Some(link) = link else { return };
-        let Ok(keyring) = self.keyring(&*link).await else { return };
         let records = crate::store::Records::new(&*link, &keyring.sealer);
         let now = self.clock.now().unix_timestamp();
         if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now).await {

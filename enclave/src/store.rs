@@ -16,8 +16,9 @@ use serde::de::DeserializeOwned;
 
 use crate::seal::{SealError, Sealer};
 
-/// Largest page the enclave asks for.
-pub const MAX_LIST: u32 = 1000;
+/// Largest page the enclave asks for: above the largest API page (1000)
+/// plus the one extra entry that tells whether another page follows.
+pub const MAX_LIST: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -78,6 +79,57 @@ impl<'a> Records<'a> {
         expect_done(self.transport.call(op).await?)
     }
 
+    /// Seals and writes several records of one namespace atomically; durable
+    /// on the host when this returns `Ok`. Values are plaintext CBOR.
+    pub async fn put_batch_encoded(&self, namespace: &str, entries: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        let entries = entries
+            .into_iter()
+            .map(|(key, plain)| {
+                let sealed = self.sealer.seal(namespace, &key, &plain);
+                (key, serde_bytes::ByteBuf::from(sealed))
+            })
+            .collect();
+        expect_done(
+            self.transport
+                .call(StoreOp::PutBatch {
+                    namespace: namespace.into(),
+                    entries,
+                })
+                .await?,
+        )
+    }
+
+    /// Like [`Records::list`], but a record that fails to authenticate or
+    /// decode is returned as an error in place instead of failing the page.
+    pub async fn list_each<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, Result<T, StoreError>)>, StoreError> {
+        let limit = limit.min(MAX_LIST);
+        let op = StoreOp::List {
+            namespace: namespace.into(),
+            prefix: prefix.into(),
+            start_after: start_after.map(str::to_owned),
+            limit,
+        };
+        let entries = match self.transport.call(op).await? {
+            StoreResult::Entries(entries) => entries,
+            StoreResult::Error(e) => return Err(StoreError::Host(e)),
+            other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
+        };
+        check_page(&entries, prefix, start_after, limit)?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, sealed)| {
+                let value = self.open(namespace, &key, &sealed);
+                (key, value)
+            })
+            .collect())
+    }
+
     pub async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
         let op = StoreOp::Delete {
             namespace: namespace.into(),
@@ -96,39 +148,40 @@ impl<'a> Records<'a> {
         start_after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        let limit = limit.min(MAX_LIST);
-        let op = StoreOp::List {
-            namespace: namespace.into(),
-            prefix: prefix.into(),
-            start_after: start_after.map(str::to_owned),
-            limit,
-        };
-        let entries = match self.transport.call(op).await? {
-            StoreResult::Entries(entries) => entries,
-            StoreResult::Error(e) => return Err(StoreError::Host(e)),
-            other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
-        };
-        if entries.len() > limit as usize {
-            return Err(StoreError::Protocol("list returned more entries than asked".into()));
-        }
-        let mut out = Vec::with_capacity(entries.len());
-        let mut previous: Option<&str> = start_after;
-        for (key, sealed) in &entries {
-            if !key.starts_with(prefix) || previous.is_some_and(|p| key.as_str() <= p) {
-                return Err(StoreError::Protocol(
-                    "list returned keys out of range or out of order".into(),
-                ));
-            }
-            previous = Some(key);
-            out.push((key.clone(), self.open(namespace, key, sealed)?));
-        }
-        Ok(out)
+        self.list_each(namespace, prefix, start_after, limit)
+            .await?
+            .into_iter()
+            .map(|(key, value)| value.map(|v| (key, v)))
+            .collect()
     }
 
     fn open<T: DeserializeOwned>(&self, namespace: &str, key: &str, sealed: &[u8]) -> Result<T, StoreError> {
         let plain = self.sealer.open(namespace, key, sealed)?;
         serde_cbor::from_slice(&plain).map_err(|e| StoreError::Decode(format!("{namespace}/{key}: {e}")))
     }
+}
+
+/// A page must be what was asked for: within the prefix, after the marker,
+/// in strictly increasing key order, no longer than the limit.
+fn check_page(
+    entries: &[(String, serde_bytes::ByteBuf)],
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: u32,
+) -> Result<(), StoreError> {
+    if entries.len() > limit as usize {
+        return Err(StoreError::Protocol("list returned more entries than asked".into()));
+    }
+    let mut previous: Option<&str> = start_after;
+    for (key, _) in entries {
+        if !key.starts_with(prefix) || previous.is_some_and(|p| key.as_str() <= p) {
+            return Err(StoreError::Protocol(
+                "list returned keys out of range or out of order".into(),
+            ));
+        }
+        previous = Some(key);
+    }
+    Ok(())
 }
 
 fn expect_done(result: StoreResult) -> Result<(), StoreError> {
@@ -168,6 +221,12 @@ impl MemoryStore {
             }
             StoreOp::Put { namespace, key, value } => {
                 map.insert((namespace, key), value);
+                StoreResult::Done
+            }
+            StoreOp::PutBatch { namespace, entries } => {
+                for (key, value) in entries {
+                    map.insert((namespace.clone(), key), value.into_vec());
+                }
                 StoreResult::Done
             }
             StoreOp::Delete { namespace, key } => {

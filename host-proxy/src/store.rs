@@ -12,7 +12,7 @@ use keyward_wire::{StoreOp, StoreResult};
 /// Longest namespace or key accepted from the enclave.
 const MAX_NAME: usize = 1024;
 /// Largest page served.
-const MAX_LIST: u32 = 1000;
+const MAX_LIST: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -70,6 +70,16 @@ impl Store {
                 self.tree(&namespace)?
                     .insert(key.as_bytes(), value)
                     .map_err(|e| e.to_string())?;
+                self.db.flush().map_err(|e| e.to_string())?;
+                Ok(StoreResult::Done)
+            }
+            StoreOp::PutBatch { namespace, entries } => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in entries {
+                    check_name(&key)?;
+                    batch.insert(key.as_bytes(), value.into_vec());
+                }
+                self.tree(&namespace)?.apply_batch(batch).map_err(|e| e.to_string())?;
                 self.db.flush().map_err(|e| e.to_string())?;
                 Ok(StoreResult::Done)
             }

@@ -15,12 +15,74 @@
 //! let kms = aws_sdk_kms::Client::from_conf(config);
 //! ```
 //!
-//! This crate will carry what no AWS SDK has: typed calls for the
-//! `Keyward.*` extension operations (tenants, access keys, policy modules,
-//! attestation, audit) and the client-side verifiers (attestation documents,
-//! the audit hash chain). The extensions arrive with the capabilities that
-//! define them; until then this crate only names the protocol constants.
+//! This crate carries what no AWS SDK has:
+//!
+//! - [`Client`]: typed async calls for the `Keyward.*` extension operations
+//!   (tenants, access keys, the audit log), each a `POST /` with
+//!   `Content-Type: application/x-amz-json-1.1`, `X-Amz-Target: Keyward.<Op>`
+//!   and a JSON body, SigV4-signed (service `kms`) exactly as an AWS SDK signs
+//!   a KMS call. [`Client::call`] sends any other operation with the same
+//!   framing.
+//! - [`audit`]: the client-side verifier of the audit hash chain
+//!   ([`audit::verify_chain`]).
+//! - the `kmsctl` command-line tool (feature `cli`, on by default).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use keyward_sdk::{Client, Role};
+//! let client = Client::new("http://127.0.0.1:7800", "us-east-1", "AKIA…", "secret…")?;
+//! let key = client.create_access_key(Role::KeyUser).await?;
+//! println!("{} {}", key.access_key_id, key.secret_access_key.expose());
+//!
+//! let chain = client.fetch_audit_chain().await?;
+//! let pinned_key_der: Vec<u8> = std::fs::read("audit-key.der")?;
+//! let verified = keyward_sdk::audit::verify_chain(&chain.records, &chain.head, &pinned_key_der)?;
+//! println!("{} records of chain {}", verified.records, verified.chain);
+//! # Ok(()) }
+//! ```
+//!
+//! ## What the SDK trusts, and what it guarantees
+//!
+//! The host in front of the enclave (the proxy, its store, the network) is
+//! untrusted. The SDK trusts nothing it receives from there: responses are
+//! parsed defensively (size-limited, never panicking on malformed input) and
+//! audit records are only believed after [`audit::verify_chain`] accepts them.
+//!
+//! The one thing the audit verifier trusts is **the audit public key it is
+//! given** (SPKI DER). Against that key it guarantees that the records it
+//! accepted are exactly records `1..=n` of one chain, in order, unaltered,
+//! with none missing, none corrupt and none added past the head, and that the
+//! head — chain name, sequence `n` and hash of record `n` — was signed by the
+//! holder of that key's private half (the enclave). What it cannot see: a
+//! host that replays an *older*, genuinely signed head together with the
+//! records up to it (rollback); and if the key itself came from the host (the
+//! `AuditPublicKey` field of a response), a host that substitutes both key
+//! and chain. Obtain the key out of band (e.g. from an attested enclave) and
+//! pin it to close the latter.
+//!
+//! Secrets the service returns (`SecretAccessKey`) are held in [`Secret`],
+//! which zeroizes its memory on drop and never prints its content in `Debug`;
+//! the response buffer it was parsed from is wiped too (best effort: copies
+//! inside the HTTP stack are outside the SDK's reach). The client's own
+//! secret access key is held the same way.
+//!
+//! Transport: plain `http://` (the dev setup and deployments where TLS is
+//! terminated in front of the proxy on the same host). `https://` endpoints
+//! are refused rather than silently sent in clear.
 #![forbid(unsafe_code)]
+
+pub mod audit;
+mod client;
+mod error;
+mod model;
+mod secret;
+
+pub use client::Client;
+pub use error::Error;
+pub use model::{
+    AccessKeyInfo, AuditChain, AuditLogPage, CreatedAccessKey, CreatedTenant, ParseRoleError, Role, Tenant,
+};
+pub use secret::Secret;
 
 /// `X-Amz-Target` prefix of the AWS KMS operations.
 pub const AWS_KMS_TARGET_PREFIX: &str = "TrentService.";
@@ -28,3 +90,5 @@ pub const AWS_KMS_TARGET_PREFIX: &str = "TrentService.";
 pub const KEYWARD_TARGET_PREFIX: &str = "Keyward.";
 /// Content type of every request and response.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// SigV4 service name of every request.
+pub const SIGNING_SERVICE: &str = "kms";

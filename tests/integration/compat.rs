@@ -10,7 +10,7 @@ use crate::harness::Sandbox;
 
 fn python_clients_available() -> bool {
     Command::new("python3")
-        .args(["-c", "import boto3, aws_encryption_sdk"])
+        .args(["-c", "import boto3, aws_encryption_sdk, cryptography"])
         .status()
         .is_ok_and(|s| s.success())
         && Command::new("aws")

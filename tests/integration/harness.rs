@@ -77,6 +77,10 @@ impl Creds {
 pub struct Sandbox {
     dir: tempfile::TempDir,
     pub creds: Creds,
+    /// The operator's credential (`KEYWARD_DEV_OPERATOR_*`), the same for every start.
+    pub operator: Creds,
+    /// Extra `keyward dev` arguments for every start (e.g. `--tenant-rate-limit=2`).
+    pub extra_args: Vec<String>,
     starts: usize,
 }
 
@@ -90,6 +94,8 @@ impl Sandbox {
         Self {
             dir,
             creds: Creds::random(),
+            operator: Creds::random(),
+            extra_args: Vec::new(),
             starts: 0,
         }
     }
@@ -108,9 +114,36 @@ impl Sandbox {
     /// Starts `keyward dev` on this sandbox's data dir and waits until it
     /// printed both its ready line and the enclave's pid line.
     pub async fn start(&mut self) -> Keyward {
+        self.start_with_clock_offset(0).await
+    }
+
+    /// Like [`Sandbox::start`], with the enclave's clock shifted by
+    /// `offset_seconds` (`--mock-clock-offset`). The returned service's
+    /// clients sign with the same shifted time.
+    pub async fn start_with_clock_offset(&mut self, offset_seconds: i64) -> Keyward {
         self.starts += 1;
         let log_path = self.dir.path().join(format!("keyward-{}.stderr.log", self.starts));
-        Keyward::start(&self.data_dir(), &self.creds, &log_path).await
+        let mut extra = if offset_seconds == 0 {
+            Vec::new()
+        } else {
+            vec![format!("--mock-clock-offset={offset_seconds}")]
+        };
+        extra.extend(self.extra_args.iter().cloned());
+        Keyward::start(
+            &self.data_dir(),
+            &self.creds,
+            &self.operator,
+            &log_path,
+            &extra,
+            offset_seconds,
+        )
+        .await
+    }
+
+    /// The sled database of the host's sealed-record store (`<data-dir>/store`).
+    /// Only valid while no service runs on this sandbox.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir().join("store")
     }
 }
 
@@ -127,6 +160,11 @@ pub struct Keyward {
     pub addr: String,
     pub data_dir: PathBuf,
     pub creds: Creds,
+    /// The operator's credential.
+    pub operator: Creds,
+    /// Seconds the enclave's clock is shifted by (`--mock-clock-offset`);
+    /// [`Keyward::client`] and [`Keyward::signed_call`] sign with that time.
+    pub clock_offset: i64,
     /// The pid from the most recent "enclave process started" line.
     pub enclave_pid: u32,
     lines: mpsc::UnboundedReceiver<String>,
@@ -150,7 +188,14 @@ fn parse_ready_url(line: &str) -> Option<String> {
 }
 
 impl Keyward {
-    async fn start(data_dir: &Path, creds: &Creds, log_path: &Path) -> Keyward {
+    async fn start(
+        data_dir: &Path,
+        creds: &Creds,
+        operator: &Creds,
+        log_path: &Path,
+        extra_args: &[String],
+        clock_offset: i64,
+    ) -> Keyward {
         let log = std::fs::File::create(log_path).expect("create stderr log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .arg("dev")
@@ -158,8 +203,11 @@ impl Keyward {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra_args)
             .env("KEYWARD_DEV_ACCESS_KEY_ID", &creds.access_key_id)
             .env("KEYWARD_DEV_SECRET_ACCESS_KEY", &creds.secret)
+            .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
+            .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -183,6 +231,8 @@ impl Keyward {
             addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             creds: creds.clone(),
+            operator: operator.clone(),
+            clock_offset,
             enclave_pid: 0,
             lines: rx,
             pending: VecDeque::new(),
@@ -333,14 +383,31 @@ impl Keyward {
     // ------------------------------------------------------------ clients
 
     /// An SDK client with this service's credentials; no retries (failures
-    /// must be visible), 30 s operation timeout (a hang fails the test).
+    /// must be visible), 30 s operation timeout (a hang fails the test). It
+    /// signs with the enclave's (possibly shifted) time.
     pub fn client(&self) -> aws_sdk_kms::Client {
+        sdk_client_shifted(
+            &self.url,
+            &self.creds.access_key_id,
+            &self.creds.secret,
+            Some(REQUEST_TIMEOUT),
+            self.clock_offset,
+        )
+    }
+
+    /// An SDK client signing with the real (unshifted) time.
+    pub fn client_real_time(&self) -> aws_sdk_kms::Client {
         sdk_client(
             &self.url,
             &self.creds.access_key_id,
             &self.creds.secret,
             Some(REQUEST_TIMEOUT),
         )
+    }
+
+    /// The enclave's current time: the real time shifted by `clock_offset`.
+    pub fn now(&self) -> SystemTime {
+        shifted_now(self.clock_offset)
     }
 
     pub fn client_with(&self, access_key_id: &str, secret: &str) -> aws_sdk_kms::Client {
@@ -368,7 +435,7 @@ impl Keyward {
     /// A SigV4-signed `POST /` with this exact `X-Amz-Target`.
     pub async fn signed_call_target(&self, target: &str, body: &[u8]) -> RawResponse {
         let mut headers = api_headers(&self.addr, target);
-        sign_headers(&mut headers, &self.addr, body, &self.creds, SystemTime::now());
+        sign_headers(&mut headers, &self.addr, body, &self.creds, self.now());
         http_request(&self.addr, "POST", "/", &headers, body).await
     }
 
@@ -428,7 +495,38 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// The real time shifted by `offset_seconds` (negative is the past).
+pub fn shifted_now(offset_seconds: i64) -> SystemTime {
+    let now = SystemTime::now();
+    let delta = Duration::from_secs(offset_seconds.unsigned_abs());
+    if offset_seconds >= 0 { now + delta } else { now - delta }
+}
+
+/// An SDK time source running `offset_seconds` ahead of (or behind) the
+/// real clock, for signing requests to an enclave with a shifted clock.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedTimeSource {
+    pub offset_seconds: i64,
+}
+
+impl aws_smithy_async::time::TimeSource for ShiftedTimeSource {
+    fn now(&self) -> SystemTime {
+        shifted_now(self.offset_seconds)
+    }
+}
+
 pub fn sdk_client(url: &str, access_key_id: &str, secret: &str, op_timeout: Option<Duration>) -> aws_sdk_kms::Client {
+    sdk_client_shifted(url, access_key_id, secret, op_timeout, 0)
+}
+
+/// [`sdk_client`] signing with the real time shifted by `offset_seconds`.
+pub fn sdk_client_shifted(
+    url: &str,
+    access_key_id: &str,
+    secret: &str,
+    op_timeout: Option<Duration>,
+    offset_seconds: i64,
+) -> aws_sdk_kms::Client {
     let mut timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(10));
     if let Some(t) = op_timeout {
         timeouts = timeouts.operation_timeout(t);
@@ -440,6 +538,11 @@ pub fn sdk_client(url: &str, access_key_id: &str, secret: &str, op_timeout: Opti
         .behavior_version(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts.build())
+        .time_source(ShiftedTimeSource { offset_seconds })
+        // The SDK learns a "clock skew" from the HTTP Date header, which the
+        // host proxy sets from the host's real clock, and would then sign
+        // with that time instead of the enclave's shifted one.
+        .disable_clock_skew_correction(offset_seconds != 0)
         .build();
     aws_sdk_kms::Client::from_conf(config)
 }
@@ -734,4 +837,80 @@ pub async fn list_all_keys(client: &aws_sdk_kms::Client, limit: i32) -> Vec<Stri
         );
     }
     panic!("ListKeys never stopped paginating");
+}
+
+// ---------------------------------------------------------------- more helpers
+
+/// Unwraps an SDK result, panicking with the full error context.
+#[track_caller]
+pub fn must<T, E>(what: &str, result: Result<T, SdkError<E>>) -> T
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    result.unwrap_or_else(|e| panic!("{what}: {}", aws_sdk_kms::error::DisplayErrorContext(&e)))
+}
+
+/// Creates a key of this spec and usage (`None` leaves it to the service's
+/// default) and returns its KeyId.
+pub async fn create_key_of(
+    client: &aws_sdk_kms::Client,
+    spec: aws_sdk_kms::types::KeySpec,
+    usage: Option<aws_sdk_kms::types::KeyUsageType>,
+) -> String {
+    let what = format!("CreateKey {spec:?} {usage:?}");
+    let out = must(
+        &what,
+        client.create_key().key_spec(spec).set_key_usage(usage).send().await,
+    );
+    out.key_metadata()
+        .unwrap_or_else(|| panic!("{what}: no KeyMetadata"))
+        .key_id()
+        .to_string()
+}
+
+/// The key uuid and key version of a ciphertext blob (byte 0 = 1, bytes
+/// 1..17 the key uuid, bytes 17..21 the key version, big-endian).
+pub fn blob_key_version(blob: &[u8]) -> (uuid::Uuid, u32) {
+    assert!(blob.len() >= 21, "ciphertext blob of {} bytes is too short", blob.len());
+    assert_eq!(blob[0], 1, "ciphertext blob format byte");
+    let key = uuid::Uuid::from_slice(&blob[1..17]).expect("16 bytes");
+    let version = u32::from_be_bytes(blob[17..21].try_into().expect("4 bytes"));
+    (key, version)
+}
+
+/// Seconds since the epoch of a SystemTime.
+pub fn epoch_secs(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+pub const DAY: i64 = 24 * 3600;
+
+/// Asserts that an SDK timestamp lies within `tolerance` seconds of `expected`
+/// (seconds since the epoch).
+#[track_caller]
+pub fn assert_near(what: &str, got: Option<&aws_sdk_kms::primitives::DateTime>, expected: i64, tolerance: i64) {
+    let got = got.unwrap_or_else(|| panic!("{what}: missing timestamp"));
+    let diff = got.secs() - expected;
+    assert!(
+        diff.abs() <= tolerance,
+        "{what}: {got} is {diff} s away from the expected {} (tolerance {tolerance} s)",
+        aws_sdk_kms::primitives::DateTime::from_secs(expected)
+    );
+}
+
+// ---------------------------------------------------------------- stdout, for secret scans
+
+impl Keyward {
+    /// Every stdout line the launcher printed so far (without waiting; lines
+    /// not yet consumed by a `wait_*` call stay pending for it).
+    pub fn stdout_lines(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.stdout_seen.push(line.clone());
+            self.pending.push_back(line);
+        }
+        self.stdout_seen.clone()
+    }
 }

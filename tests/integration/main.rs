@@ -6,12 +6,25 @@
 //! 0, and stops it with SIGTERM when done (also on panic: see
 //! [`harness::Keyward`]'s `Drop`). Tests can run in parallel.
 
+mod aliases;
 mod api;
+mod asymmetric;
 mod at_rest;
+mod audit;
 mod auth;
 mod compat;
 mod crash;
+mod deletion_clock;
 mod errors;
 mod harness;
+mod hmac;
+mod lifecycle;
 mod persistence;
+mod principals;
+mod roles;
+mod rotation;
 mod socket;
+mod tags;
+mod tamper;
+mod tenancy;
+mod throttle;

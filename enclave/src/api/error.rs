@@ -21,6 +21,9 @@ pub enum KmsError {
     UnrecognizedClient(String),
     InvalidSignature(String),
     AccessDenied(String),
+    /// HTTP 412: the request would have succeeded (`DryRun: true`).
+    DryRunOperation(String),
+    Throttling(String),
     InvalidMac(String),
     /// `KMSInvalidSignatureException`: Verify found the signature invalid
     /// (`InvalidSignature` is the SigV4 authentication failure).
@@ -50,6 +53,8 @@ impl KmsError {
             KmsError::UnrecognizedClient(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "InvalidSignatureException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::DryRunOperation(_) => "DryRunOperationException",
+            KmsError::Throttling(_) => "ThrottlingException",
             KmsError::InvalidMac(_) => "KMSInvalidMacException",
             KmsError::InvalidSignatureValue(_) => "KMSInvalidSignatureException",
             KmsError::Tag(_) => "TagException",
@@ -63,6 +68,7 @@ impl KmsError {
     pub fn status(&self) -> u16 {
         match self {
             KmsError::Internal => 500,
+            KmsError::DryRunOperation(_) => 412,
             _ => 400,
         }
     }
@@ -83,6 +89,8 @@ impl KmsError {
             | KmsError::UnrecognizedClient(m)
             | KmsError::InvalidSignature(m)
             | KmsError::AccessDenied(m)
+            | KmsError::DryRunOperation(m)
+            | KmsError::Throttling(m)
             | KmsError::AlreadyExists(m)
             | KmsError::InvalidAliasName(m)
             | KmsError::LimitExceeded(m)

@@ -1,18 +1,480 @@
 //! HMAC keys: GenerateMac and VerifyMac.
 
-use serde_json::Value;
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Sha224, Sha256, Sha384, Sha512};
 
 use super::Ctx;
 use super::error::KmsError;
+use super::params::{self, b64, blob, length, parse, required};
+use crate::keys::record::KeyRecord;
+use crate::keys::spec::KeySpec;
+use crate::secret::SecretBytes;
 
-pub async fn generate_mac(_ctx: &Ctx<'_>, _body: Value) -> Result<Value, KmsError> {
-    Err(KmsError::UnsupportedOperation(
-        "GenerateMac is not implemented yet.".into(),
-    ))
+/// AWS KMS: a MAC is at most 6144 bytes.
+pub const MAX_MAC: usize = 6144;
+
+const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
+
+/// The MAC algorithms AWS KMS knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MacAlgorithm {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
 }
 
-pub async fn verify_mac(_ctx: &Ctx<'_>, _body: Value) -> Result<Value, KmsError> {
-    Err(KmsError::UnsupportedOperation(
-        "VerifyMac is not implemented yet.".into(),
-    ))
+impl MacAlgorithm {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "HMAC_SHA_224" => MacAlgorithm::Sha224,
+            "HMAC_SHA_256" => MacAlgorithm::Sha256,
+            "HMAC_SHA_384" => MacAlgorithm::Sha384,
+            "HMAC_SHA_512" => MacAlgorithm::Sha512,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            MacAlgorithm::Sha224 => "HMAC_SHA_224",
+            MacAlgorithm::Sha256 => "HMAC_SHA_256",
+            MacAlgorithm::Sha384 => "HMAC_SHA_384",
+            MacAlgorithm::Sha512 => "HMAC_SHA_512",
+        }
+    }
+
+    fn generate(self, key: &SecretBytes, message: &[u8]) -> Result<Vec<u8>, KmsError> {
+        Ok(match self {
+            MacAlgorithm::Sha224 => keyed::<Hmac<Sha224>>(key, message)?.finalize().into_bytes().to_vec(),
+            MacAlgorithm::Sha256 => keyed::<Hmac<Sha256>>(key, message)?.finalize().into_bytes().to_vec(),
+            MacAlgorithm::Sha384 => keyed::<Hmac<Sha384>>(key, message)?.finalize().into_bytes().to_vec(),
+            MacAlgorithm::Sha512 => keyed::<Hmac<Sha512>>(key, message)?.finalize().into_bytes().to_vec(),
+        })
+    }
+
+    /// Whether `tag` is the MAC of `message`, compared in constant time
+    /// (a tag of another length never matches).
+    fn verify(self, key: &SecretBytes, message: &[u8], tag: &[u8]) -> Result<bool, KmsError> {
+        Ok(match self {
+            MacAlgorithm::Sha224 => keyed::<Hmac<Sha224>>(key, message)?.verify_slice(tag).is_ok(),
+            MacAlgorithm::Sha256 => keyed::<Hmac<Sha256>>(key, message)?.verify_slice(tag).is_ok(),
+            MacAlgorithm::Sha384 => keyed::<Hmac<Sha384>>(key, message)?.verify_slice(tag).is_ok(),
+            MacAlgorithm::Sha512 => keyed::<Hmac<Sha512>>(key, message)?.verify_slice(tag).is_ok(),
+        })
+    }
+}
+
+/// A MAC keyed with `key`, fed `message`.
+fn keyed<M: Mac + KeyInit>(key: &SecretBytes, message: &[u8]) -> Result<M, KmsError> {
+    let mut mac = <M as KeyInit>::new_from_slice(key.expose()).map_err(|_| {
+        tracing::error!("HMAC key material has an unusable length");
+        KmsError::Internal
+    })?;
+    mac.update(message);
+    Ok(mac)
+}
+
+/// A MAC algorithm AWS knows (checked before the key is looked up).
+fn mac_algorithm(value: Option<String>) -> Result<MacAlgorithm, KmsError> {
+    let name = required("macAlgorithm", value)?;
+    MacAlgorithm::parse(&name).ok_or_else(|| {
+        KmsError::validation(
+            "macAlgorithm",
+            "Member must satisfy enum value set: [HMAC_SHA_384, HMAC_SHA_256, HMAC_SHA_224, HMAC_SHA_512]",
+        )
+    })
+}
+
+/// An HMAC key usable with `algorithm`, and its material.
+async fn usable_key(
+    ctx: &Ctx<'_>,
+    key_id: Option<String>,
+    algorithm: MacAlgorithm,
+) -> Result<(KeyRecord, SecretBytes), KmsError> {
+    let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
+    params::require_usable(&rec, GENERATE_VERIFY_MAC)?;
+    let key_algorithm = KeySpec::parse(&rec.key_spec).and_then(KeySpec::mac_algorithm);
+    if key_algorithm != Some(algorithm.as_str()) {
+        return Err(KmsError::InvalidKeyUsage(format!(
+            "MAC algorithm {} is not compatible with {} (key spec {}).",
+            algorithm.as_str(),
+            rec.arn,
+            rec.key_spec
+        )));
+    }
+    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+    let material = rec.material(&kek, rec.current_version()).map_err(|e| {
+        tracing::error!(error = %e, "key material does not unwrap");
+        KmsError::Internal
+    })?;
+    Ok((rec, material))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateMacRequest {
+    key_id: Option<String>,
+    message: Option<String>,
+    mac_algorithm: Option<String>,
+    grant_tokens: Option<Vec<String>>,
+    /// Accepted for compatibility; not honoured (the operation runs).
+    #[serde(rename = "DryRun")]
+    _dry_run: Option<bool>,
+}
+
+pub async fn generate_mac(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: GenerateMacRequest = parse(body)?;
+    let message = params::message(req.message)?;
+    let algorithm = mac_algorithm(req.mac_algorithm)?;
+    params::check_grant_tokens(req.grant_tokens.as_deref())?;
+    let (rec, key) = usable_key(ctx, req.key_id, algorithm).await?;
+    let mac = algorithm.generate(&key, &message)?;
+    Ok(json!({
+        "Mac": b64(&mac),
+        "MacAlgorithm": algorithm.as_str(),
+        "KeyId": rec.arn,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VerifyMacRequest {
+    key_id: Option<String>,
+    message: Option<String>,
+    mac_algorithm: Option<String>,
+    mac: Option<String>,
+    grant_tokens: Option<Vec<String>>,
+    /// Accepted for compatibility; not honoured (the operation runs).
+    #[serde(rename = "DryRun")]
+    _dry_run: Option<bool>,
+}
+
+/// Checks a MAC; AWS never answers `MacValid: false`, a MAC that does not
+/// match is `KMSInvalidMacException`.
+pub async fn verify_mac(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: VerifyMacRequest = parse(body)?;
+    let message = params::message(req.message)?;
+    let algorithm = mac_algorithm(req.mac_algorithm)?;
+    let tag = blob("mac", &required("mac", req.mac)?)?;
+    length("mac", tag.len(), 1, MAX_MAC)?;
+    params::check_grant_tokens(req.grant_tokens.as_deref())?;
+    let (rec, key) = usable_key(ctx, req.key_id, algorithm).await?;
+    if !algorithm.verify(&key, &message, &tag)? {
+        return Err(KmsError::InvalidMac(
+            "The MAC is not valid for this message, key and MAC algorithm.".into(),
+        ));
+    }
+    Ok(json!({
+        "KeyId": rec.arn,
+        "MacValid": true,
+        "MacAlgorithm": algorithm.as_str(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+
+    use hmac::{Hmac, Mac};
+    use serde_json::{Value, json};
+    use sha2::{Sha224, Sha256, Sha384, Sha512};
+
+    use super::super::error::KmsError;
+    use super::super::{Ctx, keys, lifecycle, params};
+
+    use crate::store::MemoryStore;
+
+    use super::super::tests::{TENANT, ctx, enclave};
+
+    fn b64(bytes: &[u8]) -> String {
+        params::b64(bytes)
+    }
+
+    fn unb64(v: &Value, name: &str) -> Vec<u8> {
+        params::blob(name, v[name].as_str().expect("string field")).expect("base64")
+    }
+
+    /// Creates a key; returns (key id, ARN).
+    async fn create(ctx: &Ctx<'_>, spec: &str, usage: &str) -> (String, String) {
+        let created = keys::create_key(ctx, json!({ "KeySpec": spec, "KeyUsage": usage }))
+            .await
+            .expect("created");
+        let meta = &created["KeyMetadata"];
+        (
+            meta["KeyId"].as_str().expect("key id").to_owned(),
+            meta["Arn"].as_str().expect("arn").to_owned(),
+        )
+    }
+
+    fn aws_type(result: Result<Value, KmsError>) -> &'static str {
+        result.expect_err("must fail").aws_type()
+    }
+
+    async fn generate(ctx: &Ctx<'_>, key_id: &str, message: &[u8], algorithm: &str) -> Result<Value, KmsError> {
+        super::generate_mac(
+            ctx,
+            json!({ "KeyId": key_id, "Message": b64(message), "MacAlgorithm": algorithm }),
+        )
+        .await
+    }
+
+    async fn verify(
+        ctx: &Ctx<'_>,
+        key_id: &str,
+        message: &[u8],
+        algorithm: &str,
+        mac: &[u8],
+    ) -> Result<Value, KmsError> {
+        super::verify_mac(
+            ctx,
+            json!({ "KeyId": key_id, "Message": b64(message), "MacAlgorithm": algorithm, "Mac": b64(mac) }),
+        )
+        .await
+    }
+
+    /// The key's material, read the way only a test may (to check the MAC
+    /// against an independent HMAC implementation run).
+    async fn material(ctx: &Ctx<'_>, key_id: &str) -> Vec<u8> {
+        let rec = params::resolve_key(ctx, key_id).await.expect("key");
+        let kek = ctx.keyring.hierarchy.tenant_kek(TENANT);
+        rec.material(&kek, 1).expect("unwraps").expose().to_vec()
+    }
+
+    fn independent<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("any HMAC key length");
+        mac.update(message);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn every_hmac_spec_round_trips_and_matches_an_independent_hmac() {
+        let enclave = enclave();
+        let store = MemoryStore::new();
+        let ctx = ctx(&enclave, &store, TENANT).await;
+        let message = b"message to authenticate";
+        type Reference = fn(&[u8], &[u8]) -> Vec<u8>;
+        let specs: [(&str, &str, usize, usize, Reference); 4] = [
+            ("HMAC_224", "HMAC_SHA_224", 28, 28, independent::<Hmac<Sha224>>),
+            ("HMAC_256", "HMAC_SHA_256", 32, 32, independent::<Hmac<Sha256>>),
+            ("HMAC_384", "HMAC_SHA_384", 48, 48, independent::<Hmac<Sha384>>),
+            ("HMAC_512", "HMAC_SHA_512", 64, 64, independent::<Hmac<Sha512>>),
+        ];
+        for (spec, algorithm, key_len, mac_len, reference) in specs {
+            let (key_id, arn) = create(&ctx, spec, "GENERATE_VERIFY_MAC").await;
+            let generated = generate(&ctx, &key_id, message, algorithm).await.expect("generates");
+            assert_eq!(generated["KeyId"], arn.as_str());
+            assert_eq!(generated["MacAlgorithm"], algorithm);
+            let mac = unb64(&generated, "Mac");
+            assert_eq!(mac.len(), mac_len, "{spec}");
+            let key = material(&ctx, &key_id).await;
+            assert_eq!(key.len(), key_len, "{spec}");
+            assert_eq!(mac, reference(&key, message), "{spec}");
+            // Deterministic, and through the ARN too.
+            let again = generate(&ctx, &arn, message, algorithm).await.expect("generates");
+            assert_eq!(unb64(&again, "Mac"), mac);
+
+            let verified = verify(&ctx, &arn, message, algorithm, &mac).await.expect("verifies");
+            assert_eq!(verified["MacValid"], true);
+            assert_eq!(verified["KeyId"], arn.as_str());
+            assert_eq!(verified["MacAlgorithm"], algorithm);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mac_that_does_not_match_is_kms_invalid_mac_exception() {
+        let enclave = enclave();
+        let store = MemoryStore::new();
+        let ctx = ctx(&enclave, &store, TENANT).await;
+        let (key_id, _) = create(&ctx, "HMAC_256", "GENERATE_VERIFY_MAC").await;
+        let (other, _) = create(&ctx, "HMAC_256", "GENERATE_VERIFY_MAC").await;
+        let message = b"the original message";
+        let mac = unb64(
+            &generate(&ctx, &key_id, message, "HMAC_SHA_256")
+                .await
+                .expect("generates"),
+            "Mac",
+        );
+        let mut tampered = mac.clone();
+        tampered[0] ^= 0x80;
+        let mut extended = mac.clone();
+        extended.push(0);
+        for bad in [&tampered[..], &mac[..16], &mac[..31], &extended[..], &[0u8; 32][..]] {
+            assert_eq!(
+                aws_type(verify(&ctx, &key_id, message, "HMAC_SHA_256", bad).await),
+                "KMSInvalidMacException"
+            );
+        }
+        assert_eq!(
+            aws_type(verify(&ctx, &key_id, b"the original messagE", "HMAC_SHA_256", &mac).await),
+            "KMSInvalidMacException"
+        );
+        assert_eq!(
+            aws_type(verify(&ctx, &other, message, "HMAC_SHA_256", &mac).await),
+            "KMSInvalidMacException"
+        );
+        // Empty and oversized MACs are request validation errors.
+        assert_eq!(
+            aws_type(verify(&ctx, &key_id, message, "HMAC_SHA_256", &[]).await),
+            "ValidationException"
+        );
+        assert_eq!(
+            aws_type(verify(&ctx, &key_id, message, "HMAC_SHA_256", &[0u8; 6145]).await),
+            "ValidationException"
+        );
+    }
+
+    #[tokio::test]
+    async fn algorithms_usages_and_parameters_are_checked_like_aws() {
+        let enclave = enclave();
+        let store = MemoryStore::new();
+        let ctx = ctx(&enclave, &store, TENANT).await;
+        let (hmac_256, _) = create(&ctx, "HMAC_256", "GENERATE_VERIFY_MAC").await;
+        let (hmac_512, _) = create(&ctx, "HMAC_512", "GENERATE_VERIFY_MAC").await;
+        let (symmetric, _) = create(&ctx, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT").await;
+        let (signing, _) = create(&ctx, "ECC_NIST_P256", "SIGN_VERIFY").await;
+        let mac_512 = unb64(
+            &generate(&ctx, &hmac_512, b"m", "HMAC_SHA_512")
+                .await
+                .expect("HMAC_512 with HMAC_SHA_512"),
+            "Mac",
+        );
+
+        // A valid algorithm other than the key's own.
+        for algorithm in ["HMAC_SHA_224", "HMAC_SHA_384", "HMAC_SHA_512"] {
+            assert_eq!(
+                aws_type(generate(&ctx, &hmac_256, b"m", algorithm).await),
+                "InvalidKeyUsageException"
+            );
+        }
+        assert_eq!(
+            aws_type(verify(&ctx, &hmac_512, b"m", "HMAC_SHA_256", &mac_512).await),
+            "InvalidKeyUsageException"
+        );
+        // Keys that are not HMAC keys.
+        for key_id in [&symmetric, &signing] {
+            assert_eq!(
+                aws_type(generate(&ctx, key_id, b"m", "HMAC_SHA_256").await),
+                "InvalidKeyUsageException"
+            );
+            assert_eq!(
+                aws_type(verify(&ctx, key_id, b"m", "HMAC_SHA_256", &mac_512).await),
+                "InvalidKeyUsageException"
+            );
+        }
+        // Unknown or missing algorithms, bad messages.
+        let cases = [
+            (
+                json!({ "KeyId": hmac_256, "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_1" }),
+                "ValidationException",
+            ),
+            (
+                json!({ "KeyId": hmac_256, "Message": b64(b"m") }),
+                "ValidationException",
+            ),
+            (
+                json!({ "KeyId": hmac_256, "MacAlgorithm": "HMAC_SHA_256" }),
+                "ValidationException",
+            ),
+            (
+                json!({ "KeyId": hmac_256, "Message": "", "MacAlgorithm": "HMAC_SHA_256" }),
+                "ValidationException",
+            ),
+            (
+                json!({ "KeyId": hmac_256, "Message": b64(&[0; 4097]), "MacAlgorithm": "HMAC_SHA_256" }),
+                "ValidationException",
+            ),
+            (
+                json!({ "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_256" }),
+                "ValidationException",
+            ),
+            (
+                json!({ "KeyId": hmac_256, "Message": "%%%", "MacAlgorithm": "HMAC_SHA_256" }),
+                "SerializationException",
+            ),
+            (
+                json!({ "KeyId": hmac_256, "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_256", "GrantTokens": [""] }),
+                "ValidationException",
+            ),
+            (
+                json!({ "KeyId": "alias/none", "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_256" }),
+                "NotFoundException",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                aws_type(super::generate_mac(&ctx, body.clone()).await),
+                expected,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            aws_type(
+                super::verify_mac(
+                    &ctx,
+                    json!({ "KeyId": hmac_512, "Message": b64(b"m"), "MacAlgorithm": "HMAC_SHA_512" })
+                )
+                .await
+            ),
+            "ValidationException"
+        );
+        // The limit itself is fine; grant tokens and DryRun are accepted.
+        generate(&ctx, &hmac_256, &[0; 4096], "HMAC_SHA_256")
+            .await
+            .expect("4096 bytes");
+        super::generate_mac(
+            &ctx,
+            json!({
+                "KeyId": hmac_256,
+                "Message": b64(b"m"),
+                "MacAlgorithm": "HMAC_SHA_256",
+                "GrantTokens": ["token"],
+                "DryRun": false,
+            }),
+        )
+        .await
+        .expect("accepted");
+    }
+
+    #[tokio::test]
+    async fn disabled_and_pending_deletion_keys_are_refused() {
+        let enclave = enclave();
+        let store = MemoryStore::new();
+        let ctx = ctx(&enclave, &store, TENANT).await;
+        let (key_id, _) = create(&ctx, "HMAC_384", "GENERATE_VERIFY_MAC").await;
+        let mac = unb64(
+            &generate(&ctx, &key_id, b"m", "HMAC_SHA_384").await.expect("generates"),
+            "Mac",
+        );
+        lifecycle::disable_key(&ctx, json!({ "KeyId": key_id }))
+            .await
+            .expect("disabled");
+        assert_eq!(
+            aws_type(generate(&ctx, &key_id, b"m", "HMAC_SHA_384").await),
+            "DisabledException"
+        );
+        assert_eq!(
+            aws_type(verify(&ctx, &key_id, b"m", "HMAC_SHA_384", &mac).await),
+            "DisabledException"
+        );
+        lifecycle::enable_key(&ctx, json!({ "KeyId": key_id }))
+            .await
+            .expect("enabled");
+        verify(&ctx, &key_id, b"m", "HMAC_SHA_384", &mac)
+            .await
+            .expect("verifies again");
+        lifecycle::schedule_key_deletion(&ctx, json!({ "KeyId": key_id, "PendingWindowInDays": 7 }))
+            .await
+            .expect("scheduled");
+        assert_eq!(
+            aws_type(generate(&ctx, &key_id, b"m", "HMAC_SHA_384").await),
+            "KMSInvalidStateException"
+        );
+        assert_eq!(
+            aws_type(verify(&ctx, &key_id, b"m", "HMAC_SHA_384", &mac).await),
+            "KMSInvalidStateException"
+        );
+    }
 }

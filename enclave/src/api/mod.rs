@@ -1,8 +1,10 @@
 //! The AWS KMS JSON 1.1 API as the enclave serves it: authenticate, route by
 //! `X-Amz-Target`, parse, run the operation, answer.
 
+pub mod access_keys;
 pub mod aliases;
 pub mod asymmetric;
+pub mod audit_log;
 pub mod crypto;
 pub mod error;
 pub mod keys;
@@ -11,15 +13,19 @@ pub mod mac;
 pub mod params;
 pub mod rotation;
 pub mod tags;
+pub mod tenants;
 #[cfg(test)]
 mod tests;
+
+use std::cell::RefCell;
 
 use keyward_wire::{ApiRequest, ApiResponse};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
-use crate::auth::{self, Principal, sigv4::SignedRequest};
+use crate::audit::record::{ALLOW, AuditEntry, DENY, ERROR, OPERATOR_CHAIN};
+use crate::auth::{self, Principal, authorize, sigv4::SignedRequest};
 use crate::bootstrap::{Keyring, TENANT_NAMESPACE, TenantRecord};
 use crate::service::Enclave;
 use crate::store::{Records, StoreTransport};
@@ -40,7 +46,15 @@ impl Ctx<'_> {
     }
 }
 
-const TARGET_PREFIX: &str = "TrentService.";
+tokio::task_local! {
+    /// The ARN of the key the current request acted on, for its audit record.
+    static AUDITED_KEY: RefCell<String>;
+}
+
+/// Notes the key the current request acts on (no-op outside a request).
+pub fn note_key(arn: &str) {
+    let _ = AUDITED_KEY.try_with(|k| arn.clone_into(&mut k.borrow_mut()));
+}
 
 pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn StoreTransport) -> ApiResponse {
     let span = tracing::info_span!(
@@ -49,35 +63,68 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
         op = tracing::field::Empty,
         tenant = tracing::field::Empty
     );
-    async move {
-        let started = std::time::Instant::now();
-        let result = serve(enclave, &request, transport).await;
-        let micros = started.elapsed().as_micros() as u64;
-        match result {
-            Ok(body) => {
-                tracing::info!(status = 200, micros, "done");
-                ApiResponse {
-                    status: 200,
-                    error_type: None,
-                    body: body.to_string().into_bytes(),
+    AUDITED_KEY
+        .scope(RefCell::new(String::new()), async move {
+            let started = std::time::Instant::now();
+            let mut audit = AuditEntry {
+                time: (enclave.clock.now().unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                request_id: printable(&request.request_id),
+                chain: OPERATOR_CHAIN.to_owned(),
+                operation: printable(&header(&request, "x-amz-target").unwrap_or_default()),
+                ..Default::default()
+            };
+            let result = serve(enclave, &request, transport, &mut audit).await;
+            audit.key_arn = AUDITED_KEY.with(|k| k.borrow().clone());
+            match &result {
+                Ok(_) => audit.decision = ALLOW,
+                Err(e) => {
+                    if audit.decision.is_empty() {
+                        audit.decision = ERROR;
+                    }
+                    audit.reason = format!("{}: {}", e.aws_type(), e.message());
                 }
             }
-            Err(e) => {
-                tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
-                e.to_response()
+            // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
+            let result = match enclave.audit(audit).await {
+                Ok(()) => result,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit append failed; answering with an internal error");
+                    Err(KmsError::Internal)
+                }
+            };
+            let micros = started.elapsed().as_micros() as u64;
+            match result {
+                Ok(body) => {
+                    tracing::info!(status = 200, micros, "done");
+                    ApiResponse {
+                        status: 200,
+                        error_type: None,
+                        body: body.to_string().into_bytes(),
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
+                    e.to_response()
+                }
             }
-        }
-    }
-    .instrument(span)
-    .await
+        })
+        .instrument(span)
+        .await
 }
 
-async fn serve(enclave: &Enclave, request: &ApiRequest, transport: &dyn StoreTransport) -> Result<Value, KmsError> {
-    if request.method != "POST" {
-        return Err(KmsError::UnknownOperation(format!(
-            "{} is not supported; use POST /",
-            request.method
-        )));
+async fn serve(
+    enclave: &Enclave,
+    request: &ApiRequest,
+    transport: &dyn StoreTransport,
+    audit: &mut AuditEntry,
+) -> Result<Value, KmsError> {
+    // The signature covers a canonicalised path ("/./" and "//" sign as "/"),
+    // so the enclave serves exactly "/" and nothing that merely signs like it.
+    if request.method != "POST" || request.path != "/" {
+        audit.decision = DENY;
+        return Err(KmsError::UnknownOperation(
+            "The AWS KMS API is served at POST /.".into(),
+        ));
     }
     let keyring = enclave.keyring(transport).await.map_err(|_| KmsError::Internal)?;
     let records = Records::new(transport, &keyring.sealer);
@@ -89,22 +136,59 @@ async fn serve(enclave: &Enclave, request: &ApiRequest, transport: &dyn StoreTra
         headers: &request.headers,
         body: &request.body,
     };
-    let principal = auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await?;
+    let principal = match auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await
+    {
+        Ok(p) => p,
+        Err(failure) => {
+            audit.decision = DENY;
+            audit.access_key_id = printable(&failure.access_key_id);
+            if let Some(claimed) = failure.claimed {
+                audit.chain = claimed.tenant.clone();
+                audit.role = claimed.roles_label();
+            }
+            return Err(failure.error);
+        }
+    };
+    audit.chain = principal.tenant.clone();
+    audit.access_key_id = principal.access_key_id.clone();
+    audit.role = principal.roles_label();
     tracing::Span::current().record("tenant", principal.tenant.as_str());
 
     let target = header(request, "x-amz-target").unwrap_or_default();
-    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
-    tracing::Span::current().record("op", op);
-
-    let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
-    if !tenant.is_some_and(|t| t.enabled) {
-        return Err(KmsError::AccessDenied(format!(
-            "Tenant {} is disabled.",
-            principal.tenant
+    tracing::Span::current().record("op", printable(&target).as_str());
+    let Some(need) = authorize::need(&target) else {
+        return Err(KmsError::UnknownOperation(format!(
+            "Unknown operation {}",
+            printable(&target)
         )));
+    };
+    let denied = |e: KmsError, audit: &mut AuditEntry| {
+        audit.decision = DENY;
+        Err(e)
+    };
+    if let Err(e) = authorize::authorize(&principal, need, &target) {
+        return denied(e, audit);
+    }
+    if !enclave.rate_limiter.allow(&principal.tenant, enclave.uptime_seconds()) {
+        return denied(KmsError::Throttling("Rate exceeded".into()), audit);
+    }
+    if !principal.is_operator() {
+        let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
+        if !tenant.is_some_and(|t| t.enabled) {
+            return denied(
+                KmsError::AccessDenied(format!("Tenant {} is disabled.", principal.tenant)),
+                audit,
+            );
+        }
     }
 
     let body = parse_body(&request.body)?;
+    // DryRun: authorized and would run; AWS answers 412 DryRunOperationException.
+    if body.get("DryRun").and_then(Value::as_bool) == Some(true) {
+        return Err(KmsError::DryRunOperation(
+            "The request would have succeeded, but the DryRun flag is set.".into(),
+        ));
+    }
     let ctx = Ctx {
         enclave,
         keyring,
@@ -112,6 +196,10 @@ async fn serve(enclave: &Enclave, request: &ApiRequest, transport: &dyn StoreTra
         principal,
         now,
     };
+    let (service, op) = target.split_once('.').unwrap_or(("", ""));
+    if service == "Keyward" {
+        return extensions(&ctx, op, body).await;
+    }
     match op {
         "CreateKey" => keys::create_key(&ctx, body).await,
         "DescribeKey" => keys::describe_key(&ctx, body).await,
@@ -150,6 +238,23 @@ async fn serve(enclave: &Enclave, request: &ApiRequest, transport: &dyn StoreTra
         _ => Err(KmsError::UnknownOperation(format!(
             "Unknown operation {}",
             printable(&target)
+        ))),
+    }
+}
+
+async fn extensions(ctx: &Ctx<'_>, op: &str, body: Value) -> Result<Value, KmsError> {
+    match op {
+        "CreateTenant" => tenants::create_tenant(ctx, body).await,
+        "ListTenants" => tenants::list_tenants(ctx, body).await,
+        "DisableTenant" => tenants::set_tenant_enabled(ctx, body, false).await,
+        "EnableTenant" => tenants::set_tenant_enabled(ctx, body, true).await,
+        "CreateAccessKey" => access_keys::create_access_key(ctx, body).await,
+        "ListAccessKeys" => access_keys::list_access_keys(ctx, body).await,
+        "DeleteAccessKey" => access_keys::delete_access_key(ctx, body).await,
+        "GetAuditLog" => audit_log::get_audit_log(ctx, body).await,
+        _ => Err(KmsError::UnknownOperation(format!(
+            "Unknown operation Keyward.{}",
+            printable(op)
         ))),
     }
 }

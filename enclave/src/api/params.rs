@@ -128,7 +128,10 @@ pub async fn load_key(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsErro
 async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<KeyRecord>, KmsError> {
     let record: Option<KeyRecord> = ctx.records.get(record::NAMESPACE, name).await?;
     match record {
-        Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => Ok(Some(r)),
+        Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => {
+            super::note_key(&r.arn);
+            Ok(Some(r))
+        }
         Some(_) => {
             tracing::error!("key record names another key than its identity");
             Err(KmsError::Internal)
@@ -139,6 +142,7 @@ async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<Key
 
 /// Persists a key record (the caller holds the key's lock).
 pub async fn save_key(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsError> {
+    super::note_key(&rec.arn);
     ctx.records
         .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), rec)
         .await?;
@@ -220,4 +224,32 @@ pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<u32, KmsError
         ));
     }
     Ok(limit as u32)
+}
+
+/// AWS KMS: at most 10 grant tokens of 1–8192 characters each. Keyward has
+/// no grants, so valid tokens are accepted and otherwise ignored.
+pub fn check_grant_tokens(tokens: Option<&[String]>) -> Result<(), KmsError> {
+    let Some(tokens) = tokens else {
+        return Ok(());
+    };
+    if tokens.len() > 10 {
+        return Err(KmsError::validation(
+            "grantTokens",
+            "Member must have length less than or equal to 10",
+        ));
+    }
+    for token in tokens {
+        length("grantTokens.member", token.len(), 1, 8192)?;
+    }
+    Ok(())
+}
+
+/// AWS KMS: a message to sign or MAC is 1–4096 bytes.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// A `Message` parameter of 1–4096 bytes.
+pub fn message(value: Option<String>) -> Result<Vec<u8>, KmsError> {
+    let message = blob("message", &required("message", value)?)?;
+    length("message", message.len(), 1, MAX_MESSAGE)?;
+    Ok(message)
 }

@@ -17,9 +17,9 @@ use crate::nsm::MockNsm;
 use crate::service::Enclave;
 use crate::store::{MemoryStore, Records, StoreTransport};
 
-const TENANT: &str = "111122223333";
+pub(super) const TENANT: &str = "111122223333";
 
-fn enclave() -> Enclave {
+pub(super) fn enclave() -> Enclave {
     let args = Args {
         mode: Mode::Mock,
         socket: Some("/unused".into()),
@@ -27,13 +27,14 @@ fn enclave() -> Enclave {
         region: "us-east-1".into(),
         dev_tenant: TENANT.into(),
         mock_clock_offset: 0,
+        tenant_rate_limit: 10_000,
         exit_on_stdin_close: false,
     };
     let config = args.validate(|_| None).expect("valid config");
     Enclave::new(config, Box::new(MockNsm), Arc::new(SystemClock))
 }
 
-fn principal(tenant: &str) -> Principal {
+pub(super) fn principal(tenant: &str) -> Principal {
     Principal {
         tenant: tenant.into(),
         access_key_id: "AKIATESTTESTTEST0000".into(),
@@ -41,7 +42,7 @@ fn principal(tenant: &str) -> Principal {
     }
 }
 
-async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
+pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
     let keyring = enclave.keyring(store).await.expect("boots");
     Ctx {
         enclave,
@@ -208,7 +209,9 @@ async fn deletion_window_end_destroys_the_record_and_its_aliases() {
     let mut ctx = ctx(&enclave, &store, TENANT).await;
     let created = keys::create_key(&ctx, json!({})).await.expect("created");
     let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
-    let ct = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"doomed") })).await.expect("enc");
+    let ct = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"doomed") }))
+        .await
+        .expect("enc");
     super::aliases::create_alias(&ctx, json!({ "AliasName": "alias/doomed", "TargetKeyId": key_id }))
         .await
         .expect("alias");
@@ -228,11 +231,19 @@ async fn deletion_window_end_destroys_the_record_and_its_aliases() {
     assert_eq!(store.all_values().len(), records_before);
 
     sweep(deletion).await.expect("sweep");
-    assert_eq!(store.all_values().len(), records_before - 2, "key record and alias record deleted");
+    assert_eq!(
+        store.all_values().len(),
+        records_before - 2,
+        "key record and alias record deleted"
+    );
     ctx.now = OffsetDateTime::from_unix_timestamp(deletion).expect("time");
-    let err = crypto::decrypt(&ctx, json!({ "CiphertextBlob": ct["CiphertextBlob"] })).await.expect_err("gone");
+    let err = crypto::decrypt(&ctx, json!({ "CiphertextBlob": ct["CiphertextBlob"] }))
+        .await
+        .expect_err("gone");
     assert!(matches!(err, KmsError::NotFound(_)), "{err:?}");
-    let err = keys::describe_key(&ctx, json!({ "KeyId": "alias/doomed" })).await.expect_err("alias gone");
+    let err = keys::describe_key(&ctx, json!({ "KeyId": "alias/doomed" }))
+        .await
+        .expect_err("alias gone");
     assert!(matches!(err, KmsError::NotFound(_)), "{err:?}");
 }
 
@@ -243,19 +254,49 @@ async fn a_due_rotation_happens_on_use_and_old_ciphertexts_still_decrypt() {
     let mut ctx = ctx(&enclave, &store, TENANT).await;
     let created = keys::create_key(&ctx, json!({})).await.expect("created");
     let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("key id").to_owned();
-    let old = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"v1") })).await.expect("enc");
+    let old = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"v1") }))
+        .await
+        .expect("enc");
     super::rotation::enable_key_rotation(&ctx, json!({ "KeyId": key_id, "RotationPeriodInDays": 90 }))
         .await
         .expect("enabled");
     ctx.now += time::Duration::days(91);
-    let new = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"v2") })).await.expect("enc");
+    let new = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"v2") }))
+        .await
+        .expect("enc");
     let version = |ct: &Value| {
         let blob = super::params::blob("b", ct["CiphertextBlob"].as_str().expect("blob")).expect("b64");
         crate::keys::blob::parse_header(&blob).expect("header").key_version
     };
     assert_eq!((version(&old), version(&new)), (1, 2));
-    let rotations = super::rotation::list_key_rotations(&ctx, json!({ "KeyId": key_id })).await.expect("list");
+    let rotations = super::rotation::list_key_rotations(&ctx, json!({ "KeyId": key_id }))
+        .await
+        .expect("list");
     assert_eq!(rotations["Rotations"][0]["RotationType"], "AUTOMATIC");
-    let plain = crypto::decrypt(&ctx, json!({ "CiphertextBlob": old["CiphertextBlob"] })).await.expect("dec");
+    let plain = crypto::decrypt(&ctx, json!({ "CiphertextBlob": old["CiphertextBlob"] }))
+        .await
+        .expect("dec");
     assert_eq!(field(&plain, "Plaintext"), b64(b"v1"));
+}
+
+/// Regression: a full page of the API's largest size (1000) must still say
+/// that more follow (the store page was capped at exactly 1000, so the extra
+/// "is there more" entry never came back).
+#[tokio::test]
+async fn a_full_page_of_1000_still_reports_truncation() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    for _ in 0..1001 {
+        keys::create_key(&ctx, json!({})).await.expect("created");
+    }
+    let page = keys::list_keys(&ctx, json!({ "Limit": 1000 })).await.expect("lists");
+    assert_eq!(page["Keys"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(page["Truncated"], true);
+    let marker = page["NextMarker"].as_str().expect("marker").to_owned();
+    let rest = keys::list_keys(&ctx, json!({ "Limit": 1000, "Marker": marker }))
+        .await
+        .expect("lists");
+    assert_eq!(rest["Keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rest["Truncated"], false);
 }

@@ -20,6 +20,27 @@ pub const NAMESPACE: &str = "cred";
 pub enum Role {
     KeyAdmin,
     KeyUser,
+    /// The SaaS operator: tenant administration only, never key use.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::KeyAdmin => "KeyAdmin",
+            Role::KeyUser => "KeyUser",
+            Role::Operator => "Operator",
+        }
+    }
+
+    /// A tenant role named in a request (`Operator` is never granted by request).
+    pub fn parse_tenant_role(name: &str) -> Option<Role> {
+        match name {
+            "KeyAdmin" => Some(Role::KeyAdmin),
+            "KeyUser" => Some(Role::KeyUser),
+            _ => None,
+        }
+    }
 }
 
 /// The sealed form of an access key. Holds the secret: no `Debug`, no `Clone`,
@@ -115,4 +136,57 @@ impl CredentialCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Credential>>> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Store namespace of the per-tenant index of access keys; record key
+/// `<tenant>/<access key id>`.
+pub const INDEX_NAMESPACE: &str = "tenant-cred";
+
+/// One entry of a tenant's access-key index (no secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub access_key_id: String,
+    pub roles: Vec<Role>,
+    pub created: i64,
+}
+
+pub fn index_key(tenant: &str, access_key_id: &str) -> String {
+    format!("{tenant}/{access_key_id}")
+}
+
+/// A fresh access key pair: `AKIA` + 16 base-32 characters, and a 40
+/// character secret, both from the OS CSPRNG.
+pub fn generate_access_key() -> (String, zeroize::Zeroizing<String>) {
+    use rand::Rng;
+    const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::rngs::OsRng;
+    let id: String = (0..16).map(|_| char::from(ID[rng.gen_range(0..ID.len())])).collect();
+    let secret: String = (0..40)
+        .map(|_| char::from(SECRET[rng.gen_range(0..SECRET.len())]))
+        .collect();
+    (format!("AKIA{id}"), zeroize::Zeroizing::new(secret))
+}
+
+/// Stores a credential and its index entry (durable when `Ok`).
+pub async fn store_credential(records: &Records<'_>, record: &CredentialRecord) -> Result<(), StoreError> {
+    records.put(NAMESPACE, &record.access_key_id, record).await?;
+    let entry = IndexEntry {
+        access_key_id: record.access_key_id.clone(),
+        roles: record.roles.clone(),
+        created: record.created,
+    };
+    records
+        .put(
+            INDEX_NAMESPACE,
+            &index_key(&record.tenant, &record.access_key_id),
+            &entry,
+        )
+        .await
+}
+
+/// Deletes a credential and its index entry.
+pub async fn delete_credential(records: &Records<'_>, tenant: &str, access_key_id: &str) -> Result<(), StoreError> {
+    records.delete(NAMESPACE, access_key_id).await?;
+    records.delete(INDEX_NAMESPACE, &index_key(tenant, access_key_id)).await
 }

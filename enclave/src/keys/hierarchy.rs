@@ -16,21 +16,25 @@ use crate::secret::Key256;
 const HKDF_SALT: &[u8] = b"keyward/v1/hkdf-salt";
 const INFO_SEALING: &[u8] = b"keyward/v1/sealing-key";
 const INFO_TENANT_KEK: &[u8] = b"keyward/v1/tenant-kek/";
+const INFO_AUDIT_SIGNING: &[u8] = b"keyward/v1/audit-signing-key/";
 
 /// The root of the hierarchy. Exists only in enclave memory.
 pub struct Hierarchy {
     root: Key256,
     sealing: Arc<Key256>,
     tenant_keks: Mutex<HashMap<String, Arc<Key256>>>,
+    audit_signing: p256::ecdsa::SigningKey,
 }
 
 impl Hierarchy {
     pub fn new(root: Key256) -> Self {
         let sealing = Arc::new(derive(&root, INFO_SEALING, b""));
+        let audit_signing = derive_signing_key(&root);
         Hierarchy {
             root,
             sealing,
             tenant_keks: Mutex::new(HashMap::new()),
+            audit_signing,
         }
     }
 
@@ -51,9 +55,27 @@ impl Hierarchy {
         )
     }
 
+    /// The P-256 key that signs audit chain heads (stable across restarts).
+    pub fn audit_signing_key(&self) -> &p256::ecdsa::SigningKey {
+        &self.audit_signing
+    }
+
     #[cfg(test)]
     pub(crate) fn root_for_tests(&self) -> &Key256 {
         &self.root
+    }
+}
+
+/// A P-256 scalar from HKDF output; the rare out-of-range output (< 2^-32)
+/// moves to the next counter value.
+fn derive_signing_key(root: &Key256) -> p256::ecdsa::SigningKey {
+    let mut counter = 0u32;
+    loop {
+        let candidate = derive(root, INFO_AUDIT_SIGNING, &counter.to_be_bytes());
+        if let Ok(key) = p256::ecdsa::SigningKey::from_slice(candidate.expose()) {
+            return key;
+        }
+        counter += 1;
     }
 }
 

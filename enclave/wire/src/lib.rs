@@ -116,6 +116,12 @@ pub enum StoreOp {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Several values in one namespace, written atomically (all or none) and
+    /// durable before the reply is sent.
+    PutBatch {
+        namespace: String,
+        entries: Vec<(String, serde_bytes::ByteBuf)>,
+    },
     /// Durable before the reply is sent.
     Delete {
         namespace: String,
@@ -136,7 +142,7 @@ pub enum StoreOp {
 pub enum StoreResult {
     /// Answer to `Get`.
     Value(Option<serde_bytes::ByteBuf>),
-    /// Answer to `Put` and `Delete`.
+    /// Answer to `Put`, `PutBatch` and `Delete`.
     Done,
     /// Answer to `List`: keys and sealed values.
     Entries(Vec<(String, serde_bytes::ByteBuf)>),

@@ -1,0 +1,386 @@
+//! `kmsctl`: administer a Keyward KMS from the command line — tenants,
+//! access keys, and the audit log (listing and verification).
+//!
+//! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+//! Exit codes: 0 success, 1 service or verification failure, 2 usage error.
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keyward_sdk::audit::{self, AuditError, AuditRecord};
+use keyward_sdk::{Client, Error, Role};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Parser)]
+#[command(
+    name = "kmsctl",
+    version,
+    about = "Administer a Keyward KMS: tenants, access keys and the audit log.",
+    after_help = "Credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.\n\
+                  Exit codes: 0 success, 1 service error or invalid audit chain, 2 usage error."
+)]
+struct Cli {
+    /// Keyward endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_ENDPOINT",
+        default_value = "http://127.0.0.1:7800"
+    )]
+    endpoint: String,
+    /// SigV4 signing region.
+    #[arg(long, global = true, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tenants (operator credentials).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Access keys of the caller's tenant (KeyAdmin credentials).
+    #[command(subcommand)]
+    AccessKey(AccessKeyCommand),
+    /// The caller's audit chain (the operator's chain for the operator).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its first (KeyAdmin) access key, secret included, once.
+    Create { id: String },
+    /// List all tenants: id, enabled/disabled, creation date.
+    List,
+    /// Disable a tenant: its requests are refused until enabled again.
+    Disable { id: String },
+    /// Enable a disabled tenant.
+    Enable { id: String },
+}
+
+#[derive(Subcommand)]
+enum AccessKeyCommand {
+    /// Create an access key; prints the secret, once.
+    Create {
+        /// KeyAdmin or KeyUser.
+        #[arg(long)]
+        role: Role,
+    },
+    /// List the tenant's access keys: id, roles, creation date.
+    List,
+    /// Delete an access key.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List audit records, one line each (unverified).
+    List {
+        /// Only records from this time on (seconds since the epoch).
+        #[arg(long, value_name = "EPOCH")]
+        start: Option<u64>,
+        /// Only records up to this time (seconds since the epoch).
+        #[arg(long, value_name = "EPOCH")]
+        end: Option<u64>,
+    },
+    /// Fetch the whole chain and verify every record, link and the signed head.
+    Verify {
+        /// The enclave's audit public key (SPKI, DER or PEM). Without it the
+        /// AuditPublicKey of the response is used, which the host could replace.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+}
+
+/// Why kmsctl stops with a non-zero code.
+enum Failure {
+    /// Exit 2.
+    Usage(String),
+    /// Exit 1.
+    Service(Error),
+    /// Exit 1.
+    Invalid(AuditError),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Service(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("kmsctl: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Service(e)) => {
+            eprintln!("kmsctl: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Invalid(e)) => {
+            match e.sequence() {
+                Some(sequence) => eprintln!("audit chain INVALID at record {sequence}: {}", e.what()),
+                None => eprintln!("kmsctl: {e}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let credential = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Failure::Usage(format!("{name} is not set (credentials come from the environment)")))
+    };
+    let access_key_id = credential("AWS_ACCESS_KEY_ID")?;
+    let secret = keyward_sdk::Secret::new(credential("AWS_SECRET_ACCESS_KEY")?);
+    let client = Client::new(&cli.endpoint, &cli.region, &access_key_id, secret.expose()).map_err(|e| match e {
+        Error::InvalidEndpoint { .. } | Error::Request(_) => Failure::Usage(e.to_string()),
+        other => Failure::Service(other),
+    })?;
+    drop(secret);
+
+    // Read a pinned key before any network call, so a bad file is a usage error.
+    let pinned_key = match &cli.command {
+        Command::Audit(AuditCommand::Verify { public_key: Some(path) }) => {
+            let bytes = std::fs::read(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+            let der =
+                audit::public_key_spki_der(&bytes).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+            Some(der)
+        }
+        _ => None,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Service(Error::Transport(format!("starting the runtime: {e}"))))?;
+    runtime.block_on(execute(&client, cli.command, pinned_key))
+}
+
+async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>) -> Result<(), Failure> {
+    match command {
+        Command::Tenant(TenantCommand::Create { id }) => {
+            let created = client.create_tenant(&id).await?;
+            println!("TenantId        {}", created.tenant_id);
+            println!("AccessKeyId     {}", created.access_key_id);
+            println!("SecretAccessKey {}", created.secret_access_key.expose());
+            eprintln!("The secret access key is shown only this once: store it now.");
+        }
+        Command::Tenant(TenantCommand::List) => {
+            for t in client.list_tenants().await? {
+                let state = if t.enabled { "enabled" } else { "disabled" };
+                println!("{}\t{state}\t{}", clean(&t.tenant_id), epoch_seconds(t.creation_date));
+            }
+        }
+        Command::Tenant(TenantCommand::Disable { id }) => {
+            client.disable_tenant(&id).await?;
+            println!("tenant {id} disabled");
+        }
+        Command::Tenant(TenantCommand::Enable { id }) => {
+            client.enable_tenant(&id).await?;
+            println!("tenant {id} enabled");
+        }
+        Command::AccessKey(AccessKeyCommand::Create { role }) => {
+            let created = client.create_access_key(role).await?;
+            println!("AccessKeyId     {}", created.access_key_id);
+            println!("SecretAccessKey {}", created.secret_access_key.expose());
+            println!("Role            {}", created.role);
+            eprintln!("The secret access key is shown only this once: store it now.");
+        }
+        Command::AccessKey(AccessKeyCommand::List) => {
+            for k in client.list_access_keys().await? {
+                println!(
+                    "{}\t{}\t{}",
+                    clean(&k.access_key_id),
+                    clean(&k.roles.join(",")),
+                    epoch_seconds(k.creation_date)
+                );
+            }
+        }
+        Command::AccessKey(AccessKeyCommand::Delete { id }) => {
+            client.delete_access_key(&id).await?;
+            println!("access key {id} deleted");
+        }
+        Command::Audit(AuditCommand::List { start, end }) => {
+            for record in client.audit_records(start, end).await? {
+                println!("{}", record_line(&record));
+            }
+        }
+        Command::Audit(AuditCommand::Verify { .. }) => {
+            let chain = client.fetch_audit_chain().await?;
+            let key = match pinned_key {
+                Some(pinned) => {
+                    if pinned != chain.audit_public_key {
+                        eprintln!("note: the service reports an AuditPublicKey other than --public-key");
+                    }
+                    pinned
+                }
+                None => {
+                    eprintln!(
+                        "note: no --public-key given: verifying against the AuditPublicKey in the service's \
+                         response, which the host relays; pin the key with --public-key to also detect a host \
+                         that replaces key and chain together"
+                    );
+                    chain.audit_public_key.clone()
+                }
+            };
+            let verified = chain.verify_with(&key).map_err(Failure::Invalid)?;
+            println!(
+                "audit chain OK: {} {} records, head {}",
+                clean(&verified.chain),
+                verified.records,
+                verified.head_hash
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One tab-separated line: sequence, time, chain, decision, operation,
+/// access key, role, key ARN, policy module, reason (`-` when empty).
+fn record_line(r: &AuditRecord) -> String {
+    if r.corrupt {
+        return format!("{}\tCORRUPT", r.sequence);
+    }
+    fn field(s: &str) -> Cow<'_, str> {
+        if s.is_empty() { Cow::Borrowed("-") } else { clean(s) }
+    }
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        r.sequence,
+        epoch_millis(r.time),
+        field(&r.chain),
+        field(&r.decision),
+        field(&r.operation),
+        field(&r.access_key_id),
+        field(&r.role),
+        field(&r.key_arn),
+        field(&r.policy_module),
+        field(&r.reason),
+    )
+}
+
+/// `s` with control characters (tabs, newlines, terminal escapes) escaped:
+/// what the service returns passed through the untrusted host.
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn rfc3339(nanos: i128) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()?
+        .format(&Rfc3339)
+        .ok()
+}
+
+fn epoch_millis(ms: u64) -> String {
+    rfc3339(i128::from(ms) * 1_000_000).unwrap_or_else(|| ms.to_string())
+}
+
+fn epoch_seconds(seconds: f64) -> String {
+    let nanos = (seconds * 1e9).round();
+    if nanos.is_finite() && nanos.abs() < 1e30 {
+        rfc3339(nanos as i128).unwrap_or_else(|| seconds.to_string())
+    } else {
+        seconds.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "--endpoint",
+            "http://h:1",
+            "access-key",
+            "create",
+            "--role",
+            "KeyUser",
+        ])?;
+        assert_eq!(cli.endpoint, "http://h:1");
+        assert!(matches!(
+            cli.command,
+            Command::AccessKey(AccessKeyCommand::Create { role: Role::KeyUser })
+        ));
+        let cli = Cli::try_parse_from(["kmsctl", "audit", "list", "--start", "10", "--region", "eu-west-1"])?;
+        assert_eq!(cli.region, "eu-west-1");
+        assert!(matches!(
+            cli.command,
+            Command::Audit(AuditCommand::List {
+                start: Some(10),
+                end: None
+            })
+        ));
+        assert!(Cli::try_parse_from(["kmsctl", "access-key", "create", "--role", "Operator"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "tenant", "create"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn lines_escape_what_the_host_could_inject() {
+        let record = AuditRecord {
+            sequence: 3,
+            time: 1_700_000_000_123,
+            chain: "t".to_owned(),
+            decision: "Deny".to_owned(),
+            operation: "TrentService.Encrypt".to_owned(),
+            reason: "AccessDeniedException: a\tb\n\u{1b}[31mred".to_owned(),
+            ..AuditRecord::default()
+        };
+        let line = record_line(&record);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        assert_eq!(line.matches('\t').count(), 9, "{line}");
+        assert!(
+            line.starts_with("3\t2023-11-14T22:13:20.123Z\tt\tDeny\tTrentService.Encrypt\t-\t"),
+            "{line}"
+        );
+        let corrupt = AuditRecord {
+            sequence: 4,
+            corrupt: true,
+            ..AuditRecord::default()
+        };
+        assert_eq!(record_line(&corrupt), "4\tCORRUPT");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(epoch_seconds(1_700_000_000.0), "2023-11-14T22:13:20Z");
+        assert_eq!(epoch_seconds(f64::NAN), "NaN");
+    }
+}
