@@ -73,5 +73,44 @@ fn frame_codec(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ciphertext_blob, record_sealing, frame_codec);
+/// A recipient's attestation document: cold (a fresh verifier checks the whole
+/// chain: 3 certificate signatures + the document's) and cached (the chain is
+/// known: one ES384 verification).
+fn attestation(c: &mut Criterion) {
+    use keyward_attestation::mock::{MockAttester, MockPki};
+    use keyward_attestation::verify::{Expectations, TrustAnchor, Verifier};
+    let pki = MockPki::ephemeral().expect("mock pki");
+    let anchor = TrustAnchor::from_der(pki.root_der()).expect("anchor");
+    let now = time::OffsetDateTime::now_utc();
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+    let recipient = keyward_sdk::recipient::RecipientKey::generate();
+    let attester = MockAttester::new(pki);
+    let document = attester
+        .attest(None, None, Some(recipient.public_key_der()), now_ms)
+        .expect("document");
+    let expect = Expectations {
+        max_age: None,
+        ..Expectations::default()
+    };
+    c.bench_function("attestation/verify-cold", |b| {
+        b.iter(|| {
+            Verifier::new(anchor.clone())
+                .verify(black_box(&document), now, &expect)
+                .expect("verifies")
+        })
+    });
+    let verifier = Verifier::new(anchor.clone());
+    c.bench_function("attestation/verify-cached", |b| {
+        b.iter(|| verifier.verify(black_box(&document), now, &expect).expect("verifies"))
+    });
+    let data_key = [7u8; 32];
+    c.bench_function("recipient/cms-envelope-rsa2048", |b| {
+        b.iter(|| {
+            keyward_enclave::attestation::recipient::envelope(recipient.public_key_der(), black_box(&data_key))
+                .expect("envelope")
+        })
+    });
+}
+
+criterion_group!(benches, ciphertext_blob, record_sealing, frame_codec, attestation);
 criterion_main!(benches);

@@ -25,6 +25,8 @@ pub struct DevOptions {
     pub mock_clock_offset: i64,
     /// Requests per second each tenant may make.
     pub tenant_rate_limit: u32,
+    /// PCR values of the mock NSM, `INDEX=HEX`.
+    pub mock_pcrs: Vec<String>,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -53,7 +55,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let supervisor = tokio::spawn(supervise(
         exe,
-        enclave_args(&socket, &options),
+        enclave_args(&socket, &data_dir, &options),
         [
             (ENV_DEV_ACCESS_KEY_ID, credential.access_key_id.clone()),
             (ENV_DEV_SECRET_ACCESS_KEY, credential.secret_access_key.to_string()),
@@ -114,8 +116,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
 }
 
-fn enclave_args(socket: &Path, options: &DevOptions) -> Vec<String> {
-    vec![
+fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<String> {
+    [
         "enclave".into(),
         "--mode".into(),
         "mock".into(),
@@ -128,7 +130,11 @@ fn enclave_args(socket: &Path, options: &DevOptions) -> Vec<String> {
         "--exit-on-stdin-close".into(),
         format!("--mock-clock-offset={}", options.mock_clock_offset),
         format!("--tenant-rate-limit={}", options.tenant_rate_limit),
+        format!("--data-dir={}", data_dir.display()),
     ]
+    .into_iter()
+    .chain(options.mock_pcrs.iter().map(|p| format!("--mock-pcr={p}")))
+    .collect()
 }
 
 /// Runs the enclave child until told to stop, restarting it whenever it dies.

@@ -41,9 +41,14 @@ enum Command {
         /// Requests per second each tenant (and the operator) may make.
         #[arg(long, value_name = "RPS", default_value_t = 10_000)]
         tenant_rate_limit: u32,
+        /// A PCR value of the mock NSM, `INDEX=HEX` (repeatable).
+        #[arg(long = "mock-pcr", value_name = "INDEX=HEX")]
+        mock_pcrs: Vec<String>,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
+    /// Run the host proxy alone, in front of an enclave started separately.
+    Proxy(keyward_proxy::cli::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +75,7 @@ fn main() -> std::process::ExitCode {
             tenant,
             mock_clock_offset,
             tenant_rate_limit,
+            mock_pcrs,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             data_dir,
@@ -77,7 +83,15 @@ fn main() -> std::process::ExitCode {
             tenant,
             mock_clock_offset,
             tenant_rate_limit,
+            mock_pcrs,
         })),
+        Command::Proxy(args) => match args.validate() {
+            Ok(config) => runtime.block_on(keyward_proxy::run(config)).map_err(Into::into),
+            Err(e) => {
+                eprintln!("keyward proxy: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
         Command::Enclave(args) => match args.validate(|name| std::env::var(name).ok()) {
             Ok(config) => runtime.block_on(keyward_enclave::run(config)).map_err(Into::into),
             Err(e) => {

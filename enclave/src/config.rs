@@ -41,6 +41,16 @@ pub struct Args {
     /// bucket holds two seconds' worth. Over it: ThrottlingException.
     #[arg(long, value_name = "RPS", default_value_t = 10_000)]
     pub tenant_rate_limit: u32,
+    /// Mock mode: directory for the mock attestation PKI
+    /// (`mock-attestation/root.crt.pem`, `root.key.pem`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Mock mode: a PCR value of this enclave's mock NSM, `INDEX=HEX` (repeatable).
+    #[arg(long = "mock-pcr", value_name = "INDEX=HEX")]
+    pub mock_pcrs: Vec<String>,
+    /// Accept recipients whose attestation documents have all-zero (debug-mode) PCRs.
+    #[arg(long)]
+    pub allow_debug_attestation: bool,
     /// Exit when standard input closes (set by a supervising parent so the
     /// enclave never outlives it).
     #[arg(long)]
@@ -88,6 +98,11 @@ pub struct EnclaveConfig {
     pub clock_offset: i64,
     /// Per-tenant request rate (requests per second, at least 1).
     pub tenant_rate_limit: u32,
+    /// Mock mode: where the mock attestation PKI lives.
+    pub data_dir: Option<PathBuf>,
+    /// Mock mode: PCR index → value for the mock NSM.
+    pub mock_pcrs: std::collections::BTreeMap<u8, Vec<u8>>,
+    pub allow_debug_attestation: bool,
     /// Mock mode: the operator's credential (`KEYWARD_DEV_OPERATOR_*`).
     pub dev_operator: Option<DevCredential>,
     pub exit_on_stdin_close: bool,
@@ -108,6 +123,10 @@ pub enum ConfigError {
     AccessKeyId,
     #[error("dev secret access keys must be 16-128 printable characters without spaces")]
     SecretAccessKey,
+    #[error("{0} is only valid in mock mode")]
+    MockOnly(&'static str),
+    #[error("--mock-pcr: {0}")]
+    MockPcr(String),
     #[error("--mock-clock-offset is only valid in mock mode")]
     ClockOffsetInNitroMode,
     #[error("--mock-clock-offset must be within ±100 years")]
@@ -175,6 +194,14 @@ impl Args {
             (Mode::Nitro, Some(_)) => return Err(ConfigError::SocketInNitroMode),
             (Mode::Nitro, None) => Listen::Vsock { port: self.vsock_port },
         };
+        if self.mode == Mode::Nitro && !self.mock_pcrs.is_empty() {
+            return Err(ConfigError::MockOnly("--mock-pcr"));
+        }
+        let mut mock_pcrs = std::collections::BTreeMap::new();
+        for arg in &self.mock_pcrs {
+            let (index, value) = crate::attestation::mock::parse_pcr_arg(arg).map_err(ConfigError::MockPcr)?;
+            mock_pcrs.insert(index, value);
+        }
         if self.mode == Mode::Nitro && self.mock_clock_offset != 0 {
             return Err(ConfigError::ClockOffsetInNitroMode);
         }
@@ -205,6 +232,9 @@ impl Args {
             dev_credential,
             clock_offset: self.mock_clock_offset,
             tenant_rate_limit: self.tenant_rate_limit.max(1),
+            data_dir: self.data_dir,
+            mock_pcrs,
+            allow_debug_attestation: self.allow_debug_attestation,
             dev_operator,
             exit_on_stdin_close: self.exit_on_stdin_close,
         })
@@ -224,6 +254,9 @@ mod tests {
             dev_tenant: "111122223333".into(),
             mock_clock_offset: 0,
             tenant_rate_limit: 10_000,
+            data_dir: None,
+            mock_pcrs: Vec::new(),
+            allow_debug_attestation: false,
             exit_on_stdin_close: false,
         }
     }

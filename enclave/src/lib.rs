@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod attestation;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -42,6 +43,8 @@ pub mod store;
 
 use std::sync::Arc;
 
+use attestation::mock::{MockAttester, MockPki};
+use attestation::verify::{TrustAnchor, Verifier};
 use config::Listen;
 pub use config::{Args, EnclaveConfig, Mode};
 pub use service::Enclave;
@@ -49,6 +52,10 @@ pub use service::Enclave;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    #[error("attestation trust anchor: {0}")]
+    TrustAnchor(#[from] attestation::verify::AttestationError),
+    #[error("mock attestation PKI: {0}")]
+    MockPki(#[from] attestation::mock::MockError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
     #[error(transparent)]
@@ -58,18 +65,6 @@ pub enum RunError {
 /// Runs the enclave until it is told to stop (SIGTERM, Ctrl-C, or standard
 /// input closing when `exit_on_stdin_close` is set).
 pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
-    let nsm: Box<dyn nsm::Nsm> = match config.mode {
-        Mode::Mock => {
-            tracing::warn!(
-                "MOCK MODE: no enclave isolation, a mock NSM and a root key wrapped by a public dev-only key. \
-                 Never use mock mode for real keys."
-            );
-            Box::new(nsm::MockNsm)
-        }
-        Mode::Nitro => Box::new(nsm::NitroNsm::open()?),
-    };
-    let listen = config.listen.clone();
-    let exit_on_stdin_close = config.exit_on_stdin_close;
     let clock: Arc<dyn clock::Clock> = match config.clock_offset {
         0 => Arc::new(clock::SystemClock),
         offset_seconds => {
@@ -77,7 +72,40 @@ pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
             Arc::new(clock::OffsetClock { offset_seconds })
         }
     };
-    let enclave = Arc::new(Enclave::new(config, nsm, clock));
+    // Only the leaves differ between modes: the NSM and the trust anchor.
+    let (nsm, anchor): (Box<dyn nsm::Nsm>, TrustAnchor) = match config.mode {
+        Mode::Mock => {
+            tracing::warn!(
+                "MOCK MODE: no enclave isolation, a mock NSM and a root key wrapped by a public dev-only key. \
+                 Never use mock mode for real keys."
+            );
+            let pki = match &config.data_dir {
+                Some(dir) => MockPki::load_or_create(dir)?,
+                None => {
+                    tracing::warn!("no --data-dir: the mock attestation root is ephemeral");
+                    MockPki::ephemeral()?
+                }
+            };
+            let anchor = TrustAnchor::from_der(pki.root_der())?;
+            let mut attester = MockAttester::new(pki);
+            for (index, value) in &config.mock_pcrs {
+                attester = attester.with_pcr(*index, value.clone())?;
+            }
+            tracing::info!(root_sha256 = %anchor.fingerprint_hex(), "mock attestation root (never trusted in nitro mode)");
+            (
+                Box::new(nsm::MockAttestingNsm::with_clock(attester, Arc::clone(&clock))),
+                anchor,
+            )
+        }
+        Mode::Nitro => {
+            // Checks the embedded AWS root against its pinned SHA-256.
+            let anchor = TrustAnchor::aws_nitro_root()?;
+            (Box::new(nsm::NitroNsm::open()?), anchor)
+        }
+    };
+    let listen = config.listen.clone();
+    let exit_on_stdin_close = config.exit_on_stdin_close;
+    let enclave = Arc::new(Enclave::new(config, nsm, clock).with_verifier(Verifier::new(anchor)));
     let stop = shutdown_signal(exit_on_stdin_close);
     match listen {
         Listen::Unix(path) => {

@@ -32,6 +32,8 @@ pub struct Enclave {
     started: std::time::Instant,
     audit_tx: mpsc::Sender<AuditJob>,
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditJob>>>,
+    /// Verifies recipients' attestation documents (the pinned root of this mode).
+    verifier: Option<crate::attestation::verify::Verifier>,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -66,6 +68,7 @@ impl Enclave {
             started: std::time::Instant::now(),
             audit_tx,
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
+            verifier: None,
         }
     }
 
@@ -188,6 +191,16 @@ impl Enclave {
         if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now).await {
             tracing::warn!(error = %e, "sweep failed; retrying at the next interval");
         }
+    }
+
+    /// Trusts `verifier`'s root for recipients' attestation documents.
+    pub fn with_verifier(mut self, verifier: crate::attestation::verify::Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    pub fn verifier(&self) -> Option<&crate::attestation::verify::Verifier> {
+        self.verifier.as_ref()
     }
 
     pub fn config(&self) -> &EnclaveConfig {

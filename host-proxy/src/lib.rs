@@ -19,6 +19,7 @@
 //! * A store write is flushed to disk before the enclave is told it is done.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod http;
 pub mod link;
 pub mod store;
@@ -115,4 +116,13 @@ pub async fn stop_signal() {
         () = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Runs a proxy until SIGTERM or Ctrl-C; prints `Keyward proxy listening on
+/// http://ADDR` on standard output once bound.
+pub async fn run(config: ProxyConfig) -> Result<(), ProxyError> {
+    let proxy = Proxy::bind(config).await?;
+    let address = proxy.local_addr().map_err(ProxyError::Serve)?;
+    println!("Keyward proxy listening on http://{address}");
+    proxy.serve(stop_signal()).await
 }

@@ -25,6 +25,11 @@
 //!   framing.
 //! - [`audit`]: the client-side verifier of the audit hash chain
 //!   ([`audit::verify_chain`]).
+//! - [`recipient`] and [`attestation`]: for attested workloads, the RSA key
+//!   that opens `CiphertextForRecipient` and the attestation documents
+//!   (Nitro NSM or mock) that carry it; and [`attestation::verify_enclave`] /
+//!   [`Client::attest_enclave`], which verify the enclave's own attestation
+//!   and yield its audit key to pin.
 //! - the `kmsctl` command-line tool (feature `cli`, on by default).
 //!
 //! ```no_run
@@ -71,10 +76,12 @@
 //! are refused rather than silently sent in clear.
 #![forbid(unsafe_code)]
 
+pub mod attestation;
 pub mod audit;
 mod client;
 mod error;
 mod model;
+pub mod recipient;
 mod secret;
 
 pub use client::Client;

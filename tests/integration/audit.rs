@@ -11,7 +11,7 @@ use keyward_sdk::audit::{AuditError, AuditRecord, verify_chain};
 use serde_json::{Value, json};
 
 use crate::harness::{Creds, Keyward, RawResponse, Sandbox};
-use crate::principals::{Tenant, b64, call_as, create_tenant, operator, sdk, sdk_ok, unb64};
+use crate::principals::{Tenant, b64, call_as, create_tenant, operator, request_id, sdk, sdk_ok, unb64};
 
 /// What one request of the script must have left in the chain.
 #[derive(Debug, Clone)]
@@ -34,13 +34,6 @@ struct Session {
     expected: Vec<Expected>,
     /// (label, bytes) of secrets that must appear nowhere on disk or in logs.
     secrets: Vec<(String, Vec<u8>)>,
-}
-
-fn request_id(resp: &RawResponse) -> Option<String> {
-    resp.headers
-        .iter()
-        .find(|(k, _)| k == "x-amzn-requestid")
-        .map(|(_, v)| v.clone())
 }
 
 /// The exact Reason a failed response must be audited with.
@@ -518,6 +511,16 @@ async fn scripted_session_is_audited_exactly_and_verifies() {
     kw.stop();
     let hits = scan_for_secrets(&sb, &session.secrets, &stdout);
     assert!(hits.is_empty(), "secrets found:\n{}", hits.join("\n"));
+    // Positive control: the scan does find what the logs do hold (access key ids).
+    let ids = vec![(
+        "tenant KeyAdmin access key id".to_string(),
+        session.tenant.admin.access_key_id.clone().into_bytes(),
+    )];
+    let hits = scan_for_secrets(&sb, &ids, &stdout);
+    assert!(
+        hits.iter().any(|h| h.contains("stderr.log")),
+        "the scan reads the logs (the access key id is logged at creation): {hits:?}"
+    );
 }
 
 // ---------------------------------------------------------------- secrets

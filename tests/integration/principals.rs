@@ -82,6 +82,14 @@ pub fn ok_json(what: &str, resp: &RawResponse) -> Value {
     }
 }
 
+/// The `x-amzn-RequestId` of a response (the audit record's `RequestId`).
+pub fn request_id(resp: &RawResponse) -> Option<String> {
+    resp.headers
+        .iter()
+        .find(|(k, _)| k == "x-amzn-requestid")
+        .map(|(_, v)| v.clone())
+}
+
 /// `(status, __type)` of a response, for comparisons and messages.
 pub fn outcome(resp: &RawResponse) -> (u16, String) {
     let kind = if resp.status == 200 {

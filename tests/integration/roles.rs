@@ -47,7 +47,8 @@ fn keyless_ops(alias_to_delete: &str, access_key_to_delete: &str) -> Vec<(&'stat
 /// Runs `op` as the role it is denied to (must be AccessDeniedException),
 /// then as each role it is allowed to (must succeed), collecting failures.
 async fn check_separation(kw: &Keyward, t: &Tenant, op: &str, need: Need, body: &Value, failures: &mut Vec<String>) {
-    let (denied, allowed): (Vec<(&str, &Creds)>, Vec<(&str, &Creds)>) = match need {
+    type Principals<'a> = Vec<(&'a str, &'a Creds)>;
+    let (denied, allowed): (Principals, Principals) = match need {
         Need::KeyAdmin => (vec![("KeyUser", &t.user)], vec![("KeyAdmin", &t.admin)]),
         Need::KeyUser => (vec![("KeyAdmin", &t.admin)], vec![("KeyUser", &t.user)]),
         Need::Either => (vec![], vec![("KeyAdmin", &t.admin), ("KeyUser", &t.user)]),

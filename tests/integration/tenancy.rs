@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::harness::{Creds, Keyward, RawResponse, Sandbox};
 use crate::principals::{
     Fixture, KEY_OPS, Need, Tenant, b64, call_as, create_key_as, create_tenant, create_tenant_keys, message, ok_json,
-    outcome, peer_public_key, random_alias, sdk, sdk_ok, unb64,
+    outcome, peer_public_key, random_alias, request_id, sdk, sdk_ok, unb64,
 };
 
 /// A key reference form: how the probe names the other tenant's key, and
@@ -58,6 +58,25 @@ fn compare(
         normalize(&message(missing), identifiers),
     );
     (pm != mm).then(|| format!("{what}: messages differ beyond the key named: {pm:?} vs {mm:?}"))
+}
+
+/// A probe and its missing-key baseline, to compare their audit records too
+/// (B reads its own chain: a difference there would tell what exists).
+struct AuditPair {
+    what: String,
+    probe: String,
+    missing: String,
+    identifiers: Vec<String>,
+}
+
+fn audit_pair(what: &str, probe: &RawResponse, missing: &RawResponse, identifiers: &[String]) -> AuditPair {
+    let rid = |r: &RawResponse| request_id(r).unwrap_or_else(|| panic!("{what}: no x-amzn-RequestId: {r:?}"));
+    AuditPair {
+        what: what.to_string(),
+        probe: rid(probe),
+        missing: rid(missing),
+        identifiers: identifiers.to_vec(),
+    }
 }
 
 fn principals_for(need: Need, tenant: &Tenant) -> Vec<(&'static str, &Creds)> {
@@ -129,6 +148,9 @@ async fn another_tenants_keys_answer_like_missing_keys() {
 
     let mut failures: Vec<String> = Vec::new();
     let mut probes = 0usize;
+    // Every call of B's that failed, to find in B's audit chain.
+    let mut b_failed = 0usize;
+    let mut pairs: Vec<AuditPair> = Vec::new();
     let missing_uuid = uuid::Uuid::new_v4().to_string();
     let missing_alias = random_alias();
     // Baselines are the same for every one of A's keys: (op, role, form) -> response.
@@ -180,12 +202,15 @@ async fn another_tenants_keys_answer_like_missing_keys() {
                     identifiers.push(fx.new_alias.clone());
                     let body = probe_body(op.name, &form.probe, key, &fx, &a_blob, &b_ciphertext);
                     let probe = call_as(&kw, creds, op.name, &body).await;
+                    b_failed += usize::from(probe.status != 200);
                     let base_key = (op.name, role, form.name);
-                    if !baselines.contains_key(&base_key) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = baselines.entry(base_key) {
                         let mut fx = b_fixture.clone();
                         fx.new_alias = random_alias();
                         let body = probe_body(op.name, &form.missing, &missing_uuid, &fx, &a_blob, &b_ciphertext);
-                        baselines.insert(base_key, call_as(&kw, creds, op.name, &body).await);
+                        let resp = call_as(&kw, creds, op.name, &body).await;
+                        b_failed += usize::from(resp.status != 200);
+                        slot.insert(resp);
                     }
                     let missing = &baselines[&base_key];
                     let what = format!("B's {role}: {} on A's {label} key by {}", op.name, form.name);
@@ -205,6 +230,7 @@ async fn another_tenants_keys_answer_like_missing_keys() {
                     if let Some(f) = compare(&what, &probe, missing, &ids, expected) {
                         failures.push(f);
                     }
+                    pairs.push(audit_pair(&what, &probe, missing, &ids));
                 }
             }
         }
@@ -250,21 +276,19 @@ async fn another_tenants_keys_answer_like_missing_keys() {
         let op = what.split_whitespace().next().expect("op");
         let probe = call_as(&kw, &b.user, op, &probe_body).await;
         let missing = call_as(&kw, &b.user, op, &missing_body).await;
-        if let Some(f) = compare(
-            &format!("B's KeyUser: {what}"),
-            &probe,
-            &missing,
-            &ids,
-            "NotFoundException",
-        ) {
+        b_failed += usize::from(probe.status != 200) + usize::from(missing.status != 200);
+        let what = format!("B's KeyUser: {what}");
+        if let Some(f) = compare(&what, &probe, &missing, &ids, "NotFoundException") {
             failures.push(f);
         }
+        pairs.push(audit_pair(&what, &probe, &missing, &ids));
     }
 
     // DeleteAlias of A's alias names, against an alias that does not exist.
     for (label, _, alias) in &a_targets {
         let probe = call_as(&kw, &b.admin, "DeleteAlias", &json!({ "AliasName": alias })).await;
         let missing = call_as(&kw, &b.admin, "DeleteAlias", &json!({ "AliasName": missing_alias })).await;
+        b_failed += usize::from(probe.status != 200) + usize::from(missing.status != 200);
         let ids = vec![
             a.alias_arn(alias),
             b.alias_arn(alias),
@@ -272,21 +296,18 @@ async fn another_tenants_keys_answer_like_missing_keys() {
             alias.clone(),
             missing_alias.clone(),
         ];
-        if let Some(f) = compare(
-            &format!("B's KeyAdmin: DeleteAlias of A's {label} alias"),
-            &probe,
-            &missing,
-            &ids,
-            "NotFoundException",
-        ) {
+        let what = format!("B's KeyAdmin: DeleteAlias of A's {label} alias");
+        if let Some(f) = compare(&what, &probe, &missing, &ids, "NotFoundException") {
             failures.push(f);
         }
+        pairs.push(audit_pair(&what, &probe, &missing, &ids));
     }
 
     // B's own key and alias named through A's account are not B's either:
     // the account in an ARN is checked, not ignored.
     for reference in [a.key_arn(&b_key), a.alias_arn(&b_alias)] {
         let resp = call_as(&kw, &b.admin, "DescribeKey", &json!({ "KeyId": reference })).await;
+        b_failed += usize::from(resp.status != 200);
         if outcome(&resp) != (400, "NotFoundException".to_string()) {
             failures.push(format!(
                 "B's DescribeKey of its own key as {reference}: {:?} {}",
@@ -380,15 +401,10 @@ async fn another_tenants_keys_answer_like_missing_keys() {
         &json!({ "Marker": foreign_marker }),
     )
     .await;
-    assert_ne!(
-        resp.status,
-        200,
-        "B reads with a marker into A's chain: {}",
-        String::from_utf8_lossy(&resp.body)
-    );
-    assert!(
-        !String::from_utf8_lossy(&resp.body).contains(&a.admin.access_key_id),
-        "B's GetAuditLog with A's marker shows A's records"
+    resp.assert_error(
+        "B's GetAuditLog with a marker into A's chain",
+        400,
+        "InvalidMarkerException",
     );
 
     // A's audit chain holds only A's principals; B's attempts are in B's chain.
@@ -401,14 +417,52 @@ async fn another_tenants_keys_answer_like_missing_keys() {
         );
     }
     let b_chain = sdk_ok("B's audit chain", sdk(&kw, &b.admin).fetch_audit_chain().await);
-    let b_denied = b_chain
-        .records
-        .iter()
-        .filter(|r| r.decision == "Error" && r.reason.starts_with("NotFoundException: "))
-        .count();
+    let b_refused: Vec<_> = b_chain.records.iter().filter(|r| r.decision != "Allow").collect();
+    // + 1: the GetAuditLog with A's marker.
+    assert_eq!(
+        b_refused.len(),
+        b_failed + 1,
+        "B's chain records each of B's failed calls ({probes} probes among them)"
+    );
     assert!(
-        b_denied >= probes,
-        "B's chain records each failed probe ({b_denied} NotFound records for {probes} probes)"
+        b_refused
+            .iter()
+            .all(|r| r.chain == b.id && (r.key_arn.is_empty() || r.key_arn == b.key_arn(&b_key))),
+        "B's refused calls name no key but B's own: {b_refused:#?}"
+    );
+    // ... and each probe's record is the same as its baseline's, but for the key named.
+    let by_id: HashMap<&str, &keyward_sdk::audit::AuditRecord> =
+        b_chain.records.iter().map(|r| (r.request_id.as_str(), r)).collect();
+    let mut audit_failures = Vec::new();
+    for pair in &pairs {
+        let (Some(p), Some(m)) = (by_id.get(pair.probe.as_str()), by_id.get(pair.missing.as_str())) else {
+            audit_failures.push(format!("{}: no audit record in B's chain", pair.what));
+            continue;
+        };
+        let view = |r: &keyward_sdk::audit::AuditRecord| {
+            (
+                r.operation.clone(),
+                r.access_key_id.clone(),
+                r.decision.clone(),
+                normalize(&r.reason, &pair.identifiers),
+                r.key_arn.clone(),
+            )
+        };
+        if view(p) != view(m) {
+            audit_failures.push(format!(
+                "{}: audit records differ: {:?} vs {:?}",
+                pair.what,
+                view(p),
+                view(m)
+            ));
+        }
+    }
+    assert!(
+        audit_failures.is_empty(),
+        "{} of {} probe/baseline audit records differ:\n{}",
+        audit_failures.len(),
+        pairs.len(),
+        audit_failures.join("\n")
     );
 }
 

@@ -5,7 +5,7 @@
 use aws_sdk_kms::error::DisplayErrorContext;
 
 use crate::harness::{Sandbox, error_parts};
-use crate::principals::{create_tenant, kms, operator, sdk_ok};
+use crate::principals::{create_tenant, kms, operator, sdk, sdk_ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_over_its_rate_is_throttled_alone() {
@@ -70,4 +70,36 @@ async fn a_tenant_over_its_rate_is_throttled_alone() {
     assert!(admin_throttled >= 1, "A's KeyAdmin has a bucket of its own");
     // The operator's bucket is its own too.
     sdk_ok("the operator after A's burst", operator(&kw).list_tenants().await);
+
+    // Every refusal is audited in A's chain. The buckets live in the
+    // enclave's memory: after a restart A's bucket is full again, so A can
+    // read its chain without waiting for tokens.
+    let mut kw = kw;
+    kw.stop();
+    drop(kw);
+    let kw = sb.start().await;
+    let chain = sdk_ok("A's chain", sdk(&kw, &a.admin).fetch_audit_chain().await);
+    let throttled: Vec<_> = chain
+        .records
+        .iter()
+        .filter(|r| r.reason.starts_with("ThrottlingException: "))
+        .collect();
+    assert_eq!(
+        throttled.len(),
+        a_throttled + admin_throttled,
+        "one ThrottlingException record per refused request: {throttled:#?}"
+    );
+    for r in &throttled {
+        assert_eq!(r.decision, "Deny", "{r:?}");
+        assert!(
+            r.access_key_id == a.user.access_key_id || r.access_key_id == a.admin.access_key_id,
+            "{r:?}"
+        );
+    }
+    let b_chain = sdk_ok("B's chain", sdk(&kw, &b.admin).fetch_audit_chain().await);
+    assert!(
+        b_chain.records.iter().all(|r| r.decision == "Allow"),
+        "B was never refused: {:#?}",
+        b_chain.records
+    );
 }

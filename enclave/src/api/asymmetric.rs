@@ -272,10 +272,9 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     let peer = blob("publicKey", &required("publicKey", req.public_key)?)?;
     length("publicKey", peer.len(), 1, MAX_PUBLIC_KEY)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
-    if req.recipient.is_some() {
-        return Err(KmsError::UnsupportedOperation("Recipient is not supported yet.".into()));
-    }
+    let recipient = super::recipient::verify(ctx, req.recipient)?;
     let rec = usable_key(ctx, req.key_id, KEY_AGREEMENT).await?;
+    super::recipient::enforce(&rec, recipient.as_ref())?;
     let peer = p256::PublicKey::from_public_key_der(&peer).map_err(|_| {
         KmsError::Validation(format!(
             "The public key must be a DER-encoded SubjectPublicKeyInfo of a point on the curve of {} ({ECC_NIST_P256}).",
@@ -284,12 +283,9 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     })?;
     let key = private_key(ctx, &rec)?;
     let shared = p256::ecdh::diffie_hellman(key.as_nonzero_scalar(), peer.as_affine());
-    Ok(json!({
-        "KeyId": rec.arn,
-        "SharedSecret": b64(shared.raw_secret_bytes()),
-        "KeyAgreementAlgorithm": ECDH,
-        "KeyOrigin": rec.origin,
-    }))
+    let mut out = json!({ "KeyId": rec.arn, "KeyAgreementAlgorithm": ECDH, "KeyOrigin": rec.origin });
+    super::crypto::release(&mut out, "SharedSecret", shared.raw_secret_bytes(), recipient.as_ref())?;
+    Ok(out)
 }
 
 #[cfg(test)]

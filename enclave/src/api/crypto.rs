@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required, resolve_key_id};
+use super::recipient;
 use crate::keys::blob::{self as cipherblob, BlobError, BlobHeader};
 use crate::keys::context::EncryptionContext;
 use crate::keys::record::KeyRecord;
@@ -38,9 +39,17 @@ fn check_algorithm(algorithm: Option<&str>) -> Result<(), KmsError> {
     }
 }
 
-fn reject_recipient(recipient: &Option<Value>) -> Result<(), KmsError> {
-    if recipient.is_some() {
-        return Err(KmsError::UnsupportedOperation("Recipient is not supported yet.".into()));
+/// Puts a secret in the answer: as `field` in the clear, or — for an attested
+/// recipient — only as `CiphertextForRecipient`, as AWS KMS does.
+pub(crate) fn release(
+    out: &mut Value,
+    field: &str,
+    secret: &[u8],
+    recipient: Option<&recipient::Recipient>,
+) -> Result<(), KmsError> {
+    match recipient {
+        Some(r) => out["CiphertextForRecipient"] = json!(r.envelope(secret)?),
+        None => out[field] = json!(b64(secret)),
     }
     Ok(())
 }
@@ -114,14 +123,13 @@ pub async fn decrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: DecryptRequest = parse(body)?;
     let ciphertext = blob("ciphertextBlob", &required("ciphertextBlob", req.ciphertext_blob)?)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
-    reject_recipient(&req.recipient)?;
     let context = params::context(req.encryption_context)?;
+    let recipient = recipient::verify(ctx, req.recipient)?;
     let (rec, plaintext) = open_blob(ctx, &ciphertext, req.key_id.as_deref(), &context).await?;
-    Ok(json!({
-        "KeyId": rec.arn,
-        "Plaintext": b64(plaintext.expose()),
-        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
-    }))
+    recipient::enforce(&rec, recipient.as_ref())?;
+    let mut out = json!({ "KeyId": rec.arn, "EncryptionAlgorithm": SYMMETRIC_DEFAULT });
+    release(&mut out, "Plaintext", plaintext.expose(), recipient.as_ref())?;
+    Ok(out)
 }
 
 fn invalid_ciphertext() -> KmsError {
@@ -180,6 +188,9 @@ pub async fn re_encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let destination_context = params::context(req.destination_encryption_context)?;
     let destination = usable_key(ctx, Some(destination)).await?;
     let (source, plaintext) = open_blob(ctx, &ciphertext, req.source_key_id.as_deref(), &source_context).await?;
+    // A key that releases only to attested recipients must not be escaped by
+    // re-encrypting its data under a key that does not.
+    recipient::enforce(&source, None)?;
     let resealed = seal_under(ctx, &destination, &destination_context, plaintext.expose())?;
     Ok(json!({
         "CiphertextBlob": b64(&resealed),
@@ -234,14 +245,17 @@ pub async fn generate_data_key(ctx: &Ctx<'_>, body: Value, with_plaintext: bool)
             "Recipient is not a parameter of GenerateDataKeyWithoutPlaintext.".into(),
         ));
     }
-    reject_recipient(&req.recipient)?;
     let context = params::context(req.encryption_context)?;
+    let recipient = recipient::verify(ctx, req.recipient)?;
     let rec = usable_key(ctx, req.key_id).await?;
+    if with_plaintext {
+        recipient::enforce(&rec, recipient.as_ref())?;
+    }
     let data_key = SecretBytes::random(len);
     let ciphertext = seal_under(ctx, &rec, &context, data_key.expose())?;
     let mut out = json!({ "CiphertextBlob": b64(&ciphertext), "KeyId": rec.arn });
     if with_plaintext {
-        out["Plaintext"] = Value::String(b64(data_key.expose()));
+        release(&mut out, "Plaintext", data_key.expose(), recipient.as_ref())?;
     }
     Ok(out)
 }
@@ -254,17 +268,19 @@ struct GenerateRandomRequest {
     recipient: Option<Value>,
 }
 
-pub async fn generate_random(_ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+pub async fn generate_random(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: GenerateRandomRequest = parse(body)?;
     if req.custom_key_store_id.is_some() {
         return Err(KmsError::UnsupportedOperation(
             "Custom key stores are not supported.".into(),
         ));
     }
-    reject_recipient(&req.recipient)?;
+    let recipient = recipient::verify(ctx, req.recipient)?;
     let len = random_length(required("numberOfBytes", req.number_of_bytes)?)?;
     let random = SecretBytes::random(len);
-    Ok(json!({ "Plaintext": b64(random.expose()) }))
+    let mut out = json!({});
+    release(&mut out, "Plaintext", random.expose(), recipient.as_ref())?;
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -309,9 +325,12 @@ pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: 
             "Recipient is not a parameter of GenerateDataKeyPairWithoutPlaintext.".into(),
         ));
     }
-    reject_recipient(&req.recipient)?;
     let context = params::context(req.encryption_context)?;
+    let recipient = recipient::verify(ctx, req.recipient)?;
     let rec = usable_key(ctx, req.key_id).await?;
+    if with_plaintext {
+        recipient::enforce(&rec, recipient.as_ref())?;
+    }
     let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let private_der = secret.to_pkcs8_der().map_err(|_| KmsError::Internal)?;
     let public_der = secret
@@ -326,7 +345,12 @@ pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: 
         "KeyPairSpec": spec,
     });
     if with_plaintext {
-        out["PrivateKeyPlaintext"] = json!(b64(private_der.as_bytes()));
+        release(
+            &mut out,
+            "PrivateKeyPlaintext",
+            private_der.as_bytes(),
+            recipient.as_ref(),
+        )?;
     }
     Ok(out)
 }

@@ -26,6 +26,8 @@ struct CreateKeyRequest {
     multi_region: Option<bool>,
     tags: Option<Vec<tags::Tag>>,
     policy: Option<String>,
+    /// Keyward extension: release only to attested recipients.
+    attestation_policy: Option<super::attestation_ops::PolicyParam>,
 }
 
 pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
@@ -77,6 +79,10 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
             "Multi-Region keys are not supported.".into(),
         ));
     }
+    let attestation = match req.attestation_policy {
+        Some(p) => super::attestation_ops::policy(p)?,
+        None => None,
+    };
     let tags: BTreeMap<String, String> = tags::validate(req.tags.unwrap_or_default())?.into_iter().collect();
     if tags.len() > tags::MAX_TAGS {
         return Err(KmsError::LimitExceeded(format!(
@@ -104,6 +110,7 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         rotation_period_days: None,
         next_rotation_date: None,
         rotations: Vec::new(),
+        attestation,
     };
     let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
     rec.push_version(&kek, spec.generate().expose());

@@ -4,6 +4,7 @@
 pub mod access_keys;
 pub mod aliases;
 pub mod asymmetric;
+pub mod attestation_ops;
 pub mod audit_log;
 pub mod crypto;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod mac;
 pub mod params;
+pub mod recipient;
 pub mod rotation;
 pub mod tags;
 pub mod tenants;
@@ -78,8 +80,13 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
             match &result {
                 Ok(_) => audit.decision = ALLOW,
                 Err(e) => {
+                    // Refusals by policy (attestation, later WASM) are denials too.
                     if audit.decision.is_empty() {
-                        audit.decision = ERROR;
+                        audit.decision = if matches!(e, KmsError::AccessDenied(_)) {
+                            DENY
+                        } else {
+                            ERROR
+                        };
                     }
                     audit.reason = format!("{}: {}", e.aws_type(), e.message());
                 }
@@ -252,6 +259,9 @@ async fn extensions(ctx: &Ctx<'_>, op: &str, body: Value) -> Result<Value, KmsEr
         "ListAccessKeys" => access_keys::list_access_keys(ctx, body).await,
         "DeleteAccessKey" => access_keys::delete_access_key(ctx, body).await,
         "GetAuditLog" => audit_log::get_audit_log(ctx, body).await,
+        "UpdateKeyAttestationPolicy" => attestation_ops::update_key_attestation_policy(ctx, body).await,
+        "DescribeKeyAttestationPolicy" => attestation_ops::describe_key_attestation_policy(ctx, body).await,
+        "GetAttestationDocument" => attestation_ops::get_attestation_document(ctx, body).await,
         _ => Err(KmsError::UnknownOperation(format!(
             "Unknown operation Keyward.{}",
             printable(op)

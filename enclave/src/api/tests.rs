@@ -28,6 +28,9 @@ pub(super) fn enclave() -> Enclave {
         dev_tenant: TENANT.into(),
         mock_clock_offset: 0,
         tenant_rate_limit: 10_000,
+        data_dir: None,
+        mock_pcrs: Vec::new(),
+        allow_debug_attestation: false,
         exit_on_stdin_close: false,
     };
     let config = args.validate(|_| None).expect("valid config");

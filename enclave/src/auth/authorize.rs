@@ -27,7 +27,9 @@ pub fn need(target: &str) -> Option<Need> {
         "Keyward.CreateTenant" | "Keyward.ListTenants" | "Keyward.DisableTenant" | "Keyward.EnableTenant" => {
             Need::Operator
         }
-        "Keyward.GetAuditLog" => Need::Anyone,
+        "Keyward.GetAuditLog" | "Keyward.GetAttestationDocument" => Need::Anyone,
+        "Keyward.UpdateKeyAttestationPolicy" => Need::KeyAdmin,
+        "Keyward.DescribeKeyAttestationPolicy" => Need::AnyTenantRole,
         "Keyward.CreateAccessKey" | "Keyward.ListAccessKeys" | "Keyward.DeleteAccessKey" => Need::KeyAdmin,
         "TrentService.CreateKey"
         | "TrentService.EnableKey"

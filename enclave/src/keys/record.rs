@@ -83,6 +83,19 @@ pub struct KeyRecord {
     /// Every rotation so far, oldest first.
     #[serde(default)]
     pub rotations: Vec<RotationEntry>,
+    /// Release only to attested recipients (`Keyward.UpdateKeyAttestationPolicy`).
+    #[serde(default)]
+    pub attestation: Option<AttestationPolicy>,
+}
+
+/// A key's attestation requirements, like AWS's `kms:RecipientAttestation:*`
+/// policy conditions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttestationPolicy {
+    /// Decrypt and data-key release need a verified `Recipient`.
+    pub require_recipient: bool,
+    /// PCR index → allowed values (lower-case hex); every listed index must match.
+    pub allowed_pcrs: std::collections::BTreeMap<u8, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -181,6 +194,7 @@ mod tests {
             rotation_period_days: None,
             next_rotation_date: None,
             rotations: Vec::new(),
+            attestation: None,
         }
     }
 

@@ -1,0 +1,653 @@
+//! `CiphertextForRecipient`: CMS EnvelopedData (RFC 5652 §6) to the RSA key
+//! of an attested recipient, as AWS KMS returns it when a request carries
+//! `Recipient { KeyEncryptionAlgorithm: "RSAES_OAEP_SHA_256", … }`.
+//!
+//! [`envelope`] produces, DER-encoded:
+//!
+//! ```text
+//! ContentInfo {
+//!   contentType  id-envelopedData (1.2.840.113549.1.7.3)
+//!   content [0]  EnvelopedData {
+//!     version         2                   (RFC 5652 §6.1: a v2 RecipientInfo)
+//!     recipientInfos  SET OF exactly one
+//!       KeyTransRecipientInfo {
+//!         version                 2       (rid is a subjectKeyIdentifier)
+//!         rid                     [0] subjectKeyIdentifier: RFC 7093 §2 method 1, the
+//!                                 leftmost 160 bits of SHA-256 over the subjectPublicKey
+//!                                 BIT STRING value of the recipient's key
+//!         keyEncryptionAlgorithm  id-RSAES-OAEP (1.2.840.113549.1.1.7) with
+//!                                 RSAES-OAEP-params { [0] sha256 (NULL params),
+//!                                 [1] mgf1 with sha256, pSource default (empty label) }
+//!         encryptedKey            RSA-OAEP-SHA-256(recipient key, CEK)
+//!       }
+//!     encryptedContentInfo {
+//!       contentType                 id-data
+//!       contentEncryptionAlgorithm  aes256-CBC (2.16.840.1.101.3.4.1.42), parameters:
+//!                                   the 16-byte IV as an OCTET STRING
+//!       encryptedContent [0]        AES-256-CBC(CEK, IV, PKCS#7-padded plaintext)
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! The content-encryption key (CEK) is a fresh random AES-256 key per call,
+//! the IV a fresh random 16 bytes; both come from the OS RNG. There is no
+//! originatorInfo and there are no unprotectedAttrs. The recipient has no
+//! certificate, so `issuerAndSerialNumber` is impossible; the
+//! subjectKeyIdentifier `rid` is what AWS KMS uses too (version 2 throughout,
+//! as the AWS Nitro Enclaves SDK expects), and recipients that only hold the
+//! private key (`openssl cms -decrypt -inkey key.pem` without `-recip`, the
+//! Nitro Enclaves SDK) try their key regardless of the identifier's value.
+//!
+//! The output is DER. AWS KMS's own responses are BER (its Nitro Enclaves
+//! SDK and other clients parse indefinite-length encodings); DER is a subset
+//! of BER, so those parsers accept it.
+//!
+//! Only public-key operations happen here: RSA-OAEP *encryption* to the
+//! recipient's key (the `rsa` crate's private-key timing side channel does
+//! not apply). Recipient keys must be RSA with a modulus of 2048 to 4096 bits,
+//! the sizes AWS KMS accepts. CMS EnvelopedData is not authenticated (with
+//! AWS KMS neither): the untrusted host relaying the response can alter it,
+//! and recipients cannot detect every alteration.
+//!
+//! Built from the `cms` crate's ASN.1 types rather than its
+//! `EnvelopedDataBuilder`: cms 0.2's `KeyTransRecipientInfoBuilder` only does
+//! RSAES-PKCS1-v1_5, and assembling the structure here keeps the CEK in one
+//! zeroizing buffer. (The AES key schedule inside the `cbc` encryptor is only
+//! wiped on drop when the `aes` crate's `zeroize` feature is enabled.)
+
+use aes::Aes256;
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{BlockEncryptMut, KeyIvInit};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::enveloped_data::{
+    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
+};
+use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
+use der::{Any, Decode, Encode, Tag};
+use rand::RngCore;
+use rsa::pkcs1::RsaOaepParams;
+use rsa::{BigUint, Oaep, RsaPublicKey};
+use sha2::{Digest, Sha256};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoRef};
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
+use zeroize::Zeroizing;
+
+/// `id-envelopedData` (RFC 5652 §6.1).
+pub const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
+/// `id-data` (RFC 5652 §4).
+pub const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+/// `rsaEncryption` (RFC 8017 Appendix C): the SPKI algorithm of an RSA public key.
+pub const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// `id-RSAES-OAEP` (RFC 8017 Appendix A.2.1, RFC 3560 for CMS).
+pub const ID_RSAES_OAEP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
+/// `aes256-CBC` (RFC 3565 §4.1).
+pub const ID_AES256_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.42");
+
+/// Smallest accepted RSA modulus, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest accepted RSA modulus, in bits.
+pub const MAX_RSA_BITS: usize = 4096;
+
+/// Length of the subjectKeyIdentifier (`rid`): 160 bits (RFC 7093 §2 method 1).
+const KEY_IDENTIFIER_LEN: usize = 20;
+/// AES-256 key length.
+const CEK_LEN: usize = 32;
+/// AES block and CBC IV length.
+const IV_LEN: usize = 16;
+
+/// Why a recipient envelope could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecipientError {
+    /// The recipient's public key is not a parsable DER SubjectPublicKeyInfo
+    /// (or its RSA key inside is not a parsable RSAPublicKey).
+    #[error("malformed public key: {0}")]
+    Malformed(String),
+    /// A well-formed key that cannot be used: not RSA, a modulus outside
+    /// 2048–4096 bits, or RSA parameters that are not a valid public key.
+    #[error("unsupported public key: {0}")]
+    UnsupportedKey(String),
+    /// Randomness, encryption or encoding failed (not expected with a key
+    /// that passed the checks).
+    #[error("cannot build the envelope: {0}")]
+    Internal(&'static str),
+}
+
+/// Seals `plaintext` to the RSA key `recipient_spki_der` (a DER
+/// SubjectPublicKeyInfo, as in an attestation document's `public_key`):
+/// returns the DER CMS ContentInfo (id-envelopedData) described in the
+/// module documentation, ready for `CiphertextForRecipient`.
+pub fn envelope(recipient_spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RecipientError> {
+    let spki = SubjectPublicKeyInfoRef::from_der(recipient_spki_der)
+        .map_err(|e| RecipientError::Malformed(format!("not a DER SubjectPublicKeyInfo ({e})")))?;
+    let public_key = rsa_public_key(&spki)?;
+    let rid = subject_key_identifier(&spki)?;
+
+    let mut cek = Zeroizing::new([0u8; CEK_LEN]);
+    let mut iv = [0u8; IV_LEN];
+    let mut rng = rand::rngs::OsRng;
+    rng.try_fill_bytes(cek.as_mut_slice())
+        .map_err(|_| RecipientError::Internal("the OS RNG failed"))?;
+    rng.try_fill_bytes(&mut iv)
+        .map_err(|_| RecipientError::Internal("the OS RNG failed"))?;
+
+    let encrypted_key = public_key
+        .encrypt(&mut rng, Oaep::new::<Sha256>(), cek.as_slice())
+        .map_err(|_| RecipientError::Internal("RSA-OAEP encryption failed"))?;
+    let encrypted_content = cbc::Encryptor::<Aes256>::new_from_slices(cek.as_slice(), &iv)
+        .map_err(|_| RecipientError::Internal("AES-256-CBC key or IV size"))?
+        .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    drop(cek);
+
+    let ktri = KeyTransRecipientInfo {
+        version: CmsVersion::V2,
+        rid: RecipientIdentifier::SubjectKeyIdentifier(SubjectKeyIdentifier(octets(rid.to_vec())?)),
+        key_enc_alg: AlgorithmIdentifierOwned {
+            oid: ID_RSAES_OAEP,
+            parameters: Some(Any::encode_from(&RsaOaepParams::new::<Sha256>()).map_err(encoding)?),
+        },
+        enc_key: octets(encrypted_key)?,
+    };
+    let mut recipients = SetOfVec::new();
+    recipients.insert(RecipientInfo::Ktri(ktri)).map_err(encoding)?;
+    let enveloped = EnvelopedData {
+        version: CmsVersion::V2,
+        originator_info: None,
+        recip_infos: RecipientInfos(recipients),
+        encrypted_content: EncryptedContentInfo {
+            content_type: ID_DATA,
+            content_enc_alg: AlgorithmIdentifierOwned {
+                oid: ID_AES256_CBC,
+                parameters: Some(Any::new(Tag::OctetString, iv.to_vec()).map_err(encoding)?),
+            },
+            encrypted_content: Some(octets(encrypted_content)?),
+        },
+        unprotected_attrs: None,
+    };
+    ContentInfo {
+        content_type: ID_ENVELOPED_DATA,
+        content: Any::encode_from(&enveloped).map_err(encoding)?,
+    }
+    .to_der()
+    .map_err(encoding)
+}
+
+/// The RSA public key in `spki`, if it is one of the accepted sizes.
+fn rsa_public_key(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<RsaPublicKey, RecipientError> {
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return Err(RecipientError::UnsupportedKey(format!(
+            "not an RSA key (algorithm {}); RSA keys of {MIN_RSA_BITS} to {MAX_RSA_BITS} bits are supported",
+            spki.algorithm.oid
+        )));
+    }
+    // RFC 3279 §2.3.1: the parameters of rsaEncryption are NULL (absent is
+    // tolerated, as most parsers do).
+    if spki.algorithm.parameters.is_some_and(|p| !p.is_null()) {
+        return Err(RecipientError::Malformed(
+            "rsaEncryption with parameters other than NULL".into(),
+        ));
+    }
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| RecipientError::Malformed("subjectPublicKey is not a whole number of bytes".into()))?;
+    let key = rsa::pkcs1::RsaPublicKey::from_der(bits)
+        .map_err(|e| RecipientError::Malformed(format!("subjectPublicKey is not a DER RSAPublicKey ({e})")))?;
+    let modulus = BigUint::from_bytes_be(key.modulus.as_bytes());
+    let size = modulus.bits();
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&size) {
+        return Err(RecipientError::UnsupportedKey(format!(
+            "an RSA modulus of {size} bits; {MIN_RSA_BITS} to {MAX_RSA_BITS} bits are supported"
+        )));
+    }
+    RsaPublicKey::new(modulus, BigUint::from_bytes_be(key.public_exponent.as_bytes()))
+        .map_err(|e| RecipientError::UnsupportedKey(format!("not a valid RSA public key ({e})")))
+}
+
+/// RFC 7093 §2 method 1: the leftmost 160 bits of SHA-256 over the value of
+/// the subjectPublicKey BIT STRING.
+fn subject_key_identifier(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<[u8; KEY_IDENTIFIER_LEN], RecipientError> {
+    let digest = Sha256::digest(spki.subject_public_key.raw_bytes());
+    let mut id = [0u8; KEY_IDENTIFIER_LEN];
+    id.copy_from_slice(
+        digest
+            .get(..KEY_IDENTIFIER_LEN)
+            .ok_or(RecipientError::Internal("short digest"))?,
+    );
+    Ok(id)
+}
+
+fn octets(bytes: Vec<u8>) -> Result<OctetString, RecipientError> {
+    OctetString::new(bytes).map_err(encoding)
+}
+
+fn encoding(_: der::Error) -> RecipientError {
+    RecipientError::Internal("DER encoding failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    use cbc::cipher::BlockDecryptMut;
+    use der::asn1::{AnyRef, BitString};
+    use rsa::RsaPrivateKey;
+    use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
+    use rsa::traits::PublicKeyParts;
+    use spki::SubjectPublicKeyInfoOwned;
+
+    use super::*;
+
+    const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+    const ID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+    const ID_P_SPECIFIED: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.9");
+
+    /// One RSA-2048 key for the whole module (key generation is slow in
+    /// debug builds).
+    fn key() -> &'static RsaPrivateKey {
+        static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+        KEY.get_or_init(|| RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("RSA-2048 key generation"))
+    }
+
+    fn spki_der(key: &RsaPrivateKey) -> Vec<u8> {
+        key.to_public_key()
+            .to_public_key_der()
+            .expect("SPKI encoding")
+            .into_vec()
+    }
+
+    /// The parsed envelope, checked field by field against the format in the
+    /// module documentation.
+    struct Parsed {
+        rid: Vec<u8>,
+        encrypted_key: Vec<u8>,
+        iv: Vec<u8>,
+        ciphertext: Vec<u8>,
+    }
+
+    fn parse(envelope_der: &[u8]) -> Parsed {
+        let info = ContentInfo::from_der(envelope_der).expect("DER ContentInfo");
+        assert_eq!(info.content_type, ID_ENVELOPED_DATA);
+        let data: EnvelopedData = info.content.decode_as().expect("EnvelopedData");
+        assert_eq!(data.version, CmsVersion::V2);
+        assert!(data.originator_info.is_none() && data.unprotected_attrs.is_none());
+        assert_eq!(data.recip_infos.0.len(), 1);
+        let Some(RecipientInfo::Ktri(ktri)) = data.recip_infos.0.iter().next() else {
+            panic!("not a KeyTransRecipientInfo")
+        };
+        assert_eq!(ktri.version, CmsVersion::V2);
+        let RecipientIdentifier::SubjectKeyIdentifier(ski) = &ktri.rid else {
+            panic!("rid is not a subjectKeyIdentifier")
+        };
+
+        assert_eq!(ktri.key_enc_alg.oid, ID_RSAES_OAEP);
+        let params_der = ktri
+            .key_enc_alg
+            .parameters
+            .as_ref()
+            .expect("OAEP parameters present")
+            .to_der()
+            .expect("der");
+        let params = RsaOaepParams::from_der(&params_der).expect("RSAES-OAEP-params");
+        assert_eq!(params.hash.oid, ID_SHA256);
+        assert_eq!(params.mask_gen.oid, ID_MGF1);
+        let mgf_hash = params.mask_gen.parameters.expect("MGF1 hash");
+        assert_eq!(mgf_hash.oid, ID_SHA256);
+        assert_eq!(params.p_source.oid, ID_P_SPECIFIED);
+        assert_eq!(
+            params.p_source.parameters.map(AnyRef::value),
+            Some(&[][..]),
+            "empty OAEP label"
+        );
+
+        let content = &data.encrypted_content;
+        assert_eq!(content.content_type, ID_DATA);
+        assert_eq!(content.content_enc_alg.oid, ID_AES256_CBC);
+        let iv: OctetString = content
+            .content_enc_alg
+            .parameters
+            .as_ref()
+            .expect("IV")
+            .decode_as()
+            .expect("IV octets");
+        assert_eq!(iv.as_bytes().len(), 16);
+        let ciphertext = content.encrypted_content.as_ref().expect("encryptedContent present");
+        assert_eq!(
+            envelope_der,
+            ContentInfo::from_der(envelope_der)
+                .expect("again")
+                .to_der()
+                .expect("re-encode")
+        );
+        Parsed {
+            rid: ski.0.as_bytes().to_vec(),
+            encrypted_key: ktri.enc_key.as_bytes().to_vec(),
+            iv: iv.as_bytes().to_vec(),
+            ciphertext: ciphertext.as_bytes().to_vec(),
+        }
+    }
+
+    /// What a recipient does: RSA-OAEP-SHA-256 for the CEK, then AES-256-CBC.
+    fn open(key: &RsaPrivateKey, envelope_der: &[u8]) -> Vec<u8> {
+        let parsed = parse(envelope_der);
+        let cek = key
+            .decrypt(Oaep::new::<Sha256>(), &parsed.encrypted_key)
+            .expect("RSA-OAEP decryption");
+        assert_eq!(cek.len(), 32);
+        cbc::Decryptor::<Aes256>::new_from_slices(&cek, &parsed.iv)
+            .expect("key and IV sizes")
+            .decrypt_padded_vec_mut::<Pkcs7>(&parsed.ciphertext)
+            .expect("AES-256-CBC decryption")
+    }
+
+    fn plaintext(len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; len];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn round_trip_for_the_sizes_kms_releases() {
+        let spki = spki_der(key());
+        // Empty, block boundaries, a data key, a 4 KiB Decrypt result, an RSA-4096 PKCS#8 key.
+        for len in [0, 1, 15, 16, 17, 32, 64, 1024, 4096, 2400, 8192] {
+            let data = plaintext(len);
+            let env = envelope(&spki, &data).expect("envelope");
+            let parsed = parse(&env);
+            assert_eq!(
+                parsed.ciphertext.len(),
+                (len / 16 + 1) * 16,
+                "PKCS#7 padding of {len} bytes"
+            );
+            assert_eq!(open(key(), &env), data, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn rid_is_the_rfc7093_key_identifier() {
+        let spki = spki_der(key());
+        let parsed = parse(&envelope(&spki, b"k").expect("envelope"));
+        let info = SubjectPublicKeyInfoOwned::from_der(&spki).expect("spki");
+        let expected = Sha256::digest(info.subject_public_key.raw_bytes());
+        assert_eq!(parsed.rid, expected[..20]);
+    }
+
+    #[test]
+    fn every_envelope_has_a_fresh_key_and_iv() {
+        let spki = spki_der(key());
+        let a = parse(&envelope(&spki, &[7; 32]).expect("envelope"));
+        let b = parse(&envelope(&spki, &[7; 32]).expect("envelope"));
+        assert_ne!(a.iv, b.iv);
+        assert_ne!(a.ciphertext, b.ciphertext);
+        assert_ne!(a.encrypted_key, b.encrypted_key);
+        assert_eq!(a.encrypted_key.len(), 256);
+    }
+
+    #[test]
+    fn another_key_cannot_open_it() {
+        let env = envelope(&spki_der(key()), b"secret").expect("envelope");
+        let other = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("keygen");
+        let parsed = parse(&env);
+        assert!(other.decrypt(Oaep::new::<Sha256>(), &parsed.encrypted_key).is_err());
+    }
+
+    /// An SPKI with an RSA public key of exactly `bits` bits (not a real key:
+    /// only the public-key checks and the encryption look at it).
+    fn synthetic_rsa_spki(bits: usize, exponent: &[u8]) -> Vec<u8> {
+        let mut modulus = vec![0x5au8; bits.div_ceil(8)];
+        let top = bits % 8;
+        modulus[0] = if top == 0 {
+            0x80 | 0x5a
+        } else {
+            (1u8 << (top - 1)) | (0x5a & ((1u8 << (top - 1)) - 1))
+        };
+        if let Some(last) = modulus.last_mut() {
+            *last |= 1;
+        }
+        let key = rsa::pkcs1::RsaPublicKey {
+            modulus: rsa::pkcs1::UintRef::new(&modulus).expect("modulus"),
+            public_exponent: rsa::pkcs1::UintRef::new(exponent).expect("exponent"),
+        };
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+            subject_public_key: BitString::from_bytes(&key.to_der().expect("RSAPublicKey")).expect("bits"),
+        }
+        .to_der()
+        .expect("SPKI")
+    }
+
+    fn rsa_spki_with_key_bits(bits: &[u8]) -> Vec<u8> {
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+            subject_public_key: BitString::from_bytes(bits).expect("bits"),
+        }
+        .to_der()
+        .expect("SPKI")
+    }
+
+    #[test]
+    fn accepts_rsa_2048_to_4096() {
+        for bits in [2048, 3072, 4096] {
+            let spki = synthetic_rsa_spki(bits, &[1, 0, 1]);
+            let key = RsaPublicKey::from_public_key_der(&spki).expect("rsa");
+            assert_eq!(key.n().bits(), bits);
+            let parsed = parse(&envelope(&spki, b"x").expect("envelope"));
+            assert_eq!(parsed.encrypted_key.len(), bits / 8);
+        }
+    }
+
+    #[test]
+    fn rejects_rsa_keys_outside_2048_to_4096() {
+        for bits in [512, 1024, 2047, 4097, 8192] {
+            let spki = synthetic_rsa_spki(bits, &[1, 0, 1]);
+            let err = envelope(&spki, b"x").expect_err("size outside the range");
+            assert!(matches!(err, RecipientError::UnsupportedKey(_)), "{bits}: {err:?}");
+            assert!(err.to_string().contains(&format!("{bits} bits")), "{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_rsa_parameters() {
+        // Even exponent, exponent 1.
+        for exponent in [&[2u8][..], &[1]] {
+            let err = envelope(&synthetic_rsa_spki(2048, exponent), b"x").expect_err("bad exponent");
+            assert!(matches!(err, RecipientError::UnsupportedKey(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_rsa_keys() {
+        let p256 = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_public_key_der()
+            .expect("spki");
+        let err = envelope(p256.as_bytes(), b"x").expect_err("EC key");
+        assert!(matches!(err, RecipientError::UnsupportedKey(_)), "{err:?}");
+        assert!(err.to_string().contains("not an RSA key"), "{err}");
+    }
+
+    #[test]
+    fn rejects_garbage_as_malformed() {
+        let spki = spki_der(key());
+        let mut trailing = spki.clone();
+        trailing.push(0);
+        // An EC point where the RSAPublicKey belongs: rsaEncryption, unparsable key.
+        let ec_point = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_sec1_bytes();
+        let rsa_ec = rsa_spki_with_key_bits(&ec_point);
+        let mut rsa_params = SubjectPublicKeyInfoOwned::from_der(&spki).expect("spki");
+        rsa_params.algorithm.parameters = Some(Any::new(Tag::OctetString, vec![1]).expect("any"));
+        let cases: [(&str, Vec<u8>); 9] = [
+            ("empty", vec![]),
+            ("garbage", b"not a key at all".to_vec()),
+            ("truncated", spki[..spki.len() - 1].to_vec()),
+            ("trailing byte", trailing),
+            (
+                "PEM instead of DER",
+                key()
+                    .to_public_key()
+                    .to_public_key_pem(Default::default())
+                    .expect("pem")
+                    .into(),
+            ),
+            ("RSAPublicKey garbage", rsa_spki_with_key_bits(b"garbage")),
+            ("RSAPublicKey empty", rsa_spki_with_key_bits(&[])),
+            ("EC point as RSAPublicKey", rsa_ec),
+            ("rsaEncryption parameters not NULL", rsa_params.to_der().expect("der")),
+        ];
+        for (what, der) in cases {
+            let err = envelope(&der, b"x").expect_err(what);
+            assert!(matches!(err, RecipientError::Malformed(_)), "{what}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_without_panicking_on_any_input() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(512), |(bytes in proptest::collection::vec(any::<u8>(), 0..600))| {
+            let _ = envelope(&bytes, b"x");
+        });
+    }
+
+    // --- independent check: OpenSSL's CMS implementation opens the envelope ---
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            let mut tag = [0u8; 8];
+            rand::rngs::OsRng.fill_bytes(&mut tag);
+            let dir =
+                std::env::temp_dir().join(format!("keyward-recipient-{}-{}", std::process::id(), hex::encode(tag)));
+            std::fs::create_dir(&dir).expect("scratch dir");
+            Scratch(dir)
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Whether the `openssl` binary runs. Absent: a failure under CI (`CI`
+    /// set), a skip notice elsewhere.
+    fn openssl_available() -> bool {
+        match Command::new("openssl").arg("version").output() {
+            Ok(out) if out.status.success() => {
+                eprintln!("independent check with {}", String::from_utf8_lossy(&out.stdout).trim());
+                true
+            }
+            other => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "the openssl binary is required under CI for the independent CMS check: {other:?}"
+                );
+                eprintln!("SKIPPED: no usable openssl binary ({other:?}); the independent CMS check did not run");
+                false
+            }
+        }
+    }
+
+    fn run_openssl(args: &[&str]) {
+        let out = Command::new("openssl").args(args).output().expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An RSA key generated by OpenSSL: (PKCS#8 PEM path, SPKI DER).
+    fn openssl_key(scratch: &Scratch, bits: usize) -> (PathBuf, Vec<u8>) {
+        let key = scratch.path(&format!("key{bits}.pem"));
+        let public = scratch.path(&format!("pub{bits}.der"));
+        let key_s = key.to_str().expect("utf-8 path");
+        let bits_opt = format!("rsa_keygen_bits:{bits}");
+        run_openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", &bits_opt, "-out", key_s]);
+        run_openssl(&[
+            "pkey",
+            "-in",
+            key_s,
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            public.to_str().expect("utf-8"),
+        ]);
+        (key, std::fs::read(&public).expect("public key"))
+    }
+
+    /// `openssl cms -decrypt -inform DER -inkey <key> -binary` on `envelope`.
+    fn openssl_decrypt(scratch: &Scratch, key: &Path, envelope: &[u8]) -> std::process::Output {
+        let input = scratch.path("envelope.der");
+        std::fs::write(&input, envelope).expect("write envelope");
+        Command::new("openssl")
+            .args(["cms", "-decrypt", "-inform", "DER", "-binary", "-in"])
+            .arg(&input)
+            .arg("-inkey")
+            .arg(key)
+            .output()
+            .expect("run openssl cms")
+    }
+
+    #[test]
+    fn openssl_cms_decrypts_the_envelope() {
+        if !openssl_available() {
+            return;
+        }
+        let scratch = Scratch::new();
+        for bits in [2048, 4096] {
+            let (key_pem, spki) = openssl_key(&scratch, bits);
+            for len in [0, 1, 16, 32, 1000, 4096] {
+                let data = plaintext(len);
+                let env = envelope(&spki, &data).expect("envelope");
+                let out = openssl_decrypt(&scratch, &key_pem, &env);
+                assert!(
+                    out.status.success(),
+                    "openssl cms -decrypt failed for RSA-{bits}, {len} bytes: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(out.stdout, data, "openssl disagrees for RSA-{bits}, {len} bytes");
+
+                // The same key also opens it with this module's reference logic.
+                let pem = std::fs::read_to_string(&key_pem).expect("key");
+                let key = RsaPrivateKey::from_pkcs8_pem(&pem).expect("OpenSSL's PKCS#8 key");
+                if len == 32 {
+                    assert_eq!(open(&key, &env), data);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn openssl_cms_refuses_the_wrong_key() {
+        if !openssl_available() {
+            return;
+        }
+        let scratch = Scratch::new();
+        let (_, spki) = openssl_key(&scratch, 2048);
+        let (other_key, _) = openssl_key(&scratch, 3072);
+        let data = plaintext(32);
+        let out = openssl_decrypt(&scratch, &other_key, &envelope(&spki, &data).expect("envelope"));
+        assert!(
+            !out.status.success() || out.stdout != data,
+            "another key must not recover the plaintext"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! `Recipient` end to end, with the enclave and the proxy as separate
+//! processes and a recording forwarder between them ([`crate::split`]): a
+//! mock attested workload gets data keys, a data key pair, random bytes and
+//! an ECDH shared secret only as `CiphertextForRecipient`, opens them with
+//! its own RSA key, and none of those secrets ever crosses the host — not
+//! in any frame in either direction on any connection (raw, hex or base64),
+//! nor in either process's log.
+//!
+//! Each test ends with a control step after the recording was examined: the
+//! same secret asked for *without* Recipient (which legitimately crosses
+//! the host) equals what the workload opened, and the scan does find it in
+//! the recording then — so the scan can fail.
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{DataKeyPairSpec, DataKeySpec, KeyAgreementAlgorithmSpec, KeySpec, KeyUsageType};
+use keyward_sdk::attestation::default_pcrs;
+use keyward_sdk::recipient::RecipientKey;
+use p256::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
+
+use crate::harness::{context, create_key, create_key_of, decrypt, must, names_key};
+use crate::split::{
+    Recording, Split, b64, contains, encodings, find_secret, open, recipient_info, workload_document,
+};
+
+/// Asserts that no secret occurs in the recordings or in the logs.
+#[track_caller]
+fn assert_never_crossed(split: &Split, recordings: &[Recording], secrets: &[(&str, &[u8])]) {
+    for (label, secret) in secrets {
+        let found = find_secret(recordings, secret);
+        assert!(
+            found.is_empty(),
+            "the {label} crossed the host↔enclave boundary: {found:?}"
+        );
+        for (process, log) in split.logs() {
+            for (encoding, needle) in encodings(secret) {
+                assert!(
+                    !contains(log.as_bytes(), &needle),
+                    "the {label} is in the {process} log ({encoding})"
+                );
+            }
+        }
+    }
+}
+
+/// Asserts that the recorder relayed each of these base64 strings in the
+/// given direction: it saw the real traffic.
+#[track_caller]
+fn assert_relayed(recordings: &[Recording], direction: &str, what: &str, base64_texts: &[String]) {
+    for text in base64_texts {
+        assert!(
+            recordings
+                .iter()
+                .any(|r| r.direction == direction && contains(&r.bytes, text.as_bytes())),
+            "the recorder did not see the {what} ({direction}); recorded {} streams, {} bytes",
+            recordings.len(),
+            recordings.iter().map(|r| r.bytes.len()).sum::<usize>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_keys_for_a_recipient_never_cross_the_host() {
+    let split = Split::start().await;
+    let kms = split.client();
+    let key_id = create_key(&kms, "recipient end to end").await;
+    let workload = RecipientKey::generate();
+    let document = workload_document(&split.mock_attestation_dir(), &default_pcrs(), &workload);
+    let ctx = context(&[("purpose", "recipient-e2e")]);
+
+    // GenerateDataKey with Recipient: no Plaintext, the data key sealed to the workload.
+    let generated = must(
+        "GenerateDataKey with Recipient",
+        kms.generate_data_key()
+            .key_id(&key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(ctx.clone()))
+            .recipient(recipient_info(&document))
+            .send()
+            .await,
+    );
+    assert!(
+        generated.plaintext().is_none(),
+        "GenerateDataKey with Recipient returned Plaintext"
+    );
+    assert!(names_key(generated.key_id(), &key_id), "{:?}", generated.key_id());
+    let data_key = open("GenerateDataKey", &workload, generated.ciphertext_for_recipient());
+    assert_eq!(data_key.len(), 32, "AES_256 data key");
+    let blob = generated.ciphertext_blob().expect("CiphertextBlob").as_ref().to_vec();
+
+    // Decrypt of its CiphertextBlob with Recipient: the same data key.
+    let decrypted = must(
+        "Decrypt with Recipient",
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(blob.clone()))
+            .set_encryption_context(Some(ctx.clone()))
+            .recipient(recipient_info(&document))
+            .send()
+            .await,
+    );
+    assert!(decrypted.plaintext().is_none(), "Decrypt with Recipient returned Plaintext");
+    assert!(names_key(decrypted.key_id(), &key_id), "{:?}", decrypted.key_id());
+    assert_eq!(
+        open("Decrypt", &workload, decrypted.ciphertext_for_recipient()),
+        data_key,
+        "Decrypt(Recipient) of the CiphertextBlob must give the data key GenerateDataKey(Recipient) released"
+    );
+
+    // GenerateDataKeyPair with Recipient: no PrivateKeyPlaintext; the sealed
+    // PKCS#8 belongs to the returned public key.
+    let pair = must(
+        "GenerateDataKeyPair with Recipient",
+        kms.generate_data_key_pair()
+            .key_id(&key_id)
+            .key_pair_spec(DataKeyPairSpec::EccNistP256)
+            .recipient(recipient_info(&document))
+            .send()
+            .await,
+    );
+    assert!(
+        pair.private_key_plaintext().is_none(),
+        "GenerateDataKeyPair with Recipient returned PrivateKeyPlaintext"
+    );
+    let private_der = open("GenerateDataKeyPair", &workload, pair.ciphertext_for_recipient());
+    let private = p256::SecretKey::from_pkcs8_der(&private_der).expect("the released private key is P-256 PKCS#8");
+    let public_der = private.public_key().to_public_key_der().expect("SPKI");
+    assert_eq!(
+        public_der.as_bytes(),
+        pair.public_key().expect("PublicKey").as_ref(),
+        "the released private key must match PublicKey"
+    );
+    let scalar = private.to_bytes().to_vec();
+
+    // What crossed the host so far.
+    let recorded = split.recorder.snapshot();
+    assert!(!recorded.is_empty(), "the proxy never connected through the recorder");
+    assert_relayed(
+        &recorded,
+        "enclave->host",
+        "CiphertextForRecipient",
+        &[
+            b64(generated.ciphertext_for_recipient().expect("checked").as_ref()),
+            b64(decrypted.ciphertext_for_recipient().expect("checked").as_ref()),
+            b64(pair.ciphertext_for_recipient().expect("checked").as_ref()),
+        ],
+    );
+    assert_relayed(&recorded, "host->enclave", "attestation document", &[b64(&document)]);
+    assert_never_crossed(
+        &split,
+        &recorded,
+        &[
+            ("data key", &data_key),
+            ("data key pair's PKCS#8 private key", &private_der),
+            ("data key pair's private scalar", &scalar),
+        ],
+    );
+
+    // Control, after the recording was examined: a plain Decrypt (whose
+    // Plaintext crosses the host by design) returns the same data key, and
+    // the scan then finds it.
+    assert_eq!(decrypt(&kms, None, &blob, Some(&ctx)).await, data_key);
+    assert!(
+        !find_secret(&split.recorder.snapshot(), &data_key).is_empty(),
+        "the scan does not find a data key that did cross the host: it could never fail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_and_shared_secrets_for_a_recipient_never_cross_the_host() {
+    let split = Split::start().await;
+    let kms = split.client();
+    let workload = RecipientKey::generate();
+    let document = workload_document(&split.mock_attestation_dir(), &default_pcrs(), &workload);
+
+    // GenerateRandom with Recipient: the bytes only as CiphertextForRecipient.
+    let mut randoms = Vec::new();
+    let mut sealed = Vec::new();
+    for n in [64, 1024] {
+        let out = must(
+            "GenerateRandom with Recipient",
+            kms.generate_random()
+                .number_of_bytes(n)
+                .recipient(recipient_info(&document))
+                .send()
+                .await,
+        );
+        assert!(out.plaintext().is_none(), "GenerateRandom with Recipient returned Plaintext");
+        let random = open("GenerateRandom", &workload, out.ciphertext_for_recipient());
+        assert_eq!(random.len(), n as usize, "GenerateRandom NumberOfBytes={n}");
+        sealed.push(b64(out.ciphertext_for_recipient().expect("checked").as_ref()));
+        randoms.push(random);
+    }
+    assert_ne!(randoms[0][..], randoms[1][..64], "two GenerateRandom calls gave the same bytes");
+
+    // DeriveSharedSecret with Recipient: the secret the peer computes.
+    let key_id = create_key_of(&kms, KeySpec::EccNistP256, Some(KeyUsageType::KeyAgreement)).await;
+    let kms_public = must("GetPublicKey", kms.get_public_key().key_id(&key_id).send().await);
+    let kms_public = p256::PublicKey::from_public_key_der(kms_public.public_key().expect("PublicKey").as_ref())
+        .expect("P-256 SPKI");
+    let peer = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let peer_spki = peer.public_key().to_public_key_der().expect("SPKI").into_vec();
+    let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), kms_public.as_affine())
+        .raw_secret_bytes()
+        .to_vec();
+    let derived = must(
+        "DeriveSharedSecret with Recipient",
+        kms.derive_shared_secret()
+            .key_id(&key_id)
+            .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
+            .public_key(Blob::new(peer_spki.clone()))
+            .recipient(recipient_info(&document))
+            .send()
+            .await,
+    );
+    assert!(
+        derived.shared_secret().is_none(),
+        "DeriveSharedSecret with Recipient returned SharedSecret"
+    );
+    assert!(names_key(derived.key_id(), &key_id), "{:?}", derived.key_id());
+    let shared = open("DeriveSharedSecret", &workload, derived.ciphertext_for_recipient());
+    assert_eq!(shared, expected, "the released shared secret must be the peer's ECDH result");
+    sealed.push(b64(derived.ciphertext_for_recipient().expect("checked").as_ref()));
+
+    let recorded = split.recorder.snapshot();
+    assert_relayed(&recorded, "enclave->host", "CiphertextForRecipient", &sealed);
+    assert_never_crossed(
+        &split,
+        &recorded,
+        &[
+            ("64 random bytes", &randoms[0]),
+            ("1024 random bytes", &randoms[1]),
+            ("shared secret", &shared),
+        ],
+    );
+
+    // Control: without Recipient the same secret comes back in the clear,
+    // and the scan sees it.
+    let plain = must(
+        "DeriveSharedSecret",
+        kms.derive_shared_secret()
+            .key_id(&key_id)
+            .key_agreement_algorithm(KeyAgreementAlgorithmSpec::Ecdh)
+            .public_key(Blob::new(peer_spki))
+            .send()
+            .await,
+    );
+    assert_eq!(plain.shared_secret().expect("SharedSecret").as_ref(), expected.as_slice());
+    assert!(plain.ciphertext_for_recipient().is_none());
+    assert!(
+        !find_secret(&split.recorder.snapshot(), &expected).is_empty(),
+        "the scan does not find a shared secret that did cross the host"
+    );
+}

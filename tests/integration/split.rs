@@ -1,0 +1,420 @@
+//! The enclave and the host proxy as separate processes (`keyward enclave`,
+//! `keyward proxy`), with a recording Unix-socket forwarder of the test's
+//! own between them: everything that crosses the host↔enclave boundary, in
+//! both directions and on every connection, is kept for inspection. Plus
+//! the attestation helpers the Recipient tests share.
+//!
+//! Readiness is read from the processes' output (the enclave's "enclave
+//! listening" log line, the proxy's "Keyward proxy listening on" line),
+//! never slept for. Dropping a [`Split`] stops both processes (SIGTERM, then
+//! SIGKILL after a bound); the enclave also exits when the test process
+//! dies (`--exit-on-stdin-close`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeyEncryptionMechanism, RecipientInfo};
+use base64::Engine as _;
+use keyward_sdk::recipient::RecipientKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::harness::{Creds, READY_TIMEOUT, REQUEST_TIMEOUT, STOP_TIMEOUT, sdk_client};
+
+const ENCLAVE_READY: &str = "enclave listening";
+const PROXY_READY: &str = "Keyward proxy listening on http://";
+
+// ---------------------------------------------------------------- processes
+
+/// One child process whose output goes to a log file, with the lines of the
+/// watched stream also delivered to the test.
+struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+    /// Kept open: the enclave exits when it closes.
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    log_path: PathBuf,
+}
+
+/// Which output stream carries the readiness line.
+#[derive(Clone, Copy, PartialEq)]
+enum Watch {
+    Stdout,
+    Stderr,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut command: Command, watch: Watch, log_path: PathBuf) -> Proc {
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let other = Stdio::from(log.try_clone().expect("clone log handle"));
+        command.stdin(Stdio::piped());
+        match watch {
+            Watch::Stdout => command.stdout(Stdio::piped()).stderr(other),
+            Watch::Stderr => command.stderr(Stdio::piped()).stdout(other),
+        };
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stream: Box<dyn std::io::Read + Send> = match watch {
+            Watch::Stdout => Box::new(child.stdout.take().expect("piped stdout")),
+            Watch::Stderr => Box::new(child.stderr.take().expect("piped stderr")),
+        };
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            let mut log = log;
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                // The receiver may be gone; keep copying to the log anyway.
+                let _ = tx.send(line);
+            }
+        });
+        Proc {
+            name,
+            stdin: child.stdin.take(),
+            child: Some(child),
+            lines,
+            log_path,
+        }
+    }
+
+    /// Waits for a line containing `marker`; returns it.
+    async fn wait_for(&mut self, marker: &str) -> String {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.lines.recv()).await {
+                Ok(Some(line)) if line.contains(marker) => return line,
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.dump_log();
+                    panic!(
+                        "{} closed its output before printing {marker:?}; exit status: {:?}",
+                        self.name,
+                        self.child.as_mut().map(Child::try_wait)
+                    );
+                }
+                Err(_) => {
+                    self.dump_log();
+                    panic!("{} did not print {marker:?} within {READY_TIMEOUT:?}", self.name);
+                }
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn dump_log(&self) {
+        eprintln!("---- {} log ({}) ----", self.name, self.log_path.display());
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        for line in &lines[lines.len().saturating_sub(200)..] {
+            eprintln!("{line}");
+        }
+        eprintln!("---- end of {} log ----", self.name);
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL.
+    fn stop(&mut self) {
+        drop(self.stdin.take());
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        if rx.recv_timeout(STOP_TIMEOUT).is_err() {
+            eprintln!("{} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it", self.name);
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = rx.recv_timeout(STOP_TIMEOUT);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            self.dump_log();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- recorder
+
+/// One direction of one forwarded connection.
+pub struct Recording {
+    pub connection: usize,
+    /// `"host->enclave"` or `"enclave->host"`.
+    pub direction: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+type Streams = Arc<Mutex<Vec<(usize, &'static str, Arc<Mutex<Vec<u8>>>)>>>;
+
+/// A Unix-socket forwarder that records every byte it relays.
+pub struct Recorder {
+    streams: Streams,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Recorder {
+    /// Listens on `listen`; each accepted connection is connected to
+    /// `upstream` and relayed both ways.
+    pub fn start(listen: &Path, upstream: PathBuf) -> Recorder {
+        let listener = UnixListener::bind(listen).expect("bind the recorder socket");
+        let streams: Streams = Arc::default();
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let streams = Arc::clone(&streams);
+            let tasks = Arc::clone(&tasks);
+            tokio::spawn(async move {
+                let mut connection = 0;
+                loop {
+                    let Ok((inbound, _)) = listener.accept().await else { return };
+                    let Ok(outbound) = UnixStream::connect(&upstream).await else {
+                        continue; // the enclave is not there (yet); the proxy reconnects
+                    };
+                    connection += 1;
+                    let (host_read, host_write) = inbound.into_split();
+                    let (enclave_read, enclave_write) = outbound.into_split();
+                    let up = Arc::new(Mutex::new(Vec::new()));
+                    let down = Arc::new(Mutex::new(Vec::new()));
+                    {
+                        let mut s = streams.lock().expect("streams");
+                        s.push((connection, "host->enclave", Arc::clone(&up)));
+                        s.push((connection, "enclave->host", Arc::clone(&down)));
+                    }
+                    let mut t = tasks.lock().expect("tasks");
+                    t.push(tokio::spawn(relay(host_read, enclave_write, up)));
+                    t.push(tokio::spawn(relay(enclave_read, host_write, down)));
+                }
+            })
+        };
+        tasks.lock().expect("tasks").push(accept);
+        Recorder { streams, tasks }
+    }
+
+    /// A copy of everything recorded so far.
+    pub fn snapshot(&self) -> Vec<Recording> {
+        self.streams
+            .lock()
+            .expect("streams")
+            .iter()
+            .map(|(connection, direction, bytes)| Recording {
+                connection: *connection,
+                direction,
+                bytes: bytes.lock().expect("recording").clone(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Copies `from` to `to`, recording each chunk before forwarding it.
+async fn relay(
+    mut from: tokio::net::unix::OwnedReadHalf,
+    mut to: tokio::net::unix::OwnedWriteHalf,
+    record: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        record.lock().expect("recording").extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+// ---------------------------------------------------------------- the setup
+
+/// `keyward enclave` ← recorder ← `keyward proxy`, on one temp data dir.
+pub struct Split {
+    // Dropped in this order: the proxy, the recorder, the enclave, the dir.
+    proxy: Proc,
+    pub recorder: Recorder,
+    enclave: Proc,
+    pub url: String,
+    pub creds: Creds,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Split {
+    pub async fn start() -> Split {
+        let dir = tempfile::Builder::new()
+            .prefix("keyward-split-")
+            .tempdir()
+            .expect("temp dir");
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).expect("data dir");
+        let creds = Creds::random();
+        let operator = Creds::random();
+        let enclave_socket = data_dir.join("enclave.sock");
+        let recorder_socket = data_dir.join("recorder.sock");
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command
+            .args(["enclave", "--mode", "mock", "--exit-on-stdin-close", "--socket"])
+            .arg(&enclave_socket)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("KEYWARD_DEV_ACCESS_KEY_ID", &creds.access_key_id)
+            .env("KEYWARD_DEV_SECRET_ACCESS_KEY", &creds.secret)
+            .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
+            .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
+            .env("RUST_LOG", "info");
+        let mut enclave = Proc::spawn("keyward enclave", command, Watch::Stderr, dir.path().join("enclave.log"));
+        enclave.wait_for(ENCLAVE_READY).await;
+
+        let recorder = Recorder::start(&recorder_socket, enclave_socket);
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command
+            .args(["proxy", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .arg("--enclave-socket")
+            .arg(&recorder_socket)
+            .env("RUST_LOG", "info");
+        let mut proxy = Proc::spawn("keyward proxy", command, Watch::Stdout, dir.path().join("proxy.log"));
+        let line = proxy.wait_for(PROXY_READY).await;
+        let addr = line[line.find(PROXY_READY).expect("marker") + PROXY_READY.len()..]
+            .split_whitespace()
+            .next()
+            .expect("address")
+            .to_string();
+        assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{line}");
+        Split {
+            proxy,
+            recorder,
+            enclave,
+            url: format!("http://{addr}"),
+            creds,
+            data_dir,
+            _dir: dir,
+        }
+    }
+
+    pub fn client(&self) -> aws_sdk_kms::Client {
+        sdk_client(&self.url, &self.creds.access_key_id, &self.creds.secret, Some(REQUEST_TIMEOUT))
+    }
+
+    /// `<data-dir>/mock-attestation`, created by the enclave at start.
+    pub fn mock_attestation_dir(&self) -> PathBuf {
+        self.data_dir.join("mock-attestation")
+    }
+
+    /// Both processes' logs so far (the proxy's stdout and stderr, the
+    /// enclave's stderr).
+    pub fn logs(&self) -> Vec<(&'static str, String)> {
+        vec![(self.proxy.name, self.proxy.log()), (self.enclave.name, self.enclave.log())]
+    }
+}
+
+// ---------------------------------------------------------------- secrets in bytes
+
+/// The encodings a secret could cross the boundary in: raw, hex (both
+/// cases), and standard and URL-safe base64 at each of the three byte
+/// alignments (the full 3-byte groups of `secret[j..]`, which appear
+/// verbatim in the base64 of any message containing `secret`).
+pub fn encodings(secret: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    assert!(secret.len() >= 12, "too short to search for without false positives");
+    let mut out = vec![
+        ("raw".to_string(), secret.to_vec()),
+        ("hex".to_string(), hex::encode(secret).into_bytes()),
+        ("HEX".to_string(), hex::encode_upper(secret).into_bytes()),
+    ];
+    for j in 0..3 {
+        let rest = &secret[j..];
+        let aligned = &rest[..rest.len() / 3 * 3];
+        out.push((format!("base64@{j}"), STANDARD_NO_PAD.encode(aligned).into_bytes()));
+        out.push((format!("base64url@{j}"), URL_SAFE_NO_PAD.encode(aligned).into_bytes()));
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Where (recording, encoding) `secret` occurs in the recordings.
+pub fn find_secret(recordings: &[Recording], secret: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for r in recordings {
+        for (encoding, needle) in encodings(secret) {
+            if contains(&r.bytes, &needle) {
+                found.push(format!("connection {} {}: {encoding}", r.connection, r.direction));
+            }
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------- attestation helpers
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+pub fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis()).expect("fits")
+}
+
+/// `Recipient` for aws-sdk-kms.
+pub fn recipient_info(document: &[u8]) -> RecipientInfo {
+    RecipientInfo::builder()
+        .key_encryption_algorithm(KeyEncryptionMechanism::RsaesOaepSha256)
+        .attestation_document(Blob::new(document))
+        .build()
+}
+
+/// A workload's mock document (default module id) for `key`, under the
+/// enclave's mock root in `mock_attestation_dir`.
+pub fn workload_document(mock_attestation_dir: &Path, pcrs: &BTreeMap<u8, Vec<u8>>, key: &RecipientKey) -> Vec<u8> {
+    keyward_sdk::attestation::mock_document(
+        mock_attestation_dir,
+        keyward_sdk::attestation::DEFAULT_MODULE_ID,
+        pcrs,
+        key.public_key_der(),
+        None,
+    )
+    .expect("mock document")
+}
+
+/// Opens a `CiphertextForRecipient` with `key`.
+#[track_caller]
+pub fn open(what: &str, key: &RecipientKey, ciphertext_for_recipient: Option<&Blob>) -> Vec<u8> {
+    let blob = ciphertext_for_recipient.unwrap_or_else(|| panic!("{what}: no CiphertextForRecipient"));
+    key.open(blob.as_ref())
+        .unwrap_or_else(|e| panic!("{what}: CiphertextForRecipient does not open: {e}"))
+        .to_vec()
+}
