@@ -112,5 +112,78 @@ fn attestation(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ciphertext_blob, record_sealing, frame_codec, attestation);
+/// Whole operations in the enclave, against an in-memory store: parameter
+/// parsing, key lookup (unsealing the record, unwrapping the material), the
+/// cryptography and the JSON answer — everything but SigV4, the audit append
+/// and the two process hops.
+fn operations(c: &mut Criterion) {
+    use keyward_attestation::mock::{MockAttester, MockPki};
+    use keyward_attestation::verify::{TrustAnchor, Verifier};
+    use keyward_enclave::api::{Ctx, crypto, keys};
+    use keyward_enclave::auth::{Principal, credentials::Role};
+    use keyward_enclave::store::{MemoryStore, Records};
+    use serde_json::json;
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let pki = MockPki::ephemeral().expect("mock pki");
+    let anchor = TrustAnchor::from_der(pki.root_der()).expect("anchor");
+    let args = keyward_enclave::Args {
+        mode: keyward_enclave::Mode::Mock,
+        socket: Some("/unused".into()),
+        vsock_port: 5000,
+        region: "us-east-1".into(),
+        dev_tenant: "111122223333".into(),
+        mock_clock_offset: 0,
+        tenant_rate_limit: 10_000,
+        data_dir: None,
+        mock_pcrs: Vec::new(),
+        allow_debug_attestation: false,
+        exit_on_stdin_close: false,
+    };
+    let config = args.validate(|_| None).expect("config");
+    let enclave = keyward_enclave::Enclave::new(
+        config,
+        Box::new(keyward_enclave::nsm::MockNsm),
+        Arc::new(keyward_enclave::clock::SystemClock),
+    )
+    .with_verifier(Verifier::new(anchor));
+    let store = MemoryStore::new();
+    let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
+    let ctx = Ctx {
+        enclave: &enclave,
+        keyring,
+        records: Records::new(&*store, &keyring.sealer),
+        principal: Principal {
+            tenant: "111122223333".into(),
+            access_key_id: "AKIABENCHBENCHBENCH0".into(),
+            roles: vec![Role::KeyAdmin, Role::KeyUser],
+        },
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let created = runtime.block_on(keys::create_key(&ctx, json!({}))).expect("key");
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("id").to_owned();
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let encrypt = json!({ "KeyId": key_id, "Plaintext": b64(&[1u8; 32]) });
+    let ciphertext = runtime.block_on(crypto::encrypt(&ctx, encrypt.clone())).expect("enc")["CiphertextBlob"].clone();
+    let recipient = keyward_sdk::recipient::RecipientKey::generate();
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+    let document = MockAttester::new(pki).attest(None, None, Some(recipient.public_key_der()), now_ms).expect("doc");
+    let with_recipient = json!({
+        "CiphertextBlob": ciphertext,
+        "Recipient": { "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": b64(&document) },
+    });
+
+    c.bench_function("api/encrypt-32B", |b| b.iter(|| runtime.block_on(crypto::encrypt(&ctx, encrypt.clone()))));
+    c.bench_function("api/decrypt-32B", |b| {
+        b.iter(|| runtime.block_on(crypto::decrypt(&ctx, json!({ "CiphertextBlob": ciphertext }))))
+    });
+    c.bench_function("api/generate-data-key", |b| {
+        b.iter(|| runtime.block_on(crypto::generate_data_key(&ctx, json!({ "KeyId": key_id, "KeySpec": "AES_256" }), true)))
+    });
+    c.bench_function("api/decrypt-recipient-cached-chain", |b| {
+        b.iter(|| runtime.block_on(crypto::decrypt(&ctx, with_recipient.clone())).expect("decrypts"))
+    });
+}
+
+criterion_group!(benches, ciphertext_blob, record_sealing, frame_codec, attestation, operations);
 criterion_main!(benches);
