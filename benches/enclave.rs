@@ -167,23 +167,44 @@ fn operations(c: &mut Criterion) {
     let ciphertext = runtime.block_on(crypto::encrypt(&ctx, encrypt.clone())).expect("enc")["CiphertextBlob"].clone();
     let recipient = keyward_sdk::recipient::RecipientKey::generate();
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
-    let document = MockAttester::new(pki).attest(None, None, Some(recipient.public_key_der()), now_ms).expect("doc");
+    let document = MockAttester::new(pki)
+        .attest(None, None, Some(recipient.public_key_der()), now_ms)
+        .expect("doc");
     let with_recipient = json!({
         "CiphertextBlob": ciphertext,
         "Recipient": { "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": b64(&document) },
     });
 
-    c.bench_function("api/encrypt-32B", |b| b.iter(|| runtime.block_on(crypto::encrypt(&ctx, encrypt.clone()))));
+    c.bench_function("api/encrypt-32B", |b| {
+        b.iter(|| runtime.block_on(crypto::encrypt(&ctx, encrypt.clone())))
+    });
     c.bench_function("api/decrypt-32B", |b| {
         b.iter(|| runtime.block_on(crypto::decrypt(&ctx, json!({ "CiphertextBlob": ciphertext }))))
     });
     c.bench_function("api/generate-data-key", |b| {
-        b.iter(|| runtime.block_on(crypto::generate_data_key(&ctx, json!({ "KeyId": key_id, "KeySpec": "AES_256" }), true)))
+        b.iter(|| {
+            runtime.block_on(crypto::generate_data_key(
+                &ctx,
+                json!({ "KeyId": key_id, "KeySpec": "AES_256" }),
+                true,
+            ))
+        })
     });
     c.bench_function("api/decrypt-recipient-cached-chain", |b| {
-        b.iter(|| runtime.block_on(crypto::decrypt(&ctx, with_recipient.clone())).expect("decrypts"))
+        b.iter(|| {
+            runtime
+                .block_on(crypto::decrypt(&ctx, with_recipient.clone()))
+                .expect("decrypts")
+        })
     });
 }
 
-criterion_group!(benches, ciphertext_blob, record_sealing, frame_codec, attestation, operations);
+criterion_group!(
+    benches,
+    ciphertext_blob,
+    record_sealing,
+    frame_codec,
+    attestation,
+    operations
+);
 criterion_main!(benches);

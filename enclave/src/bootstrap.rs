@@ -70,6 +70,9 @@ pub struct TenantRecord {
     pub tenant_id: String,
     pub enabled: bool,
     pub created: i64,
+    /// SHA-256 (hex) of the tenant's default policy module, if any.
+    #[serde(default)]
+    pub policy_module: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,6 +200,7 @@ async fn ensure_dev_credential(
             tenant_id: dev.tenant.clone(),
             enabled: true,
             created: now,
+            policy_module: None,
         };
         records.put(TENANT_NAMESPACE, &dev.tenant, &tenant).await?;
     }

@@ -35,6 +35,7 @@ pub mod config;
 pub mod keys;
 pub mod locks;
 pub mod nsm;
+pub mod policy;
 pub mod seal;
 pub mod secret;
 pub mod server;

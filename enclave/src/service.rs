@@ -34,6 +34,9 @@ pub struct Enclave {
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditJob>>>,
     /// Verifies recipients' attestation documents (the pinned root of this mode).
     verifier: Option<crate::attestation::verify::Verifier>,
+    /// The wasmtime sandbox for policy modules, created on first use.
+    policy_engine: std::sync::OnceLock<Option<crate::policy::sandbox::PolicyEngine>>,
+    pub(crate) policy_modules: crate::policy::modules::ModuleCache,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -69,6 +72,8 @@ impl Enclave {
             audit_tx,
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
             verifier: None,
+            policy_engine: std::sync::OnceLock::new(),
+            policy_modules: Default::default(),
         }
     }
 
@@ -197,6 +202,19 @@ impl Enclave {
     pub fn with_verifier(mut self, verifier: crate::attestation::verify::Verifier) -> Self {
         self.verifier = Some(verifier);
         self
+    }
+
+    /// The policy sandbox (`None` if wasmtime could not start; policies then fail closed).
+    pub fn policy_engine(&self) -> Option<&crate::policy::sandbox::PolicyEngine> {
+        self.policy_engine
+            .get_or_init(|| match crate::policy::sandbox::PolicyEngine::new() {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    tracing::error!(error = %e, "the policy engine could not start");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     pub fn verifier(&self) -> Option<&crate::attestation::verify::Verifier> {

@@ -61,7 +61,11 @@ where
         what: what.to_string(),
         request_id: err.request_id().expect("x-amzn-RequestId").to_string(),
         operation,
-        decision: if code == "AccessDeniedException" { "Deny" } else { "Error" },
+        decision: if code == "AccessDeniedException" {
+            "Deny"
+        } else {
+            "Error"
+        },
         reason: format!("{code}: {message}"),
         key_arn: key_arn.map(str::to_string),
     });
@@ -130,7 +134,10 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
         "Decrypt without Recipient",
         "TrentService.Decrypt",
         Some(&arn),
-        kms.decrypt().ciphertext_blob(Blob::new(ciphertext.clone())).send().await,
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(ciphertext.clone()))
+            .send()
+            .await,
         "AccessDeniedException",
     );
     refused(
@@ -138,7 +145,11 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
         "GenerateDataKey without Recipient",
         "TrentService.GenerateDataKey",
         Some(&arn),
-        kms.generate_data_key().key_id(&key_id).key_spec(DataKeySpec::Aes256).send().await,
+        kms.generate_data_key()
+            .key_id(&key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .send()
+            .await,
         "AccessDeniedException",
     );
     refused(
@@ -187,7 +198,13 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
     );
     assert!(out.plaintext().is_none());
     assert_eq!(open("Decrypt", &workload, out.ciphertext_for_recipient()), plaintext);
-    allowed(&mut audited, "Decrypt with an allowed Recipient", "TrentService.Decrypt", &arn, &out);
+    allowed(
+        &mut audited,
+        "Decrypt with an allowed Recipient",
+        "TrentService.Decrypt",
+        &arn,
+        &out,
+    );
 
     let generated = must(
         "GenerateDataKey with an allowed Recipient",
@@ -199,7 +216,10 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
             .await,
     );
     assert!(generated.plaintext().is_none());
-    assert_eq!(open("GenerateDataKey", &workload, generated.ciphertext_for_recipient()).len(), 48);
+    assert_eq!(
+        open("GenerateDataKey", &workload, generated.ciphertext_for_recipient()).len(),
+        48
+    );
     allowed(
         &mut audited,
         "GenerateDataKey with an allowed Recipient",
@@ -356,7 +376,10 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
             .await,
     );
     assert!(derived.shared_secret().is_none());
-    assert_eq!(open("DeriveSharedSecret", &workload, derived.ciphertext_for_recipient()).len(), 32);
+    assert_eq!(
+        open("DeriveSharedSecret", &workload, derived.ciphertext_for_recipient()).len(),
+        32
+    );
     allowed(
         &mut audited,
         "DeriveSharedSecret with Recipient",
@@ -374,7 +397,12 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
         let record = records
             .iter()
             .find(|r| r.request_id == expected.request_id)
-            .unwrap_or_else(|| panic!("{}: no audit record with RequestId {}", expected.what, expected.request_id));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no audit record with RequestId {}",
+                    expected.what, expected.request_id
+                )
+            });
         assert_eq!(record.operation, expected.operation, "{}: Operation", expected.what);
         assert_eq!(record.decision, expected.decision, "{}: Decision", expected.what);
         assert_eq!(record.reason, expected.reason, "{}: Reason", expected.what);
@@ -427,7 +455,10 @@ async fn attestation_policies_are_managed_by_key_admins() {
     assert_eq!(ok_json("DescribeKeyAttestationPolicy", &describe().await), policy);
     let plain = must(
         "Decrypt without Recipient",
-        kms.decrypt().ciphertext_blob(Blob::new(ciphertext.clone())).send().await,
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(ciphertext.clone()))
+            .send()
+            .await,
     );
     assert_eq!(plain.plaintext().expect("Plaintext").as_ref(), plaintext);
     for (what, pcr, allowed) in [
@@ -469,7 +500,10 @@ async fn attestation_policies_are_managed_by_key_admins() {
     );
     crate::harness::expect_error(
         "Decrypt without Recipient under RequireRecipient",
-        kms.decrypt().ciphertext_blob(Blob::new(ciphertext.clone())).send().await,
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(ciphertext.clone()))
+            .send()
+            .await,
         400,
         "AccessDeniedException",
     );
@@ -477,20 +511,41 @@ async fn attestation_policies_are_managed_by_key_admins() {
         "UpdateKeyAttestationPolicy (cleared)",
         &keyward_call(&kw, "Keyward.UpdateKeyAttestationPolicy", json!({ "KeyId": key_id })).await,
     );
-    assert_eq!(cleared, json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": {} }));
+    assert_eq!(
+        cleared,
+        json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": {} })
+    );
     must(
         "Decrypt without Recipient after clearing",
-        kms.decrypt().ciphertext_blob(Blob::new(ciphertext.clone())).send().await,
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(ciphertext.clone()))
+            .send()
+            .await,
     );
 
     // Invalid policies.
     let bad: Vec<(&str, Value)> = vec![
-        ("PCR index 32", json!({ "KeyId": key_id, "AllowedPCRs": { "32": [pcr0] } })),
-        ("PCR index not a number", json!({ "KeyId": key_id, "AllowedPCRs": { "x": [pcr0] } })),
-        ("PCR value not hex", json!({ "KeyId": key_id, "AllowedPCRs": { "0": ["zz".repeat(48)] } })),
-        ("PCR value of 20 bytes", json!({ "KeyId": key_id, "AllowedPCRs": { "0": ["00".repeat(20)] } })),
+        (
+            "PCR index 32",
+            json!({ "KeyId": key_id, "AllowedPCRs": { "32": [pcr0] } }),
+        ),
+        (
+            "PCR index not a number",
+            json!({ "KeyId": key_id, "AllowedPCRs": { "x": [pcr0] } }),
+        ),
+        (
+            "PCR value not hex",
+            json!({ "KeyId": key_id, "AllowedPCRs": { "0": ["zz".repeat(48)] } }),
+        ),
+        (
+            "PCR value of 20 bytes",
+            json!({ "KeyId": key_id, "AllowedPCRs": { "0": ["00".repeat(20)] } }),
+        ),
         ("no PCR values", json!({ "KeyId": key_id, "AllowedPCRs": { "0": [] } })),
-        ("17 PCR values", json!({ "KeyId": key_id, "AllowedPCRs": { "0": vec![pcr0.clone(); 17] } })),
+        (
+            "17 PCR values",
+            json!({ "KeyId": key_id, "AllowedPCRs": { "0": vec![pcr0.clone(); 17] } }),
+        ),
     ];
     for (what, body) in bad {
         keyward_call(&kw, "Keyward.UpdateKeyAttestationPolicy", body)
@@ -503,7 +558,11 @@ async fn attestation_policies_are_managed_by_key_admins() {
         json!({ "AttestationPolicy": { "AllowedPCRs": { "99": [pcr0] } } }),
     )
     .await;
-    resp.assert_error("CreateKey with an invalid AttestationPolicy", 400, "ValidationException");
+    resp.assert_error(
+        "CreateKey with an invalid AttestationPolicy",
+        400,
+        "ValidationException",
+    );
     keyward_call(
         &kw,
         "Keyward.UpdateKeyAttestationPolicy",
@@ -525,6 +584,12 @@ async fn attestation_policies_are_managed_by_key_admins() {
     assert!(request_id(&resp).is_some());
     ok_json(
         "DescribeKeyAttestationPolicy as KeyUser",
-        &call_as(&kw, &user, "Keyward.DescribeKeyAttestationPolicy", &json!({ "KeyId": key_id })).await,
+        &call_as(
+            &kw,
+            &user,
+            "Keyward.DescribeKeyAttestationPolicy",
+            &json!({ "KeyId": key_id }),
+        )
+        .await,
     );
 }

@@ -18,9 +18,7 @@ use keyward_sdk::recipient::RecipientKey;
 use p256::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
 
 use crate::harness::{context, create_key, create_key_of, decrypt, must, names_key};
-use crate::split::{
-    Recording, Split, b64, contains, encodings, find_secret, open, recipient_info, workload_document,
-};
+use crate::split::{Recording, Split, b64, contains, encodings, find_secret, open, recipient_info, workload_document};
 
 /// Asserts that no secret occurs in the recordings or in the logs.
 #[track_caller]
@@ -97,7 +95,10 @@ async fn data_keys_for_a_recipient_never_cross_the_host() {
             .send()
             .await,
     );
-    assert!(decrypted.plaintext().is_none(), "Decrypt with Recipient returned Plaintext");
+    assert!(
+        decrypted.plaintext().is_none(),
+        "Decrypt with Recipient returned Plaintext"
+    );
     assert!(names_key(decrypted.key_id(), &key_id), "{:?}", decrypted.key_id());
     assert_eq!(
         open("Decrypt", &workload, decrypted.ciphertext_for_recipient()),
@@ -183,19 +184,26 @@ async fn random_bytes_and_shared_secrets_for_a_recipient_never_cross_the_host() 
                 .send()
                 .await,
         );
-        assert!(out.plaintext().is_none(), "GenerateRandom with Recipient returned Plaintext");
+        assert!(
+            out.plaintext().is_none(),
+            "GenerateRandom with Recipient returned Plaintext"
+        );
         let random = open("GenerateRandom", &workload, out.ciphertext_for_recipient());
         assert_eq!(random.len(), n as usize, "GenerateRandom NumberOfBytes={n}");
         sealed.push(b64(out.ciphertext_for_recipient().expect("checked").as_ref()));
         randoms.push(random);
     }
-    assert_ne!(randoms[0][..], randoms[1][..64], "two GenerateRandom calls gave the same bytes");
+    assert_ne!(
+        randoms[0][..],
+        randoms[1][..64],
+        "two GenerateRandom calls gave the same bytes"
+    );
 
     // DeriveSharedSecret with Recipient: the secret the peer computes.
     let key_id = create_key_of(&kms, KeySpec::EccNistP256, Some(KeyUsageType::KeyAgreement)).await;
     let kms_public = must("GetPublicKey", kms.get_public_key().key_id(&key_id).send().await);
-    let kms_public = p256::PublicKey::from_public_key_der(kms_public.public_key().expect("PublicKey").as_ref())
-        .expect("P-256 SPKI");
+    let kms_public =
+        p256::PublicKey::from_public_key_der(kms_public.public_key().expect("PublicKey").as_ref()).expect("P-256 SPKI");
     let peer = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let peer_spki = peer.public_key().to_public_key_der().expect("SPKI").into_vec();
     let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), kms_public.as_affine())
@@ -217,7 +225,10 @@ async fn random_bytes_and_shared_secrets_for_a_recipient_never_cross_the_host() 
     );
     assert!(names_key(derived.key_id(), &key_id), "{:?}", derived.key_id());
     let shared = open("DeriveSharedSecret", &workload, derived.ciphertext_for_recipient());
-    assert_eq!(shared, expected, "the released shared secret must be the peer's ECDH result");
+    assert_eq!(
+        shared, expected,
+        "the released shared secret must be the peer's ECDH result"
+    );
     sealed.push(b64(derived.ciphertext_for_recipient().expect("checked").as_ref()));
 
     let recorded = split.recorder.snapshot();
@@ -243,7 +254,10 @@ async fn random_bytes_and_shared_secrets_for_a_recipient_never_cross_the_host() 
             .send()
             .await,
     );
-    assert_eq!(plain.shared_secret().expect("SharedSecret").as_ref(), expected.as_slice());
+    assert_eq!(
+        plain.shared_secret().expect("SharedSecret").as_ref(),
+        expected.as_slice()
+    );
     assert!(plain.ciphertext_for_recipient().is_none());
     assert!(
         !find_secret(&split.recorder.snapshot(), &expected).is_empty(),

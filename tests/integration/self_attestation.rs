@@ -19,7 +19,10 @@ use crate::harness::{Sandbox, random_bytes};
 use crate::principals::{b64, call_as, ok_json, sdk, unb64};
 
 #[track_caller]
-fn assert_document_error(what: &str, result: Result<keyward_sdk::attestation::EnclaveIdentity, AttestationError>) -> DocumentError {
+fn assert_document_error(
+    what: &str,
+    result: Result<keyward_sdk::attestation::EnclaveIdentity, AttestationError>,
+) -> DocumentError {
     match result {
         Err(AttestationError::Document(e)) => e,
         other => panic!("{what}: expected a document verification error, got {other:?}"),
@@ -45,11 +48,16 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
         .get_attestation_document(&nonce)
         .await
         .expect("Keyward.GetAttestationDocument");
-    let identity = verify_enclave(&document, anchor.clone(), &nonce, &expected).expect("the enclave's document verifies");
+    let identity =
+        verify_enclave(&document, anchor.clone(), &nonce, &expected).expect("the enclave's document verifies");
     assert_eq!(identity.module_id, DEFAULT_MODULE_ID);
     assert_eq!(identity.pcrs.get(&0), Some(&pcr0), "PCR0 is the --mock-pcr value");
     for i in 1..16 {
-        assert_eq!(identity.pcrs.get(&i), default_pcrs().get(&i), "PCR{i} is the mock default");
+        assert_eq!(
+            identity.pcrs.get(&i),
+            default_pcrs().get(&i),
+            "PCR{i} is the mock default"
+        );
     }
 
     // The attested key is the audit key, and the chain verifies under it.
@@ -62,7 +70,10 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
         .verify_with(&identity.audit_public_key)
         .expect("the audit chain verifies under the attested key");
     // The operator's chain is signed by the same enclave key.
-    let operator_chain = sdk(&kw, &kw.operator).fetch_audit_chain().await.expect("operator GetAuditLog");
+    let operator_chain = sdk(&kw, &kw.operator)
+        .fetch_audit_chain()
+        .await
+        .expect("operator GetAuditLog");
     operator_chain
         .verify_with(&identity.audit_public_key)
         .expect("the operator chain verifies under the attested key");
@@ -75,7 +86,12 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
     assert_eq!(e, DocumentError::NonceMismatch);
     let e = assert_document_error(
         "the default PCR0",
-        verify_enclave(&document, anchor.clone(), &nonce, &BTreeMap::from([(0, default_pcrs()[&0].clone())])),
+        verify_enclave(
+            &document,
+            anchor.clone(),
+            &nonce,
+            &BTreeMap::from([(0, default_pcrs()[&0].clone())]),
+        ),
     );
     assert_eq!(e, DocumentError::PcrMismatch { index: 0 });
     let e = assert_document_error(
@@ -90,7 +106,12 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
     assert_eq!(e, DocumentError::PcrMismatch { index: 8 });
     let e = assert_document_error(
         "the AWS Nitro root",
-        verify_enclave(&document, TrustAnchor::aws_nitro_root().expect("AWS root"), &nonce, &expected),
+        verify_enclave(
+            &document,
+            TrustAnchor::aws_nitro_root().expect("AWS root"),
+            &nonce,
+            &expected,
+        ),
     );
     assert_eq!(e, DocumentError::UntrustedRoot);
     let other_root = TrustAnchor::from_der(MockPki::ephemeral().expect("mock PKI").root_der()).expect("anchor");
@@ -101,24 +122,51 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
     assert_eq!(e, DocumentError::UntrustedRoot);
 
     // Every request gets a fresh document; the convenience call agrees.
-    let again = client.attest_enclave(anchor.clone(), &expected).await.expect("attest_enclave");
+    let again = client
+        .attest_enclave(anchor.clone(), &expected)
+        .await
+        .expect("attest_enclave");
     assert_eq!(again.audit_public_key, identity.audit_public_key);
     assert!(again.timestamp_ms >= identity.timestamp_ms);
 
     // Any principal may ask (the operator too); the nonce is bounded.
-    let resp = call_as(&kw, &kw.operator, "Keyward.GetAttestationDocument", &json!({ "Nonce": b64(&nonce) })).await;
-    let operator_document = unb64(ok_json("GetAttestationDocument as operator", &resp)["AttestationDocument"].as_str().expect("AttestationDocument"));
+    let resp = call_as(
+        &kw,
+        &kw.operator,
+        "Keyward.GetAttestationDocument",
+        &json!({ "Nonce": b64(&nonce) }),
+    )
+    .await;
+    let operator_document = unb64(
+        ok_json("GetAttestationDocument as operator", &resp)["AttestationDocument"]
+            .as_str()
+            .expect("AttestationDocument"),
+    );
     let operator_identity =
         verify_enclave(&operator_document, anchor.clone(), &nonce, &expected).expect("operator's document verifies");
     assert_eq!(operator_identity.audit_public_key, identity.audit_public_key);
-    call_as(&kw, &kw.creds, "Keyward.GetAttestationDocument", &json!({ "Nonce": b64(&[7; 513]) }))
-        .await
-        .assert_error("a 513-byte nonce", 400, "ValidationException");
-    call_as(&kw, &kw.creds, "Keyward.GetAttestationDocument", &json!({ "Nonce": "***" }))
-        .await
-        .assert_error("a nonce that is not base64", 400, "SerializationException");
+    call_as(
+        &kw,
+        &kw.creds,
+        "Keyward.GetAttestationDocument",
+        &json!({ "Nonce": b64(&[7; 513]) }),
+    )
+    .await
+    .assert_error("a 513-byte nonce", 400, "ValidationException");
+    call_as(
+        &kw,
+        &kw.creds,
+        "Keyward.GetAttestationDocument",
+        &json!({ "Nonce": "***" }),
+    )
+    .await
+    .assert_error("a nonce that is not base64", 400, "SerializationException");
     let resp = call_as(&kw, &kw.creds, "Keyward.GetAttestationDocument", &json!({})).await;
-    let no_nonce = unb64(ok_json("GetAttestationDocument without a nonce", &resp)["AttestationDocument"].as_str().expect("AttestationDocument"));
+    let no_nonce = unb64(
+        ok_json("GetAttestationDocument without a nonce", &resp)["AttestationDocument"]
+            .as_str()
+            .expect("AttestationDocument"),
+    );
     let e = assert_document_error(
         "a document without a nonce",
         verify_enclave(&no_nonce, anchor.clone(), &nonce, &expected),
@@ -138,5 +186,8 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
         .attest_enclave(anchor, &expected)
         .await
         .expect("attest_enclave after a restart");
-    assert_eq!(after.audit_public_key, identity.audit_public_key, "the audit key persists");
+    assert_eq!(
+        after.audit_public_key, identity.audit_public_key,
+        "the audit key persists"
+    );
 }

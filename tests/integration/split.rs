@@ -136,7 +136,10 @@ impl Proc {
             let _ = tx.send(child.wait());
         });
         if rx.recv_timeout(STOP_TIMEOUT).is_err() {
-            eprintln!("{} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it", self.name);
+            eprintln!(
+                "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it",
+                self.name
+            );
             let _ = Command::new("kill").args(["-KILL", &pid]).status();
             let _ = rx.recv_timeout(STOP_TIMEOUT);
         }
@@ -183,7 +186,9 @@ impl Recorder {
             tokio::spawn(async move {
                 let mut connection = 0;
                 loop {
-                    let Ok((inbound, _)) = listener.accept().await else { return };
+                    let Ok((inbound, _)) = listener.accept().await else {
+                        return;
+                    };
                     let Ok(outbound) = UnixStream::connect(&upstream).await else {
                         continue; // the enclave is not there (yet); the proxy reconnects
                     };
@@ -288,7 +293,12 @@ impl Split {
             .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
             .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
             .env("RUST_LOG", "info");
-        let mut enclave = Proc::spawn("keyward enclave", command, Watch::Stderr, dir.path().join("enclave.log"));
+        let mut enclave = Proc::spawn(
+            "keyward enclave",
+            command,
+            Watch::Stderr,
+            dir.path().join("enclave.log"),
+        );
         enclave.wait_for(ENCLAVE_READY).await;
 
         let recorder = Recorder::start(&recorder_socket, enclave_socket);
@@ -320,7 +330,12 @@ impl Split {
     }
 
     pub fn client(&self) -> aws_sdk_kms::Client {
-        sdk_client(&self.url, &self.creds.access_key_id, &self.creds.secret, Some(REQUEST_TIMEOUT))
+        sdk_client(
+            &self.url,
+            &self.creds.access_key_id,
+            &self.creds.secret,
+            Some(REQUEST_TIMEOUT),
+        )
     }
 
     /// `<data-dir>/mock-attestation`, created by the enclave at start.
@@ -331,7 +346,10 @@ impl Split {
     /// Both processes' logs so far (the proxy's stdout and stderr, the
     /// enclave's stderr).
     pub fn logs(&self) -> Vec<(&'static str, String)> {
-        vec![(self.proxy.name, self.proxy.log()), (self.enclave.name, self.enclave.log())]
+        vec![
+            (self.proxy.name, self.proxy.log()),
+            (self.enclave.name, self.enclave.log()),
+        ]
     }
 }
 
@@ -382,7 +400,13 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis()).expect("fits")
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
 }
 
 /// `Recipient` for aws-sdk-kms.

@@ -21,6 +21,7 @@ pub enum KmsError {
     UnrecognizedClient(String),
     InvalidSignature(String),
     AccessDenied(String),
+    MalformedPolicyDocument(String),
     /// HTTP 412: the request would have succeeded (`DryRun: true`).
     DryRunOperation(String),
     Throttling(String),
@@ -53,6 +54,7 @@ impl KmsError {
             KmsError::UnrecognizedClient(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "InvalidSignatureException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::DryRunOperation(_) => "DryRunOperationException",
             KmsError::Throttling(_) => "ThrottlingException",
             KmsError::InvalidMac(_) => "KMSInvalidMacException",
@@ -89,6 +91,7 @@ impl KmsError {
             | KmsError::UnrecognizedClient(m)
             | KmsError::InvalidSignature(m)
             | KmsError::AccessDenied(m)
+            | KmsError::MalformedPolicyDocument(m)
             | KmsError::DryRunOperation(m)
             | KmsError::Throttling(m)
             | KmsError::AlreadyExists(m)

@@ -111,6 +111,7 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         next_rotation_date: None,
         rotations: Vec::new(),
         attestation,
+        policy_module: None,
     };
     let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
     rec.push_version(&kek, spec.generate().expose());

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod mac;
 pub mod params;
+pub mod policies;
 pub mod recipient;
 pub mod rotation;
 pub mod tags;
@@ -51,6 +52,13 @@ impl Ctx<'_> {
 tokio::task_local! {
     /// The ARN of the key the current request acted on, for its audit record.
     static AUDITED_KEY: RefCell<String>;
+    /// The policy module that decided the current request, for its audit record.
+    static AUDITED_POLICY: RefCell<String>;
+}
+
+/// Notes the policy module that decided (no-op outside a request).
+pub fn note_policy(sha256_hex: &str) {
+    let _ = AUDITED_POLICY.try_with(|p| sha256_hex.clone_into(&mut p.borrow_mut()));
 }
 
 /// Notes the key the current request acts on (no-op outside a request).
@@ -65,56 +73,62 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
         op = tracing::field::Empty,
         tenant = tracing::field::Empty
     );
-    AUDITED_KEY
-        .scope(RefCell::new(String::new()), async move {
-            let started = std::time::Instant::now();
-            let mut audit = AuditEntry {
-                time: (enclave.clock.now().unix_timestamp_nanos() / 1_000_000).max(0) as u64,
-                request_id: printable(&request.request_id),
-                chain: OPERATOR_CHAIN.to_owned(),
-                operation: printable(&header(&request, "x-amz-target").unwrap_or_default()),
-                ..Default::default()
-            };
-            let result = serve(enclave, &request, transport, &mut audit).await;
-            audit.key_arn = AUDITED_KEY.with(|k| k.borrow().clone());
-            match &result {
-                Ok(_) => audit.decision = ALLOW,
-                Err(e) => {
-                    // Refusals by policy (attestation, later WASM) are denials too.
-                    if audit.decision.is_empty() {
-                        audit.decision = if matches!(e, KmsError::AccessDenied(_)) {
-                            DENY
-                        } else {
-                            ERROR
-                        };
-                    }
-                    audit.reason = format!("{}: {}", e.aws_type(), e.message());
-                }
-            }
-            // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
-            let result = match enclave.audit(audit).await {
-                Ok(()) => result,
-                Err(e) => {
-                    tracing::error!(error = %e, "audit append failed; answering with an internal error");
-                    Err(KmsError::Internal)
-                }
-            };
-            let micros = started.elapsed().as_micros() as u64;
-            match result {
-                Ok(body) => {
-                    tracing::info!(status = 200, micros, "done");
-                    ApiResponse {
-                        status: 200,
-                        error_type: None,
-                        body: body.to_string().into_bytes(),
+    let in_scope = async move {
+        AUDITED_KEY
+            .scope(RefCell::new(String::new()), async move {
+                let started = std::time::Instant::now();
+                let mut audit = AuditEntry {
+                    time: (enclave.clock.now().unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                    request_id: printable(&request.request_id),
+                    chain: OPERATOR_CHAIN.to_owned(),
+                    operation: printable(&header(&request, "x-amz-target").unwrap_or_default()),
+                    ..Default::default()
+                };
+                let result = serve(enclave, &request, transport, &mut audit).await;
+                audit.key_arn = AUDITED_KEY.with(|k| k.borrow().clone());
+                audit.policy_module = AUDITED_POLICY.with(|p| p.borrow().clone());
+                match &result {
+                    Ok(_) => audit.decision = ALLOW,
+                    Err(e) => {
+                        // Refusals by policy (attestation, later WASM) are denials too.
+                        if audit.decision.is_empty() {
+                            audit.decision = if matches!(e, KmsError::AccessDenied(_)) {
+                                DENY
+                            } else {
+                                ERROR
+                            };
+                        }
+                        audit.reason = format!("{}: {}", e.aws_type(), e.message());
                     }
                 }
-                Err(e) => {
-                    tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
-                    e.to_response()
+                // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
+                let result = match enclave.audit(audit).await {
+                    Ok(()) => result,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit append failed; answering with an internal error");
+                        Err(KmsError::Internal)
+                    }
+                };
+                let micros = started.elapsed().as_micros() as u64;
+                match result {
+                    Ok(body) => {
+                        tracing::info!(status = 200, micros, "done");
+                        ApiResponse {
+                            status: 200,
+                            error_type: None,
+                            body: body.to_string().into_bytes(),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
+                        e.to_response()
+                    }
                 }
-            }
-        })
+            })
+            .await
+    };
+    AUDITED_POLICY
+        .scope(RefCell::new(String::new()), in_scope)
         .instrument(span)
         .await
 }
@@ -179,8 +193,10 @@ async fn serve(
     if !enclave.rate_limiter.allow(&principal.tenant, enclave.uptime_seconds()) {
         return denied(KmsError::Throttling("Rate exceeded".into()), audit);
     }
+    let mut tenant_policy = None;
     if !principal.is_operator() {
         let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
+        tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
         if !tenant.is_some_and(|t| t.enabled) {
             return denied(
                 KmsError::AccessDenied(format!("Tenant {} is disabled.", principal.tenant)),
@@ -196,6 +212,8 @@ async fn serve(
             "The request would have succeeded, but the DryRun flag is set.".into(),
         ));
     }
+    let mut facts = crate::policy::context::facts_of(&target, &body);
+    facts.tenant_policy = tenant_policy;
     let ctx = Ctx {
         enclave,
         keyring,
@@ -203,48 +221,55 @@ async fn serve(
         principal,
         now,
     };
+    crate::policy::context::FACTS
+        .scope(RefCell::new(facts), dispatch(&ctx, &target, body))
+        .await
+}
+
+/// Runs the operation named by `target`.
+async fn dispatch(ctx: &Ctx<'_>, target: &str, body: Value) -> Result<Value, KmsError> {
     let (service, op) = target.split_once('.').unwrap_or(("", ""));
     if service == "Keyward" {
-        return extensions(&ctx, op, body).await;
+        return extensions(ctx, op, body).await;
     }
     match op {
-        "CreateKey" => keys::create_key(&ctx, body).await,
-        "DescribeKey" => keys::describe_key(&ctx, body).await,
-        "ListKeys" => keys::list_keys(&ctx, body).await,
-        "Encrypt" => crypto::encrypt(&ctx, body).await,
-        "Decrypt" => crypto::decrypt(&ctx, body).await,
-        "GenerateDataKey" => crypto::generate_data_key(&ctx, body, true).await,
-        "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(&ctx, body, false).await,
-        "GenerateRandom" => crypto::generate_random(&ctx, body).await,
-        "ReEncrypt" => crypto::re_encrypt(&ctx, body).await,
-        "GenerateDataKeyPair" => crypto::generate_data_key_pair(&ctx, body, true).await,
-        "GenerateDataKeyPairWithoutPlaintext" => crypto::generate_data_key_pair(&ctx, body, false).await,
-        "EnableKey" => lifecycle::enable_key(&ctx, body).await,
-        "DisableKey" => lifecycle::disable_key(&ctx, body).await,
-        "ScheduleKeyDeletion" => lifecycle::schedule_key_deletion(&ctx, body).await,
-        "CancelKeyDeletion" => lifecycle::cancel_key_deletion(&ctx, body).await,
-        "UpdateKeyDescription" => lifecycle::update_key_description(&ctx, body).await,
-        "EnableKeyRotation" => rotation::enable_key_rotation(&ctx, body).await,
-        "DisableKeyRotation" => rotation::disable_key_rotation(&ctx, body).await,
-        "GetKeyRotationStatus" => rotation::get_key_rotation_status(&ctx, body).await,
-        "RotateKeyOnDemand" => rotation::rotate_key_on_demand(&ctx, body).await,
-        "ListKeyRotations" => rotation::list_key_rotations(&ctx, body).await,
-        "CreateAlias" => aliases::create_alias(&ctx, body).await,
-        "UpdateAlias" => aliases::update_alias(&ctx, body).await,
-        "DeleteAlias" => aliases::delete_alias(&ctx, body).await,
-        "ListAliases" => aliases::list_aliases(&ctx, body).await,
-        "TagResource" => tags::tag_resource(&ctx, body).await,
-        "UntagResource" => tags::untag_resource(&ctx, body).await,
-        "ListResourceTags" => tags::list_resource_tags(&ctx, body).await,
-        "Sign" => asymmetric::sign(&ctx, body).await,
-        "Verify" => asymmetric::verify(&ctx, body).await,
-        "GetPublicKey" => asymmetric::get_public_key(&ctx, body).await,
-        "DeriveSharedSecret" => asymmetric::derive_shared_secret(&ctx, body).await,
-        "GenerateMac" => mac::generate_mac(&ctx, body).await,
-        "VerifyMac" => mac::verify_mac(&ctx, body).await,
+        "CreateKey" => keys::create_key(ctx, body).await,
+        "DescribeKey" => keys::describe_key(ctx, body).await,
+        "ListKeys" => keys::list_keys(ctx, body).await,
+        "Encrypt" => crypto::encrypt(ctx, body).await,
+        "Decrypt" => crypto::decrypt(ctx, body).await,
+        "GenerateDataKey" => crypto::generate_data_key(ctx, body, true).await,
+        "GenerateDataKeyWithoutPlaintext" => crypto::generate_data_key(ctx, body, false).await,
+        "GenerateRandom" => crypto::generate_random(ctx, body).await,
+        "ReEncrypt" => crypto::re_encrypt(ctx, body).await,
+        "GenerateDataKeyPair" => crypto::generate_data_key_pair(ctx, body, true).await,
+        "GenerateDataKeyPairWithoutPlaintext" => crypto::generate_data_key_pair(ctx, body, false).await,
+        "EnableKey" => lifecycle::enable_key(ctx, body).await,
+        "DisableKey" => lifecycle::disable_key(ctx, body).await,
+        "ScheduleKeyDeletion" => lifecycle::schedule_key_deletion(ctx, body).await,
+        "CancelKeyDeletion" => lifecycle::cancel_key_deletion(ctx, body).await,
+        "UpdateKeyDescription" => lifecycle::update_key_description(ctx, body).await,
+        "EnableKeyRotation" => rotation::enable_key_rotation(ctx, body).await,
+        "DisableKeyRotation" => rotation::disable_key_rotation(ctx, body).await,
+        "GetKeyRotationStatus" => rotation::get_key_rotation_status(ctx, body).await,
+        "RotateKeyOnDemand" => rotation::rotate_key_on_demand(ctx, body).await,
+        "ListKeyRotations" => rotation::list_key_rotations(ctx, body).await,
+        "CreateAlias" => aliases::create_alias(ctx, body).await,
+        "UpdateAlias" => aliases::update_alias(ctx, body).await,
+        "DeleteAlias" => aliases::delete_alias(ctx, body).await,
+        "ListAliases" => aliases::list_aliases(ctx, body).await,
+        "TagResource" => tags::tag_resource(ctx, body).await,
+        "UntagResource" => tags::untag_resource(ctx, body).await,
+        "ListResourceTags" => tags::list_resource_tags(ctx, body).await,
+        "Sign" => asymmetric::sign(ctx, body).await,
+        "Verify" => asymmetric::verify(ctx, body).await,
+        "GetPublicKey" => asymmetric::get_public_key(ctx, body).await,
+        "DeriveSharedSecret" => asymmetric::derive_shared_secret(ctx, body).await,
+        "GenerateMac" => mac::generate_mac(ctx, body).await,
+        "VerifyMac" => mac::verify_mac(ctx, body).await,
         _ => Err(KmsError::UnknownOperation(format!(
             "Unknown operation {}",
-            printable(&target)
+            printable(target)
         ))),
     }
 }
@@ -262,6 +287,12 @@ async fn extensions(ctx: &Ctx<'_>, op: &str, body: Value) -> Result<Value, KmsEr
         "UpdateKeyAttestationPolicy" => attestation_ops::update_key_attestation_policy(ctx, body).await,
         "DescribeKeyAttestationPolicy" => attestation_ops::describe_key_attestation_policy(ctx, body).await,
         "GetAttestationDocument" => attestation_ops::get_attestation_document(ctx, body).await,
+        "PutKeyPolicyModule" => policies::put_key_policy_module(ctx, body).await,
+        "GetKeyPolicyModule" => policies::get_key_policy_module(ctx, body).await,
+        "DeleteKeyPolicyModule" => policies::delete_key_policy_module(ctx, body).await,
+        "PutTenantPolicyModule" => policies::put_tenant_policy_module(ctx, body).await,
+        "DeleteTenantPolicyModule" => policies::delete_tenant_policy_module(ctx, body).await,
+        "TestPolicy" => policies::test_policy(ctx, body).await,
         _ => Err(KmsError::UnknownOperation(format!(
             "Unknown operation Keyward.{}",
             printable(op)

@@ -117,6 +117,10 @@ pub async fn load_key(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsErro
         }
         other => other,
     };
+    if let Some(rec) = &rec {
+        // Customer policy modules decide after built-in authorization, on every key acted on.
+        super::policies::enforce(ctx, rec).await?;
+    }
     rec.ok_or_else(|| {
         KmsError::NotFound(format!(
             "Key '{}' does not exist",

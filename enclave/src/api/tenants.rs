@@ -52,6 +52,7 @@ pub async fn create_tenant(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError
                 tenant_id: id.clone(),
                 enabled: true,
                 created: now,
+                policy_module: None,
             },
         )
         .await?;

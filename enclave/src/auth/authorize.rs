@@ -28,7 +28,12 @@ pub fn need(target: &str) -> Option<Need> {
             Need::Operator
         }
         "Keyward.GetAuditLog" | "Keyward.GetAttestationDocument" => Need::Anyone,
-        "Keyward.UpdateKeyAttestationPolicy" => Need::KeyAdmin,
+        "Keyward.UpdateKeyAttestationPolicy"
+        | "Keyward.PutKeyPolicyModule"
+        | "Keyward.DeleteKeyPolicyModule"
+        | "Keyward.PutTenantPolicyModule"
+        | "Keyward.DeleteTenantPolicyModule" => Need::KeyAdmin,
+        "Keyward.GetKeyPolicyModule" | "Keyward.TestPolicy" => Need::AnyTenantRole,
         "Keyward.DescribeKeyAttestationPolicy" => Need::AnyTenantRole,
         "Keyward.CreateAccessKey" | "Keyward.ListAccessKeys" | "Keyward.DeleteAccessKey" => Need::KeyAdmin,
         "TrentService.CreateKey"

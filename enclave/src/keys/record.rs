@@ -86,6 +86,9 @@ pub struct KeyRecord {
     /// Release only to attested recipients (`Keyward.UpdateKeyAttestationPolicy`).
     #[serde(default)]
     pub attestation: Option<AttestationPolicy>,
+    /// SHA-256 (hex) of the attached policy module, if any.
+    #[serde(default)]
+    pub policy_module: Option<String>,
 }
 
 /// A key's attestation requirements, like AWS's `kms:RecipientAttestation:*`
@@ -195,6 +198,7 @@ mod tests {
             next_rotation_date: None,
             rotations: Vec::new(),
             attestation: None,
+            policy_module: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! `kmsctl`: administer a Keyward KMS from the command line — tenants,
-//! access keys, and the audit log (listing and verification).
+//! access keys, the audit log (listing and verification), and key policy
+//! modules (WebAssembly, `policies/ABI.md`).
 //!
 //! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
 //! Exit codes: 0 success, 1 service or verification failure, 2 usage error.
@@ -9,9 +10,13 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use keyward_sdk::audit::{self, AuditError, AuditRecord};
 use keyward_sdk::{Client, Error, Role};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -19,9 +24,10 @@ use time::format_description::well_known::Rfc3339;
 #[command(
     name = "kmsctl",
     version,
-    about = "Administer a Keyward KMS: tenants, access keys and the audit log.",
+    about = "Administer a Keyward KMS: tenants, access keys, the audit log and key policy modules.",
     after_help = "Credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.\n\
-                  Exit codes: 0 success, 1 service error or invalid audit chain, 2 usage error."
+                  Exit codes: 0 success, 1 service error, invalid audit chain or unexpected policy decision, \
+                  2 usage error."
 )]
 struct Cli {
     /// Keyward endpoint.
@@ -50,6 +56,9 @@ enum Command {
     /// The caller's audit chain (the operator's chain for the operator).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Key policy modules: WebAssembly, ABI v1 (policies/ABI.md).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +107,52 @@ enum AuditCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run a module on a request context in the enclave's sandbox and print
+    /// the decision; nothing is attached.
+    Test {
+        /// The policy module (.wasm).
+        module: PathBuf,
+        /// The request context: a JSON object (ABI v1).
+        context: PathBuf,
+        /// Exit 1 unless the decision is this one.
+        #[arg(long, value_name = "allow|deny")]
+        expect: Option<Expectation>,
+    },
+    /// Attach a module to a key, replacing any (KeyAdmin); prints its ModuleSha256.
+    Put {
+        /// Key id, key ARN, alias name or alias ARN.
+        key_id: String,
+        /// The policy module (.wasm).
+        module: PathBuf,
+    },
+    /// Show the ModuleSha256 of a key's module.
+    Get {
+        key_id: String,
+        /// Also save the module to FILE.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Detach a key's module (KeyAdmin).
+    Delete { key_id: String },
+    /// Make a module the tenant's default, evaluated before each key's own
+    /// module (KeyAdmin); prints its ModuleSha256.
+    PutTenant {
+        /// The policy module (.wasm).
+        module: PathBuf,
+    },
+    /// Remove the tenant's default module (KeyAdmin).
+    DeleteTenant,
+}
+
+/// The decision `kmsctl policy test --expect` requires.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Expectation {
+    Allow,
+    Deny,
+}
+
 /// Why kmsctl stops with a non-zero code.
 enum Failure {
     /// Exit 2.
@@ -106,6 +161,9 @@ enum Failure {
     Service(Error),
     /// Exit 1.
     Invalid(AuditError),
+    /// Exit 1: a policy answer other than expected, or a response that does
+    /// not match what was sent.
+    Mismatch(String),
 }
 
 impl From<Error> for Failure {
@@ -131,6 +189,10 @@ fn main() -> ExitCode {
                 Some(sequence) => eprintln!("audit chain INVALID at record {sequence}: {}", e.what()),
                 None => eprintln!("kmsctl: {e}"),
             }
+            ExitCode::from(1)
+        }
+        Err(Failure::Mismatch(message)) => {
+            eprintln!("kmsctl: {message}");
             ExitCode::from(1)
         }
     }
@@ -244,6 +306,165 @@ async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>)
                 verified.head_hash
             );
         }
+        Command::Policy(command) => policy(client, command).await?,
+    }
+    Ok(())
+}
+
+// --- policy modules ---
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TestPolicyResponse {
+    allow: bool,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    module_sha256: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ModuleResponse {
+    #[serde(default)]
+    key_id: Option<String>,
+    module_sha256: String,
+    /// Base64 (GetKeyPolicyModule only).
+    #[serde(default)]
+    module: Option<String>,
+}
+
+/// A policy module read from disk, with its SHA-256 (lowercase hex).
+struct ModuleFile {
+    base64: String,
+    sha256: String,
+}
+
+/// Reads `path`; a missing or empty file is a usage error.
+fn read_module(path: &std::path::Path) -> Result<ModuleFile, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    if bytes.is_empty() {
+        return Err(Failure::Usage(format!("{}: empty file", path.display())));
+    }
+    Ok(ModuleFile {
+        base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    })
+}
+
+/// The service's ModuleSha256 must be that of the module sent: the response
+/// crosses the untrusted host.
+fn check_sha256(sent: &ModuleFile, reported: &str) -> Result<(), Failure> {
+    if reported.eq_ignore_ascii_case(&sent.sha256) {
+        Ok(())
+    } else {
+        Err(Failure::Mismatch(format!(
+            "the service reports ModuleSha256 {} but the module's SHA-256 is {}",
+            clean(reported),
+            sent.sha256
+        )))
+    }
+}
+
+async fn policy(client: &Client, command: PolicyCommand) -> Result<(), Failure> {
+    match command {
+        PolicyCommand::Test {
+            module,
+            context,
+            expect,
+        } => {
+            // Both files are read before any network call: a bad file is a usage error.
+            let wasm = read_module(&module)?;
+            let text =
+                std::fs::read_to_string(&context).map_err(|e| Failure::Usage(format!("{}: {e}", context.display())))?;
+            let context_json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Failure::Usage(format!("{}: not JSON: {e}", context.display())))?;
+            if !context_json.is_object() {
+                return Err(Failure::Usage(format!("{}: not a JSON object", context.display())));
+            }
+            let body = json!({ "Module": wasm.base64, "Context": context_json });
+            let decision: TestPolicyResponse = client.call("Keyward.TestPolicy", &body).await?;
+            println!("Allow           {}", decision.allow);
+            println!("Reason          {}", clean(&decision.reason));
+            if let Some(sha) = &decision.module_sha256 {
+                println!("ModuleSha256    {}", clean(sha));
+                check_sha256(&wasm, sha)?;
+            }
+            if let Some(expected) = expect
+                && (expected == Expectation::Allow) != decision.allow
+            {
+                let (want, got) = if decision.allow {
+                    ("deny", "allow")
+                } else {
+                    ("allow", "deny")
+                };
+                return Err(Failure::Mismatch(format!("expected {want}, the policy answered {got}")));
+            }
+        }
+        PolicyCommand::Put { key_id, module } => {
+            let wasm = read_module(&module)?;
+            let body = json!({ "KeyId": key_id, "Module": wasm.base64 });
+            let put: ModuleResponse = client.call("Keyward.PutKeyPolicyModule", &body).await?;
+            if let Some(key) = &put.key_id {
+                println!("KeyId           {}", clean(key));
+            }
+            println!("ModuleSha256    {}", clean(&put.module_sha256));
+            check_sha256(&wasm, &put.module_sha256)?;
+        }
+        PolicyCommand::Get { key_id, output } => {
+            let got: ModuleResponse = client
+                .call("Keyward.GetKeyPolicyModule", &json!({ "KeyId": key_id }))
+                .await?;
+            if let Some(key) = &got.key_id {
+                println!("KeyId           {}", clean(key));
+            }
+            println!("ModuleSha256    {}", clean(&got.module_sha256));
+            if let Some(path) = output {
+                let bytes = got
+                    .module
+                    .as_deref()
+                    .map(|m| base64::engine::general_purpose::STANDARD.decode(m))
+                    .transpose()
+                    .map_err(|e| {
+                        Failure::Service(Error::Decode {
+                            operation: "Keyward.GetKeyPolicyModule".to_owned(),
+                            reason: format!("Module is not base64: {e}"),
+                        })
+                    })?
+                    .ok_or_else(|| {
+                        Failure::Service(Error::Decode {
+                            operation: "Keyward.GetKeyPolicyModule".to_owned(),
+                            reason: "the response has no Module".to_owned(),
+                        })
+                    })?;
+                let sha = hex::encode(Sha256::digest(&bytes));
+                if !got.module_sha256.eq_ignore_ascii_case(&sha) {
+                    return Err(Failure::Mismatch(format!(
+                        "the module received has SHA-256 {sha}, not the ModuleSha256 reported; not saved"
+                    )));
+                }
+                std::fs::write(&path, &bytes).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+                eprintln!("module saved to {}", path.display());
+            }
+        }
+        PolicyCommand::Delete { key_id } => {
+            let _: serde_json::Value = client
+                .call("Keyward.DeleteKeyPolicyModule", &json!({ "KeyId": key_id }))
+                .await?;
+            println!("policy module of key {key_id} deleted");
+        }
+        PolicyCommand::PutTenant { module } => {
+            let wasm = read_module(&module)?;
+            let put: ModuleResponse = client
+                .call("Keyward.PutTenantPolicyModule", &json!({ "Module": wasm.base64 }))
+                .await?;
+            println!("ModuleSha256    {}", clean(&put.module_sha256));
+            check_sha256(&wasm, &put.module_sha256)?;
+        }
+        PolicyCommand::DeleteTenant => {
+            let _: serde_json::Value = client.call("Keyward.DeleteTenantPolicyModule", &json!({})).await?;
+            println!("tenant default policy module deleted");
+        }
     }
     Ok(())
 }
@@ -349,6 +570,59 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["kmsctl", "access-key", "create", "--role", "Operator"]).is_err());
         assert!(Cli::try_parse_from(["kmsctl", "tenant", "create"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn policy_subcommands_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "test", "p.wasm", "ctx.json", "--expect", "deny"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Policy(PolicyCommand::Test {
+                expect: Some(Expectation::Deny),
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "put", "alias/app", "p.wasm"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::Put { ref key_id, .. }) if key_id == "alias/app"));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "get", "k", "--output", "out.wasm"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Policy(PolicyCommand::Get { output: Some(_), .. })
+        ));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "put-tenant", "p.wasm"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::PutTenant { .. })));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "delete-tenant"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::DeleteTenant)));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "delete", "k"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::Delete { .. })));
+        assert!(Cli::try_parse_from(["kmsctl", "policy", "test", "p.wasm"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "policy", "test", "p.wasm", "c.json", "--expect", "maybe"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "policy", "put", "k"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn module_files_are_read_and_hashed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.wasm");
+        std::fs::write(&path, b"\0asm\x01\0\0\0")?;
+        let Ok(module) = read_module(&path) else {
+            panic!("readable module");
+        };
+        assert_eq!(module.base64, "AGFzbQEAAAA=");
+        assert_eq!(
+            module.sha256,
+            "93a44bbb96c751218e4c00d479e4c14358122a389acca16205b1e4d0dc5f9476"
+        );
+        assert!(check_sha256(&module, &module.sha256.to_uppercase()).is_ok());
+        assert!(matches!(check_sha256(&module, "00"), Err(Failure::Mismatch(_))));
+        std::fs::write(&path, b"")?;
+        assert!(matches!(read_module(&path), Err(Failure::Usage(_))));
+        assert!(matches!(
+            read_module(&dir.path().join("missing.wasm")),
+            Err(Failure::Usage(_))
+        ));
         Ok(())
     }
 

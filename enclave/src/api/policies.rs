@@ -1,0 +1,202 @@
+//! Policy modules: `Keyward.PutKeyPolicyModule`, `GetKeyPolicyModule`,
+//! `DeleteKeyPolicyModule`, `PutTenantPolicyModule`,
+//! `DeleteTenantPolicyModule`, `TestPolicy`, and the enforcement that runs on
+//! every key a request acts on.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use super::error::KmsError;
+use super::lifecycle::modify;
+use super::params::{self, Access, b64, blob, check_state, parse, required};
+use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
+use crate::keys::record::KeyRecord;
+use crate::policy::context::{self, FACTS};
+use crate::policy::modules::{ModuleCache, ModuleError};
+use crate::policy::sandbox::{MAX_MODULE_BYTES, PolicyEngine, PolicyError};
+
+fn engine<'a>(ctx: &'a Ctx<'_>) -> Result<&'a PolicyEngine, KmsError> {
+    ctx.enclave.policy_engine().ok_or_else(|| {
+        tracing::error!("the policy engine is unavailable");
+        KmsError::Internal
+    })
+}
+
+fn module_error(e: ModuleError) -> KmsError {
+    match e {
+        ModuleError::Policy(PolicyError::Engine(m)) => {
+            tracing::error!(error = %m, "policy engine failure");
+            KmsError::Internal
+        }
+        ModuleError::Policy(p) => KmsError::MalformedPolicyDocument(format!("The policy module is not valid: {p}")),
+        ModuleError::Store(s) => s.into(),
+        ModuleError::Missing(sha) => {
+            tracing::error!(module = %sha, "an attached policy module is missing from the store");
+            KmsError::Internal
+        }
+    }
+}
+
+fn module_bytes(field: &str, value: Option<String>) -> Result<Vec<u8>, KmsError> {
+    let wasm = blob(field, &required(field, value)?)?;
+    params::length(field, wasm.len(), 1, MAX_MODULE_BYTES)?;
+    Ok(wasm)
+}
+
+/// Runs the tenant's default module, then the key's, for a request acting on
+/// `key`. Policy management itself is exempt, so a module that denies
+/// everything can still be replaced or removed by a KeyAdmin.
+pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
+    let Ok((action, tenant_module)) = FACTS.try_with(|f| {
+        let f = f.borrow();
+        (f.action.clone(), f.tenant_policy.clone())
+    }) else {
+        return Ok(());
+    };
+    if action.starts_with("keyward:") && action.contains("Policy") {
+        return Ok(());
+    }
+    let modules: Vec<&String> = tenant_module.iter().chain(key.policy_module.iter()).collect();
+    if modules.is_empty() {
+        return Ok(());
+    }
+    let engine = engine(ctx)?;
+    let time_ms = (ctx.now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let input = context::build(&ctx.principal, key, time_ms);
+    for sha in modules {
+        let compiled = ctx
+            .enclave
+            .policy_modules
+            .get(engine, &ctx.records, &ctx.principal.tenant, sha)
+            .await
+            .map_err(module_error)?;
+        let started = std::time::Instant::now();
+        let decision = engine.evaluate(&compiled, &input);
+        tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
+        super::note_policy(sha);
+        if !decision.allow {
+            return Err(KmsError::AccessDenied(format!(
+                "Denied by policy module {sha}: {}",
+                super::printable(&decision.reason)
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutKeyPolicyModuleRequest {
+    key_id: Option<String>,
+    module: Option<String>,
+}
+
+pub async fn put_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: PutKeyPolicyModuleRequest = parse(body)?;
+    let wasm = module_bytes("module", req.module)?;
+    // Compiled and stored before the key points to it: the switch is one record write.
+    let compiled = ctx
+        .enclave
+        .policy_modules
+        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
+        .await
+        .map_err(module_error)?;
+    let sha = compiled.sha256_hex();
+    let (rec, ()) = modify(ctx, req.key_id, |rec| {
+        check_state(rec, Access::Manage)?;
+        rec.policy_module = Some(sha.clone());
+        Ok(())
+    })
+    .await?;
+    tracing::info!(key_id = %rec.key_id, module = %sha, "policy module attached");
+    Ok(json!({ "KeyId": rec.arn, "ModuleSha256": sha }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyIdRequest {
+    key_id: Option<String>,
+}
+
+pub async fn get_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: KeyIdRequest = parse(body)?;
+    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
+    let Some(sha) = &rec.policy_module else {
+        return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
+    };
+    let wasm = ModuleCache::bytes(&ctx.records, &ctx.principal.tenant, sha)
+        .await
+        .map_err(module_error)?;
+    Ok(json!({ "KeyId": rec.arn, "ModuleSha256": sha, "Module": b64(&wasm) }))
+}
+
+pub async fn delete_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: KeyIdRequest = parse(body)?;
+    let (rec, existed) = modify(ctx, req.key_id, |rec| Ok(rec.policy_module.take().is_some())).await?;
+    if !existed {
+        return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutTenantPolicyModuleRequest {
+    module: Option<String>,
+}
+
+async fn set_tenant_policy(ctx: &Ctx<'_>, sha: Option<String>) -> Result<bool, KmsError> {
+    let tenant = ctx.principal.tenant.clone();
+    let _guard = ctx.enclave.locks.lock(&format!("{TENANT_NAMESPACE}/{tenant}")).await;
+    let Some(mut record) = ctx.records.get::<TenantRecord>(TENANT_NAMESPACE, &tenant).await? else {
+        return Err(KmsError::Internal);
+    };
+    let had = record.policy_module.is_some();
+    record.policy_module = sha;
+    ctx.records.put(TENANT_NAMESPACE, &tenant, &record).await?;
+    Ok(had)
+}
+
+pub async fn put_tenant_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: PutTenantPolicyModuleRequest = parse(body)?;
+    let wasm = module_bytes("module", req.module)?;
+    let compiled = ctx
+        .enclave
+        .policy_modules
+        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
+        .await
+        .map_err(module_error)?;
+    let sha = compiled.sha256_hex();
+    set_tenant_policy(ctx, Some(sha.clone())).await?;
+    Ok(json!({ "ModuleSha256": sha }))
+}
+
+pub async fn delete_tenant_policy_module(ctx: &Ctx<'_>, _body: Value) -> Result<Value, KmsError> {
+    if !set_tenant_policy(ctx, None).await? {
+        return Err(KmsError::NotFound("The tenant has no default policy module.".into()));
+    }
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TestPolicyRequest {
+    module: Option<String>,
+    context: Option<Value>,
+}
+
+/// Evaluates a module on a caller-given context; nothing is stored or attached.
+pub async fn test_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: TestPolicyRequest = parse(body)?;
+    let wasm = module_bytes("module", req.module)?;
+    let input = match required("context", req.context)? {
+        Value::String(s) => s.into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    params::length("context", input.len(), 1, crate::policy::sandbox::MAX_CONTEXT_BYTES)?;
+    let engine = engine(ctx)?;
+    let compiled = engine.compile(&wasm).map_err(|e| module_error(e.into()))?;
+    let decision = engine.evaluate(&compiled, &input);
+    Ok(json!({ "ModuleSha256": compiled.sha256_hex(), "Allow": decision.allow, "Reason": decision.reason }))
+}

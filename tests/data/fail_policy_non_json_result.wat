@@ -1,0 +1,12 @@
+;; Hostile: the decision is not JSON.
+(module
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "this is not json")
+  (func (export "keyward_policy_abi_v1"))
+  (func (export "keyward_alloc") (param $len i32) (result i32)
+    (i32.const 4096))
+  (func (export "keyward_evaluate") (param $ptr i32) (param $len i32) (result i64)
+    (i64.or
+      (i64.shl (i64.const 1024) (i64.const 32))
+      (i64.const 16)))
+)
