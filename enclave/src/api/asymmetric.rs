@@ -297,35 +297,12 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::super::error::KmsError;
-    use super::super::{Ctx, keys, lifecycle};
+    use super::super::{Ctx, lifecycle};
 
     use crate::store::MemoryStore;
 
-    use super::super::tests::{TENANT, ctx, enclave};
+    use super::super::tests::{TENANT, aws_type, b64, create, ctx, enclave, unb64};
 
-    fn b64(bytes: &[u8]) -> String {
-        super::b64(bytes)
-    }
-
-    fn unb64(v: &Value, name: &str) -> Vec<u8> {
-        super::blob(name, v[name].as_str().expect("string field")).expect("base64")
-    }
-
-    /// Creates a key; returns (key id, ARN).
-    async fn create(ctx: &Ctx<'_>, spec: &str, usage: &str) -> (String, String) {
-        let created = keys::create_key(ctx, json!({ "KeySpec": spec, "KeyUsage": usage }))
-            .await
-            .expect("created");
-        let meta = &created["KeyMetadata"];
-        (
-            meta["KeyId"].as_str().expect("key id").to_owned(),
-            meta["Arn"].as_str().expect("arn").to_owned(),
-        )
-    }
-
-    fn aws_type(result: Result<Value, KmsError>) -> &'static str {
-        result.expect_err("must fail").aws_type()
-    }
 
     async fn sign(ctx: &Ctx<'_>, key_id: &str, message: &[u8], message_type: &str) -> Result<Value, KmsError> {
         super::sign(

@@ -56,8 +56,23 @@ pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     super::params::b64(bytes)
+}
+
+pub(super) fn unb64(v: &Value, name: &str) -> Vec<u8> {
+    super::params::blob(name, v[name].as_str().expect("string field")).expect("base64")
+}
+
+/// Creates a key; returns (key id, ARN).
+pub(super) async fn create(ctx: &Ctx<'_>, spec: &str, usage: &str) -> (String, String) {
+    let created = keys::create_key(ctx, json!({ "KeySpec": spec, "KeyUsage": usage })).await.expect("created");
+    let meta = &created["KeyMetadata"];
+    (meta["KeyId"].as_str().expect("key id").to_owned(), meta["Arn"].as_str().expect("arn").to_owned())
+}
+
+pub(super) fn aws_type(result: Result<Value, KmsError>) -> &'static str {
+    result.expect_err("must fail").aws_type()
 }
 
 fn field(v: &Value, name: &str) -> String {
