@@ -303,7 +303,6 @@ mod tests {
 
     use super::super::tests::{TENANT, aws_type, b64, create, ctx, enclave, unb64};
 
-
     async fn sign(ctx: &Ctx<'_>, key_id: &str, message: &[u8], message_type: &str) -> Result<Value, KmsError> {
         super::sign(
             ctx,

@@ -189,7 +189,6 @@ mod tests {
 
     use super::super::tests::{TENANT, aws_type, b64, create, ctx, enclave, unb64};
 
-
     async fn generate(ctx: &Ctx<'_>, key_id: &str, message: &[u8], algorithm: &str) -> Result<Value, KmsError> {
         super::generate_mac(
             ctx,

@@ -72,7 +72,7 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
             .await
             .map_err(module_error)?;
         let started = std::time::Instant::now();
-        let decision = engine.evaluate(&compiled, &input);
+        let decision = evaluate_off_the_reactor(engine, &compiled, &input);
         tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
         super::note_policy(sha);
         if !decision.allow {
@@ -83,6 +83,23 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
         }
     }
     Ok(())
+}
+
+/// A decision can take up to the sandbox's wall-clock deadline (a hostile
+/// module burning its fuel): on the multi-threaded runtime it runs with
+/// `block_in_place`, so the worker's other requests move to another thread
+/// instead of waiting behind it.
+fn evaluate_off_the_reactor(
+    engine: &PolicyEngine,
+    compiled: &crate::policy::sandbox::CompiledPolicy,
+    input: &[u8],
+) -> crate::policy::sandbox::Decision {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| engine.evaluate(compiled, input))
+        }
+        _ => engine.evaluate(compiled, input),
+    }
 }
 
 #[derive(Deserialize)]

@@ -66,9 +66,14 @@ pub(super) fn unb64(v: &Value, name: &str) -> Vec<u8> {
 
 /// Creates a key; returns (key id, ARN).
 pub(super) async fn create(ctx: &Ctx<'_>, spec: &str, usage: &str) -> (String, String) {
-    let created = keys::create_key(ctx, json!({ "KeySpec": spec, "KeyUsage": usage })).await.expect("created");
+    let created = keys::create_key(ctx, json!({ "KeySpec": spec, "KeyUsage": usage }))
+        .await
+        .expect("created");
     let meta = &created["KeyMetadata"];
-    (meta["KeyId"].as_str().expect("key id").to_owned(), meta["Arn"].as_str().expect("arn").to_owned())
+    (
+        meta["KeyId"].as_str().expect("key id").to_owned(),
+        meta["Arn"].as_str().expect("arn").to_owned(),
+    )
 }
 
 pub(super) fn aws_type(result: Result<Value, KmsError>) -> &'static str {
