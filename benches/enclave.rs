@@ -120,44 +120,20 @@ fn operations(c: &mut Criterion) {
     use keyward_attestation::mock::{MockAttester, MockPki};
     use keyward_attestation::verify::{TrustAnchor, Verifier};
     use keyward_enclave::api::{Ctx, crypto, keys};
-    use keyward_enclave::auth::{Principal, credentials::Role};
     use keyward_enclave::store::{MemoryStore, Records};
     use serde_json::json;
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let pki = MockPki::ephemeral().expect("mock pki");
     let anchor = TrustAnchor::from_der(pki.root_der()).expect("anchor");
-    let args = keyward_enclave::Args {
-        mode: keyward_enclave::Mode::Mock,
-        socket: Some("/unused".into()),
-        vsock_port: 5000,
-        region: "us-east-1".into(),
-        dev_tenant: "111122223333".into(),
-        mock_clock_offset: 0,
-        tenant_rate_limit: 10_000,
-        data_dir: None,
-        mock_pcrs: Vec::new(),
-        allow_debug_attestation: false,
-        exit_on_stdin_close: false,
-    };
-    let config = args.validate(|_| None).expect("config");
-    let enclave = keyward_enclave::Enclave::new(
-        config,
-        Box::new(keyward_enclave::nsm::MockNsm),
-        Arc::new(keyward_enclave::clock::SystemClock),
-    )
-    .with_verifier(Verifier::new(anchor));
+    let enclave = mock_enclave().with_verifier(Verifier::new(anchor));
     let store = MemoryStore::new();
     let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
     let ctx = Ctx {
         enclave: &enclave,
         keyring,
         records: Records::new(&*store, &keyring.sealer),
-        principal: Principal {
-            tenant: "111122223333".into(),
-            access_key_id: "AKIABENCHBENCHBENCH0".into(),
-            roles: vec![Role::KeyAdmin, Role::KeyUser],
-        },
+        principal: bench_principal(),
         now: time::OffsetDateTime::now_utc(),
     };
     let created = runtime.block_on(keys::create_key(&ctx, json!({}))).expect("key");
@@ -199,12 +175,184 @@ fn operations(c: &mut Criterion) {
     });
 }
 
+/// A mock-mode enclave (in process, no socket) for the whole-operation benchmarks.
+fn mock_enclave() -> keyward_enclave::Enclave {
+    let args = keyward_enclave::Args {
+        mode: keyward_enclave::Mode::Mock,
+        socket: Some("/unused".into()),
+        vsock_port: 5000,
+        region: "us-east-1".into(),
+        dev_tenant: BENCH_TENANT.into(),
+        mock_clock_offset: 0,
+        tenant_rate_limit: 10_000,
+        data_dir: None,
+        mock_pcrs: Vec::new(),
+        allow_debug_attestation: false,
+        exit_on_stdin_close: false,
+    };
+    let config = args.validate(|_| None).expect("config");
+    keyward_enclave::Enclave::new(
+        config,
+        Box::new(keyward_enclave::nsm::MockNsm),
+        Arc::new(keyward_enclave::clock::SystemClock),
+    )
+}
+
+const BENCH_TENANT: &str = "111122223333";
+
+/// A KeyAdmin + KeyUser of the bench tenant.
+fn bench_principal() -> keyward_enclave::auth::Principal {
+    use keyward_enclave::auth::credentials::Role;
+    keyward_enclave::auth::Principal {
+        tenant: BENCH_TENANT.into(),
+        access_key_id: "AKIABENCHBENCHBENCH0".into(),
+        roles: vec![Role::KeyAdmin, Role::KeyUser],
+    }
+}
+
+/// The `context-tenant` example policy as WebAssembly, built like the
+/// integration tests build it (`policies/` is its own workspace and target
+/// dir; a no-op when up to date).
+fn example_policy(name: &str) -> Vec<u8> {
+    const TARGET: &str = "wasm32-unknown-unknown";
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let target_dir = workspace.join("target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(&workspace)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running cargo build in policies/");
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint = if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`") {
+            format!("the {TARGET} target is not installed: run `rustup target add {TARGET}`\n")
+        } else {
+            String::new()
+        };
+        panic!("{hint}building the example policies failed:\n{stderr}");
+    }
+    let path = target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Customer key policies (ABI v1): one decision in the wasmtime sandbox — a
+/// fresh store and instance per decision, as in the enclave — for the
+/// allow-all WAT module and the `context-tenant` example (Rust, serde_json,
+/// ~100 KiB), on the 0.7 KiB sample context; and a whole Decrypt in the
+/// enclave (as in [`operations`]) of a key without and with a policy module
+/// (`context-tenant`, allowing; and allow-all), under the request facts the
+/// dispatcher sets.
+fn policy(c: &mut Criterion) {
+    use std::cell::RefCell;
+
+    use keyward_enclave::api::{Ctx, crypto, keys, policies};
+    use keyward_enclave::policy::context::{FACTS, facts_of};
+    use keyward_enclave::policy::sandbox::PolicyEngine;
+    use keyward_enclave::store::{MemoryStore, Records};
+    use serde_json::{Value, json};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let allow_all_wasm = wat::parse_file(root.join("tests/data/policy_allow_all.wat")).expect("allow-all WAT");
+    let context_tenant_wasm = example_policy("context-tenant");
+    // The sample context, compact as the enclave sends it (tenant "acme",
+    // encryption context tenant "acme": context-tenant allows).
+    let sample: Value =
+        serde_json::from_slice(&std::fs::read(root.join("policies/contexts/decrypt.json")).expect("sample"))
+            .expect("JSON");
+    let context = serde_json::to_vec(&sample).expect("context");
+
+    let engine = PolicyEngine::new().expect("policy engine");
+    let allow_all = engine.compile(&allow_all_wasm).expect("compiles");
+    let context_tenant = engine.compile(&context_tenant_wasm).expect("compiles");
+    assert!(engine.evaluate(&context_tenant, &context).allow);
+    let mut group = c.benchmark_group("policy");
+    group.bench_function("decision/allow-all-wat", |b| {
+        b.iter(|| engine.evaluate(&allow_all, black_box(&context)))
+    });
+    group.bench_function("decision/context-tenant", |b| {
+        b.iter(|| engine.evaluate(&context_tenant, black_box(&context)))
+    });
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let enclave = mock_enclave();
+    let store = MemoryStore::new();
+    let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
+    let ctx = Ctx {
+        enclave: &enclave,
+        keyring,
+        records: Records::new(&*store, &keyring.sealer),
+        principal: bench_principal(),
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let key = |description: &str| -> String {
+        let created = runtime
+            .block_on(keys::create_key(&ctx, json!({ "Description": description })))
+            .expect("key");
+        created["KeyMetadata"]["KeyId"].as_str().expect("id").to_owned()
+    };
+    let plain_key = key("no policy");
+    let guarded_key = key("context-tenant");
+    let allow_all_key = key("allow-all");
+    for (key_id, wasm) in [(&guarded_key, &context_tenant_wasm), (&allow_all_key, &allow_all_wasm)] {
+        runtime
+            .block_on(policies::put_key_policy_module(
+                &ctx,
+                json!({ "KeyId": key_id, "Module": b64(wasm) }),
+            ))
+            .expect("policy attached");
+    }
+    let encryption_context = json!({ "tenant": BENCH_TENANT });
+    let decrypt_body = |key_id: &str| -> Value {
+        let encrypt = json!({ "KeyId": key_id, "Plaintext": b64(&[1u8; 32]), "EncryptionContext": encryption_context });
+        let facts = facts_of("TrentService.Encrypt", &encrypt);
+        let out = runtime
+            .block_on(FACTS.scope(RefCell::new(facts), crypto::encrypt(&ctx, encrypt.clone())))
+            .expect("encrypts");
+        json!({ "CiphertextBlob": out["CiphertextBlob"], "EncryptionContext": encryption_context })
+    };
+    let plain_body = decrypt_body(&plain_key);
+    let guarded_body = decrypt_body(&guarded_key);
+    let allow_all_body = decrypt_body(&allow_all_key);
+    // As the dispatcher runs an operation: under the request's facts.
+    let decrypt = |body: &Value| {
+        let facts = facts_of("TrentService.Decrypt", body);
+        runtime.block_on(FACTS.scope(RefCell::new(facts), crypto::decrypt(&ctx, body.clone())))
+    };
+    // The policy really runs: another tenant in the context is denied by it.
+    let mut foreign = guarded_body.clone();
+    foreign["EncryptionContext"] = json!({ "tenant": "444455556666" });
+    match decrypt(&foreign) {
+        Err(e) => assert_eq!(e.aws_type(), "AccessDeniedException", "{}", e.message()),
+        Ok(_) => panic!("the context-tenant policy did not deny"),
+    }
+    group.bench_function("api/decrypt-32B/no-policy", |b| {
+        b.iter(|| decrypt(black_box(&plain_body)).expect("decrypts"))
+    });
+    group.bench_function("api/decrypt-32B/key-policy", |b| {
+        b.iter(|| decrypt(black_box(&guarded_body)).expect("decrypts"))
+    });
+    // The same with the trivial module: what enforcement costs besides the
+    // policy's own work (context JSON, module lookup, a fresh instance).
+    group.bench_function("api/decrypt-32B/key-policy-allow-all-wat", |b| {
+        b.iter(|| decrypt(black_box(&allow_all_body)).expect("decrypts"))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     ciphertext_blob,
     record_sealing,
     frame_codec,
     attestation,
-    operations
+    operations,
+    policy
 );
 criterion_main!(benches);

@@ -914,3 +914,118 @@ impl Keyward {
         self.stdout_seen.clone()
     }
 }
+
+// ---------------------------------------------------------------- policy modules
+
+/// The example policies (`policies/examples/<name>`), by crate name.
+pub const EXAMPLE_POLICIES: &[&str] = &[
+    "attested-pcr0",
+    "context-tenant",
+    "time-window",
+    "justification",
+    "deletion-guard",
+];
+
+/// `policies/target/wasm32-unknown-unknown/release`, once the example
+/// policies were built (once per test run), or why they could not be.
+static EXAMPLE_POLICY_DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+
+/// The WebAssembly module of example policy `name` (one of
+/// [`EXAMPLE_POLICIES`]). The first call builds every example with
+/// `cargo build --release --target wasm32-unknown-unknown` in `policies/`
+/// (its own workspace and target dir, so no lock conflict with the cargo
+/// running the tests); later calls only read the file. Blocks while building:
+/// call it before starting a service.
+pub fn example_policy(name: &str) -> Vec<u8> {
+    assert!(
+        EXAMPLE_POLICIES.contains(&name),
+        "{name} is not an example policy ({EXAMPLE_POLICIES:?})"
+    );
+    let dir = match EXAMPLE_POLICY_DIR.get_or_init(build_example_policies) {
+        Ok(dir) => dir,
+        Err(why) => panic!("{why}"),
+    };
+    // Cargo names a cdylib after its crate, with `-` as `_`.
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn build_example_policies() -> Result<PathBuf, String> {
+    const TARGET: &str = "wasm32-unknown-unknown";
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let target_dir = workspace.join("target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(&workspace)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        // Its own target dir even if the outer build set another one.
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {cargo:?} build in {}: {e}", workspace.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let missing_target = stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `core`")
+            || stderr.contains("can't find crate for `std`");
+        let hint = if missing_target {
+            format!("the {TARGET} target is not installed: run `rustup target add {TARGET}`\n")
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "{hint}building the example policies (`cargo build --release --locked --target {TARGET}` in {}) \
+             failed with {}:\n{stderr}",
+            workspace.display(),
+            output.status
+        ));
+    }
+    let dir = target_dir.join(TARGET).join("release");
+    for name in EXAMPLE_POLICIES {
+        let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+        if !path.is_file() {
+            return Err(format!(
+                "the example policy build succeeded but {} is missing",
+                path.display()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+/// `tests/data/<name>.wat` compiled to a WebAssembly binary.
+pub fn wat_module(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The names (without `.wat`) of every hostile policy module in
+/// `tests/data` (`fail_policy_*.wat`), sorted.
+pub fn hostile_policy_modules() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".wat")?;
+            stem.starts_with("fail_policy_").then(|| stem.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Resident memory (`VmRSS`) of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"));
+    kib * 1024
+}

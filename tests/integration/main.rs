@@ -21,6 +21,8 @@ mod harness;
 mod hmac;
 mod lifecycle;
 mod persistence;
+mod policies;
+mod policy_sandbox;
 mod principals;
 mod recipient;
 mod roles;
