@@ -40,8 +40,37 @@ fn module_error(e: ModuleError) -> KmsError {
 
 fn module_bytes(field: &str, value: Option<String>) -> Result<Vec<u8>, KmsError> {
     let wasm = blob(field, &required(field, value)?)?;
-    params::length(field, wasm.len(), 1, MAX_MODULE_BYTES)?;
+    if wasm.is_empty() || wasm.len() > MAX_MODULE_BYTES {
+        return Err(KmsError::MalformedPolicyDocument(format!(
+            "A policy module is 1 to {MAX_MODULE_BYTES} bytes of WebAssembly."
+        )));
+    }
     Ok(wasm)
+}
+
+/// Operations that manage policy modules: exempt from policy evaluation, so a
+/// KeyAdmin can always replace or remove a module that denies everything.
+const POLICY_MANAGEMENT: &[&str] = &[
+    "keyward:PutKeyPolicyModule",
+    "keyward:GetKeyPolicyModule",
+    "keyward:DeleteKeyPolicyModule",
+    "keyward:PutTenantPolicyModule",
+    "keyward:DeleteTenantPolicyModule",
+    "keyward:TestPolicy",
+];
+
+/// A policy's reason as callers and the audit log see it: control characters
+/// escaped, at most 1,024 characters.
+fn reason_text(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.chars().take(1024).collect()
 }
 
 /// Runs the tenant's default module, then the key's, for a request acting on
@@ -54,7 +83,7 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
     }) else {
         return Ok(());
     };
-    if action.starts_with("keyward:") && action.contains("Policy") {
+    if POLICY_MANAGEMENT.contains(&action.as_str()) {
         return Ok(());
     }
     let modules: Vec<&String> = tenant_module.iter().chain(key.policy_module.iter()).collect();
@@ -78,7 +107,7 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
         if !decision.allow {
             return Err(KmsError::AccessDenied(format!(
                 "Denied by policy module {sha}: {}",
-                super::printable(&decision.reason)
+                reason_text(&decision.reason)
             )));
         }
     }
@@ -216,4 +245,38 @@ pub async fn test_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> 
     let compiled = engine.compile(&wasm).map_err(|e| module_error(e.into()))?;
     let decision = engine.evaluate(&compiled, &input);
     Ok(json!({ "ModuleSha256": compiled.sha256_hex(), "Allow": decision.allow, "Reason": decision.reason }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the exemption matched any action containing "Policy", so
+    /// attestation-policy operations escaped policy modules too.
+    #[test]
+    fn only_policy_module_management_is_exempt() {
+        assert!(POLICY_MANAGEMENT.contains(&"keyward:DeleteKeyPolicyModule"));
+        assert!(!POLICY_MANAGEMENT.contains(&"keyward:UpdateKeyAttestationPolicy"));
+        assert!(!POLICY_MANAGEMENT.contains(&"keyward:DescribeKeyAttestationPolicy"));
+    }
+
+    /// Regression: reasons were cut at 128 characters and lost their control characters.
+    #[test]
+    fn reasons_keep_up_to_1024_characters_and_escape_controls() {
+        let long = "r".repeat(300);
+        assert_eq!(reason_text(&long).len(), 300);
+        assert_eq!(reason_text("tenant \"a\""), "tenant \"a\"");
+        assert_eq!(reason_text("a\nb"), "a\\nb");
+        assert_eq!(reason_text(&"x".repeat(5000)).len(), 1024);
+    }
+
+    /// Regression: an empty or oversized module was a ValidationException.
+    #[test]
+    fn module_size_errors_are_malformed_policy_documents() {
+        let empty = module_bytes("module", Some(String::new())).expect_err("empty");
+        assert_eq!(empty.aws_type(), "MalformedPolicyDocumentException");
+        let big = b64(&vec![0u8; MAX_MODULE_BYTES + 1]);
+        let err = module_bytes("module", Some(big)).expect_err("too big");
+        assert_eq!(err.aws_type(), "MalformedPolicyDocumentException");
+    }
 }
