@@ -2,29 +2,10 @@
 //! file under the data dir contains a plaintext or a data key (raw, base64 or
 //! hex), and neither process logs one, nor the credential's secret.
 
-use std::path::{Path, PathBuf};
-
 use aws_sdk_kms::types::DataKeySpec;
 use base64::Engine;
 
-use crate::harness::{Sandbox, create_key, encrypt, random_alnum, random_bytes};
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())) {
-            let path = entry.expect("dir entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
+use crate::harness::{Sandbox, create_key, encrypt, files_under, random_alnum, random_bytes};
 
 /// Indices of the needles that occur in `haystack` as byte substrings. One
 /// pass over `haystack` (its windows of the shortest needle's length),

@@ -10,7 +10,7 @@ use std::process::Command;
 use keyward_sdk::audit::{AuditError, AuditRecord, verify_chain};
 use serde_json::{Value, json};
 
-use crate::harness::{Creds, Keyward, RawResponse, Sandbox};
+use crate::harness::{Creds, Keyward, RawResponse, Sandbox, files_under};
 use crate::principals::{Tenant, b64, call_as, create_tenant, operator, request_id, sdk, sdk_ok, unb64};
 
 /// What one request of the script must have left in the chain.
@@ -524,23 +524,6 @@ async fn scripted_session_is_audited_exactly_and_verifies() {
 }
 
 // ---------------------------------------------------------------- secrets
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())) {
-            let path = entry.expect("dir entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
 
 /// Every encoding of each secret a file or log could hold it in: raw,
 /// base64 (standard and URL-safe, unpadded) and hex.

@@ -77,12 +77,14 @@ fn reason_text(reason: &str) -> String {
 /// `key`. Policy management itself is exempt, so a module that denies
 /// everything can still be replaced or removed by a KeyAdmin.
 pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
-    let Ok((action, tenant_module)) = FACTS.try_with(|f| {
-        let f = f.borrow();
-        (f.action.clone(), f.tenant_policy.clone())
-    }) else {
-        return Ok(());
-    };
+    // Outside a dispatched request (no facts) the key's own module still
+    // runs, on an empty action: a path that forgets the facts fails closed.
+    let (action, tenant_module) = FACTS
+        .try_with(|f| {
+            let f = f.borrow();
+            (f.action.clone(), f.tenant_policy.clone())
+        })
+        .unwrap_or_default();
     if POLICY_MANAGEMENT.contains(&action.as_str()) {
         return Ok(());
     }
@@ -268,6 +270,29 @@ mod tests {
         assert_eq!(reason_text("tenant \"a\""), "tenant \"a\"");
         assert_eq!(reason_text("a\nb"), "a\\nb");
         assert_eq!(reason_text(&"x".repeat(5000)).len(), 1024);
+    }
+
+    /// Regression: outside a dispatched request (no request facts) enforcement
+    /// allowed everything; the key's own module must still decide.
+    #[tokio::test]
+    async fn a_key_module_decides_even_without_request_facts() {
+        use super::super::tests::{TENANT, create, ctx, enclave};
+        let enclave = enclave();
+        let store = crate::store::MemoryStore::new();
+        let ctx = ctx(&enclave, &store, TENANT).await;
+        let (key_id, _) = create(&ctx, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT").await;
+        let wat = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/fail_policy_unreachable.wat"
+        ));
+        let wasm = wat::parse_str(wat).expect("wat");
+        put_key_policy_module(&ctx, serde_json::json!({ "KeyId": key_id, "Module": b64(&wasm) }))
+            .await
+            .expect("attached");
+        let err = super::super::keys::describe_key(&ctx, serde_json::json!({ "KeyId": key_id }))
+            .await
+            .expect_err("the trapping module denies");
+        assert_eq!(err.aws_type(), "AccessDeniedException");
     }
 
     /// Regression: an empty or oversized module was a ValidationException.
