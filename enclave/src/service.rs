@@ -193,8 +193,15 @@ impl Enclave {
         };
         let records = crate::store::Records::new(&*link, &keyring.sealer);
         let now = self.clock.now().unix_timestamp();
-        if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now).await {
+        let mut events = Vec::new();
+        if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await
+        {
             tracing::warn!(error = %e, "sweep failed; retrying at the next interval");
+        }
+        for event in events {
+            if let Err(e) = self.audit(event).await {
+                tracing::error!(error = %e, "audit of an enclave event failed");
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Attestation extensions: `Keyward.UpdateKeyAttestationPolicy`,
 //! `Keyward.DescribeKeyAttestationPolicy` and `Keyward.GetAttestationDocument`
-//! (the enclave attests itself, binding its audit public key).
+//! (the enclave attests itself, binding its audit public key, or with
+//! `KeyId` the BYOK wrapping key of that key's outstanding import parameters).
 
 use std::collections::BTreeMap;
 
@@ -113,14 +114,20 @@ pub async fn describe_key_attestation_policy(ctx: &Ctx<'_>, body: Value) -> Resu
 #[serde(rename_all = "PascalCase")]
 struct GetAttestationDocumentRequest {
     nonce: Option<String>,
+    /// Bind this key's BYOK wrapping public key instead of the audit key.
+    key_id: Option<String>,
 }
 
 /// What the enclave binds in its own attestation document's `user_data`.
 pub const USER_DATA_PREFIX: &[u8] = b"keyward/v1/audit-key-sha256:";
 
-/// A document from the enclave's own NSM: `public_key` is the audit signing
-/// key (SubjectPublicKeyInfo DER), `user_data` is
-/// `keyward/v1/audit-key-sha256:` ‖ SHA-256 of it, `nonce` the caller's.
+/// A document from the enclave's own NSM, `nonce` the caller's. Without
+/// `KeyId`: `public_key` is the audit signing key (SubjectPublicKeyInfo DER),
+/// `user_data` is `keyward/v1/audit-key-sha256:` ‖ SHA-256 of it. With
+/// `KeyId`: `public_key` is the wrapping public key of the key's outstanding
+/// import parameters (the `PublicKey` GetParametersForImport returned),
+/// `user_data` is `keyward/v1/import-wrapping-key-sha256:` ‖ SHA-256 of it ‖
+/// the key ARN — the enclave only ever attests a key whose private half it holds.
 pub async fn get_attestation_document(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: GetAttestationDocumentRequest = parse(body)?;
     let nonce = match req.nonce {
@@ -131,22 +138,49 @@ pub async fn get_attestation_document(ctx: &Ctx<'_>, body: Value) -> Result<Valu
         }
         None => None,
     };
-    let audit_key = ctx
-        .keyring
-        .hierarchy
-        .audit_signing_key()
-        .verifying_key()
-        .to_public_key_der()
-        .map_err(|_| KmsError::Internal)?;
-    let mut user_data = USER_DATA_PREFIX.to_vec();
-    user_data.extend_from_slice(&Sha256::digest(audit_key.as_bytes()));
+    let (public_key, user_data) = match req.key_id {
+        Some(key_id) => import_binding(ctx, &key_id).await?,
+        None => {
+            let audit_key = ctx
+                .keyring
+                .hierarchy
+                .audit_signing_key()
+                .verifying_key()
+                .to_public_key_der()
+                .map_err(|_| KmsError::Internal)?;
+            let mut user_data = USER_DATA_PREFIX.to_vec();
+            user_data.extend_from_slice(&Sha256::digest(audit_key.as_bytes()));
+            (audit_key.as_bytes().to_vec(), user_data)
+        }
+    };
     let document = ctx
         .enclave
         .nsm
-        .attest(Some(&user_data), nonce.as_deref(), Some(audit_key.as_bytes()))
+        .attest(Some(&user_data), nonce.as_deref(), Some(&public_key))
         .map_err(|e| {
             tracing::error!(error = %e, "the NSM did not attest");
             KmsError::Internal
         })?;
     Ok(json!({ "AttestationDocument": b64(&document) }))
+}
+
+/// The wrapping public key of `key_id`'s outstanding import parameters and
+/// the `user_data` binding it to the key.
+async fn import_binding(ctx: &Ctx<'_>, key_id: &str) -> Result<(Vec<u8>, Vec<u8>), KmsError> {
+    use crate::keys::import::{self, ImportParameters};
+    let rec = params::resolve_key(ctx, key_id).await?;
+    let parameters: Option<ImportParameters> = ctx
+        .records
+        .get(import::NAMESPACE, &super::import::parameters_name(&rec))
+        .await?;
+    match parameters {
+        Some(p) if p.key_id == rec.key_id && p.valid_to > ctx.now.unix_timestamp() => {
+            let user_data = import::attestation_binding(&p.public_key, &rec.arn);
+            Ok((p.public_key, user_data))
+        }
+        _ => Err(KmsError::InvalidState(format!(
+            "{} has no valid import parameters to attest. Call GetParametersForImport first.",
+            rec.arn
+        ))),
+    }
 }

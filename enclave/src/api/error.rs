@@ -33,6 +33,9 @@ pub enum KmsError {
     LimitExceeded(String),
     InvalidAliasName(String),
     AlreadyExists(String),
+    InvalidImportToken(String),
+    ExpiredImportToken(String),
+    IncorrectKeyMaterial(String),
     /// Details go to the log under the request id; the client sees a generic message.
     Internal,
 }
@@ -63,6 +66,9 @@ impl KmsError {
             KmsError::LimitExceeded(_) => "LimitExceededException",
             KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
+            KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
+            KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             KmsError::Internal => "KMSInternalException",
         }
     }
@@ -95,6 +101,9 @@ impl KmsError {
             | KmsError::DryRunOperation(m)
             | KmsError::Throttling(m)
             | KmsError::AlreadyExists(m)
+            | KmsError::InvalidImportToken(m)
+            | KmsError::ExpiredImportToken(m)
+            | KmsError::IncorrectKeyMaterial(m)
             | KmsError::InvalidAliasName(m)
             | KmsError::LimitExceeded(m)
             | KmsError::Tag(m)

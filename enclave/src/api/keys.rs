@@ -69,9 +69,15 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
             "KeyUsage {usage} is not compatible with KeySpec {spec_name}"
         )));
     }
-    if origin != "AWS_KMS" {
+    let external = origin == "EXTERNAL";
+    if !(origin == "AWS_KMS" || external) {
         return Err(KmsError::UnsupportedOperation(format!(
-            "Origin {origin} is not supported yet."
+            "Origin {origin} is not supported."
+        )));
+    }
+    if external && spec != KeySpec::SymmetricDefault {
+        return Err(KmsError::UnsupportedOperation(format!(
+            "Keyward imports SYMMETRIC_DEFAULT key material only, not {spec_name}."
         )));
     }
     if req.multi_region == Some(true) {
@@ -100,7 +106,12 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         arn,
         description,
         creation_date: ctx.now.unix_timestamp(),
-        state: KeyState::Enabled,
+        // BYOK keys have no material until ImportKeyMaterial.
+        state: if external {
+            KeyState::PendingImport
+        } else {
+            KeyState::Enabled
+        },
         key_spec: spec_name,
         key_usage: usage,
         origin,
@@ -112,9 +123,14 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         rotations: Vec::new(),
         attestation,
         policy_module: None,
+        expiration_model: None,
+        valid_to: None,
+        material_fingerprint: None,
     };
-    let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
-    rec.push_version(&kek, spec.generate().expose());
+    if !external {
+        let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
+        rec.push_version(&kek, spec.generate().expose());
+    }
     params::save_key(ctx, &rec).await?;
     tracing::info!(key_id = %key_id, key_spec = %rec.key_spec, "key created");
     Ok(json!({ "KeyMetadata": metadata(&rec) }))
@@ -201,6 +217,12 @@ pub fn metadata(rec: &KeyRecord) -> Value {
     }
     if let Some(date) = rec.deletion_date {
         m["DeletionDate"] = json!(date);
+    }
+    if let Some(model) = &rec.expiration_model {
+        m["ExpirationModel"] = json!(model);
+    }
+    if let Some(valid_to) = rec.valid_to {
+        m["ValidTo"] = json!(valid_to);
     }
     m
 }

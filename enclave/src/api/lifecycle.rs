@@ -1,6 +1,7 @@
 //! The key state machine: EnableKey, DisableKey, ScheduleKeyDeletion,
 //! CancelKeyDeletion, UpdateKeyDescription, and what happens when a date
-//! passes — destruction at the end of the deletion window, automatic rotation.
+//! passes — destruction at the end of the deletion window, automatic
+//! rotation, expiry of imported key material.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, Access, check_state, length, parse, required};
+use crate::audit::record::{ALLOW, AuditEntry};
 use crate::keys::hierarchy::Hierarchy;
 use crate::keys::record::{self, KeyRecord, KeyState, RotationEntry};
 use crate::keys::spec::KeySpec;
@@ -17,7 +19,12 @@ pub const SECONDS_PER_DAY: i64 = 86_400;
 
 /// Whether something is due on `rec` at `now` (seconds since the epoch).
 pub fn is_due(rec: &KeyRecord, now: i64) -> bool {
-    deletion_due(rec, now) || rotation_due(rec, now)
+    deletion_due(rec, now) || rotation_due(rec, now) || expiry_due(rec, now)
+}
+
+/// Imported material whose `ValidTo` has passed.
+fn expiry_due(rec: &KeyRecord, now: i64) -> bool {
+    !rec.versions.is_empty() && rec.valid_to.is_some_and(|v| v <= now)
 }
 
 fn deletion_due(rec: &KeyRecord, now: i64) -> bool {
@@ -28,18 +35,50 @@ fn rotation_due(rec: &KeyRecord, now: i64) -> bool {
     rec.state == KeyState::Enabled && rec.next_rotation_date.is_some_and(|d| d <= now)
 }
 
-/// Applies what is due. `None` when the key was destroyed.
+/// Applies what is due. `None` when the key was destroyed. Events the
+/// enclave did on its own (material expiry) get audit records of their own.
 pub async fn apply_due(ctx: &Ctx<'_>, rec: KeyRecord) -> Result<Option<KeyRecord>, KmsError> {
-    Ok(apply_due_with(&ctx.records, &ctx.keyring.hierarchy, rec, ctx.now.unix_timestamp()).await?)
+    let mut events = Vec::new();
+    let rec = apply_due_with(
+        &ctx.records,
+        &ctx.keyring.hierarchy,
+        rec,
+        ctx.now.unix_timestamp(),
+        &mut events,
+    )
+    .await?;
+    for event in events {
+        if let Err(e) = ctx.enclave.audit(event).await {
+            tracing::error!(error = %e, "audit of an enclave event failed");
+            return Err(KmsError::Internal);
+        }
+    }
+    Ok(rec)
 }
 
-/// [`apply_due`] without a request, for the background sweep.
+/// [`apply_due`] without a request, for the background sweep: audit
+/// records of what happened are pushed onto `events`.
 pub async fn apply_due_with(
     records: &Records<'_>,
     hierarchy: &Hierarchy,
     mut rec: KeyRecord,
     now: i64,
+    events: &mut Vec<AuditEntry>,
 ) -> Result<Option<KeyRecord>, StoreError> {
+    if expiry_due(&rec, now) {
+        let fingerprint = rec.material_fingerprint.map(hex::encode).unwrap_or_default();
+        super::import::remove_material(&mut rec);
+        records
+            .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), &rec)
+            .await?;
+        tracing::info!(key_id = %rec.key_id, "imported key material expired and was deleted");
+        events.push(enclave_event(
+            &rec,
+            now,
+            "DeleteExpiredKeyMaterial",
+            format!("key material expired; fingerprint {fingerprint}"),
+        ));
+    }
     if deletion_due(&rec, now) {
         destroy(records, &rec).await?;
         return Ok(None);
@@ -54,6 +93,21 @@ pub async fn apply_due_with(
         tracing::info!(key_id = %rec.key_id, version = rec.current_version(), "automatic rotation");
     }
     Ok(Some(rec))
+}
+
+/// An audit record of something the enclave did by itself to `rec` at `now`.
+fn enclave_event(rec: &KeyRecord, now: i64, operation: &str, reason: String) -> AuditEntry {
+    AuditEntry {
+        time: u64::try_from(now.saturating_mul(1000)).unwrap_or(0),
+        request_id: format!("enclave-{}", uuid::Uuid::new_v4()),
+        chain: rec.tenant.clone(),
+        role: "Enclave".into(),
+        operation: format!("Keyward.{operation}"),
+        key_arn: rec.arn.clone(),
+        decision: ALLOW,
+        reason,
+        ..Default::default()
+    }
 }
 
 /// Adds a new version of fresh material; old versions stay for decryption.
@@ -99,7 +153,7 @@ pub async fn modify<T>(
         .locks
         .lock(&record::record_key(&ctx.principal.tenant, &id))
         .await;
-    let mut rec = params::load_key(ctx, &id).await?;
+    let mut rec = params::load_key_locked(ctx, &id).await?;
     let out = change(&mut rec)?;
     params::save_key(ctx, &rec).await?;
     Ok((rec, out))
@@ -171,7 +225,12 @@ pub async fn cancel_key_deletion(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
         if rec.state != KeyState::PendingDeletion {
             return Err(KmsError::InvalidState(format!("{} is not pending deletion.", rec.arn)));
         }
-        rec.state = KeyState::Disabled;
+        // A BYOK key whose material was deleted or expired meanwhile waits for it again.
+        rec.state = if rec.origin == "EXTERNAL" && rec.versions.is_empty() {
+            KeyState::PendingImport
+        } else {
+            KeyState::Disabled
+        };
         rec.deletion_date = None;
         Ok(())
     })
@@ -200,14 +259,18 @@ pub async fn update_key_description(ctx: &Ctx<'_>, body: Value) -> Result<Value,
 }
 
 /// Applies what is due on every key of every tenant: run once a connection
-/// is up and then periodically, so keys nobody touches are still destroyed
-/// and rotated on time.
+/// is up and then periodically, so keys nobody touches are still destroyed,
+/// rotated and their imported material expired on time; and deletes expired
+/// BYOK import parameters (their wrapping private keys). Audit records of
+/// what happened are pushed onto `events`.
 pub async fn sweep(
     records: &Records<'_>,
     hierarchy: &Hierarchy,
     locks: &crate::locks::RecordLocks,
     now: i64,
+    events: &mut Vec<AuditEntry>,
 ) -> Result<(), StoreError> {
+    sweep_import_parameters(records, locks, now).await?;
     let mut after: Option<String> = None;
     loop {
         let page: Vec<(String, KeyRecord)> = records
@@ -221,7 +284,33 @@ pub async fn sweep(
                 if let Some(current) = records.get::<KeyRecord>(record::NAMESPACE, &name).await?
                     && current.key_id == rec.key_id
                 {
-                    apply_due_with(records, hierarchy, current, now).await?;
+                    apply_due_with(records, hierarchy, current, now, events).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn sweep_import_parameters(
+    records: &Records<'_>,
+    locks: &crate::locks::RecordLocks,
+    now: i64,
+) -> Result<(), StoreError> {
+    use crate::keys::import::{ImportParameters, NAMESPACE};
+    let mut after: Option<String> = None;
+    loop {
+        let page: Vec<(String, ImportParameters)> = records
+            .list(NAMESPACE, "", after.as_deref(), crate::store::MAX_LIST)
+            .await?;
+        let Some((last, _)) = page.last() else { return Ok(()) };
+        after = Some(last.clone());
+        for (name, parameters) in page {
+            if parameters.valid_to <= now {
+                let _guard = locks.lock(&name).await;
+                if let Some(current) = records.get::<ImportParameters>(NAMESPACE, &name).await?
+                    && current.valid_to <= now
+                {
+                    records.delete(NAMESPACE, &name).await?;
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod attestation_ops;
 pub mod audit_log;
 pub mod crypto;
 pub mod error;
+pub mod import;
 pub mod keys;
 pub mod lifecycle;
 pub mod mac;
@@ -54,6 +55,15 @@ tokio::task_local! {
     static AUDITED_KEY: RefCell<String>;
     /// The policy module that decided the current request, for its audit record.
     static AUDITED_POLICY: RefCell<String>;
+    /// What a successful request did that its record should say (key-material
+    /// fingerprints of BYOK imports and deletions), for its audit `Reason`.
+    static AUDITED_DETAIL: RefCell<String>;
+}
+
+/// Notes what the current request did, for its audit record's `Reason` when
+/// it succeeds (no-op outside a request). Never pass a secret.
+pub fn note_detail(detail: &str) {
+    let _ = AUDITED_DETAIL.try_with(|d| detail.clone_into(&mut d.borrow_mut()));
 }
 
 /// Notes the policy module that decided (no-op outside a request).
@@ -88,7 +98,10 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
                 audit.key_arn = AUDITED_KEY.with(|k| k.borrow().clone());
                 audit.policy_module = AUDITED_POLICY.with(|p| p.borrow().clone());
                 match &result {
-                    Ok(_) => audit.decision = ALLOW,
+                    Ok(_) => {
+                        audit.decision = ALLOW;
+                        audit.reason = AUDITED_DETAIL.with(|d| d.borrow().clone());
+                    }
                     Err(e) => {
                         // Refusals by policy (attestation, later WASM) are denials too.
                         if audit.decision.is_empty() {
@@ -128,7 +141,10 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
             .await
     };
     AUDITED_POLICY
-        .scope(RefCell::new(String::new()), in_scope)
+        .scope(
+            RefCell::new(String::new()),
+            AUDITED_DETAIL.scope(RefCell::new(String::new()), in_scope),
+        )
         .instrument(span)
         .await
 }
@@ -267,6 +283,9 @@ async fn dispatch(ctx: &Ctx<'_>, target: &str, body: Value) -> Result<Value, Kms
         "DeriveSharedSecret" => asymmetric::derive_shared_secret(ctx, body).await,
         "GenerateMac" => mac::generate_mac(ctx, body).await,
         "VerifyMac" => mac::verify_mac(ctx, body).await,
+        "GetParametersForImport" => import::get_parameters_for_import(ctx, body).await,
+        "ImportKeyMaterial" => import::import_key_material(ctx, body).await,
+        "DeleteImportedKeyMaterial" => import::delete_imported_key_material(ctx, body).await,
         _ => Err(KmsError::UnknownOperation(format!(
             "Unknown operation {}",
             printable(target)

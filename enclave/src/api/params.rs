@@ -103,13 +103,27 @@ pub async fn resolve_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, KmsEr
 
 /// Loads the caller's key record, first applying what is due: a key past
 /// its deletion date is destroyed (and reads as not found), an automatic
-/// rotation past its date happens.
+/// rotation past its date happens, expired imported material is deleted.
 pub async fn load_key(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsError> {
+    load(ctx, key_id, false).await
+}
+
+/// [`load_key`] for a caller that already holds the key's write lock
+/// (the lock is not reentrant).
+pub async fn load_key_locked(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsError> {
+    load(ctx, key_id, true).await
+}
+
+async fn load(ctx: &Ctx<'_>, key_id: &Uuid, locked: bool) -> Result<KeyRecord, KmsError> {
     let name = record::record_key(&ctx.principal.tenant, key_id);
     let rec = read_key(ctx, &name, key_id).await?;
     let rec = match rec {
         Some(rec) if lifecycle::is_due(&rec, ctx.now.unix_timestamp()) => {
-            let _guard = ctx.enclave.locks.lock(&name).await;
+            let _guard = if locked {
+                None
+            } else {
+                Some(ctx.enclave.locks.lock(&name).await)
+            };
             match read_key(ctx, &name, key_id).await? {
                 Some(rec) => lifecycle::apply_due(ctx, rec).await?,
                 None => None,

@@ -49,7 +49,10 @@ pub fn need(target: &str) -> Option<Need> {
         | "TrentService.UpdateAlias"
         | "TrentService.DeleteAlias"
         | "TrentService.TagResource"
-        | "TrentService.UntagResource" => Need::KeyAdmin,
+        | "TrentService.UntagResource"
+        | "TrentService.GetParametersForImport"
+        | "TrentService.ImportKeyMaterial"
+        | "TrentService.DeleteImportedKeyMaterial" => Need::KeyAdmin,
         "TrentService.Encrypt"
         | "TrentService.Decrypt"
         | "TrentService.ReEncrypt"

@@ -17,6 +17,7 @@ const HKDF_SALT: &[u8] = b"keyward/v1/hkdf-salt";
 const INFO_SEALING: &[u8] = b"keyward/v1/sealing-key";
 const INFO_TENANT_KEK: &[u8] = b"keyward/v1/tenant-kek/";
 const INFO_AUDIT_SIGNING: &[u8] = b"keyward/v1/audit-signing-key/";
+const INFO_MATERIAL_FINGERPRINT: &[u8] = b"keyward/v1/material-fingerprint-key/";
 
 /// The root of the hierarchy. Exists only in enclave memory.
 pub struct Hierarchy {
@@ -53,6 +54,12 @@ impl Hierarchy {
             keks.entry(tenant.to_owned())
                 .or_insert_with(|| Arc::new(derive(&self.root, INFO_TENANT_KEK, tenant.as_bytes()))),
         )
+    }
+
+    /// The HMAC key of a tenant's imported-material fingerprints
+    /// (`keys::import::fingerprint`); derived on demand, imports are rare.
+    pub fn material_fingerprint_key(&self, tenant: &str) -> Key256 {
+        derive(&self.root, INFO_MATERIAL_FINGERPRINT, tenant.as_bytes())
     }
 
     /// The P-256 key that signs audit chain heads (stable across restarts).

@@ -4,5 +4,6 @@
 pub mod blob;
 pub mod context;
 pub mod hierarchy;
+pub mod import;
 pub mod record;
 pub mod spec;

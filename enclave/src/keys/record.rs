@@ -37,13 +37,49 @@ impl KeyState {
     }
 }
 
-/// One version of a key's material, wrapped under the tenant KEK.
+/// One version of a key's material (or another secret of the key, such as a
+/// BYOK wrapping key), wrapped under the tenant KEK with AES-256-GCM and
+/// associated data naming what it is.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct WrappedMaterial {
     #[serde(with = "serde_bytes")]
     nonce: Vec<u8>,
     #[serde(with = "serde_bytes")]
     ciphertext: Vec<u8>,
+}
+
+impl WrappedMaterial {
+    /// Wraps `secret` under `kek`, bound to `aad`.
+    pub fn seal(kek: &Key256, aad: &[u8], secret: &[u8]) -> Self {
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let cipher = Aes256Gcm::new(kek.expose().into());
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad })
+            .unwrap_or_default();
+        WrappedMaterial {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
+    }
+
+    /// Unwraps what [`WrappedMaterial::seal`] wrapped with the same `kek` and `aad`.
+    pub fn open(&self, kek: &Key256, aad: &[u8]) -> Result<SecretBytes, MaterialError> {
+        if self.nonce.len() != 12 {
+            return Err(MaterialError::Forged);
+        }
+        let cipher = Aes256Gcm::new(kek.expose().into());
+        cipher
+            .decrypt(
+                Nonce::from_slice(&self.nonce),
+                Payload {
+                    msg: &self.ciphertext,
+                    aad,
+                },
+            )
+            .map(SecretBytes::new)
+            .map_err(|_| MaterialError::Forged)
+    }
 }
 
 /// One rotation of a key: which version it created, when, and how.
@@ -89,6 +125,17 @@ pub struct KeyRecord {
     /// SHA-256 (hex) of the attached policy module, if any.
     #[serde(default)]
     pub policy_module: Option<String>,
+    /// Imported material (`Origin: EXTERNAL`): `KEY_MATERIAL_EXPIRES` or
+    /// `KEY_MATERIAL_DOES_NOT_EXPIRE`, set while material is imported.
+    #[serde(default)]
+    pub expiration_model: Option<String>,
+    /// When imported material expires (seconds since the epoch).
+    #[serde(default)]
+    pub valid_to: Option<i64>,
+    /// Keyed fingerprint of the material first imported into this key (see
+    /// `keys::import::fingerprint`): only the same material may come back.
+    #[serde(default)]
+    pub material_fingerprint: Option<[u8; 32]>,
 }
 
 /// A key's attestation requirements, like AWS's `kms:RecipientAttestation:*`
@@ -119,23 +166,8 @@ impl KeyRecord {
     /// Adds a version holding `material`, wrapped under `kek`.
     pub fn push_version(&mut self, kek: &Key256, material: &[u8]) {
         let version = self.current_version() + 1;
-        let mut nonce = [0u8; 12];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
         let aad = material_aad(&self.arn, version);
-        let cipher = Aes256Gcm::new(kek.expose().into());
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: material,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
-        self.versions.push(WrappedMaterial {
-            nonce: nonce.to_vec(),
-            ciphertext,
-        });
+        self.versions.push(WrappedMaterial::seal(kek, &aad, material));
     }
 
     /// Unwraps the material of `version`.
@@ -145,21 +177,7 @@ impl KeyRecord {
             .and_then(|v| v.checked_sub(1))
             .ok_or(MaterialError::NoSuchVersion(version))?;
         let wrapped = self.versions.get(index).ok_or(MaterialError::NoSuchVersion(version))?;
-        if wrapped.nonce.len() != 12 {
-            return Err(MaterialError::Forged);
-        }
-        let aad = material_aad(&self.arn, version);
-        let cipher = Aes256Gcm::new(kek.expose().into());
-        cipher
-            .decrypt(
-                Nonce::from_slice(&wrapped.nonce),
-                Payload {
-                    msg: &wrapped.ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map(SecretBytes::new)
-            .map_err(|_| MaterialError::Forged)
+        wrapped.open(kek, &material_aad(&self.arn, version))
     }
 
     /// Unwraps a symmetric (AES-256) version.
@@ -199,6 +217,9 @@ mod tests {
             rotations: Vec::new(),
             attestation: None,
             policy_module: None,
+            expiration_model: None,
+            valid_to: None,
+            material_fingerprint: None,
         }
     }
 
