@@ -254,6 +254,22 @@ fn print_banner(address: SocketAddr, options: &DevOptions, tenant: &DevCredentia
     println!("  endpoint           {endpoint}");
     println!("  region             {}", options.region);
     println!("  data dir           {}", options.data_dir.display());
+    // What a BYOK customer pins to check the (mock) enclave before importing.
+    let pcr0 = options
+        .mock_pcrs
+        .iter()
+        .find_map(|p| p.strip_prefix("0=").map(str::to_owned))
+        .or_else(|| {
+            keyward_enclave::attestation::mock::default_pcrs()
+                .get(&0)
+                .map(hex::encode)
+        })
+        .unwrap_or_default();
+    println!(
+        "  attestation root   {} (mock NSM)",
+        options.data_dir.join("mock-attestation").join("root.crt.pem").display()
+    );
+    println!("  enclave PCR0       {pcr0}");
     println!("  tenant {} (KeyAdmin + KeyUser)", options.tenant);
     println!("    access key id      {}", tenant.access_key_id);
     println!("    secret access key  {}", shown(tenant, ENV_DEV_SECRET_ACCESS_KEY));

@@ -56,7 +56,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use keyward_attestation::mock::{MockPki, attest_with};
-use keyward_attestation::verify::{DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE, Expectations, Verifier};
+use keyward_attestation::verify::{DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE, Expectations, VerifiedDocument, Verifier};
 use p256::pkcs8::DecodePublicKey as _;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -215,23 +215,7 @@ pub fn verify_enclave_at(
     expected_pcrs: &BTreeMap<u8, Vec<u8>>,
     now: SystemTime,
 ) -> Result<EnclaveIdentity, AttestationError> {
-    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
-        return Err(AttestationError::BadNonce(nonce.len()));
-    }
-    if expected_pcrs.is_empty() {
-        return Err(AttestationError::NoExpectedPcrs);
-    }
-    let expect = Expectations {
-        nonce: Some(nonce.to_vec()),
-        pcrs: expected_pcrs
-            .iter()
-            .map(|(&index, value)| (index, vec![value.clone()]))
-            .collect(),
-        allow_debug: false,
-        max_age: Some(DEFAULT_MAX_AGE),
-        max_future: DEFAULT_MAX_FUTURE,
-    };
-    let verified = Verifier::new(anchor).verify(document, OffsetDateTime::from(now), &expect)?;
+    let verified = verify_enclave_document(document, anchor, nonce, expected_pcrs, now)?;
     let public_key = verified
         .public_key()
         .ok_or(AttestationError::Unbound("it carries no public_key"))?;
@@ -250,6 +234,36 @@ pub fn verify_enclave_at(
         pcrs: verified.document.pcrs.clone(),
         timestamp_ms: verified.timestamp_ms(),
     })
+}
+
+/// The checks every document from the Keyward enclave itself passes
+/// before its bindings are looked at: chain to `anchor`, at most five
+/// minutes old, `nonce` (1-512 bytes) echoed, exactly the `expected_pcrs`
+/// (at least one), not debug mode.
+pub(crate) fn verify_enclave_document(
+    document: &[u8],
+    anchor: TrustAnchor,
+    nonce: &[u8],
+    expected_pcrs: &BTreeMap<u8, Vec<u8>>,
+    now: SystemTime,
+) -> Result<VerifiedDocument, AttestationError> {
+    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
+        return Err(AttestationError::BadNonce(nonce.len()));
+    }
+    if expected_pcrs.is_empty() {
+        return Err(AttestationError::NoExpectedPcrs);
+    }
+    let expect = Expectations {
+        nonce: Some(nonce.to_vec()),
+        pcrs: expected_pcrs
+            .iter()
+            .map(|(&index, value)| (index, vec![value.clone()]))
+            .collect(),
+        allow_debug: false,
+        max_age: Some(DEFAULT_MAX_AGE),
+        max_future: DEFAULT_MAX_FUTURE,
+    };
+    Ok(Verifier::new(anchor).verify(document, OffsetDateTime::from(now), &expect)?)
 }
 
 #[derive(Serialize)]

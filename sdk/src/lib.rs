@@ -80,6 +80,7 @@ pub mod attestation;
 pub mod audit;
 mod client;
 mod error;
+pub mod import;
 mod model;
 pub mod recipient;
 mod secret;

@@ -170,8 +170,46 @@ def encryption_sdk(key_arn):
     check(rejected, "AWS Encryption SDK rejects a tampered 1 MiB message")
 
 
+def boto3_byok():
+    """BYOK as AWS's import guide does it with boto3 and `cryptography`."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION)
+    meta = kms.create_key(Origin="EXTERNAL", Description="boto3 byok")["KeyMetadata"]
+    key = meta["KeyId"]
+    check(meta["KeyState"] == "PendingImport" and meta["Origin"] == "EXTERNAL", "boto3 CreateKey Origin=EXTERNAL")
+    material = os.urandom(32)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+    def wrapped(algorithm):
+        params = kms.get_parameters_for_import(KeyId=key, WrappingAlgorithm=algorithm, WrappingKeySpec="RSA_3072")
+        public = serialization.load_der_public_key(params["PublicKey"])
+        check(public.key_size == 3072, f"boto3 GetParametersForImport {algorithm} gives an RSA-3072 key")
+        if algorithm == "RSAES_OAEP_SHA_256":
+            return params["ImportToken"], public.encrypt(material, oaep)
+        aes_key = os.urandom(32)
+        return params["ImportToken"], public.encrypt(aes_key, oaep) + aes_key_wrap_with_padding(aes_key, material)
+
+    token, encrypted = wrapped("RSA_AES_KEY_WRAP_SHA_256")
+    kms.import_key_material(KeyId=key, ImportToken=token, EncryptedKeyMaterial=encrypted,
+                            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+    check(kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"] == "Enabled", "boto3 ImportKeyMaterial")
+    ct = kms.encrypt(KeyId=key, Plaintext=b"byok secret")["CiphertextBlob"]
+    check(kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"byok secret", "boto3 Encrypt/Decrypt with imported material")
+    kms.delete_imported_key_material(KeyId=key)
+    check(error_code(kms.decrypt, CiphertextBlob=ct)[0] == "KMSInvalidStateException",
+          "boto3 Decrypt fails after DeleteImportedKeyMaterial")
+    token, encrypted = wrapped("RSAES_OAEP_SHA_256")
+    kms.import_key_material(KeyId=key, ImportToken=token, EncryptedKeyMaterial=encrypted,
+                            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+    check(kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"byok secret", "boto3 re-import of the same material")
+
+
 if __name__ == "__main__":
     arn = boto3_client()
+    boto3_byok()
     boto3_lifecycle()
     aws_cli(arn)
     encryption_sdk(arn)

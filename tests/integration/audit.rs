@@ -747,7 +747,7 @@ async fn ok_key(kw: &Keyward, session: &Session) {
 /// `kmsctl`, built next to the `keyward` binary by
 /// `cargo build -p keyward-sdk --bin kmsctl` (a root-package test does not
 /// build another package's binaries).
-fn kmsctl_path() -> PathBuf {
+pub(crate) fn kmsctl_path() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_keyward")).with_file_name("kmsctl");
     assert!(
         path.is_file(),

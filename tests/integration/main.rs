@@ -13,6 +13,7 @@ mod at_rest;
 mod attestation_policy;
 mod audit;
 mod auth;
+mod byok;
 mod compat;
 mod crash;
 mod deletion_clock;

@@ -174,7 +174,7 @@ async fn import_binding(ctx: &Ctx<'_>, key_id: &str) -> Result<(Vec<u8>, Vec<u8>
         .get(import::NAMESPACE, &super::import::parameters_name(&rec))
         .await?;
     match parameters {
-        Some(p) if p.key_id == rec.key_id && p.valid_to > ctx.now.unix_timestamp() => {
+        Some(p) if p.key_id == rec.key_id && p.private_key.is_some() && p.valid_to > ctx.now.unix_timestamp() => {
             let user_data = import::attestation_binding(&p.public_key, &rec.arn);
             Ok((p.public_key, user_data))
         }

@@ -178,7 +178,7 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
         };
         // Single use: the wrapping key is gone before anything is decrypted with it.
         ctx.records.delete(import::NAMESPACE, &name).await?;
-        if parameters.valid_to <= now {
+        if parameters.valid_to <= now || parameters.private_key.is_none() {
             return Err(KmsError::ExpiredImportToken(
                 "The import token has expired. Call GetParametersForImport for a new one.".into(),
             ));

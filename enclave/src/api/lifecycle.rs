@@ -296,7 +296,7 @@ async fn sweep_import_parameters(
     locks: &crate::locks::RecordLocks,
     now: i64,
 ) -> Result<(), StoreError> {
-    use crate::keys::import::{ImportParameters, NAMESPACE};
+    use crate::keys::import::{ImportParameters, NAMESPACE, PARAMETERS_LIFETIME_SECONDS};
     let mut after: Option<String> = None;
     loop {
         let page: Vec<(String, ImportParameters)> = records
@@ -305,13 +305,21 @@ async fn sweep_import_parameters(
         let Some((last, _)) = page.last() else { return Ok(()) };
         after = Some(last.clone());
         for (name, parameters) in page {
-            if parameters.valid_to <= now {
-                let _guard = locks.lock(&name).await;
-                if let Some(current) = records.get::<ImportParameters>(NAMESPACE, &name).await?
-                    && current.valid_to <= now
-                {
-                    records.delete(NAMESPACE, &name).await?;
+            let expired = |p: &ImportParameters| p.valid_to <= now && p.private_key.is_some();
+            let stale = |p: &ImportParameters| p.valid_to + PARAMETERS_LIFETIME_SECONDS <= now;
+            if !(expired(&parameters) || stale(&parameters)) {
+                continue;
+            }
+            let _guard = locks.lock(&name).await;
+            match records.get::<ImportParameters>(NAMESPACE, &name).await? {
+                Some(current) if stale(&current) => records.delete(NAMESPACE, &name).await?,
+                Some(mut current) if expired(&current) => {
+                    // The wrapping private key goes now; the token's record
+                    // stays a while to answer ExpiredImportTokenException.
+                    current.private_key = None;
+                    records.put(NAMESPACE, &name, &current).await?;
                 }
+                _ => {}
             }
         }
     }

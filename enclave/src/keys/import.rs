@@ -14,8 +14,8 @@
 //! - the wrapping private key is stored only as PKCS#8 wrapped under the
 //!   tenant's KEK (AES-256-GCM, bound to the key ARN and the token), inside a
 //!   record the enclave seals again; it is single-use: the record is deleted
-//!   before the material is decrypted, and an expired record is deleted by
-//!   the sweep. In memory it lives in AWS-LC (`RSA_free` clears the private
+//!   before the material is decrypted, and the sweep drops the private key
+//!   of expired parameters (and the rest of the record a lifetime later). In memory it lives in AWS-LC (`RSA_free` clears the private
 //!   components) and in zeroize-on-drop buffers;
 //! - decryption failures of every kind give one answer, so the error is not
 //!   a padding oracle (and a token cannot be retried anyway);
@@ -165,8 +165,10 @@ pub struct ImportParameters {
     /// SubjectPublicKeyInfo DER of the wrapping key.
     #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
-    /// PKCS#8 of the wrapping private key, wrapped under the tenant KEK.
-    pub private_key: WrappedMaterial,
+    /// PKCS#8 of the wrapping private key, wrapped under the tenant KEK;
+    /// `None` once expired (the sweep keeps the rest one more lifetime, so
+    /// a late import is told its token expired rather than unknown).
+    pub private_key: Option<WrappedMaterial>,
     /// Seconds since the epoch.
     pub valid_to: i64,
 }
@@ -203,7 +205,7 @@ pub fn generate(
             key_spec: spec.as_str().to_owned(),
             token_sha256,
             public_key: public.as_ref().to_vec(),
-            private_key,
+            private_key: Some(private_key),
             valid_to,
         },
         token: token.expose().to_vec(),
@@ -224,6 +226,8 @@ impl ImportParameters {
         let algorithm = WrappingAlgorithm::parse(&self.algorithm).ok_or(ImportError::Corrupt)?;
         let pkcs8 = self
             .private_key
+            .as_ref()
+            .ok_or(ImportError::Corrupt)?
             .open(kek, &private_key_aad(arn, &self.token_sha256))
             .map_err(|_| ImportError::Corrupt)?;
         let private = PrivateDecryptingKey::from_pkcs8(pkcs8.expose()).map_err(|_| ImportError::Corrupt)?;

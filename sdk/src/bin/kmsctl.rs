@@ -59,6 +59,35 @@ enum Command {
     /// Key policy modules: WebAssembly, ABI v1 (policies/ABI.md).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Keys: import your own key material (BYOK).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Import key material into a key created with Origin EXTERNAL (KeyAdmin):
+    /// fetch import parameters, verify the enclave's attestation of the
+    /// wrapping key against --expected-pcr, wrap (RSAES_OAEP_SHA_256,
+    /// RSA_4096), import. Nothing is sent unless the attestation verifies.
+    Import {
+        /// Key id, key ARN, alias name or alias ARN.
+        key_id: String,
+        /// The key material: a file of 32 raw bytes (e.g. `openssl rand -out FILE 32`).
+        file: PathBuf,
+        /// A PCR the enclave must have, INDEX=HEX (repeat for more; at least one).
+        #[arg(long = "expected-pcr", value_name = "INDEX=HEX", required = true)]
+        expected_pcrs: Vec<String>,
+        /// The attestation root certificate (PEM). Default: the AWS Nitro
+        /// Enclaves root. A mock-mode Keyward's is
+        /// `<data-dir>/mock-attestation/root.crt.pem`.
+        #[arg(long, value_name = "FILE")]
+        attestation_root: Option<PathBuf>,
+        /// When the material expires (RFC 3339, at most 365 days ahead).
+        /// Default: it does not expire.
+        #[arg(long, value_name = "RFC3339")]
+        valid_to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -307,7 +336,75 @@ async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>)
             );
         }
         Command::Policy(command) => policy(client, command).await?,
+        Command::Key(KeyCommand::Import {
+            key_id,
+            file,
+            expected_pcrs,
+            attestation_root,
+            valid_to,
+        }) => {
+            import_key(
+                client,
+                &key_id,
+                &file,
+                &expected_pcrs,
+                attestation_root.as_deref(),
+                valid_to.as_deref(),
+            )
+            .await?
+        }
     }
+    Ok(())
+}
+
+// --- BYOK ---
+
+async fn import_key(
+    client: &Client,
+    key_id: &str,
+    file: &std::path::Path,
+    expected_pcrs: &[String],
+    attestation_root: Option<&std::path::Path>,
+    valid_to: Option<&str>,
+) -> Result<(), Failure> {
+    use keyward_sdk::attestation::TrustAnchor;
+    use keyward_sdk::import::Expiry;
+    let usage = |what: String| Failure::Usage(what);
+    let material = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| usage(format!("{}: {e}", file.display())))?);
+    let mut pcrs = std::collections::BTreeMap::new();
+    for pcr in expected_pcrs {
+        let (index, value) = pcr
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--expected-pcr {pcr}: expected INDEX=HEX")))?;
+        let index: u8 = index
+            .parse()
+            .map_err(|_| usage(format!("--expected-pcr {pcr}: the index is not a number")))?;
+        let value = hex::decode(value).map_err(|_| usage(format!("--expected-pcr {pcr}: the value is not hex")))?;
+        pcrs.insert(index, value);
+    }
+    let anchor = match attestation_root {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            TrustAnchor::from_pem(&pem).map_err(|e| usage(format!("{}: {e}", path.display())))?
+        }
+        None => TrustAnchor::aws_nitro_root().map_err(|e| usage(format!("the AWS Nitro root: {e}")))?,
+    };
+    let expiry = match valid_to {
+        None => Expiry::Never,
+        Some(text) => {
+            let at = OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|e| usage(format!("--valid-to {text}: not RFC 3339: {e}")))?;
+            Expiry::At(at.unix_timestamp())
+        }
+    };
+    let arn = client
+        .import_key(key_id, &material, anchor, &pcrs, expiry)
+        .await
+        .map_err(|e| match e {
+            keyward_sdk::import::ImportError::Client(e) => Failure::Service(e),
+            other => Failure::Mismatch(other.to_string()),
+        })?;
+    println!("key material imported into {arn} (wrapping key attested by the enclave)");
     Ok(())
 }
 

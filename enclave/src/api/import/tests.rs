@@ -257,7 +257,9 @@ async fn the_sweep_expires_material_and_import_parameters() {
     .expect("imported");
     // Outstanding parameters of another key.
     let other = create_external(&ctx).await;
-    let _ = wrap_for(&ctx, &other, &[0x55; 32]).await;
+    let (other_token, other_encrypted) = wrap_for(&ctx, &other, &[0x55; 32]).await;
+    let idle = create_external(&ctx).await;
+    let _ = wrap_for(&ctx, &idle, &[0x66; 32]).await;
 
     let sweep = |now: i64| {
         let records = Records::new(&*store, &ctx.keyring.sealer);
@@ -270,13 +272,14 @@ async fn the_sweep_expires_material_and_import_parameters() {
             events
         }
     };
+    // (records, of which still holding a private key)
     let parameters = || async {
         let list: Vec<(String, ImportParameters)> = ctx.records.list(NAMESPACE, "", None, 10).await.expect("list");
-        list.len()
+        (list.len(), list.iter().filter(|(_, p)| p.private_key.is_some()).count())
     };
     assert!(sweep(valid_to - 1).await.is_empty());
     assert_eq!(describe(&ctx, &key_id).await["KeyState"], "Enabled");
-    assert_eq!(parameters().await, 1);
+    assert_eq!(parameters().await, (2, 2));
 
     let events = sweep(valid_to).await;
     assert_eq!(events.len(), 1);
@@ -291,10 +294,25 @@ async fn the_sweep_expires_material_and_import_parameters() {
         .expect("exists");
     assert!(rec.versions.is_empty(), "the material is gone");
     assert_eq!(describe(&ctx, &key_id).await["KeyState"], "PendingImport");
-    assert_eq!(parameters().await, 1, "parameters live 24 hours");
+    assert_eq!(parameters().await, (2, 2), "parameters live 24 hours");
 
-    assert!(sweep(ctx.now.unix_timestamp() + 24 * 3600).await.is_empty());
-    assert_eq!(parameters().await, 0, "expired wrapping keys are deleted");
+    let day = 24 * 3600;
+    assert!(sweep(ctx.now.unix_timestamp() + day).await.is_empty());
+    assert_eq!(parameters().await, (2, 0), "expired wrapping keys are deleted");
+    // A late import hears that its token expired.
+    let mut later = super::super::tests::ctx(&enclave, &store, TENANT).await;
+    later.now = ctx.now + Duration::days(1);
+    assert_eq!(
+        aws_type(import(&later, &other, &other_token, &other_encrypted, never()).await),
+        "ExpiredImportTokenException"
+    );
+    assert_eq!(parameters().await, (1, 0), "the late import spent its record");
+    sweep(ctx.now.unix_timestamp() + 2 * day).await;
+    assert_eq!(
+        parameters().await,
+        (0, 0),
+        "and the rest of the record a lifetime later"
+    );
 }
 
 #[tokio::test]
