@@ -19,7 +19,7 @@ fn help_lists_the_command_groups() {
     let out = kmsctl().arg("--help").output().expect("runs");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for group in ["tenant", "access-key", "audit"] {
+    for group in ["tenant", "access-key", "audit", "policy", "key"] {
         assert!(text.contains(group), "--help must mention {group}: {text}");
     }
 }

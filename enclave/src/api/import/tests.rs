@@ -239,6 +239,45 @@ async fn refusals_are_aws_shaped() {
 }
 
 #[tokio::test]
+async fn no_attestation_without_parameters_and_nothing_while_pending_deletion() {
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    let key_id = create_external(&ctx).await;
+    assert_eq!(
+        aws_type(
+            super::super::attestation_ops::get_attestation_document(
+                &ctx,
+                json!({ "KeyId": key_id, "Nonce": b64(b"n") })
+            )
+            .await
+        ),
+        "KMSInvalidStateException"
+    );
+    let (token, encrypted) = wrap_for(&ctx, &key_id, &[0x77; 32]).await;
+    lifecycle::schedule_key_deletion(&ctx, json!({ "KeyId": key_id, "PendingWindowInDays": 7 }))
+        .await
+        .expect("scheduled");
+    assert_eq!(
+        aws_type(import(&ctx, &key_id, &token, &encrypted, never()).await),
+        "KMSInvalidStateException"
+    );
+    assert_eq!(
+        aws_type(super::delete_imported_key_material(&ctx, json!({ "KeyId": key_id })).await),
+        "KMSInvalidStateException"
+    );
+    // Cancelling the deletion of a key without material leaves it waiting for material.
+    lifecycle::cancel_key_deletion(&ctx, json!({ "KeyId": key_id }))
+        .await
+        .expect("cancelled");
+    assert_eq!(describe(&ctx, &key_id).await["KeyState"], "PendingImport");
+    import(&ctx, &key_id, &token, &encrypted, never())
+        .await
+        .expect("imports after all");
+    assert_eq!(describe(&ctx, &key_id).await["KeyState"], "Enabled");
+}
+
+#[tokio::test]
 async fn the_sweep_expires_material_and_import_parameters() {
     let enclave = enclave();
     let store = MemoryStore::new();
