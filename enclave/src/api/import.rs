@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::error::KmsError;
+use super::lifecycle::with_locked_key;
 use super::params::{self, b64, blob, parse, required};
 use crate::keys::import::{self, ImportError, ImportParameters, WrappingAlgorithm, WrappingKeySpec};
 use crate::keys::record::{self, KeyRecord, KeyState};
@@ -37,22 +38,6 @@ fn check_importable(rec: &KeyRecord) -> Result<(), KmsError> {
         return Err(KmsError::InvalidState(format!("{} is pending deletion.", rec.arn)));
     }
     Ok(())
-}
-
-/// Loads the caller's key under its write lock and runs `body` with it.
-async fn with_locked_key<T>(
-    ctx: &Ctx<'_>,
-    key_id: Option<String>,
-    body: impl AsyncFnOnce(KeyRecord) -> Result<T, KmsError>,
-) -> Result<T, KmsError> {
-    let id = params::resolve_key_id(ctx, &required("keyId", key_id)?).await?;
-    let _guard = ctx
-        .enclave
-        .locks
-        .lock(&record::record_key(&ctx.principal.tenant, &id))
-        .await;
-    let rec = params::load_key_locked(ctx, &id).await?;
-    body(rec).await
 }
 
 #[derive(Deserialize)]

@@ -147,16 +147,29 @@ pub async fn modify<T>(
     key_id: Option<String>,
     change: impl FnOnce(&mut KeyRecord) -> Result<T, KmsError>,
 ) -> Result<(KeyRecord, T), KmsError> {
+    with_locked_key(ctx, key_id, async |mut rec| {
+        let out = change(&mut rec)?;
+        params::save_key(ctx, &rec).await?;
+        Ok((rec, out))
+    })
+    .await
+}
+
+/// Loads the caller's key under its write lock and runs `body` with it
+/// (which saves what it changes).
+pub async fn with_locked_key<T>(
+    ctx: &Ctx<'_>,
+    key_id: Option<String>,
+    body: impl AsyncFnOnce(KeyRecord) -> Result<T, KmsError>,
+) -> Result<T, KmsError> {
     let id = params::resolve_key_id(ctx, &required("keyId", key_id)?).await?;
     let _guard = ctx
         .enclave
         .locks
         .lock(&record::record_key(&ctx.principal.tenant, &id))
         .await;
-    let mut rec = params::load_key_locked(ctx, &id).await?;
-    let out = change(&mut rec)?;
-    params::save_key(ctx, &rec).await?;
-    Ok((rec, out))
+    let rec = params::load_key_locked(ctx, &id).await?;
+    body(rec).await
 }
 
 pub async fn enable_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {

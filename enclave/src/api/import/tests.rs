@@ -58,6 +58,10 @@ fn never() -> Value {
     json!({ "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE" })
 }
 
+fn expires(valid_to: i64) -> Value {
+    json!({ "ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": valid_to })
+}
+
 async fn describe(ctx: &Ctx<'_>, key_id: &str) -> Value {
     keys::describe_key(ctx, json!({ "KeyId": key_id }))
         .await
@@ -134,15 +138,9 @@ async fn import_use_delete_and_reimport_only_the_same_material() {
     // Re-importing the same material into an enabled key only changes its expiry.
     let (token, encrypted) = wrap_for(&ctx, &key_id, &material).await;
     let valid_to = ctx.now.unix_timestamp() + 3600;
-    import(
-        &ctx,
-        &key_id,
-        &token,
-        &encrypted,
-        json!({ "ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": valid_to }),
-    )
-    .await
-    .expect("re-imported");
+    import(&ctx, &key_id, &token, &encrypted, expires(valid_to))
+        .await
+        .expect("re-imported");
     let meta = describe(&ctx, &key_id).await;
     assert_eq!(meta["ExpirationModel"], "KEY_MATERIAL_EXPIRES");
     assert_eq!(meta["ValidTo"], valid_to);
@@ -285,15 +283,9 @@ async fn the_sweep_expires_material_and_import_parameters() {
     let key_id = create_external(&ctx).await;
     let (token, encrypted) = wrap_for(&ctx, &key_id, &[0x44; 32]).await;
     let valid_to = ctx.now.unix_timestamp() + 3600;
-    import(
-        &ctx,
-        &key_id,
-        &token,
-        &encrypted,
-        json!({ "ExpirationModel": "KEY_MATERIAL_EXPIRES", "ValidTo": valid_to }),
-    )
-    .await
-    .expect("imported");
+    import(&ctx, &key_id, &token, &encrypted, expires(valid_to))
+        .await
+        .expect("imported");
     // Outstanding parameters of another key.
     let other = create_external(&ctx).await;
     let (other_token, other_encrypted) = wrap_for(&ctx, &other, &[0x55; 32]).await;
