@@ -28,9 +28,11 @@
 
 mod context;
 mod decision;
+mod json;
 
 pub use context::{Attestation, CONTEXT_VERSION, Context, ContextError, Environment, Principal, Request, Resource};
 pub use decision::{Decision, MAX_REASON_BYTES};
+pub use json::JsonError;
 
 /// What the module answers to the request context `json`: the context
 /// parsed, then `policy` — or a deny when `json` is not a v1 context.
