@@ -52,9 +52,9 @@
 //! * reusing one instance across decisions and resetting it ourselves:
 //!   wasmtime's API cannot reach a module's non-exported globals (a Rust
 //!   module's stack pointer) or tables, and resetting memory without the
-//!   kernel's dirty-page information means copying all of it (1.1 MiB for a
-//!   module built with the SDK) per decision: slower than the slot reset and
-//!   a weaker guarantee. The `policy/decision-reused-instance` benchmark
+//!   kernel's dirty-page information means copying all of it per decision
+//!   (192 KiB for an SDK module, more once it grows; 1.1 MiB with rustc's
+//!   default stack): no faster than the slot reset, and a weaker guarantee. The `policy/decision-reused-instance` benchmark
 //!   measures an instance reused *without* any reset, the bound of what
 //!   reuse could save;
 //! * `PAGEMAP_SCAN` (resetting only the dirty pages): in wasmtime 48 it skips
@@ -113,7 +113,7 @@ pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 /// Wasmtime charges about one unit per wasm instruction (control-flow markers
 /// such as `block`, `loop`, `end` and `nop` are free), so this is roughly twenty
 /// million instructions: a few milliseconds of Cranelift code. Measured: the
-/// SDK's JSON parser needs ~5.2 M for the largest valid context (3,906 tiny
+/// SDK's context reader needs ~4.6 M for the largest valid context (3,906 tiny
 /// encryption-context entries and 50 maximal tags), so 20 M leaves headroom;
 /// it is a hard bound on a policy that never returns.
 pub const FUEL_PER_DECISION: u64 = 20_000_000;
