@@ -241,13 +241,25 @@ fn example_policy(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Customer key policies (ABI v1): one decision in the wasmtime sandbox — a
-/// fresh store and instance per decision, as in the enclave — for the
-/// allow-all WAT module and the `context-tenant` example (Rust, serde_json,
-/// ~100 KiB), on the 0.7 KiB sample context; and a whole Decrypt in the
-/// enclave (as in [`operations`]) of a key without and with a policy module
-/// (`context-tenant`, allowing; and allow-all), under the request facts the
-/// dispatcher sets.
+/// Customer key policies (ABI v1).
+///
+/// * `policy/decision-fresh-instance/<module>`: one decision as the enclave
+///   makes it, `PolicyEngine::evaluate`: a fresh store and instance from a
+///   warm slot of the pooling allocator (memory reset to the module's image),
+///   `keyward_alloc`, the context written, `keyward_evaluate`, the decision
+///   parsed.
+/// * `policy/decision-reused-instance/<module>`: the same calls on one
+///   instance kept across decisions, refuelled but **not reset** (a fresh one
+///   every `REUSE_FOR` decisions, as SDK modules never free the context):
+///   the lower bound of what reusing instances could achieve, since any reuse
+///   that keeps decisions independent must add a reset. Not something the
+///   enclave does: it is here to price isolation.
+///
+/// For the allow-all WAT module and the `context-tenant` example (Rust,
+/// `keyward-policy`), on the 0.7 KiB sample context; then a whole Decrypt in
+/// the enclave (as in [`operations`]) of a key without and with a policy
+/// module (`context-tenant`, allowing; and allow-all), under the request facts
+/// the dispatcher sets.
 fn policy(c: &mut Criterion) {
     use std::cell::RefCell;
 
@@ -267,17 +279,88 @@ fn policy(c: &mut Criterion) {
             .expect("JSON");
     let context = serde_json::to_vec(&sample).expect("context");
 
+    // `KEYWARD_BENCH_POLICY=name=path.wasm[,name=path.wasm…]` adds modules to
+    // compare (an example built from another revision, say); each must allow
+    // the sample context.
+    let extra: Vec<(String, Vec<u8>)> = std::env::var("KEYWARD_BENCH_POLICY")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|spec| !spec.is_empty())
+        .map(|spec| {
+            let (name, path) = spec.split_once('=').expect("KEYWARD_BENCH_POLICY=name=path.wasm");
+            (
+                name.to_owned(),
+                std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+            )
+        })
+        .collect();
+    let mut modules = vec![
+        ("allow-all-wat".to_owned(), allow_all_wasm.clone()),
+        ("context-tenant".to_owned(), context_tenant_wasm.clone()),
+    ];
+    modules.extend(extra);
+
     let engine = PolicyEngine::new().expect("policy engine");
-    let allow_all = engine.compile(&allow_all_wasm).expect("compiles");
+    // Fuel on the largest contexts the enclave sends (policies/ABI.md §5):
+    // printed, not benchmarked.
     let context_tenant = engine.compile(&context_tenant_wasm).expect("compiles");
-    assert!(engine.evaluate(&context_tenant, &context).allow);
+    for (what, entries, value_len, tags) in [
+        (
+            "58 KiB: 1,150 encryption context entries with 40-byte values",
+            1_150,
+            40,
+            0,
+        ),
+        (
+            "50 KiB: 3,906 one- and two-character keys plus 50 maximal tags",
+            3_906,
+            0,
+            50,
+        ),
+    ] {
+        const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let key = |i: usize| -> String {
+            if value_len > 0 {
+                format!("k{i:04}")
+            } else if i < ALNUM.len() {
+                char::from(ALNUM[i]).to_string()
+            } else {
+                let j = i - ALNUM.len();
+                format!(
+                    "{}{}",
+                    char::from(ALNUM[j / ALNUM.len()]),
+                    char::from(ALNUM[j % ALNUM.len()])
+                )
+            }
+        };
+        let mut big = sample.clone();
+        let mut ec: serde_json::Map<String, Value> =
+            (0..entries).map(|i| (key(i), json!("x".repeat(value_len)))).collect();
+        ec.insert("tenant".into(), json!("acme"));
+        big["request"]["encryption_context"] = Value::Object(ec);
+        big["resource"]["tags"] = (0..tags)
+            .map(|i| (format!("{i:0>128}"), json!("v".repeat(256))))
+            .collect();
+        let big = serde_json::to_vec(&big).expect("JSON");
+        let (decision, fuel) = engine.evaluate_metered(&context_tenant, &big);
+        assert!(decision.allow, "{what}: {}", decision.reason);
+        println!("policy/context-tenant: {fuel} fuel on {what} ({} bytes)", big.len());
+    }
     let mut group = c.benchmark_group("policy");
-    group.bench_function("decision/allow-all-wat", |b| {
-        b.iter(|| engine.evaluate(&allow_all, black_box(&context)))
-    });
-    group.bench_function("decision/context-tenant", |b| {
-        b.iter(|| engine.evaluate(&context_tenant, black_box(&context)))
-    });
+    for (name, wasm) in &modules {
+        let compiled = engine.compile(wasm).expect("compiles");
+        let (decision, fuel) = engine.evaluate_metered(&compiled, &context);
+        assert!(decision.allow, "{name}: {}", decision.reason);
+        println!("policy/{name}: {fuel} fuel per decision on the sample context");
+        group.bench_function(format!("decision-fresh-instance/{name}"), |b| {
+            b.iter(|| engine.evaluate(&compiled, black_box(&context)))
+        });
+        let mut reused = ReusedInstance::new(wasm);
+        assert!(reused.decide(&context), "{name}: the reused instance denied");
+        group.bench_function(format!("decision-reused-instance/{name}"), |b| {
+            b.iter(|| reused.decide(black_box(&context)))
+        });
+    }
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let enclave = mock_enclave();
@@ -344,6 +427,72 @@ fn policy(c: &mut Criterion) {
         b.iter(|| decrypt(black_box(&allow_all_body)).expect("decrypts"))
     });
     group.finish();
+
+    /// Decisions per instance in [`ReusedInstance`] before it is replaced.
+    const REUSE_FOR: u32 = 256;
+
+    /// One policy instance kept across decisions (see [`policy`]): refuelled,
+    /// never reset. A measurement device only.
+    struct ReusedInstance {
+        store: wasmtime::Store<()>,
+        pre: wasmtime::InstancePre<()>,
+        instance: wasmtime::Instance,
+        uses: u32,
+    }
+
+    impl ReusedInstance {
+        fn new(wasm: &[u8]) -> Self {
+            // The sandbox's code generation and metering (fuel, epochs); the
+            // epoch never advances here.
+            let mut config = wasmtime::Config::new();
+            config
+                .cranelift_opt_level(wasmtime::OptLevel::Speed)
+                .cranelift_nan_canonicalization(true)
+                .consume_fuel(true)
+                .epoch_interruption(true);
+            let engine = wasmtime::Engine::new(&config).expect("engine");
+            let module = wasmtime::Module::new(&engine, wasm).expect("module");
+            let pre = wasmtime::Linker::new(&engine).instantiate_pre(&module).expect("pre");
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = pre.instantiate(&mut store).expect("instance");
+            ReusedInstance {
+                store,
+                pre,
+                instance,
+                uses: 0,
+            }
+        }
+
+        /// One decision; whether it allowed.
+        fn decide(&mut self, context: &[u8]) -> bool {
+            self.uses += 1;
+            if self.uses > REUSE_FOR {
+                self.store = wasmtime::Store::new(self.store.engine(), ());
+                self.instance = self.pre.instantiate(&mut self.store).expect("instance");
+                self.uses = 1;
+            }
+            let store = &mut self.store;
+            store.set_fuel(20_000_000).expect("fuel");
+            store.set_epoch_deadline(10);
+            let memory = self.instance.get_memory(&mut *store, "memory").expect("memory");
+            let alloc = self
+                .instance
+                .get_typed_func::<i32, i32>(&mut *store, "keyward_alloc")
+                .expect("alloc");
+            let evaluate = self
+                .instance
+                .get_typed_func::<(i32, i32), i64>(&mut *store, "keyward_evaluate")
+                .expect("evaluate");
+            let len = context.len() as i32;
+            let ptr = alloc.call(&mut *store, len).expect("alloc call");
+            memory.write(&mut *store, ptr as u32 as usize, context).expect("write");
+            let packed = evaluate.call(&mut *store, (ptr, len)).expect("evaluate call") as u64;
+            let (start, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+            let decision: serde_json::Value =
+                serde_json::from_slice(&memory.data(&*store)[start..start + len]).expect("decision");
+            decision["allow"] == serde_json::Value::Bool(true)
+        }
+    }
 }
 
 criterion_group!(

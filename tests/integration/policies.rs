@@ -1043,6 +1043,61 @@ async fn test_policy_evaluates_a_module_on_a_given_context() {
     );
 }
 
+/// The largest contexts the enclave can send still parse in the SDK's
+/// modules within the sandbox's fuel and memory (ABI.md §5): thousands of
+/// tiny encryption-context entries plus 50 maximal tags, and long values.
+/// (Regression test for the SDK's own reader and bump allocator, which must
+/// grow memory past its arena here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_parses_the_largest_contexts_within_the_limits() {
+    let context_tenant = example_policy("context-tenant");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/contexts/decrypt.json");
+    let sample: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("sample context")).expect("JSON");
+    const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    // 62 one-character and 3,844 two-character keys, empty values.
+    let mut tiny: serde_json::Map<String, Value> = ALNUM
+        .iter()
+        .map(|&a| (char::from(a).to_string(), json!("")))
+        .chain(ALNUM.iter().flat_map(|&a| {
+            ALNUM
+                .iter()
+                .map(move |&b| (format!("{}{}", char::from(a), char::from(b)), json!("")))
+        }))
+        .collect();
+    tiny.insert("tenant".into(), json!("acme"));
+    let tags: serde_json::Map<String, Value> = (0..50)
+        .map(|i| (format!("{i:0>128}"), json!("v".repeat(256))))
+        .collect();
+    let mut many_tiny = sample.clone();
+    many_tiny["request"]["encryption_context"] = Value::Object(tiny);
+    many_tiny["resource"]["tags"] = Value::Object(tags);
+    let long: serde_json::Map<String, Value> = (0..1_150)
+        .map(|i| (format!("k{i:04}"), json!("x".repeat(40))))
+        .chain([("tenant".to_owned(), json!("acme"))])
+        .collect();
+    let mut long_values = sample.clone();
+    long_values["request"]["encryption_context"] = Value::Object(long);
+
+    let mut sandbox = Sandbox::new();
+    let kw = sandbox.start().await;
+    for (what, context) in [
+        ("3,907 tiny entries and 50 tags", many_tiny),
+        ("1,151 long values", long_values),
+    ] {
+        let size = serde_json::to_vec(&context).expect("JSON").len();
+        assert!((48 * 1024..64 * 1024).contains(&size), "{what}: {size} bytes");
+        let out = sdk_ok(what, test_policy(&kw, &kw.creds, &context_tenant, &context).await);
+        assert_eq!(
+            (out["Allow"].clone(), out["Reason"].clone()),
+            (
+                json!(true),
+                json!("kms:Decrypt allowed: encryption context tenant is the caller's (acme)")
+            ),
+            "{what} ({size} bytes)"
+        );
+    }
+}
+
 /// A deny reaches every kind of client the same way: raw signed HTTP gets an
 /// AWS JSON error, keyward-sdk a service error with the request id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,3 +380,46 @@ async fn memory_grow_bombs_do_not_grow_the_enclave() {
         mib(after)
     );
 }
+
+/// Decisions are independent through the whole service: the isolation probe
+/// (`tests/data/policy_isolation_probe.wat`) counts its calls in a global,
+/// its data segment, a page it grows and a table slot, and allows only when
+/// every count is 1, so every Decrypt of its key must succeed — one after
+/// another, concurrently, and after the same slots served a module that
+/// trapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_policy_state_survives_from_one_decision_to_the_next() {
+    let mut sandbox = Sandbox::new();
+    let kw = sandbox.start().await;
+    let kms = kw.client();
+    let key_id = create_key(&kms, "isolation probe").await;
+    let ciphertext = encrypt(&kms, &key_id, b"probe", None).await;
+    attach(&kw, &key_id, &wat_module("policy_isolation_probe")).await;
+    let trapping = create_key(&kms, "traps").await;
+    let trapping_ciphertext = encrypt(&kms, &trapping, b"trap", None).await;
+    attach(&kw, &trapping, &wat_module("fail_policy_unreachable")).await;
+    for round in 0..20 {
+        let plaintext = within("a probed Decrypt", decrypt(&kms, None, &ciphertext, None)).await;
+        assert_eq!(plaintext, b"probe", "round {round}");
+        let trapped = within(
+            "a trapping Decrypt",
+            kms.decrypt()
+                .ciphertext_blob(Blob::new(trapping_ciphertext.clone()))
+                .send(),
+        )
+        .await;
+        assert!(trapped.is_err(), "round {round}: the trapping module allowed");
+    }
+    let concurrent: Vec<_> = (0..8)
+        .map(|_| {
+            let kms = kms.clone();
+            let ciphertext = ciphertext.clone();
+            tokio::spawn(
+                async move { within("a concurrent probed Decrypt", decrypt(&kms, None, &ciphertext, None)).await },
+            )
+        })
+        .collect();
+    for task in concurrent {
+        assert_eq!(task.await.expect("probed Decrypt task"), b"probe");
+    }
+}

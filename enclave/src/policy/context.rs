@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
@@ -40,34 +41,92 @@ pub fn note_attestation(module_id: &str, pcrs: &BTreeMap<u8, Vec<u8>>, timestamp
 }
 
 /// The ABI v1 context JSON for `key` under the current request.
+///
+/// Serialized straight from borrowed data (the request's facts stay in the
+/// task-local, nothing is cloned or built as a `Value` first): this runs on
+/// every operation on a key that has a policy.
 pub fn build(principal: &Principal, key: &KeyRecord, time_ms: u64) -> Vec<u8> {
-    let facts = FACTS.try_with(|f| f.borrow().clone()).unwrap_or_default();
+    FACTS
+        .try_with(|f| serialize(principal, key, time_ms, &f.borrow()))
+        .unwrap_or_else(|_| serialize(principal, key, time_ms, &RequestFacts::default()))
+}
+
+fn serialize(principal: &Principal, key: &KeyRecord, time_ms: u64, facts: &RequestFacts) -> Vec<u8> {
     let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
-    let context = json!({
-        "version": 1,
-        "principal": {
-            "tenant": principal.tenant,
-            "access_key_id": principal.access_key_id,
-            "roles": roles,
-            "attestation": facts.attestation,
+    let mut key_id = uuid::Uuid::encode_buffer();
+    let key_id: &str = key.key_id.hyphenated().encode_lower(&mut key_id);
+    let document = Document {
+        version: 1,
+        principal: DocPrincipal {
+            tenant: &principal.tenant,
+            access_key_id: &principal.access_key_id,
+            roles,
+            attestation: facts.attestation.as_ref(),
         },
-        "action": facts.action,
-        "resource": {
-            "key_id": key.key_id.to_string(),
-            "arn": key.arn,
-            "key_spec": key.key_spec,
-            "key_usage": key.key_usage,
-            "key_state": key.state.as_str(),
-            "tags": key.tags,
+        action: &facts.action,
+        resource: DocResource {
+            key_id,
+            arn: &key.arn,
+            key_spec: &key.key_spec,
+            key_usage: &key.key_usage,
+            key_state: key.state.as_str(),
+            tags: &key.tags,
         },
-        "request": {
-            "encryption_context": facts.encryption_context,
-            "recipient": facts.recipient,
-            "grant_tokens": facts.grant_tokens,
+        request: DocRequest {
+            encryption_context: &facts.encryption_context,
+            recipient: facts.recipient,
+            grant_tokens: &facts.grant_tokens,
         },
-        "environment": { "time_ms": time_ms },
-    });
-    context.to_string().into_bytes()
+        environment: DocEnvironment { time_ms },
+    };
+    let mut out = Vec::with_capacity(512);
+    // Strings, maps of strings, numbers and a JSON value: always serializes.
+    if serde_json::to_writer(&mut out, &document).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The context document (ABI v1, `policies/ABI.md` §3), borrowing its parts.
+#[derive(Serialize)]
+struct Document<'a> {
+    version: u32,
+    principal: DocPrincipal<'a>,
+    action: &'a str,
+    resource: DocResource<'a>,
+    request: DocRequest<'a>,
+    environment: DocEnvironment,
+}
+
+#[derive(Serialize)]
+struct DocPrincipal<'a> {
+    tenant: &'a str,
+    access_key_id: &'a str,
+    roles: Vec<&'a str>,
+    /// `null` when the request has no verified attestation.
+    attestation: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct DocResource<'a> {
+    key_id: &'a str,
+    arn: &'a str,
+    key_spec: &'a str,
+    key_usage: &'a str,
+    key_state: &'a str,
+    tags: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct DocRequest<'a> {
+    encryption_context: &'a BTreeMap<String, String>,
+    recipient: bool,
+    grant_tokens: &'a [String],
+}
+
+#[derive(Serialize)]
+struct DocEnvironment {
+    time_ms: u64,
 }
 
 /// Extracts the facts of a request body for `target`.
@@ -107,5 +166,101 @@ pub fn facts_of(target: &str, body: &Value) -> RequestFacts {
         recipient: body.get("Recipient").is_some_and(|r| !r.is_null()),
         attestation: None,
         tenant_policy: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::auth::credentials::Role;
+    use crate::keys::record::KeyState;
+
+    fn key() -> KeyRecord {
+        KeyRecord {
+            key_id: uuid::Uuid::parse_str("1234abcd-12ab-34cd-56ef-1234567890ab").expect("uuid"),
+            tenant: "111122223333".into(),
+            arn: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            description: String::new(),
+            creation_date: 0,
+            state: KeyState::Disabled,
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            origin: "AWS_KMS".into(),
+            versions: Vec::new(),
+            tags: [("team".to_owned(), "pay\"ments\n".to_owned())].into_iter().collect(),
+            deletion_date: None,
+            rotation_period_days: None,
+            next_rotation_date: None,
+            rotations: Vec::new(),
+            attestation: None,
+            policy_module: None,
+        }
+    }
+
+    fn principal() -> Principal {
+        Principal {
+            tenant: "111122223333".into(),
+            access_key_id: "AKIAEXAMPLE".into(),
+            roles: vec![Role::KeyAdmin, Role::KeyUser],
+        }
+    }
+
+    /// The document is exactly ABI v1's §3 (every member, with its type).
+    #[tokio::test]
+    async fn the_context_is_the_v1_document() {
+        let body = json!({
+            "EncryptionContext": { "tenant": "111122223333", "é": "\u{1}" },
+            "GrantTokens": ["g1"],
+            "Recipient": { "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256" },
+        });
+        let facts = facts_of("TrentService.Decrypt", &body);
+        let built = FACTS
+            .scope(RefCell::new(facts), async {
+                note_attestation("i-0123-enc0123", &[(0u8, vec![0xab; 48])].into_iter().collect(), 1_000);
+                build(&principal(), &key(), 1_704_110_400_000)
+            })
+            .await;
+        let parsed: Value = serde_json::from_slice(&built).expect("JSON");
+        assert_eq!(
+            parsed,
+            json!({
+                "version": 1,
+                "principal": {
+                    "tenant": "111122223333",
+                    "access_key_id": "AKIAEXAMPLE",
+                    "roles": ["KeyAdmin", "KeyUser"],
+                    "attestation": { "module_id": "i-0123-enc0123", "pcrs": { "0": "ab".repeat(48) }, "timestamp": 1000 },
+                },
+                "action": "kms:Decrypt",
+                "resource": {
+                    "key_id": "1234abcd-12ab-34cd-56ef-1234567890ab",
+                    "arn": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                    "key_spec": "SYMMETRIC_DEFAULT",
+                    "key_usage": "ENCRYPT_DECRYPT",
+                    "key_state": "Disabled",
+                    "tags": { "team": "pay\"ments\n" },
+                },
+                "request": {
+                    "encryption_context": { "tenant": "111122223333", "é": "\u{1}" },
+                    "recipient": true,
+                    "grant_tokens": ["g1"],
+                },
+                "environment": { "time_ms": 1_704_110_400_000u64 },
+            })
+        );
+    }
+
+    /// Outside a request (no facts): the same shape, with an empty action.
+    #[test]
+    fn without_facts_the_action_is_empty() {
+        let parsed: Value = serde_json::from_slice(&build(&principal(), &key(), 5)).expect("JSON");
+        assert_eq!(parsed["action"], "");
+        assert_eq!(parsed["principal"]["attestation"], Value::Null);
+        assert_eq!(parsed["request"]["encryption_context"], json!({}));
+        assert_eq!(parsed["request"]["grant_tokens"], json!([]));
+        assert_eq!(parsed["request"]["recipient"], false);
+        assert_eq!(parsed["environment"]["time_ms"], 5);
     }
 }

@@ -20,13 +20,47 @@
 //! out-of-bounds pointer or length, a malformed decision.
 //!
 //! # Isolation
-//! Every decision runs in a **fresh instance in a fresh [`Store`]**, created
-//! from the module's [`InstancePre`] and dropped when the decision is read:
-//! nothing a policy writes (memory, globals, tables) survives into the next
-//! decision, for the same request or any other, and a policy that was stopped
-//! half-way (fuel, deadline, trap) leaves nothing behind. With the pooling
-//! allocator the instance's memory slot is reset (zeroed, or re-mapped to the
-//! module's initial image) before it is handed out again.
+//! **Guarantee: every decision observes only the module's initial state and
+//! its own context.** Nothing a policy writes (memory, globals, tables, its
+//! memory size) survives into the next decision, for the same request or any
+//! other, whether the decision ended normally or was stopped half-way (trap,
+//! fuel, deadline, memory limit).
+//!
+//! How: every decision runs in a **fresh instance in a fresh [`Store`]**,
+//! created from the module's [`InstancePre`] and dropped when the decision is
+//! read. What is reused is the *slot* the instance lives in: wasmtime's
+//! pooling allocator keeps freed slots warm and hands a module back a slot it
+//! used before (its memory image stays mapped), after resetting it:
+//! * linear memory: the first `MEMORY_KEEP_RESIDENT` bytes are rewritten from
+//!   the module's initial image (zeros and data segments); everything beyond
+//!   is returned with `madvise(MADV_DONTNEED)`, which restores the pristine
+//!   copy-on-write mapping of the image or zero pages; memory a decision grew
+//!   is made inaccessible again (the next instance starts at the module's
+//!   initial size);
+//! * tables: the used part is zeroed (`TABLE_KEEP_RESIDENT` bytes by
+//!   `memset`, the rest `madvise`d), then instantiation writes the module's
+//!   element segments;
+//! * globals and the instance's context: initialised by instantiation;
+//! * fuel, the epoch deadline and the resource limiter are per store.
+//!
+//! So a decision sees exactly what a brand-new instance would. The
+//! `policy_isolation_probe` tests check it (a module counting its calls in a
+//! global, its data segment, a grown page, its memory size and a table slot
+//! sees 1 every time: sequentially, after traps and out-of-fuel, concurrently).
+//!
+//! Not used, and why:
+//! * reusing one instance across decisions and resetting it ourselves:
+//!   wasmtime's API cannot reach a module's non-exported globals (a Rust
+//!   module's stack pointer) or tables, and resetting memory without the
+//!   kernel's dirty-page information means copying all of it per decision
+//!   (192 KiB for an SDK module, more once it grows; 1.1 MiB with rustc's
+//!   default stack): no faster than the slot reset, and a weaker guarantee. The `policy/decision-reused-instance` benchmark
+//!   measures an instance reused *without* any reset, the bound of what
+//!   reuse could save;
+//! * `PAGEMAP_SCAN` (resetting only the dirty pages): in wasmtime 48 it skips
+//!   dirty pages that the kernel swapped out, which would leak one decision's
+//!   memory into a later one (bytecodealliance/wasmtime#14357);
+//! * memory protection keys: not available on the enclave's CPUs.
 //!
 //! Per decision the sandbox bounds:
 //! * instructions: [`FUEL_PER_DECISION`] units of fuel (about one per wasm
@@ -51,12 +85,12 @@
 //! allocation (logged as a warning); the same per-store limits apply.
 //!
 //! # Cost
-//! Measured in release mode on a 2-core VM: about 4.5 µs per decision end to
-//! end for a trivial policy (a fresh store and instance is about 3.5 µs of
-//! it; parsing the decision about 0.15 µs); compiling a small module at upload
-//! takes about 3 ms. Reusing instances would save little of this (what a fresh
-//! instance costs is mostly resetting its memory, which any reuse that keeps
-//! decisions independent must do too), so none is attempted.
+//! See `BENCHMARKS.md` (policy section) for the measured figures and the
+//! commands: a decision costs a few microseconds for a trivial module, most
+//! of it creating the store and instance and resetting the slot; a module
+//! built with the `keyward-policy` SDK adds its own work (parsing the
+//! context: a few thousand units of fuel). Compiling a small module at
+//! upload takes about 3 ms.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +100,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, Extern, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Config, Enabled, Engine, Extern, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker, Module,
     ModuleExport, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Strategy, Trap, ValType, WasmFeatures,
 };
 
@@ -79,7 +113,7 @@ pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 /// Wasmtime charges about one unit per wasm instruction (control-flow markers
 /// such as `block`, `loop`, `end` and `nop` are free), so this is roughly twenty
 /// million instructions: a few milliseconds of Cranelift code. Measured: the
-/// SDK's JSON parser needs ~5.2 M for the largest valid context (3,906 tiny
+/// SDK's context reader needs ~4.6 M for the largest valid context (3,906 tiny
 /// encryption-context entries and 50 maximal tags), so 20 M leaves headroom;
 /// it is a hard bound on a policy that never returns.
 pub const FUEL_PER_DECISION: u64 = 20_000_000;
@@ -107,6 +141,11 @@ const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// ~4.5 µs per decision instead of ~10–14 µs with nothing kept. The cost is at
 /// most this much resident memory per warm slot (32 MiB for a full pool).
 const MEMORY_KEEP_RESIDENT: usize = 128 * 1024;
+/// The same for a freed instance's table (its used part only): 16 KiB is 2,048
+/// function references, more than the table of any module seen so far (a
+/// Rust policy's is a few dozen), so resetting it is one short `memset`
+/// instead of an `madvise` and a page fault on the next decision.
+const TABLE_KEEP_RESIDENT: usize = 16 * 1024;
 
 const WASM_PAGE_BYTES: u64 = 64 * 1024;
 
@@ -279,17 +318,26 @@ impl PolicyEngine {
     /// when every instance slot is taken. Async callers should use
     /// `spawn_blocking` (or accept the bounded block).
     pub fn evaluate(&self, policy: &CompiledPolicy, context_json: &[u8]) -> Decision {
-        match self.run(policy, context_json) {
+        self.evaluate_metered(policy, context_json).0
+    }
+
+    /// [`Self::evaluate`], also returning the fuel the decision used (0 when
+    /// the module did not run): what `policies/ABI.md` §5 reports, and what
+    /// policy authors budget against.
+    pub fn evaluate_metered(&self, policy: &CompiledPolicy, context_json: &[u8]) -> (Decision, u64) {
+        let mut fuel_used = 0;
+        let decision = match self.run(policy, context_json, &mut fuel_used) {
             Ok(decision) => decision,
             Err(failure) => {
                 let reason = failure.to_string();
                 tracing::debug!(policy = %policy.sha256_hex(), %reason, "policy denied by the sandbox");
                 Decision::deny(reason)
             }
-        }
+        };
+        (decision, fuel_used)
     }
 
-    fn run(&self, policy: &CompiledPolicy, context: &[u8]) -> Result<Decision, Failure> {
+    fn run(&self, policy: &CompiledPolicy, context: &[u8], fuel_used: &mut u64) -> Result<Decision, Failure> {
         if context.len() > MAX_CONTEXT_BYTES {
             return Err(Failure::ContextTooLarge);
         }
@@ -336,7 +384,12 @@ impl PolicyEngine {
             .typed::<(i32, i32), i64>(&store)
             .map_err(|e| Failure::Engine(error_text(&e)))?;
 
-        let ptr = alloc.call(&mut store, context_len).map_err(|e| failed(&store, e))?;
+        let fuel = self.limits.fuel;
+        let used = |store: &Store<StoreState>| fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let ptr = alloc.call(&mut store, context_len).map_err(|e| {
+            *fuel_used = used(&store);
+            failed(&store, e)
+        })?;
         // The guest's i32 is an unsigned address.
         let ptr_addr = ptr as u32 as usize;
         memory
@@ -346,9 +399,9 @@ impl PolicyEngine {
                 len: context.len(),
             })?;
 
-        let packed = evaluate
-            .call(&mut store, (ptr, context_len))
-            .map_err(|e| failed(&store, e))? as u64;
+        let packed = evaluate.call(&mut store, (ptr, context_len));
+        *fuel_used = used(&store);
+        let packed = packed.map_err(|e| failed(&store, e))? as u64;
         let out_ptr = (packed >> 32) as u32;
         let out_len = (packed & 0xffff_ffff) as u32;
         if out_len as usize > MAX_DECISION_BYTES {
@@ -401,7 +454,14 @@ fn config(pool_slots: Option<u32>) -> Config {
             .max_tables_per_module(1)
             .max_memory_size(MAX_MEMORY_BYTES)
             .table_elements(MAX_TABLE_ELEMENTS)
-            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            // Not PAGEMAP_SCAN: in wasmtime 48 its dirty-page reset skips
+            // pages the kernel has swapped out (they are neither rewritten nor
+            // decommitted), so a later instance in the slot could read an
+            // earlier decision's memory (bytecodealliance/wasmtime#14357).
+            // The reset below is complete whatever the kernel did.
+            .pagemap_scan(Enabled::No);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -821,6 +881,7 @@ mod tests {
 
     const ALLOW_ALL: &str = wat_file!("policy_allow_all");
     const ALLOW_DECRYPT_ONLY: &str = wat_file!("policy_allow_decrypt_only");
+    const ISOLATION_PROBE: &str = wat_file!("policy_isolation_probe");
     const INFINITE_LOOP: &str = wat_file!("fail_policy_infinite_loop");
     const MEMORY_GROW_BOMB: &str = wat_file!("fail_policy_memory_grow_bomb");
     const DEEP_RECURSION: &str = wat_file!("fail_policy_deep_recursion");
@@ -1018,6 +1079,64 @@ mod tests {
     fn allow_that_is_not_a_bool_is_malformed() {
         let policy = compile(ALLOW_NOT_BOOL);
         assert_denied(engine(), &policy, "malformed");
+    }
+
+    /// The probe allows only when its global, its memory (initial and grown),
+    /// its memory size and its table are as instantiation left them.
+    fn assert_fresh(engine: &PolicyEngine, probe: &CompiledPolicy) {
+        let decision = engine.evaluate(probe, &context("kms:Decrypt"));
+        assert!(decision.allow, "{decision:?}");
+        assert!(decision.reason.starts_with("first call"), "{decision:?}");
+    }
+
+    #[test]
+    fn no_state_survives_from_one_decision_to_the_next() {
+        // An engine of its own with a few slots, so that the same slots (and
+        // their memory images) are reused decision after decision.
+        let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }).expect("engine");
+        let probe = engine.compile(&wasm(ISOLATION_PROBE)).expect("compiles");
+        for _ in 0..200 {
+            assert_fresh(&engine, &probe);
+        }
+        // Interleaved with other modules in the same slots.
+        let allow_all = engine.compile(&wasm(ALLOW_ALL)).expect("compiles");
+        for _ in 0..50 {
+            assert_fresh(&engine, &probe);
+            assert!(engine.evaluate(&allow_all, &context("kms:Decrypt")).allow);
+        }
+    }
+
+    #[test]
+    fn a_trapped_decision_leaves_no_state_behind() {
+        let engine = PolicyEngine::with_limits(Limits { slots: 1, ..RELAXED }).expect("engine");
+        let probe = engine.compile(&wasm(ISOLATION_PROBE)).expect("compiles");
+        for _ in 0..50 {
+            // A one-byte context: the probe changes all its state, then traps.
+            let trapped = engine.evaluate(&probe, b"1");
+            assert!(!trapped.allow && trapped.reason.contains("unreachable"), "{trapped:?}");
+            assert_fresh(&engine, &probe);
+        }
+        // Out of fuel half-way, too.
+        let looping = engine.compile(&wasm(INFINITE_LOOP)).expect("compiles");
+        assert_denied(&engine, &looping, "fuel");
+        assert_fresh(&engine, &probe);
+    }
+
+    #[test]
+    fn concurrent_decisions_are_independent() {
+        // A slot per thread (no waiting, so no "busy" on a loaded machine);
+        // slots still pass from thread to thread.
+        let engine = &PolicyEngine::with_limits(Limits { slots: 8, ..RELAXED }).expect("engine");
+        let probe = &engine.compile(&wasm(ISOLATION_PROBE)).expect("compiles");
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(move || {
+                    for _ in 0..100 {
+                        assert_fresh(engine, probe);
+                    }
+                });
+            }
+        });
     }
 
     #[test]

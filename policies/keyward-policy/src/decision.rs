@@ -47,8 +47,17 @@ impl Decision {
 
     /// The decision as the module returns it to the host.
     pub fn to_json(&self) -> String {
-        // A bool and a string: serialization cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"allow":false,"reason":""}"#))
+        // Written by hand (as serde_json would write it), so that modules do
+        // not link a JSON serializer.
+        let mut out = String::with_capacity(32 + self.reason.len());
+        out.push_str(if self.allow {
+            r#"{"allow":true,"reason":""#
+        } else {
+            r#"{"allow":false,"reason":""#
+        });
+        crate::json::escape_into(&mut out, &self.reason);
+        out.push_str(r#""}"#);
+        out
     }
 }
 

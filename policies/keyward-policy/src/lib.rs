@@ -26,11 +26,21 @@
 //!
 //! The module traps (and the host denies) if the policy panics.
 
+#[cfg(any(all(target_arch = "wasm32", feature = "bump-allocator"), test))]
+mod bump;
 mod context;
 mod decision;
+mod json;
+
+/// In the module, allocation is a pointer bump (see `src/bump.rs`; feature
+/// `bump-allocator`, on by default).
+#[cfg(all(target_arch = "wasm32", feature = "bump-allocator"))]
+#[global_allocator]
+static ALLOCATOR: bump::Bump = bump::Bump::new();
 
 pub use context::{Attestation, CONTEXT_VERSION, Context, ContextError, Environment, Principal, Request, Resource};
 pub use decision::{Decision, MAX_REASON_BYTES};
+pub use json::JsonError;
 
 /// What the module answers to the request context `json`: the context
 /// parsed, then `policy` — or a deny when `json` is not a v1 context.

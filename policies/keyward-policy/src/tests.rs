@@ -215,3 +215,132 @@ fn the_sample_context_files_are_v1_contexts() -> Result<(), ContextError> {
     }
     Ok(())
 }
+
+/// What `serde_json` (with the derived `Deserialize`) makes of `json`: the
+/// reference the context reader is checked against.
+fn reference(json: &[u8]) -> Option<Context> {
+    serde_json::from_slice::<Context>(json)
+        .ok()
+        .filter(|c| c.version == CONTEXT_VERSION)
+}
+
+/// The reader agrees with the reference, except that it also refuses a PCR
+/// index given twice (the reference keeps the last).
+fn agrees(json: &[u8]) -> Result<(), String> {
+    let ours = Context::from_json(json);
+    match (ours, reference(json)) {
+        (Ok(a), Some(b)) if a == b => Ok(()),
+        (Err(_), None) => Ok(()),
+        (Err(ContextError::Json(e)), Some(_)) if e.message() == "duplicate key" => Ok(()),
+        (ours, theirs) => Err(format!(
+            "{}\n  reader: {ours:?}\n  serde_json: {theirs:?}",
+            String::from_utf8_lossy(json)
+        )),
+    }
+}
+
+#[test]
+fn the_reader_agrees_with_serde_json_on_valid_contexts() {
+    let sample = Context::sample().to_json();
+    let cases = [
+        FULL.to_owned(),
+        sample.clone(),
+        include_str!("../../contexts/decrypt.json").to_owned(),
+        include_str!("../../contexts/decrypt-attested.json").to_owned(),
+        include_str!("../../contexts/schedule-deletion.json").to_owned(),
+        // Escapes of every kind, in values and keys.
+        sample.replace(
+            r#""encryption_context":{}"#,
+            r#""encryption_context":{"q\"b\\s\/":"\b\f\n\r\t","\u00e9\u20AC":"\ud83d\ude00 x","":""}"#,
+        ),
+        // Unknown members of every type, nested, anywhere.
+        sample.replace(
+            r#""version":1"#,
+            r#""x":{"a":[1,-2.5e+3,0.0,1E-2,true,false,null,"s",{"b":[]},[[{}]]]},"version":1,"y":[]"#,
+        ),
+        sample.replace(r#""time_ms":"#, r#""later":{"n":-0},"time_ms":"#),
+        sample.replace(r#""recipient":false"#, r#""recipient":false,"z":"\u0000""#),
+        // Whitespace everywhere it may be.
+        format!(" \t\r\n{} \n", sample.replace(',', " ,\n\t").replace(':', " : ")),
+        // Attestation absent, null, present; u32/u64 extremes.
+        sample.replace(r#","attestation":null"#, ""),
+        FULL.replace("1704110399000", "18446744073709551615"),
+        FULL.replace(r#""version": 1"#, r#""version": 1.0"#),
+        FULL.replace(r#""version": 1"#, r#""version": 4294967297"#),
+        FULL.replace(r#""time_ms": 1704110400000"#, r#""time_ms": 18446744073709551616"#),
+        FULL.replace(r#""0": "AB01""#, r#""4294967295": "AB01""#),
+        FULL.replace(r#""0": "AB01""#, r#""4294967296": "AB01""#),
+        FULL.replace(r#""0": "AB01""#, r#""00": "AB01""#),
+        FULL.replace(r#""0": "AB01""#, r#""-1": "AB01""#),
+        // Duplicates of members (errors for both).
+        sample.replace(r#""action":"#, r#""action":"kms:Encrypt","action":"#),
+        sample.replace(r#""recipient":false"#, r#""recipient":false,"recipient":true"#),
+        sample.replace(r#""attestation":null"#, r#""attestation":null,"attestation":null"#),
+    ];
+    for case in cases {
+        agrees(case.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let deep = |n: usize| {
+        sample.replace(
+            r#""version":1"#,
+            &format!(r#""d":{}1{},"version":1"#, "[".repeat(n), "]".repeat(n)),
+        )
+    };
+    assert!(Context::from_json(deep(126).as_bytes()).is_ok());
+    assert!(Context::from_json(deep(200).as_bytes()).is_err());
+}
+
+/// Every one-byte change, insertion and deletion of a full context: the
+/// reader accepts exactly what serde_json accepts, with the same result.
+#[test]
+fn the_reader_agrees_with_serde_json_on_every_one_byte_mutation() {
+    let original = FULL.as_bytes();
+    let replacements = b" \t\"\\{}[],:-+.eE0159tfnulx/";
+    let mut mismatches = Vec::new();
+    for i in 0..=original.len() {
+        let mut variants: Vec<Vec<u8>> = Vec::new();
+        for &r in replacements {
+            let mut inserted = original.to_vec();
+            inserted.insert(i, r);
+            variants.push(inserted);
+            if i < original.len() {
+                let mut replaced = original.to_vec();
+                replaced[i] = r;
+                variants.push(replaced);
+            }
+        }
+        if i < original.len() {
+            let mut deleted = original.to_vec();
+            deleted.remove(i);
+            variants.push(deleted);
+        }
+        for variant in variants {
+            if let Err(e) = agrees(&variant) {
+                mismatches.push(e);
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches, first: {}",
+        mismatches.len(),
+        mismatches[0]
+    );
+}
+
+#[test]
+fn decisions_escape_as_serde_json_does() {
+    for reason in ["plain", "q\"b\\", "é€😀", "", "\u{7f}\u{9f}"] {
+        for allow in [true, false] {
+            let decision = Decision::new(allow, reason);
+            assert_eq!(
+                decision.to_json(),
+                serde_json::to_string(&decision).expect("serializes")
+            );
+        }
+    }
+    // Control characters cannot reach a reason through `Decision::new`, but
+    // a deserialized decision may carry them: they are escaped.
+    let raw: Decision = serde_json::from_str(r#"{"allow":false,"reason":"a\nb\u0001\b\f\r\t"}"#).expect("parses");
+    assert_eq!(raw.to_json(), serde_json::to_string(&raw).expect("serializes"));
+}
