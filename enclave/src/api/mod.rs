@@ -20,7 +20,7 @@ pub mod tenants;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use keyward_wire::{ApiRequest, ApiResponse};
 use serde_json::Value;
@@ -54,6 +54,15 @@ tokio::task_local! {
     static AUDITED_KEY: RefCell<String>;
     /// The policy module that decided the current request, for its audit record.
     static AUDITED_POLICY: RefCell<String>;
+    /// Microseconds the current request spent in policy enforcement (metrics).
+    static POLICY_MICROS: Cell<u64>;
+}
+
+/// Adds time spent in policy enforcement to the current request's (no-op
+/// outside a request).
+pub fn note_policy_time(spent: std::time::Duration) {
+    let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+    let _ = POLICY_MICROS.try_with(|m| m.set(m.get().saturating_add(micros)));
 }
 
 /// Notes the policy module that decided (no-op outside a request).
@@ -110,6 +119,10 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
                     }
                 };
                 let micros = started.elapsed().as_micros() as u64;
+                let timing = keyward_wire::Timing {
+                    enclave_micros: micros,
+                    policy_micros: POLICY_MICROS.try_with(Cell::get).unwrap_or(0),
+                };
                 match result {
                     Ok(body) => {
                         tracing::info!(status = 200, micros, "done");
@@ -117,18 +130,25 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
                             status: 200,
                             error_type: None,
                             body: body.to_string().into_bytes(),
+                            timing,
                         }
                     }
                     Err(e) => {
                         tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
-                        e.to_response()
+                        ApiResponse {
+                            timing,
+                            ..e.to_response()
+                        }
                     }
                 }
             })
             .await
     };
-    AUDITED_POLICY
-        .scope(RefCell::new(String::new()), in_scope)
+    POLICY_MICROS
+        .scope(
+            Cell::new(0),
+            AUDITED_POLICY.scope(RefCell::new(String::new()), in_scope),
+        )
         .instrument(span)
         .await
 }
