@@ -175,6 +175,166 @@ fn operations(c: &mut Criterion) {
     });
 }
 
+/// More whole operations in the enclave (as in [`operations`]): 4 KiB
+/// Encrypt/Decrypt, ReEncrypt, ECDSA P-256 Sign/Verify, HMAC GenerateMac.
+fn operations_more(c: &mut Criterion) {
+    use keyward_enclave::api::{Ctx, asymmetric, crypto, keys, mac};
+    use keyward_enclave::store::{MemoryStore, Records};
+    use serde_json::json;
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let enclave = mock_enclave();
+    let store = MemoryStore::new();
+    let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
+    let ctx = Ctx {
+        enclave: &enclave,
+        keyring,
+        records: Records::new(&*store, &keyring.sealer),
+        principal: bench_principal(),
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let key = |body: serde_json::Value| -> String {
+        let created = runtime.block_on(keys::create_key(&ctx, body)).expect("key");
+        created["KeyMetadata"]["KeyId"].as_str().expect("id").to_owned()
+    };
+    let symmetric = key(json!({}));
+    let other = key(json!({}));
+    let ecc = key(json!({ "KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY" }));
+    let hmac = key(json!({ "KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC" }));
+
+    let mut group = c.benchmark_group("api");
+    let encrypt_4k = json!({ "KeyId": symmetric, "Plaintext": b64(&[1u8; 4096]) });
+    let blob_4k = runtime
+        .block_on(crypto::encrypt(&ctx, encrypt_4k.clone()))
+        .expect("enc")["CiphertextBlob"]
+        .clone();
+    group.bench_function("encrypt-4KiB", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(crypto::encrypt(&ctx, encrypt_4k.clone()))
+                .expect("encrypts")
+        })
+    });
+    group.bench_function("decrypt-4KiB", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(crypto::decrypt(&ctx, json!({ "CiphertextBlob": blob_4k })))
+                .expect("decrypts")
+        })
+    });
+    let blob_32 = runtime
+        .block_on(crypto::encrypt(
+            &ctx,
+            json!({ "KeyId": symmetric, "Plaintext": b64(&[1u8; 32]) }),
+        ))
+        .expect("enc")["CiphertextBlob"]
+        .clone();
+    group.bench_function("re-encrypt-32B", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(crypto::re_encrypt(
+                    &ctx,
+                    json!({ "CiphertextBlob": blob_32, "DestinationKeyId": other }),
+                ))
+                .expect("re-encrypts")
+        })
+    });
+    let message = b64(b"keyward benchmark message");
+    let sign = json!({ "KeyId": ecc, "Message": message, "SigningAlgorithm": "ECDSA_SHA_256" });
+    let signature = runtime.block_on(asymmetric::sign(&ctx, sign.clone())).expect("sign")["Signature"].clone();
+    group.bench_function("sign-ecdsa-p256", |b| {
+        b.iter(|| runtime.block_on(asymmetric::sign(&ctx, sign.clone())).expect("signs"))
+    });
+    let verify =
+        json!({ "KeyId": ecc, "Message": message, "SigningAlgorithm": "ECDSA_SHA_256", "Signature": signature });
+    group.bench_function("verify-ecdsa-p256", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(asymmetric::verify(&ctx, verify.clone()))
+                .expect("verifies")
+        })
+    });
+    let generate_mac = json!({ "KeyId": hmac, "Message": message, "MacAlgorithm": "HMAC_SHA_256" });
+    group.bench_function("generate-mac-hmac256", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(mac::generate_mac(&ctx, generate_mac.clone()))
+                .expect("macs")
+        })
+    });
+    group.finish();
+}
+
+/// SigV4 verification of a GenerateDataKey request as `aws-sigv4` signs it:
+/// parse + derive the signing key + verify (a cold credential), and parse +
+/// verify with the day's signing key already derived (what the enclave's
+/// cache gives a warm credential).
+fn sigv4(c: &mut Criterion) {
+    use keyward_enclave::auth::sigv4::{self, SignedRequest, SigningKey};
+
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let body = br#"{"KeyId":"0f8f6a6e-1c84-4d86-9a37-3b8e6d1c2f10","KeySpec":"AES_256"}"#.to_vec();
+    let now = std::time::SystemTime::now();
+    let identity = aws_sdk_kms::config::Credentials::new("AKIABENCHBENCHBENCH0", secret, None, None, "bench").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("kms")
+        .time(now)
+        .settings(aws_sigv4::http_request::SigningSettings::default())
+        .build()
+        .expect("params")
+        .into();
+    let unsigned = [
+        ("host", "127.0.0.1:7800"),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", "TrentService.GenerateDataKey"),
+    ];
+    let signable = aws_sigv4::http_request::SignableRequest::new(
+        "POST",
+        "http://127.0.0.1:7800/",
+        unsigned.iter().copied(),
+        aws_sigv4::http_request::SignableBody::Bytes(&body),
+    )
+    .expect("signable");
+    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
+        .expect("signs")
+        .into_parts();
+    let headers: Vec<(String, serde_bytes::ByteBuf)> = unsigned
+        .iter()
+        .copied()
+        .chain(instructions.headers())
+        .map(|(n, v)| (n.to_owned(), serde_bytes::ByteBuf::from(v.as_bytes().to_vec())))
+        .collect();
+    let request = SignedRequest {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body: &body,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let auth = sigv4::parse(&request).expect("parses");
+    let key = SigningKey::derive(secret.as_bytes(), &auth.scope_date, "us-east-1", "kms");
+    sigv4::verify(&request, &auth, &key, now, "us-east-1", "kms").expect("verifies");
+    let mut group = c.benchmark_group("sigv4");
+    group.bench_function("verify-cold-key", |b| {
+        b.iter(|| {
+            let auth = sigv4::parse(black_box(&request)).expect("parses");
+            let key = SigningKey::derive(secret.as_bytes(), &auth.scope_date, "us-east-1", "kms");
+            sigv4::verify(&request, &auth, &key, now, "us-east-1", "kms").expect("verifies")
+        })
+    });
+    group.bench_function("verify-cached-key", |b| {
+        b.iter(|| {
+            let auth = sigv4::parse(black_box(&request)).expect("parses");
+            sigv4::verify(&request, &auth, &key, now, "us-east-1", "kms").expect("verifies")
+        })
+    });
+    group.finish();
+}
+
 /// A mock-mode enclave (in process, no socket) for the whole-operation benchmarks.
 fn mock_enclave() -> keyward_enclave::Enclave {
     let args = keyward_enclave::Args {
@@ -502,6 +662,8 @@ criterion_group!(
     frame_codec,
     attestation,
     operations,
+    operations_more,
+    sigv4,
     policy
 );
 criterion_main!(benches);

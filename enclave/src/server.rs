@@ -27,13 +27,17 @@ const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IN_FLIGHT: usize = 512;
 /// Frames queued for writing per connection.
 const WRITE_QUEUE: usize = 1024;
+/// Read buffer per connection.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Serves one accepted connection until it closes or breaks protocol.
 pub async fn serve_connection<S>(stream: S, enclave: Arc<Enclave>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
+    // Buffered: one read system call brings in many frames on a busy link.
+    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await {
         Ok(Ok(Frame::Hello { version })) if version == PROTOCOL_VERSION => {}
         Ok(Ok(Frame::Hello { version })) => {
@@ -72,13 +76,10 @@ where
         return;
     }
 
-    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     let write_task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if let Err(e) = write_frame(&mut writer, &frame).await {
-                tracing::warn!(error = %e, "write to host failed");
-                break;
-            }
+        if let Err(e) = keyward_wire::write_batches(&mut writer, &mut rx).await {
+            tracing::warn!(error = %e, "write to host failed");
         }
     });
     let link = Arc::new(LinkTransport {
@@ -107,7 +108,14 @@ where
                 let (enclave, link, tx) = (Arc::clone(&enclave), Arc::clone(&link), tx.clone());
                 tokio::spawn(async move {
                     let response = enclave.handle(request, &*link).await;
-                    let _ = tx.send(Frame::Response { id, response }).await;
+                    let frame = keyward_wire::encode(&Frame::Response { id, response }).or_else(|e| {
+                        tracing::error!(error = %e, "response does not fit in a frame");
+                        let response = crate::api::error::KmsError::Internal.to_response();
+                        keyward_wire::encode(&Frame::Response { id, response })
+                    });
+                    if let Ok(frame) = frame {
+                        let _ = tx.send(frame).await;
+                    }
                     drop(permit);
                 });
             }
@@ -122,8 +130,10 @@ where
                 // Answer only once booted, so "the enclave answers" means it can serve.
                 let (enclave, link, tx) = (Arc::clone(&enclave), Arc::clone(&link), tx.clone());
                 tokio::spawn(async move {
-                    if enclave.keyring(&*link).await.is_ok() {
-                        let _ = tx.send(Frame::Pong { id }).await;
+                    if enclave.keyring(&*link).await.is_ok()
+                        && let Ok(frame) = keyward_wire::encode(&Frame::Pong { id })
+                    {
+                        let _ = tx.send(frame).await;
                     }
                 });
             }
@@ -142,7 +152,8 @@ where
 
 /// Store calls over the connection the request arrived on.
 struct LinkTransport {
-    tx: mpsc::Sender<Frame>,
+    /// Encoded frames for the connection's writer.
+    tx: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<StoreResult>>>,
     next_id: AtomicU64,
 }
@@ -152,8 +163,10 @@ impl StoreTransport for LinkTransport {
         Box::pin(async move {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (done, wait) = oneshot::channel();
+            let frame = keyward_wire::encode(&Frame::StoreCall { id, op })
+                .map_err(|e| StoreError::Unavailable(format!("store call: {e}")))?;
             self.pending.lock().await.insert(id, done);
-            if self.tx.send(Frame::StoreCall { id, op }).await.is_err() {
+            if self.tx.send(frame).await.is_err() {
                 self.pending.lock().await.remove(&id);
                 return Err(StoreError::Unavailable("connection closed".into()));
             }

@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod http;
 pub mod link;
+pub mod metrics;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -61,12 +62,14 @@ pub struct Proxy {
     listener: tokio::net::TcpListener,
     link: Arc<EnclaveLink>,
     request_timeout: Duration,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Proxy {
     /// Opens the store, binds the listener and starts connecting to the enclave.
     pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
-        let store = Store::open(&config.store_dir)?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = Store::open(&config.store_dir)?.with_flush_timer(metrics.store_flush_histogram());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ProxyError::Listen(config.listen, e))?;
@@ -75,6 +78,7 @@ impl Proxy {
             listener,
             link,
             request_timeout: config.request_timeout,
+            metrics,
         })
     }
 
@@ -94,6 +98,7 @@ impl Proxy {
         let app = http::router(http::AppState {
             link: self.link,
             request_timeout: self.request_timeout,
+            metrics: self.metrics,
         });
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

@@ -3,7 +3,8 @@
 //!
 //! A request whose connection dies, or that the enclave does not answer in
 //! time, fails with an AWS-shaped 500-class error; nothing waits forever.
-//! Store calls from the enclave are served from [`Store`] on blocking threads.
+//! Store calls from the enclave are served from [`Store`]: reads inline,
+//! writes (which wait for the disk) on blocking threads.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use keyward_wire::{ApiRequest, ApiResponse, Frame, PROTOCOL_VERSION, read_frame, write_frame};
+use keyward_wire::{ApiRequest, ApiResponse, Frame, PROTOCOL_VERSION, StoreOp, StoreResult, read_frame, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -19,6 +20,7 @@ use crate::store::Store;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_QUEUE: usize = 1024;
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Where the enclave listens.
 #[derive(Debug, Clone)]
@@ -55,7 +57,8 @@ enum Reply {
 }
 
 struct Conn {
-    tx: mpsc::Sender<Frame>,
+    /// Encoded frames for the connection's writer.
+    tx: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -88,6 +91,11 @@ impl EnclaveLink {
         link
     }
 
+    /// Number of connections the link keeps.
+    pub fn configured(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Number of connections currently established.
     pub fn connected(&self) -> usize {
         self.slots
@@ -115,11 +123,11 @@ impl EnclaveLink {
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, wait) = oneshot::channel();
         conn.pending().insert(id, done);
-        let frame = make(id);
-        if keyward_wire::encode(&frame).is_err() {
+        // Encoded here, once, on the caller's task; the writer only copies bytes.
+        let Ok(frame) = keyward_wire::encode(&make(id)) else {
             conn.pending().remove(&id);
             return Err(LinkError::TooLarge);
-        }
+        };
         if conn.tx.send(frame).await.is_err() {
             conn.pending().remove(&id);
             return Err(LinkError::Lost);
@@ -204,6 +212,22 @@ async fn manage(link: std::sync::Weak<EnclaveLink>, slot: usize, endpoint: Encla
     }
 }
 
+/// Queues the store's answer to call `id` for the enclave. A reply too large
+/// for a frame fails the call instead; a full queue never blocks the reader.
+fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, result: StoreResult) {
+    let frame = keyward_wire::encode(&Frame::StoreReply { id, result }).or_else(|e| {
+        let error = StoreResult::Error(format!("store reply: {e}"));
+        keyward_wire::encode(&Frame::StoreReply { id, result: error })
+    });
+    let Ok(frame) = frame else { return };
+    if let Err(mpsc::error::TrySendError::Full(frame)) = tx.try_send(frame) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(frame).await;
+        });
+    }
+}
+
 /// Handshakes and serves one connection until it breaks. `Ok` once it was up.
 async fn run_connection<S>(
     link: &std::sync::Weak<EnclaveLink>,
@@ -214,7 +238,9 @@ async fn run_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
+    // Buffered: one read system call brings in many frames on a busy link.
+    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
     write_frame(
         &mut writer,
         &Frame::Hello {
@@ -230,7 +256,7 @@ where
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("handshake timed out".into()),
     }
-    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     let conn = Arc::new(Conn {
         tx: tx.clone(),
         pending: Mutex::new(HashMap::new()),
@@ -238,10 +264,8 @@ where
         closed: AtomicBool::new(false),
     });
     let writer_task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if write_frame(&mut writer, &frame).await.is_err() {
-                break;
-            }
+        if let Err(e) = keyward_wire::write_batches(&mut writer, &mut rx).await {
+            tracing::debug!(slot, error = %e, "write to the enclave failed");
         }
     });
     if let Some(l) = link.upgrade() {
@@ -268,14 +292,24 @@ where
                     let _ = waiter.send(Reply::Pong);
                 }
             }
+            Frame::StoreCall {
+                id,
+                op: op @ StoreOp::Get { .. },
+            } => {
+                // A read is answered from sled's cache in about a microsecond:
+                // handing it to a blocking thread costs far more (two thread
+                // wake-ups) than it saves.
+                reply(&tx, id, store.apply(op));
+            }
             Frame::StoreCall { id, op } => {
+                // Writes wait for the disk (flush before the acknowledgement).
                 let (store, tx) = (store.clone(), tx.clone());
                 tokio::spawn(async move {
                     let result = match tokio::task::spawn_blocking(move || store.apply(op)).await {
                         Ok(r) => r,
-                        Err(_) => keyward_wire::StoreResult::Error("store task failed".into()),
+                        Err(_) => StoreResult::Error("store task failed".into()),
                     };
-                    let _ = tx.send(Frame::StoreReply { id, result }).await;
+                    reply(&tx, id, result);
                 });
             }
             _ => {

@@ -21,6 +21,7 @@ mod errors;
 mod harness;
 mod hmac;
 mod lifecycle;
+mod metrics;
 mod persistence;
 mod policies;
 mod policy_sandbox;

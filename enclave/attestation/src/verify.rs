@@ -41,6 +41,9 @@ pub const AWS_NITRO_ROOT_G1_PEM: &str = include_str!("aws-nitro-enclaves-root-g1
 pub const AWS_NITRO_ROOT_G1_SHA256: &str = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
 /// Verified chains kept by a [`Verifier`]; the cache is cleared when full.
 pub const CHAIN_CACHE_CAPACITY: usize = 1024;
+/// Documents whose signature a [`Verifier`] remembers having verified (by
+/// SHA-256 of their exact bytes); the set is cleared when full.
+pub const SIGNATURE_CACHE_CAPACITY: usize = 4096;
 /// Most intermediate certificates between the leaf and the anchor.
 pub const MAX_INTERMEDIATES: usize = 8;
 /// Default freshness window of [`Expectations::default`].
@@ -218,6 +221,12 @@ impl VerifiedDocument {
 pub struct Verifier {
     anchor: TrustAnchor,
     cache: ChainCache,
+    /// SHA-256 of documents whose COSE signature verified. The signature is
+    /// a function of the exact bytes and the leaf key those bytes name, so a
+    /// document seen before needs no second ES384 verification; every other
+    /// check (chain, time, freshness, nonce, PCRs) still runs each time.
+    signatures: Mutex<std::collections::HashSet<[u8; 32]>>,
+    signature_hits: AtomicU64,
 }
 
 impl Verifier {
@@ -225,7 +234,20 @@ impl Verifier {
         Self {
             anchor,
             cache: ChainCache::default(),
+            signatures: Mutex::new(std::collections::HashSet::new()),
+            signature_hits: AtomicU64::new(0),
         }
+    }
+
+    /// Verifications that skipped the ES384 check of a document already verified.
+    pub fn signature_cache_hits(&self) -> u64 {
+        self.signature_hits.load(Ordering::Relaxed)
+    }
+
+    fn signatures(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<[u8; 32]>> {
+        self.signatures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn anchor(&self) -> &TrustAnchor {
@@ -243,7 +265,17 @@ impl Verifier {
         let doc = document::parse_payload(&cose.payload)?;
 
         let chain = self.chain(&doc)?;
-        verify_cose_signature(&cose, &chain.leaf_key)?;
+        let digest: [u8; 32] = Sha256::digest(document).into();
+        if self.signatures().contains(&digest) {
+            self.signature_hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            verify_cose_signature(&cose, &chain.leaf_key)?;
+            let mut known = self.signatures();
+            if known.len() >= SIGNATURE_CACHE_CAPACITY {
+                known.clear();
+            }
+            known.insert(digest);
+        }
 
         let timestamp_s = doc.timestamp_ms / 1000;
         if timestamp_s < chain.not_before_s {
@@ -1080,6 +1112,50 @@ mod tests {
     }
 
     // ----- the chain cache -----
+
+    #[test]
+    fn signature_cache_skips_only_the_signature_of_the_same_bytes() {
+        let verifier = aws();
+        verifier
+            .verify(DOC1, doc_time(DOC1), &Expectations::default())
+            .expect("first");
+        assert_eq!(verifier.signature_cache_hits(), 0);
+        verifier
+            .verify(DOC1, doc_time(DOC1), &Expectations::default())
+            .expect("second");
+        assert_eq!(verifier.signature_cache_hits(), 1);
+        // Other bytes (a tampered signature) are verified and refused.
+        assert_eq!(
+            verifier.verify(&flipped(DOC1, DOC1.len() - 1), doc_time(DOC1), &Expectations::default()),
+            Err(AttestationError::BadSignature)
+        );
+        assert_eq!(verifier.signature_cache_hits(), 1);
+        // A known document is still held to time, freshness and nonce.
+        let no_window = Expectations {
+            max_age: None,
+            ..Expectations::default()
+        };
+        assert_eq!(
+            verifier.verify(DOC1, datetime!(2026-11-24 0:00 UTC), &no_window),
+            Err(AttestationError::CertificateExpired)
+        );
+        assert!(matches!(
+            verifier.verify(
+                DOC1,
+                doc_time(DOC1) + Duration::from_secs(3600),
+                &Expectations::default()
+            ),
+            Err(AttestationError::Stale { .. })
+        ));
+        let wrong_nonce = Expectations {
+            nonce: Some(vec![1, 2, 3]),
+            ..Expectations::default()
+        };
+        assert_eq!(
+            verifier.verify(DOC1, doc_time(DOC1), &wrong_nonce),
+            Err(AttestationError::NonceMismatch)
+        );
+    }
 
     #[test]
     fn chain_cache_skips_chain_checks_but_not_the_signature_or_time() {

@@ -119,6 +119,7 @@ impl KmsError {
             status: self.status(),
             error_type: Some(self.aws_type().to_owned()),
             body: body.to_string().into_bytes(),
+            timing: keyward_wire::Timing::default(),
         }
     }
 

@@ -21,7 +21,7 @@ pub mod tenants;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use keyward_wire::{ApiRequest, ApiResponse};
 use serde_json::Value;
@@ -58,12 +58,21 @@ tokio::task_local! {
     /// What a successful request did that its record should say (key-material
     /// fingerprints of BYOK imports and deletions), for its audit `Reason`.
     static AUDITED_DETAIL: RefCell<String>;
+    /// Microseconds the current request spent in policy enforcement (metrics).
+    static POLICY_MICROS: Cell<u64>;
 }
 
 /// Notes what the current request did, for its audit record's `Reason` when
 /// it succeeds (no-op outside a request). Never pass a secret.
 pub fn note_detail(detail: &str) {
     let _ = AUDITED_DETAIL.try_with(|d| detail.clone_into(&mut d.borrow_mut()));
+}
+
+/// Adds time spent in policy enforcement to the current request's (no-op
+/// outside a request).
+pub fn note_policy_time(spent: std::time::Duration) {
+    let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+    let _ = POLICY_MICROS.try_with(|m| m.set(m.get().saturating_add(micros)));
 }
 
 /// Notes the policy module that decided (no-op outside a request).
@@ -123,6 +132,10 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
                     }
                 };
                 let micros = started.elapsed().as_micros() as u64;
+                let timing = keyward_wire::Timing {
+                    enclave_micros: micros,
+                    policy_micros: POLICY_MICROS.try_with(Cell::get).unwrap_or(0),
+                };
                 match result {
                     Ok(body) => {
                         tracing::info!(status = 200, micros, "done");
@@ -130,20 +143,27 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
                             status: 200,
                             error_type: None,
                             body: body.to_string().into_bytes(),
+                            timing,
                         }
                     }
                     Err(e) => {
                         tracing::info!(status = e.status(), error = e.aws_type(), micros, "done");
-                        e.to_response()
+                        ApiResponse {
+                            timing,
+                            ..e.to_response()
+                        }
                     }
                 }
             })
             .await
     };
-    AUDITED_POLICY
+    POLICY_MICROS
         .scope(
-            RefCell::new(String::new()),
-            AUDITED_DETAIL.scope(RefCell::new(String::new()), in_scope),
+            Cell::new(0),
+            AUDITED_POLICY.scope(
+                RefCell::new(String::new()),
+                AUDITED_DETAIL.scope(RefCell::new(String::new()), in_scope),
+            ),
         )
         .instrument(span)
         .await

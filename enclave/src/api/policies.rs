@@ -106,6 +106,7 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
         let decision = evaluate_off_the_reactor(engine, &compiled, &input);
         tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
         super::note_policy(sha);
+        super::note_policy_time(started.elapsed());
         if !decision.allow {
             return Err(KmsError::AccessDenied(format!(
                 "Denied by policy module {sha}: {}",

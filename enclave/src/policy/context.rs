@@ -196,6 +196,9 @@ mod tests {
             rotations: Vec::new(),
             attestation: None,
             policy_module: None,
+            expiration_model: None,
+            valid_to: None,
+            material_fingerprint: None,
         }
     }
 

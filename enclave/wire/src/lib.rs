@@ -87,6 +87,20 @@ pub struct ApiResponse {
     pub error_type: Option<String>,
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    /// Where the enclave spent the request's time, for the host's metrics
+    /// (absent from older enclaves: all zero).
+    #[serde(default)]
+    pub timing: Timing,
+}
+
+/// Time the enclave spent on one request, in microseconds. Durations only:
+/// nothing about keys, tenants or contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// From the request frame's arrival in the handler to its answer.
+    pub enclave_micros: u64,
+    /// In policy enforcement (request context and WebAssembly decisions).
+    pub policy_micros: u64,
 }
 
 impl std::fmt::Debug for ApiResponse {
@@ -96,6 +110,7 @@ impl std::fmt::Debug for ApiResponse {
             .field("status", &self.status)
             .field("error_type", &self.error_type)
             .field("body_len", &self.body.len())
+            .field("timing", &self.timing)
             .finish()
     }
 }
@@ -166,14 +181,58 @@ pub enum WireError {
 
 /// Encodes `frame` with its length prefix.
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![0u8; 4];
-    serde_cbor::to_writer(&mut out, frame).map_err(|e| WireError::Malformed(e.to_string()))?;
-    let len = out.len() - 4;
+    let mut out = Vec::new();
+    encode_into(frame, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `frame` with its length prefix to `out`; on error `out` is left
+/// as it was.
+pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    if let Err(e) = serde_cbor::to_writer(&mut *out, frame) {
+        out.truncate(start);
+        return Err(WireError::Malformed(e.to_string()));
+    }
+    let len = out.len() - start - 4;
     if len > MAX_FRAME_LEN as usize {
+        out.truncate(start);
         return Err(WireError::TooLarge(len as u64));
     }
-    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(out)
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Most bytes one [`write_batches`] write gathers from queued frames.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Writes already-encoded frames from `queue` until it closes or a write
+/// fails: every frame queued while a write is in progress goes out in the
+/// next single write, so a busy connection costs one system call per batch
+/// rather than per frame.
+pub async fn write_batches<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    queue: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(), WireError> {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        if queue.is_empty() {
+            writer.write_all(&first).await?;
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            writer.write_all(&batch).await?;
+        }
+        writer.flush().await?;
+    }
+    Ok(())
 }
 
 /// Decodes one frame body (without its length prefix).
@@ -258,6 +317,10 @@ mod tests {
                             status,
                             error_type,
                             body,
+                            timing: Timing {
+                                enclave_micros: u64::from(status),
+                                policy_micros: 3,
+                            },
                         },
                     }
                 }
