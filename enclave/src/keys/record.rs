@@ -194,33 +194,39 @@ fn material_aad(arn: &str, version: u32) -> Vec<u8> {
     aad
 }
 
+/// An enabled SYMMETRIC_DEFAULT key record without material, for tests.
+#[cfg(test)]
+pub(crate) fn test_record(arn: &str) -> KeyRecord {
+    KeyRecord {
+        key_id: uuid::Uuid::new_v4(),
+        tenant: "111122223333".into(),
+        arn: arn.into(),
+        description: String::new(),
+        creation_date: 0,
+        state: KeyState::Enabled,
+        key_spec: "SYMMETRIC_DEFAULT".into(),
+        key_usage: "ENCRYPT_DECRYPT".into(),
+        origin: "AWS_KMS".into(),
+        versions: Vec::new(),
+        tags: Default::default(),
+        deletion_date: None,
+        rotation_period_days: None,
+        next_rotation_date: None,
+        rotations: Vec::new(),
+        attestation: None,
+        policy_module: None,
+        expiration_model: None,
+        valid_to: None,
+        material_fingerprint: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(arn: &str) -> KeyRecord {
-        KeyRecord {
-            key_id: uuid::Uuid::new_v4(),
-            tenant: "111122223333".into(),
-            arn: arn.into(),
-            description: String::new(),
-            creation_date: 0,
-            state: KeyState::Enabled,
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            origin: "AWS_KMS".into(),
-            versions: Vec::new(),
-            tags: Default::default(),
-            deletion_date: None,
-            rotation_period_days: None,
-            next_rotation_date: None,
-            rotations: Vec::new(),
-            attestation: None,
-            policy_module: None,
-            expiration_model: None,
-            valid_to: None,
-            material_fingerprint: None,
-        }
+        test_record(arn)
     }
 
     #[test]

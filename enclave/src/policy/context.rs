@@ -180,25 +180,11 @@ mod tests {
     fn key() -> KeyRecord {
         KeyRecord {
             key_id: uuid::Uuid::parse_str("1234abcd-12ab-34cd-56ef-1234567890ab").expect("uuid"),
-            tenant: "111122223333".into(),
-            arn: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
-            description: String::new(),
-            creation_date: 0,
             state: KeyState::Disabled,
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            origin: "AWS_KMS".into(),
-            versions: Vec::new(),
             tags: [("team".to_owned(), "pay\"ments\n".to_owned())].into_iter().collect(),
-            deletion_date: None,
-            rotation_period_days: None,
-            next_rotation_date: None,
-            rotations: Vec::new(),
-            attestation: None,
-            policy_module: None,
-            expiration_model: None,
-            valid_to: None,
-            material_fingerprint: None,
+            ..crate::keys::record::test_record(
+                "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            )
         }
     }
 
