@@ -134,6 +134,18 @@ fn evaluate_off_the_reactor(
     }
 }
 
+/// Validates, compiles and stores the base64 `Module` parameter; its SHA-256 (hex).
+async fn store_module(ctx: &Ctx<'_>, module: Option<String>) -> Result<String, KmsError> {
+    let wasm = module_bytes("module", module)?;
+    let compiled = ctx
+        .enclave
+        .policy_modules
+        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
+        .await
+        .map_err(module_error)?;
+    Ok(compiled.sha256_hex())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct PutKeyPolicyModuleRequest {
@@ -143,15 +155,8 @@ struct PutKeyPolicyModuleRequest {
 
 pub async fn put_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: PutKeyPolicyModuleRequest = parse(body)?;
-    let wasm = module_bytes("module", req.module)?;
     // Compiled and stored before the key points to it: the switch is one record write.
-    let compiled = ctx
-        .enclave
-        .policy_modules
-        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
-        .await
-        .map_err(module_error)?;
-    let sha = compiled.sha256_hex();
+    let sha = store_module(ctx, req.module).await?;
     let (rec, ()) = modify(ctx, req.key_id, |rec| {
         check_state(rec, Access::Manage)?;
         rec.policy_module = Some(sha.clone());
@@ -209,14 +214,7 @@ async fn set_tenant_policy(ctx: &Ctx<'_>, sha: Option<String>) -> Result<bool, K
 
 pub async fn put_tenant_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: PutTenantPolicyModuleRequest = parse(body)?;
-    let wasm = module_bytes("module", req.module)?;
-    let compiled = ctx
-        .enclave
-        .policy_modules
-        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
-        .await
-        .map_err(module_error)?;
-    let sha = compiled.sha256_hex();
+    let sha = store_module(ctx, req.module).await?;
     set_tenant_policy(ctx, Some(sha.clone())).await?;
     Ok(json!({ "ModuleSha256": sha }))
 }
