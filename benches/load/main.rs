@@ -93,6 +93,13 @@ struct Args {
     /// against --endpoint (with --spawn it is known).
     #[arg(long)]
     mock_attestation_dir: Option<PathBuf>,
+    /// decrypt-policy: attach this policy module (.wasm) to its key instead
+    /// of the allow-all WAT module (`tests/data/policy_allow_all.wat`). Every
+    /// Decrypt then carries the encryption context `{"tenant": <the caller's
+    /// tenant>}`, with and without the policy, which is what the
+    /// `context-tenant` example requires.
+    #[arg(long)]
+    policy_module: Option<PathBuf>,
     /// Extra pids whose peak RSS (VmHWM) to report, for --endpoint.
     #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
@@ -354,6 +361,8 @@ struct Setup {
     ciphertext: Option<String>,
     policy_ciphertext: Option<String>,
     recipient_document: Option<String>,
+    /// The encryption context of every Decrypt (with --policy-module).
+    encryption_context: Option<Value>,
     size: usize,
 }
 
@@ -372,16 +381,28 @@ impl Setup {
         let client = keyward_sdk::Client::new(url, &signer.region, &signer.access_key_id, &signer.secret)?;
         let key_id = create_key(&client, "keyward-load").await?;
         let plaintext = vec![0x5a; args.size];
+        let encryption_context = match &args.policy_module {
+            Some(_) => {
+                let described: Value = client
+                    .call("TrentService.DescribeKey", &json!({"KeyId": key_id}))
+                    .await?;
+                let tenant = described["KeyMetadata"]["AWSAccountId"]
+                    .as_str()
+                    .context("DescribeKey returned no AWSAccountId")?;
+                Some(json!({ "tenant": tenant }))
+            }
+            None => None,
+        };
         let encrypt = |key: String| {
             let client = &client;
             let plaintext = &plaintext;
+            let encryption_context = &encryption_context;
             async move {
-                let out: Value = client
-                    .call(
-                        "TrentService.Encrypt",
-                        &json!({"KeyId": key, "Plaintext": b64(plaintext)}),
-                    )
-                    .await?;
+                let mut request = json!({"KeyId": key, "Plaintext": b64(plaintext)});
+                if let Some(context) = encryption_context {
+                    request["EncryptionContext"] = context.clone();
+                }
+                let out: Value = client.call("TrentService.Encrypt", &request).await?;
                 out["CiphertextBlob"]
                     .as_str()
                     .map(str::to_owned)
@@ -395,8 +416,11 @@ impl Setup {
             None
         };
         let policy_ciphertext = if ops.contains(&Op::DecryptPolicy) {
-            let guarded = create_key(&client, "keyward-load: allow-all policy").await?;
-            let module = wat::parse_str(ALLOW_ALL_WAT).context("allow-all WAT")?;
+            let guarded = create_key(&client, "keyward-load: policy").await?;
+            let module = match &args.policy_module {
+                Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+                None => wat::parse_str(ALLOW_ALL_WAT).context("allow-all WAT")?,
+            };
             let _: Value = client
                 .call(
                     "Keyward.PutKeyPolicyModule",
@@ -430,6 +454,7 @@ impl Setup {
             ciphertext,
             policy_ciphertext,
             recipient_document,
+            encryption_context,
             size: args.size,
         })
     }
@@ -450,6 +475,11 @@ impl Setup {
             }),
         };
         let _ = self.size;
+        let mut value = value;
+        if let (Some(context), Op::Decrypt | Op::DecryptPolicy | Op::RecipientDecrypt) = (&self.encryption_context, op)
+        {
+            value["EncryptionContext"] = context.clone();
+        }
         Ok(Bytes::from(serde_json::to_vec(&value)?))
     }
 

@@ -103,7 +103,9 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
             .await
             .map_err(module_error)?;
         let started = std::time::Instant::now();
-        let decision = evaluate_off_the_reactor(engine, &compiled, &input);
+        let decision = engine
+            .evaluate_inline(&compiled, &input)
+            .unwrap_or_else(|| evaluate_off_the_reactor(engine, &compiled, &input));
         tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
         super::note_policy(sha);
         super::note_policy_time(started.elapsed());
@@ -117,10 +119,12 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
     Ok(())
 }
 
-/// A decision can take up to the sandbox's wall-clock deadline (a hostile
-/// module burning its fuel): on the multi-threaded runtime it runs with
-/// `block_in_place`, so the worker's other requests move to another thread
-/// instead of waiting behind it.
+/// A decision that did not fit the inline budget can take up to the
+/// sandbox's wall-clock deadline (a hostile module burning its fuel): on the
+/// multi-threaded runtime it runs with `block_in_place`, so the worker's
+/// other requests move to another thread instead of waiting behind it. Not
+/// the first choice: handing the worker's core to another thread costs more
+/// than a typical decision.
 fn evaluate_off_the_reactor(
     engine: &PolicyEngine,
     compiled: &crate::policy::sandbox::CompiledPolicy,
@@ -292,6 +296,36 @@ mod tests {
             .await
             .expect_err("the trapping module denies");
         assert_eq!(err.aws_type(), "AccessDeniedException");
+    }
+
+    /// A module that needs more than the inline budget still decides (run
+    /// again off the async workers with the full budget), on the
+    /// multi-threaded runtime the enclave uses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_module_beyond_the_inline_budget_still_decides() {
+        use super::super::tests::{TENANT, create, ctx, enclave};
+        let enclave = enclave();
+        let store = crate::store::MemoryStore::new();
+        let ctx = ctx(&enclave, &store, TENANT).await;
+        let (key_id, _) = create(&ctx, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT").await;
+        for (fixture, allowed) in [
+            ("policy_allow_after_long_loop", true),
+            ("fail_policy_infinite_loop", false),
+        ] {
+            let path = format!("{}/../tests/data/{fixture}.wat", env!("CARGO_MANIFEST_DIR"));
+            let wasm = wat::parse_file(&path).expect("wat");
+            put_key_policy_module(&ctx, serde_json::json!({ "KeyId": key_id, "Module": b64(&wasm) }))
+                .await
+                .expect("attached");
+            let described = super::super::keys::describe_key(&ctx, serde_json::json!({ "KeyId": key_id })).await;
+            match described {
+                Ok(_) => assert!(allowed, "{fixture} allowed"),
+                Err(e) => {
+                    assert!(!allowed, "{fixture}: {e:?}");
+                    assert_eq!(e.aws_type(), "AccessDeniedException");
+                }
+            }
+        }
     }
 
     /// Regression: an empty or oversized module was a ValidationException.

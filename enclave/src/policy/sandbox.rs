@@ -31,12 +31,20 @@
 //! read. What is reused is the *slot* the instance lives in: wasmtime's
 //! pooling allocator keeps freed slots warm and hands a module back a slot it
 //! used before (its memory image stays mapped), after resetting it:
-//! * linear memory: the first `MEMORY_KEEP_RESIDENT` bytes are rewritten from
-//!   the module's initial image (zeros and data segments); everything beyond
-//!   is returned with `madvise(MADV_DONTNEED)`, which restores the pristine
-//!   copy-on-write mapping of the image or zero pages; memory a decision grew
-//!   is made inaccessible again (the next instance starts at the module's
-//!   initial size);
+//! * linear memory: the pages the decision wrote are found with the kernel's
+//!   `PAGEMAP_SCAN` (Linux 6.7+) and rewritten from the module's initial
+//!   image (zeros and data segments), up to `MEMORY_KEEP_RESIDENT` bytes of
+//!   them; everything past that point is returned with
+//!   `madvise(MADV_DONTNEED)`, which restores the pristine copy-on-write
+//!   mapping of the image or zero pages; memory a decision grew is made
+//!   inaccessible again (the next instance starts at the module's initial
+//!   size). A written page that is not resident at that moment (swapped out,
+//!   or being migrated by the kernel) counts as written: wasmtime 48 skipped
+//!   such pages, which would leak a decision's memory into a later one
+//!   (bytecodealliance/wasmtime#14357), so Keyward builds a wasmtime patched
+//!   for exactly that (`vendor/wasmtime/KEYWARD-PATCH.md`). Without
+//!   `PAGEMAP_SCAN` (older kernels) the first `MEMORY_KEEP_RESIDENT` bytes are
+//!   rewritten blindly and the rest `madvise`d;
 //! * tables: the used part is zeroed (`TABLE_KEEP_RESIDENT` bytes by
 //!   `memset`, the rest `madvise`d), then instantiation writes the module's
 //!   element segments;
@@ -54,12 +62,9 @@
 //!   module's stack pointer) or tables, and resetting memory without the
 //!   kernel's dirty-page information means copying all of it per decision
 //!   (192 KiB for an SDK module, more once it grows; 1.1 MiB with rustc's
-//!   default stack): no faster than the slot reset, and a weaker guarantee. The `policy/decision-reused-instance` benchmark
-//!   measures an instance reused *without* any reset, the bound of what
-//!   reuse could save;
-//! * `PAGEMAP_SCAN` (resetting only the dirty pages): in wasmtime 48 it skips
-//!   dirty pages that the kernel swapped out, which would leak one decision's
-//!   memory into a later one (bytecodealliance/wasmtime#14357);
+//!   default stack): no faster than the slot reset, and a weaker guarantee.
+//!   The `policy/decision-reused-instance` benchmark measures an instance
+//!   reused *without* any reset, the bound of what reuse could save;
 //! * memory protection keys: not available on the enclave's CPUs.
 //!
 //! Per decision the sandbox bounds:
@@ -86,11 +91,17 @@
 //!
 //! # Cost
 //! See `BENCHMARKS.md` (policy section) for the measured figures and the
-//! commands: a decision costs a few microseconds for a trivial module, most
-//! of it creating the store and instance and resetting the slot; a module
-//! built with the `keyward-policy` SDK adds its own work (parsing the
-//! context: a few thousand units of fuel). Compiling a small module at
-//! upload takes about 3 ms.
+//! commands: a decision costs about 5 µs for a trivial module, most of it
+//! creating the store and instance and resetting the slot (the
+//! `PAGEMAP_SCAN` call is ~2 µs of that); a module built with the
+//! `keyward-policy` SDK adds its own work (reading the context: ~20,000
+//! units of fuel on a typical one). Compiling a small module at upload takes
+//! a few milliseconds.
+//!
+//! Callers on async threads use [`PolicyEngine::evaluate_inline`] first: the
+//! decision within [`INLINE_FUEL`] and one epoch tick, without waiting for a
+//! slot, and only if that is not enough [`PolicyEngine::evaluate`] where
+//! blocking is acceptable.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +128,12 @@ pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 /// encryption-context entries and 50 maximal tags), so 20 M leaves headroom;
 /// it is a hard bound on a policy that never returns.
 pub const FUEL_PER_DECISION: u64 = 20_000_000;
+/// Fuel for a decision tried on the caller's own (async) thread by
+/// [`PolicyEngine::evaluate_inline`]: a real policy needs a few thousand to a
+/// few tens of thousands; a module that needs more is run again from the
+/// start, off the async threads, with the full [`FUEL_PER_DECISION`]. About
+/// a millisecond at most.
+pub const INLINE_FUEL: u64 = 200_000;
 /// Largest request context handed to a policy.
 pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 /// Largest decision read back from a policy.
@@ -135,11 +152,13 @@ const MAX_TABLE_ELEMENTS: usize = 10_000;
 /// How long an evaluation waits for a free instance slot before it denies.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
 
-/// Bytes at the start of a freed instance's memory that the pool resets with
-/// `memset` (the rest is given back to the kernel with `madvise`). Keeping the
-/// first pages resident avoids page faults on the next decision: measured
-/// ~4.5 µs per decision instead of ~10–14 µs with nothing kept. The cost is at
-/// most this much resident memory per warm slot (32 MiB for a full pool).
+/// Most bytes of a freed instance's memory that the pool resets in place
+/// (copied back from the image) instead of giving them back to the kernel
+/// with `madvise`: with `PAGEMAP_SCAN`, only pages the decision wrote, up to
+/// this much; without it, blindly the first this-many bytes. Keeping them
+/// resident avoids page faults on the next decision (measured ~4.5 µs per
+/// decision instead of ~10–14 µs with nothing kept). The cost is at most this
+/// much resident memory per warm slot (32 MiB for a full pool).
 const MEMORY_KEEP_RESIDENT: usize = 128 * 1024;
 /// The same for a freed instance's table (its used part only): 16 KiB is 2,048
 /// function references, more than the table of any module seen so far (a
@@ -326,7 +345,7 @@ impl PolicyEngine {
     /// policy authors budget against.
     pub fn evaluate_metered(&self, policy: &CompiledPolicy, context_json: &[u8]) -> (Decision, u64) {
         let mut fuel_used = 0;
-        let decision = match self.run(policy, context_json, &mut fuel_used) {
+        let decision = match self.run(policy, context_json, self.limits, SLOT_WAIT, &mut fuel_used) {
             Ok(decision) => decision,
             Err(failure) => {
                 let reason = failure.to_string();
@@ -337,7 +356,43 @@ impl PolicyEngine {
         (decision, fuel_used)
     }
 
-    fn run(&self, policy: &CompiledPolicy, context: &[u8], fuel_used: &mut u64) -> Result<Decision, Failure> {
+    /// [`Self::evaluate`] within a small budget, for a caller that must not
+    /// block for long (an async worker thread): at most [`INLINE_FUEL`] fuel
+    /// and one epoch tick, and no waiting for a free slot. `None` when that
+    /// was not enough — the module wanted more fuel or time, or every slot
+    /// was taken: the caller then runs [`Self::evaluate`] where blocking is
+    /// fine, and gets exactly the decision it would have got first. Running a
+    /// decision again from the start is sound because every decision is a
+    /// fresh instance on the same context (see "Isolation"); nothing of the
+    /// abandoned attempt is visible.
+    ///
+    /// Denials that more budget cannot change (a trap, the memory limit, a
+    /// malformed decision) are final here.
+    pub fn evaluate_inline(&self, policy: &CompiledPolicy, context_json: &[u8]) -> Option<Decision> {
+        let limits = Limits {
+            fuel: INLINE_FUEL.min(self.limits.fuel),
+            deadline_ticks: 1,
+            ..self.limits
+        };
+        match self.run(policy, context_json, limits, Duration::ZERO, &mut 0) {
+            Ok(decision) => Some(decision),
+            Err(Failure::OutOfFuel(_) | Failure::Deadline(_) | Failure::Busy) => None,
+            Err(failure) => {
+                let reason = failure.to_string();
+                tracing::debug!(policy = %policy.sha256_hex(), %reason, "policy denied by the sandbox");
+                Some(Decision::deny(reason))
+            }
+        }
+    }
+
+    fn run(
+        &self,
+        policy: &CompiledPolicy,
+        context: &[u8],
+        limits: Limits,
+        slot_wait: Duration,
+        fuel_used: &mut u64,
+    ) -> Result<Decision, Failure> {
         if context.len() > MAX_CONTEXT_BYTES {
             return Err(Failure::ContextTooLarge);
         }
@@ -352,15 +407,14 @@ impl PolicyEngine {
 
         // Declared before the store so that the slot is released only after
         // the store (and its instance) is gone.
-        let _slot = self.slots.acquire(SLOT_WAIT).ok_or(Failure::Busy)?;
+        let _slot = self.slots.acquire(slot_wait).ok_or(Failure::Busy)?;
         let mut store = Store::new(&self.engine, StoreState::default());
         store.limiter(|state| &mut state.limiter);
         store
-            .set_fuel(self.limits.fuel)
+            .set_fuel(limits.fuel)
             .map_err(|e| Failure::Engine(error_text(&e)))?;
-        store.set_epoch_deadline(self.limits.deadline_ticks);
+        store.set_epoch_deadline(limits.deadline_ticks);
         store.epoch_deadline_trap();
-        let limits = self.limits;
         let failed = |store: &Store<StoreState>, e: wasmtime::Error| Failure::classify(&e, store.data(), limits);
 
         let instance = inner
@@ -384,7 +438,7 @@ impl PolicyEngine {
             .typed::<(i32, i32), i64>(&store)
             .map_err(|e| Failure::Engine(error_text(&e)))?;
 
-        let fuel = self.limits.fuel;
+        let fuel = limits.fuel;
         let used = |store: &Store<StoreState>| fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let ptr = alloc.call(&mut store, context_len).map_err(|e| {
             *fuel_used = used(&store);
@@ -456,12 +510,11 @@ fn config(pool_slots: Option<u32>) -> Config {
             .table_elements(MAX_TABLE_ELEMENTS)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)
-            // Not PAGEMAP_SCAN: in wasmtime 48 its dirty-page reset skips
-            // pages the kernel has swapped out (they are neither rewritten nor
-            // decommitted), so a later instance in the slot could read an
-            // earlier decision's memory (bytecodealliance/wasmtime#14357).
-            // The reset below is complete whatever the kernel did.
-            .pagemap_scan(Enabled::No);
+            // Reset only the pages a decision wrote (Linux 6.7+ PAGEMAP_SCAN;
+            // otherwise the blind reset). Safe only with the patched wasmtime
+            // in vendor/wasmtime, which also resets written pages that are
+            // swapped out or migrating (bytecodealliance/wasmtime#14357).
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -788,8 +841,16 @@ impl ResourceLimiter for Limiter {
 
 /// A counting semaphore over the instance slots.
 struct Slots {
-    free: Mutex<u32>,
+    state: Mutex<SlotCount>,
     freed: Condvar,
+}
+
+struct SlotCount {
+    free: u32,
+    /// Callers waiting in [`Slots::acquire`]: a release wakes one only when
+    /// there is one (a `Condvar` notification is a futex system call even
+    /// with nobody waiting, on every decision).
+    waiting: u32,
 }
 
 struct SlotGuard<'a>(&'a Slots);
@@ -797,36 +858,51 @@ struct SlotGuard<'a>(&'a Slots);
 impl Slots {
     fn new(count: u32) -> Self {
         Slots {
-            free: Mutex::new(count),
+            state: Mutex::new(SlotCount {
+                free: count,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotCount> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn acquire(&self, wait: Duration) -> Option<SlotGuard<'_>> {
-        let deadline = Instant::now() + wait;
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
+        let mut state = self.lock();
+        if state.free == 0 {
+            let deadline = Instant::now() + wait;
+            state.waiting += 1;
+            while state.free == 0 {
+                let now = Instant::now();
+                if now >= deadline {
+                    state.waiting -= 1;
+                    return None;
+                }
+                state = self
+                    .freed
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            free = self
-                .freed
-                .wait_timeout(free, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state.waiting -= 1;
         }
-        *free -= 1;
+        state.free -= 1;
         Some(SlotGuard(self))
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += 1;
-        drop(free);
-        self.0.freed.notify_one();
+        let mut state = self.0.lock();
+        state.free += 1;
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -881,6 +957,7 @@ mod tests {
 
     const ALLOW_ALL: &str = wat_file!("policy_allow_all");
     const ALLOW_DECRYPT_ONLY: &str = wat_file!("policy_allow_decrypt_only");
+    const ALLOW_AFTER_LONG_LOOP: &str = wat_file!("policy_allow_after_long_loop");
     const ISOLATION_PROBE: &str = wat_file!("policy_isolation_probe");
     const INFINITE_LOOP: &str = wat_file!("fail_policy_infinite_loop");
     const MEMORY_GROW_BOMB: &str = wat_file!("fail_policy_memory_grow_bomb");
@@ -1083,6 +1160,38 @@ mod tests {
 
     /// The probe allows only when its global, its memory (initial and grown),
     /// its memory size and its table are as instantiation left them.
+    #[test]
+    fn inline_evaluation_decides_what_fits_its_budget_and_defers_the_rest() {
+        let engine = engine();
+        let ctx = context("kms:Decrypt");
+        let allow_all = compile(ALLOW_ALL);
+        assert_eq!(
+            engine.evaluate_inline(&allow_all, &ctx),
+            Some(engine.evaluate(&allow_all, &ctx))
+        );
+        // Final denials need no second run.
+        let trap = engine
+            .evaluate_inline(&compile(UNREACHABLE), &ctx)
+            .expect("a trap is final");
+        assert!(!trap.allow && trap.reason.contains("unreachable"), "{trap:?}");
+        // (On a loaded machine the one-tick deadline may stop the bomb first:
+        // deferred, not allowed.)
+        if let Some(bomb) = engine.evaluate_inline(&compile(MEMORY_GROW_BOMB), &ctx) {
+            assert!(!bomb.allow && bomb.reason.contains("memory limit"), "{bomb:?}");
+        }
+        // More fuel than the inline budget: deferred, then allowed with the
+        // full budget (a heavy but legitimate module is not denied).
+        let heavy = compile(ALLOW_AFTER_LONG_LOOP);
+        assert_eq!(engine.evaluate_inline(&heavy, &ctx), None);
+        let (decision, fuel) = engine.evaluate_metered(&heavy, &ctx);
+        assert!(decision.allow, "{decision:?}");
+        assert!(fuel > INLINE_FUEL && fuel < FUEL_PER_DECISION, "{fuel}");
+        // A module that never returns is deferred too, and the full run denies.
+        let looping = compile(INFINITE_LOOP);
+        assert_eq!(engine.evaluate_inline(&looping, &ctx), None);
+        assert_denied(engine, &looping, "fuel");
+    }
+
     fn assert_fresh(engine: &PolicyEngine, probe: &CompiledPolicy) {
         let decision = engine.evaluate(probe, &context("kms:Decrypt"));
         assert!(decision.allow, "{decision:?}");

@@ -70,6 +70,41 @@ pub fn context(json: &[u8]) -> Result<Context> {
     Ok(context)
 }
 
+/// The first byte at or after `pos` that ends a run of plain string
+/// characters: `"`, `\\` or a control character (below 0x20); `bytes.len()`
+/// if there is none.
+///
+/// Eight bytes at a time (SWAR): the module is charged per WebAssembly
+/// instruction, and strings are most of a context's bytes. For each test,
+/// `(x - 0x01…01·n) & !x & 0x80…80` has its lowest set bit in the first byte
+/// of `x` below `n` (higher bits may be false positives from the borrow,
+/// never lower ones), so the lowest set bit of the three tests ORed is the
+/// first special byte. Bytes of 0x80 and above (UTF-8 sequences) never match.
+fn plain_run_end(bytes: &[u8], mut pos: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * n as u64) & !x & HIGHS
+    }
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let special = below(v ^ (ONES * b'"' as u64), 1) | below(v ^ (ONES * b'\\' as u64), 1) | below(v, 0x20);
+        if special != 0 {
+            return pos + (special.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while let Some(&b) = bytes.get(pos) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        pos += 1;
+    }
+    pos
+}
+
 /// A cursor over the (UTF-8) input.
 struct Reader<'a> {
     text: &'a str,
@@ -212,24 +247,21 @@ impl<'a> Reader<'a> {
         self.pos += 1;
         let bytes = self.bytes();
         let start = self.pos;
-        let mut pos = start;
-        loop {
-            match bytes.get(pos) {
-                Some(b'"') => {
-                    self.pos = pos + 1;
-                    // Both ends are ASCII quotes: character boundaries.
-                    return Ok(Cow::Borrowed(&self.text[start..pos]));
-                }
-                Some(b'\\') => break,
-                Some(&b) if b < 0x20 => {
-                    self.pos = pos;
-                    return Err(self.error("control character in a string"));
-                }
-                Some(_) => pos += 1,
-                None => {
-                    self.pos = pos;
-                    return Err(self.error("unterminated string"));
-                }
+        let pos = plain_run_end(bytes, start);
+        match bytes.get(pos) {
+            Some(b'"') => {
+                self.pos = pos + 1;
+                // Both ends are ASCII quotes: character boundaries.
+                return Ok(Cow::Borrowed(&self.text[start..pos]));
+            }
+            Some(b'\\') => {}
+            Some(_) => {
+                self.pos = pos;
+                return Err(self.error("control character in a string"));
+            }
+            None => {
+                self.pos = pos;
+                return Err(self.error("unterminated string"));
             }
         }
         // With escapes: copy the plain runs, decode the escapes.
@@ -238,13 +270,7 @@ impl<'a> Reader<'a> {
         self.pos = pos;
         loop {
             let run_start = self.pos;
-            let mut pos = run_start;
-            while let Some(&b) = bytes.get(pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                pos += 1;
-            }
+            let pos = plain_run_end(bytes, run_start);
             out.push_str(&self.text[run_start..pos]);
             self.pos = pos;
             match self.peek() {
@@ -699,4 +725,53 @@ pub fn escape_into(out: &mut String, reason: &str) {
         run = i + 1;
     }
     out.push_str(&reason[run..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_run_end;
+
+    /// The byte-at-a-time definition `plain_run_end` must agree with.
+    fn naive(bytes: &[u8], mut pos: usize) -> usize {
+        while let Some(&b) = bytes.get(pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            pos += 1;
+        }
+        pos
+    }
+
+    /// Every special byte and its neighbours in value (`!`, `#`, `[`, `]`,
+    /// 0x1f/0x20, 0x7f/0x80, 0xff), at every offset of words and tails, after
+    /// runs of plain bytes of every length up to three words, and several
+    /// specials in one word.
+    #[test]
+    fn finds_the_first_quote_backslash_or_control_byte() {
+        let plain = [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff, 0x20];
+        let special = [b'"', b'\\', 0x00, 0x01, 0x0a, 0x1f];
+        for filler in plain {
+            for len in 0..24 {
+                let mut bytes = vec![filler; len];
+                assert_eq!(plain_run_end(&bytes, 0), naive(&bytes, 0), "{bytes:?}");
+                for s in special {
+                    for at in 0..=len {
+                        bytes.insert(at, s);
+                        for start in 0..=bytes.len() {
+                            assert_eq!(
+                                plain_run_end(&bytes, start),
+                                naive(&bytes, start),
+                                "{bytes:?} from {start}"
+                            );
+                        }
+                        // A second special later in the same word.
+                        bytes.push(b'"');
+                        assert_eq!(plain_run_end(&bytes, 0), naive(&bytes, 0), "{bytes:?}");
+                        bytes.pop();
+                        bytes.remove(at);
+                    }
+                }
+            }
+        }
+    }
 }
