@@ -434,3 +434,21 @@ async fn no_policy_state_survives_from_one_decision_to_the_next() {
         assert_eq!(task.await.expect("probed Decrypt task"), b"probe");
     }
 }
+
+/// A legitimate module that needs more fuel than the enclave's inline
+/// attempt (`tests/data/policy_allow_after_long_loop.wat`, ~500,000 units
+/// against 200,000) is run again with the full budget and allows, through
+/// the service: heavy is not hostile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_needing_more_than_the_inline_budget_still_allows() {
+    let mut sandbox = Sandbox::new();
+    let kw = sandbox.start().await;
+    let kms = kw.client();
+    let key_id = create_key(&kms, "heavy policy").await;
+    let ciphertext = encrypt(&kms, &key_id, b"heavy", None).await;
+    attach(&kw, &key_id, &wat_module("policy_allow_after_long_loop")).await;
+    for round in 0..5 {
+        let plaintext = within("a Decrypt under a heavy policy", decrypt(&kms, None, &ciphertext, None)).await;
+        assert_eq!(plaintext, b"heavy", "round {round}");
+    }
+}
