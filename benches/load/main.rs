@@ -1,6 +1,7 @@
 //! `keyward-load`: drives Keyward (or any AWS-KMS-compatible endpoint) with
 //! SigV4-signed AWS KMS JSON requests at a fixed concurrency for a fixed
-//! duration, and reports throughput, latency percentiles and the service's
+//! duration, and reports throughput, latency percentiles, CPU time per
+//! request of the client and of the service's processes, and the service's
 //! peak RSS — each figure next to the same client's figure against a bare
 //! axum echo server on the same machine, in the same run (the HTTP limit).
 //!
@@ -13,6 +14,9 @@
 //! keyward-load --endpoint http://127.0.0.1:7800 --op decrypt --concurrency 64
 //! # the baseline alone
 //! keyward-load --baseline --concurrency 64
+//! # the price of a policy module, five interleaved rounds (median ratios)
+//! keyward-load --spawn --op decrypt,decrypt-policy --concurrency 16,64 \
+//!     --rounds 5 --no-baseline --policy-module context_tenant.wasm
 //! ```
 //!
 //! Every connection is a kept-alive HTTP/1.1 connection driven by one task,
@@ -20,7 +24,6 @@
 //! the client's own cost is the same against the service and the baseline.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,9 +103,16 @@ struct Args {
     /// `context-tenant` example requires.
     #[arg(long)]
     policy_module: Option<PathBuf>,
-    /// Extra pids whose peak RSS (VmHWM) to report, for --endpoint.
+    /// Extra pids whose peak RSS (VmHWM) and CPU time per request to
+    /// report, for --endpoint.
     #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
+    /// Run the whole sequence (every operation at every concurrency) this
+    /// many times, interleaved, and report the median of the
+    /// decrypt-policy / decrypt ratios: drift of a shared machine then hits
+    /// both operations alike.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -181,6 +191,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     if args.concurrency.contains(&0) {
         bail!("--concurrency must be at least 1");
     }
@@ -232,65 +245,33 @@ async fn run(args: Args, ops: Vec<Op>) -> anyhow::Result<()> {
         None => None,
     };
 
-    for &op in &ops {
-        for &concurrency in &args.concurrency {
-            let mut base_rps = None;
-            if let Some(b) = &baseline {
-                // The echo baseline gets the very same signed request as the service.
-                let body = match &setup {
-                    Some(s) => s.body(op)?,
-                    None => Setup::standalone_body(op, args.size),
-                };
-                let prepared = Prepared {
-                    addr: b.addr,
-                    host: b.addr.to_string(),
-                    target: op.target(),
-                    body,
-                };
-                let signer = target.as_ref().map(|t| t.1.clone()).unwrap_or_else(|| Signer {
-                    access_key_id: "AKIABASELINEBASELINE".into(),
-                    secret: "baseline".repeat(5),
-                    region: args.region.clone(),
-                });
-                let result = drive(&prepared, &signer, concurrency, &args).await?;
-                base_rps = Some(result.throughput);
-                rows.push(Row {
+    // Whose CPU time each run measures (besides this process's own).
+    let service_pids: Vec<(String, u32)> = match &service {
+        Some(s) => vec![("proxy".into(), s.proxy_pid), ("enclave".into(), s.enclave_pid)],
+        None => args.pid.iter().map(|p| (format!("pid {p}"), *p)).collect(),
+    };
+    for round in 0..args.rounds {
+        for &op in &ops {
+            for &concurrency in &args.concurrency {
+                run_one(
+                    &mut rows,
+                    round,
                     op,
                     concurrency,
-                    what: "axum echo",
-                    result,
-                    ratio: None,
-                });
-                print_row(rows.last().expect("a row was pushed"));
-            }
-            if let (Some((url, signer, _)), Some(setup)) = (&target, &setup) {
-                let (addr, host) = resolve(url)?;
-                let prepared = Prepared {
-                    addr,
-                    host,
-                    target: op.target(),
-                    body: setup.body(op)?,
-                };
-                let result = drive(&prepared, signer, concurrency, &args).await?;
-                let ratio = base_rps.map(|b| result.throughput / b);
-                rows.push(Row {
-                    op,
-                    concurrency,
-                    what: "keyward",
-                    result,
-                    ratio,
-                });
-                print_row(rows.last().expect("a row was pushed"));
+                    baseline.as_ref(),
+                    &target,
+                    setup.as_ref(),
+                    &service_pids,
+                    &args,
+                )
+                .await?;
             }
         }
     }
 
     println!();
     print_table(&rows);
-    let pids: Vec<(String, u32)> = match &service {
-        Some(s) => vec![("proxy".into(), s.proxy_pid), ("enclave".into(), s.enclave_pid)],
-        None => args.pid.iter().map(|p| (format!("pid {p}"), *p)).collect(),
-    };
+    let pids = service_pids;
     if !pids.is_empty() {
         let mut total = 0u64;
         for (name, pid) in &pids {
@@ -321,6 +302,73 @@ async fn run(args: Args, ops: Vec<Op>) -> anyhow::Result<()> {
     }
     if let Some(s) = service {
         s.stop();
+    }
+    Ok(())
+}
+
+/// One operation at one concurrency: against the echo baseline (if any),
+/// then against the service.
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    rows: &mut Vec<Row>,
+    round: usize,
+    op: Op,
+    concurrency: usize,
+    baseline: Option<&Baseline>,
+    target: &Option<(String, Signer, Option<PathBuf>)>,
+    setup: Option<&Setup>,
+    service_pids: &[(String, u32)],
+    args: &Args,
+) -> anyhow::Result<()> {
+    let mut base_rps = None;
+    if let Some(b) = baseline {
+        // The echo baseline gets the very same signed request as the service.
+        let body = match setup {
+            Some(s) => s.body(op)?,
+            None => Setup::standalone_body(op, args.size),
+        };
+        let prepared = Prepared {
+            addr: b.addr,
+            host: b.addr.to_string(),
+            target: op.target(),
+            body,
+        };
+        let signer = target.as_ref().map(|t| t.1.clone()).unwrap_or_else(|| Signer {
+            access_key_id: "AKIABASELINEBASELINE".into(),
+            secret: "baseline".repeat(5),
+            region: args.region.clone(),
+        });
+        let result = drive(&prepared, &signer, concurrency, args, &[]).await?;
+        base_rps = Some(result.throughput);
+        rows.push(Row {
+            op,
+            concurrency,
+            round,
+            what: "axum echo",
+            result,
+            ratio: None,
+        });
+        print_row(rows.last().expect("a row was pushed"));
+    }
+    if let (Some((url, signer, _)), Some(setup)) = (target, setup) {
+        let (addr, host) = resolve(url)?;
+        let prepared = Prepared {
+            addr,
+            host,
+            target: op.target(),
+            body: setup.body(op)?,
+        };
+        let result = drive(&prepared, signer, concurrency, args, service_pids).await?;
+        let ratio = base_rps.map(|b| result.throughput / b);
+        rows.push(Row {
+            op,
+            concurrency,
+            round,
+            what: "keyward",
+            result,
+            ratio,
+        });
+        print_row(rows.last().expect("a row was pushed"));
     }
     Ok(())
 }
@@ -605,6 +653,9 @@ async fn send(conn: &mut Conn, prepared: &Prepared, signer: &Signer) -> anyhow::
 /// What one run measured.
 struct RunResult {
     throughput: f64,
+    /// CPU time (user + system) per answered request over the measured
+    /// window, in microseconds, per measured process (this client first).
+    cpu_per_request: Vec<(String, f64)>,
     /// Sorted latencies of the measured window, in microseconds.
     latencies: Vec<u32>,
     errors: u64,
@@ -622,8 +673,16 @@ impl RunResult {
     }
 }
 
-/// `concurrency` connections, each sending `prepared` back to back.
-async fn drive(prepared: &Prepared, signer: &Signer, concurrency: usize, args: &Args) -> anyhow::Result<RunResult> {
+/// `concurrency` connections, each sending `prepared` back to back; the CPU
+/// time of this process and of `pids` is read at both ends of the measured
+/// window.
+async fn drive(
+    prepared: &Prepared,
+    signer: &Signer,
+    concurrency: usize,
+    args: &Args,
+    pids: &[(String, u32)],
+) -> anyhow::Result<RunResult> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let measured = Duration::from_secs_f64(args.duration);
     let mut conns = Vec::with_capacity(concurrency);
@@ -632,6 +691,18 @@ async fn drive(prepared: &Prepared, signer: &Signer, concurrency: usize, args: &
     }
     let start = Instant::now() + Duration::from_millis(50);
     let (from, until) = (start + warmup, start + warmup + measured);
+    let mut measured_pids = vec![("client".to_owned(), std::process::id())];
+    measured_pids.extend(pids.iter().cloned());
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let before: Vec<Option<u64>> = measured_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+        tokio::time::sleep_until(until.into()).await;
+        measured_pids
+            .into_iter()
+            .zip(before)
+            .filter_map(|((name, pid), before)| Some((name, cpu_ticks(pid)?.checked_sub(before?)?)))
+            .collect::<Vec<(String, u64)>>()
+    });
     let mut tasks = Vec::with_capacity(concurrency);
     for mut conn in conns {
         let (prepared, signer) = (prepared.clone(), signer.clone());
@@ -688,7 +759,14 @@ async fn drive(prepared: &Prepared, signer: &Signer, concurrency: usize, args: &
         first_error = first_error.or(f);
     }
     latencies.sort_unstable();
+    let answered = latencies.len().max(1) as f64;
+    let cpu_per_request = cpu
+        .await?
+        .into_iter()
+        .map(|(name, ticks)| (name, ticks as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / answered))
+        .collect();
     Ok(RunResult {
+        cpu_per_request,
         throughput: latencies.len() as f64 / measured.as_secs_f64(),
         latencies,
         errors,
@@ -872,11 +950,32 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     rss_kib(pid, "VmHWM:")
 }
 
+/// Linux's `USER_HZ`, the unit of `/proc/<pid>/stat`'s CPU times: 100 on
+/// every architecture Linux exposes it to user space with (`sysconf` would
+/// need `unsafe`).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// User + system CPU time of every thread `pid` has run, in clock ticks
+/// (`/proc/<pid>/stat` fields 14 and 15, counted after the parenthesised
+/// command name, which may itself contain spaces).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    cpu_ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn cpu_ticks_of(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 // ---------------------------------------------------------------- output
 
 struct Row {
     op: Op,
     concurrency: usize,
+    round: usize,
     what: &'static str,
     result: RunResult,
     ratio: Option<f64>,
@@ -884,15 +983,20 @@ struct Row {
 
 fn header() -> String {
     format!(
-        "{:<18} {:>5} {:<10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}",
+        "{:<18} {:>5} {:<10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}  cpu µs/request",
         "operation", "conns", "target", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "vs echo"
     )
 }
 
 fn format_row(row: &Row) -> String {
     let r = &row.result;
+    let cpu: Vec<String> = r
+        .cpu_per_request
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.0}"))
+        .collect();
     format!(
-        "{:<18} {:>5} {:<10} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9}",
+        "{:<18} {:>5} {:<10} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9}  {}",
         row.op.name(),
         row.concurrency,
         row.what,
@@ -905,6 +1009,7 @@ fn format_row(row: &Row) -> String {
         row.ratio
             .map(|x| format!("{:.1} %", x * 100.0))
             .unwrap_or_else(|| "-".into()),
+        cpu.join(", "),
     )
 }
 
@@ -920,26 +1025,48 @@ fn print_table(rows: &[Row]) {
             println!("    first error: {}", truncate(e, 300));
         }
     }
-    let mut by_op: BTreeMap<Op, Vec<&Row>> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.what == "keyward") {
-        by_op.entry(row.op).or_default().push(row);
-    }
-    let policy_ratio = |c: usize| {
-        let find = |op: Op| {
-            rows.iter()
-                .find(|r| r.what == "keyward" && r.op == op && r.concurrency == c)
-        };
-        Some(find(Op::DecryptPolicy)?.result.throughput / find(Op::Decrypt)?.result.throughput)
-    };
-    for &c in rows
-        .iter()
-        .map(|r| r.concurrency)
-        .collect::<std::collections::BTreeSet<_>>()
-        .iter()
-    {
-        if let Some(r) = policy_ratio(c) {
-            println!("decrypt-policy / decrypt at {c} connections: {:.1} %", r * 100.0);
+    // decrypt-policy / decrypt, per round and concurrency: throughput, and
+    // CPU time per request of every measured process (client included: on
+    // a machine the client shares, that ratio is what throughput tends to).
+    let concurrencies: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.concurrency).collect();
+    for &c in &concurrencies {
+        let (mut throughput, mut cpu) = (Vec::new(), Vec::new());
+        for round in 0..=rows.iter().map(|r| r.round).max().unwrap_or(0) {
+            let find = |op: Op| {
+                rows.iter()
+                    .find(|r| r.what == "keyward" && r.op == op && r.concurrency == c && r.round == round)
+            };
+            let (Some(policy), Some(plain)) = (find(Op::DecryptPolicy), find(Op::Decrypt)) else {
+                continue;
+            };
+            throughput.push(policy.result.throughput / plain.result.throughput);
+            let total = |r: &Row| r.result.cpu_per_request.iter().map(|(_, us)| us).sum::<f64>();
+            if total(policy) > 0.0 {
+                cpu.push(total(plain) / total(policy));
+            }
         }
+        let line = |what: &str, mut ratios: Vec<f64>| {
+            if ratios.is_empty() {
+                return;
+            }
+            let each: Vec<String> = ratios.iter().map(|r| format!("{:.1}", r * 100.0)).collect();
+            ratios.sort_by(f64::total_cmp);
+            let median = ratios[ratios.len() / 2];
+            if ratios.len() == 1 {
+                println!(
+                    "decrypt-policy / decrypt at {c} connections, {what}: {:.1} %",
+                    median * 100.0
+                );
+            } else {
+                println!(
+                    "decrypt-policy / decrypt at {c} connections, {what}: median {:.1} % (rounds: {} %)",
+                    median * 100.0,
+                    each.join(", ")
+                );
+            }
+        };
+        line("throughput", throughput);
+        line("CPU per request (inverse)", cpu);
     }
 }
 
@@ -947,5 +1074,34 @@ fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_after_the_command_name() {
+        // A command name with spaces and a ')' of its own; utime 1200, stime 34.
+        let stat = "4242 (tokio rt) worker) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 34 0 0 20 0 9 0 55 0 0";
+        assert_eq!(cpu_ticks_of(stat), Some(1234));
+        assert_eq!(cpu_ticks_of("4242 (truncated) S 1 2"), None);
+        assert_eq!(cpu_ticks_of("no command name at all"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_cpu_time() {
+        // The count is whole ticks: burn CPU until one is counted (a
+        // process that never ran would read 0 forever).
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let mut x = 0u64;
+        while cpu_ticks(std::process::id()).is_none_or(|t| t == 0) {
+            assert!(Instant::now() < give_up, "no CPU time counted after 20 s of work");
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        assert_eq!(cpu_ticks(u32::MAX), None, "no such process");
     }
 }
