@@ -119,8 +119,8 @@ fn attestation(c: &mut Criterion) {
 fn operations(c: &mut Criterion) {
     use keyward_attestation::mock::{MockAttester, MockPki};
     use keyward_attestation::verify::{TrustAnchor, Verifier};
-    use keyward_enclave::api::{Ctx, crypto, keys};
-    use keyward_enclave::store::{MemoryStore, Records};
+    use keyward_enclave::api::{crypto, keys};
+    use keyward_enclave::store::MemoryStore;
     use serde_json::json;
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -128,14 +128,7 @@ fn operations(c: &mut Criterion) {
     let anchor = TrustAnchor::from_der(pki.root_der()).expect("anchor");
     let enclave = mock_enclave().with_verifier(Verifier::new(anchor));
     let store = MemoryStore::new();
-    let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
-    let ctx = Ctx {
-        enclave: &enclave,
-        keyring,
-        records: Records::new(&*store, &keyring.sealer),
-        principal: bench_principal(),
-        now: time::OffsetDateTime::now_utc(),
-    };
+    let ctx = bench_ctx(&runtime, &enclave, &store);
     let created = runtime.block_on(keys::create_key(&ctx, json!({}))).expect("key");
     let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("id").to_owned();
     let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
@@ -178,21 +171,14 @@ fn operations(c: &mut Criterion) {
 /// More whole operations in the enclave (as in [`operations`]): 4 KiB
 /// Encrypt/Decrypt, ReEncrypt, ECDSA P-256 Sign/Verify, HMAC GenerateMac.
 fn operations_more(c: &mut Criterion) {
-    use keyward_enclave::api::{Ctx, asymmetric, crypto, keys, mac};
-    use keyward_enclave::store::{MemoryStore, Records};
+    use keyward_enclave::api::{asymmetric, crypto, keys, mac};
+    use keyward_enclave::store::MemoryStore;
     use serde_json::json;
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let enclave = mock_enclave();
     let store = MemoryStore::new();
-    let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
-    let ctx = Ctx {
-        enclave: &enclave,
-        keyring,
-        records: Records::new(&*store, &keyring.sealer),
-        principal: bench_principal(),
-        now: time::OffsetDateTime::now_utc(),
-    };
+    let ctx = bench_ctx(&runtime, &enclave, &store);
     let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
     let key = |body: serde_json::Value| -> String {
         let created = runtime.block_on(keys::create_key(&ctx, body)).expect("key");
@@ -361,6 +347,22 @@ fn mock_enclave() -> keyward_enclave::Enclave {
 const BENCH_TENANT: &str = "111122223333";
 
 /// A KeyAdmin + KeyUser of the bench tenant.
+/// A request context on `enclave` over `store`, as [`bench_principal`], now.
+fn bench_ctx<'a>(
+    runtime: &tokio::runtime::Runtime,
+    enclave: &'a keyward_enclave::Enclave,
+    store: &'a keyward_enclave::store::MemoryStore,
+) -> keyward_enclave::api::Ctx<'a> {
+    let keyring = runtime.block_on(enclave.keyring(store)).expect("keyring");
+    keyward_enclave::api::Ctx {
+        enclave,
+        keyring,
+        records: keyward_enclave::store::Records::new(store, &keyring.sealer),
+        principal: bench_principal(),
+        now: time::OffsetDateTime::now_utc(),
+    }
+}
+
 fn bench_principal() -> keyward_enclave::auth::Principal {
     use keyward_enclave::auth::credentials::Role;
     keyward_enclave::auth::Principal {
@@ -423,10 +425,10 @@ fn example_policy(name: &str) -> Vec<u8> {
 fn policy(c: &mut Criterion) {
     use std::cell::RefCell;
 
-    use keyward_enclave::api::{Ctx, crypto, keys, policies};
+    use keyward_enclave::api::{crypto, keys, policies};
     use keyward_enclave::policy::context::{FACTS, facts_of};
     use keyward_enclave::policy::sandbox::PolicyEngine;
-    use keyward_enclave::store::{MemoryStore, Records};
+    use keyward_enclave::store::MemoryStore;
     use serde_json::{Value, json};
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -525,14 +527,7 @@ fn policy(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let enclave = mock_enclave();
     let store = MemoryStore::new();
-    let keyring = runtime.block_on(enclave.keyring(&*store)).expect("keyring");
-    let ctx = Ctx {
-        enclave: &enclave,
-        keyring,
-        records: Records::new(&*store, &keyring.sealer),
-        principal: bench_principal(),
-        now: time::OffsetDateTime::now_utc(),
-    };
+    let ctx = bench_ctx(&runtime, &enclave, &store);
     let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
     let key = |description: &str| -> String {
         let created = runtime
