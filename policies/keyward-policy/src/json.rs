@@ -701,8 +701,15 @@ fn pcr_index(key: &str) -> Option<u32> {
 /// `serde_json` escapes it.
 pub fn escape_into(out: &mut String, reason: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = reason.as_bytes();
     let mut run = 0;
-    for (i, b) in reason.bytes().enumerate() {
+    loop {
+        // Runs without a quote, a backslash or a control character are copied whole.
+        let i = plain_run_end(bytes, run);
+        out.push_str(&reason[run..i]);
+        let Some(&b) = bytes.get(i) else {
+            return;
+        };
         let escaped = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -711,10 +718,8 @@ pub fn escape_into(out: &mut String, reason: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0..0x20 => "",
-            _ => continue,
+            _ => "",
         };
-        out.push_str(&reason[run..i]);
         if escaped.is_empty() {
             out.push_str("\\u00");
             out.push(char::from(HEX[usize::from(b >> 4)]));
@@ -724,7 +729,6 @@ pub fn escape_into(out: &mut String, reason: &str) {
         }
         run = i + 1;
     }
-    out.push_str(&reason[run..]);
 }
 
 #[cfg(test)]
