@@ -81,13 +81,7 @@ fn one_line(mut reason: String) -> String {
 /// U+0080–U+00BF) answers true, and the caller checks characters exactly.
 /// Reasons are built on every decision, and the module pays per instruction.
 fn may_have_control(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // A high bit for some byte below `n` (the borrow can add false ones,
-    // but only above a true one, so "any" is exact).
-    const fn below(x: u64, n: u8) -> u64 {
-        x.wrapping_sub(ONES * n as u64) & !x & HIGHS
-    }
+    use crate::json::{ONES, below};
     let suspect = |b: u8| b < 0x20 || b == 0x7f || b == 0xc2;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {

@@ -70,6 +70,17 @@ pub fn context(json: &[u8]) -> Result<Context> {
     Ok(context)
 }
 
+/// `0x01` in every byte of a word (SWAR: eight bytes tested at once).
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` below `n`; the borrow can set false
+/// bits, but only above a true one, so the lowest set bit and "any" are
+/// exact.
+pub(crate) const fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * n as u64) & !x & HIGHS
+}
+
 /// The first byte at or after `pos` that ends a run of plain string
 /// characters: `"`, `\\` or a control character (below 0x20); `bytes.len()`
 /// if there is none.
@@ -81,11 +92,6 @@ pub fn context(json: &[u8]) -> Result<Context> {
 /// never lower ones), so the lowest set bit of the three tests ORed is the
 /// first special byte. Bytes of 0x80 and above (UTF-8 sequences) never match.
 fn plain_run_end(bytes: &[u8], mut pos: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const fn below(x: u64, n: u8) -> u64 {
-        x.wrapping_sub(ONES * n as u64) & !x & HIGHS
-    }
     while let Some(chunk) = bytes.get(pos..pos + 8) {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
