@@ -366,10 +366,13 @@ impl<'a> Reader<'a> {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => {
                 while let Some(b @ b'0'..=b'9') = self.peek() {
-                    value = value
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                        .ok_or_else(|| self.error("number out of range"))?;
+                    let digit = u64::from(b - b'0');
+                    // Compared, not `checked_mul`: on wasm32 that is a call
+                    // to a 128-bit multiply per digit.
+                    if value > u64::MAX / 10 || (value == u64::MAX / 10 && digit > u64::MAX % 10) {
+                        return Err(self.error("number out of range"));
+                    }
+                    value = value * 10 + digit;
                     self.pos += 1;
                 }
             }
