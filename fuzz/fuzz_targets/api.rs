@@ -10,8 +10,9 @@
 //! a recipient key, so that mutations reach past "key not found".
 //!
 //! SigV4 is not fuzzed here (no test-only bypass exists; the principal is
-//! built directly, as the benchmarks do); the built-in authorization check
-//! and the `DryRun` handling run as `api::handle` runs them. Every store
+//! built directly, as the benchmarks do); the built-in authorization, the
+//! tenant-enabled check and the `DryRun` handling run as `api::handle` runs
+//! them. Every store
 //! starts from the same snapshot, so inputs do not affect one another.
 //!
 //! Proves: no operation panics on any body, and every failure is an AWS
@@ -29,6 +30,7 @@ use keyward_enclave::attestation::verify::{TrustAnchor, Verifier};
 use keyward_enclave::auth::Principal;
 use keyward_enclave::auth::authorize;
 use keyward_enclave::auth::credentials::Role;
+use keyward_enclave::bootstrap::{TENANT_NAMESPACE, TenantRecord};
 use keyward_enclave::store::{Records, StoreFuture, StoreTransport};
 use keyward_enclave::{Args, Enclave, Mode};
 use keyward_wire::{StoreOp, StoreResult};
@@ -222,6 +224,18 @@ fn world() -> World {
     let mut placeholders = Vec::new();
     runtime.block_on(async {
         let keyring = enclave.keyring(&store).await.expect("boots");
+        // The tenant, as the operator creates it (`api::handle` refuses a
+        // tenant principal whose tenant record is missing or disabled).
+        let operator = Ctx {
+            enclave: &enclave,
+            keyring,
+            records: Records::new(&store, &keyring.sealer),
+            principal: principal(true),
+            now: time::OffsetDateTime::now_utc(),
+        };
+        api::tenants::create_tenant(&operator, json!({ "TenantId": TENANT }))
+            .await
+            .expect("tenant");
         let ctx = Ctx {
             enclave: &enclave,
             keyring,
@@ -287,15 +301,25 @@ fuzz_target!(|data: &[u8]| {
         // As `api::handle` does after authentication.
         let need = authorize::need(target).ok_or_else(|| KmsError::UnknownOperation("unknown".into()))?;
         authorize::authorize(&principal, need, target)?;
+        let records = Records::new(&store, &keyring.sealer);
+        let mut tenant_policy = None;
+        if !principal.is_operator() {
+            let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
+            tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
+            if !tenant.is_some_and(|t| t.enabled) {
+                return Err(KmsError::AccessDenied("tenant disabled".into()));
+            }
+        }
         let body = api::parse_body(&body)?;
         if body.get("DryRun").and_then(Value::as_bool) == Some(true) {
             return Err(KmsError::DryRunOperation("dry run".into()));
         }
-        let facts = keyward_enclave::policy::context::facts_of(target, &body);
+        let mut facts = keyward_enclave::policy::context::facts_of(target, &body);
+        facts.tenant_policy = tenant_policy;
         let ctx = Ctx {
             enclave: &world.enclave,
             keyring,
-            records: Records::new(&store, &keyring.sealer),
+            records,
             principal,
             now: time::OffsetDateTime::now_utc(),
         };
