@@ -1,7 +1,7 @@
 //! The host <-> enclave frame codec on hostile bytes.
 //!
-//! Proves: `keyward_wire::decode` never panics and never allocates beyond its
-//! input's worth on any body; a frame it accepts re-encodes and decodes to
+//! Proves: `keyward_wire::decode` never panics, nor allocates past
+//! libFuzzer's malloc limit, on any body; a frame it accepts re-encodes and decodes to
 //! itself; and `read_frame`, reading a stream of length-prefixed frames (as
 //! the enclave's connection loop does), never panics and stops at the first
 //! bad frame.
