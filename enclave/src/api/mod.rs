@@ -262,8 +262,10 @@ async fn serve(
         .await
 }
 
-/// Runs the operation named by `target`.
-async fn dispatch(ctx: &Ctx<'_>, target: &str, body: Value) -> Result<Value, KmsError> {
+/// Runs the operation named by `target` for `ctx.principal`, who must already
+/// be authenticated and authorized for it (as [`handle`] does); public for
+/// the fuzz targets (`fuzz/`), which drive it with an in-memory store.
+pub async fn dispatch(ctx: &Ctx<'_>, target: &str, body: Value) -> Result<Value, KmsError> {
     let (service, op) = target.split_once('.').unwrap_or(("", ""));
     if service == "Keyward" {
         return extensions(ctx, op, body).await;
@@ -350,7 +352,7 @@ fn header(request: &ApiRequest, name: &str) -> Option<String> {
 }
 
 /// A request body: a JSON object (an empty body counts as `{}`).
-fn parse_body(body: &[u8]) -> Result<Value, KmsError> {
+pub fn parse_body(body: &[u8]) -> Result<Value, KmsError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
