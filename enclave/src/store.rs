@@ -209,6 +209,14 @@ impl MemoryStore {
         self.lock().values().cloned().collect()
     }
 
+    /// An independent copy of everything stored (the fuzz targets start
+    /// every input from the same store).
+    pub fn snapshot(&self) -> MemoryStore {
+        MemoryStore {
+            map: std::sync::Mutex::new(self.lock().clone()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, String), Vec<u8>>> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -20,8 +20,7 @@
 //! `__type` and `message`); internal errors (500) are reported as findings.
 #![no_main]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use keyward_enclave::api::error::KmsError;
 use keyward_enclave::api::{self, Ctx};
@@ -31,9 +30,8 @@ use keyward_enclave::auth::Principal;
 use keyward_enclave::auth::authorize;
 use keyward_enclave::auth::credentials::Role;
 use keyward_enclave::bootstrap::{TENANT_NAMESPACE, TenantRecord};
-use keyward_enclave::store::{Records, StoreFuture, StoreTransport};
+use keyward_enclave::store::{MemoryStore, Records};
 use keyward_enclave::{Args, Enclave, Mode};
-use keyward_wire::{StoreOp, StoreResult};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -109,61 +107,10 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("HMAC_512", "GENERATE_VERIFY_MAC", "AWS_KMS"),
 ];
 
-type Map = BTreeMap<(String, String), Vec<u8>>;
-
-/// The host store in memory, copied from a snapshot for every input.
-#[derive(Default)]
-struct SnapshotStore(Mutex<Map>);
-
-impl SnapshotStore {
-    fn map(&self) -> std::sync::MutexGuard<'_, Map> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl StoreTransport for SnapshotStore {
-    fn call(&self, op: StoreOp) -> StoreFuture<'_> {
-        let mut map = self.map();
-        let result = match op {
-            StoreOp::Get { namespace, key } => StoreResult::Value(map.get(&(namespace, key)).cloned().map(Into::into)),
-            StoreOp::Put { namespace, key, value } => {
-                map.insert((namespace, key), value);
-                StoreResult::Done
-            }
-            StoreOp::PutBatch { namespace, entries } => {
-                for (key, value) in entries {
-                    map.insert((namespace.clone(), key), value.into_vec());
-                }
-                StoreResult::Done
-            }
-            StoreOp::Delete { namespace, key } => {
-                map.remove(&(namespace, key));
-                StoreResult::Done
-            }
-            StoreOp::List {
-                namespace,
-                prefix,
-                start_after,
-                limit,
-            } => StoreResult::Entries(
-                map.iter()
-                    .filter(|((ns, k), _)| {
-                        *ns == namespace && k.starts_with(&prefix) && start_after.as_ref().is_none_or(|s| k > s)
-                    })
-                    .take(limit as usize)
-                    .map(|((_, k), v)| (k.clone(), v.clone().into()))
-                    .collect(),
-            ),
-            _ => StoreResult::Error("unsupported operation".into()),
-        };
-        Box::pin(async move { Ok(result) })
-    }
-}
-
 struct World {
     runtime: tokio::runtime::Runtime,
     enclave: Enclave,
-    snapshot: Map,
+    snapshot: MemoryStore,
     /// Placeholder -> replacement, longest placeholders first.
     placeholders: Vec<(String, String)>,
 }
@@ -220,7 +167,7 @@ fn world() -> World {
     let nsm = keyward_enclave::nsm::MockAttestingNsm::with_clock(attester, Arc::clone(&clock));
     let enclave = Enclave::new(config, Box::new(nsm), clock).with_verifier(Verifier::new(anchor));
 
-    let store = SnapshotStore::default();
+    let store = MemoryStore::default();
     let mut placeholders = Vec::new();
     runtime.block_on(async {
         let keyring = enclave.keyring(&store).await.expect("boots");
@@ -263,7 +210,7 @@ fn world() -> World {
         placeholders.push(("@c0".into(), text(&encrypted["CiphertextBlob"])));
     });
     placeholders.push(("@d0".into(), api::params::b64(&recipient_doc)));
-    let snapshot = store.map().clone();
+    let snapshot = store.snapshot();
     World {
         runtime,
         enclave,
@@ -295,7 +242,7 @@ fuzz_target!(|data: &[u8]| {
         body = replace(&body, placeholder.as_bytes(), value.as_bytes());
     }
 
-    let store = SnapshotStore(Mutex::new(world.snapshot.clone()));
+    let store = world.snapshot.snapshot();
     let result = world.runtime.block_on(async {
         let keyring = world.enclave.keyring(&store).await.expect("booted");
         // As `api::handle` does after authentication.
