@@ -1045,14 +1045,12 @@ fn print_table(rows: &[Row]) {
                 cpu.push(total(plain) / total(policy));
             }
         }
-        let line = |what: &str, mut ratios: Vec<f64>| {
-            if ratios.is_empty() {
-                return;
-            }
+        let line = |what: &str, ratios: Vec<f64>| {
             let each: Vec<String> = ratios.iter().map(|r| format!("{:.1}", r * 100.0)).collect();
-            ratios.sort_by(f64::total_cmp);
-            let median = ratios[ratios.len() / 2];
-            if ratios.len() == 1 {
+            let Some(median) = median(ratios) else {
+                return;
+            };
+            if each.len() == 1 {
                 println!(
                     "decrypt-policy / decrypt at {c} connections, {what}: {:.1} %",
                     median * 100.0
@@ -1067,6 +1065,17 @@ fn print_table(rows: &[Row]) {
         };
         line("throughput", throughput);
         line("CPU per request (inverse)", cpu);
+    }
+}
+
+/// The median (the mean of the middle two for an even count); `None` for none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
@@ -1088,6 +1097,14 @@ mod tests {
         assert_eq!(cpu_ticks_of(stat), Some(1234));
         assert_eq!(cpu_ticks_of("4242 (truncated) S 1 2"), None);
         assert_eq!(cpu_ticks_of("no command name at all"), None);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![0.9]), Some(0.9));
+        assert_eq!(median(vec![1.2, 0.8, 1.0]), Some(1.0));
+        assert_eq!(median(vec![1.0, 0.5, 0.9, 0.7]), Some(0.8));
     }
 
     #[test]
