@@ -405,17 +405,22 @@ fn example_policy(name: &str) -> Vec<u8> {
 
 /// Customer key policies (ABI v1).
 ///
-/// * `policy/decision-fresh-instance/<module>`: one decision as the enclave
-///   makes it, `PolicyEngine::evaluate`: a fresh store and instance from a
-///   warm slot of the pooling allocator (memory reset to the module's image),
-///   `keyward_alloc`, the context written, `keyward_evaluate`, the decision
-///   parsed.
+/// * `policy/decision-reset-instance/<module>`: one decision as the enclave
+///   makes it, `PolicyEngine::evaluate`: the module's instance kept from the
+///   previous decision, `keyward_alloc`, the context written,
+///   `keyward_evaluate`, the decision parsed, then the instance reset in
+///   place (written pages restored from the module's image, globals from
+///   their initializers) and kept for the next one.
+/// * `policy/decision-fresh-instance/<module>`: the same on an engine without
+///   reuse (`PolicyEngine::without_reuse`): a fresh store and instance from a
+///   warm slot of the pooling allocator every time, the slot reset when the
+///   store is dropped. What the enclave did before it reused instances.
 /// * `policy/decision-reused-instance/<module>`: the same calls on one
 ///   instance kept across decisions, refuelled but **not reset** (a fresh one
 ///   every `REUSE_FOR` decisions, as SDK modules never free the context):
-///   the lower bound of what reusing instances could achieve, since any reuse
-///   that keeps decisions independent must add a reset. Not something the
-///   enclave does: it is here to price isolation.
+///   the lower bound of any reuse, since reuse that keeps decisions
+///   independent must add a reset. Not something the enclave does: it is
+///   here to price the reset.
 ///
 /// For the allow-all WAT module and the `context-tenant` example (Rust,
 /// `keyward-policy`), on the 0.7 KiB sample context; then a whole Decrypt in
@@ -463,6 +468,7 @@ fn policy(c: &mut Criterion) {
     modules.extend(extra);
 
     let engine = PolicyEngine::new().expect("policy engine");
+    let fresh_engine = PolicyEngine::without_reuse().expect("policy engine");
     // Fuel on the largest contexts the enclave sends (policies/ABI.md §5):
     // printed, not benchmarked.
     let context_tenant = engine.compile(&context_tenant_wasm).expect("compiles");
@@ -514,8 +520,17 @@ fn policy(c: &mut Criterion) {
         let (decision, fuel) = engine.evaluate_metered(&compiled, &context);
         assert!(decision.allow, "{name}: {}", decision.reason);
         println!("policy/{name}: {fuel} fuel per decision on the sample context");
-        group.bench_function(format!("decision-fresh-instance/{name}"), |b| {
+        let reused_before = engine.decisions_in_reused_instances();
+        group.bench_function(format!("decision-reset-instance/{name}"), |b| {
             b.iter(|| engine.evaluate(&compiled, black_box(&context)))
+        });
+        assert!(
+            engine.decisions_in_reused_instances() > reused_before,
+            "{name}: the engine did not reuse instances"
+        );
+        let fresh = fresh_engine.compile(wasm).expect("compiles");
+        group.bench_function(format!("decision-fresh-instance/{name}"), |b| {
+            b.iter(|| fresh_engine.evaluate(&fresh, black_box(&context)))
         });
         let mut reused = ReusedInstance::new(wasm);
         assert!(reused.decide(&context), "{name}: the reused instance denied");
@@ -577,7 +592,7 @@ fn policy(c: &mut Criterion) {
         b.iter(|| decrypt(black_box(&guarded_body)).expect("decrypts"))
     });
     // The same with the trivial module: what enforcement costs besides the
-    // policy's own work (context JSON, module lookup, a fresh instance).
+    // policy's own work (context JSON, module lookup, the reset instance).
     group.bench_function("api/decrypt-32B/key-policy-allow-all-wat", |b| {
         b.iter(|| decrypt(black_box(&allow_all_body)).expect("decrypts"))
     });

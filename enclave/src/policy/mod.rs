@@ -6,4 +6,5 @@
 
 pub mod context;
 pub mod modules;
+mod reuse;
 pub mod sandbox;

@@ -26,46 +26,82 @@
 //! other, whether the decision ended normally or was stopped half-way (trap,
 //! fuel, deadline, memory limit).
 //!
-//! How: every decision runs in a **fresh instance in a fresh [`Store`]**,
-//! created from the module's [`InstancePre`] and dropped when the decision is
-//! read. What is reused is the *slot* the instance lives in: wasmtime's
-//! pooling allocator keeps freed slots warm and hands a module back a slot it
-//! used before (its memory image stays mapped), after resetting it:
-//! * linear memory: the pages the decision wrote are found with the kernel's
-//!   `PAGEMAP_SCAN` (Linux 6.7+) and rewritten from the module's initial
-//!   image (zeros and data segments), up to `MEMORY_KEEP_RESIDENT` bytes of
-//!   them; everything past that point is returned with
-//!   `madvise(MADV_DONTNEED)`, which restores the pristine copy-on-write
-//!   mapping of the image or zero pages; memory a decision grew is made
-//!   inaccessible again (the next instance starts at the module's initial
-//!   size). A written page that is not resident at that moment (swapped out,
-//!   or being migrated by the kernel) counts as written: wasmtime 48 skipped
-//!   such pages, which would leak a decision's memory into a later one
-//!   (bytecodealliance/wasmtime#14357), so Keyward builds a wasmtime patched
-//!   for exactly that (`vendor/wasmtime/KEYWARD-PATCH.md`). Without
-//!   `PAGEMAP_SCAN` (older kernels) the first `MEMORY_KEEP_RESIDENT` bytes are
-//!   rewritten blindly and the rest `madvise`d;
+//! How: a decision runs either in a **new instance in a new [`Store`]**
+//! (from the module's [`InstancePre`]) or in an instance of **the same
+//! compiled module, reset in place** after the decision before it. Which one:
+//! * an instance is reset and kept (in `IdleInstances`, at most
+//!   `IDLE_INSTANCES` of them, matched by the compiled policy's id, so never
+//!   lent to another module, nor to a replaced one) only when its decision's
+//!   calls **returned normally**. A trap, running out of fuel or time, the
+//!   memory limit, any failure: the store is dropped, as before. So the
+//!   denials of hostile modules never reach the reset path;
+//! * only modules whose code cannot change what the reset does not restore
+//!   are reset: at upload, `reuse::code_is_resettable` refuses any
+//!   `table.set`, `table.grow`, `table.fill`, `table.copy`, `table.init`,
+//!   `elem.drop`, `memory.init` or `data.drop`; the other modules get a new
+//!   instance every time (the first `policy_isolation_probe` does);
+//! * the reset is `wasmtime::Instance::keyward_reset`, added by Keyward's
+//!   wasmtime patch (`vendor/wasmtime/KEYWARD-PATCH.md`), which itself
+//!   refuses (the store is then dropped) unless every piece of state wasm can
+//!   change is one it restores: no startup function ran (all initialisation
+//!   is static), no passive segments, memories and tables at their initial
+//!   sizes (so a decision that grew its memory is dropped), every mutable
+//!   global with a constant initializer. It then restores
+//!   - **linear memory**: the pages written since instantiation (or the last
+//!     reset) are found with the kernel's `PAGEMAP_SCAN` and copied back from
+//!     the module's image or zeroed, up to `MEMORY_KEEP_RESIDENT` bytes of
+//!     them, the rest `madvise(MADV_DONTNEED)`d back to the pristine
+//!     copy-on-write mapping — the very code that resets a pooled slot
+//!     (below), with the same swapped-page fix;
+//!   - **globals**: every defined global, to its constant initializer
+//!     (non-exported ones too, like a Rust module's stack pointer);
+//!   - **tables**: nothing to do: the code cannot change them, and lazily
+//!     initialised function references always get the same value;
+//! * per-store state (fuel, the epoch deadline, the limiter's flags) is set
+//!   afresh for every decision.
+//!
+//! The reset runs right after the decision, before the instance is kept, so
+//! a decision's context does not stay in memory while the instance waits.
+//!
+//! When a store is dropped, the pooling allocator keeps its *slot* warm and
+//! hands the module back a slot it used before (its memory image stays
+//! mapped), after resetting it the same way:
+//! * linear memory: written pages found with `PAGEMAP_SCAN` (Linux 6.7+) and
+//!   rewritten from the module's initial image (zeros and data segments), up
+//!   to `MEMORY_KEEP_RESIDENT` bytes of them; everything past that point is
+//!   returned with `madvise(MADV_DONTNEED)`, which restores the pristine
+//!   copy-on-write mapping of the image or zero pages; memory a decision grew
+//!   is made inaccessible again. A written page that is not resident at that
+//!   moment (swapped out, or being migrated by the kernel) counts as written:
+//!   wasmtime 48 skipped such pages, which would leak a decision's memory
+//!   into a later one (bytecodealliance/wasmtime#14357), so Keyward builds a
+//!   wasmtime patched for exactly that. Without `PAGEMAP_SCAN` (older
+//!   kernels) the first `MEMORY_KEEP_RESIDENT` bytes are rewritten blindly
+//!   and the rest `madvise`d (both resets);
 //! * tables: the used part is zeroed (`TABLE_KEEP_RESIDENT` bytes by
 //!   `memset`, the rest `madvise`d), then instantiation writes the module's
 //!   element segments;
-//! * globals and the instance's context: initialised by instantiation;
-//! * fuel, the epoch deadline and the resource limiter are per store.
+//! * globals and the instance's context: initialised by instantiation.
 //!
-//! So a decision sees exactly what a brand-new instance would. The
-//! `policy_isolation_probe` tests check it (a module counting its calls in a
-//! global, its data segment, a grown page, its memory size and a table slot
-//! sees 1 every time: sequentially, after traps and out-of-fuel, concurrently).
+//! So a decision sees exactly what a brand-new instance would. The isolation
+//! probe tests check it: `policy_isolation_probe` (a module counting its
+//! calls in a global, its data segment, a grown page, its memory size and a
+//! table slot, never reused) and `policy_isolation_probe_reset` (reused:
+//! counters in non-exported and exported globals, a moved stack pointer, its
+//! data segment and 32 scattered pages, the byte after a short context that
+//! a longer earlier one wrote, its memory size; plus decisions that grow
+//! memory or trap in between) see 1 every time: sequentially, after traps
+//! and out-of-fuel, concurrently. The tests fail if the reset skips memory,
+//! globals or the grown-memory check.
 //!
 //! Not used, and why:
-//! * reusing one instance across decisions and resetting it ourselves:
-//!   wasmtime's API cannot reach a module's non-exported globals (a Rust
-//!   module's stack pointer) or tables, and resetting memory without the
-//!   kernel's dirty-page information means copying all of it per decision
-//!   (192 KiB for an SDK module, more once it grows; 1.1 MiB with rustc's
-//!   default stack): no faster than the slot reset, and a weaker guarantee.
-//!   The `policy/decision-reused-instance` benchmark measures an instance
-//!   reused *without* any reset, the bound of what reuse could save;
+//! * resetting memory without the kernel's dirty-page information: copying
+//!   all of it per decision (192 KiB for an SDK module, more once it grows)
+//!   costs more than a new instance;
 //! * memory protection keys: not available on the enclave's CPUs.
+//!
+//! [`PolicyEngine::without_reuse`] builds an engine that never resets (every
+//! decision a new instance); the benchmarks compare the two.
 //!
 //! Per decision the sandbox bounds:
 //! * instructions: [`FUEL_PER_DECISION`] units of fuel (about one per wasm
@@ -91,12 +127,12 @@
 //!
 //! # Cost
 //! See `BENCHMARKS.md` (policy section) for the measured figures and the
-//! commands: a decision costs about 5 µs for a trivial module, most of it
-//! creating the store and instance and resetting the slot (the
-//! `PAGEMAP_SCAN` call is ~2 µs of that); a module built with the
-//! `keyward-policy` SDK adds its own work (reading the context: ~20,000
-//! units of fuel on a typical one). Compiling a small module at upload takes
-//! a few milliseconds.
+//! commands: a decision costs about 2–2.5 µs for a trivial module in a
+//! reset instance (the calls, then the `PAGEMAP_SCAN` reset; ~5.5 µs with a
+//! new instance, most of it creating and dropping the store and instance);
+//! a module built with the `keyward-policy` SDK adds its own work (reading
+//! the context: ~20,000 units of fuel on a typical one). Compiling a small
+//! module at upload takes a few milliseconds.
 //!
 //! Callers on async threads use [`PolicyEngine::evaluate_inline`] first: the
 //! decision within [`INLINE_FUEL`] and one epoch tick, without waiting for a
@@ -104,16 +140,19 @@
 //! blocking is acceptable.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Enabled, Engine, Extern, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    ModuleExport, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Strategy, Trap, ValType, WasmFeatures,
+    Config, Enabled, Engine, Extern, ExternType, FuncType, Instance, InstanceAllocationStrategy, InstancePre, Linker,
+    Memory, Module, ModuleExport, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store, Strategy, Trap, TypedFunc,
+    ValType, WasmFeatures,
 };
+
+use super::reuse::{IdleInstances, code_is_resettable};
 
 /// Largest module accepted at upload.
 pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
@@ -151,6 +190,10 @@ const MAX_CONCURRENT_EVALUATIONS: u32 = 256;
 const MAX_TABLE_ELEMENTS: usize = 10_000;
 /// How long an evaluation waits for a free instance slot before it denies.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// Reset instances kept for their policy's next decision (each holds one of
+/// the `MAX_CONCURRENT_EVALUATIONS` slots, which an evaluation that finds no
+/// free slot takes back, oldest first).
+const IDLE_INSTANCES: usize = 32;
 
 /// Most bytes of a freed instance's memory that the pool resets in place
 /// (copied back from the image) instead of giving them back to the kernel
@@ -225,7 +268,13 @@ pub struct PolicyEngine {
     linker: Linker<StoreState>,
     limits: Limits,
     pooling: bool,
-    slots: Slots,
+    /// Declared before `slots`: idle instances hold slots.
+    idle: IdleInstances<Warm>,
+    slots: Arc<Slots>,
+    /// Ids for compiled policies (what idle instances are matched by).
+    next_policy_id: AtomicU64,
+    /// Decisions that ran in a reset instance rather than a new one.
+    reused: AtomicU64,
     _ticker: EpochTicker,
 }
 
@@ -250,6 +299,11 @@ struct CompiledInner {
     alloc: ModuleExport,
     evaluate: ModuleExport,
     sha256: [u8; 32],
+    /// Unique within the engine that compiled it.
+    id: u64,
+    /// Whether an instance may be reset and reused: the module's code passed
+    /// [`code_is_resettable`] and wasmtime has not refused a reset of it.
+    reusable: AtomicBool,
 }
 
 impl fmt::Debug for CompiledPolicy {
@@ -273,10 +327,17 @@ impl CompiledPolicy {
 
 impl PolicyEngine {
     pub fn new() -> Result<Self, PolicyError> {
-        Self::with_limits(Limits::PRODUCTION)
+        Self::with_limits(Limits::PRODUCTION, true)
     }
 
-    fn with_limits(limits: Limits) -> Result<Self, PolicyError> {
+    /// An engine that runs every decision in a new instance, never a reset
+    /// one (see "Isolation"): what the enclave did before instances were
+    /// reused, kept to measure the difference and to compare behaviour.
+    pub fn without_reuse() -> Result<Self, PolicyError> {
+        Self::with_limits(Limits::PRODUCTION, false)
+    }
+
+    fn with_limits(limits: Limits, reuse: bool) -> Result<Self, PolicyError> {
         let (engine, pooling) = match Engine::new(&config(Some(limits.slots))) {
             Ok(engine) => (engine, true),
             Err(pool_error) => {
@@ -294,7 +355,10 @@ impl PolicyEngine {
             engine,
             limits,
             pooling,
-            slots: Slots::new(limits.slots),
+            idle: IdleInstances::new(if pooling && reuse { IDLE_INSTANCES } else { 0 }),
+            slots: Arc::new(Slots::new(limits.slots)),
+            next_policy_id: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
             _ticker: ticker,
         })
     }
@@ -325,8 +389,22 @@ impl PolicyEngine {
                 evaluate: index("keyward_evaluate")?,
                 pre,
                 sha256: Sha256::digest(wasm).into(),
+                id: self.next_policy_id.fetch_add(1, Ordering::Relaxed),
+                reusable: AtomicBool::new(self.idle.capacity() > 0 && code_is_resettable(wasm)),
             }),
         })
+    }
+
+    /// How many decisions so far ran in an instance reset after an earlier
+    /// decision rather than in a new one (see "Isolation").
+    pub fn decisions_in_reused_instances(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    /// Drops every instance kept for reuse (their slots become free).
+    #[cfg(test)]
+    fn drop_idle_instances(&self) {
+        self.idle.clear();
     }
 
     /// Evaluates `policy` on `context_json`. Never fails: every failure is a
@@ -363,7 +441,7 @@ impl PolicyEngine {
     /// was taken: the caller then runs [`Self::evaluate`] where blocking is
     /// fine, and gets exactly the decision it would have got first. Running a
     /// decision again from the start is sound because every decision is a
-    /// fresh instance on the same context (see "Isolation"); nothing of the
+    /// fresh or reset instance on the same context (see "Isolation"); nothing of the
     /// abandoned attempt is visible.
     ///
     /// Denials that more budget cannot change (a trap, the memory limit, a
@@ -405,22 +483,59 @@ impl PolicyEngine {
             return Err(Failure::ForeignPolicy);
         }
 
-        // Declared before the store so that the slot is released only after
-        // the store (and its instance) is gone.
-        let _slot = self.slots.acquire(slot_wait).ok_or(Failure::Busy)?;
+        let reuse = inner.reusable.load(Ordering::Relaxed);
+        let mut warm = match reuse.then(|| self.idle.take(inner.id)).flatten() {
+            Some(warm) => {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                warm
+            }
+            None => self.instantiate(inner, limits, slot_wait)?,
+        };
+        let result = warm.decide(context, context_len, limits, fuel_used);
+        // Only an instance whose calls returned normally is reset and kept;
+        // one that trapped, ran out of fuel or time, or failed in any way
+        // (the denials of hostile modules) is dropped, and the pool resets
+        // its slot.
+        if reuse && result.is_ok() {
+            match warm.instance.keyward_reset(&mut warm.store) {
+                Ok(true) => self.idle.put(inner.id, warm),
+                Ok(false) => {
+                    // Grown memory (this instance only), or a module wasmtime
+                    // cannot reset (e.g. one that needs a startup function):
+                    // a grown memory is not worth remembering, but a module
+                    // that never resets is, so that it stops trying.
+                    if !warm.grew(inner) {
+                        inner.reusable.store(false, Ordering::Relaxed);
+                        tracing::debug!(policy = %policy.sha256_hex(), "policy instances cannot be reset; not reusing them");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %policy.sha256_hex(), error = %error_text(&e), "policy instance reset failed; dropped");
+                }
+            }
+        }
+        result
+    }
+
+    /// A new instance of `inner` in a new store, in a free slot (taking one
+    /// back from an idle instance when none is free, else waiting up to
+    /// `slot_wait`).
+    fn instantiate(&self, inner: &CompiledInner, limits: Limits, slot_wait: Duration) -> Result<Warm, Failure> {
+        let slot = loop {
+            if let Some(slot) = Slots::acquire(&self.slots, Duration::ZERO) {
+                break slot;
+            }
+            if !self.idle.evict_oldest() {
+                break Slots::acquire(&self.slots, slot_wait).ok_or(Failure::Busy)?;
+            }
+        };
         let mut store = Store::new(&self.engine, StoreState::default());
         store.limiter(|state| &mut state.limiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| Failure::Engine(error_text(&e)))?;
-        store.set_epoch_deadline(limits.deadline_ticks);
         store.epoch_deadline_trap();
-        let failed = |store: &Store<StoreState>, e: wasmtime::Error| Failure::classify(&e, store.data(), limits);
-
         let instance = inner
             .pre
             .instantiate(&mut store)
-            .map_err(|e| Failure::Instantiate(failed(&store, e).to_string()))?;
+            .map_err(|e| Failure::Instantiate(Failure::classify(&e, store.data(), limits).to_string()))?;
         let memory = match instance.get_module_export(&mut store, &inner.memory) {
             Some(Extern::Memory(memory)) => memory,
             _ => return Err(Failure::Engine("export `memory` not found".into())),
@@ -437,25 +552,66 @@ impl PolicyEngine {
             .ok_or_else(|| Failure::Engine("export `keyward_evaluate` not found".into()))?
             .typed::<(i32, i32), i64>(&store)
             .map_err(|e| Failure::Engine(error_text(&e)))?;
+        Ok(Warm {
+            store,
+            instance,
+            memory,
+            alloc,
+            evaluate,
+            _slot: slot,
+        })
+    }
+}
+
+/// A live instance of a policy, with its store and slot: new, or reset after
+/// an earlier decision.
+struct Warm {
+    /// Declared before `_slot`: the slot is released only after the store
+    /// (and its instance) is gone.
+    store: Store<StoreState>,
+    instance: Instance,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    evaluate: TypedFunc<(i32, i32), i64>,
+    _slot: SlotGuard,
+}
+
+impl Warm {
+    /// One decision: the per-decision limits, then `keyward_alloc`, the
+    /// context, `keyward_evaluate`, and the decision read back.
+    fn decide(
+        &mut self,
+        context: &[u8],
+        context_len: i32,
+        limits: Limits,
+        fuel_used: &mut u64,
+    ) -> Result<Decision, Failure> {
+        let store = &mut self.store;
+        *store.data_mut() = StoreState::default();
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| Failure::Engine(error_text(&e)))?;
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let failed = |store: &Store<StoreState>, e: wasmtime::Error| Failure::classify(&e, store.data(), limits);
 
         let fuel = limits.fuel;
         let used = |store: &Store<StoreState>| fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let ptr = alloc.call(&mut store, context_len).map_err(|e| {
-            *fuel_used = used(&store);
-            failed(&store, e)
+        let ptr = self.alloc.call(&mut *store, context_len).map_err(|e| {
+            *fuel_used = used(store);
+            failed(store, e)
         })?;
         // The guest's i32 is an unsigned address.
         let ptr_addr = ptr as u32 as usize;
-        memory
-            .write(&mut store, ptr_addr, context)
+        self.memory
+            .write(&mut *store, ptr_addr, context)
             .map_err(|_| Failure::AllocOutOfBounds {
                 ptr: ptr as u32,
                 len: context.len(),
             })?;
 
-        let packed = evaluate.call(&mut store, (ptr, context_len));
-        *fuel_used = used(&store);
-        let packed = packed.map_err(|e| failed(&store, e))? as u64;
+        let packed = self.evaluate.call(&mut *store, (ptr, context_len));
+        *fuel_used = used(store);
+        let packed = packed.map_err(|e| failed(store, e))? as u64;
         let out_ptr = (packed >> 32) as u32;
         let out_len = (packed & 0xffff_ffff) as u32;
         if out_len as usize > MAX_DECISION_BYTES {
@@ -464,12 +620,22 @@ impl PolicyEngine {
         let start = out_ptr as usize;
         let bytes = start
             .checked_add(out_len as usize)
-            .and_then(|end| memory.data(&store).get(start..end))
+            .and_then(|end| self.memory.data(&*store).get(start..end))
             .ok_or(Failure::DecisionOutOfBounds {
                 ptr: out_ptr,
                 len: out_len,
             })?;
         parse_decision(bytes)
+    }
+
+    /// Whether the decision grew the instance's memory past the module's
+    /// initial size (which a reset cannot undo).
+    fn grew(&self, inner: &CompiledInner) -> bool {
+        let initial = inner.pre.module().exports().find_map(|export| match export.ty() {
+            ExternType::Memory(ty) if export.name() == "memory" => Some(ty.minimum()),
+            _ => None,
+        });
+        initial.is_none_or(|pages| self.memory.size(&self.store) != pages)
     }
 }
 
@@ -853,7 +1019,7 @@ struct SlotCount {
     waiting: u32,
 }
 
-struct SlotGuard<'a>(&'a Slots);
+struct SlotGuard(Arc<Slots>);
 
 impl Slots {
     fn new(count: u32) -> Self {
@@ -870,8 +1036,8 @@ impl Slots {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn acquire(&self, wait: Duration) -> Option<SlotGuard<'_>> {
-        let mut state = self.lock();
+    fn acquire(slots: &Arc<Self>, wait: Duration) -> Option<SlotGuard> {
+        let mut state = slots.lock();
         if state.free == 0 {
             let deadline = Instant::now() + wait;
             state.waiting += 1;
@@ -881,7 +1047,7 @@ impl Slots {
                     state.waiting -= 1;
                     return None;
                 }
-                state = self
+                state = slots
                     .freed
                     .wait_timeout(state, deadline - now)
                     .unwrap_or_else(PoisonError::into_inner)
@@ -890,11 +1056,11 @@ impl Slots {
             state.waiting -= 1;
         }
         state.free -= 1;
-        Some(SlotGuard(self))
+        Some(SlotGuard(Arc::clone(slots)))
     }
 }
 
-impl Drop for SlotGuard<'_> {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.free += 1;
@@ -959,6 +1125,7 @@ mod tests {
     const ALLOW_DECRYPT_ONLY: &str = wat_file!("policy_allow_decrypt_only");
     const ALLOW_AFTER_LONG_LOOP: &str = wat_file!("policy_allow_after_long_loop");
     const ISOLATION_PROBE: &str = wat_file!("policy_isolation_probe");
+    const ISOLATION_PROBE_RESET: &str = wat_file!("policy_isolation_probe_reset");
     const INFINITE_LOOP: &str = wat_file!("fail_policy_infinite_loop");
     const MEMORY_GROW_BOMB: &str = wat_file!("fail_policy_memory_grow_bomb");
     const DEEP_RECURSION: &str = wat_file!("fail_policy_deep_recursion");
@@ -986,7 +1153,7 @@ mod tests {
     /// One engine shared by the tests, as in the enclave.
     fn engine() -> &'static PolicyEngine {
         static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-        ENGINE.get_or_init(|| PolicyEngine::with_limits(RELAXED).expect("policy engine"))
+        ENGINE.get_or_init(|| PolicyEngine::with_limits(RELAXED, true).expect("policy engine"))
     }
 
     fn wasm(wat: &str) -> Vec<u8> {
@@ -1108,11 +1275,14 @@ mod tests {
 
     #[test]
     fn infinite_loop_hits_the_epoch_deadline_when_fuel_is_plentiful() {
-        let engine = PolicyEngine::with_limits(Limits {
-            fuel: u64::MAX / 2,
-            deadline_ticks: 5,
-            slots: 4,
-        })
+        let engine = PolicyEngine::with_limits(
+            Limits {
+                fuel: u64::MAX / 2,
+                deadline_ticks: 5,
+                slots: 4,
+            },
+            true,
+        )
         .expect("engine");
         let policy = engine.compile(&wasm(INFINITE_LOOP)).expect("compiles");
         assert_denied(&engine, &policy, "epoch deadline");
@@ -1207,7 +1377,7 @@ mod tests {
     fn no_state_survives_from_one_decision_to_the_next() {
         // An engine of its own with a few slots, so that the same slots (and
         // their memory images) are reused decision after decision.
-        let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }).expect("engine");
+        let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }, true).expect("engine");
         let probe = engine.compile(&wasm(ISOLATION_PROBE)).expect("compiles");
         for _ in 0..200 {
             assert_fresh(&engine, &probe);
@@ -1218,11 +1388,109 @@ mod tests {
             assert_fresh(&engine, &probe);
             assert!(engine.evaluate(&allow_all, &context("kms:Decrypt")).allow);
         }
+        // This probe sets a table slot, which a reset does not restore: its
+        // instances are never reused (the allow-all module's are).
+        let reused = engine.decisions_in_reused_instances();
+        for _ in 0..10 {
+            assert_fresh(&engine, &probe);
+        }
+        assert_eq!(engine.decisions_in_reused_instances(), reused);
+    }
+
+    /// The reset probe's contexts: a long one, a short one (whose next byte
+    /// the long one wrote), one that grows memory, one that traps.
+    const LONG: &[u8] = &[b'x'; 3000];
+    const SHORT: &[u8] = b"abc";
+    const GROWS: &[u8] = b"ab";
+    const TRAPS: &[u8] = b"a";
+
+    fn assert_first_call(engine: &PolicyEngine, probe: &CompiledPolicy, context: &[u8]) {
+        let decision = engine.evaluate(probe, context);
+        assert!(decision.allow, "{} bytes: {decision:?}", context.len());
+        assert!(decision.reason.starts_with("first call"), "{decision:?}");
+    }
+
+    #[test]
+    fn reset_instances_keep_nothing_from_earlier_decisions() {
+        let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }, true).expect("engine");
+        let probe = engine.compile(&wasm(ISOLATION_PROBE_RESET)).expect("compiles");
+        let allow_all = engine.compile(&wasm(ALLOW_ALL)).expect("compiles");
+        for _ in 0..50 {
+            assert_first_call(&engine, &probe, LONG);
+            assert_first_call(&engine, &probe, SHORT);
+            assert_first_call(&engine, &probe, GROWS);
+            assert_first_call(&engine, &probe, SHORT);
+            let trapped = engine.evaluate(&probe, TRAPS);
+            assert!(!trapped.allow && trapped.reason.contains("unreachable"), "{trapped:?}");
+            assert_first_call(&engine, &probe, LONG);
+            assert!(engine.evaluate(&allow_all, &context("kms:Decrypt")).allow);
+        }
+        // Per round: LONG after the allow-all decision (reused, from the
+        // second round), SHORT after LONG, GROWS after SHORT and LONG after
+        // TRAPS all ran in reset instances; SHORT after GROWS and TRAPS did
+        // not (grown or trapped instances are dropped), nor did LONG after
+        // TRAPS.
+        assert!(
+            engine.decisions_in_reused_instances() >= 50 * 3,
+            "only {} decisions reused an instance",
+            engine.decisions_in_reused_instances()
+        );
+    }
+
+    #[test]
+    fn concurrent_reset_instances_keep_nothing_from_earlier_decisions() {
+        let engine = &PolicyEngine::with_limits(Limits { slots: 8, ..RELAXED }, true).expect("engine");
+        let probe = &engine.compile(&wasm(ISOLATION_PROBE_RESET)).expect("compiles");
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                scope.spawn(move || {
+                    for i in 0..100 {
+                        let context = [LONG, SHORT, GROWS][(thread + i) % 3];
+                        assert_first_call(engine, probe, context);
+                    }
+                });
+            }
+        });
+        assert!(engine.decisions_in_reused_instances() > 0);
+    }
+
+    #[test]
+    fn idle_instances_give_their_slots_to_other_policies() {
+        // Two slots, both held by idle instances of two policies: a third
+        // policy evaluated without waiting takes one back instead of being
+        // told the sandbox is busy.
+        let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }, true).expect("engine");
+        let policies: Vec<_> = (0..3)
+            .map(|_| engine.compile(&wasm(ALLOW_ALL)).expect("compiles"))
+            .collect();
+        for policy in &policies {
+            assert!(engine.evaluate(policy, &context("kms:Decrypt")).allow);
+        }
+        for policy in policies.iter().rev() {
+            let decision = engine.evaluate_inline(policy, &context("kms:Decrypt"));
+            assert!(decision.is_some_and(|d| d.allow));
+        }
+        engine.drop_idle_instances();
+        assert!(
+            engine
+                .evaluate_inline(&policies[0], &context("kms:Decrypt"))
+                .is_some_and(|d| d.allow)
+        );
+    }
+
+    #[test]
+    fn an_engine_without_reuse_never_reuses() {
+        let engine = PolicyEngine::without_reuse().expect("engine");
+        let probe = engine.compile(&wasm(ISOLATION_PROBE_RESET)).expect("compiles");
+        for context in [LONG, SHORT, LONG, SHORT] {
+            assert_first_call(&engine, &probe, context);
+        }
+        assert_eq!(engine.decisions_in_reused_instances(), 0);
     }
 
     #[test]
     fn a_trapped_decision_leaves_no_state_behind() {
-        let engine = PolicyEngine::with_limits(Limits { slots: 1, ..RELAXED }).expect("engine");
+        let engine = PolicyEngine::with_limits(Limits { slots: 1, ..RELAXED }, true).expect("engine");
         let probe = engine.compile(&wasm(ISOLATION_PROBE)).expect("compiles");
         for _ in 0..50 {
             // A one-byte context: the probe changes all its state, then traps.
@@ -1240,7 +1508,7 @@ mod tests {
     fn concurrent_decisions_are_independent() {
         // A slot per thread (no waiting, so no "busy" on a loaded machine);
         // slots still pass from thread to thread.
-        let engine = &PolicyEngine::with_limits(Limits { slots: 8, ..RELAXED }).expect("engine");
+        let engine = &PolicyEngine::with_limits(Limits { slots: 8, ..RELAXED }, true).expect("engine");
         let probe = &engine.compile(&wasm(ISOLATION_PROBE)).expect("compiles");
         std::thread::scope(|scope| {
             for _ in 0..8 {
@@ -1418,10 +1686,13 @@ mod tests {
 
     #[test]
     fn policy_from_another_engine_denies() {
-        let other = PolicyEngine::with_limits(Limits {
-            slots: 2,
-            ..Limits::PRODUCTION
-        })
+        let other = PolicyEngine::with_limits(
+            Limits {
+                slots: 2,
+                ..Limits::PRODUCTION
+            },
+            true,
+        )
         .expect("engine");
         let foreign = other.compile(&wasm(ALLOW_ALL)).expect("compiles");
         let decision = engine().evaluate(&foreign, &context("kms:Decrypt"));
@@ -1498,7 +1769,7 @@ mod tests {
     #[test]
     fn memory_bombs_do_not_grow_memory_without_bound() {
         // A dedicated engine, so that pool metrics are this test's alone.
-        let engine = PolicyEngine::with_limits(Limits { slots: 4, ..RELAXED }).expect("engine");
+        let engine = PolicyEngine::with_limits(Limits { slots: 4, ..RELAXED }, true).expect("engine");
         println!("{engine:?}");
         let bomb = engine.compile(&wasm(MEMORY_GROW_BOMB)).expect("compiles");
         let before = rss_bytes();

@@ -1,8 +1,9 @@
 //! The module's memory allocator (wasm32 only, feature `bump-allocator`, on
 //! by default): a bump allocator.
 //!
-//! ABI v1 runs every decision in a fresh instance, so nothing allocated ever
-//! needs to outlive it: handing out memory by moving a pointer, and taking
+//! ABI v1 starts every decision from the module's initial state (a new
+//! instance, or one reset to it), so nothing allocated ever needs to outlive
+//! it: handing out memory by moving a pointer, and taking
 //! back only the most recent allocation, is all a decision needs. Compared
 //! with the default allocator (dlmalloc) it costs a few instructions per
 //! allocation instead of hundreds, and it serves the first 64 KiB from an

@@ -607,6 +607,46 @@ impl Instance {
         self.id.instance().as_u32()
     }
 
+    /// **Keyward patch, not upstream wasmtime.** Resets this instance, in
+    /// place, to the state its instantiation left it in, so that it can be
+    /// called again as if it were new: the contents of its linear memories
+    /// (written pages found with `PAGEMAP_SCAN` and copied back from the
+    /// module's copy-on-write image or zeroed, the rest given back to the
+    /// kernel, exactly as the pooling allocator resets a freed slot) and
+    /// every defined global (back to its constant initializer).
+    ///
+    /// Returns `Ok(false)`, having changed nothing, unless every piece of
+    /// state wasm could have changed is one the reset restores: the engine
+    /// uses the pooling allocator, the platform can restore mappings, no
+    /// startup function ran at instantiation, memories and tables are at
+    /// their initial sizes, every mutable global has a constant initializer,
+    /// and the module has no passive segments. The caller must then drop the
+    /// instance's store. An error means a memory could not be decommitted;
+    /// drop the store too.
+    ///
+    /// **Table contents are not checked or reset**: only reset instances of
+    /// modules whose code has no `table.set`, `table.fill`, `table.copy` or
+    /// `table.init` (lazily initialised function references always get the
+    /// same value). Neither is any store state (fuel, epoch deadline, limits).
+    ///
+    /// # Panics
+    ///
+    /// Panics if this instance does not belong to `store`.
+    #[cfg(all(feature = "pooling-allocator", has_virtual_memory))]
+    pub fn keyward_reset(&self, mut store: impl AsContextMut) -> Result<bool> {
+        let store = store.as_context_mut().0;
+        let engine = store.engine().clone();
+        let Some(pool) = engine.allocator().as_pooling() else {
+            return Ok(false);
+        };
+        let (pagemap, keep_resident) = pool.keyward_reset_params();
+        // SAFETY: the store is borrowed mutably, so no wasm runs in it (the
+        // module has no imports through which a host function could call
+        // this while wasm is on the stack: `keyward_resettable` does not
+        // rely on that, the `&mut` does).
+        unsafe { self.id.get_mut(store).keyward_reset_live(pagemap, keep_resident) }
+    }
+
     /// Get all globals within this instance.
     ///
     /// Returns both import and defined globals.

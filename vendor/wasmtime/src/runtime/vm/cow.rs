@@ -556,6 +556,34 @@ impl MemoryImageSlot {
         Ok(bytes_resident)
     }
 
+    /// Keyward patch: resets the memory of a **live** instance back to the
+    /// slot's initial contents (its image, zeros elsewhere), keeping the
+    /// instance usable: the same search as [`Self::clear_and_remain_ready`]
+    /// (`PAGEMAP_SCAN` for written pages, up to `keep_resident` of them reset
+    /// in place, everything else handed to `decommit`, which must restore the
+    /// original mapping before the instance runs again), but the slot stays
+    /// instantiated. Only for platforms that can restore the original
+    /// mapping; returns `false` (nothing done) elsewhere.
+    ///
+    /// # Safety
+    ///
+    /// No wasm may be running on this memory, and `decommit` must have run
+    /// on every region given to it before any does again.
+    pub(crate) unsafe fn keyward_reset_live(
+        &mut self,
+        pagemap: Option<&PageMap>,
+        keep_resident: HostAlignedByteCount,
+        decommit: impl FnMut(*mut u8, usize),
+    ) -> bool {
+        assert!(self.dirty, "only an instantiated slot can be reset in place");
+        if vm::decommit_behavior() != DecommitBehavior::RestoreOriginalMapping {
+            return false;
+        }
+        // SAFETY: forwarded to the caller.
+        unsafe { self.reset_with_original_mapping(pagemap, keep_resident, decommit) };
+        true
+    }
+
     #[allow(dead_code, reason = "only used in some cfgs")]
     unsafe fn reset_all_memory_contents(
         &mut self,

@@ -44,4 +44,13 @@ impl MemoryImageSlot {
     pub(crate) fn has_image(&self) -> bool {
         match *self {}
     }
+
+    pub(crate) unsafe fn keyward_reset_live(
+        &mut self,
+        _pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        _keep_resident: crate::runtime::vm::HostAlignedByteCount,
+        _decommit: impl FnMut(*mut u8, usize),
+    ) -> bool {
+        match *self {}
+    }
 }

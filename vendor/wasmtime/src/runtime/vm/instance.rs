@@ -1535,6 +1535,126 @@ impl Instance {
         unsafe { &mut self.get_unchecked_mut().wmemcheck_state }
     }
 
+    /// Keyward patch: whether [`Self::keyward_reset_live`] can bring this
+    /// instance back to the state instantiation left it in. True only when
+    /// everything instantiation set up that wasm can change is something the
+    /// reset restores:
+    /// * no startup function ran (all initialisation is static: memory from
+    ///   copy-on-write images or zeros, tables from precomputed lazy
+    ///   initialisers, globals from constants);
+    /// * every defined memory is local, at its initial size, in a
+    ///   copy-on-write slot (restored by the reset);
+    /// * every defined table is at its initial size;
+    /// * every defined mutable global has a constant initializer (restored);
+    /// * no passive element or data segments (their dropped state is not
+    ///   restored), so every runtime data segment is a static memory image.
+    ///
+    /// It does **not** check that table *contents* are unchanged: the
+    /// caller must only reset instances of modules that cannot change them
+    /// (no `table.set`, `table.fill`, `table.copy`, `table.init`; lazily
+    /// initialised entries always get the same value).
+    pub(crate) fn keyward_resettable(&self) -> bool {
+        let module = self.env_module();
+        if self.needs_startup() || !module.passive_elements.is_empty() {
+            return false;
+        }
+        let static_data = match &module.memory_initialization {
+            MemoryInitialization::Static { map } => map.values().filter(|init| init.is_some()).count(),
+            MemoryInitialization::Segmented => 0,
+        };
+        if module.runtime_data.len() != static_data {
+            return false;
+        }
+        if !self.memories.values().all(|(_, memory)| memory.keyward_resettable()) {
+            return false;
+        }
+        for (defined, (_, table)) in self.tables.iter() {
+            let ty = &module.tables[module.table_index(defined)];
+            if u64::try_from(table.size()).ok() != Some(ty.limits.min) {
+                return false;
+            }
+        }
+        for (index, global) in module.globals.iter() {
+            let Some(defined) = module.defined_global_index(index) else {
+                continue;
+            };
+            if global.mutability
+                && !module.global_initializers.iter().any(|(i, _)| *i == defined)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Keyward patch: resets a live instance's linear memories (contents,
+    /// see [`Memory::keyward_reset_live`]) and its mutable globals (to their
+    /// constant initializers) to what instantiation left, so that the
+    /// instance can run again as if new. Returns `Ok(false)`, having changed
+    /// nothing, when [`Self::keyward_resettable`] is false or the platform
+    /// cannot restore mappings; an error if decommitting memory failed (the
+    /// instance must then be discarded).
+    ///
+    /// # Safety
+    ///
+    /// No wasm may be running in this instance.
+    #[cfg(all(has_virtual_memory, feature = "pooling-allocator"))]
+    pub(crate) unsafe fn keyward_reset_live(
+        mut self: Pin<&mut Self>,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: crate::runtime::vm::HostAlignedByteCount,
+    ) -> Result<bool> {
+        if !self.keyward_resettable() {
+            return Ok(false);
+        }
+        let mut decommit_error = None;
+        for (_, (_, memory)) in self.as_mut().memories_mut().iter_mut() {
+            let decommit = |ptr: *mut u8, len: usize| {
+                if len == 0 || decommit_error.is_some() {
+                    return;
+                }
+                let iov = crate::runtime::vm::sys::vm::iovec {
+                    iov_base: ptr.cast(),
+                    iov_len: len,
+                };
+                // SAFETY: `ptr` for `len` bytes lies within this memory's
+                // slot (`reset_with_pagemap` only hands out such ranges), no
+                // wasm runs in it (this function's contract), and decommitting
+                // restores the slot's original mapping.
+                if let Err(e) = unsafe { crate::runtime::vm::sys::vm::decommit_pages(&[iov]) } {
+                    decommit_error = Some(e);
+                }
+            };
+            // SAFETY: no wasm runs in this instance (this function's
+            // contract) and `decommit` above runs synchronously.
+            if !unsafe { memory.keyward_reset_live(pagemap, keep_resident, decommit) } {
+                return Ok(false);
+            }
+            if let Some(e) = decommit_error.take() {
+                return Err(format_err!("decommitting a reset memory failed: {e}"));
+            }
+        }
+        let module = self.env_module().clone();
+        for (index, val) in module.global_initializers.iter() {
+            // SAFETY: as at instantiation (`initialize_vmctx`): `index` is a
+            // defined global of this instance's module, the value has the
+            // global's type (validated), and no wasm runs (this function's
+            // contract).
+            unsafe {
+                let mut def = VMGlobalDefinition::new();
+                match val {
+                    GlobalConstValue::I32(i) => *def.as_i32_mut() = *i,
+                    GlobalConstValue::I64(i) => *def.as_i64_mut() = *i,
+                    GlobalConstValue::F32(i) => *def.as_f32_bits_mut() = *i,
+                    GlobalConstValue::F64(i) => *def.as_f64_bits_mut() = *i,
+                    GlobalConstValue::V128(i) => def.set_u128(*i),
+                }
+                self.global_ptr(*index).write(def);
+            }
+        }
+        Ok(true)
+    }
+
     pub(crate) fn needs_startup(&self) -> bool {
         match self.env_module().startup {
             ModuleStartup::None => false,

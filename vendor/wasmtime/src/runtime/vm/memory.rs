@@ -395,6 +395,36 @@ impl Memory {
         }
     }
 
+    /// Keyward patch: see [`LocalMemory::keyward_reset_live`]. Shared
+    /// memories are never reset (`false`).
+    ///
+    /// # Safety
+    ///
+    /// As [`LocalMemory::keyward_reset_live`].
+    #[cfg(has_virtual_memory)]
+    pub(crate) unsafe fn keyward_reset_live(
+        &mut self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        decommit: impl FnMut(*mut u8, usize),
+    ) -> bool {
+        match self {
+            // SAFETY: forwarded to the caller.
+            Memory::Local(mem) => unsafe { mem.keyward_reset_live(pagemap, keep_resident, decommit) },
+            Memory::Shared(_) => false,
+        }
+    }
+
+    /// Keyward patch: whether [`Self::keyward_reset_live`] can restore this
+    /// memory: a local memory at its initial size, initialised from a
+    /// copy-on-write slot.
+    pub(crate) fn keyward_resettable(&self) -> bool {
+        match self {
+            Memory::Local(mem) => mem.keyward_resettable(),
+            Memory::Shared(_) => false,
+        }
+    }
+
     /// Grow memory by the specified amount of wasm pages.
     ///
     /// Returns `None` if memory can't be grown by the specified amount
@@ -761,6 +791,44 @@ impl LocalMemory {
     #[cfg(feature = "pooling-allocator")]
     pub fn unwrap_static_image(self) -> MemoryImageSlot {
         self.memory_image.unwrap()
+    }
+
+    /// Keyward patch: whether [`Self::keyward_reset_live`] can restore this
+    /// memory: it has a copy-on-write slot holding its initial contents (the
+    /// module's image, or zeros when the module has no data), and it is at
+    /// its initial size (a slot cannot shrink a live memory back).
+    pub(crate) fn keyward_resettable(&self) -> bool {
+        if self.memory_image.is_none() {
+            return false;
+        }
+        let initial = self.ty.minimum_byte_size().ok().and_then(|m| usize::try_from(m).ok());
+        initial == Some(self.byte_size())
+    }
+
+    /// Keyward patch: restores the contents of this live memory to what
+    /// instantiation left in it (see [`MemoryImageSlot::keyward_reset_live`]).
+    /// `false`, with nothing done, when [`Self::keyward_resettable`] is not
+    /// true or the platform cannot restore mappings.
+    ///
+    /// # Safety
+    ///
+    /// No wasm may be running on this memory, and `decommit` must have run
+    /// on every region given to it before any wasm does again.
+    #[cfg(has_virtual_memory)]
+    pub(crate) unsafe fn keyward_reset_live(
+        &mut self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        decommit: impl FnMut(*mut u8, usize),
+    ) -> bool {
+        if !self.keyward_resettable() {
+            return false;
+        }
+        match &mut self.memory_image {
+            // SAFETY: forwarded to the caller.
+            Some(slot) => unsafe { slot.keyward_reset_live(pagemap, keep_resident, decommit) },
+            None => false,
+        }
     }
 }
 

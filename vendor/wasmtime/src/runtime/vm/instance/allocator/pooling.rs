@@ -864,6 +864,17 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
     }
 }
 
+impl PoolingInstanceAllocator {
+    /// Keyward patch: what [`crate::Instance::keyward_reset`] resets a live
+    /// memory with: the same `PAGEMAP_SCAN` handle and keep-resident limit
+    /// as a slot reset.
+    pub(crate) fn keyward_reset_params(
+        &self,
+    ) -> (Option<&PageMap>, crate::runtime::vm::HostAlignedByteCount) {
+        (self.pagemap.as_ref(), self.memories.keep_resident)
+    }
+}
+
 #[cfg(test)]
 #[cfg(target_pointer_width = "64")]
 mod test {
