@@ -12,8 +12,9 @@ use wasmparser::{Operator, Parser, Payload};
 /// not restore table contents or whether a segment was dropped, so a module
 /// whose code has an instruction that changes those (`table.set`,
 /// `table.grow`, `table.fill`, `table.copy`, `table.init`, `elem.drop`,
-/// `memory.init`, `data.drop`) is never reused: each of its decisions gets a
-/// fresh instance. (Reading a table, `call_indirect`, `memory.grow`, bulk
+/// `memory.init`, `data.drop`; and the threads and GC proposals' table and
+/// segment instructions, which the sandbox's engine does not even accept) is
+/// never reused: each of its decisions gets a fresh instance. (Reading a table, `call_indirect`, `memory.grow`, bulk
 /// memory copies and fills are fine: a grown memory is detected and the
 /// instance dropped instead of reset.)
 ///
@@ -40,7 +41,16 @@ pub(crate) fn code_is_resettable(wasm: &[u8]) -> bool {
                     | Operator::TableInit { .. }
                     | Operator::ElemDrop { .. }
                     | Operator::MemoryInit { .. }
-                    | Operator::DataDrop { .. },
+                    | Operator::DataDrop { .. }
+                    // Off in the sandbox's engine (threads, GC), refused
+                    // here too should that ever change.
+                    | Operator::TableAtomicSet { .. }
+                    | Operator::TableAtomicRmwXchg { .. }
+                    | Operator::TableAtomicRmwCmpxchg { .. }
+                    | Operator::ArrayNewData { .. }
+                    | Operator::ArrayNewElem { .. }
+                    | Operator::ArrayInitData { .. }
+                    | Operator::ArrayInitElem { .. },
                 )
                 | Err(_) => return false,
                 Ok(_) => {}
@@ -163,6 +173,63 @@ mod tests {
         // Cut the function body short.
         wasm.truncate(wasm.len() - 2);
         assert!(!code_is_resettable(&wasm));
+    }
+
+    /// The wasmtime patch's `Instance::keyward_reset` refuses while wasm is
+    /// on the stack: a host function's `Caller` can reach it mid-call.
+    /// (Keyward's policies import nothing; this pins the patch's own
+    /// guarantee.)
+    #[test]
+    fn a_reset_from_inside_a_call_is_refused() {
+        use wasmtime::{
+            Caller, Config, Engine, Instance, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+            Store,
+        };
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(2)
+            .total_memories(2)
+            .total_tables(2)
+            .max_memory_size(1 << 20);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).expect("engine");
+        let wasm = wat::parse_str(
+            r#"(module
+                (import "host" "reset" (func $reset (result i32)))
+                (memory 1)
+                (global $g (mut i32) (i32.const 0))
+                (func (export "run") (result i32)
+                  (global.set $g (i32.const 1))
+                  (i32.store (i32.const 0) (i32.const 1))
+                  (call $reset))
+                (func (export "state") (result i32)
+                  (i32.add (global.get $g) (i32.load (i32.const 0)))))"#,
+        )
+        .expect("test module");
+        let module = Module::new(&engine, wasm).expect("module");
+        let mut linker = Linker::<Option<Instance>>::new(&engine);
+        linker
+            .func_wrap("host", "reset", |mut caller: Caller<'_, Option<Instance>>| -> i32 {
+                let Some(instance) = *caller.data() else {
+                    return -1;
+                };
+                match instance.keyward_reset(&mut caller) {
+                    Ok(true) => 1,
+                    Ok(false) => 0,
+                    Err(_) => 2,
+                }
+            })
+            .expect("host function");
+        let mut store = Store::new(&engine, None);
+        let instance = linker.instantiate(&mut store, &module).expect("instance");
+        *store.data_mut() = Some(instance);
+        let run = instance.get_typed_func::<(), i32>(&mut store, "run").expect("run");
+        let state = instance.get_typed_func::<(), i32>(&mut store, "state").expect("state");
+        assert_eq!(run.call(&mut store, ()).expect("runs"), 0, "reset inside a call");
+        assert_eq!(state.call(&mut store, ()).expect("runs"), 2);
+        // Outside a call the same instance resets.
+        assert!(instance.keyward_reset(&mut store).expect("resets"));
+        assert_eq!(state.call(&mut store, ()).expect("runs"), 0);
     }
 
     #[test]

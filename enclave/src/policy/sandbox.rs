@@ -60,6 +60,14 @@
 //! * per-store state (fuel, the epoch deadline, the limiter's flags) is set
 //!   afresh for every decision.
 //!
+//! An assumption both resets share with upstream wasmtime: a page wasm wrote
+//! never turns back into the kernel's shared zero page behind its back. KSM
+//! with `use_zero_pages=1` on memory marked mergeable would do that, and a
+//! zeroed page inside the data image would then be skipped by the scan (one
+//! bit per page of leak). Nothing in Keyward marks memory mergeable, and a
+//! Nitro enclave's kernel runs no KSM; a mock-mode host must not enable it
+//! for the enclave process.
+//!
 //! The reset runs right after the decision, before the instance is kept, so
 //! a decision's context does not stay in memory while the instance waits.
 //!
@@ -91,8 +99,10 @@
 //! data segment and 32 scattered pages, the byte after a short context that
 //! a longer earlier one wrote, its memory size; plus decisions that grow
 //! memory or trap in between) see 1 every time: sequentially, after traps
-//! and out-of-fuel, concurrently. The tests fail if the reset skips memory,
-//! globals or the grown-memory check.
+//! and out-of-fuel, concurrently, and without `PAGEMAP_SCAN`;
+//! `policy_isolation_probe_no_data` does the same for a module whose memory
+//! starts as zeros, with a v128 global. The tests fail if the reset skips
+//! memory, globals or the grown-memory check.
 //!
 //! Not used, and why:
 //! * resetting memory without the kernel's dirty-page information: copying
@@ -190,6 +200,9 @@ const MAX_CONCURRENT_EVALUATIONS: u32 = 256;
 const MAX_TABLE_ELEMENTS: usize = 10_000;
 /// How long an evaluation waits for a free instance slot before it denies.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// While waiting for a slot, how often an evaluation looks for an idle
+/// instance to take it from.
+const SLOT_WAIT_SLICE: Duration = Duration::from_millis(10);
 /// Reset instances kept for their policy's next decision (each holds one of
 /// the `MAX_CONCURRENT_EVALUATIONS` slots, which an evaluation that finds no
 /// free slot takes back, oldest first).
@@ -338,14 +351,21 @@ impl PolicyEngine {
     }
 
     fn with_limits(limits: Limits, reuse: bool) -> Result<Self, PolicyError> {
-        let (engine, pooling) = match Engine::new(&config(Some(limits.slots))) {
+        Self::build(limits, reuse, Enabled::Auto)
+    }
+
+    /// `pagemap_scan`: whether resets use the kernel's dirty-page scan
+    /// (`Auto`: when the kernel has it; tests also try `No`).
+    fn build(limits: Limits, reuse: bool, pagemap_scan: Enabled) -> Result<Self, PolicyError> {
+        let (engine, pooling) = match Engine::new(&config(Some(limits.slots), pagemap_scan)) {
             Ok(engine) => (engine, true),
             Err(pool_error) => {
                 tracing::warn!(
                     error = %error_text(&pool_error),
                     "policy sandbox: pooling allocator unavailable; falling back to on-demand allocation"
                 );
-                let engine = Engine::new(&config(None)).map_err(|e| PolicyError::Engine(error_text(&e)))?;
+                let engine =
+                    Engine::new(&config(None, pagemap_scan)).map_err(|e| PolicyError::Engine(error_text(&e)))?;
                 (engine, false)
             }
         };
@@ -498,7 +518,15 @@ impl PolicyEngine {
         // its slot.
         if reuse && result.is_ok() {
             match warm.instance.keyward_reset(&mut warm.store) {
-                Ok(true) => self.idle.put(inner.id, warm),
+                Ok(true) => {
+                    self.idle.put(inner.id, warm);
+                    // A caller waiting for a slot gets one (this, or an
+                    // older idle instance's): a kept instance does not
+                    // release its slot by itself.
+                    if self.slots.has_waiters() {
+                        self.idle.evict_oldest();
+                    }
+                }
                 Ok(false) => {
                     // Grown memory (this instance only), or a module wasmtime
                     // cannot reset (e.g. one that needs a startup function):
@@ -521,12 +549,24 @@ impl PolicyEngine {
     /// back from an idle instance when none is free, else waiting up to
     /// `slot_wait`).
     fn instantiate(&self, inner: &CompiledInner, limits: Limits, slot_wait: Duration) -> Result<Warm, Failure> {
+        let deadline = Instant::now() + slot_wait;
         let slot = loop {
             if let Some(slot) = Slots::acquire(&self.slots, Duration::ZERO) {
                 break slot;
             }
-            if !self.idle.evict_oldest() {
-                break Slots::acquire(&self.slots, slot_wait).ok_or(Failure::Busy)?;
+            if self.idle.evict_oldest() {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::Busy);
+            }
+            // In slices: an instance kept for reuse after the eviction
+            // above holds a slot that only another eviction frees (`run`
+            // evicts when it sees a waiter, but this caller may start
+            // waiting just after that check).
+            if let Some(slot) = Slots::acquire(&self.slots, (deadline - now).min(SLOT_WAIT_SLICE)) {
+                break slot;
             }
         };
         let mut store = Store::new(&self.engine, StoreState::default());
@@ -640,7 +680,7 @@ impl Warm {
 }
 
 /// The engine configuration; `pool_slots` selects the pooling allocator.
-fn config(pool_slots: Option<u32>) -> Config {
+fn config(pool_slots: Option<u32>, pagemap_scan: Enabled) -> Config {
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)
@@ -680,7 +720,7 @@ fn config(pool_slots: Option<u32>) -> Config {
             // otherwise the blind reset). Safe only with the patched wasmtime
             // in vendor/wasmtime, which also resets written pages that are
             // swapped out or migrating (bytecodealliance/wasmtime#14357).
-            .pagemap_scan(Enabled::Auto);
+            .pagemap_scan(pagemap_scan);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -1036,6 +1076,10 @@ impl Slots {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn has_waiters(&self) -> bool {
+        self.lock().waiting > 0
+    }
+
     fn acquire(slots: &Arc<Self>, wait: Duration) -> Option<SlotGuard> {
         let mut state = slots.lock();
         if state.free == 0 {
@@ -1126,6 +1170,8 @@ mod tests {
     const ALLOW_AFTER_LONG_LOOP: &str = wat_file!("policy_allow_after_long_loop");
     const ISOLATION_PROBE: &str = wat_file!("policy_isolation_probe");
     const ISOLATION_PROBE_RESET: &str = wat_file!("policy_isolation_probe_reset");
+    const ISOLATION_PROBE_NO_DATA: &str = wat_file!("policy_isolation_probe_no_data");
+    const ALLOW_AFTER_VERY_LONG_LOOP: &str = wat_file!("policy_allow_after_very_long_loop");
     const INFINITE_LOOP: &str = wat_file!("fail_policy_infinite_loop");
     const MEMORY_GROW_BOMB: &str = wat_file!("fail_policy_memory_grow_bomb");
     const DEEP_RECURSION: &str = wat_file!("fail_policy_deep_recursion");
@@ -1410,31 +1456,77 @@ mod tests {
         assert!(decision.reason.starts_with("first call"), "{decision:?}");
     }
 
+    /// Fifty rounds of the reset probe's contexts (with an allow-all
+    /// decision in between); then at least 150 of them must have run in a
+    /// reset instance: per round LONG after the allow-all decision (from the
+    /// second round), SHORT after LONG, GROWS after SHORT and LONG after
+    /// TRAPS; SHORT after GROWS and TRAPS after SHORT did not (grown or
+    /// trapped instances are dropped).
+    fn reset_probe_rounds(engine: &PolicyEngine) {
+        let probe = engine.compile(&wasm(ISOLATION_PROBE_RESET)).expect("compiles");
+        let allow_all = engine.compile(&wasm(ALLOW_ALL)).expect("compiles");
+        let reused = engine.decisions_in_reused_instances();
+        for _ in 0..50 {
+            assert_first_call(engine, &probe, LONG);
+            assert_first_call(engine, &probe, SHORT);
+            assert_first_call(engine, &probe, GROWS);
+            assert_first_call(engine, &probe, SHORT);
+            let trapped = engine.evaluate(&probe, TRAPS);
+            assert!(!trapped.allow && trapped.reason.contains("unreachable"), "{trapped:?}");
+            assert_first_call(engine, &probe, LONG);
+            assert!(engine.evaluate(&allow_all, &context("kms:Decrypt")).allow);
+        }
+        let reused = engine.decisions_in_reused_instances() - reused;
+        assert!(reused >= 50 * 3, "only {reused} decisions reused an instance");
+    }
+
     #[test]
     fn reset_instances_keep_nothing_from_earlier_decisions() {
         let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }, true).expect("engine");
-        let probe = engine.compile(&wasm(ISOLATION_PROBE_RESET)).expect("compiles");
-        let allow_all = engine.compile(&wasm(ALLOW_ALL)).expect("compiles");
-        for _ in 0..50 {
-            assert_first_call(&engine, &probe, LONG);
-            assert_first_call(&engine, &probe, SHORT);
-            assert_first_call(&engine, &probe, GROWS);
-            assert_first_call(&engine, &probe, SHORT);
-            let trapped = engine.evaluate(&probe, TRAPS);
-            assert!(!trapped.allow && trapped.reason.contains("unreachable"), "{trapped:?}");
-            assert_first_call(&engine, &probe, LONG);
-            assert!(engine.evaluate(&allow_all, &context("kms:Decrypt")).allow);
+        reset_probe_rounds(&engine);
+    }
+
+    #[test]
+    fn reset_instances_keep_nothing_without_the_dirty_page_scan() {
+        // Older kernels: the reset rewrites the first keep-resident bytes
+        // blindly and gives the rest back to the kernel.
+        let engine = PolicyEngine::build(Limits { slots: 2, ..RELAXED }, true, Enabled::No).expect("engine");
+        reset_probe_rounds(&engine);
+    }
+
+    #[test]
+    fn reset_instances_of_modules_without_data_start_from_zeros() {
+        let engine = PolicyEngine::with_limits(Limits { slots: 2, ..RELAXED }, true).expect("engine");
+        let probe = engine.compile(&wasm(ISOLATION_PROBE_NO_DATA)).expect("compiles");
+        for context in [LONG, SHORT, SHORT, LONG, LONG, SHORT].repeat(10) {
+            let decision = engine.evaluate(&probe, context);
+            assert!(decision.allow, "{} bytes: {decision:?}", context.len());
         }
-        // Per round: LONG after the allow-all decision (reused, from the
-        // second round), SHORT after LONG, GROWS after SHORT and LONG after
-        // TRAPS all ran in reset instances; SHORT after GROWS and TRAPS did
-        // not (grown or trapped instances are dropped), nor did LONG after
-        // TRAPS.
-        assert!(
-            engine.decisions_in_reused_instances() >= 50 * 3,
-            "only {} decisions reused an instance",
-            engine.decisions_in_reused_instances()
-        );
+        assert!(engine.decisions_in_reused_instances() >= 59);
+    }
+
+    #[test]
+    fn a_caller_waiting_for_a_slot_gets_the_one_a_kept_instance_holds() {
+        // One slot. A slow decision holds it; another caller starts waiting
+        // for it; when the slow decision's instance is kept for reuse, the
+        // waiting caller must still get the slot (not be denied as busy a
+        // second later).
+        let engine = &PolicyEngine::with_limits(Limits { slots: 1, ..RELAXED }, true).expect("engine");
+        let slow = &engine.compile(&wasm(ALLOW_AFTER_VERY_LONG_LOOP)).expect("compiles");
+        let other = engine.compile(&wasm(ALLOW_ALL)).expect("compiles");
+        std::thread::scope(|scope| {
+            let running = scope.spawn(move || engine.evaluate(slow, &context("kms:Decrypt")));
+            while engine.slots.lock().free > 0 && !running.is_finished() {
+                std::thread::yield_now();
+            }
+            let started = Instant::now();
+            let decision = engine.evaluate(&other, &context("kms:Decrypt"));
+            assert!(decision.allow, "{decision:?}");
+            assert!(started.elapsed() < SLOT_WAIT, "waited {:?}", started.elapsed());
+            let slow_decision = running.join().expect("slow decision");
+            assert!(slow_decision.allow, "{slow_decision:?}");
+        });
+        assert!(engine.evaluate(slow, &context("kms:Decrypt")).allow);
     }
 
     #[test]

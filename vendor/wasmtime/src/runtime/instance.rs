@@ -615,19 +615,22 @@ impl Instance {
     /// kernel, exactly as the pooling allocator resets a freed slot) and
     /// every defined global (back to its constant initializer).
     ///
-    /// Returns `Ok(false)`, having changed nothing, unless every piece of
-    /// state wasm could have changed is one the reset restores: the engine
-    /// uses the pooling allocator, the platform can restore mappings, no
-    /// startup function ran at instantiation, memories and tables are at
-    /// their initial sizes, every mutable global has a constant initializer,
-    /// and the module has no passive segments. The caller must then drop the
-    /// instance's store. An error means a memory could not be decommitted;
-    /// drop the store too.
+    /// Returns `Ok(false)` unless every piece of state wasm could have
+    /// changed is one the reset restores: the engine uses the pooling
+    /// allocator, the platform can restore mappings, no startup function ran
+    /// at instantiation, memories and tables are at their initial sizes,
+    /// every mutable global has a constant initializer, and the module has
+    /// no passive segments, no GC heap and no tags. It also returns
+    /// `Ok(false)` while any wasm is on this thread's stack (called from a
+    /// host function). The caller must then drop the instance's store. An
+    /// error means a memory could not be decommitted; drop the store too.
     ///
     /// **Table contents are not checked or reset**: only reset instances of
-    /// modules whose code has no `table.set`, `table.fill`, `table.copy` or
-    /// `table.init` (lazily initialised function references always get the
-    /// same value). Neither is any store state (fuel, epoch deadline, limits).
+    /// modules whose code cannot change them (no `table.set`, `table.grow`,
+    /// `table.fill`, `table.copy`, `table.init`, `elem.drop`, nor the
+    /// threads and GC proposals' table and segment instructions; lazily
+    /// initialised function references always get the same value). Neither
+    /// is any store state (fuel, epoch deadline, limits).
     ///
     /// # Panics
     ///
@@ -640,10 +643,10 @@ impl Instance {
             return Ok(false);
         };
         let (pagemap, keep_resident) = pool.keyward_reset_params();
-        // SAFETY: the store is borrowed mutably, so no wasm runs in it (the
-        // module has no imports through which a host function could call
-        // this while wasm is on the stack: `keyward_resettable` does not
-        // rely on that, the `&mut` does).
+        // SAFETY: the store is borrowed mutably, so no other thread runs
+        // wasm in it; a host function on this thread running under one of
+        // its calls (its `Caller` is `AsContextMut` too) is refused by
+        // `keyward_reset_live`, which checks for any wasm on this thread.
         unsafe { self.id.get_mut(store).keyward_reset_live(pagemap, keep_resident) }
     }
 

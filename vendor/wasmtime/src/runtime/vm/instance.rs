@@ -1547,7 +1547,8 @@ impl Instance {
     /// * every defined table is at its initial size;
     /// * every defined mutable global has a constant initializer (restored);
     /// * no passive element or data segments (their dropped state is not
-    ///   restored), so every runtime data segment is a static memory image.
+    ///   restored), so every runtime data segment is a static memory image;
+    /// * no GC heap and no defined tags (neither is restored).
     ///
     /// It does **not** check that table *contents* are unchanged: the
     /// caller must only reset instances of modules that cannot change them
@@ -1555,7 +1556,11 @@ impl Instance {
     /// initialised entries always get the same value).
     pub(crate) fn keyward_resettable(&self) -> bool {
         let module = self.env_module();
-        if self.needs_startup() || !module.passive_elements.is_empty() {
+        if self.needs_startup()
+            || !module.passive_elements.is_empty()
+            || module.needs_gc_heap
+            || module.num_defined_tags() > 0
+        {
             return false;
         }
         let static_data = match &module.memory_initialization {
@@ -1590,14 +1595,18 @@ impl Instance {
     /// Keyward patch: resets a live instance's linear memories (contents,
     /// see [`Memory::keyward_reset_live`]) and its mutable globals (to their
     /// constant initializers) to what instantiation left, so that the
-    /// instance can run again as if new. Returns `Ok(false)`, having changed
-    /// nothing, when [`Self::keyward_resettable`] is false or the platform
-    /// cannot restore mappings; an error if decommitting memory failed (the
-    /// instance must then be discarded).
+    /// instance can run again as if new. Returns `Ok(false)` when
+    /// [`Self::keyward_resettable`] is false, when any wasm is on this
+    /// thread's stack, or when the platform cannot restore mappings (having
+    /// changed nothing, except, with several memories, possibly the earlier
+    /// ones); an error if decommitting memory failed. After `Ok(false)` or
+    /// an error the instance must be discarded.
     ///
     /// # Safety
     ///
-    /// No wasm may be running in this instance.
+    /// No wasm may be running in this instance (checked as far as this
+    /// thread goes: a host function's `Caller` could otherwise reach here
+    /// with this instance's frames live).
     #[cfg(all(has_virtual_memory, feature = "pooling-allocator"))]
     pub(crate) unsafe fn keyward_reset_live(
         mut self: Pin<&mut Self>,
@@ -1605,6 +1614,11 @@ impl Instance {
         keep_resident: crate::runtime::vm::HostAlignedByteCount,
     ) -> Result<bool> {
         if !self.keyward_resettable() {
+            return Ok(false);
+        }
+        // Any wasm call in progress on this thread (the only thread that can
+        // hold this store now) has a `CallThreadState` installed.
+        if crate::runtime::vm::traphandlers::tls::with(|state| state.is_some()) {
             return Ok(false);
         }
         let mut decommit_error = None;
