@@ -1552,8 +1552,11 @@ impl Instance {
     ///
     /// It does **not** check that table *contents* are unchanged: the
     /// caller must only reset instances of modules that cannot change them
-    /// (no `table.set`, `table.fill`, `table.copy`, `table.init`; lazily
-    /// initialised entries always get the same value).
+    /// (see [`crate::Instance::keyward_reset`]; lazily initialised entries
+    /// always get the same value).
+    ///
+    /// Linear in the module's globals, memories and tables: it runs before
+    /// every reset.
     pub(crate) fn keyward_resettable(&self) -> bool {
         let module = self.env_module();
         if self.needs_startup()
@@ -1579,17 +1582,19 @@ impl Instance {
                 return false;
             }
         }
-        for (index, global) in module.globals.iter() {
-            let Some(defined) = module.defined_global_index(index) else {
-                continue;
-            };
-            if global.mutability
-                && !module.global_initializers.iter().any(|(i, _)| *i == defined)
-            {
-                return false;
-            }
-        }
-        true
+        // Every mutable defined global has a constant initializer: each
+        // defined global has at most one entry in `global_initializers`, so
+        // counting the mutable ones on both sides is enough.
+        let is_mutable = |index: GlobalIndex| module.globals[index].mutability;
+        let mutable_defined = (module.num_imported_globals..module.globals.len())
+            .filter(|&i| is_mutable(GlobalIndex::new(i)))
+            .count();
+        let mutable_initialized = module
+            .global_initializers
+            .iter()
+            .filter(|(defined, _)| is_mutable(module.global_index(*defined)))
+            .count();
+        mutable_defined == mutable_initialized
     }
 
     /// Keyward patch: resets a live instance's linear memories (contents,
