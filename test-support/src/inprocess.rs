@@ -1,0 +1,236 @@
+//! An enclave served in process: a mock-mode [`Enclave`] over an in-memory
+//! store, reached through its public request entry point
+//! `keyward_enclave::api::handle` — by an `aws-sdk-kms` client whose HTTP
+//! client calls it directly, or by raw signed requests. No sockets, no child
+//! processes; every request still carries a real SigV4 signature that the
+//! enclave verifies.
+//!
+//! What this leaves out of `keyward dev`: the host proxy (HTTP parsing, body
+//! limits, `/healthz`, metrics) and the wire between the processes; tests of
+//! those stay in `tests/integration`.
+
+use std::fmt;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use keyward_enclave::Enclave;
+use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
+use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
+
+use crate::Creds;
+use crate::enclave::{attesting_enclave, mock_args, mock_config};
+use crate::raw::RawResponse;
+use crate::sdk::{client_config, shifted_now};
+use crate::sigv4::{api_headers, sign_headers, target};
+
+/// The host name clients of an in-process service sign for.
+pub const HOST: &str = "keyward.in-process";
+
+/// One connection's view of the shared store. A [`Service::restart`] drops
+/// it, so the stopped enclave's background work (audit appender, sweep)
+/// loses its store as a stopped process would.
+struct Link(Arc<MemoryStore>);
+
+impl StoreTransport for Link {
+    fn call(&self, op: StoreOp) -> StoreFuture<'_> {
+        self.0.call(op)
+    }
+}
+
+/// A running in-process enclave: the dev tenant [`crate::ACCOUNT`] with a
+/// KeyAdmin + KeyUser credential and an operator credential, as `keyward dev`
+/// provisions them.
+pub struct Service {
+    enclave: Arc<Enclave>,
+    link: Arc<dyn StoreTransport>,
+    store: Arc<MemoryStore>,
+    pub creds: Creds,
+    /// The operator's credential.
+    pub operator: Creds,
+    /// Seconds the enclave's clock is shifted by; clients sign with that time.
+    pub clock_offset: i64,
+}
+
+impl Service {
+    /// A fresh enclave over an empty in-memory store, with the real time.
+    /// Call inside a multi-threaded tokio runtime (the enclave spawns its
+    /// audit appender and sweep on it; policy decisions block in place).
+    pub async fn start() -> Service {
+        Self::start_on(MemoryStore::new(), Creds::random(), Creds::random(), 0).await
+    }
+
+    async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
+        let config = mock_config(mock_args(), Some(&creds), Some(&operator));
+        let enclave = Arc::new(attesting_enclave(config, clock_offset));
+        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
+        enclave.keyring(&*link).await.expect("the enclave boots");
+        enclave.attach(Arc::downgrade(&link));
+        Service {
+            enclave,
+            link,
+            store,
+            creds,
+            operator,
+            clock_offset,
+        }
+    }
+
+    /// Stops this enclave and starts a new one on the same store (and the
+    /// same dev credentials) whose clock is the real time shifted by
+    /// `clock_offset` seconds: `keyward dev --mock-clock-offset` restarted
+    /// on the same data dir.
+    pub async fn restart(self, clock_offset: i64) -> Service {
+        let Service {
+            store, creds, operator, ..
+        } = self;
+        Self::start_on(store, creds, operator, clock_offset).await
+    }
+
+    /// The record keys of a store namespace (`key`, `alias`, ...), in order.
+    pub async fn stored_keys(&self, namespace: &str) -> Vec<String> {
+        let op = StoreOp::List {
+            namespace: namespace.into(),
+            prefix: String::new(),
+            start_after: None,
+            limit: u32::MAX,
+        };
+        match self.store.call(op).await {
+            Ok(StoreResult::Entries(entries)) => entries.into_iter().map(|(k, _)| k).collect(),
+            other => panic!("listing namespace {namespace}: {other:?}"),
+        }
+    }
+
+    /// The enclave's current time: the real time shifted by `clock_offset`.
+    pub fn now(&self) -> SystemTime {
+        shifted_now(self.clock_offset)
+    }
+
+    /// An `aws-sdk-kms` client with the dev tenant's credentials, no retries,
+    /// signing with the enclave's (possibly shifted) time.
+    pub fn client(&self) -> aws_sdk_kms::Client {
+        self.client_with(&self.creds.access_key_id, &self.creds.secret)
+    }
+
+    /// An `aws-sdk-kms` client signing with these credentials.
+    pub fn client_with(&self, access_key_id: &str, secret: &str) -> aws_sdk_kms::Client {
+        let config = client_config(access_key_id, secret, None, self.clock_offset)
+            .endpoint_url(format!("http://{HOST}"))
+            .http_client(InProcessHttp {
+                enclave: Arc::clone(&self.enclave),
+                link: Arc::clone(&self.link),
+            })
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+
+    /// A SigV4-signed `POST /` with `X-Amz-Target: TrentService.{op}` (or
+    /// the `Keyward.*` target as given), as the dev tenant.
+    pub async fn signed_call(&self, op: &str, body: &[u8]) -> RawResponse {
+        self.signed_call_as(&self.creds, op, body).await
+    }
+
+    /// [`Service::signed_call`] signed as `creds`.
+    pub async fn signed_call_as(&self, creds: &Creds, op: &str, body: &[u8]) -> RawResponse {
+        let mut headers = api_headers(HOST, &target(op));
+        sign_headers(&mut headers, HOST, body, creds, self.now());
+        let request = ApiRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v.into_bytes())))
+                .collect(),
+            body: body.to_vec(),
+        };
+        let answer = keyward_enclave::api::handle(&self.enclave, request, &*self.link).await;
+        RawResponse {
+            status: answer.status,
+            headers: vec![("content-type".into(), "application/x-amz-json-1.1".into())],
+            body: answer.body,
+        }
+    }
+}
+
+/// The HTTP client under [`Service::client`]: every request goes to
+/// `keyward_enclave::api::handle` as the host proxy would forward it.
+#[derive(Clone)]
+struct InProcessHttp {
+    enclave: Arc<Enclave>,
+    link: Arc<dyn StoreTransport>,
+}
+
+impl fmt::Debug for InProcessHttp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InProcessHttp")
+    }
+}
+
+impl HttpClient for InProcessHttp {
+    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+impl HttpConnector for InProcessHttp {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let forwarded = forward(&request);
+        let enclave = Arc::clone(&self.enclave);
+        let link = Arc::clone(&self.link);
+        HttpConnectorFuture::new(async move {
+            let forwarded = forwarded.map_err(|e| ConnectorError::other(e.into(), None))?;
+            let answer = keyward_enclave::api::handle(&enclave, forwarded, &*link).await;
+            respond(answer).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// The request as the host proxy forwards it: method, path, query, headers
+/// (lower-case names, `host` added from the URI as an HTTP client sends it)
+/// and body.
+fn forward(request: &HttpRequest) -> Result<ApiRequest, String> {
+    let uri = http::Uri::from_str(request.uri()).map_err(|e| format!("request URI: {e}"))?;
+    let mut headers: Vec<(String, serde_bytes::ByteBuf)> = request
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                serde_bytes::ByteBuf::from(v.as_bytes().to_vec()),
+            )
+        })
+        .collect();
+    if !headers.iter().any(|(k, _)| k == "host") {
+        let host = uri.authority().ok_or("request URI without a host")?.as_str();
+        headers.insert(0, ("host".into(), serde_bytes::ByteBuf::from(host.as_bytes().to_vec())));
+    }
+    let body = request.body().bytes().ok_or("streaming request body")?.to_vec();
+    Ok(ApiRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        method: request.method().to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or("").to_owned(),
+        headers,
+        body,
+    })
+}
+
+/// The enclave's answer as the host proxy relays it.
+fn respond(answer: ApiResponse) -> Result<HttpResponse, String> {
+    let status = StatusCode::try_from(answer.status).map_err(|e| format!("status {}: {e}", answer.status))?;
+    let mut response = HttpResponse::new(status, SdkBody::from(answer.body));
+    response
+        .headers_mut()
+        .insert("content-type", "application/x-amz-json-1.1");
+    Ok(response)
+}

@@ -1,0 +1,28 @@
+//! In-process API tests: the enclave's public request entry point
+//! (`keyward_enclave::api::handle`) over an in-memory store, driven through
+//! the official AWS SDK for KMS whose HTTP client calls the enclave directly
+//! (see `keyward_test_support::inprocess`). Requests are SigV4-signed and
+//! verified as in production; no process is spawned and no socket opened.
+//!
+//! Every test starts its own [`Service`](keyward_test_support::inprocess::Service)
+//! on its own store. What needs real processes (the host proxy, crashes,
+//! restarts of processes, the wire, metrics) is in `tests/integration`.
+
+mod aliases;
+mod api;
+mod asymmetric;
+mod deletion_clock;
+mod hmac;
+mod lifecycle;
+mod rotation;
+mod tags;
+
+/// What the test modules share, from `keyward-test-support`.
+mod support {
+    pub use keyward_test_support::inprocess::Service;
+    pub use keyward_test_support::sdk::{
+        Context, assert_near, blob_key_version, context, create_key, create_key_of, decrypt, encrypt, epoch_secs,
+        expect_error, list_all_keys, must, names_key,
+    };
+    pub use keyward_test_support::{ACCOUNT, DAY, REGION, key_arn, random_alnum, random_bytes};
+}
