@@ -15,6 +15,7 @@ mod deletion_clock;
 mod hmac;
 mod lifecycle;
 mod rotation;
+mod signing;
 mod tags;
 
 /// What the test modules share, from `keyward-test-support`.

@@ -1,5 +1,9 @@
-//! Test harness: starts and stops `keyward dev`, builds SDK clients, and sends
-//! raw (optionally SigV4-signed) HTTP/1.1 requests for what an SDK can't send.
+//! Test harness of the process-spawning tests: starts and stops `keyward
+//! dev`, builds SDK clients against it, and sends raw (optionally
+//! SigV4-signed) HTTP/1.1 requests for what an SDK can't send. What these
+//! tests share with the in-process ones (`tests/inprocess`) and the
+//! benchmarks (credentials, SigV4 signing, SDK assertions, the example policy
+//! modules) comes from `keyward-test-support` and is re-exported here.
 //!
 //! Synchronisation with the service is done by reading its stdout lines (the
 //! "ready" and "enclave process started" lines), never by sleeping.
@@ -10,18 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_kms::config::retry::RetryConfig;
-use aws_sdk_kms::config::timeout::TimeoutConfig;
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
-use rand::Rng;
+use keyward_test_support::sdk::{client_config, shifted_now};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// The bootstrap tenant of `keyward dev`.
-pub const ACCOUNT: &str = "111122223333";
-/// The launcher's default region (not passed on the command line).
-pub const REGION: &str = "us-east-1";
+// What the in-process tests share too (`keyward-test-support`).
+pub use keyward_test_support::policies::example_policy;
+pub use keyward_test_support::raw::RawResponse;
+pub use keyward_test_support::sdk::{
+    Context, assert_near, context, create_key, create_key_of, decrypt, encrypt, epoch_secs, error_parts, expect_error,
+    list_all_keys, must, names_key,
+};
+pub use keyward_test_support::sigv4::{api_headers, sign_headers};
+pub use keyward_test_support::{ACCOUNT, Creds, DAY, REGION, random_alnum, random_bytes};
+
 /// How long the service may take to print its ready line (debug build, 2
 /// cores, other tests starting in parallel).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,43 +38,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READY_MARKER: &str = "Keyward is ready at ";
 const ENCLAVE_MARKER: &str = "enclave process started: pid ";
-
-// ---------------------------------------------------------------- randomness
-
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::thread_rng().fill(&mut v[..]);
-    v
-}
-
-fn random_from(alphabet: &[u8], n: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-        .collect()
-}
-
-pub fn random_alnum(n: usize) -> String {
-    random_from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", n)
-}
-
-// ---------------------------------------------------------------- credentials
-
-#[derive(Clone, Debug)]
-pub struct Creds {
-    pub access_key_id: String,
-    pub secret: String,
-}
-
-impl Creds {
-    /// `AKIA` + 16 upper-case alphanumerics, and a 40-character secret.
-    pub fn random() -> Self {
-        Self {
-            access_key_id: format!("AKIA{}", random_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
-            secret: random_from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/+", 40),
-        }
-    }
-}
 
 // ---------------------------------------------------------------- sandbox
 
@@ -422,7 +391,7 @@ impl Keyward {
 
     /// ARN of a key of the bootstrap tenant.
     pub fn key_arn(key_id: &str) -> String {
-        format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}")
+        keyward_test_support::key_arn(key_id)
     }
 
     // ------------------------------------------------------------ raw HTTP
@@ -495,30 +464,11 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
-/// The real time shifted by `offset_seconds` (negative is the past).
-pub fn shifted_now(offset_seconds: i64) -> SystemTime {
-    let now = SystemTime::now();
-    let delta = Duration::from_secs(offset_seconds.unsigned_abs());
-    if offset_seconds >= 0 { now + delta } else { now - delta }
-}
-
-/// An SDK time source running `offset_seconds` ahead of (or behind) the
-/// real clock, for signing requests to an enclave with a shifted clock.
-#[derive(Debug, Clone, Copy)]
-pub struct ShiftedTimeSource {
-    pub offset_seconds: i64,
-}
-
-impl aws_smithy_async::time::TimeSource for ShiftedTimeSource {
-    fn now(&self) -> SystemTime {
-        shifted_now(self.offset_seconds)
-    }
-}
-
 pub fn sdk_client(url: &str, access_key_id: &str, secret: &str, op_timeout: Option<Duration>) -> aws_sdk_kms::Client {
     sdk_client_shifted(url, access_key_id, secret, op_timeout, 0)
 }
 
+/// [`sdk_client`] signing with the real time shifted by `offset_seconds`.
 /// [`sdk_client`] signing with the real time shifted by `offset_seconds`.
 pub fn sdk_client_shifted(
     url: &str,
@@ -527,143 +477,10 @@ pub fn sdk_client_shifted(
     op_timeout: Option<Duration>,
     offset_seconds: i64,
 ) -> aws_sdk_kms::Client {
-    let mut timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(10));
-    if let Some(t) = op_timeout {
-        timeouts = timeouts.operation_timeout(t);
-    }
-    let config = aws_sdk_kms::Config::builder()
+    let config = client_config(access_key_id, secret, op_timeout, offset_seconds)
         .endpoint_url(url)
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(access_key_id, secret, None, None, "test"))
-        .behavior_version(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts.build())
-        .time_source(ShiftedTimeSource { offset_seconds })
-        // The SDK learns a "clock skew" from the HTTP Date header, which the
-        // host proxy sets from the host's real clock, and would then sign
-        // with that time instead of the enclave's shifted one.
-        .disable_clock_skew_correction(offset_seconds != 0)
         .build();
     aws_sdk_kms::Client::from_conf(config)
-}
-
-// ---------------------------------------------------------------- SDK errors
-
-/// HTTP status and AWS error code (`__type`) of a failed SDK call.
-pub fn error_parts<E>(err: &SdkError<E>) -> (Option<u16>, Option<String>)
-where
-    E: ProvideErrorMetadata,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    (status, err.code().map(str::to_string))
-}
-
-/// Asserts that an SDK call failed with exactly this status and `__type`.
-#[track_caller]
-pub fn expect_error<T: std::fmt::Debug, E>(what: &str, result: Result<T, SdkError<E>>, status: u16, code: &str)
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match result {
-        Ok(v) => panic!("{what}: expected {code} ({status}), but the call succeeded: {v:?}"),
-        Err(err) => {
-            let (got_status, got_code) = error_parts(&err);
-            assert_eq!(
-                (got_status, got_code.as_deref()),
-                (Some(status), Some(code)),
-                "{what}: wrong error: {}",
-                aws_sdk_kms::error::DisplayErrorContext(&err)
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------- raw HTTP
-
-#[derive(Debug)]
-pub struct RawResponse {
-    pub status: u16,
-    #[allow(dead_code)] // printed in failure messages through Debug
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl RawResponse {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// The `__type` of an AWS JSON error body.
-    pub fn error_type(&self) -> Option<String> {
-        self.json().get("__type").and_then(|t| t.as_str()).map(str::to_string)
-    }
-
-    /// Asserts an AWS JSON error with this status and `__type`, and a message.
-    #[track_caller]
-    pub fn assert_error(&self, what: &str, status: u16, code: &str) {
-        let body = String::from_utf8_lossy(&self.body);
-        assert_eq!(self.status, status, "{what}: wrong status; body: {body}");
-        assert_eq!(
-            self.error_type().as_deref(),
-            Some(code),
-            "{what}: wrong __type; body: {body}"
-        );
-        let json = self.json();
-        let has_message = json
-            .get("message")
-            .or_else(|| json.get("Message"))
-            .is_some_and(|m| m.is_string());
-        assert!(has_message, "{what}: error body has no message: {body}");
-    }
-}
-
-/// `host`, `content-type` and `x-amz-target` for an API call.
-pub fn api_headers(addr: &str, target: &str) -> Vec<(String, String)> {
-    vec![
-        ("host".to_string(), addr.to_string()),
-        ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
-        ("x-amz-target".to_string(), target.to_string()),
-    ]
-}
-
-/// SigV4-signs (service `kms`) a `POST /` with these headers and body at
-/// `time`, appending `x-amz-date` and `authorization`.
-pub fn sign_headers(headers: &mut Vec<(String, String)>, addr: &str, body: &[u8], creds: &Creds, time: SystemTime) {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningParams, SigningSettings, sign};
-    use aws_sigv4::sign::v4;
-
-    let identity = Credentials::new(&creds.access_key_id, &creds.secret, None, None, "test").into();
-    let params: SigningParams<'_> = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(REGION)
-        .name("kms")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .expect("signing params")
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        format!("http://{addr}/"),
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(body),
-    )
-    .expect("signable request");
-    let (instructions, _signature) = sign(signable, &params).expect("sign").into_parts();
-    let added: Vec<(String, String)> = instructions
-        .headers()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
-    assert!(
-        added.iter().any(|(k, _)| k == "authorization"),
-        "signer produced no authorization header"
-    );
-    headers.extend(added);
 }
 
 /// Sends one HTTP/1.1 request (`Connection: close`) and reads the response
@@ -755,152 +572,6 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-// ---------------------------------------------------------------- SDK helpers
-
-pub type Context = std::collections::HashMap<String, String>;
-
-pub fn context(pairs: &[(&str, &str)]) -> Context {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// Creates a symmetric key and returns its KeyId (a uuid).
-pub async fn create_key(client: &aws_sdk_kms::Client, description: &str) -> String {
-    let out = client
-        .create_key()
-        .description(description)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateKey: {}", aws_sdk_kms::error::DisplayErrorContext(&e)));
-    let meta = out.key_metadata().expect("CreateKey returns KeyMetadata");
-    meta.key_id().to_string()
-}
-
-pub async fn encrypt(client: &aws_sdk_kms::Client, key_id: &str, plaintext: &[u8], ctx: Option<&Context>) -> Vec<u8> {
-    let out = client
-        .encrypt()
-        .key_id(key_id)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext))
-        .set_encryption_context(ctx.cloned())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("Encrypt: {}", aws_sdk_kms::error::DisplayErrorContext(&e)));
-    out.ciphertext_blob()
-        .expect("Encrypt returns CiphertextBlob")
-        .as_ref()
-        .to_vec()
-}
-
-/// Decrypts (optionally naming the key) and returns the plaintext.
-pub async fn decrypt(
-    client: &aws_sdk_kms::Client,
-    key_id: Option<&str>,
-    ciphertext: &[u8],
-    ctx: Option<&Context>,
-) -> Vec<u8> {
-    let out = client
-        .decrypt()
-        .set_key_id(key_id.map(str::to_string))
-        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext))
-        .set_encryption_context(ctx.cloned())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("Decrypt: {}", aws_sdk_kms::error::DisplayErrorContext(&e)));
-    out.plaintext().expect("Decrypt returns Plaintext").as_ref().to_vec()
-}
-
-/// Whether `id` (as returned in a response's KeyId) names the key `key_id`:
-/// its uuid or its ARN.
-pub fn names_key(id: Option<&str>, key_id: &str) -> bool {
-    id.is_some_and(|id| id == key_id || id == Keyward::key_arn(key_id))
-}
-
-/// Every KeyId, following NextMarker with pages of `limit`.
-pub async fn list_all_keys(client: &aws_sdk_kms::Client, limit: i32) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut marker: Option<String> = None;
-    for _ in 0..10_000 {
-        let out = client
-            .list_keys()
-            .limit(limit)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("ListKeys: {}", aws_sdk_kms::error::DisplayErrorContext(&e)));
-        ids.extend(out.keys().iter().filter_map(|e| e.key_id().map(str::to_string)));
-        if !out.truncated() {
-            return ids;
-        }
-        marker = Some(
-            out.next_marker()
-                .expect("truncated ListKeys page without NextMarker")
-                .to_string(),
-        );
-    }
-    panic!("ListKeys never stopped paginating");
-}
-
-// ---------------------------------------------------------------- more helpers
-
-/// Unwraps an SDK result, panicking with the full error context.
-#[track_caller]
-pub fn must<T, E>(what: &str, result: Result<T, SdkError<E>>) -> T
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    result.unwrap_or_else(|e| panic!("{what}: {}", aws_sdk_kms::error::DisplayErrorContext(&e)))
-}
-
-/// Creates a key of this spec and usage (`None` leaves it to the service's
-/// default) and returns its KeyId.
-pub async fn create_key_of(
-    client: &aws_sdk_kms::Client,
-    spec: aws_sdk_kms::types::KeySpec,
-    usage: Option<aws_sdk_kms::types::KeyUsageType>,
-) -> String {
-    let what = format!("CreateKey {spec:?} {usage:?}");
-    let out = must(
-        &what,
-        client.create_key().key_spec(spec).set_key_usage(usage).send().await,
-    );
-    out.key_metadata()
-        .unwrap_or_else(|| panic!("{what}: no KeyMetadata"))
-        .key_id()
-        .to_string()
-}
-
-/// The key uuid and key version of a ciphertext blob (byte 0 = 1, bytes
-/// 1..17 the key uuid, bytes 17..21 the key version, big-endian).
-pub fn blob_key_version(blob: &[u8]) -> (uuid::Uuid, u32) {
-    assert!(blob.len() >= 21, "ciphertext blob of {} bytes is too short", blob.len());
-    assert_eq!(blob[0], 1, "ciphertext blob format byte");
-    let key = uuid::Uuid::from_slice(&blob[1..17]).expect("16 bytes");
-    let version = u32::from_be_bytes(blob[17..21].try_into().expect("4 bytes"));
-    (key, version)
-}
-
-/// Seconds since the epoch of a SystemTime.
-pub fn epoch_secs(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
-pub const DAY: i64 = 24 * 3600;
-
-/// Asserts that an SDK timestamp lies within `tolerance` seconds of `expected`
-/// (seconds since the epoch).
-#[track_caller]
-pub fn assert_near(what: &str, got: Option<&aws_sdk_kms::primitives::DateTime>, expected: i64, tolerance: i64) {
-    let got = got.unwrap_or_else(|| panic!("{what}: missing timestamp"));
-    let diff = got.secs() - expected;
-    assert!(
-        diff.abs() <= tolerance,
-        "{what}: {got} is {diff} s away from the expected {} (tolerance {tolerance} s)",
-        aws_sdk_kms::primitives::DateTime::from_secs(expected)
-    );
-}
-
 // ---------------------------------------------------------------- stdout, for secret scans
 
 impl Keyward {
@@ -916,82 +587,6 @@ impl Keyward {
 }
 
 // ---------------------------------------------------------------- policy modules
-
-/// The example policies (`policies/examples/<name>`), by crate name.
-pub const EXAMPLE_POLICIES: &[&str] = &[
-    "attested-pcr0",
-    "context-tenant",
-    "time-window",
-    "justification",
-    "deletion-guard",
-];
-
-/// `policies/target/wasm32-unknown-unknown/release`, once the example
-/// policies were built (once per test run), or why they could not be.
-static EXAMPLE_POLICY_DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-
-/// The WebAssembly module of example policy `name` (one of
-/// [`EXAMPLE_POLICIES`]). The first call builds every example with
-/// `cargo build --release --target wasm32-unknown-unknown` in `policies/`
-/// (its own workspace and target dir, so no lock conflict with the cargo
-/// running the tests); later calls only read the file. Blocks while building:
-/// call it before starting a service.
-pub fn example_policy(name: &str) -> Vec<u8> {
-    assert!(
-        EXAMPLE_POLICIES.contains(&name),
-        "{name} is not an example policy ({EXAMPLE_POLICIES:?})"
-    );
-    let dir = match EXAMPLE_POLICY_DIR.get_or_init(build_example_policies) {
-        Ok(dir) => dir,
-        Err(why) => panic!("{why}"),
-    };
-    // Cargo names a cdylib after its crate, with `-` as `_`.
-    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-fn build_example_policies() -> Result<PathBuf, String> {
-    const TARGET: &str = "wasm32-unknown-unknown";
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let target_dir = workspace.join("target");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(&cargo)
-        .current_dir(&workspace)
-        .args(["build", "--release", "--locked", "--target", TARGET])
-        // Its own target dir even if the outer build set another one.
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running {cargo:?} build in {}: {e}", workspace.display()))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let missing_target = stderr.contains("target may not be installed")
-            || stderr.contains("can't find crate for `core`")
-            || stderr.contains("can't find crate for `std`");
-        let hint = if missing_target {
-            format!("the {TARGET} target is not installed: run `rustup target add {TARGET}`\n")
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "{hint}building the example policies (`cargo build --release --locked --target {TARGET}` in {}) \
-             failed with {}:\n{stderr}",
-            workspace.display(),
-            output.status
-        ));
-    }
-    let dir = target_dir.join(TARGET).join("release");
-    for name in EXAMPLE_POLICIES {
-        let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-        if !path.is_file() {
-            return Err(format!(
-                "the example policy build succeeded but {} is missing",
-                path.display()
-            ));
-        }
-    }
-    Ok(dir)
-}
 
 /// `tests/data/<name>.wat` compiled to a WebAssembly binary.
 pub fn wat_module(name: &str) -> Vec<u8> {

@@ -5,10 +5,15 @@
 //! Every test starts its own `keyward dev` on its own temp data dir with port
 //! 0, and stops it with SIGTERM when done (also on panic: see
 //! [`harness::Keyward`]'s `Drop`). Tests can run in parallel.
+//!
+//! Only what needs real processes lives here: the launcher and the proxy,
+//! the wire between the processes, crashes and restarts, the on-disk store,
+//! the tampering proxy, sockets, metrics, multi-tenant flows through
+//! `keyward-sdk`. Operations that only need the enclave's request handling
+//! (keys, aliases, tags, rotation, lifecycle, cryptography) are tested in
+//! process, which is much cheaper: `tests/inprocess`.
 
-mod aliases;
 mod api;
-mod asymmetric;
 mod at_rest;
 mod attestation_policy;
 mod audit;
@@ -19,8 +24,6 @@ mod crash;
 mod deletion_clock;
 mod errors;
 mod harness;
-mod hmac;
-mod lifecycle;
 mod metrics;
 mod persistence;
 mod policies;
@@ -28,11 +31,9 @@ mod policy_sandbox;
 mod principals;
 mod recipient;
 mod roles;
-mod rotation;
 mod self_attestation;
 mod socket;
 mod split;
-mod tags;
 mod tamper;
 mod tenancy;
 mod throttle;

@@ -3,7 +3,6 @@
 //! SigV4-signed calls as any principal, and the table of key operations with
 //! a valid request body for each.
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::harness::{
@@ -11,15 +10,8 @@ use crate::harness::{
     random_bytes, sign_headers,
 };
 
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-pub fn unb64(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap_or_else(|e| panic!("not base64 ({e}): {text:?}"))
-}
+pub use keyward_test_support::sigv4::target;
+pub use keyward_test_support::{b64, unb64};
 
 /// 12 random digits, never the bootstrap tenant.
 pub fn random_tenant_id() -> String {
@@ -46,16 +38,6 @@ pub fn operator(kw: &Keyward) -> keyward_sdk::Client {
 /// An `aws-sdk-kms` client signing as `creds`.
 pub fn kms(kw: &Keyward, creds: &Creds) -> aws_sdk_kms::Client {
     kw.client_with(&creds.access_key_id, &creds.secret)
-}
-
-/// The full `X-Amz-Target` of an operation: `Keyward.*` as given, anything
-/// else under `TrentService.`.
-pub fn target(op: &str) -> String {
-    if op.starts_with("Keyward.") || op.starts_with("TrentService.") {
-        op.to_string()
-    } else {
-        format!("TrentService.{op}")
-    }
 }
 
 /// A SigV4-signed `POST /` of `body` to operation `op`, signed as `creds`.

@@ -395,9 +395,7 @@ pub fn find_secret(recordings: &[Recording], secret: &[u8]) -> Vec<String> {
 
 // ---------------------------------------------------------------- attestation helpers
 
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+pub use keyward_test_support::b64;
 
 pub fn now_ms() -> u64 {
     u64::try_from(
