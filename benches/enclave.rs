@@ -9,6 +9,8 @@ use keyward_enclave::keys::blob::{self, BlobHeader};
 use keyward_enclave::keys::context::EncryptionContext;
 use keyward_enclave::seal::Sealer;
 use keyward_enclave::secret::Key256;
+use keyward_test_support::enclave::mock_enclave;
+use keyward_test_support::policies::example_policy;
 use keyward_wire::{ApiRequest, Frame};
 
 fn ciphertext_blob(c: &mut Criterion) {
@@ -261,37 +263,21 @@ fn sigv4(c: &mut Criterion) {
 
     let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     let body = br#"{"KeyId":"0f8f6a6e-1c84-4d86-9a37-3b8e6d1c2f10","KeySpec":"AES_256"}"#.to_vec();
-    let now = std::time::SystemTime::now();
-    let identity = aws_sdk_kms::config::Credentials::new("AKIABENCHBENCHBENCH0", secret, None, None, "bench").into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("kms")
-        .time(now)
-        .settings(aws_sigv4::http_request::SigningSettings::default())
-        .build()
-        .expect("params")
-        .into();
-    let unsigned = [
-        ("host", "127.0.0.1:7800"),
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", "TrentService.GenerateDataKey"),
-    ];
-    let signable = aws_sigv4::http_request::SignableRequest::new(
-        "POST",
-        "http://127.0.0.1:7800/",
-        unsigned.iter().copied(),
-        aws_sigv4::http_request::SignableBody::Bytes(&body),
-    )
-    .expect("signable");
-    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
-        .expect("signs")
-        .into_parts();
-    let headers: Vec<(String, serde_bytes::ByteBuf)> = unsigned
-        .iter()
-        .copied()
-        .chain(instructions.headers())
-        .map(|(n, v)| (n.to_owned(), serde_bytes::ByteBuf::from(v.as_bytes().to_vec())))
+    let creds = keyward_test_support::Creds {
+        access_key_id: "AKIABENCHBENCHBENCH0".into(),
+        secret: secret.into(),
+    };
+    let mut headers = keyward_test_support::sigv4::api_headers("127.0.0.1:7800", "TrentService.GenerateDataKey");
+    keyward_test_support::sigv4::sign_headers(
+        &mut headers,
+        "127.0.0.1:7800",
+        &body,
+        &creds,
+        std::time::SystemTime::now(),
+    );
+    let headers: Vec<(String, serde_bytes::ByteBuf)> = headers
+        .into_iter()
+        .map(|(n, v)| (n, serde_bytes::ByteBuf::from(v.into_bytes())))
         .collect();
     let request = SignedRequest {
         method: "POST",
@@ -321,30 +307,7 @@ fn sigv4(c: &mut Criterion) {
     group.finish();
 }
 
-/// A mock-mode enclave (in process, no socket) for the whole-operation benchmarks.
-fn mock_enclave() -> keyward_enclave::Enclave {
-    let args = keyward_enclave::Args {
-        mode: keyward_enclave::Mode::Mock,
-        socket: Some("/unused".into()),
-        vsock_port: 5000,
-        region: "us-east-1".into(),
-        dev_tenant: BENCH_TENANT.into(),
-        mock_clock_offset: 0,
-        tenant_rate_limit: 10_000,
-        data_dir: None,
-        mock_pcrs: Vec::new(),
-        allow_debug_attestation: false,
-        exit_on_stdin_close: false,
-    };
-    let config = args.validate(|_| None).expect("config");
-    keyward_enclave::Enclave::new(
-        config,
-        Box::new(keyward_enclave::nsm::MockNsm),
-        Arc::new(keyward_enclave::clock::SystemClock),
-    )
-}
-
-const BENCH_TENANT: &str = "111122223333";
+const BENCH_TENANT: &str = keyward_test_support::ACCOUNT;
 
 /// A KeyAdmin + KeyUser of the bench tenant.
 /// A request context on `enclave` over `store`, as [`bench_principal`], now.
@@ -370,37 +333,6 @@ fn bench_principal() -> keyward_enclave::auth::Principal {
         access_key_id: "AKIABENCHBENCHBENCH0".into(),
         roles: vec![Role::KeyAdmin, Role::KeyUser],
     }
-}
-
-/// The `context-tenant` example policy as WebAssembly, built like the
-/// integration tests build it (`policies/` is its own workspace and target
-/// dir; a no-op when up to date).
-fn example_policy(name: &str) -> Vec<u8> {
-    const TARGET: &str = "wasm32-unknown-unknown";
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let target_dir = workspace.join("target");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .current_dir(&workspace)
-        .args(["build", "--release", "--locked", "--target", TARGET])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running cargo build in policies/");
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`") {
-            format!("the {TARGET} target is not installed: run `rustup target add {TARGET}`\n")
-        } else {
-            String::new()
-        };
-        panic!("{hint}building the example policies failed:\n{stderr}");
-    }
-    let path = target_dir
-        .join(TARGET)
-        .join("release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Customer key policies (ABI v1).

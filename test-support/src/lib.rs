@@ -20,9 +20,6 @@
 //! The enclave's own unit tests cannot use this crate (it depends on
 //! `keyward-enclave`, so they would see two copies of its types).
 #![forbid(unsafe_code)]
-// Test helpers panic with a message on anything unexpected: that is the
-// failure report.
-#![allow(clippy::unwrap_used)]
 
 pub mod b64;
 pub mod enclave;
