@@ -230,3 +230,48 @@ pub fn assert_near(what: &str, got: Option<&DateTime>, expected: i64, tolerance:
         DateTime::from_secs(expected)
     );
 }
+
+// ---------------------------------------------------------------- pagination
+
+/// Every entry of a paginated `List*` operation `op`, following NextMarker
+/// with pages of `limit`; also returns the number of pages. `fetch` sends
+/// one request with the given marker; `page` reads an answer's entries,
+/// `Truncated` and `NextMarker`. Asserts that no page has more than `limit`
+/// entries and that a truncated page is not empty and has a NextMarker;
+/// gives up after 100 pages.
+pub async fn all_pages<O, E, T, Fut>(
+    op: &str,
+    limit: Option<i32>,
+    mut fetch: impl FnMut(Option<String>) -> Fut,
+    page: impl Fn(&O) -> (&[T], bool, Option<&str>),
+) -> (Vec<T>, usize)
+where
+    Fut: std::future::Future<Output = Result<O, SdkError<E>>>,
+    E: std::error::Error + Send + Sync + 'static,
+    T: Clone,
+{
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    for number in 1..=100 {
+        let resp = must(op, fetch(marker.take()).await);
+        let (entries, truncated, next_marker) = page(&resp);
+        if let Some(limit) = limit {
+            assert!(
+                entries.len() <= limit as usize,
+                "{op} page {number} has {} entries for Limit {limit}",
+                entries.len()
+            );
+        }
+        out.extend(entries.iter().cloned());
+        if !truncated {
+            return (out, number);
+        }
+        assert!(!entries.is_empty(), "truncated {op} page {number} is empty");
+        marker = Some(
+            next_marker
+                .unwrap_or_else(|| panic!("truncated {op} page {number} has no NextMarker"))
+                .to_string(),
+        );
+    }
+    panic!("{op} never stopped paginating");
+}

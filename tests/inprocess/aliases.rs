@@ -7,8 +7,8 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{AliasListEntry, DataKeySpec, KeySpec, KeyUsageType};
 
 use crate::support::{
-    ACCOUNT, REGION, Service, assert_near, create_key, create_key_of, decrypt, encrypt, epoch_secs, expect_error,
-    key_arn, must, names_key, random_alnum, random_bytes,
+    ACCOUNT, REGION, Service, all_pages, assert_near, create_key, create_key_of, decrypt, encrypt, epoch_secs,
+    expect_error, key_arn, must, names_key, random_alnum, random_bytes,
 };
 
 const VALIDATION: &str = "ValidationException";
@@ -25,38 +25,20 @@ async fn all_aliases(
     key: Option<&str>,
     limit: Option<i32>,
 ) -> (Vec<AliasListEntry>, usize) {
-    let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    for page in 1..=100 {
-        let resp = must(
-            "ListAliases",
+    all_pages(
+        "ListAliases",
+        limit,
+        |marker| {
             client
                 .list_aliases()
                 .set_key_id(key.map(str::to_string))
                 .set_limit(limit)
-                .set_marker(marker.take())
+                .set_marker(marker)
                 .send()
-                .await,
-        );
-        if let Some(limit) = limit {
-            assert!(
-                resp.aliases().len() <= limit as usize,
-                "ListAliases page {page} has {} entries for Limit {limit}",
-                resp.aliases().len()
-            );
-        }
-        out.extend(resp.aliases().iter().cloned());
-        if !resp.truncated() {
-            return (out, page);
-        }
-        assert!(!resp.aliases().is_empty(), "truncated ListAliases page {page} is empty");
-        marker = Some(
-            resp.next_marker()
-                .unwrap_or_else(|| panic!("truncated ListAliases page {page} has no NextMarker"))
-                .to_string(),
-        );
-    }
-    panic!("ListAliases never stopped paginating");
+        },
+        |r| (r.aliases(), r.truncated(), r.next_marker()),
+    )
+    .await
 }
 
 /// Alias name → target KeyId.

@@ -22,8 +22,8 @@ mod tags;
 mod support {
     pub use keyward_test_support::inprocess::Service;
     pub use keyward_test_support::sdk::{
-        Context, assert_near, blob_key_version, context, create_key, create_key_of, decrypt, encrypt, epoch_secs,
-        expect_error, list_all_keys, must, names_key,
+        Context, all_pages, assert_near, blob_key_version, context, create_key, create_key_of, decrypt, encrypt,
+        epoch_secs, expect_error, list_all_keys, must, names_key,
     };
     pub use keyward_test_support::{ACCOUNT, DAY, REGION, key_arn, random_alnum, random_bytes};
 }

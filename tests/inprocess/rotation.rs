@@ -7,8 +7,8 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeySpec, KeyUsageType, RotationType, RotationsListEntry};
 
 use crate::support::{
-    DAY, Service, assert_near, blob_key_version, context, create_key, create_key_of, decrypt, encrypt, epoch_secs,
-    expect_error, key_arn, must, names_key, random_bytes,
+    DAY, Service, all_pages, assert_near, blob_key_version, context, create_key, create_key_of, decrypt, encrypt,
+    epoch_secs, expect_error, key_arn, must, names_key, random_bytes,
 };
 
 const VALIDATION: &str = "ValidationException";
@@ -30,41 +30,20 @@ async fn all_rotations(
     key: &str,
     limit: Option<i32>,
 ) -> (Vec<RotationsListEntry>, usize) {
-    let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    for page in 1..=100 {
-        let resp = must(
-            "ListKeyRotations",
+    all_pages(
+        "ListKeyRotations",
+        limit,
+        |marker| {
             client
                 .list_key_rotations()
                 .key_id(key)
                 .set_limit(limit)
-                .set_marker(marker.take())
+                .set_marker(marker)
                 .send()
-                .await,
-        );
-        if let Some(limit) = limit {
-            assert!(
-                resp.rotations().len() <= limit as usize,
-                "ListKeyRotations page {page} has {} entries for Limit {limit}",
-                resp.rotations().len()
-            );
-        }
-        out.extend(resp.rotations().iter().cloned());
-        if !resp.truncated() {
-            return (out, page);
-        }
-        assert!(
-            !resp.rotations().is_empty(),
-            "truncated ListKeyRotations page {page} is empty"
-        );
-        marker = Some(
-            resp.next_marker()
-                .unwrap_or_else(|| panic!("truncated ListKeyRotations page {page} has no NextMarker"))
-                .to_string(),
-        );
-    }
-    panic!("ListKeyRotations never stopped paginating");
+        },
+        |r| (r.rotations(), r.truncated(), r.next_marker()),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

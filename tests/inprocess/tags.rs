@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_kms::types::Tag;
 
-use crate::support::{Service, create_key, expect_error, key_arn, must, random_alnum};
+use crate::support::{Service, all_pages, create_key, expect_error, key_arn, must, random_alnum};
 
 fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().tag_key(key).tag_value(value).build().expect("tag")
@@ -14,46 +14,26 @@ fn tag(key: &str, value: &str) -> Tag {
 /// Every tag of `key`, following NextMarker with pages of `limit`; also
 /// returns the number of pages.
 async fn all_tags(client: &aws_sdk_kms::Client, key: &str, limit: Option<i32>) -> (BTreeMap<String, String>, usize) {
-    let mut out = BTreeMap::new();
-    let mut count = 0;
-    let mut marker: Option<String> = None;
-    for page in 1..=100 {
-        let resp = must(
-            "ListResourceTags",
+    let (tags, pages) = all_pages(
+        "ListResourceTags",
+        limit,
+        |marker| {
             client
                 .list_resource_tags()
                 .key_id(key)
                 .set_limit(limit)
-                .set_marker(marker.take())
+                .set_marker(marker)
                 .send()
-                .await,
-        );
-        if let Some(limit) = limit {
-            assert!(
-                resp.tags().len() <= limit as usize,
-                "ListResourceTags page {page} has {} tags for Limit {limit}",
-                resp.tags().len()
-            );
-        }
-        for t in resp.tags() {
-            count += 1;
-            out.insert(t.tag_key().to_string(), t.tag_value().to_string());
-        }
-        if !resp.truncated() {
-            assert_eq!(count, out.len(), "ListResourceTags repeated a tag");
-            return (out, page);
-        }
-        assert!(
-            !resp.tags().is_empty(),
-            "truncated ListResourceTags page {page} is empty"
-        );
-        marker = Some(
-            resp.next_marker()
-                .unwrap_or_else(|| panic!("truncated ListResourceTags page {page} has no NextMarker"))
-                .to_string(),
-        );
-    }
-    panic!("ListResourceTags never stopped paginating");
+        },
+        |r| (r.tags(), r.truncated(), r.next_marker()),
+    )
+    .await;
+    let out: BTreeMap<String, String> = tags
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect();
+    assert_eq!(tags.len(), out.len(), "ListResourceTags repeated a tag");
+    (out, pages)
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
