@@ -44,3 +44,11 @@ pub const DAY: i64 = 24 * 3600;
 pub fn key_arn(key_id: &str) -> String {
     format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}")
 }
+
+/// Milliseconds since the epoch, now (attestation documents' timestamps).
+pub fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    u64::try_from(since.as_millis()).expect("fits")
+}

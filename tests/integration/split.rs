@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyEncryptionMechanism, RecipientInfo};
@@ -395,17 +395,7 @@ pub fn find_secret(recordings: &[Recording], secret: &[u8]) -> Vec<String> {
 
 // ---------------------------------------------------------------- attestation helpers
 
-pub use keyward_test_support::b64;
-
-pub fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("fits")
-}
+pub use keyward_test_support::{b64, now_ms};
 
 /// `Recipient` for aws-sdk-kms.
 pub fn recipient_info(document: &[u8]) -> RecipientInfo {
