@@ -26,6 +26,7 @@ pub mod csr;
 pub mod identity;
 pub mod import;
 pub mod serve;
+mod write_deadline;
 
 use std::net::IpAddr;
 

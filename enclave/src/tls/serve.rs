@@ -15,7 +15,9 @@
 //! * each request's head must arrive within [`Limits::header_timeout`],
 //!   counted from when the connection is ready for it, so it also bounds
 //!   an idle keep-alive connection (slowloris);
-//! * its body within [`Limits::body_timeout`].
+//! * its body within [`Limits::body_timeout`];
+//! * a write that the client does not read for [`Limits::write_timeout`]
+//!   ends the connection (slow read).
 //!
 //! HTTP/1.1 serves the requests of one connection one at a time (hyper does
 //! not run pipelined requests concurrently), so the per-connection in-flight
@@ -38,6 +40,8 @@ use keyward_wire::{ApiRequest, ApiResponse};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
+
+use super::write_deadline::WriteDeadline;
 
 /// Largest request body accepted (as the proxy enforced).
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -65,6 +69,8 @@ pub struct Limits {
     /// For each request head, and so for an idle keep-alive connection.
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// How long a write may wait for the client to read.
+    pub write_timeout: Duration,
     pub max_body: usize,
     pub max_headers: usize,
 }
@@ -75,6 +81,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_body: MAX_BODY,
             max_headers: MAX_HEADERS,
         }
@@ -119,6 +126,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = server.limits.clone();
+    let stream = WriteDeadline::new(stream, limits.write_timeout);
     let tls = match tokio::time::timeout(limits.handshake_timeout, server.acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return Err(ServeError::Handshake(e)),

@@ -366,6 +366,54 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let _ = server.await.expect("server task");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_the_answer_is_cut_off_by_the_write_timeout() {
+    // A header timeout far away: the write timeout is what ends it.
+    let limits = Limits {
+        header_timeout: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let setup = setup(limits).await;
+    let limit = setup.server.limits().write_timeout;
+    let big = handler(|_request: ApiRequest| async move {
+        ApiResponse {
+            status: 200,
+            error_type: None,
+            body: vec![b'x'; 1024 * 1024],
+            timing: Timing::default(),
+        }
+    });
+    let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+    let server = Arc::clone(&setup.server);
+    let task = tokio::spawn(async move { serve_tls_stream(server_io, &server, big).await });
+    let config = client_config(setup.identity.ca_certificate_der(), &[&rustls::version::TLS13]);
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, client_io)
+        .await
+        .expect("handshake");
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .expect("write");
+    stream.flush().await.expect("flush");
+    // Never reads; keeps the stream open.
+    let started = tokio::time::Instant::now();
+    let result = task.await.expect("server task");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= limit && elapsed < Duration::from_secs(3600), "{elapsed:?}");
+    let Err(ServeError::Http(error)) = result else {
+        panic!("not cut off by a write error: {result:?}");
+    };
+    let io = std::error::Error::source(&error).and_then(|e| e.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        io.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::TimedOut),
+        "{error:?}"
+    );
+    drop(stream);
+}
+
 #[tokio::test]
 async fn a_slow_body_is_cut_off_by_the_body_timeout() {
     let limits = Limits {
