@@ -166,6 +166,12 @@ impl TlsIdentity {
                 .is_some_and(|leaf| import::leaf_spki(leaf).is_ok_and(|spki| spki == identity.key.spki_der()));
             match record.source {
                 ChainSource::Operator if matches_key => {
+                    if chain
+                        .first()
+                        .is_some_and(|leaf| import::validity(leaf).is_ok_and(|(_, end)| end < now))
+                    {
+                        tracing::warn!("TLS: the imported certificate has expired; import a new one");
+                    }
                     identity.chain = chain;
                     identity.source = ChainSource::Operator;
                     return Ok(identity);

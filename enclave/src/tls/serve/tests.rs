@@ -272,6 +272,11 @@ async fn plain_http_on_the_tls_port_is_closed_promptly() {
         ..Limits::default()
     };
     let setup = setup(limits).await;
+    // A well-behaved connection, open meanwhile.
+    let config = client_config(setup.identity.ca_certificate_der(), &[&rustls::version::TLS13]);
+    let (stream, _good_server) = connect(&setup, config, "localhost").await;
+    let (mut sender, _good_client) = http_client(stream.expect("handshake")).await;
+
     let (mut client, server) = spawn_server(&setup, echo());
     client
         .write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
@@ -290,6 +295,10 @@ async fn plain_http_on_the_tls_port_is_closed_promptly() {
         server.await.expect("server task"),
         Err(ServeError::Handshake(_))
     ));
+    // Garbage on one stream closes that stream only.
+    let request = kms_request().body(Full::new(Bytes::from("{}"))).expect("request");
+    let (status, _, _) = post(&mut sender, request).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(start_paused = true)]
