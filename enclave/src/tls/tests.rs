@@ -447,3 +447,16 @@ async fn the_spki_hash_is_that_of_the_served_certificate() {
     assert_eq!(spki_sha256(&identity.chain()[0]).expect("parses"), expected);
     assert_ne!(spki_sha256(&ca.cert).expect("parses"), expected);
 }
+
+proptest::proptest! {
+    /// Whatever the operator sends, validation answers; it never panics.
+    #[test]
+    fn chain_validation_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        wrap in proptest::prelude::any::<bool>(),
+    ) {
+        let input = if wrap { ca::pem_encode("CERTIFICATE", &bytes).into_bytes() } else { bytes };
+        let result = import::validate_chain(&input, b"not a key", OffsetDateTime::now_utc());
+        proptest::prop_assert!(result.is_err());
+    }
+}
