@@ -41,6 +41,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 
