@@ -20,8 +20,8 @@
 //! workloads) load the same root with [`MockPki::from_root_files`] and issue
 //! documents with [`attest_with`].
 //!
-//! [`pki`] holds the PKI itself (root persistence, certificate issuance, the
-//! rotating leaf); [`attester`] builds and signs the documents.
+//! `pki` holds the PKI itself (root persistence, certificate issuance, the
+//! rotating leaf); `attester` builds and signs the documents.
 
 mod attester;
 mod pki;

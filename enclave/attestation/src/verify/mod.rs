@@ -12,6 +12,9 @@
 //! 5. freshness of the document relative to `now`;
 //! 6. the chain must not have expired by `now`;
 //! 7. nonce, PCR and debug-mode expectations.
+//!
+//! This file holds [`Verifier`] and the order above; `chain` the trust anchor and the
+//! certificate chain (steps 2 and 4's validity window), `expectations` steps 5 and 7.
 
 mod chain;
 mod expectations;

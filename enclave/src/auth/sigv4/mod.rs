@@ -41,6 +41,12 @@
 //! normalized (dot segments and empty segments removed) and then percent-encoded once more, so an
 //! already-encoded path ends up double-encoded. A caller that routes on the path should only
 //! accept `/` (all KMS operations are `POST /`), since `/./` or `//` would verify as `/`.
+//!
+//! # Layout
+//!
+//! This file holds the types and [`verify`] with its checks, in order; `header` parses
+//! `Authorization` and `x-amz-date` ([`parse`]), `canonical` rebuilds the canonical request and
+//! `key` derives the [`SigningKey`].
 
 mod canonical;
 mod header;
