@@ -3,7 +3,8 @@
 //! modules (WebAssembly, `policies/ABI.md`).
 //!
 //! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
-//! Exit codes: 0 success, 1 service or verification failure, 2 usage error.//!
+//! Exit codes: 0 success, 1 service or verification failure, 2 usage error.
+//!
 //! `main.rs` reads the credentials, maps failures to exit codes and dispatches; each command group
 //! lives in its own module ([`tenants`], [`audit`], [`policy`], [`keys`]), the command line in
 //! [`args`] and the escaping and date formatting of what is printed in [`output`].
