@@ -511,11 +511,189 @@ mod tests {
         }
     }
 
+    /// What each kind of [`RecipientError`] may say: the phrases that name the problem, one per
+    /// check in `envelope`. `Internal` names no input problem, so no input may produce it.
+    const MALFORMED_PHRASES: [&str; 4] = [
+        "not a DER SubjectPublicKeyInfo",
+        "rsaEncryption with parameters other than NULL",
+        "subjectPublicKey is not a whole number of bytes",
+        "subjectPublicKey is not a DER RSAPublicKey",
+    ];
+    const UNSUPPORTED_PHRASES: [&str; 3] = ["not an RSA key", "an RSA modulus of", "not a valid RSA public key"];
+
+    /// Checks that `err` is of the kind its message belongs to and that the message (as the
+    /// client sees it, with the kind's prefix) names one of that kind's problems.
+    fn assert_names_the_problem(err: &RecipientError) -> Result<(), String> {
+        let message = err.to_string();
+        let (prefix, phrases): (&str, &[&str]) = match err {
+            RecipientError::Malformed(_) => ("malformed public key: ", &MALFORMED_PHRASES),
+            RecipientError::UnsupportedKey(_) => ("unsupported public key: ", &UNSUPPORTED_PHRASES),
+            RecipientError::Internal(_) => return Err(format!("an input problem reported as internal: {err:?}")),
+        };
+        let Some(reason) = message.strip_prefix(prefix) else {
+            return Err(format!("{message:?} does not start with {prefix:?}"));
+        };
+        if !phrases.iter().any(|phrase| reason.starts_with(phrase)) {
+            return Err(format!("{message:?} names none of {phrases:?}"));
+        }
+        Ok(())
+    }
+
     #[test]
     fn errors_say_what_is_wrong_without_panicking_on_any_input() {
         use proptest::prelude::*;
+
+        let spki = spki_der(key());
+        let mut trailing = spki.clone();
+        trailing.push(0);
+        let ec_point = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_sec1_bytes();
+        let p256_spki = p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_public_key_der()
+            .expect("spki");
+        let mut rsa_params = SubjectPublicKeyInfoOwned::from_der(&spki).expect("spki");
+        rsa_params.algorithm.parameters = Some(Any::new(Tag::OctetString, vec![1]).expect("any"));
+        let mut partial_byte = SubjectPublicKeyInfoOwned::from_der(&spki).expect("spki");
+        let key_bits = partial_byte.subject_public_key.raw_bytes().to_vec();
+        partial_byte.subject_public_key = BitString::new(4, key_bits).expect("bits");
+        let pem: Vec<u8> = key()
+            .to_public_key()
+            .to_public_key_pem(Default::default())
+            .expect("pem")
+            .into();
+
+        // (input, what is wrong, expected kind, what the message must say)
+        let malformed = |e: &RecipientError| matches!(e, RecipientError::Malformed(_));
+        let unsupported = |e: &RecipientError| matches!(e, RecipientError::UnsupportedKey(_));
+        type Kind = fn(&RecipientError) -> bool;
+        let cases: Vec<(Vec<u8>, &str, Kind, Vec<String>)> = vec![
+            (
+                vec![],
+                "empty",
+                malformed,
+                vec!["malformed public key: not a DER SubjectPublicKeyInfo".into()],
+            ),
+            (
+                b"not a key at all".to_vec(),
+                "garbage",
+                malformed,
+                vec!["malformed public key: not a DER SubjectPublicKeyInfo".into()],
+            ),
+            (
+                spki[..spki.len() - 1].to_vec(),
+                "truncated",
+                malformed,
+                vec!["malformed public key: not a DER SubjectPublicKeyInfo".into()],
+            ),
+            (
+                trailing,
+                "trailing byte",
+                malformed,
+                vec!["malformed public key: not a DER SubjectPublicKeyInfo".into()],
+            ),
+            (
+                pem,
+                "PEM instead of DER",
+                malformed,
+                vec!["malformed public key: not a DER SubjectPublicKeyInfo".into()],
+            ),
+            (
+                rsa_params.to_der().expect("der"),
+                "rsaEncryption parameters not NULL",
+                malformed,
+                vec!["malformed public key: rsaEncryption with parameters other than NULL".into()],
+            ),
+            (
+                partial_byte.to_der().expect("der"),
+                "subjectPublicKey with unused bits",
+                malformed,
+                vec!["malformed public key: subjectPublicKey is not a whole number of bytes".into()],
+            ),
+            (
+                rsa_spki_with_key_bits(b"garbage"),
+                "RSAPublicKey garbage",
+                malformed,
+                vec!["malformed public key: subjectPublicKey is not a DER RSAPublicKey".into()],
+            ),
+            (
+                rsa_spki_with_key_bits(&ec_point),
+                "EC point as RSAPublicKey",
+                malformed,
+                vec!["malformed public key: subjectPublicKey is not a DER RSAPublicKey".into()],
+            ),
+            (
+                p256_spki.as_bytes().to_vec(),
+                "P-256 key",
+                unsupported,
+                vec![
+                    "unsupported public key: not an RSA key".into(),
+                    "algorithm 1.2.840.10045.2.1".into(),
+                    "RSA keys of 2048 to 4096 bits are supported".into(),
+                ],
+            ),
+            (
+                synthetic_rsa_spki(1024, &[1, 0, 1]),
+                "RSA-1024",
+                unsupported,
+                vec![
+                    "unsupported public key: an RSA modulus of 1024 bits".into(),
+                    "2048 to 4096 bits are supported".into(),
+                ],
+            ),
+            (
+                synthetic_rsa_spki(8192, &[1, 0, 1]),
+                "RSA-8192",
+                unsupported,
+                vec!["unsupported public key: an RSA modulus of 8192 bits".into()],
+            ),
+            (
+                synthetic_rsa_spki(2048, &[2]),
+                "even public exponent",
+                unsupported,
+                vec!["unsupported public key: not a valid RSA public key".into()],
+            ),
+        ];
+        for (input, what, kind, says) in &cases {
+            let err = envelope(input, b"x").expect_err(what);
+            assert!(kind(&err), "{what}: wrong kind {err:?}");
+            let message = err.to_string();
+            for phrase in says {
+                assert!(
+                    message.contains(phrase.as_str()),
+                    "{what}: {message:?} does not say {phrase:?}"
+                );
+            }
+            assert_names_the_problem(&err).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+
+        // Arbitrary bytes: never a panic, never an envelope, and an input that is not DER SPKI
+        // is reported as exactly that.
         proptest!(ProptestConfig::with_cases(512), |(bytes in proptest::collection::vec(any::<u8>(), 0..600))| {
-            let _ = envelope(&bytes, b"x");
+            let Err(err) = envelope(&bytes, b"x") else {
+                return Err(TestCaseError::fail(format!("an envelope for {} arbitrary bytes", bytes.len())));
+            };
+            if SubjectPublicKeyInfoRef::from_der(&bytes).is_err() {
+                prop_assert!(malformed(&err), "{err:?}");
+                prop_assert!(err.to_string().starts_with("malformed public key: not a DER SubjectPublicKeyInfo"), "{err}");
+            }
+            assert_names_the_problem(&err).map_err(TestCaseError::fail)?;
+        });
+
+        // A valid key with one byte overwritten or cut short: either still a usable key, or an
+        // error that names the problem, never a panic.
+        let cases = (0..spki.len(), any::<u8>(), any::<bool>());
+        proptest!(ProptestConfig::with_cases(512), |((at, byte, truncate) in cases)| {
+            let mut input = spki.clone();
+            if truncate {
+                input.truncate(at);
+            } else {
+                input[at] = byte;
+            }
+            if let Err(err) = envelope(&input, b"x") {
+                assert_names_the_problem(&err).map_err(TestCaseError::fail)?;
+            }
         });
     }
 

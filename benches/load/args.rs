@@ -1,0 +1,255 @@
+//! The command line. [`RawArgs`] is what clap parses; [`Args`] is the validated form the rest of
+//! the tool runs on (operations resolved and de-duplicated, counts, sizes and durations checked),
+//! so that no later step meets an argument it cannot use. [`Op`] lists the operations it drives.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Parser;
+
+// The command line as given. (No doc comment: clap would print it in `--help`.)
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyward-load",
+    about = "Load generator for Keyward / AWS-KMS-compatible endpoints, with an axum echo baseline."
+)]
+struct RawArgs {
+    /// The endpoint to drive (e.g. http://127.0.0.1:7800).
+    #[arg(long, conflicts_with = "spawn")]
+    endpoint: Option<String>,
+    /// Start `keyward dev` on a temporary data dir and drive it.
+    #[arg(long)]
+    spawn: bool,
+    /// Run only the axum echo baseline (no service).
+    #[arg(long, conflicts_with_all = ["endpoint", "spawn"])]
+    baseline: bool,
+    /// Skip the baseline runs (no ratio is printed).
+    #[arg(long)]
+    no_baseline: bool,
+    /// The `keyward` executable for --spawn (default: next to this one).
+    #[arg(long)]
+    keyward_bin: Option<PathBuf>,
+    /// Operations, comma-separated: generate-data-key, encrypt, decrypt,
+    /// decrypt-policy, recipient-decrypt, or all.
+    #[arg(long, value_delimiter = ',', default_value = "generate-data-key")]
+    op: Vec<String>,
+    /// Connections (one request in flight on each), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    concurrency: Vec<usize>,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts, per run.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Plaintext bytes for encrypt / decrypt (1-4096).
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Region to sign for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Before the runs, create this many extra keys (to measure memory and
+    /// start-up with a large key set).
+    #[arg(long, default_value_t = 0)]
+    keys: usize,
+    /// With --spawn: after the runs, restart the service on the same data dir
+    /// and report the time from start to ready.
+    #[arg(long)]
+    restart: bool,
+    /// The enclave's `<data-dir>/mock-attestation` for recipient-decrypt
+    /// against --endpoint (with --spawn it is known).
+    #[arg(long)]
+    mock_attestation_dir: Option<PathBuf>,
+    /// decrypt-policy: attach this policy module (.wasm) to its key instead
+    /// of the allow-all WAT module (`tests/data/policy_allow_all.wat`). Every
+    /// Decrypt then carries the encryption context `{"tenant": <the caller's
+    /// tenant>}`, with and without the policy, which is what the
+    /// `context-tenant` example requires.
+    #[arg(long)]
+    policy_module: Option<PathBuf>,
+    /// Extra pids whose peak RSS (VmHWM) and CPU time per request to
+    /// report, for --endpoint.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Run the whole sequence (every operation at every concurrency) this
+    /// many times, interleaved, and report the median of the
+    /// decrypt-policy / decrypt ratios: drift of a shared machine then hits
+    /// both operations alike.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+}
+
+/// The command line, validated.
+#[derive(Debug)]
+pub(crate) struct Args {
+    /// The endpoint to drive (e.g. http://127.0.0.1:7800).
+    pub(crate) endpoint: Option<String>,
+    /// Start `keyward dev` on a temporary data dir and drive it.
+    pub(crate) spawn: bool,
+    /// Run only the axum echo baseline (no service).
+    pub(crate) baseline: bool,
+    /// Skip the baseline runs (no ratio is printed).
+    pub(crate) no_baseline: bool,
+    /// The `keyward` executable for --spawn (default: next to this one).
+    pub(crate) keyward_bin: Option<PathBuf>,
+    /// Operations to run, each once, in the order first given (`all` expanded).
+    pub(crate) ops: Vec<Op>,
+    /// Connections (one request in flight on each), comma-separated.
+    pub(crate) concurrency: Vec<usize>,
+    /// Measured seconds per run.
+    pub(crate) duration: f64,
+    /// Seconds of load before measuring starts, per run.
+    pub(crate) warmup: f64,
+    /// Plaintext bytes for encrypt / decrypt (1-4096).
+    pub(crate) size: usize,
+    /// Region to sign for.
+    pub(crate) region: String,
+    /// Before the runs, create this many extra keys (to measure memory and
+    /// start-up with a large key set).
+    pub(crate) keys: usize,
+    /// With --spawn: after the runs, restart the service on the same data dir
+    /// and report the time from start to ready.
+    pub(crate) restart: bool,
+    /// The enclave's `<data-dir>/mock-attestation` for recipient-decrypt
+    /// against --endpoint (with --spawn it is known).
+    pub(crate) mock_attestation_dir: Option<PathBuf>,
+    /// decrypt-policy: attach this policy module (.wasm) to its key instead
+    /// of the allow-all WAT module (`tests/data/policy_allow_all.wat`). Every
+    /// Decrypt then carries the encryption context `{"tenant": <the caller's
+    /// tenant>}`, with and without the policy, which is what the
+    /// `context-tenant` example requires.
+    pub(crate) policy_module: Option<PathBuf>,
+    /// Extra pids whose peak RSS (VmHWM) and CPU time per request to
+    /// report, for --endpoint.
+    pub(crate) pid: Vec<u32>,
+    /// Run the whole sequence (every operation at every concurrency) this
+    /// many times, interleaved, and report the median of the
+    /// decrypt-policy / decrypt ratios: drift of a shared machine then hits
+    /// both operations alike.
+    pub(crate) rounds: usize,
+}
+
+impl Args {
+    /// Parses the process's arguments (clap prints usage and exits on a syntax error) and
+    /// validates them.
+    pub(crate) fn from_env() -> anyhow::Result<Args> {
+        Args::try_from(RawArgs::parse())
+    }
+}
+
+impl TryFrom<RawArgs> for Args {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: RawArgs) -> anyhow::Result<Args> {
+        let mut ops = Vec::new();
+        for s in &raw.op {
+            for op in Op::parse(s)? {
+                if !ops.contains(&op) {
+                    ops.push(op);
+                }
+            }
+        }
+        if raw.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        if raw.concurrency.contains(&0) {
+            bail!("--concurrency must be at least 1");
+        }
+        if !(1..=4096).contains(&raw.size) {
+            bail!("--size must be 1-4096");
+        }
+        for (flag, seconds) in [("--duration", raw.duration), ("--warmup", raw.warmup)] {
+            if Duration::try_from_secs_f64(seconds).is_err() {
+                bail!("{flag} must be a number of seconds, 0 or more");
+            }
+        }
+        let RawArgs {
+            endpoint,
+            spawn,
+            baseline,
+            no_baseline,
+            keyward_bin,
+            op: _,
+            concurrency,
+            duration,
+            warmup,
+            size,
+            region,
+            keys,
+            restart,
+            mock_attestation_dir,
+            policy_module,
+            pid,
+            rounds,
+        } = raw;
+        Ok(Args {
+            endpoint,
+            spawn,
+            baseline,
+            no_baseline,
+            keyward_bin,
+            ops,
+            concurrency,
+            duration,
+            warmup,
+            size,
+            region,
+            keys,
+            restart,
+            mock_attestation_dir,
+            policy_module,
+            pid,
+            rounds,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Op {
+    GenerateDataKey,
+    Encrypt,
+    Decrypt,
+    DecryptPolicy,
+    RecipientDecrypt,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [
+        Op::GenerateDataKey,
+        Op::Encrypt,
+        Op::Decrypt,
+        Op::DecryptPolicy,
+        Op::RecipientDecrypt,
+    ];
+
+    fn parse(s: &str) -> anyhow::Result<Vec<Op>> {
+        Ok(match s.trim() {
+            "all" => Op::ALL.to_vec(),
+            "generate-data-key" => vec![Op::GenerateDataKey],
+            "encrypt" => vec![Op::Encrypt],
+            "decrypt" => vec![Op::Decrypt],
+            "decrypt-policy" => vec![Op::DecryptPolicy],
+            "recipient-decrypt" => vec![Op::RecipientDecrypt],
+            other => bail!("unknown --op {other:?}"),
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::GenerateDataKey => "generate-data-key",
+            Op::Encrypt => "encrypt",
+            Op::Decrypt => "decrypt",
+            Op::DecryptPolicy => "decrypt-policy",
+            Op::RecipientDecrypt => "recipient-decrypt",
+        }
+    }
+
+    pub(crate) fn target(self) -> &'static str {
+        match self {
+            Op::GenerateDataKey => "TrentService.GenerateDataKey",
+            Op::Encrypt => "TrentService.Encrypt",
+            Op::Decrypt | Op::DecryptPolicy | Op::RecipientDecrypt => "TrentService.Decrypt",
+        }
+    }
+}

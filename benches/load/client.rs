@@ -1,0 +1,237 @@
+//! The load client: who signs ([`Signer`]), what is sent ([`Prepared`]), kept-alive HTTP/1.1
+//! connections that send SigV4-signed requests, and [`drive`], which runs one measured load run
+//! and returns its [`RunResult`].
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+
+use crate::args::Args;
+use crate::stats::{CLOCK_TICKS_PER_SECOND, cpu_ticks};
+
+/// Who signs: an access key and its secret.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    pub(crate) access_key_id: String,
+    pub(crate) secret: String,
+    pub(crate) region: String,
+}
+
+/// One prepared request: where, which operation, which body.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host: String,
+    pub(crate) target: &'static str,
+    pub(crate) body: Bytes,
+}
+
+pub(crate) fn env_signer(region: &str) -> anyhow::Result<Signer> {
+    let pick = |a: &str, b: &str| std::env::var(a).or_else(|_| std::env::var(b)).ok();
+    let access_key_id = pick("KEYWARD_DEV_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+        .context("set KEYWARD_DEV_ACCESS_KEY_ID (or AWS_ACCESS_KEY_ID)")?;
+    let secret = pick("KEYWARD_DEV_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+        .context("set KEYWARD_DEV_SECRET_ACCESS_KEY (or AWS_SECRET_ACCESS_KEY)")?;
+    Ok(Signer {
+        access_key_id,
+        secret,
+        region: region.to_owned(),
+    })
+}
+
+pub(crate) fn resolve(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let uri: http::Uri = url.parse().with_context(|| format!("bad endpoint {url}"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("only http:// endpoints are supported (put TLS in front separately)");
+    }
+    let authority = uri.authority().context("endpoint without host")?;
+    let host = authority.as_str().to_owned();
+    let port = authority.port_u16().unwrap_or(80);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(authority.host(), port))?
+        .next()
+        .context("endpoint does not resolve")?;
+    Ok((addr, host))
+}
+
+pub(crate) type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (send, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(send)
+}
+
+fn signed(prepared: &Prepared, signer: &Signer) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    let headers = [
+        ("host", prepared.host.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", prepared.target),
+    ];
+    let identity = Credentials::new(&signer.access_key_id, &signer.secret, None, None, "keyward-load").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&signer.region)
+        .name("kms")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()?
+        .into();
+    let url = format!("http://{}/", prepared.host);
+    let signable = SignableRequest::new(
+        "POST",
+        &url,
+        headers.iter().copied(),
+        SignableBody::Bytes(&prepared.body),
+    )?;
+    let (instructions, _) = sign(signable, &params)?.into_parts();
+    let mut builder = http::Request::builder().method(http::Method::POST).uri("/");
+    for (name, value) in headers.iter().copied().chain(instructions.headers()) {
+        builder = builder.header(name, value);
+    }
+    Ok(builder.body(Full::new(prepared.body.clone()))?)
+}
+
+pub(crate) async fn send(conn: &mut Conn, prepared: &Prepared, signer: &Signer) -> anyhow::Result<(u16, Bytes)> {
+    let request = signed(prepared, signer)?;
+    conn.ready().await?;
+    let response = conn.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// What one run measured.
+pub(crate) struct RunResult {
+    pub(crate) throughput: f64,
+    /// CPU time (user + system) per answered request over the measured
+    /// window, in microseconds, per measured process (this client first).
+    pub(crate) cpu_per_request: Vec<(String, f64)>,
+    /// Sorted latencies of the measured window, in microseconds.
+    pub(crate) latencies: Vec<u32>,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+}
+
+impl RunResult {
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        let index = rank.clamp(1, self.latencies.len()) - 1;
+        f64::from(self.latencies[index]) / 1000.0
+    }
+}
+
+/// `concurrency` connections, each sending `prepared` back to back; the CPU
+/// time of this process and of `pids` is read at both ends of the measured
+/// window.
+pub(crate) async fn drive(
+    prepared: &Prepared,
+    signer: &Signer,
+    concurrency: usize,
+    args: &Args,
+    pids: &[(String, u32)],
+) -> anyhow::Result<RunResult> {
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let measured = Duration::from_secs_f64(args.duration);
+    let mut conns = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        conns.push(connect(prepared.addr).await?);
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let (from, until) = (start + warmup, start + warmup + measured);
+    let mut measured_pids = vec![("client".to_owned(), std::process::id())];
+    measured_pids.extend(pids.iter().cloned());
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let before: Vec<Option<u64>> = measured_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+        tokio::time::sleep_until(until.into()).await;
+        measured_pids
+            .into_iter()
+            .zip(before)
+            .filter_map(|((name, pid), before)| Some((name, cpu_ticks(pid)?.checked_sub(before?)?)))
+            .collect::<Vec<(String, u64)>>()
+    });
+    let mut tasks = Vec::with_capacity(concurrency);
+    for mut conn in conns {
+        let (prepared, signer) = (prepared.clone(), signer.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let mut latencies = Vec::with_capacity(4096);
+            let (mut errors, mut first_error) = (0u64, None);
+            loop {
+                let sent = Instant::now();
+                if sent >= until {
+                    break;
+                }
+                let outcome = send(&mut conn, &prepared, &signer).await;
+                let done = Instant::now();
+                let ok = match &outcome {
+                    Ok((200, _)) => true,
+                    Ok((status, body)) => {
+                        if first_error.is_none() {
+                            first_error = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(body)));
+                        }
+                        false
+                    }
+                    Err(e) => {
+                        if first_error.is_none() {
+                            first_error = Some(format!("{e:#}"));
+                        }
+                        false
+                    }
+                };
+                if sent >= from && done <= until {
+                    if ok {
+                        latencies.push(u32::try_from(done.duration_since(sent).as_micros()).unwrap_or(u32::MAX));
+                    } else {
+                        errors += 1;
+                    }
+                }
+                if outcome.is_err() {
+                    // A broken connection: open a new one and go on.
+                    conn = match connect(prepared.addr).await {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    };
+                }
+            }
+            (latencies, errors, first_error)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let (mut errors, mut first_error) = (0, None);
+    for task in tasks {
+        let (l, e, f) = task.await?;
+        latencies.extend(l);
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    latencies.sort_unstable();
+    let answered = latencies.len().max(1) as f64;
+    let cpu_per_request = cpu
+        .await?
+        .into_iter()
+        .map(|(name, ticks)| (name, ticks as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / answered))
+        .collect();
+    Ok(RunResult {
+        cpu_per_request,
+        throughput: latencies.len() as f64 / measured.as_secs_f64(),
+        latencies,
+        errors,
+        first_error,
+    })
+}

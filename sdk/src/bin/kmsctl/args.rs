@@ -1,0 +1,240 @@
+//! The command line: global options ([`Cli`]) and one subcommand enum per command group.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use keyward_sdk::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "kmsctl",
+    version,
+    about = "Administer a Keyward KMS: tenants, access keys, the audit log and key policy modules.",
+    after_help = "Credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.\n\
+                  Exit codes: 0 success, 1 service error, invalid audit chain or unexpected policy decision, \
+                  2 usage error."
+)]
+pub(crate) struct Cli {
+    /// Keyward endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_ENDPOINT",
+        default_value = "http://127.0.0.1:7800"
+    )]
+    pub(crate) endpoint: String,
+    /// SigV4 signing region.
+    #[arg(long, global = true, env = "AWS_REGION", default_value = "us-east-1")]
+    pub(crate) region: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Tenants (operator credentials).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Access keys of the caller's tenant (KeyAdmin credentials).
+    #[command(subcommand)]
+    AccessKey(AccessKeyCommand),
+    /// The caller's audit chain (the operator's chain for the operator).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Key policy modules: WebAssembly, ABI v1 (policies/ABI.md).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Keys: import your own key material (BYOK).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Import key material into a key created with Origin EXTERNAL (KeyAdmin):
+    /// fetch import parameters, verify the enclave's attestation of the
+    /// wrapping key against --expected-pcr, wrap (RSAES_OAEP_SHA_256,
+    /// RSA_4096), import. Nothing is sent unless the attestation verifies.
+    Import {
+        /// Key id, key ARN, alias name or alias ARN.
+        key_id: String,
+        /// The key material: a file of 32 raw bytes (e.g. `openssl rand -out FILE 32`).
+        file: PathBuf,
+        /// A PCR the enclave must have, INDEX=HEX (repeat for more; at least one).
+        #[arg(long = "expected-pcr", value_name = "INDEX=HEX", required = true)]
+        expected_pcrs: Vec<String>,
+        /// The attestation root certificate (PEM). Default: the AWS Nitro
+        /// Enclaves root. A mock-mode Keyward's is
+        /// `<data-dir>/mock-attestation/root.crt.pem`.
+        #[arg(long, value_name = "FILE")]
+        attestation_root: Option<PathBuf>,
+        /// When the material expires (RFC 3339, at most 365 days ahead).
+        /// Default: it does not expire.
+        #[arg(long, value_name = "RFC3339")]
+        valid_to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Create a tenant; prints its first (KeyAdmin) access key, secret included, once.
+    Create { id: String },
+    /// List all tenants: id, enabled/disabled, creation date.
+    List,
+    /// Disable a tenant: its requests are refused until enabled again.
+    Disable { id: String },
+    /// Enable a disabled tenant.
+    Enable { id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AccessKeyCommand {
+    /// Create an access key; prints the secret, once.
+    Create {
+        /// KeyAdmin or KeyUser.
+        #[arg(long)]
+        role: Role,
+    },
+    /// List the tenant's access keys: id, roles, creation date.
+    List,
+    /// Delete an access key.
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// List audit records, one line each (unverified).
+    List {
+        /// Only records from this time on (seconds since the epoch).
+        #[arg(long, value_name = "EPOCH")]
+        start: Option<u64>,
+        /// Only records up to this time (seconds since the epoch).
+        #[arg(long, value_name = "EPOCH")]
+        end: Option<u64>,
+    },
+    /// Fetch the whole chain and verify every record, link and the signed head.
+    Verify {
+        /// The enclave's audit public key (SPKI, DER or PEM). Without it the
+        /// AuditPublicKey of the response is used, which the host could replace.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Run a module on a request context in the enclave's sandbox and print
+    /// the decision; nothing is attached.
+    Test {
+        /// The policy module (.wasm).
+        module: PathBuf,
+        /// The request context: a JSON object (ABI v1).
+        context: PathBuf,
+        /// Exit 1 unless the decision is this one.
+        #[arg(long, value_name = "allow|deny")]
+        expect: Option<Expectation>,
+    },
+    /// Attach a module to a key, replacing any (KeyAdmin); prints its ModuleSha256.
+    Put {
+        /// Key id, key ARN, alias name or alias ARN.
+        key_id: String,
+        /// The policy module (.wasm).
+        module: PathBuf,
+    },
+    /// Show the ModuleSha256 of a key's module.
+    Get {
+        key_id: String,
+        /// Also save the module to FILE.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Detach a key's module (KeyAdmin).
+    Delete { key_id: String },
+    /// Make a module the tenant's default, evaluated before each key's own
+    /// module (KeyAdmin); prints its ModuleSha256.
+    PutTenant {
+        /// The policy module (.wasm).
+        module: PathBuf,
+    },
+    /// Remove the tenant's default module (KeyAdmin).
+    DeleteTenant,
+}
+
+/// The decision `kmsctl policy test --expect` requires.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Expectation {
+    Allow,
+    Deny,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "--endpoint",
+            "http://h:1",
+            "access-key",
+            "create",
+            "--role",
+            "KeyUser",
+        ])?;
+        assert_eq!(cli.endpoint, "http://h:1");
+        assert!(matches!(
+            cli.command,
+            Command::AccessKey(AccessKeyCommand::Create { role: Role::KeyUser })
+        ));
+        let cli = Cli::try_parse_from(["kmsctl", "audit", "list", "--start", "10", "--region", "eu-west-1"])?;
+        assert_eq!(cli.region, "eu-west-1");
+        assert!(matches!(
+            cli.command,
+            Command::Audit(AuditCommand::List {
+                start: Some(10),
+                end: None
+            })
+        ));
+        assert!(Cli::try_parse_from(["kmsctl", "access-key", "create", "--role", "Operator"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "tenant", "create"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn policy_subcommands_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "test", "p.wasm", "ctx.json", "--expect", "deny"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Policy(PolicyCommand::Test {
+                expect: Some(Expectation::Deny),
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "put", "alias/app", "p.wasm"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::Put { ref key_id, .. }) if key_id == "alias/app"));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "get", "k", "--output", "out.wasm"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Policy(PolicyCommand::Get { output: Some(_), .. })
+        ));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "put-tenant", "p.wasm"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::PutTenant { .. })));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "delete-tenant"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::DeleteTenant)));
+        let cli = Cli::try_parse_from(["kmsctl", "policy", "delete", "k"])?;
+        assert!(matches!(cli.command, Command::Policy(PolicyCommand::Delete { .. })));
+        assert!(Cli::try_parse_from(["kmsctl", "policy", "test", "p.wasm"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "policy", "test", "p.wasm", "c.json", "--expect", "maybe"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "policy", "put", "k"]).is_err());
+        Ok(())
+    }
+}

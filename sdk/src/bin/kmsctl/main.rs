@@ -1,0 +1,109 @@
+//! `kmsctl`: administer a Keyward KMS from the command line — tenants,
+//! access keys, the audit log (listing and verification), and key policy
+//! modules (WebAssembly, `policies/ABI.md`).
+//!
+//! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+//! Exit codes: 0 success, 1 service or verification failure, 2 usage error.
+//!
+//! `main.rs` reads the credentials, maps failures to exit codes and dispatches; each command group
+//! lives in its own module ([`tenants`], [`audit`], [`policy`], [`keys`]), the command line in
+//! [`args`] and the escaping and date formatting of what is printed in [`output`].
+#![forbid(unsafe_code)]
+
+mod args;
+mod audit;
+mod keys;
+mod output;
+mod policy;
+mod tenants;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use keyward_sdk::audit::AuditError;
+use keyward_sdk::{Client, Error};
+
+use args::{AuditCommand, Cli, Command};
+
+/// Why kmsctl stops with a non-zero code.
+pub(crate) enum Failure {
+    /// Exit 2.
+    Usage(String),
+    /// Exit 1.
+    Service(Error),
+    /// Exit 1.
+    Invalid(AuditError),
+    /// Exit 1: a policy answer other than expected, or a response that does
+    /// not match what was sent.
+    Mismatch(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Service(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("kmsctl: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Service(e)) => {
+            eprintln!("kmsctl: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Invalid(e)) => {
+            match e.sequence() {
+                Some(sequence) => eprintln!("audit chain INVALID at record {sequence}: {}", e.what()),
+                None => eprintln!("kmsctl: {e}"),
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Mismatch(message)) => {
+            eprintln!("kmsctl: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let credential = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Failure::Usage(format!("{name} is not set (credentials come from the environment)")))
+    };
+    let access_key_id = credential("AWS_ACCESS_KEY_ID")?;
+    let secret = keyward_sdk::Secret::new(credential("AWS_SECRET_ACCESS_KEY")?);
+    let client = Client::new(&cli.endpoint, &cli.region, &access_key_id, secret.expose()).map_err(|e| match e {
+        Error::InvalidEndpoint { .. } | Error::Request(_) => Failure::Usage(e.to_string()),
+        other => Failure::Service(other),
+    })?;
+    drop(secret);
+
+    // Read a pinned key before any network call, so a bad file is a usage error.
+    let pinned_key = match &cli.command {
+        Command::Audit(AuditCommand::Verify { public_key: Some(path) }) => Some(audit::read_pinned_key(path)?),
+        _ => None,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Service(Error::Transport(format!("starting the runtime: {e}"))))?;
+    runtime.block_on(execute(&client, cli.command, pinned_key))
+}
+
+async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>) -> Result<(), Failure> {
+    match command {
+        Command::Tenant(command) => tenants::tenant(client, command).await,
+        Command::AccessKey(command) => tenants::access_key(client, command).await,
+        Command::Audit(command) => audit::audit(client, command, pinned_key).await,
+        Command::Policy(command) => policy::policy(client, command).await,
+        Command::Key(command) => keys::key(client, command).await,
+    }
+}
