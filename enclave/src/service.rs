@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use keyward_wire::{ApiRequest, ApiResponse};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::audit::chain::ChainWriter;
 use crate::audit::record::AuditEntry;
 use crate::auth::ratelimit::{RateLimit, RateLimiter};
 
-use crate::api;
 use crate::auth::credentials::CredentialCache;
 use crate::bootstrap::{self, Keyring};
 use crate::clock::Clock;
@@ -99,11 +97,6 @@ impl Enclave {
                 keyring
             })
             .await
-    }
-
-    /// Handles one request. Never panics on input; every failure is an AWS-shaped response.
-    pub async fn handle(&self, request: ApiRequest, transport: &dyn StoreTransport) -> ApiResponse {
-        api::handle(self, request, transport).await
     }
 
     /// Registers a live host connection and, on the first one, starts the

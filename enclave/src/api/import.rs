@@ -194,7 +194,7 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
         rec.expiration_model = Some(model.clone());
         rec.valid_to = valid_to;
         params::save_key(ctx, &rec).await?;
-        super::note_detail(&format!(
+        ctx.notes.detail(&format!(
             "key material imported; fingerprint {}",
             hex::encode(fingerprint)
         ));
@@ -237,7 +237,8 @@ pub async fn delete_imported_key_material(ctx: &Ctx<'_>, body: Value) -> Result<
         let fingerprint = rec.material_fingerprint.map(hex::encode).unwrap_or_default();
         remove_material(&mut rec);
         params::save_key(ctx, &rec).await?;
-        super::note_detail(&format!("key material deleted; fingerprint {fingerprint}"));
+        ctx.notes
+            .detail(&format!("key material deleted; fingerprint {fingerprint}"));
         tracing::info!(key_id = %rec.key_id, "imported key material deleted");
         Ok(json!({ "KeyId": rec.arn }))
     })

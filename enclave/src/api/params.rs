@@ -147,7 +147,7 @@ async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<Key
     let record: Option<KeyRecord> = ctx.records.get(record::NAMESPACE, name).await?;
     match record {
         Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => {
-            super::note_key(&r.arn);
+            ctx.notes.key(&r.arn);
             Ok(Some(r))
         }
         Some(_) => {
@@ -160,7 +160,7 @@ async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<Key
 
 /// Persists a key record (the caller holds the key's lock).
 pub async fn save_key(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsError> {
-    super::note_key(&rec.arn);
+    ctx.notes.key(&rec.arn);
     ctx.records
         .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), rec)
         .await?;

@@ -12,7 +12,7 @@ use super::lifecycle::modify;
 use super::params::{self, Access, b64, blob, check_state, parse, required};
 use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
 use crate::keys::record::KeyRecord;
-use crate::policy::context::{self, FACTS};
+use crate::policy::context;
 use crate::policy::modules::{ModuleCache, ModuleError};
 use crate::policy::sandbox::{MAX_MODULE_BYTES, PolicyEngine, PolicyError};
 
@@ -79,12 +79,10 @@ fn reason_text(reason: &str) -> String {
 pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
     // Outside a dispatched request (no facts) the key's own module still
     // runs, on an empty action: a path that forgets the facts fails closed.
-    let (action, tenant_module) = FACTS
-        .try_with(|f| {
-            let f = f.borrow();
-            (f.action.clone(), f.tenant_policy.clone())
-        })
-        .unwrap_or_default();
+    let (action, tenant_module) = {
+        let f = ctx.facts();
+        (f.action.clone(), f.tenant_policy.clone())
+    };
     if POLICY_MANAGEMENT.contains(&action.as_str()) {
         return Ok(());
     }
@@ -94,7 +92,7 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
     }
     let engine = engine(ctx)?;
     let time_ms = (ctx.now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    let input = context::build(&ctx.principal, key, time_ms);
+    let input = context::build(&ctx.principal, key, time_ms, &ctx.facts());
     for sha in modules {
         let compiled = ctx
             .enclave
@@ -107,8 +105,8 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
             .evaluate_inline(&compiled, &input)
             .unwrap_or_else(|| evaluate_off_the_reactor(engine, &compiled, &input));
         tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
-        super::note_policy(sha);
-        super::note_policy_time(started.elapsed());
+        ctx.notes.policy(sha);
+        ctx.notes.policy_time(started.elapsed());
         if !decision.allow {
             return Err(KmsError::AccessDenied(format!(
                 "Denied by policy module {sha}: {}",

@@ -95,7 +95,11 @@ pub fn verify(ctx: &Ctx<'_>, param: Option<Value>) -> Result<Option<Recipient>, 
         .public_key
         .clone()
         .ok_or_else(|| KmsError::Validation("The attestation document carries no public key.".into()))?;
-    crate::policy::context::note_attestation(verified.module_id(), &verified.document.pcrs, verified.timestamp_ms());
+    ctx.facts().attestation = Some(crate::policy::context::attestation_claims(
+        verified.module_id(),
+        &verified.document.pcrs,
+        verified.timestamp_ms(),
+    ));
     Ok(Some(Recipient {
         document: verified,
         rsa_public_key,

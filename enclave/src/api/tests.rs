@@ -47,13 +47,13 @@ pub(super) fn principal(tenant: &str) -> Principal {
 
 pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
     let keyring = enclave.keyring(store).await.expect("boots");
-    Ctx {
+    Ctx::new(
         enclave,
         keyring,
-        records: Records::new(store, &keyring.sealer),
-        principal: principal(tenant),
-        now: OffsetDateTime::now_utc(),
-    }
+        Records::new(store, &keyring.sealer),
+        principal(tenant),
+        OffsetDateTime::now_utc(),
+    )
 }
 
 pub(super) fn b64(bytes: &[u8]) -> String {
@@ -186,13 +186,13 @@ async fn an_altered_or_moved_key_record_is_an_error_never_data() {
 }
 
 fn ctx_clone<'a>(ctx: &Ctx<'a>, store: &'a MemoryStore) -> Ctx<'a> {
-    Ctx {
-        enclave: ctx.enclave,
-        keyring: ctx.keyring,
-        records: Records::new(store, &ctx.keyring.sealer),
-        principal: ctx.principal.clone(),
-        now: ctx.now,
-    }
+    Ctx::new(
+        ctx.enclave,
+        ctx.keyring,
+        Records::new(store, &ctx.keyring.sealer),
+        ctx.principal.clone(),
+        ctx.now,
+    )
 }
 
 #[tokio::test]
