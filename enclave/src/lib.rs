@@ -44,6 +44,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod text;
 
 use std::sync::Arc;
 

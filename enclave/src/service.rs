@@ -187,8 +187,7 @@ impl Enclave {
         let records = crate::store::Records::new(&*link, &keyring.sealer);
         let now = self.clock.now().unix_timestamp();
         let mut events = Vec::new();
-        if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await
-        {
+        if let Err(e) = crate::keystore::due::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await {
             tracing::warn!(error = %e, "sweep failed; retrying at the next interval");
         }
         for event in events {

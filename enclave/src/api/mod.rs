@@ -33,6 +33,7 @@ pub use crate::context::Ctx;
 use crate::service::Enclave;
 use crate::store::{Records, StoreTransport};
 use error::KmsError;
+pub(crate) use params::printable;
 
 /// Handles one request. Never panics on input; every failure is an AWS-shaped response.
 pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn StoreTransport) -> ApiResponse {
@@ -290,9 +291,4 @@ pub fn parse_body(body: &[u8]) -> Result<Value, KmsError> {
         )),
         Err(e) => Err(KmsError::Serialization(format!("Malformed JSON: {e}"))),
     }
-}
-
-/// Echo untrusted text in messages only in a bounded, printable form.
-pub(crate) fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(128).collect()
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{b64, blob, parse};
 use crate::attestation::verify::{Expectations, VerifiedDocument};
+use crate::context::Ctx;
 use crate::keys::record::KeyRecord;
 
 /// How old a recipient's attestation document may be.

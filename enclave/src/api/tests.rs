@@ -323,3 +323,25 @@ async fn a_full_page_of_1000_still_reports_truncation() {
     assert_eq!(rest["Keys"].as_array().map(Vec::len), Some(1));
     assert_eq!(rest["Truncated"], false);
 }
+
+/// CreateKey's `Policy` is refused, never silently dropped, and no key is created.
+#[tokio::test]
+async fn create_key_with_a_key_policy_is_unsupported() {
+    let enclave = enclave();
+    let store = MemoryStore::default();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    let policy = r#"{"Version":"2012-10-17","Statement":[]}"#;
+    let body = json!({ "Policy": policy, "Description": "with a policy" });
+    let err = super::dispatch(&ctx, keyward_wire::Operation::CreateKey, body)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.aws_type(), "UnsupportedOperationException");
+    assert_eq!(err.message(), keys::POLICY_UNSUPPORTED);
+    assert!(err.message().starts_with("Key policy documents are not supported yet"));
+    let listed = keys::list_keys(&ctx, json!({})).await.expect("lists");
+    assert_eq!(listed["Keys"], json!([]), "no key was created");
+    // An over-long policy is still the AWS validation error.
+    let long = json!({ "Policy": "x".repeat(32769) });
+    let err = keys::create_key(&ctx, long).await.expect_err("refused");
+    assert_eq!(err.aws_type(), "ValidationException");
+}
