@@ -1,5 +1,29 @@
 //! The AWS KMS JSON 1.1 API as the enclave serves it: authenticate, route by
-//! `X-Amz-Target`, parse, run the operation, answer.
+//! [`Operation`], parse, run the operation, answer.
+//!
+//! # Layers
+//! `api` is the request layer: **parse → domain → render**. [`handle`]
+//! authenticates and authorizes, builds the request context
+//! ([`crate::context::Ctx`]) and calls [`dispatch`]; an operation parses its
+//! body into a typed request struct, calls the keystore domain
+//! ([`crate::keystore`], no JSON), and renders the answer. Errors are
+//! [`crate::error::KmsError`] throughout; [`error`] maps them to AWS shapes.
+//! What an operation reports for the audit record goes through `ctx.notes`
+//! (`key`, `policy`, `policy_time`, `detail`), never through globals.
+//!
+//! # How to add an operation
+//! 1. Add its name to [`Operation`] (`enclave/wire/src/operation.rs`): the
+//!    `X-Amz-Target`, the policy action and the proxy's metrics label follow.
+//! 2. Give it a role in `auth::authorize::need` (the match is exhaustive, so
+//!    the build fails until you do) and an arm in [`dispatch`].
+//! 3. In its `api/<area>.rs`: a request struct
+//!    (`#[derive(Deserialize)] #[serde(rename_all = "PascalCase")]`, AWS field
+//!    names, `Option` fields validated with `params::{required, length, …}` so
+//!    AWS's messages come out exactly), then `params::parse(body)`, the
+//!    domain call (`keystore::keys::resolve_key`, `modify`, …), and the answer.
+//! 4. Logic that touches records belongs in `keystore/` (it takes `&Ctx` and
+//!    returns `KmsError`); it never imports `api`.
+//!    `python3 .ci/check-module-cycles.py` must stay clean.
 
 pub mod access_keys;
 pub mod aliases;
