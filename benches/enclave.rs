@@ -317,13 +317,13 @@ fn bench_ctx<'a>(
     store: &'a keyward_enclave::store::MemoryStore,
 ) -> keyward_enclave::api::Ctx<'a> {
     let keyring = runtime.block_on(enclave.keyring(store)).expect("keyring");
-    keyward_enclave::api::Ctx {
+    keyward_enclave::api::Ctx::new(
         enclave,
         keyring,
-        records: keyward_enclave::store::Records::new(store, &keyring.sealer),
-        principal: bench_principal(),
-        now: time::OffsetDateTime::now_utc(),
-    }
+        keyward_enclave::store::Records::new(store, &keyring.sealer),
+        bench_principal(),
+        time::OffsetDateTime::now_utc(),
+    )
 }
 
 fn bench_principal() -> keyward_enclave::auth::Principal {
@@ -360,12 +360,11 @@ fn bench_principal() -> keyward_enclave::auth::Principal {
 /// module (`context-tenant`, allowing; and allow-all), under the request facts
 /// the dispatcher sets.
 fn policy(c: &mut Criterion) {
-    use std::cell::RefCell;
-
     use keyward_enclave::api::{crypto, keys, policies};
-    use keyward_enclave::policy::context::{FACTS, facts_of};
+    use keyward_enclave::policy::context::facts_of;
     use keyward_enclave::policy::sandbox::PolicyEngine;
     use keyward_enclave::store::MemoryStore;
+    use keyward_wire::Operation;
     use serde_json::{Value, json};
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -499,9 +498,9 @@ fn policy(c: &mut Criterion) {
     let encryption_context = json!({ "tenant": BENCH_TENANT });
     let decrypt_body = |key_id: &str| -> Value {
         let encrypt = json!({ "KeyId": key_id, "Plaintext": b64(&[1u8; 32]), "EncryptionContext": encryption_context });
-        let facts = facts_of("TrentService.Encrypt", &encrypt);
+        *ctx.facts() = facts_of(Operation::Encrypt, &encrypt);
         let out = runtime
-            .block_on(FACTS.scope(RefCell::new(facts), crypto::encrypt(&ctx, encrypt.clone())))
+            .block_on(crypto::encrypt(&ctx, encrypt.clone()))
             .expect("encrypts");
         json!({ "CiphertextBlob": out["CiphertextBlob"], "EncryptionContext": encryption_context })
     };
@@ -510,8 +509,8 @@ fn policy(c: &mut Criterion) {
     let allow_all_body = decrypt_body(&allow_all_key);
     // As the dispatcher runs an operation: under the request's facts.
     let decrypt = |body: &Value| {
-        let facts = facts_of("TrentService.Decrypt", body);
-        runtime.block_on(FACTS.scope(RefCell::new(facts), crypto::decrypt(&ctx, body.clone())))
+        *ctx.facts() = facts_of(Operation::Decrypt, body);
+        runtime.block_on(crypto::decrypt(&ctx, body.clone()))
     };
     // The policy really runs: another tenant in the context is denied by it.
     let mut foreign = guarded_body.clone();

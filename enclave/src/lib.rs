@@ -32,7 +32,10 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod context;
+pub mod error;
 pub mod keys;
+pub mod keystore;
 pub mod locks;
 pub mod nsm;
 pub mod policy;
@@ -41,6 +44,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod tls;
 
 use std::sync::Arc;

@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use keyward_wire::{ApiRequest, ApiResponse};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::audit::chain::ChainWriter;
 use crate::audit::record::AuditEntry;
 use crate::auth::ratelimit::{RateLimit, RateLimiter};
 
-use crate::api;
 use crate::auth::credentials::CredentialCache;
 use crate::bootstrap::{self, Keyring};
 use crate::clock::Clock;
@@ -101,11 +99,6 @@ impl Enclave {
             .await
     }
 
-    /// Handles one request. Never panics on input; every failure is an AWS-shaped response.
-    pub async fn handle(&self, request: ApiRequest, transport: &dyn StoreTransport) -> ApiResponse {
-        api::handle(self, request, transport).await
-    }
-
     /// Registers a live host connection and, on the first one, starts the
     /// sweep: destruction and rotation of keys nobody touches happen on time.
     pub fn attach(self: &Arc<Self>, link: std::sync::Weak<dyn StoreTransport>) {
@@ -194,8 +187,7 @@ impl Enclave {
         let records = crate::store::Records::new(&*link, &keyring.sealer);
         let now = self.clock.now().unix_timestamp();
         let mut events = Vec::new();
-        if let Err(e) = crate::api::lifecycle::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await
-        {
+        if let Err(e) = crate::keystore::due::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await {
             tracing::warn!(error = %e, "sweep failed; retrying at the next interval");
         }
         for event in events {

@@ -32,6 +32,7 @@ use keyward_enclave::auth::credentials::Role;
 use keyward_enclave::bootstrap::{TENANT_NAMESPACE, TenantRecord};
 use keyward_enclave::store::{MemoryStore, Records};
 use keyward_enclave::{Args, Enclave, Mode};
+use keyward_wire::Operation;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -173,23 +174,23 @@ fn world() -> World {
         let keyring = enclave.keyring(&store).await.expect("boots");
         // The tenant, as the operator creates it (`api::handle` refuses a
         // tenant principal whose tenant record is missing or disabled).
-        let operator = Ctx {
-            enclave: &enclave,
+        let operator = Ctx::new(
+            &enclave,
             keyring,
-            records: Records::new(&store, &keyring.sealer),
-            principal: principal(true),
-            now: time::OffsetDateTime::now_utc(),
-        };
+            Records::new(&store, &keyring.sealer),
+            principal(true),
+            time::OffsetDateTime::now_utc(),
+        );
         api::tenants::create_tenant(&operator, json!({ "TenantId": TENANT }))
             .await
             .expect("tenant");
-        let ctx = Ctx {
-            enclave: &enclave,
+        let ctx = Ctx::new(
+            &enclave,
             keyring,
-            records: Records::new(&store, &keyring.sealer),
-            principal: principal(false),
-            now: time::OffsetDateTime::now_utc(),
-        };
+            Records::new(&store, &keyring.sealer),
+            principal(false),
+            time::OffsetDateTime::now_utc(),
+        );
         for (i, (spec, usage, origin)) in KEYS.iter().enumerate() {
             let created = api::keys::create_key(&ctx, json!({ "KeySpec": spec, "KeyUsage": usage, "Origin": origin }))
                 .await
@@ -246,8 +247,8 @@ fuzz_target!(|data: &[u8]| {
     let result = world.runtime.block_on(async {
         let keyring = world.enclave.keyring(&store).await.expect("booted");
         // As `api::handle` does after authentication.
-        let need = authorize::need(target).ok_or_else(|| KmsError::UnknownOperation("unknown".into()))?;
-        authorize::authorize(&principal, need, target)?;
+        let op = Operation::from_target(target).ok_or_else(|| KmsError::UnknownOperation("unknown".into()))?;
+        authorize::authorize(&principal, op)?;
         let records = Records::new(&store, &keyring.sealer);
         let mut tenant_policy = None;
         if !principal.is_operator() {
@@ -261,18 +262,17 @@ fuzz_target!(|data: &[u8]| {
         if body.get("DryRun").and_then(Value::as_bool) == Some(true) {
             return Err(KmsError::DryRunOperation("dry run".into()));
         }
-        let mut facts = keyward_enclave::policy::context::facts_of(target, &body);
+        let mut facts = keyward_enclave::policy::context::facts_of(op, &body);
         facts.tenant_policy = tenant_policy;
-        let ctx = Ctx {
-            enclave: &world.enclave,
+        let ctx = Ctx::new(
+            &world.enclave,
             keyring,
             records,
             principal,
-            now: time::OffsetDateTime::now_utc(),
-        };
-        keyward_enclave::policy::context::FACTS
-            .scope(std::cell::RefCell::new(facts), api::dispatch(&ctx, target, body))
-            .await
+            time::OffsetDateTime::now_utc(),
+        )
+        .with_facts(facts);
+        api::dispatch(&ctx, op, body).await
     });
 
     match result {

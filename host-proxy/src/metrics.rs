@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use keyward_wire::Operation;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,70 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Every `X-Amz-Target` Keyward serves (and the BYOK import operations).
-const OPERATIONS: &[&str] = &[
-    "Keyward.CreateTenant",
-    "Keyward.ListTenants",
-    "Keyward.DisableTenant",
-    "Keyward.EnableTenant",
-    "Keyward.GetAuditLog",
-    "Keyward.GetAttestationDocument",
-    "Keyward.UpdateKeyAttestationPolicy",
-    "Keyward.DescribeKeyAttestationPolicy",
-    "Keyward.PutKeyPolicyModule",
-    "Keyward.DeleteKeyPolicyModule",
-    "Keyward.PutTenantPolicyModule",
-    "Keyward.DeleteTenantPolicyModule",
-    "Keyward.GetKeyPolicyModule",
-    "Keyward.TestPolicy",
-    "Keyward.CreateAccessKey",
-    "Keyward.ListAccessKeys",
-    "Keyward.DeleteAccessKey",
-    "TrentService.CreateKey",
-    "TrentService.EnableKey",
-    "TrentService.DisableKey",
-    "TrentService.ScheduleKeyDeletion",
-    "TrentService.CancelKeyDeletion",
-    "TrentService.UpdateKeyDescription",
-    "TrentService.EnableKeyRotation",
-    "TrentService.DisableKeyRotation",
-    "TrentService.RotateKeyOnDemand",
-    "TrentService.CreateAlias",
-    "TrentService.UpdateAlias",
-    "TrentService.DeleteAlias",
-    "TrentService.TagResource",
-    "TrentService.UntagResource",
-    "TrentService.Encrypt",
-    "TrentService.Decrypt",
-    "TrentService.ReEncrypt",
-    "TrentService.GenerateDataKey",
-    "TrentService.GenerateDataKeyWithoutPlaintext",
-    "TrentService.GenerateDataKeyPair",
-    "TrentService.GenerateDataKeyPairWithoutPlaintext",
-    "TrentService.GenerateRandom",
-    "TrentService.Sign",
-    "TrentService.Verify",
-    "TrentService.GenerateMac",
-    "TrentService.VerifyMac",
-    "TrentService.DeriveSharedSecret",
-    "TrentService.DescribeKey",
-    "TrentService.ListKeys",
-    "TrentService.ListAliases",
-    "TrentService.ListResourceTags",
-    "TrentService.GetKeyRotationStatus",
-    "TrentService.ListKeyRotations",
-    "TrentService.GetPublicKey",
-    "TrentService.GetParametersForImport",
-    "TrentService.ImportKeyMaterial",
-    "TrentService.DeleteImportedKeyMaterial",
-];
-
 /// The operation label for a raw `X-Amz-Target` value: a known operation or `other`.
 pub fn operation_label(target: Option<&[u8]>) -> &'static str {
     target
-        .and_then(|t| OPERATIONS.iter().find(|op| op.as_bytes() == t))
-        .copied()
-        .unwrap_or("other")
+        .and_then(Operation::from_target_bytes)
+        .map_or("other", Operation::target)
 }
 
 /// The outcome label for an answer: `ok`, or the AWS error type when it

@@ -4,10 +4,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{parse, required};
 use crate::auth::credentials::{self, CredentialRecord, INDEX_NAMESPACE, IndexEntry, Role, index_key};
+use crate::context::Ctx;
 
 /// Access keys per tenant at most.
 pub const MAX_ACCESS_KEYS: usize = 100;
@@ -88,7 +88,7 @@ pub async fn delete_access_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsE
     {
         return Err(KmsError::NotFound(format!(
             "Access key {} does not exist.",
-            super::printable(&id)
+            super::params::printable(&id)
         )));
     }
     credentials::delete_credential(&ctx.records, &tenant, &id).await?;

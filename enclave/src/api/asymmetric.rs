@@ -11,9 +11,9 @@ use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, Access, b64, blob, length, parse, required};
+use crate::context::Ctx;
 use crate::keys::record::KeyRecord;
 
 /// AWS KMS: a signature is at most 6144 bytes.

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::lifecycle::modify;
 use super::params::{self, Access, b64, blob, check_state, length, parse, required};
+use crate::context::Ctx;
 use crate::keys::record::AttestationPolicy;
 
 /// At most this many allowed values per PCR.

@@ -6,11 +6,11 @@ use p256::pkcs8::EncodePublicKey;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{b64, limit, marker_from, marker_to, parse};
 use crate::audit::chain::{self, HeadRecord, NAMESPACE};
 use crate::audit::record::{AuditRecord, head_message};
+use crate::context::Ctx;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required, resolve_key_id};
 use super::recipient;
+use crate::context::Ctx;
 use crate::keys::blob::{self as cipherblob, BlobError, BlobHeader};
 use crate::keys::context::EncryptionContext;
 use crate::keys::record::KeyRecord;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::lifecycle::with_locked_key;
 use super::params::{self, b64, blob, parse, required};
+use crate::context::Ctx;
 use crate::keys::import::{self, ImportError, ImportParameters, WrappingAlgorithm, WrappingKeySpec};
 use crate::keys::record::{self, KeyRecord, KeyState};
+pub use crate::keystore::due::remove_material;
 use crate::secret::SecretBytes;
 
 pub const EXPIRES: &str = "KEY_MATERIAL_EXPIRES";
@@ -194,7 +195,7 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
         rec.expiration_model = Some(model.clone());
         rec.valid_to = valid_to;
         params::save_key(ctx, &rec).await?;
-        super::note_detail(&format!(
+        ctx.notes.detail(&format!(
             "key material imported; fingerprint {}",
             hex::encode(fingerprint)
         ));
@@ -237,23 +238,12 @@ pub async fn delete_imported_key_material(ctx: &Ctx<'_>, body: Value) -> Result<
         let fingerprint = rec.material_fingerprint.map(hex::encode).unwrap_or_default();
         remove_material(&mut rec);
         params::save_key(ctx, &rec).await?;
-        super::note_detail(&format!("key material deleted; fingerprint {fingerprint}"));
+        ctx.notes
+            .detail(&format!("key material deleted; fingerprint {fingerprint}"));
         tracing::info!(key_id = %rec.key_id, "imported key material deleted");
         Ok(json!({ "KeyId": rec.arn }))
     })
     .await
-}
-
-/// Drops a key's imported material (deletion or expiry): the key goes to
-/// PendingImport (a key pending deletion stays so). The fingerprint stays,
-/// so only the same material can be imported again.
-pub fn remove_material(rec: &mut KeyRecord) {
-    rec.versions.clear();
-    rec.valid_to = None;
-    rec.expiration_model = None;
-    if rec.state != KeyState::PendingDeletion {
-        rec.state = KeyState::PendingImport;
-    }
 }
 
 #[cfg(test)]

@@ -6,12 +6,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, key_arn, length, parse, required};
 use super::tags;
+use crate::context::Ctx;
 use crate::keys::record::{self, KeyRecord, KeyState};
 use crate::keys::spec::{AWS_KEY_SPECS, AWS_KEY_USAGES, KeySpec};
+
+/// The answer to CreateKey with a `Policy` (issue 15).
+pub const POLICY_UNSUPPORTED: &str = "Key policy documents are not supported yet; create the key without a Policy \
+     (Keyward authorizes by role, and policy modules decide per key: Keyward.PutKeyPolicyModule).";
 
 const KNOWN_ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
 
@@ -36,6 +40,9 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     length("description", description.chars().count(), 0, 8192)?;
     if let Some(policy) = &req.policy {
         length("policy", policy.len(), 1, 32768)?;
+        // Never silently dropped: until key policies exist, a key is not
+        // created under a policy the caller believes it has.
+        return Err(KmsError::UnsupportedOperation(POLICY_UNSUPPORTED.into()));
     }
     let spec_name = match (req.key_spec, req.customer_master_key_spec) {
         (Some(a), Some(b)) if a != b => {

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required};
+use crate::context::Ctx;
 use crate::keys::record::KeyRecord;
 use crate::keys::spec::KeySpec;
 use crate::secret::SecretBytes;

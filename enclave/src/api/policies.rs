@@ -6,37 +6,14 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::lifecycle::modify;
 use super::params::{self, Access, b64, blob, check_state, parse, required};
 use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
-use crate::keys::record::KeyRecord;
-use crate::policy::context::{self, FACTS};
-use crate::policy::modules::{ModuleCache, ModuleError};
-use crate::policy::sandbox::{MAX_MODULE_BYTES, PolicyEngine, PolicyError};
-
-fn engine<'a>(ctx: &'a Ctx<'_>) -> Result<&'a PolicyEngine, KmsError> {
-    ctx.enclave.policy_engine().ok_or_else(|| {
-        tracing::error!("the policy engine is unavailable");
-        KmsError::Internal
-    })
-}
-
-fn module_error(e: ModuleError) -> KmsError {
-    match e {
-        ModuleError::Policy(PolicyError::Engine(m)) => {
-            tracing::error!(error = %m, "policy engine failure");
-            KmsError::Internal
-        }
-        ModuleError::Policy(p) => KmsError::MalformedPolicyDocument(format!("The policy module is not valid: {p}")),
-        ModuleError::Store(s) => s.into(),
-        ModuleError::Missing(sha) => {
-            tracing::error!(module = %sha, "an attached policy module is missing from the store");
-            KmsError::Internal
-        }
-    }
-}
+use crate::context::Ctx;
+pub use crate::keystore::policy::{POLICY_MANAGEMENT, enforce, engine, module_error};
+use crate::policy::modules::ModuleCache;
+use crate::policy::sandbox::MAX_MODULE_BYTES;
 
 fn module_bytes(field: &str, value: Option<String>) -> Result<Vec<u8>, KmsError> {
     let wasm = blob(field, &required(field, value)?)?;
@@ -46,96 +23,6 @@ fn module_bytes(field: &str, value: Option<String>) -> Result<Vec<u8>, KmsError>
         )));
     }
     Ok(wasm)
-}
-
-/// Operations that manage policy modules: exempt from policy evaluation, so a
-/// KeyAdmin can always replace or remove a module that denies everything.
-const POLICY_MANAGEMENT: &[&str] = &[
-    "keyward:PutKeyPolicyModule",
-    "keyward:GetKeyPolicyModule",
-    "keyward:DeleteKeyPolicyModule",
-    "keyward:PutTenantPolicyModule",
-    "keyward:DeleteTenantPolicyModule",
-    "keyward:TestPolicy",
-];
-
-/// A policy's reason as callers and the audit log see it: control characters
-/// escaped, at most 1,024 characters.
-fn reason_text(reason: &str) -> String {
-    let mut out = String::new();
-    for c in reason.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out.chars().take(1024).collect()
-}
-
-/// Runs the tenant's default module, then the key's, for a request acting on
-/// `key`. Policy management itself is exempt, so a module that denies
-/// everything can still be replaced or removed by a KeyAdmin.
-pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
-    // Outside a dispatched request (no facts) the key's own module still
-    // runs, on an empty action: a path that forgets the facts fails closed.
-    let (action, tenant_module) = FACTS
-        .try_with(|f| {
-            let f = f.borrow();
-            (f.action.clone(), f.tenant_policy.clone())
-        })
-        .unwrap_or_default();
-    if POLICY_MANAGEMENT.contains(&action.as_str()) {
-        return Ok(());
-    }
-    let modules: Vec<&String> = tenant_module.iter().chain(key.policy_module.iter()).collect();
-    if modules.is_empty() {
-        return Ok(());
-    }
-    let engine = engine(ctx)?;
-    let time_ms = (ctx.now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    let input = context::build(&ctx.principal, key, time_ms);
-    for sha in modules {
-        let compiled = ctx
-            .enclave
-            .policy_modules
-            .get(engine, &ctx.records, &ctx.principal.tenant, sha)
-            .await
-            .map_err(module_error)?;
-        let started = std::time::Instant::now();
-        let decision = engine
-            .evaluate_inline(&compiled, &input)
-            .unwrap_or_else(|| evaluate_off_the_reactor(engine, &compiled, &input));
-        tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
-        super::note_policy(sha);
-        super::note_policy_time(started.elapsed());
-        if !decision.allow {
-            return Err(KmsError::AccessDenied(format!(
-                "Denied by policy module {sha}: {}",
-                reason_text(&decision.reason)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A decision that did not fit the inline budget can take up to the
-/// sandbox's wall-clock deadline (a hostile module burning its fuel): on the
-/// multi-threaded runtime it runs with `block_in_place`, so the worker's
-/// other requests move to another thread instead of waiting behind it. Not
-/// the first choice: handing the worker's core to another thread costs more
-/// than a typical decision.
-fn evaluate_off_the_reactor(
-    engine: &PolicyEngine,
-    compiled: &crate::policy::sandbox::CompiledPolicy,
-    input: &[u8],
-) -> crate::policy::sandbox::Decision {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-            tokio::task::block_in_place(|| engine.evaluate(compiled, input))
-        }
-        _ => engine.evaluate(compiled, input),
-    }
 }
 
 /// Validates, compiles and stores the base64 `Module` parameter; its SHA-256 (hex).
@@ -255,6 +142,7 @@ pub async fn test_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keystore::policy::reason_text;
 
     /// Regression: the exemption matched any action containing "Policy", so
     /// attestation-policy operations escaped policy modules too.

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{b64, blob, parse};
 use crate::attestation::verify::{Expectations, VerifiedDocument};
+use crate::context::Ctx;
 use crate::keys::record::KeyRecord;
 
 /// How old a recipient's attestation document may be.
@@ -95,7 +95,11 @@ pub fn verify(ctx: &Ctx<'_>, param: Option<Value>) -> Result<Option<Recipient>, 
         .public_key
         .clone()
         .ok_or_else(|| KmsError::Validation("The attestation document carries no public key.".into()))?;
-    crate::policy::context::note_attestation(verified.module_id(), &verified.document.pcrs, verified.timestamp_ms());
+    ctx.facts().attestation = Some(crate::policy::context::attestation_claims(
+        verified.module_id(),
+        &verified.document.pcrs,
+        verified.timestamp_ms(),
+    ));
     Ok(Some(Recipient {
         document: verified,
         rsa_public_key,

@@ -5,10 +5,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::lifecycle::{self, SECONDS_PER_DAY, modify};
 use super::params::{self, Access, check_state, limit, marker_from, marker_to, parse, required};
+use crate::context::Ctx;
 use crate::keys::record::{KeyRecord, KeyState};
 use crate::keys::spec::KeySpec;
 

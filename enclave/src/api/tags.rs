@@ -3,10 +3,10 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::lifecycle::modify;
 use super::params::{self, Access, check_state, length, limit, marker_from, marker_to, parse, required};
+use crate::context::Ctx;
 
 /// AWS KMS: at most 50 tags per key.
 pub const MAX_TAGS: usize = 50;

@@ -4,12 +4,12 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::error::KmsError;
 use super::params::{limit, marker_from, marker_to, parse, required};
 use crate::auth::credentials::{self, CredentialRecord, Role};
 use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
 use crate::config::valid_tenant_id;
+use crate::context::Ctx;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]

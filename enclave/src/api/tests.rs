@@ -47,13 +47,13 @@ pub(super) fn principal(tenant: &str) -> Principal {
 
 pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
     let keyring = enclave.keyring(store).await.expect("boots");
-    Ctx {
+    Ctx::new(
         enclave,
         keyring,
-        records: Records::new(store, &keyring.sealer),
-        principal: principal(tenant),
-        now: OffsetDateTime::now_utc(),
-    }
+        Records::new(store, &keyring.sealer),
+        principal(tenant),
+        OffsetDateTime::now_utc(),
+    )
 }
 
 pub(super) fn b64(bytes: &[u8]) -> String {
@@ -186,13 +186,13 @@ async fn an_altered_or_moved_key_record_is_an_error_never_data() {
 }
 
 fn ctx_clone<'a>(ctx: &Ctx<'a>, store: &'a MemoryStore) -> Ctx<'a> {
-    Ctx {
-        enclave: ctx.enclave,
-        keyring: ctx.keyring,
-        records: Records::new(store, &ctx.keyring.sealer),
-        principal: ctx.principal.clone(),
-        now: ctx.now,
-    }
+    Ctx::new(
+        ctx.enclave,
+        ctx.keyring,
+        Records::new(store, &ctx.keyring.sealer),
+        ctx.principal.clone(),
+        ctx.now,
+    )
 }
 
 #[tokio::test]
@@ -322,4 +322,26 @@ async fn a_full_page_of_1000_still_reports_truncation() {
         .expect("lists");
     assert_eq!(rest["Keys"].as_array().map(Vec::len), Some(1));
     assert_eq!(rest["Truncated"], false);
+}
+
+/// CreateKey's `Policy` is refused, never silently dropped, and no key is created.
+#[tokio::test]
+async fn create_key_with_a_key_policy_is_unsupported() {
+    let enclave = enclave();
+    let store = MemoryStore::default();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    let policy = r#"{"Version":"2012-10-17","Statement":[]}"#;
+    let body = json!({ "Policy": policy, "Description": "with a policy" });
+    let err = super::dispatch(&ctx, keyward_wire::Operation::CreateKey, body)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.aws_type(), "UnsupportedOperationException");
+    assert_eq!(err.message(), keys::POLICY_UNSUPPORTED);
+    assert!(err.message().starts_with("Key policy documents are not supported yet"));
+    let listed = keys::list_keys(&ctx, json!({})).await.expect("lists");
+    assert_eq!(listed["Keys"], json!([]), "no key was created");
+    // An over-long policy is still the AWS validation error.
+    let long = json!({ "Policy": "x".repeat(32769) });
+    let err = keys::create_key(&ctx, long).await.expect_err("refused");
+    assert_eq!(err.aws_type(), "ValidationException");
 }

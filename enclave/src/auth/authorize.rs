@@ -3,7 +3,9 @@
 
 use super::Principal;
 use super::credentials::Role;
-use crate::api::error::KmsError;
+use keyward_wire::Operation;
+
+use crate::error::KmsError;
 
 /// What an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,65 +23,69 @@ pub enum Need {
     Anyone,
 }
 
-/// The requirement of an operation (`X-Amz-Target`), `None` when unknown.
-pub fn need(target: &str) -> Option<Need> {
-    let need = match target {
-        "Keyward.CreateTenant" | "Keyward.ListTenants" | "Keyward.DisableTenant" | "Keyward.EnableTenant" => {
-            Need::Operator
-        }
-        "Keyward.GetAuditLog" | "Keyward.GetAttestationDocument" => Need::Anyone,
-        "Keyward.UpdateKeyAttestationPolicy"
-        | "Keyward.PutKeyPolicyModule"
-        | "Keyward.DeleteKeyPolicyModule"
-        | "Keyward.PutTenantPolicyModule"
-        | "Keyward.DeleteTenantPolicyModule" => Need::KeyAdmin,
-        "Keyward.GetKeyPolicyModule" | "Keyward.TestPolicy" => Need::AnyTenantRole,
-        "Keyward.DescribeKeyAttestationPolicy" => Need::AnyTenantRole,
-        "Keyward.CreateAccessKey" | "Keyward.ListAccessKeys" | "Keyward.DeleteAccessKey" => Need::KeyAdmin,
-        "TrentService.CreateKey"
-        | "TrentService.EnableKey"
-        | "TrentService.DisableKey"
-        | "TrentService.ScheduleKeyDeletion"
-        | "TrentService.CancelKeyDeletion"
-        | "TrentService.UpdateKeyDescription"
-        | "TrentService.EnableKeyRotation"
-        | "TrentService.DisableKeyRotation"
-        | "TrentService.RotateKeyOnDemand"
-        | "TrentService.CreateAlias"
-        | "TrentService.UpdateAlias"
-        | "TrentService.DeleteAlias"
-        | "TrentService.TagResource"
-        | "TrentService.UntagResource"
-        | "TrentService.GetParametersForImport"
-        | "TrentService.ImportKeyMaterial"
-        | "TrentService.DeleteImportedKeyMaterial" => Need::KeyAdmin,
-        "TrentService.Encrypt"
-        | "TrentService.Decrypt"
-        | "TrentService.ReEncrypt"
-        | "TrentService.GenerateDataKey"
-        | "TrentService.GenerateDataKeyWithoutPlaintext"
-        | "TrentService.GenerateDataKeyPair"
-        | "TrentService.GenerateDataKeyPairWithoutPlaintext"
-        | "TrentService.GenerateRandom"
-        | "TrentService.Sign"
-        | "TrentService.Verify"
-        | "TrentService.GenerateMac"
-        | "TrentService.VerifyMac"
-        | "TrentService.DeriveSharedSecret" => Need::KeyUser,
-        "TrentService.DescribeKey"
-        | "TrentService.ListKeys"
-        | "TrentService.ListAliases"
-        | "TrentService.ListResourceTags"
-        | "TrentService.GetKeyRotationStatus"
-        | "TrentService.ListKeyRotations"
-        | "TrentService.GetPublicKey" => Need::AnyTenantRole,
-        _ => return None,
-    };
-    Some(need)
+/// The requirement of an operation (exhaustive: a new [`Operation`] does
+/// not compile until it is placed here).
+pub fn need(op: Operation) -> Need {
+    use Operation as O;
+    match op {
+        O::CreateTenant | O::ListTenants | O::DisableTenant | O::EnableTenant => Need::Operator,
+        O::GetAuditLog | O::GetAttestationDocument => Need::Anyone,
+        O::UpdateKeyAttestationPolicy
+        | O::PutKeyPolicyModule
+        | O::DeleteKeyPolicyModule
+        | O::PutTenantPolicyModule
+        | O::DeleteTenantPolicyModule => Need::KeyAdmin,
+        O::GetKeyPolicyModule | O::TestPolicy => Need::AnyTenantRole,
+        O::DescribeKeyAttestationPolicy => Need::AnyTenantRole,
+        O::CreateAccessKey | O::ListAccessKeys | O::DeleteAccessKey => Need::KeyAdmin,
+        O::CreateKey
+        | O::EnableKey
+        | O::DisableKey
+        | O::ScheduleKeyDeletion
+        | O::CancelKeyDeletion
+        | O::UpdateKeyDescription
+        | O::EnableKeyRotation
+        | O::DisableKeyRotation
+        | O::RotateKeyOnDemand
+        | O::CreateAlias
+        | O::UpdateAlias
+        | O::DeleteAlias
+        | O::TagResource
+        | O::UntagResource
+        | O::GetParametersForImport
+        | O::ImportKeyMaterial
+        | O::DeleteImportedKeyMaterial => Need::KeyAdmin,
+        O::Encrypt
+        | O::Decrypt
+        | O::ReEncrypt
+        | O::GenerateDataKey
+        | O::GenerateDataKeyWithoutPlaintext
+        | O::GenerateDataKeyPair
+        | O::GenerateDataKeyPairWithoutPlaintext
+        | O::GenerateRandom
+        | O::Sign
+        | O::Verify
+        | O::GenerateMac
+        | O::VerifyMac
+        | O::DeriveSharedSecret => Need::KeyUser,
+        O::DescribeKey
+        | O::ListKeys
+        | O::ListAliases
+        | O::ListResourceTags
+        | O::GetKeyRotationStatus
+        | O::ListKeyRotations
+        | O::GetPublicKey => Need::AnyTenantRole,
+    }
 }
 
 /// Allows or denies `principal` for an operation needing `need`.
-pub fn authorize(principal: &Principal, need: Need, target: &str) -> Result<(), KmsError> {
+pub fn authorize(principal: &Principal, op: Operation) -> Result<(), KmsError> {
+    let need = need(op);
+    let target = op.target();
+    authorize_need(principal, need, target)
+}
+
+fn authorize_need(principal: &Principal, need: Need, target: &str) -> Result<(), KmsError> {
     let has = |role| principal.roles.contains(&role);
     let allowed = match need {
         Need::Operator => has(Role::Operator),
@@ -126,7 +132,7 @@ mod tests {
             tenant: super::super::OPERATOR.into(),
             ..principal(&[Role::Operator])
         };
-        let allowed = |p: &Principal, t: &str| need(t).is_some_and(|n| authorize(p, n, t).is_ok());
+        let allowed = |p: &Principal, t: &str| Operation::from_target(t).is_some_and(|op| authorize(p, op).is_ok());
         assert!(allowed(&admin, "TrentService.CreateKey") && !allowed(&user, "TrentService.CreateKey"));
         assert!(allowed(&user, "TrentService.Decrypt") && !allowed(&admin, "TrentService.Decrypt"));
         assert!(allowed(&admin, "TrentService.DescribeKey") && allowed(&user, "TrentService.DescribeKey"));
@@ -141,8 +147,8 @@ mod tests {
         assert!(allowed(&operator, "Keyward.CreateTenant") && !allowed(&admin, "Keyward.CreateTenant"));
         assert!(allowed(&admin, "Keyward.CreateAccessKey") && !allowed(&user, "Keyward.CreateAccessKey"));
         assert!(allowed(&operator, "Keyward.GetAuditLog") && allowed(&user, "Keyward.GetAuditLog"));
-        assert_eq!(need("TrentService.NoSuchThing"), None);
-        let err = authorize(&operator, Need::KeyUser, "TrentService.Decrypt").expect_err("denied");
+        assert!(!allowed(&admin, "TrentService.NoSuchThing"));
+        let err = authorize(&operator, Operation::Decrypt).expect_err("denied");
         assert_eq!(err.aws_type(), "AccessDeniedException");
     }
 }

@@ -8,7 +8,7 @@ pub mod sigv4;
 
 use time::OffsetDateTime;
 
-use crate::api::error::KmsError;
+use crate::error::KmsError;
 use credentials::{CredentialCache, Role};
 use sigv4::{SigV4Error, SignedRequest};
 

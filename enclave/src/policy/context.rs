@@ -1,9 +1,9 @@
 //! The request context handed to policy modules (ABI v1, `policies/ABI.md`):
 //! who asks, for what action, on which key, with which request details, when.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use keyward_wire::Operation;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -25,33 +25,21 @@ pub struct RequestFacts {
     pub tenant_policy: Option<String>,
 }
 
-tokio::task_local! {
-    /// The current request's facts (set by the dispatcher).
-    pub static FACTS: RefCell<RequestFacts>;
-}
-
-/// Records the verified recipient's claims for the policy context.
-pub fn note_attestation(module_id: &str, pcrs: &BTreeMap<u8, Vec<u8>>, timestamp_ms: u64) {
+/// The verified recipient's claims as the policy context shows them
+/// (`principal.attestation`).
+pub fn attestation_claims(module_id: &str, pcrs: &BTreeMap<u8, Vec<u8>>, timestamp_ms: u64) -> Value {
     let pcrs: serde_json::Map<String, Value> = pcrs
         .iter()
         .map(|(i, v)| (i.to_string(), json!(hex::encode(v))))
         .collect();
-    let claims = json!({ "module_id": module_id, "pcrs": pcrs, "timestamp": timestamp_ms });
-    let _ = FACTS.try_with(|f| f.borrow_mut().attestation = Some(claims));
+    json!({ "module_id": module_id, "pcrs": pcrs, "timestamp": timestamp_ms })
 }
 
-/// The ABI v1 context JSON for `key` under the current request.
+/// The ABI v1 context JSON for `key` under a request with `facts`.
 ///
-/// Serialized straight from borrowed data (the request's facts stay in the
-/// task-local, nothing is cloned or built as a `Value` first): this runs on
-/// every operation on a key that has a policy.
-pub fn build(principal: &Principal, key: &KeyRecord, time_ms: u64) -> Vec<u8> {
-    FACTS
-        .try_with(|f| serialize(principal, key, time_ms, &f.borrow()))
-        .unwrap_or_else(|_| serialize(principal, key, time_ms, &RequestFacts::default()))
-}
-
-fn serialize(principal: &Principal, key: &KeyRecord, time_ms: u64, facts: &RequestFacts) -> Vec<u8> {
+/// Serialized straight from borrowed data (nothing is cloned or built as a
+/// `Value` first): this runs on every operation on a key that has a policy.
+pub fn build(principal: &Principal, key: &KeyRecord, time_ms: u64, facts: &RequestFacts) -> Vec<u8> {
     let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
     let mut key_id = uuid::Uuid::encode_buffer();
     let key_id: &str = key.key_id.hyphenated().encode_lower(&mut key_id);
@@ -129,13 +117,9 @@ struct DocEnvironment {
     time_ms: u64,
 }
 
-/// Extracts the facts of a request body for `target`.
-pub fn facts_of(target: &str, body: &Value) -> RequestFacts {
-    let action = match target.split_once('.') {
-        Some(("TrentService", op)) => format!("kms:{op}"),
-        Some((_, op)) => format!("keyward:{op}"),
-        None => String::new(),
-    };
+/// Extracts the facts of a request body for `op`.
+pub fn facts_of(op: Operation, body: &Value) -> RequestFacts {
+    let action = op.action().to_owned();
     // ReEncrypt's source context is what its decryption is bound to.
     let context = body
         .get("EncryptionContext")
@@ -171,8 +155,6 @@ pub fn facts_of(target: &str, body: &Value) -> RequestFacts {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-
     use super::*;
     use crate::auth::credentials::Role;
     use crate::keys::record::KeyState;
@@ -197,20 +179,20 @@ mod tests {
     }
 
     /// The document is exactly ABI v1's §3 (every member, with its type).
-    #[tokio::test]
-    async fn the_context_is_the_v1_document() {
+    #[test]
+    fn the_context_is_the_v1_document() {
         let body = json!({
             "EncryptionContext": { "tenant": "111122223333", "é": "\u{1}" },
             "GrantTokens": ["g1"],
             "Recipient": { "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256" },
         });
-        let facts = facts_of("TrentService.Decrypt", &body);
-        let built = FACTS
-            .scope(RefCell::new(facts), async {
-                note_attestation("i-0123-enc0123", &[(0u8, vec![0xab; 48])].into_iter().collect(), 1_000);
-                build(&principal(), &key(), 1_704_110_400_000)
-            })
-            .await;
+        let mut facts = facts_of(Operation::Decrypt, &body);
+        facts.attestation = Some(attestation_claims(
+            "i-0123-enc0123",
+            &[(0u8, vec![0xab; 48])].into_iter().collect(),
+            1_000,
+        ));
+        let built = build(&principal(), &key(), 1_704_110_400_000, &facts);
         let parsed: Value = serde_json::from_slice(&built).expect("JSON");
         assert_eq!(
             parsed,
@@ -244,7 +226,8 @@ mod tests {
     /// Outside a request (no facts): the same shape, with an empty action.
     #[test]
     fn without_facts_the_action_is_empty() {
-        let parsed: Value = serde_json::from_slice(&build(&principal(), &key(), 5)).expect("JSON");
+        let parsed: Value =
+            serde_json::from_slice(&build(&principal(), &key(), 5, &RequestFacts::default())).expect("JSON");
         assert_eq!(parsed["action"], "");
         assert_eq!(parsed["principal"]["attestation"], Value::Null);
         assert_eq!(parsed["request"]["encryption_context"], json!({}));

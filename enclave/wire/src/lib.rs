@@ -18,6 +18,9 @@
 //! enclave authenticates requests (SigV4) and seals every stored value itself.
 #![forbid(unsafe_code)]
 
+mod operation;
+pub use operation::Operation;
+
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -1,0 +1,126 @@
+//! The request context: one value per request, created by `api::handle`
+//! after authentication and passed down by reference to the request layer
+//! and the keystore domain. It replaces ambient state (task-locals): whatever
+//! an operation needs (who asks, for which tenant, when, the store, the
+//! keyring, the policy facts) is in it, and whatever an operation reports
+//! back for the audit record and the metrics goes into its [`Notes`].
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::auth::Principal;
+use crate::bootstrap::Keyring;
+use crate::policy::context::RequestFacts;
+use crate::service::Enclave;
+use crate::store::Records;
+
+/// Everything an operation needs, for one request.
+pub struct Ctx<'a> {
+    pub enclave: &'a Enclave,
+    pub keyring: &'a Keyring,
+    pub records: Records<'a>,
+    /// The authenticated caller (its tenant is `principal.tenant`).
+    pub principal: Principal,
+    /// The request's time: every check of the request uses this one instant.
+    pub now: OffsetDateTime,
+    /// What the request did, for its audit record (see [`Notes`]).
+    pub notes: Notes,
+    /// What policy modules see of the request (ABI v1 `request`, `action`).
+    pub facts: Mutex<RequestFacts>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for `principal` at `now`, with empty notes and no policy
+    /// facts (an empty action; see [`Ctx::with_facts`]).
+    pub fn new(
+        enclave: &'a Enclave,
+        keyring: &'a Keyring,
+        records: Records<'a>,
+        principal: Principal,
+        now: OffsetDateTime,
+    ) -> Self {
+        Ctx {
+            enclave,
+            keyring,
+            records,
+            principal,
+            now,
+            notes: Notes::default(),
+            facts: Mutex::new(RequestFacts::default()),
+        }
+    }
+
+    /// This context with the request's policy facts.
+    #[must_use]
+    pub fn with_facts(self, facts: RequestFacts) -> Self {
+        Ctx {
+            facts: Mutex::new(facts),
+            ..self
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.enclave.config.region
+    }
+
+    /// The request's policy facts (held briefly; never across an `.await`).
+    pub fn facts(&self) -> MutexGuard<'_, RequestFacts> {
+        self.facts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a request reports back up while it runs: the key it acted on, the
+/// policy module that decided, what a success should say in its audit
+/// `Reason`, and the time spent in policy decisions. Written through `&self`
+/// (the context is shared by reference), read once by `api::handle`.
+#[derive(Debug, Default)]
+pub struct Notes {
+    inner: Mutex<AuditNotes>,
+}
+
+/// The notes of one request, as `api::handle` puts them in its audit record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AuditNotes {
+    /// ARN of the key the request acted on (the last one noted).
+    pub key_arn: String,
+    /// SHA-256 hex of the policy module that decided (the last one run).
+    pub policy_module: String,
+    /// What a successful request did (e.g. a key-material fingerprint).
+    pub detail: String,
+    /// Microseconds spent in policy enforcement.
+    pub policy_micros: u64,
+}
+
+impl Notes {
+    fn with<T>(&self, f: impl FnOnce(&mut AuditNotes) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Notes the key the request acts on.
+    pub fn key(&self, arn: &str) {
+        self.with(|n| arn.clone_into(&mut n.key_arn));
+    }
+
+    /// Notes the policy module that decided.
+    pub fn policy(&self, sha256_hex: &str) {
+        self.with(|n| sha256_hex.clone_into(&mut n.policy_module));
+    }
+
+    /// Adds time spent in policy enforcement.
+    pub fn policy_time(&self, spent: Duration) {
+        let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+        self.with(|n| n.policy_micros = n.policy_micros.saturating_add(micros));
+    }
+
+    /// Notes what a successful request did, for its audit `Reason`. Never pass a secret.
+    pub fn detail(&self, detail: &str) {
+        self.with(|n| detail.clone_into(&mut n.detail));
+    }
+
+    /// The notes so far, leaving them empty.
+    pub fn take(&self) -> AuditNotes {
+        self.with(std::mem::take)
+    }
+}

@@ -1,0 +1,95 @@
+//! The enclave's error type, returned by every layer below the request
+//! layer (authentication, the keystore domain, sealing, the store). It says
+//! what went wrong in AWS KMS terms (each variant is one AWS error type) but
+//! knows nothing of HTTP: `api/error.rs` maps it to AWS's wire shape.
+
+/// An error answered to the client (mapped to its AWS shape by
+/// `api::error`). Messages never contain secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KmsError {
+    Serialization(String),
+    UnknownOperation(String),
+    Validation(String),
+    NotFound(String),
+    InvalidCiphertext(String),
+    InvalidKeyUsage(String),
+    IncorrectKey(String),
+    Disabled(String),
+    InvalidState(String),
+    InvalidMarker(String),
+    UnsupportedOperation(String),
+    UnrecognizedClient(String),
+    InvalidSignature(String),
+    AccessDenied(String),
+    MalformedPolicyDocument(String),
+    /// HTTP 412: the request would have succeeded (`DryRun: true`).
+    DryRunOperation(String),
+    Throttling(String),
+    InvalidMac(String),
+    /// `KMSInvalidSignatureException`: Verify found the signature invalid
+    /// (`InvalidSignature` is the SigV4 authentication failure).
+    InvalidSignatureValue(String),
+    Tag(String),
+    LimitExceeded(String),
+    InvalidAliasName(String),
+    AlreadyExists(String),
+    InvalidImportToken(String),
+    ExpiredImportToken(String),
+    IncorrectKeyMaterial(String),
+    /// Details go to the log under the request id; the client sees a generic message.
+    Internal,
+}
+
+impl KmsError {
+    pub fn message(&self) -> &str {
+        match self {
+            KmsError::Serialization(m)
+            | KmsError::UnknownOperation(m)
+            | KmsError::Validation(m)
+            | KmsError::NotFound(m)
+            | KmsError::InvalidCiphertext(m)
+            | KmsError::InvalidKeyUsage(m)
+            | KmsError::IncorrectKey(m)
+            | KmsError::Disabled(m)
+            | KmsError::InvalidState(m)
+            | KmsError::InvalidMarker(m)
+            | KmsError::UnsupportedOperation(m)
+            | KmsError::UnrecognizedClient(m)
+            | KmsError::InvalidSignature(m)
+            | KmsError::AccessDenied(m)
+            | KmsError::MalformedPolicyDocument(m)
+            | KmsError::DryRunOperation(m)
+            | KmsError::Throttling(m)
+            | KmsError::AlreadyExists(m)
+            | KmsError::InvalidImportToken(m)
+            | KmsError::ExpiredImportToken(m)
+            | KmsError::IncorrectKeyMaterial(m)
+            | KmsError::InvalidAliasName(m)
+            | KmsError::LimitExceeded(m)
+            | KmsError::Tag(m)
+            | KmsError::InvalidSignatureValue(m)
+            | KmsError::InvalidMac(m) => m,
+            KmsError::Internal => "The request could not be completed due to an internal error. Retry the request.",
+        }
+    }
+
+    pub fn validation(field: &str, constraint: &str) -> Self {
+        KmsError::Validation(format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: {constraint}"
+        ))
+    }
+
+    pub fn missing(field: &str) -> Self {
+        KmsError::Validation(format!(
+            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
+        ))
+    }
+}
+
+impl From<crate::store::StoreError> for KmsError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        KmsError::Internal
+    }
+}

@@ -1,0 +1,225 @@
+//! The caller's keys: resolving a `KeyId` (id, ARN, alias) to one of them,
+//! loading it (applying what is due, then the policy modules), saving it,
+//! and AWS's key-state rules.
+
+use uuid::Uuid;
+
+use super::{aliases, due};
+use crate::context::Ctx;
+use crate::error::KmsError;
+use crate::keys::record::{self, KeyRecord, KeyState};
+
+pub fn key_arn(region: &str, tenant: &str, key_id: &Uuid) -> String {
+    format!("arn:aws:kms:{region}:{tenant}:key/{key_id}")
+}
+
+/// Resolves a `KeyId` parameter (key id, key ARN, alias name or alias ARN) to
+/// one of the caller's keys. Anything else, including another tenant's key or
+/// alias, is "not found".
+pub async fn resolve_key_id(ctx: &Ctx<'_>, key_id: &str) -> Result<Uuid, KmsError> {
+    if key_id.is_empty() || key_id.len() > 2048 {
+        return Err(KmsError::validation(
+            "keyId",
+            "Member must have length between 1 and 2048 (inclusive)",
+        ));
+    }
+    let not_found = || KmsError::NotFound(format!("Invalid keyId '{}'", crate::text::printable(key_id)));
+    if let Some(rest) = key_id.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [partition, service, region, account, resource] = parts.as_slice() else {
+            return Err(not_found());
+        };
+        if *partition != "aws" || *service != "kms" || *region != ctx.region() || *account != ctx.principal.tenant {
+            return Err(not_found());
+        }
+        if resource.starts_with("alias/") {
+            return resolve_alias(ctx, resource).await;
+        }
+        let id = resource.strip_prefix("key/").ok_or_else(not_found)?;
+        return Uuid::try_parse(id).map_err(|_| not_found());
+    }
+    if key_id.starts_with("alias/") {
+        return resolve_alias(ctx, key_id).await;
+    }
+    Uuid::try_parse(key_id).map_err(|_| not_found())
+}
+
+async fn resolve_alias(ctx: &Ctx<'_>, name: &str) -> Result<Uuid, KmsError> {
+    aliases::lookup(&ctx.records, &ctx.principal.tenant, name)
+        .await?
+        .ok_or_else(|| {
+            KmsError::NotFound(format!(
+                "Alias {} is not found.",
+                aliases::alias_arn(ctx.region(), &ctx.principal.tenant, &crate::text::printable(name))
+            ))
+        })
+}
+
+/// Resolves and loads the caller's key (see [`resolve_key_id`], [`load_key`]).
+pub async fn resolve_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, KmsError> {
+    let id = resolve_key_id(ctx, key_id).await?;
+    load_key(ctx, &id).await
+}
+
+/// Loads the caller's key record, first applying what is due: a key past
+/// its deletion date is destroyed (and reads as not found), an automatic
+/// rotation past its date happens, expired imported material is deleted.
+pub async fn load_key(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsError> {
+    load(ctx, key_id, false).await
+}
+
+/// [`load_key`] for a caller that already holds the key's write lock
+/// (the lock is not reentrant).
+pub async fn load_key_locked(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, KmsError> {
+    load(ctx, key_id, true).await
+}
+
+async fn load(ctx: &Ctx<'_>, key_id: &Uuid, locked: bool) -> Result<KeyRecord, KmsError> {
+    let name = record::record_key(&ctx.principal.tenant, key_id);
+    let rec = read_key(ctx, &name, key_id).await?;
+    let rec = match rec {
+        Some(rec) if due::is_due(&rec, ctx.now.unix_timestamp()) => {
+            let _guard = if locked {
+                None
+            } else {
+                Some(ctx.enclave.locks.lock(&name).await)
+            };
+            match read_key(ctx, &name, key_id).await? {
+                Some(rec) => apply_due(ctx, rec).await?,
+                None => None,
+            }
+        }
+        other => other,
+    };
+    if let Some(rec) = &rec {
+        // Customer policy modules decide after built-in authorization, on every key acted on.
+        super::policy::enforce(ctx, rec).await?;
+    }
+    rec.ok_or_else(|| {
+        KmsError::NotFound(format!(
+            "Key '{}' does not exist",
+            key_arn(ctx.region(), &ctx.principal.tenant, key_id)
+        ))
+    })
+}
+
+async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<KeyRecord>, KmsError> {
+    let record: Option<KeyRecord> = ctx.records.get(record::NAMESPACE, name).await?;
+    match record {
+        Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => {
+            ctx.notes.key(&r.arn);
+            Ok(Some(r))
+        }
+        Some(_) => {
+            tracing::error!("key record names another key than its identity");
+            Err(KmsError::Internal)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Persists a key record (the caller holds the key's lock).
+pub async fn save_key(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<(), KmsError> {
+    ctx.notes.key(&rec.arn);
+    ctx.records
+        .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), rec)
+        .await?;
+    Ok(())
+}
+
+/// What an operation does to a key, for AWS's key-state rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Cryptographic use (Encrypt, Sign, GenerateMac, GetPublicKey, …).
+    Crypto,
+    /// A change of metadata or configuration (tags, description, rotation, aliases).
+    Manage,
+}
+
+/// AWS's key-state table: cryptographic use needs Enabled (Disabled →
+/// DisabledException); nothing but reads and CancelKeyDeletion works in
+/// PendingDeletion; PendingImport allows management only.
+pub fn check_state(key: &KeyRecord, access: Access) -> Result<(), KmsError> {
+    match (key.state, access) {
+        (KeyState::Enabled, _) => Ok(()),
+        (KeyState::Disabled, Access::Crypto) => Err(KmsError::Disabled(format!("{} is disabled.", key.arn))),
+        (KeyState::Disabled, Access::Manage) | (KeyState::PendingImport, Access::Manage) => Ok(()),
+        (state, _) => Err(KmsError::InvalidState(format!(
+            "{} is pending {}.",
+            key.arn,
+            pending(state)
+        ))),
+    }
+}
+
+fn pending(state: KeyState) -> &'static str {
+    match state {
+        KeyState::PendingDeletion => "deletion",
+        KeyState::PendingImport => "import",
+        _ => "a state change",
+    }
+}
+
+/// A key that can be used cryptographically for `usage`.
+pub fn require_usable(key: &KeyRecord, usage: &str) -> Result<(), KmsError> {
+    check_state(key, Access::Crypto)?;
+    if key.key_usage != usage {
+        return Err(KmsError::InvalidKeyUsage(format!(
+            "{} key usage is {}, not {usage}.",
+            key.arn, key.key_usage
+        )));
+    }
+    Ok(())
+}
+
+/// Applies what is due. `None` when the key was destroyed. Events the
+/// enclave did on its own (material expiry) get audit records of their own.
+pub async fn apply_due(ctx: &Ctx<'_>, rec: KeyRecord) -> Result<Option<KeyRecord>, KmsError> {
+    let mut events = Vec::new();
+    let rec = due::apply_due_with(
+        &ctx.records,
+        &ctx.keyring.hierarchy,
+        rec,
+        ctx.now.unix_timestamp(),
+        &mut events,
+    )
+    .await?;
+    for event in events {
+        if let Err(e) = ctx.enclave.audit(event).await {
+            tracing::error!(error = %e, "audit of an enclave event failed");
+            return Err(KmsError::Internal);
+        }
+    }
+    Ok(rec)
+}
+
+/// Loads the caller's key under its write lock, applies `change`, saves it.
+pub async fn modify<T>(
+    ctx: &Ctx<'_>,
+    key_id: Option<String>,
+    change: impl FnOnce(&mut KeyRecord) -> Result<T, KmsError>,
+) -> Result<(KeyRecord, T), KmsError> {
+    with_locked_key(ctx, key_id, async |mut rec| {
+        let out = change(&mut rec)?;
+        save_key(ctx, &rec).await?;
+        Ok((rec, out))
+    })
+    .await
+}
+
+/// Loads the caller's key under its write lock and runs `body` with it
+/// (which saves what it changes).
+pub async fn with_locked_key<T>(
+    ctx: &Ctx<'_>,
+    key_id: Option<String>,
+    body: impl AsyncFnOnce(KeyRecord) -> Result<T, KmsError>,
+) -> Result<T, KmsError> {
+    let id = resolve_key_id(ctx, &key_id.ok_or_else(|| KmsError::missing("keyId"))?).await?;
+    let _guard = ctx
+        .enclave
+        .locks
+        .lock(&record::record_key(&ctx.principal.tenant, &id))
+        .await;
+    let rec = load_key_locked(ctx, &id).await?;
+    body(rec).await
+}
