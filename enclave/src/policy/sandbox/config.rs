@@ -20,13 +20,14 @@ pub(super) const PAGEMAP_SCAN: Enabled = Enabled::No;
 /// of giving them back to the kernel with `madvise`; everything past them is
 /// `madvise`d. With the blind reset (no `PAGEMAP_SCAN`) these bytes are
 /// rewritten whether or not the decision touched them, so this is a trade:
-/// a `memcpy` of up to this much per decision against page faults on the next
-/// decision for what was `madvise`d. 64 KiB covers a small module's whole
-/// memory (the allow-all WAT module has one page) and the low pages a Rust
-/// policy touches most (its stack; BENCHMARKS.md has the measurements). The
-/// cost in memory is at most this much resident per warm slot (16 MiB for a
-/// full pool).
-pub(super) const MEMORY_KEEP_RESIDENT: usize = 64 * 1024;
+/// a copy of up to this much per decision against page faults on the next
+/// decision for what was `madvise`d and is touched again. 128 KiB covers a
+/// small module's whole memory (the allow-all WAT module has two pages) and
+/// the low part of a Rust policy's (its 64 KiB stack and its data; the
+/// heap above is `madvise`d). The cost in memory is at most this much
+/// resident per warm slot (32 MiB for a full pool). Measurements:
+/// `BENCHMARKS.md`.
+pub(super) const MEMORY_KEEP_RESIDENT: usize = 128 * 1024;
 /// The same for a freed instance's table (its used part only): 16 KiB is 2,048
 /// function references, more than the table of any module seen so far (a
 /// Rust policy's is a few dozen), so resetting it is one short `memset`
