@@ -337,22 +337,11 @@ fn bench_principal() -> keyward_enclave::auth::Principal {
 
 /// Customer key policies (ABI v1).
 ///
-/// * `policy/decision-reset-instance/<module>`: one decision as the enclave
-///   makes it, `PolicyEngine::evaluate`: the module's instance kept from the
-///   previous decision, `keyward_alloc`, the context written,
-///   `keyward_evaluate`, the decision parsed, then the instance reset in
-///   place (written pages restored from the module's image, globals from
-///   their initializers) and kept for the next one.
-/// * `policy/decision-fresh-instance/<module>`: the same on an engine without
-///   reuse (`PolicyEngine::without_reuse`): a fresh store and instance from a
-///   warm slot of the pooling allocator every time, the slot reset when the
-///   store is dropped. What the enclave did before it reused instances.
-/// * `policy/decision-reused-instance/<module>`: the same calls on one
-///   instance kept across decisions, refuelled but **not reset** (a fresh one
-///   every `REUSE_FOR` decisions, as SDK modules never free the context):
-///   the lower bound of any reuse, since reuse that keeps decisions
-///   independent must add a reset. Not something the enclave does: it is
-///   here to price the reset.
+/// * `policy/decision-fresh-instance/<module>`: one decision as the enclave
+///   makes it, `PolicyEngine::evaluate`: a new store and instance in a warm
+///   slot of the pooling allocator (stock wasmtime), `keyward_alloc`, the
+///   context written, `keyward_evaluate`, the decision parsed, the store
+///   dropped and the slot reset (the blind reset: no `PAGEMAP_SCAN`).
 ///
 /// For the allow-all WAT module and the `context-tenant` example (Rust,
 /// `keyward-policy`), on the 0.7 KiB sample context; then a whole Decrypt in
@@ -399,7 +388,6 @@ fn policy(c: &mut Criterion) {
     modules.extend(extra);
 
     let engine = PolicyEngine::new().expect("policy engine");
-    let fresh_engine = PolicyEngine::without_reuse().expect("policy engine");
     // Fuel on the largest contexts the enclave sends (policies/ABI.md §5):
     // printed, not benchmarked.
     let context_tenant = engine.compile(&context_tenant_wasm).expect("compiles");
@@ -451,25 +439,8 @@ fn policy(c: &mut Criterion) {
         let (decision, fuel) = engine.evaluate_metered(&compiled, &context);
         assert!(decision.allow, "{name}: {}", decision.reason);
         println!("policy/{name}: {fuel} fuel per decision on the sample context");
-        // The decision above left its instance for reuse: the next one
-        // takes it (whatever the benchmark filter selects).
-        let reused_before = engine.decisions_in_reused_instances();
-        assert!(engine.evaluate(&compiled, &context).allow);
-        assert!(
-            engine.decisions_in_reused_instances() > reused_before,
-            "{name}: the engine did not reuse instances"
-        );
-        group.bench_function(format!("decision-reset-instance/{name}"), |b| {
-            b.iter(|| engine.evaluate(&compiled, black_box(&context)))
-        });
-        let fresh = fresh_engine.compile(wasm).expect("compiles");
         group.bench_function(format!("decision-fresh-instance/{name}"), |b| {
-            b.iter(|| fresh_engine.evaluate(&fresh, black_box(&context)))
-        });
-        let mut reused = ReusedInstance::new(wasm);
-        assert!(reused.decide(&context), "{name}: the reused instance denied");
-        group.bench_function(format!("decision-reused-instance/{name}"), |b| {
-            b.iter(|| reused.decide(black_box(&context)))
+            b.iter(|| engine.evaluate(&compiled, black_box(&context)))
         });
     }
 
@@ -526,77 +497,11 @@ fn policy(c: &mut Criterion) {
         b.iter(|| decrypt(black_box(&guarded_body)).expect("decrypts"))
     });
     // The same with the trivial module: what enforcement costs besides the
-    // policy's own work (context JSON, module lookup, the reset instance).
+    // policy's own work (context JSON, module lookup, the fresh instance).
     group.bench_function("api/decrypt-32B/key-policy-allow-all-wat", |b| {
         b.iter(|| decrypt(black_box(&allow_all_body)).expect("decrypts"))
     });
     group.finish();
-
-    /// Decisions per instance in [`ReusedInstance`] before it is replaced.
-    const REUSE_FOR: u32 = 256;
-
-    /// One policy instance kept across decisions (see [`policy`]): refuelled,
-    /// never reset. A measurement device only.
-    struct ReusedInstance {
-        store: wasmtime::Store<()>,
-        pre: wasmtime::InstancePre<()>,
-        instance: wasmtime::Instance,
-        uses: u32,
-    }
-
-    impl ReusedInstance {
-        fn new(wasm: &[u8]) -> Self {
-            // The sandbox's code generation and metering (fuel, epochs); the
-            // epoch never advances here.
-            let mut config = wasmtime::Config::new();
-            config
-                .cranelift_opt_level(wasmtime::OptLevel::Speed)
-                .cranelift_nan_canonicalization(true)
-                .consume_fuel(true)
-                .epoch_interruption(true);
-            let engine = wasmtime::Engine::new(&config).expect("engine");
-            let module = wasmtime::Module::new(&engine, wasm).expect("module");
-            let pre = wasmtime::Linker::new(&engine).instantiate_pre(&module).expect("pre");
-            let mut store = wasmtime::Store::new(&engine, ());
-            let instance = pre.instantiate(&mut store).expect("instance");
-            ReusedInstance {
-                store,
-                pre,
-                instance,
-                uses: 0,
-            }
-        }
-
-        /// One decision; whether it allowed.
-        fn decide(&mut self, context: &[u8]) -> bool {
-            self.uses += 1;
-            if self.uses > REUSE_FOR {
-                self.store = wasmtime::Store::new(self.store.engine(), ());
-                self.instance = self.pre.instantiate(&mut self.store).expect("instance");
-                self.uses = 1;
-            }
-            let store = &mut self.store;
-            store.set_fuel(20_000_000).expect("fuel");
-            store.set_epoch_deadline(10);
-            let memory = self.instance.get_memory(&mut *store, "memory").expect("memory");
-            let alloc = self
-                .instance
-                .get_typed_func::<i32, i32>(&mut *store, "keyward_alloc")
-                .expect("alloc");
-            let evaluate = self
-                .instance
-                .get_typed_func::<(i32, i32), i64>(&mut *store, "keyward_evaluate")
-                .expect("evaluate");
-            let len = context.len() as i32;
-            let ptr = alloc.call(&mut *store, len).expect("alloc call");
-            memory.write(&mut *store, ptr as u32 as usize, context).expect("write");
-            let packed = evaluate.call(&mut *store, (ptr, len)).expect("evaluate call") as u64;
-            let (start, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-            let decision: serde_json::Value =
-                serde_json::from_slice(&memory.data(&*store)[start..start + len]).expect("decision");
-            decision["allow"] == serde_json::Value::Bool(true)
-        }
-    }
 }
 
 criterion_group!(

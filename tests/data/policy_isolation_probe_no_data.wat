@@ -1,7 +1,6 @@
 ;; Keyward policy ABI v1: an isolation probe with no data segment, so its
 ;; memory starts as zeros and a reset must zero what a decision wrote rather
-;; than copy an image back, and with a v128 global. Its code changes no
-;; table, so the sandbox resets and reuses its instance.
+;; than copy an image back, and with a v128 global.
 ;;
 ;; It writes its answer with stores. It answers {"allow":true} only when all
 ;; of these were still in their initial state: the v128 global, a counter in

@@ -1,9 +1,9 @@
-;; Keyward policy ABI v1: an isolation probe for instances the sandbox resets
-;; and reuses. Like policy_isolation_probe.wat it counts its calls in every
-;; kind of state a module has, and allows only when nothing survived from an
-;; earlier decision; unlike it, its code changes no table (no `table.set`),
-;; so the sandbox keeps its instance and resets it in place between
-;; decisions instead of making a new one.
+;; Keyward policy ABI v1: an isolation probe. Like policy_isolation_probe.wat
+;; it counts its calls in every kind of state a module has, and allows only
+;; when nothing survived from an earlier decision; unlike it, its code changes
+;; no table (no `table.set`), so it also suited a reset of the instance in
+;; place (which Keyward no longer does: every decision is a new instance in
+;; a recycled pool slot, `enclave/src/policy/sandbox/mod.rs`, "Isolation").
 ;;
 ;; State it changes on every call and checks on the next:
 ;; * a non-exported mutable global (a call counter), an exported one, and a
@@ -12,15 +12,16 @@
 ;; * a counter in its data segment, and one at byte 6000 of every 8 KiB of
 ;;   its four initial wasm pages (32 separate dirty runs, more than the
 ;;   dirty-page scan returns in one go, and more than the pool keeps
-;;   resident, so both the in-place reset and the decommit must be right);
+;;   resident, so both the rewritten and the `madvise`d part of the slot's
+;;   reset must be right);
 ;; * the request context itself: the byte just after this decision's context
 ;;   must be zero, so a longer context from an earlier decision must not
 ;;   have survived (the confidentiality property, directly);
 ;; * its memory size (4 pages) and its table (slot 0 set by the element
 ;;   segment, slot 1 empty; read only).
 ;; A two-byte context grows the memory and writes the new page, then returns
-;; normally (an instance with grown memory cannot be reset: it must be
-;; dropped). A one-byte context traps after changing everything.
+;; normally (the next instance in the slot must see 4 pages again). A
+;; one-byte context traps after changing everything.
 (module
   (memory (export "memory") 4)
   (table $t 2 funcref)

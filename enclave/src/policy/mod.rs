@@ -6,5 +6,4 @@
 
 pub mod context;
 pub mod modules;
-mod reuse;
 pub mod sandbox;

@@ -1,0 +1,470 @@
+//! The policy sandbox: compiles customer key policies (WebAssembly core
+//! modules, ABI v1) once at upload and evaluates them on every key operation,
+//! failing closed. Stock wasmtime from crates.io, no patches.
+//!
+//! Modules: `upload` (section and export checks), `config` (the engine and
+//! its pooling allocator), `instance` (one instance for one decision),
+//! `decision` (the decision document and the sandbox's denials), `slots`
+//! (concurrency and the epoch ticker).
+//!
+//! # ABI v1
+//! A policy is a core module with **no imports** and **no start function**
+//! that exports:
+//! * `memory`: its (only, non-shared, 32-bit) linear memory;
+//! * `keyward_alloc(len: i32) -> i32`: a buffer of `len` bytes for the context;
+//! * `keyward_evaluate(ptr: i32, len: i32) -> i64`: the decision, as a pointer
+//!   (high 32 bits) and length (low 32 bits) into `memory`;
+//! * `keyward_policy_abi_v1: () -> ()`: the ABI marker (never called).
+//!
+//! The input is the request context as UTF-8 JSON (at most
+//! [`MAX_CONTEXT_BYTES`]); the output is UTF-8 JSON
+//! `{"allow": bool, "reason": "…"}` (at most [`MAX_DECISION_BYTES`]; `reason`
+//! may be omitted; no other field is accepted; a field given twice is
+//! malformed). Anything else denies, with a reason naming the failure: a trap,
+//! running out of fuel, the wall-clock (epoch) deadline, the memory limit, an
+//! out-of-bounds pointer or length, a malformed decision.
+//!
+//! # Isolation
+//! **Guarantee: every decision observes only the module's initial state and
+//! its own context.** Nothing a policy writes (memory, globals, tables, its
+//! memory size) survives into the next decision, for the same request or any
+//! other, whether the decision ended normally or was stopped half-way (trap,
+//! fuel, deadline, memory limit).
+//!
+//! How: **every decision runs in a new instance in a new [`Store`]** (from
+//! the module's [`InstancePre`]), and the store is dropped when the decision
+//! ends, however it ended. Nothing reaches an instance's state but through
+//! its store, so globals, tables, the instance's context and its memory size
+//! are new for every decision. What outlives a decision is wasmtime's
+//! pooling allocator's **slot**: the address space of one instance's linear
+//! memory and table, kept warm with the last module's memory image mapped
+//! and handed to a later instance (of the same module, preferably). Stock
+//! wasmtime 48 resets a slot when the store that held it is dropped
+//! (`MemoryImageSlot::clear_and_remain_ready`, then `instantiate` for the next
+//! instance), and Keyward configures that reset so that it depends on nothing
+//! the kernel reports (`config.rs`):
+//! * **linear memory**: `pagemap_scan` is **off** (`Enabled::No`, also
+//!   wasmtime's default), so the reset is the blind one
+//!   (`pagemap_disabled::reset_with_pagemap`): the first
+//!   `MEMORY_KEEP_RESIDENT` bytes of the memory's accessible part (its size
+//!   when the store was dropped, grown pages included) are rewritten
+//!   unconditionally from the module's image (data segments, zeros around
+//!   them), and everything past them is `madvise(MADV_DONTNEED)`d, which
+//!   drops the slot's private pages so that the next access sees the pristine
+//!   copy-on-write mapping of the image, or zeros. Every byte a decision could
+//!   reach is overwritten or discarded, whatever the kernel's state of its
+//!   page (resident, swapped out, being migrated, merged). Memory a decision
+//!   grew is made inaccessible again (`mprotect`) when the next instance's
+//!   initial size is set up; a slot whose image is another module's has that
+//!   image replaced by zeros first (`remove_image`). If the reset fails, the
+//!   slot is not kept (wasmtime deallocates it);
+//! * **tables**: the same blind reset (`TABLE_KEEP_RESIDENT` bytes rewritten,
+//!   the rest `madvise`d), then instantiation writes the element segments;
+//! * **globals** and the instance's context: written by instantiation.
+//!
+//! So a decision sees exactly what a brand-new instance would.
+//! **wasmtime#14357** (the `PAGEMAP_SCAN` dirty-page search skipped written
+//! pages that were not present: swapped out, or migrating, which let the
+//! next instance in the slot read them) cannot apply: it lived in the scan,
+//! which is off. (The stock 48.0.11 source already selects pages that are
+//! present *or* swapped, and resumes a scan whose output buffer filled up;
+//! the scan would still rest on the kernel's page categories and on no page
+//! silently turning back into the shared zero page, e.g. KSM with
+//! `use_zero_pages`. The blind reset needs neither; `docs/upstream-wasmtime.md`.)
+//!
+//! Per-store state (fuel, the epoch deadline, the limiter's flags) is new
+//! with each store. A decision's context is gone from memory when its slot is
+//! reset, i.e. as soon as the decision ends.
+//!
+//! The isolation probe tests (`tests.rs`) check all of it:
+//! `policy_isolation_probe` (a call counter in a global, its data segment, a
+//! grown page, its memory size and a table slot it sets),
+//! `policy_isolation_probe_reset` (counters in non-exported and exported
+//! globals, a moved stack pointer, its data segment and 32 scattered pages
+//! over 256 KiB, so both the rewritten part and the `madvise`d part; the
+//! byte after a short context that a longer earlier one wrote; its memory
+//! size; plus decisions that grow memory or trap in between) and
+//! `policy_isolation_probe_no_data` (memory that starts as zeros, a v128
+//! global) allow only when they see 1 everywhere: sequentially, after traps
+//! and out-of-fuel, concurrently, in slots the pool provably recycled. They
+//! also pass with wasmtime's `PAGEMAP_SCAN` reset, which Keyward does not
+//! ship; and each probe denies when run twice in one instance, so they do
+//! notice leaked state.
+//!
+//! Not used, and why:
+//! * reusing an instance across decisions (reset in place): stock wasmtime
+//!   has no API to reset an instance (non-exported globals, like a Rust
+//!   module's stack pointer, are out of an embedder's reach, by design);
+//!   Keyward carried a patched wasmtime for it and retired it (a fork of a
+//!   sandbox cannot take upstream's security fixes the day they ship). The
+//!   proposal for upstream: `docs/upstream-wasmtime.md`;
+//! * `PAGEMAP_SCAN` (above): faster (only written pages are rewritten) but
+//!   its soundness rests on the kernel's page categories;
+//! * memory protection keys: they let the pool pack slots without guard
+//!   regions; they reset nothing, and are experimental in wasmtime 48.
+//!
+//! Per decision the sandbox bounds:
+//! * instructions: [`FUEL_PER_DECISION`] units of fuel (about one per wasm
+//!   instruction; see the constant);
+//! * wall-clock time: an epoch deadline of `EPOCH_DEADLINE_TICKS` ticks of
+//!   `EPOCH_TICK` (a background thread ticks the engine's epoch), a backstop
+//!   for when fuel alone would take too long (e.g. a loaded machine);
+//! * memory: [`MAX_MEMORY_BYTES`] of linear memory (growing past it traps),
+//!   one memory, one table of at most `MAX_TABLE_ELEMENTS` elements;
+//! * stack: `MAX_WASM_STACK` bytes of wasm stack (deeper recursion traps).
+//!   Evaluations run on the caller's thread, so the caller's thread needs
+//!   comfortably more stack than this (Rust and tokio threads have 2 MiB);
+//! * concurrency: at most `MAX_CONCURRENT_EVALUATIONS` instances exist at
+//!   once; further callers wait up to `SLOT_WAIT` for one to finish, then deny.
+//!
+//! The engine has wasm threads and shared memory, memory64, multi-memory and
+//! custom page sizes off; NaNs are canonicalised and relaxed SIMD is
+//! deterministic, so a decision depends only on the module and the context.
+//!
+//! Instances come from wasmtime's pooling allocator (slots reserved once, at
+//! start-up). If the pool cannot be reserved, the engine falls back to on-demand
+//! allocation (logged as a warning): every instance then gets new memory from
+//! the kernel, and the same per-store limits apply.
+//!
+//! # Cost
+//! See `BENCHMARKS.md` (policy section) for the measured figures and the
+//! commands: a decision of a trivial module is a few microseconds, most of
+//! it creating and dropping the store and instance and the slot reset; a
+//! module built with the `keyward-policy` SDK adds its own work (reading the
+//! context: ~20,000 units of fuel on a typical one). Compiling a small module
+//! at upload takes a few milliseconds.
+//!
+//! Callers on async threads use [`PolicyEngine::evaluate_inline`] first: the
+//! decision within [`INLINE_FUEL`] and one epoch tick, without waiting for a
+//! slot, and only if that is not enough [`PolicyEngine::evaluate`] where
+//! blocking is acceptable.
+
+mod config;
+mod decision;
+mod instance;
+mod slots;
+mod upload;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+#[cfg(doc)]
+use wasmtime::Store;
+use wasmtime::{Enabled, Engine, InstancePre, Linker, Module, ModuleExport};
+
+use decision::Failure;
+use instance::{Live, StoreState};
+use slots::{EpochTicker, Slots};
+
+/// Largest module accepted at upload.
+pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
+/// Largest linear memory of an instance (initial size and growth).
+pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+/// Fuel for one decision (`keyward_alloc` and `keyward_evaluate` together).
+///
+/// Wasmtime charges about one unit per wasm instruction (control-flow markers
+/// such as `block`, `loop`, `end` and `nop` are free), so this is roughly twenty
+/// million instructions: a few milliseconds of Cranelift code. Measured: the
+/// SDK's context reader needs ~4.6 M for the largest valid context (3,906 tiny
+/// encryption-context entries and 50 maximal tags), so 20 M leaves headroom;
+/// it is a hard bound on a policy that never returns.
+pub const FUEL_PER_DECISION: u64 = 20_000_000;
+/// Fuel for a decision tried on the caller's own (async) thread by
+/// [`PolicyEngine::evaluate_inline`]: a real policy needs a few thousand to a
+/// few tens of thousands; a module that needs more is run again from the
+/// start, off the async threads, with the full [`FUEL_PER_DECISION`]. About
+/// a millisecond at most.
+pub const INLINE_FUEL: u64 = 200_000;
+/// Largest request context handed to a policy.
+pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+/// Largest decision read back from a policy.
+pub const MAX_DECISION_BYTES: usize = 4096;
+
+/// How often the background thread advances the engine's epoch.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Epoch ticks a decision may run for: 90–100 ms of wall-clock time.
+const EPOCH_DEADLINE_TICKS: u64 = 10;
+/// Wasm stack available to a decision.
+const MAX_WASM_STACK: usize = 256 * 1024;
+/// Instances that may exist at once (the size of the pool).
+const MAX_CONCURRENT_EVALUATIONS: u32 = 256;
+/// Elements of a policy's table (function pointers of indirect calls).
+const MAX_TABLE_ELEMENTS: usize = 10_000;
+/// How long an evaluation waits for a free instance slot before it denies.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
+
+/// Why a module was refused at upload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("policy module is larger than {MAX_MODULE_BYTES} bytes")]
+    TooLarge,
+    #[error("policy module is not a valid WebAssembly core module: {0}")]
+    Invalid(String),
+    #[error("policy module imports something; policies may import nothing")]
+    Imports,
+    #[error("policy module has a start function; policies may not have one")]
+    StartFunction,
+    #[error("policy module uses shared memory (threads); policies may not")]
+    SharedMemory,
+    #[error("policy module does not export `{0}` (ABI v1)")]
+    MissingExport(&'static str),
+    #[error("policy module export `{0}` has the wrong type (ABI v1)")]
+    BadExportType(&'static str),
+    #[error("policy engine error: {0}")]
+    Engine(String),
+}
+
+/// A policy's answer (or the sandbox's denial when the policy failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allow: bool,
+    pub reason: String,
+}
+
+impl Decision {
+    fn deny(reason: String) -> Self {
+        Decision { allow: false, reason }
+    }
+}
+
+/// Per-decision limits of an engine (tests shrink or stretch them).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    fuel: u64,
+    deadline_ticks: u64,
+    slots: u32,
+}
+
+impl Limits {
+    const PRODUCTION: Limits = Limits {
+        fuel: FUEL_PER_DECISION,
+        deadline_ticks: EPOCH_DEADLINE_TICKS,
+        slots: MAX_CONCURRENT_EVALUATIONS,
+    };
+}
+
+/// Compiles and evaluates policies; one per enclave. `Send + Sync`.
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    limits: Limits,
+    pooling: bool,
+    slots: Arc<Slots>,
+    _ticker: EpochTicker,
+}
+
+impl fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("pooling", &self.pooling)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated, compiled policy module. Cheap to clone.
+#[derive(Clone)]
+pub struct CompiledPolicy {
+    inner: Arc<CompiledInner>,
+}
+
+struct CompiledInner {
+    pre: InstancePre<StoreState>,
+    memory: ModuleExport,
+    alloc: ModuleExport,
+    evaluate: ModuleExport,
+    sha256: [u8; 32],
+}
+
+impl fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("sha256", &self.sha256_hex())
+            .finish()
+    }
+}
+
+impl CompiledPolicy {
+    /// SHA-256 of the module bytes as uploaded.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.inner.sha256
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.inner.sha256)
+    }
+}
+
+impl PolicyEngine {
+    pub fn new() -> Result<Self, PolicyError> {
+        Self::build(Limits::PRODUCTION, config::PAGEMAP_SCAN)
+    }
+
+    /// The production engine with other limits (tests shrink or stretch them).
+    #[cfg(test)]
+    fn with_limits(limits: Limits) -> Result<Self, PolicyError> {
+        Self::build(limits, config::PAGEMAP_SCAN)
+    }
+
+    /// `pagemap_scan`: how the pool resets a freed slot (production:
+    /// `config::PAGEMAP_SCAN`; tests also try the kernel's dirty-page scan).
+    fn build(limits: Limits, pagemap_scan: Enabled) -> Result<Self, PolicyError> {
+        let (engine, pooling) = match Engine::new(&config::config(Some(limits.slots), pagemap_scan)) {
+            Ok(engine) => (engine, true),
+            Err(pool_error) => {
+                tracing::warn!(
+                    error = %error_text(&pool_error),
+                    "policy sandbox: pooling allocator unavailable; falling back to on-demand allocation"
+                );
+                let engine = Engine::new(&config::config(None, pagemap_scan))
+                    .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+                (engine, false)
+            }
+        };
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(PolicyEngine {
+            linker: Linker::new(&engine),
+            engine,
+            limits,
+            pooling,
+            slots: Arc::new(Slots::new(limits.slots)),
+            _ticker: ticker,
+        })
+    }
+
+    /// Upload-time validation and compilation (off the request path).
+    pub fn compile(&self, wasm: &[u8]) -> Result<CompiledPolicy, PolicyError> {
+        if wasm.len() > MAX_MODULE_BYTES {
+            return Err(PolicyError::TooLarge);
+        }
+        // Structural checks first, so that these get their own errors rather
+        // than a generic validation failure.
+        upload::scan_sections(wasm)?;
+        let module = Module::new(&self.engine, wasm).map_err(|e| PolicyError::Invalid(error_text(&e)))?;
+        if module.imports().len() != 0 {
+            return Err(PolicyError::Imports);
+        }
+        upload::check_exports(&module)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| PolicyError::Engine(error_text(&e)))?;
+        let index = |name: &'static str| module.get_export_index(name).ok_or(PolicyError::MissingExport(name));
+        Ok(CompiledPolicy {
+            inner: Arc::new(CompiledInner {
+                memory: index("memory")?,
+                alloc: index("keyward_alloc")?,
+                evaluate: index("keyward_evaluate")?,
+                pre,
+                sha256: Sha256::digest(wasm).into(),
+            }),
+        })
+    }
+
+    /// Evaluates `policy` on `context_json`. Never fails: every failure is a
+    /// deny with a reason naming it.
+    ///
+    /// Runs the policy on the calling thread: CPU-bound for at most the fuel or
+    /// the epoch deadline (~100 ms), after waiting at most `SLOT_WAIT` (1 s)
+    /// when every instance slot is taken. Async callers should use
+    /// `spawn_blocking` (or accept the bounded block).
+    pub fn evaluate(&self, policy: &CompiledPolicy, context_json: &[u8]) -> Decision {
+        self.evaluate_metered(policy, context_json).0
+    }
+
+    /// [`Self::evaluate`], also returning the fuel the decision used (0 when
+    /// the module did not run): what `policies/ABI.md` §5 reports, and what
+    /// policy authors budget against.
+    pub fn evaluate_metered(&self, policy: &CompiledPolicy, context_json: &[u8]) -> (Decision, u64) {
+        let mut fuel_used = 0;
+        let decision = match self.run(policy, context_json, self.limits, SLOT_WAIT, &mut fuel_used) {
+            Ok(decision) => decision,
+            Err(failure) => {
+                let reason = failure.to_string();
+                tracing::debug!(policy = %policy.sha256_hex(), %reason, "policy denied by the sandbox");
+                Decision::deny(reason)
+            }
+        };
+        (decision, fuel_used)
+    }
+
+    /// [`Self::evaluate`] within a small budget, for a caller that must not
+    /// block for long (an async worker thread): at most [`INLINE_FUEL`] fuel
+    /// and one epoch tick, and no waiting for a free slot. `None` when that
+    /// was not enough — the module wanted more fuel or time, or every slot
+    /// was taken: the caller then runs [`Self::evaluate`] where blocking is
+    /// fine, and gets exactly the decision it would have got first. Running a
+    /// decision again from the start is sound because every decision is a
+    /// new instance on the same context (see "Isolation"); nothing of the
+    /// abandoned attempt is visible.
+    ///
+    /// Denials that more budget cannot change (a trap, the memory limit, a
+    /// malformed decision) are final here.
+    pub fn evaluate_inline(&self, policy: &CompiledPolicy, context_json: &[u8]) -> Option<Decision> {
+        let limits = Limits {
+            fuel: INLINE_FUEL.min(self.limits.fuel),
+            deadline_ticks: 1,
+            ..self.limits
+        };
+        match self.run(policy, context_json, limits, Duration::ZERO, &mut 0) {
+            Ok(decision) => Some(decision),
+            Err(Failure::OutOfFuel(_) | Failure::Deadline(_) | Failure::Busy) => None,
+            Err(failure) => {
+                let reason = failure.to_string();
+                tracing::debug!(policy = %policy.sha256_hex(), %reason, "policy denied by the sandbox");
+                Some(Decision::deny(reason))
+            }
+        }
+    }
+
+    /// One decision in a new instance, which is dropped (and its slot reset
+    /// by the pool) before this returns.
+    fn run(
+        &self,
+        policy: &CompiledPolicy,
+        context: &[u8],
+        limits: Limits,
+        slot_wait: Duration,
+        fuel_used: &mut u64,
+    ) -> Result<Decision, Failure> {
+        if context.len() > MAX_CONTEXT_BYTES {
+            return Err(Failure::ContextTooLarge);
+        }
+        if std::str::from_utf8(context).is_err() {
+            return Err(Failure::ContextNotUtf8);
+        }
+        let context_len = i32::try_from(context.len()).map_err(|_| Failure::ContextTooLarge)?;
+        let inner = &policy.inner;
+        if !Engine::same(inner.pre.module().engine(), &self.engine) {
+            return Err(Failure::ForeignPolicy);
+        }
+        let mut live = self.instantiate(inner, limits, slot_wait)?;
+        live.decide(context, context_len, limits, fuel_used)
+    }
+
+    /// A new instance of `inner` in a new store, in a free slot (waiting up
+    /// to `slot_wait` for one).
+    fn instantiate(&self, inner: &CompiledInner, limits: Limits, slot_wait: Duration) -> Result<Live, Failure> {
+        let slot = Slots::acquire(&self.slots, slot_wait).ok_or(Failure::Busy)?;
+        Live::new(&self.engine, inner, limits, slot)
+    }
+}
+
+/// `error` with its causes, on one line.
+fn error_text(error: &wasmtime::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause.to_string());
+    }
+    text
+}
