@@ -11,7 +11,7 @@ use super::params::{Access, check_state, length, parse, required};
 use crate::context::Ctx;
 use crate::keys::record::KeyState;
 pub use crate::keystore::due::{SECONDS_PER_DAY, apply_due_with, destroy, is_due, rotate, sweep};
-pub use crate::keystore::keys::{apply_due, modify, with_locked_key};
+pub use crate::keystore::keys::{apply_due, modify};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
