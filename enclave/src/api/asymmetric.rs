@@ -156,9 +156,9 @@ struct GetPublicKeyResponse {
     key_id: String,
     /// Base64 DER SubjectPublicKeyInfo.
     public_key: String,
-    customer_master_key_spec: String,
-    key_spec: String,
-    key_usage: String,
+    customer_master_key_spec: &'static str,
+    key_spec: &'static str,
+    key_usage: &'static str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     signing_algorithms: &'static [&'static str],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -172,9 +172,9 @@ pub async fn get_public_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErro
     render(&GetPublicKeyResponse {
         key_id: public.key_arn,
         public_key: b64(&public.public_key),
-        customer_master_key_spec: public.key_spec.clone(),
-        key_spec: public.key_spec,
-        key_usage: public.key_usage,
+        customer_master_key_spec: public.key_spec.as_str(),
+        key_spec: public.key_spec.as_str(),
+        key_usage: public.key_usage.as_str(),
         signing_algorithms: public.signing_algorithms,
         key_agreement_algorithms: public.key_agreement_algorithms,
     })
@@ -200,7 +200,7 @@ struct DeriveSharedSecretRequest {
 struct DeriveSharedSecretResponse {
     key_id: String,
     key_agreement_algorithm: &'static str,
-    key_origin: String,
+    key_origin: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     shared_secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,7 +230,7 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     render(&DeriveSharedSecretResponse {
         key_id: rec.arn,
         key_agreement_algorithm: ECDH,
-        key_origin: rec.origin,
+        key_origin: rec.origin.as_str(),
         shared_secret,
         ciphertext_for_recipient,
     })

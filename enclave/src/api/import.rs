@@ -10,7 +10,8 @@ use super::error::KmsError;
 use super::params::{self, b64, blob, parse, render, required};
 use crate::context::Ctx;
 use crate::keys::import::{WrappingAlgorithm, WrappingKeySpec};
-use crate::keystore::import::{self as domain, DOES_NOT_EXPIRE, EXPIRES, Expiry};
+use crate::keys::record::ExpirationModel;
+use crate::keystore::import::{self as domain, Expiry};
 
 /// AWS: `ValidTo` is at most 365 days after the request.
 const MAX_VALID_TO_SECONDS: i64 = 365 * 86_400;
@@ -86,8 +87,12 @@ struct KeyIdResponse {
 
 /// `ExpirationModel` (default `KEY_MATERIAL_EXPIRES`) and `ValidTo`, with AWS's rules.
 fn expiry(model: Option<String>, valid_to: Option<f64>, now: i64) -> Result<Expiry, KmsError> {
-    match (model.as_deref().unwrap_or(EXPIRES), valid_to) {
-        (EXPIRES, Some(t)) => {
+    let model = match model {
+        None => Some(ExpirationModel::KeyMaterialExpires),
+        Some(name) => ExpirationModel::parse(&name),
+    };
+    match (model, valid_to) {
+        (Some(ExpirationModel::KeyMaterialExpires), Some(t)) => {
             let t = t.floor();
             if !t.is_finite() || t <= now as f64 || t > (now + MAX_VALID_TO_SECONDS) as f64 {
                 return Err(KmsError::Validation(
@@ -96,11 +101,11 @@ fn expiry(model: Option<String>, valid_to: Option<f64>, now: i64) -> Result<Expi
             }
             Ok(Expiry::At(t as i64))
         }
-        (EXPIRES, None) => Err(KmsError::Validation(
+        (Some(ExpirationModel::KeyMaterialExpires), None) => Err(KmsError::Validation(
             "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.".into(),
         )),
-        (DOES_NOT_EXPIRE, None) => Ok(Expiry::Never),
-        (DOES_NOT_EXPIRE, Some(_)) => Err(KmsError::Validation(
+        (Some(ExpirationModel::KeyMaterialDoesNotExpire), None) => Ok(Expiry::Never),
+        (Some(ExpirationModel::KeyMaterialDoesNotExpire), Some(_)) => Err(KmsError::Validation(
             "ValidTo is not valid when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE.".into(),
         )),
         _ => Err(KmsError::validation(

@@ -13,15 +13,13 @@ use super::keys::{Access, check_state, require_usable, resolve_key};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::record::KeyRecord;
+use crate::keys::spec::{KeySpec, KeyUsage};
 use crate::secret::SecretBytes;
 
-pub const ECC_NIST_P256: &str = "ECC_NIST_P256";
 /// The one signing algorithm of an ECC_NIST_P256 key.
 pub const ECDSA_SHA_256: &str = "ECDSA_SHA_256";
 /// The one key agreement algorithm of an ECC_NIST_P256 key.
 pub const ECDH: &str = "ECDH";
-const SIGN_VERIFY: &str = "SIGN_VERIFY";
-const KEY_AGREEMENT: &str = "KEY_AGREEMENT";
 /// SHA-256 output: the only digest length ECDSA_SHA_256 accepts.
 const SHA_256_LEN: usize = 32;
 
@@ -56,8 +54,8 @@ pub struct PublicKeyInfo {
     pub key_arn: String,
     /// DER SubjectPublicKeyInfo.
     pub public_key: Vec<u8>,
-    pub key_spec: String,
-    pub key_usage: String,
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
     /// The signing algorithms of a SIGN_VERIFY key (empty otherwise).
     pub signing_algorithms: &'static [&'static str],
     /// The key agreement algorithms of a KEY_AGREEMENT key (empty otherwise).
@@ -66,7 +64,7 @@ pub struct PublicKeyInfo {
 
 /// Signs with the caller's SIGN_VERIFY key `key_id`.
 pub async fn sign(ctx: &Ctx<'_>, key_id: &str, what: &Signing<'_>) -> Result<Signed, KmsError> {
-    let rec = usable_key(ctx, key_id, SIGN_VERIFY).await?;
+    let rec = usable_key(ctx, key_id, KeyUsage::SignVerify).await?;
     check_signing(&rec, what)?;
     let key = private_key(ctx, &rec)?;
     let signature: DerSignature = match what.kind {
@@ -84,7 +82,7 @@ pub async fn sign(ctx: &Ctx<'_>, key_id: &str, what: &Signing<'_>) -> Result<Sig
 /// and returns the key's ARN. AWS never answers "not valid": an invalid or
 /// malformed signature is `KMSInvalidSignatureException`.
 pub async fn verify(ctx: &Ctx<'_>, key_id: &str, what: &Signing<'_>, signature: &[u8]) -> Result<String, KmsError> {
-    let rec = usable_key(ctx, key_id, SIGN_VERIFY).await?;
+    let rec = usable_key(ctx, key_id, KeyUsage::SignVerify).await?;
     check_signing(&rec, what)?;
     let key = *private_key(ctx, &rec)?.verifying_key();
     let signature = Signature::from_der(signature).map_err(|_| invalid_signature())?;
@@ -100,16 +98,16 @@ pub async fn verify(ctx: &Ctx<'_>, key_id: &str, what: &Signing<'_>, signature: 
 pub async fn public_key(ctx: &Ctx<'_>, key_id: &str) -> Result<PublicKeyInfo, KmsError> {
     let rec = resolve_key(ctx, key_id).await?;
     check_state(&rec, Access::Crypto)?;
-    if rec.key_spec != ECC_NIST_P256 {
+    if rec.key_spec != KeySpec::EccNistP256 {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} is not an asymmetric key; GetPublicKey is supported only for asymmetric keys.",
             rec.arn
         )));
     }
     let public_key = public_key_der(private_key(ctx, &rec)?.verifying_key())?;
-    let (signing_algorithms, key_agreement_algorithms): (&[&str], &[&str]) = match rec.key_usage.as_str() {
-        SIGN_VERIFY => (&[ECDSA_SHA_256], &[]),
-        KEY_AGREEMENT => (&[], &[ECDH]),
+    let (signing_algorithms, key_agreement_algorithms): (&[&str], &[&str]) = match rec.key_usage {
+        KeyUsage::SignVerify => (&[ECDSA_SHA_256], &[]),
+        KeyUsage::KeyAgreement => (&[], &[ECDH]),
         _ => (&[], &[]),
     };
     Ok(PublicKeyInfo {
@@ -125,7 +123,7 @@ pub async fn public_key(ctx: &Ctx<'_>, key_id: &str) -> Result<PublicKeyInfo, Km
 /// The caller's KEY_AGREEMENT key `key_id`, for [`shared_secret`] (the
 /// request layer checks the key's release rules in between).
 pub async fn agreement_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, KmsError> {
-    usable_key(ctx, key_id, KEY_AGREEMENT).await
+    usable_key(ctx, key_id, KeyUsage::KeyAgreement).await
 }
 
 /// ECDH between `rec`'s private half and a peer's P-256 public key (DER
@@ -134,8 +132,9 @@ pub async fn agreement_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, Kms
 pub fn shared_secret(ctx: &Ctx<'_>, rec: &KeyRecord, peer: &[u8]) -> Result<SecretBytes, KmsError> {
     let peer = p256::PublicKey::from_public_key_der(peer).map_err(|_| {
         KmsError::Validation(format!(
-            "The public key must be a DER-encoded SubjectPublicKeyInfo of a point on the curve of {} ({ECC_NIST_P256}).",
-            rec.arn
+            "The public key must be a DER-encoded SubjectPublicKeyInfo of a point on the curve of {} ({}).",
+            rec.arn,
+            KeySpec::EccNistP256
         ))
     })?;
     let key = private_key(ctx, rec)?;
@@ -144,10 +143,10 @@ pub fn shared_secret(ctx: &Ctx<'_>, rec: &KeyRecord, peer: &[u8]) -> Result<Secr
 }
 
 /// A P-256 key usable for `usage`.
-async fn usable_key(ctx: &Ctx<'_>, key_id: &str, usage: &str) -> Result<KeyRecord, KmsError> {
+async fn usable_key(ctx: &Ctx<'_>, key_id: &str, usage: KeyUsage) -> Result<KeyRecord, KmsError> {
     let rec = resolve_key(ctx, key_id).await?;
     require_usable(&rec, usage)?;
-    if rec.key_spec != ECC_NIST_P256 {
+    if rec.key_spec != KeySpec::EccNistP256 {
         return Err(KmsError::InvalidKeyUsage(format!(
             "{} has key spec {}, which does not support {usage}.",
             rec.arn, rec.key_spec

@@ -10,13 +10,8 @@ use super::keys::{save_key, with_locked_key};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::import::{self, ImportError, ImportParameters, WrappingAlgorithm, WrappingKeySpec};
-use crate::keys::record::{self, KeyRecord, KeyState};
+use crate::keys::record::{self, ExpirationModel, KeyRecord, KeyState, Origin};
 use crate::secret::{Key256, SecretBytes};
-
-/// `ExpirationModel` of material that expires at its `ValidTo`.
-pub const EXPIRES: &str = "KEY_MATERIAL_EXPIRES";
-/// `ExpirationModel` of material that does not expire.
-pub const DOES_NOT_EXPIRE: &str = "KEY_MATERIAL_DOES_NOT_EXPIRE";
 
 /// Bytes of imported SYMMETRIC_DEFAULT material.
 const MATERIAL_LEN: usize = 32;
@@ -47,7 +42,7 @@ pub fn parameters_name(rec: &KeyRecord) -> String {
 
 /// Import operations need an `EXTERNAL` key that is not pending deletion.
 fn check_importable(rec: &KeyRecord) -> Result<(), KmsError> {
-    if rec.origin != "EXTERNAL" {
+    if rec.origin != Origin::External {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} origin is {} which is not valid for this operation.",
             rec.arn, rec.origin
@@ -152,10 +147,10 @@ pub async fn import_material(
         }
         rec.material_fingerprint = Some(fingerprint);
         let (model, valid_to) = match expiry {
-            Expiry::At(t) => (EXPIRES, Some(t)),
-            Expiry::Never => (DOES_NOT_EXPIRE, None),
+            Expiry::At(t) => (ExpirationModel::KeyMaterialExpires, Some(t)),
+            Expiry::Never => (ExpirationModel::KeyMaterialDoesNotExpire, None),
         };
-        rec.expiration_model = Some(model.to_owned());
+        rec.expiration_model = Some(model);
         rec.valid_to = valid_to;
         save_key(ctx, &rec).await?;
         ctx.notes.detail(&format!(
