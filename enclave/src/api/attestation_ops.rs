@@ -171,7 +171,7 @@ async fn import_binding(ctx: &Ctx<'_>, key_id: &str) -> Result<(Vec<u8>, Vec<u8>
     let rec = params::resolve_key(ctx, key_id).await?;
     let parameters: Option<ImportParameters> = ctx
         .records
-        .get(import::NAMESPACE, &super::import::parameters_name(&rec))
+        .get(import::NAMESPACE, &crate::keystore::import::parameters_name(&rec))
         .await?;
     match parameters {
         Some(p) if p.key_id == rec.key_id && p.private_key.is_some() && p.valid_to > ctx.now.unix_timestamp() => {

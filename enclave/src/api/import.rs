@@ -1,44 +1,31 @@
 //! BYOK: GetParametersForImport, ImportKeyMaterial and
-//! DeleteImportedKeyMaterial for keys created with `Origin: EXTERNAL`, with
-//! AWS KMS's rules and errors. The cryptography is in `keys::import`.
+//! DeleteImportedKeyMaterial for keys created with `Origin: EXTERNAL`:
+//! AWS's parameters and validation, then [`crate::keystore::import`] (the
+//! cryptography is in `keys::import`).
 
-use std::sync::Arc;
-
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::lifecycle::with_locked_key;
-use super::params::{self, b64, blob, parse, required};
+use super::params::{self, b64, blob, parse, render, required};
 use crate::context::Ctx;
-use crate::keys::import::{self, ImportError, ImportParameters, WrappingAlgorithm, WrappingKeySpec};
-use crate::keys::record::{self, KeyRecord, KeyState};
-pub use crate::keystore::due::remove_material;
-use crate::secret::SecretBytes;
-
-pub const EXPIRES: &str = "KEY_MATERIAL_EXPIRES";
-pub const DOES_NOT_EXPIRE: &str = "KEY_MATERIAL_DOES_NOT_EXPIRE";
+use crate::keys::import::{WrappingAlgorithm, WrappingKeySpec};
+use crate::keys::record::ExpirationModel;
+use crate::keystore::import::{self as domain, Expiry};
 
 /// AWS: `ValidTo` is at most 365 days after the request.
 const MAX_VALID_TO_SECONDS: i64 = 365 * 86_400;
+/// AWS: an import token and wrapped material are at most 6144 bytes.
+const MAX_BLOB: usize = 6144;
 
-/// The record name of a key's outstanding import parameters.
-pub fn parameters_name(rec: &KeyRecord) -> String {
-    record::record_key(&rec.tenant, &rec.key_id)
-}
-
-/// Import operations need an `EXTERNAL` key that is not pending deletion.
-fn check_importable(rec: &KeyRecord) -> Result<(), KmsError> {
-    if rec.origin != "EXTERNAL" {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "{} origin is {} which is not valid for this operation.",
-            rec.arn, rec.origin
-        )));
-    }
-    if rec.state == KeyState::PendingDeletion {
-        return Err(KmsError::InvalidState(format!("{} is pending deletion.", rec.arn)));
-    }
-    Ok(())
+/// The request names one of `names`.
+fn one_of<T>(field: &str, parsed: Option<T>, names: &[&str]) -> Result<T, KmsError> {
+    parsed.ok_or_else(|| {
+        KmsError::validation(
+            field,
+            &format!("Member must satisfy enum value set: [{}]", names.join(", ")),
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -49,56 +36,37 @@ struct GetParametersForImportRequest {
     wrapping_key_spec: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetParametersForImportResponse {
+    key_id: String,
+    import_token: String,
+    public_key: String,
+    parameters_valid_to: i64,
+}
+
 pub async fn get_parameters_for_import(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: GetParametersForImportRequest = parse(body)?;
     let algorithm_name = required("wrappingAlgorithm", req.wrapping_algorithm)?;
     let spec_name = required("wrappingKeySpec", req.wrapping_key_spec)?;
-    let algorithm = WrappingAlgorithm::parse(&algorithm_name).ok_or_else(|| {
-        KmsError::validation(
-            "wrappingAlgorithm",
-            &format!(
-                "Member must satisfy enum value set: [{}]",
-                WrappingAlgorithm::NAMES.join(", ")
-            ),
-        )
-    })?;
-    let spec = WrappingKeySpec::parse(&spec_name).ok_or_else(|| {
-        KmsError::validation(
-            "wrappingKeySpec",
-            &format!(
-                "Member must satisfy enum value set: [{}]",
-                WrappingKeySpec::NAMES.join(", ")
-            ),
-        )
-    })?;
-    let valid_to = ctx.now.unix_timestamp() + import::PARAMETERS_LIFETIME_SECONDS;
-    with_locked_key(ctx, req.key_id, async |rec| {
-        check_importable(&rec)?;
-        let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
-        let (key_id, tenant, arn) = (rec.key_id, rec.tenant.clone(), rec.arn.clone());
-        // RSA key generation takes up to a second (RSA-4096): off the reactor.
-        let new = tokio::task::spawn_blocking(move || {
-            import::generate(&kek, key_id, &tenant, &arn, algorithm, spec, valid_to)
-        })
-        .await
-        .map_err(|_| KmsError::Internal)?
-        .map_err(|e| {
-            tracing::error!(error = %e, "import parameters");
-            KmsError::Internal
-        })?;
-        // One outstanding set per key: this replaces (and so revokes) the previous one.
-        ctx.records
-            .put(import::NAMESPACE, &parameters_name(&rec), &new.parameters)
-            .await?;
-        tracing::info!(key_id = %rec.key_id, algorithm = algorithm.as_str(), spec = spec.as_str(), "import parameters issued");
-        Ok(json!({
-            "KeyId": rec.arn,
-            "ImportToken": b64(&new.token),
-            "PublicKey": b64(&new.parameters.public_key),
-            "ParametersValidTo": valid_to,
-        }))
+    let algorithm = one_of(
+        "wrappingAlgorithm",
+        WrappingAlgorithm::parse(&algorithm_name),
+        WrappingAlgorithm::NAMES,
+    )?;
+    let spec = one_of(
+        "wrappingKeySpec",
+        WrappingKeySpec::parse(&spec_name),
+        WrappingKeySpec::NAMES,
+    )?;
+    let key_id = required("keyId", req.key_id)?;
+    let issued = domain::issue_parameters(ctx, &key_id, algorithm, spec).await?;
+    render(&GetParametersForImportResponse {
+        key_id: issued.key_arn,
+        import_token: b64(&issued.import_token),
+        public_key: b64(&issued.public_key),
+        parameters_valid_to: issued.valid_to,
     })
-    .await
 }
 
 #[derive(Deserialize)]
@@ -111,118 +79,55 @@ struct ImportKeyMaterialRequest {
     valid_to: Option<f64>,
 }
 
-pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
-    let req: ImportKeyMaterialRequest = parse(body)?;
-    let token = blob("importToken", &required("importToken", req.import_token)?)?;
-    params::length("importToken", token.len(), 1, 6144)?;
-    let encrypted = blob(
-        "encryptedKeyMaterial",
-        &required("encryptedKeyMaterial", req.encrypted_key_material)?,
-    )?;
-    params::length("encryptedKeyMaterial", encrypted.len(), 1, 6144)?;
-    let now = ctx.now.unix_timestamp();
-    let model = req.expiration_model.unwrap_or_else(|| EXPIRES.to_owned());
-    let valid_to = match (model.as_str(), req.valid_to) {
-        (EXPIRES, Some(t)) => {
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyIdResponse {
+    key_id: String,
+}
+
+/// `ExpirationModel` (default `KEY_MATERIAL_EXPIRES`) and `ValidTo`, with AWS's rules.
+fn expiry(model: Option<String>, valid_to: Option<f64>, now: i64) -> Result<Expiry, KmsError> {
+    let model = match model {
+        None => Some(ExpirationModel::KeyMaterialExpires),
+        Some(name) => ExpirationModel::parse(&name),
+    };
+    match (model, valid_to) {
+        (Some(ExpirationModel::KeyMaterialExpires), Some(t)) => {
             let t = t.floor();
             if !t.is_finite() || t <= now as f64 || t > (now + MAX_VALID_TO_SECONDS) as f64 {
                 return Err(KmsError::Validation(
                     "ValidTo must be in the future and at most 365 days from now.".into(),
                 ));
             }
-            Some(t as i64)
+            Ok(Expiry::At(t as i64))
         }
-        (EXPIRES, None) => {
-            return Err(KmsError::Validation(
-                "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.".into(),
-            ));
-        }
-        (DOES_NOT_EXPIRE, None) => None,
-        (DOES_NOT_EXPIRE, Some(_)) => {
-            return Err(KmsError::Validation(
-                "ValidTo is not valid when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE.".into(),
-            ));
-        }
-        _ => {
-            return Err(KmsError::validation(
-                "expirationModel",
-                "Member must satisfy enum value set: [KEY_MATERIAL_EXPIRES, KEY_MATERIAL_DOES_NOT_EXPIRE]",
-            ));
-        }
-    };
-    with_locked_key(ctx, req.key_id, async |mut rec| {
-        check_importable(&rec)?;
-        let name = parameters_name(&rec);
-        let stored: Option<ImportParameters> = ctx.records.get(import::NAMESPACE, &name).await?;
-        let parameters = match stored {
-            Some(p) if p.key_id == rec.key_id && p.tenant == rec.tenant && p.token_matches(&token) => p,
-            _ => {
-                return Err(KmsError::InvalidImportToken(
-                    "The import token is not valid for this KMS key. Call GetParametersForImport for a new one.".into(),
-                ));
-            }
-        };
-        // Single use: the wrapping key is gone before anything is decrypted with it.
-        ctx.records.delete(import::NAMESPACE, &name).await?;
-        if parameters.valid_to <= now || parameters.private_key.is_none() {
-            return Err(KmsError::ExpiredImportToken(
-                "The import token has expired. Call GetParametersForImport for a new one.".into(),
-            ));
-        }
-        let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
-        let material = unwrap_off_reactor(Arc::clone(&kek), rec.arn.clone(), parameters, encrypted).await?;
-        if material.len() != 32 {
-            return Err(KmsError::IncorrectKeyMaterial(
-                "SYMMETRIC_DEFAULT key material must be 256 bits.".into(),
-            ));
-        }
-        let fingerprint_key = ctx.keyring.hierarchy.material_fingerprint_key(&rec.tenant);
-        let fingerprint = import::fingerprint(&fingerprint_key, &rec.arn, material.expose());
-        if let Some(known) = &rec.material_fingerprint
-            && !bool::from(subtle::ConstantTimeEq::ct_eq(known.as_slice(), fingerprint.as_slice()))
-        {
-            return Err(KmsError::IncorrectKeyMaterial(
-                "The key material is not the same key material that was previously imported into this KMS key.".into(),
-            ));
-        }
-        if rec.versions.is_empty() {
-            rec.push_version(&kek, material.expose());
-        }
-        if rec.state == KeyState::PendingImport {
-            rec.state = KeyState::Enabled;
-        }
-        rec.material_fingerprint = Some(fingerprint);
-        rec.expiration_model = Some(model.clone());
-        rec.valid_to = valid_to;
-        params::save_key(ctx, &rec).await?;
-        ctx.notes.detail(&format!(
-            "key material imported; fingerprint {}",
-            hex::encode(fingerprint)
-        ));
-        tracing::info!(key_id = %rec.key_id, "key material imported");
-        Ok(json!({ "KeyId": rec.arn }))
-    })
-    .await
+        (Some(ExpirationModel::KeyMaterialExpires), None) => Err(KmsError::Validation(
+            "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.".into(),
+        )),
+        (Some(ExpirationModel::KeyMaterialDoesNotExpire), None) => Ok(Expiry::Never),
+        (Some(ExpirationModel::KeyMaterialDoesNotExpire), Some(_)) => Err(KmsError::Validation(
+            "ValidTo is not valid when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE.".into(),
+        )),
+        _ => Err(KmsError::validation(
+            "expirationModel",
+            "Member must satisfy enum value set: [KEY_MATERIAL_EXPIRES, KEY_MATERIAL_DOES_NOT_EXPIRE]",
+        )),
+    }
 }
 
-async fn unwrap_off_reactor(
-    kek: Arc<crate::secret::Key256>,
-    arn: String,
-    parameters: ImportParameters,
-    encrypted: Vec<u8>,
-) -> Result<SecretBytes, KmsError> {
-    let result = tokio::task::spawn_blocking(move || parameters.unwrap_material(&kek, &arn, &encrypted))
-        .await
-        .map_err(|_| KmsError::Internal)?;
-    result.map_err(|e| match e {
-        ImportError::Undecryptable => KmsError::InvalidCiphertext(
-            "The encrypted key material could not be decrypted with the import parameters.".into(),
-        ),
-        other => {
-            tracing::error!(error = %other, "import parameters");
-            KmsError::Internal
-        }
-    })
+pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    let req: ImportKeyMaterialRequest = parse(body)?;
+    let token = blob("importToken", &required("importToken", req.import_token)?)?;
+    params::length("importToken", token.len(), 1, MAX_BLOB)?;
+    let encrypted = blob(
+        "encryptedKeyMaterial",
+        &required("encryptedKeyMaterial", req.encrypted_key_material)?,
+    )?;
+    params::length("encryptedKeyMaterial", encrypted.len(), 1, MAX_BLOB)?;
+    let expiry = expiry(req.expiration_model, req.valid_to, ctx.now.unix_timestamp())?;
+    let key_id = required("keyId", req.key_id)?;
+    let key_arn = domain::import_material(ctx, &key_id, &token, encrypted, expiry).await?;
+    render(&KeyIdResponse { key_id: key_arn })
 }
 
 #[derive(Deserialize)]
@@ -233,17 +138,8 @@ struct KeyIdRequest {
 
 pub async fn delete_imported_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    with_locked_key(ctx, req.key_id, async |mut rec| {
-        check_importable(&rec)?;
-        let fingerprint = rec.material_fingerprint.map(hex::encode).unwrap_or_default();
-        remove_material(&mut rec);
-        params::save_key(ctx, &rec).await?;
-        ctx.notes
-            .detail(&format!("key material deleted; fingerprint {fingerprint}"));
-        tracing::info!(key_id = %rec.key_id, "imported key material deleted");
-        Ok(json!({ "KeyId": rec.arn }))
-    })
-    .await
+    let key_arn = domain::delete_material(ctx, &required("keyId", req.key_id)?).await?;
+    render(&KeyIdResponse { key_id: key_arn })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -24,6 +25,15 @@ pub fn blob(field: &str, value: &str) -> Result<Vec<u8>, KmsError> {
     base64::engine::general_purpose::STANDARD
         .decode(value.as_bytes())
         .map_err(|_| KmsError::Serialization(format!("Value at '{field}' is not valid base64.")))
+}
+
+/// Renders a typed response as the JSON body (its serialization cannot fail:
+/// string keys, no maps with other keys).
+pub fn render<T: Serialize>(response: &T) -> Result<Value, KmsError> {
+    serde_json::to_value(response).map_err(|e| {
+        tracing::error!(error = %e, "response does not serialize");
+        KmsError::Internal
+    })
 }
 
 pub fn b64(bytes: &[u8]) -> String {

@@ -5,6 +5,8 @@
 //! sweep), the store itself, and return [`crate::error::KmsError`].
 
 pub mod aliases;
+pub mod asymmetric;
 pub mod due;
+pub mod import;
 pub mod keys;
 pub mod policy;
