@@ -1,15 +1,14 @@
 //! Tenant administration (operator only): `Keyward.CreateTenant`,
 //! `ListTenants`, `DisableTenant`, `EnableTenant`.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::params::{limit, marker_from, marker_to, parse, required};
-use crate::auth::credentials::{self, CredentialRecord, Role};
-use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
+use super::params::{Empty, limit, marker_from, marker_to, parse, render, required};
 use crate::config::valid_tenant_id;
 use crate::context::Ctx;
+use crate::keystore::tenants;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -25,39 +24,25 @@ fn tenant_id(value: Option<String>) -> Result<String, KmsError> {
     Ok(id)
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateTenantResponse<'a> {
+    tenant_id: &'a str,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+}
+
 /// Creates a tenant and its first KeyAdmin access key; the secret is returned
 /// here once and never again.
 pub async fn create_tenant(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: TenantIdRequest = parse(body)?;
     let id = tenant_id(req.tenant_id)?;
-    let _guard = ctx.enclave.locks.lock(&format!("{TENANT_NAMESPACE}/{id}")).await;
-    if ctx.records.get::<TenantRecord>(TENANT_NAMESPACE, &id).await?.is_some() {
-        return Err(KmsError::AlreadyExists(format!("Tenant {id} already exists.")));
-    }
-    let now = ctx.now.unix_timestamp();
-    let (access_key_id, secret) = credentials::generate_access_key();
-    let credential = CredentialRecord {
-        access_key_id: access_key_id.clone(),
-        tenant: id.clone(),
-        secret_access_key: secret.as_bytes().to_vec(),
-        roles: vec![Role::KeyAdmin],
-        created: now,
-    };
-    credentials::store_credential(&ctx.records, &credential).await?;
-    ctx.records
-        .put(
-            TENANT_NAMESPACE,
-            &id,
-            &TenantRecord {
-                tenant_id: id.clone(),
-                enabled: true,
-                created: now,
-                policy_module: None,
-            },
-        )
-        .await?;
-    tracing::info!(tenant = %id, access_key_id = %access_key_id, "tenant created");
-    Ok(json!({ "TenantId": id, "AccessKeyId": access_key_id, "SecretAccessKey": secret.as_str() }))
+    let created = tenants::create(&ctx.records, &ctx.enclave.locks, &id, ctx.now.unix_timestamp()).await?;
+    render(&CreateTenantResponse {
+        tenant_id: &created.tenant_id,
+        access_key_id: &created.access_key_id,
+        secret_access_key: created.secret_access_key.as_str(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -67,36 +52,47 @@ struct ListTenantsRequest {
     marker: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListTenantsResponse<'a> {
+    tenants: Vec<TenantEntry<'a>>,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TenantEntry<'a> {
+    tenant_id: &'a str,
+    enabled: bool,
+    creation_date: i64,
+}
+
 pub async fn list_tenants(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: ListTenantsRequest = parse(body)?;
     let limit = limit(req.limit, 100, 1000)?;
     let after = marker_from(req.marker.as_deref())?;
-    let mut page: Vec<(String, TenantRecord)> = ctx
-        .records
-        .list(TENANT_NAMESPACE, "", after.as_deref(), limit + 1)
-        .await?;
-    let truncated = page.len() > limit as usize;
-    page.truncate(limit as usize);
-    let tenants: Vec<Value> = page
-        .iter()
-        .map(|(_, t)| json!({ "TenantId": t.tenant_id, "Enabled": t.enabled, "CreationDate": t.created }))
-        .collect();
-    let mut out = json!({ "Tenants": tenants, "Truncated": truncated });
-    if truncated && let Some((last, _)) = page.last() {
-        out["NextMarker"] = json!(marker_to(last));
-    }
-    Ok(out)
+    let page = tenants::list(&ctx.records, after.as_deref(), limit).await?;
+    render(&ListTenantsResponse {
+        tenants: page
+            .tenants
+            .iter()
+            .map(|t| TenantEntry {
+                tenant_id: &t.tenant_id,
+                enabled: t.enabled,
+                creation_date: t.created,
+            })
+            .collect(),
+        truncated: page.next.is_some(),
+        next_marker: page.next.as_deref().map(marker_to),
+    })
 }
 
+/// `DisableTenant` (`enabled` false) and `EnableTenant`.
 pub async fn set_tenant_enabled(ctx: &Ctx<'_>, body: Value, enabled: bool) -> Result<Value, KmsError> {
     let req: TenantIdRequest = parse(body)?;
     let id = tenant_id(req.tenant_id)?;
-    let _guard = ctx.enclave.locks.lock(&format!("{TENANT_NAMESPACE}/{id}")).await;
-    let Some(mut tenant) = ctx.records.get::<TenantRecord>(TENANT_NAMESPACE, &id).await? else {
-        return Err(KmsError::NotFound(format!("Tenant {id} does not exist.")));
-    };
-    tenant.enabled = enabled;
-    ctx.records.put(TENANT_NAMESPACE, &id, &tenant).await?;
-    tracing::info!(tenant = %id, enabled, "tenant state changed");
-    Ok(json!({}))
+    tenants::set_enabled(&ctx.records, &ctx.enclave.locks, &id, enabled).await?;
+    render(&Empty {})
 }
