@@ -129,3 +129,57 @@ pub async fn get_audit_log(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError
         next_marker: page.next.as_deref().map(marker_to),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Listed records keep the fields (and hex hashes) the SDK's verifier reads.
+    #[test]
+    fn records_render_as_the_verifier_reads_them() {
+        let record = AuditRecord {
+            sequence: 3,
+            time: 1_700_000_000_000,
+            request_id: "r".into(),
+            chain: "111122223333".into(),
+            access_key_id: "AKIA".into(),
+            role: "KeyUser".into(),
+            operation: "TrentService.Decrypt".into(),
+            key_arn: "arn".into(),
+            decision: "Allow".into(),
+            reason: "why".into(),
+            policy_module: "ab".into(),
+            previous_hash: [1; 32],
+            hash: [2; 32],
+        };
+        let rendered = serde_json::to_value(RecordOut::Record(RecordFields::of(&record))).expect("renders");
+        assert_eq!(
+            rendered,
+            json!({
+                "Sequence": 3,
+                "Time": 1_700_000_000_000u64,
+                "RequestId": "r",
+                "Chain": "111122223333",
+                "AccessKeyId": "AKIA",
+                "Role": "KeyUser",
+                "Operation": "TrentService.Decrypt",
+                "KeyArn": "arn",
+                "Decision": "Allow",
+                "Reason": "why",
+                "PolicyModule": "ab",
+                "PreviousHash": hex::encode([1u8; 32]),
+                "Hash": hex::encode([2u8; 32]),
+            })
+        );
+        let corrupt = RecordOut::Corrupt {
+            sequence: 4,
+            corrupt: true,
+        };
+        assert_eq!(
+            serde_json::to_value(corrupt).expect("renders"),
+            json!({ "Sequence": 4, "Corrupt": true })
+        );
+    }
+}

@@ -96,3 +96,59 @@ pub async fn set_tenant_enabled(ctx: &Ctx<'_>, body: Value, enabled: bool) -> Re
     tenants::set_enabled(&ctx.records, &ctx.enclave.locks, &id, enabled).await?;
     render(&Empty {})
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::tests::{ctx, enclave};
+    use crate::store::MemoryStore;
+
+    /// What clients see: the answers' fields, pages and errors.
+    #[tokio::test]
+    async fn tenants_are_created_listed_in_pages_and_disabled() {
+        let enclave = enclave();
+        let store = MemoryStore::new();
+        let ctx = ctx(&enclave, &store, crate::auth::OPERATOR).await;
+        for id in ["111111111111", "222222222222", "333333333333"] {
+            let out = create_tenant(&ctx, json!({ "TenantId": id })).await.expect("created");
+            let fields: Vec<&String> = out.as_object().expect("object").keys().collect();
+            assert_eq!(fields, ["AccessKeyId", "SecretAccessKey", "TenantId"]);
+            assert_eq!(out["TenantId"], id);
+            assert!(
+                out["AccessKeyId"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("AKIA") && k.len() == 20)
+            );
+            assert_eq!(out["SecretAccessKey"].as_str().map(str::len), Some(40));
+        }
+        let again = create_tenant(&ctx, json!({ "TenantId": "111111111111" })).await;
+        assert_eq!(again.expect_err("exists").aws_type(), "AlreadyExistsException");
+
+        let first = list_tenants(&ctx, json!({ "Limit": 2 })).await.expect("listed");
+        assert_eq!(first["Truncated"], true);
+        assert_eq!(first["Tenants"].as_array().map(Vec::len), Some(2));
+        let created = first["Tenants"][0]["CreationDate"].as_i64().expect("a date");
+        assert_eq!(
+            first["Tenants"][0],
+            json!({ "TenantId": "111111111111", "Enabled": true, "CreationDate": created })
+        );
+        let marker = first["NextMarker"].as_str().expect("a marker");
+        let second = list_tenants(&ctx, json!({ "Limit": 2, "Marker": marker }))
+            .await
+            .expect("listed");
+        assert_eq!(second["Truncated"], false);
+        assert!(second.get("NextMarker").is_none());
+        assert_eq!(second["Tenants"][0]["TenantId"], "333333333333");
+
+        let out = set_tenant_enabled(&ctx, json!({ "TenantId": "222222222222" }), false).await;
+        assert_eq!(out.expect("disabled"), json!({}));
+        let all = list_tenants(&ctx, json!({})).await.expect("listed");
+        assert_eq!(all["Tenants"][1]["Enabled"], false);
+        let missing = set_tenant_enabled(&ctx, json!({ "TenantId": "444444444444" }), true).await;
+        assert_eq!(missing.expect_err("missing").aws_type(), "NotFoundException");
+        let invalid = set_tenant_enabled(&ctx, json!({ "TenantId": "12" }), true).await;
+        assert_eq!(invalid.expect_err("invalid").aws_type(), "ValidationException");
+    }
+}

@@ -155,3 +155,35 @@ pub async fn set_policy_module(
     records.put(NAMESPACE, tenant_id, &record).await?;
     Ok(had)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// The sealed form is a CBOR map of exactly these fields (as when the
+    /// record lived in `bootstrap`); records written before tenant policy
+    /// modules existed still read.
+    #[test]
+    fn the_sealed_encoding_is_unchanged() {
+        let record = TenantRecord {
+            tenant_id: "111122223333".into(),
+            enabled: false,
+            created: 7,
+            policy_module: Some("ab".into()),
+        };
+        let bytes = serde_cbor::to_vec(&record).expect("encodes");
+        let map: BTreeMap<String, serde_cbor::Value> = serde_cbor::from_slice(&bytes).expect("a map");
+        let fields: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["created", "enabled", "policy_module", "tenant_id"]);
+
+        let mut old = BTreeMap::new();
+        old.insert("tenant_id", serde_cbor::Value::Text("111122223333".into()));
+        old.insert("enabled", serde_cbor::Value::Bool(true));
+        old.insert("created", serde_cbor::Value::Integer(5));
+        let old: TenantRecord = serde_cbor::from_slice(&serde_cbor::to_vec(&old).expect("encodes")).expect("reads");
+        assert!(old.enabled && old.created == 5 && old.policy_module.is_none());
+        assert_eq!(old.tenant_id, "111122223333");
+    }
+}
