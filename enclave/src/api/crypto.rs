@@ -14,6 +14,7 @@ use crate::context::Ctx;
 use crate::keys::blob::{self as cipherblob, BlobError, BlobHeader};
 use crate::keys::context::EncryptionContext;
 use crate::keys::record::KeyRecord;
+use crate::keys::spec::KeyUsage;
 use crate::secret::SecretBytes;
 
 /// AWS KMS: Encrypt takes at most 4096 bytes of plaintext.
@@ -57,7 +58,7 @@ pub(crate) fn release(
 /// A symmetric encryption key the caller may use.
 pub(crate) async fn usable_key(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<KeyRecord, KmsError> {
     let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
-    params::require_usable(&rec, "ENCRYPT_DECRYPT")?;
+    params::require_usable(&rec, KeyUsage::EncryptDecrypt)?;
     Ok(rec)
 }
 
@@ -156,7 +157,7 @@ async fn open_blob(
         }
     }
     let rec = params::load_key(ctx, &header.key_id).await?;
-    params::require_usable(&rec, "ENCRYPT_DECRYPT")?;
+    params::require_usable(&rec, KeyUsage::EncryptDecrypt)?;
     let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
     let material = rec
         .symmetric_material(&kek, header.key_version)

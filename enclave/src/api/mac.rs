@@ -10,13 +10,11 @@ use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required};
 use crate::context::Ctx;
 use crate::keys::record::KeyRecord;
-use crate::keys::spec::KeySpec;
+use crate::keys::spec::KeyUsage;
 use crate::secret::SecretBytes;
 
 /// AWS KMS: a MAC is at most 6144 bytes.
 pub const MAX_MAC: usize = 6144;
-
-const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
 
 /// The MAC algorithms AWS KMS knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +94,8 @@ async fn usable_key(
     algorithm: MacAlgorithm,
 ) -> Result<(KeyRecord, SecretBytes), KmsError> {
     let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
-    params::require_usable(&rec, GENERATE_VERIFY_MAC)?;
-    let key_algorithm = KeySpec::parse(&rec.key_spec).and_then(KeySpec::mac_algorithm);
+    params::require_usable(&rec, KeyUsage::GenerateVerifyMac)?;
+    let key_algorithm = rec.key_spec.mac_algorithm();
     if key_algorithm != Some(algorithm.as_str()) {
         return Err(KmsError::InvalidKeyUsage(format!(
             "MAC algorithm {} is not compatible with {} (key spec {}).",
