@@ -23,7 +23,7 @@ pub struct AuditQuery<'a> {
 
 /// One entry of a page: a record, or the sequence number of one that does not authenticate.
 pub enum AuditEntry {
-    Record(AuditRecord),
+    Record(Box<AuditRecord>),
     Corrupt { sequence: u64 },
 }
 
@@ -77,7 +77,7 @@ pub async fn read(ctx: &Ctx<'_>, query: &AuditQuery<'_>) -> Result<AuditPage, Km
                 let in_range =
                     query.start_ms.is_none_or(|s| record.time >= s) && query.end_ms.is_none_or(|e| record.time <= e);
                 if in_range {
-                    records.push(AuditEntry::Record(record));
+                    records.push(AuditEntry::Record(Box::new(record)));
                 }
             }
             Err(e) => {
