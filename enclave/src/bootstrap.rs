@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::credentials::{self, CredentialRecord, Role};
 use crate::config::{DevCredential, Mode};
 use crate::keys::hierarchy::Hierarchy;
+use crate::keystore::tenants;
 use crate::nsm::Nsm;
 use crate::seal::Sealer;
 use crate::secret::Key256;
@@ -29,9 +30,6 @@ pub const BOOT_NAMESPACE: &str = "boot";
 const ROOT_KEY_RECORD: &str = "root-key";
 const DEV_CREDENTIAL_POINTER: &str = "dev-credential";
 const DEV_OPERATOR_POINTER: &str = "dev-operator-credential";
-
-/// Namespace of tenant records; record key = tenant id.
-pub const TENANT_NAMESPACE: &str = "tenant";
 
 /// The dev-only wrapping key is SHA-256 of this public string. It protects
 /// nothing against anyone who reads this source; it only keeps the mock root
@@ -63,16 +61,6 @@ impl Keyring {
         let sealer = Sealer::new(hierarchy.sealing_key());
         Keyring { hierarchy, sealer }
     }
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct TenantRecord {
-    pub tenant_id: String,
-    pub enabled: bool,
-    pub created: i64,
-    /// SHA-256 (hex) of the tenant's default policy module, if any.
-    #[serde(default)]
-    pub policy_module: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -190,19 +178,8 @@ async fn ensure_dev_credential(
     pointer: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    if dev.tenant != crate::auth::OPERATOR
-        && records
-            .get::<TenantRecord>(TENANT_NAMESPACE, &dev.tenant)
-            .await?
-            .is_none()
-    {
-        let tenant = TenantRecord {
-            tenant_id: dev.tenant.clone(),
-            enabled: true,
-            created: now,
-            policy_module: None,
-        };
-        records.put(TENANT_NAMESPACE, &dev.tenant, &tenant).await?;
+    if dev.tenant != crate::auth::OPERATOR {
+        tenants::ensure(records, &dev.tenant, now).await?;
     }
     let record = CredentialRecord {
         access_key_id: dev.access_key_id.clone(),

@@ -29,7 +29,7 @@ use keyward_enclave::attestation::verify::{TrustAnchor, Verifier};
 use keyward_enclave::auth::Principal;
 use keyward_enclave::auth::authorize;
 use keyward_enclave::auth::credentials::Role;
-use keyward_enclave::bootstrap::{TENANT_NAMESPACE, TenantRecord};
+use keyward_enclave::keystore::tenants;
 use keyward_enclave::store::{MemoryStore, Records};
 use keyward_enclave::{Args, Enclave, Mode};
 use keyward_wire::Operation;
@@ -252,7 +252,7 @@ fuzz_target!(|data: &[u8]| {
         let records = Records::new(&store, &keyring.sealer);
         let mut tenant_policy = None;
         if !principal.is_operator() {
-            let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
+            let tenant = tenants::get(&records, &principal.tenant).await?;
             tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
             if !tenant.is_some_and(|t| t.enabled) {
                 return Err(KmsError::AccessDenied("tenant disabled".into()));

@@ -5,16 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use p256::pkcs8::EncodePublicKey;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::lifecycle::modify;
-use super::params::{self, Access, b64, blob, check_state, length, parse, required};
+use super::params::{b64, blob, length, parse, render, required};
 use crate::context::Ctx;
 use crate::keys::record::AttestationPolicy;
+use crate::keystore::attestation::{self, KeyAttestation};
 
 /// At most this many allowed values per PCR.
 const MAX_PCR_VALUES: usize = 16;
@@ -63,15 +61,29 @@ pub fn policy(param: PolicyParam) -> Result<Option<AttestationPolicy>, KmsError>
     }))
 }
 
-fn describe(policy: Option<&AttestationPolicy>) -> Value {
-    let (require, pcrs) = match policy {
-        Some(p) => (
-            p.require_recipient,
-            p.allowed_pcrs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect(),
-        ),
-        None => (false, serde_json::Map::new()),
+/// A key's attestation policy as `UpdateKeyAttestationPolicy` and
+/// `DescribeKeyAttestationPolicy` answer it (no policy: nothing required).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AttestationPolicyResponse<'a> {
+    key_id: &'a str,
+    require_recipient: bool,
+    /// PCR index (as a string) → allowed values in hex.
+    #[serde(rename = "AllowedPCRs")]
+    allowed_pcrs: &'a BTreeMap<u8, Vec<String>>,
+}
+
+fn describe(key: &KeyAttestation) -> Result<Value, KmsError> {
+    static NONE: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+    let (require_recipient, allowed_pcrs) = match &key.policy {
+        Some(p) => (p.require_recipient, &p.allowed_pcrs),
+        None => (false, &NONE),
     };
-    json!({ "RequireRecipient": require, "AllowedPCRs": pcrs })
+    render(&AttestationPolicyResponse {
+        key_id: &key.key_arn,
+        require_recipient,
+        allowed_pcrs,
+    })
 }
 
 #[derive(Deserialize)]
@@ -85,15 +97,7 @@ struct UpdateRequest {
 pub async fn update_key_attestation_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: UpdateRequest = parse(body)?;
     let new_policy = policy(req.policy)?;
-    let (rec, ()) = modify(ctx, req.key_id, |rec| {
-        check_state(rec, Access::Manage)?;
-        rec.attestation = new_policy;
-        Ok(())
-    })
-    .await?;
-    let mut out = describe(rec.attestation.as_ref());
-    out["KeyId"] = json!(rec.arn);
-    Ok(out)
+    describe(&attestation::update_policy(ctx, req.key_id, new_policy).await?)
 }
 
 #[derive(Deserialize)]
@@ -104,10 +108,7 @@ struct DescribeRequest {
 
 pub async fn describe_key_attestation_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: DescribeRequest = parse(body)?;
-    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    let mut out = describe(rec.attestation.as_ref());
-    out["KeyId"] = json!(rec.arn);
-    Ok(out)
+    describe(&attestation::policy(ctx, &required("keyId", req.key_id)?).await?)
 }
 
 #[derive(Deserialize)]
@@ -118,16 +119,15 @@ struct GetAttestationDocumentRequest {
     key_id: Option<String>,
 }
 
-/// What the enclave binds in its own attestation document's `user_data`.
-pub const USER_DATA_PREFIX: &[u8] = b"keyward/v1/audit-key-sha256:";
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetAttestationDocumentResponse {
+    /// Base64 of the COSE_Sign1 document.
+    attestation_document: String,
+}
 
-/// A document from the enclave's own NSM, `nonce` the caller's. Without
-/// `KeyId`: `public_key` is the audit signing key (SubjectPublicKeyInfo DER),
-/// `user_data` is `keyward/v1/audit-key-sha256:` ‖ SHA-256 of it. With
-/// `KeyId`: `public_key` is the wrapping public key of the key's outstanding
-/// import parameters (the `PublicKey` GetParametersForImport returned),
-/// `user_data` is `keyward/v1/import-wrapping-key-sha256:` ‖ SHA-256 of it ‖
-/// the key ARN — the enclave only ever attests a key whose private half it holds.
+/// A document from the enclave's own NSM (see
+/// [`crate::keystore::attestation::document`] for what it binds).
 pub async fn get_attestation_document(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: GetAttestationDocumentRequest = parse(body)?;
     let nonce = match req.nonce {
@@ -138,49 +138,8 @@ pub async fn get_attestation_document(ctx: &Ctx<'_>, body: Value) -> Result<Valu
         }
         None => None,
     };
-    let (public_key, user_data) = match req.key_id {
-        Some(key_id) => import_binding(ctx, &key_id).await?,
-        None => {
-            let audit_key = ctx
-                .keyring
-                .hierarchy
-                .audit_signing_key()
-                .verifying_key()
-                .to_public_key_der()
-                .map_err(|_| KmsError::Internal)?;
-            let mut user_data = USER_DATA_PREFIX.to_vec();
-            user_data.extend_from_slice(&Sha256::digest(audit_key.as_bytes()));
-            (audit_key.as_bytes().to_vec(), user_data)
-        }
-    };
-    let document = ctx
-        .enclave
-        .nsm
-        .attest(Some(&user_data), nonce.as_deref(), Some(&public_key))
-        .map_err(|e| {
-            tracing::error!(error = %e, "the NSM did not attest");
-            KmsError::Internal
-        })?;
-    Ok(json!({ "AttestationDocument": b64(&document) }))
-}
-
-/// The wrapping public key of `key_id`'s outstanding import parameters and
-/// the `user_data` binding it to the key.
-async fn import_binding(ctx: &Ctx<'_>, key_id: &str) -> Result<(Vec<u8>, Vec<u8>), KmsError> {
-    use crate::keys::import::{self, ImportParameters};
-    let rec = params::resolve_key(ctx, key_id).await?;
-    let parameters: Option<ImportParameters> = ctx
-        .records
-        .get(import::NAMESPACE, &crate::keystore::import::parameters_name(&rec))
-        .await?;
-    match parameters {
-        Some(p) if p.key_id == rec.key_id && p.private_key.is_some() && p.valid_to > ctx.now.unix_timestamp() => {
-            let user_data = import::attestation_binding(&p.public_key, &rec.arn);
-            Ok((p.public_key, user_data))
-        }
-        _ => Err(KmsError::InvalidState(format!(
-            "{} has no valid import parameters to attest. Call GetParametersForImport first.",
-            rec.arn
-        ))),
-    }
+    let document = attestation::document(ctx, nonce.as_deref(), req.key_id.as_deref()).await?;
+    render(&GetAttestationDocumentResponse {
+        attestation_document: b64(&document),
+    })
 }

@@ -1,90 +1,185 @@
 //! `Keyward.GetAuditLog`: the caller's own chain (a tenant's, or the
 //! operator's), with the head signed by the enclave's audit key.
 
-use p256::ecdsa::signature::Signer;
-use p256::pkcs8::EncodePublicKey;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::params::{b64, limit, marker_from, marker_to, parse};
-use crate::audit::chain::{self, HeadRecord, NAMESPACE};
-use crate::audit::record::{AuditRecord, head_message};
+use super::params::{b64, limit, marker_from, marker_to, parse, render};
+use crate::audit::record::AuditRecord;
 use crate::context::Ctx;
+use crate::keystore::audit_log::{self, AuditEntry, AuditQuery};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GetAuditLogRequest {
+    /// Seconds since the epoch.
     start_time: Option<f64>,
     end_time: Option<f64>,
     limit: Option<i64>,
     marker: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetAuditLogResponse<'a> {
+    records: Vec<RecordOut<'a>>,
+    truncated: bool,
+    head: HeadOut<'a>,
+    /// Base64 SubjectPublicKeyInfo DER.
+    audit_public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
+/// An audit record as GetAuditLog lists it (hashes in hex), or the sequence
+/// number of one that does not authenticate.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RecordOut<'a> {
+    Record(RecordFields<'a>),
+    Corrupt {
+        #[serde(rename = "Sequence")]
+        sequence: u64,
+        #[serde(rename = "Corrupt")]
+        corrupt: bool,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecordFields<'a> {
+    sequence: u64,
+    time: u64,
+    request_id: &'a str,
+    chain: &'a str,
+    access_key_id: &'a str,
+    role: &'a str,
+    operation: &'a str,
+    key_arn: &'a str,
+    decision: &'a str,
+    reason: &'a str,
+    policy_module: &'a str,
+    previous_hash: String,
+    hash: String,
+}
+
+impl<'a> RecordFields<'a> {
+    fn of(r: &'a AuditRecord) -> Self {
+        RecordFields {
+            sequence: r.sequence,
+            time: r.time,
+            request_id: &r.request_id,
+            chain: &r.chain,
+            access_key_id: &r.access_key_id,
+            role: &r.role,
+            operation: &r.operation,
+            key_arn: &r.key_arn,
+            decision: &r.decision,
+            reason: &r.reason,
+            policy_module: &r.policy_module,
+            previous_hash: hex::encode(r.previous_hash),
+            hash: hex::encode(r.hash),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HeadOut<'a> {
+    chain: &'a str,
+    sequence: u64,
+    /// Hex.
+    hash: String,
+    /// Base64 DER ECDSA P-256 signature.
+    signature: String,
+}
+
 pub async fn get_audit_log(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: GetAuditLogRequest = parse(body)?;
     let limit = limit(req.limit, 100, 1000)?;
-    let chain_name = ctx.principal.tenant.clone();
-    let prefix = chain::records_prefix(&chain_name);
     let after = marker_from(req.marker.as_deref())?;
-    if after.as_ref().is_some_and(|a| !a.starts_with(&prefix)) {
-        return Err(KmsError::InvalidMarker(
-            "The marker is not one GetAuditLog returned.".into(),
-        ));
-    }
-    let start_ms = req.start_time.map(|s| (s * 1000.0) as u64);
-    let end_ms = req.end_time.map(|s| (s * 1000.0) as u64);
-
-    // The head first: records appended after it are not part of this answer.
-    let head = ctx
-        .records
-        .get::<HeadRecord>(NAMESPACE, &chain::head_key(&chain_name))
-        .await?
-        .unwrap_or(HeadRecord::EMPTY);
-    let mut page = ctx
-        .records
-        .list_each::<AuditRecord>(NAMESPACE, &prefix, after.as_deref(), limit + 1)
-        .await?;
-    let truncated = page.len() > limit as usize;
-    page.truncate(limit as usize);
-    let mut records = Vec::with_capacity(page.len());
-    for (key, value) in &page {
-        match value {
-            Ok(record) => {
-                if record.sequence > head.sequence {
-                    continue;
-                }
-                let in_range = start_ms.is_none_or(|s| record.time >= s) && end_ms.is_none_or(|e| record.time <= e);
-                if in_range {
-                    records.push(record.to_json());
-                }
-            }
-            Err(e) => {
-                tracing::warn!(record = %key, error = %e, "audit record does not authenticate");
-                let sequence = key.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-                records.push(json!({ "Sequence": sequence, "Corrupt": true }));
-            }
-        }
-    }
-    let signing_key = ctx.keyring.hierarchy.audit_signing_key();
-    let signature: p256::ecdsa::Signature = signing_key.sign(&head_message(&chain_name, head.sequence, &head.hash));
-    let public_key = signing_key
-        .verifying_key()
-        .to_public_key_der()
-        .map_err(|_| KmsError::Internal)?;
-    let mut out = json!({
-        "Records": records,
-        "Truncated": truncated,
-        "Head": {
-            "Chain": chain_name,
-            "Sequence": head.sequence,
-            "Hash": hex::encode(head.hash),
-            "Signature": b64(signature.to_der().as_bytes()),
+    let query = AuditQuery {
+        after: after.as_deref(),
+        limit,
+        start_ms: req.start_time.map(|s| (s * 1000.0) as u64),
+        end_ms: req.end_time.map(|s| (s * 1000.0) as u64),
+    };
+    let page = audit_log::read(ctx, &query).await?;
+    render(&GetAuditLogResponse {
+        records: page
+            .records
+            .iter()
+            .map(|entry| match entry {
+                AuditEntry::Record(r) => RecordOut::Record(RecordFields::of(r)),
+                AuditEntry::Corrupt { sequence } => RecordOut::Corrupt {
+                    sequence: *sequence,
+                    corrupt: true,
+                },
+            })
+            .collect(),
+        truncated: page.next.is_some(),
+        head: HeadOut {
+            chain: &page.chain,
+            sequence: page.head.sequence,
+            hash: hex::encode(page.head.hash),
+            signature: b64(&page.head_signature),
         },
-        "AuditPublicKey": b64(public_key.as_bytes()),
-    });
-    if truncated && let Some((last, _)) = page.last() {
-        out["NextMarker"] = json!(marker_to(last));
+        audit_public_key: b64(&page.audit_public_key),
+        next_marker: page.next.as_deref().map(marker_to),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Listed records keep the fields (and hex hashes) the SDK's verifier reads.
+    #[test]
+    fn records_render_as_the_verifier_reads_them() {
+        let record = AuditRecord {
+            sequence: 3,
+            time: 1_700_000_000_000,
+            request_id: "r".into(),
+            chain: "111122223333".into(),
+            access_key_id: "AKIA".into(),
+            role: "KeyUser".into(),
+            operation: "TrentService.Decrypt".into(),
+            key_arn: "arn".into(),
+            decision: "Allow".into(),
+            reason: "why".into(),
+            policy_module: "ab".into(),
+            previous_hash: [1; 32],
+            hash: [2; 32],
+        };
+        let rendered = serde_json::to_value(RecordOut::Record(RecordFields::of(&record))).expect("renders");
+        assert_eq!(
+            rendered,
+            json!({
+                "Sequence": 3,
+                "Time": 1_700_000_000_000u64,
+                "RequestId": "r",
+                "Chain": "111122223333",
+                "AccessKeyId": "AKIA",
+                "Role": "KeyUser",
+                "Operation": "TrentService.Decrypt",
+                "KeyArn": "arn",
+                "Decision": "Allow",
+                "Reason": "why",
+                "PolicyModule": "ab",
+                "PreviousHash": hex::encode([1u8; 32]),
+                "Hash": hex::encode([2u8; 32]),
+            })
+        );
+        let corrupt = RecordOut::Corrupt {
+            sequence: 4,
+            corrupt: true,
+        };
+        assert_eq!(
+            serde_json::to_value(corrupt).expect("renders"),
+            json!({ "Sequence": 4, "Corrupt": true })
+        );
     }
-    Ok(out)
 }

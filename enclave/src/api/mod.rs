@@ -51,7 +51,6 @@ use tracing::Instrument;
 
 use crate::audit::record::{ALLOW, AuditEntry, DENY, ERROR, OPERATOR_CHAIN};
 use crate::auth::{self, authorize, sigv4::SignedRequest};
-use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
 use crate::context::AuditNotes;
 pub use crate::context::Ctx;
 use crate::service::Enclave;
@@ -205,7 +204,7 @@ async fn serve(
     }
     let mut tenant_policy = None;
     if !principal.is_operator() {
-        let tenant = records.get::<TenantRecord>(TENANT_NAMESPACE, &principal.tenant).await?;
+        let tenant = crate::keystore::tenants::get(&records, &principal.tenant).await?;
         tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
         if !tenant.is_some_and(|t| t.enabled) {
             return denied(

@@ -20,20 +20,23 @@ pub fn parse<T: DeserializeOwned>(body: Value) -> Result<T, KmsError> {
     serde_json::from_value(body).map_err(|e| KmsError::Serialization(format!("Invalid request: {e}")))
 }
 
+/// Renders a typed response as the JSON body clients see.
+pub fn render<T: Serialize>(response: &T) -> Result<Value, KmsError> {
+    serde_json::to_value(response).map_err(|e| {
+        tracing::error!(error = %e, "a response did not serialize");
+        KmsError::Internal
+    })
+}
+
+/// The answer of an operation that returns nothing: `{}`.
+#[derive(Serialize)]
+pub struct Empty {}
+
 /// Decodes a base64 blob field.
 pub fn blob(field: &str, value: &str) -> Result<Vec<u8>, KmsError> {
     base64::engine::general_purpose::STANDARD
         .decode(value.as_bytes())
         .map_err(|_| KmsError::Serialization(format!("Value at '{field}' is not valid base64.")))
-}
-
-/// Renders a typed response as the JSON body (its serialization cannot fail:
-/// string keys, no maps with other keys).
-pub fn render<T: Serialize>(response: &T) -> Result<Value, KmsError> {
-    serde_json::to_value(response).map_err(|e| {
-        tracing::error!(error = %e, "response does not serialize");
-        KmsError::Internal
-    })
 }
 
 pub fn b64(bytes: &[u8]) -> String {

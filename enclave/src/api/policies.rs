@@ -1,19 +1,16 @@
 //! Policy modules: `Keyward.PutKeyPolicyModule`, `GetKeyPolicyModule`,
 //! `DeleteKeyPolicyModule`, `PutTenantPolicyModule`,
-//! `DeleteTenantPolicyModule`, `TestPolicy`, and the enforcement that runs on
-//! every key a request acts on.
+//! `DeleteTenantPolicyModule`, `TestPolicy`. Enforcement on every key a
+//! request acts on is `keystore::policy`.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::lifecycle::modify;
-use super::params::{self, Access, b64, blob, check_state, parse, required};
-use crate::bootstrap::{TENANT_NAMESPACE, TenantRecord};
+use super::params::{self, Empty, b64, blob, parse, render, required};
 use crate::context::Ctx;
-pub use crate::keystore::policy::{POLICY_MANAGEMENT, enforce, engine, module_error};
-use crate::policy::modules::ModuleCache;
-use crate::policy::sandbox::MAX_MODULE_BYTES;
+use crate::keystore::policy_modules;
+use crate::policy::sandbox::{MAX_CONTEXT_BYTES, MAX_MODULE_BYTES};
 
 fn module_bytes(field: &str, value: Option<String>) -> Result<Vec<u8>, KmsError> {
     let wasm = blob(field, &required(field, value)?)?;
@@ -25,18 +22,6 @@ fn module_bytes(field: &str, value: Option<String>) -> Result<Vec<u8>, KmsError>
     Ok(wasm)
 }
 
-/// Validates, compiles and stores the base64 `Module` parameter; its SHA-256 (hex).
-async fn store_module(ctx: &Ctx<'_>, module: Option<String>) -> Result<String, KmsError> {
-    let wasm = module_bytes("module", module)?;
-    let compiled = ctx
-        .enclave
-        .policy_modules
-        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
-        .await
-        .map_err(module_error)?;
-    Ok(compiled.sha256_hex())
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct PutKeyPolicyModuleRequest {
@@ -44,18 +29,21 @@ struct PutKeyPolicyModuleRequest {
     module: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutKeyPolicyModuleResponse<'a> {
+    key_id: &'a str,
+    module_sha256: &'a str,
+}
+
 pub async fn put_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: PutKeyPolicyModuleRequest = parse(body)?;
-    // Compiled and stored before the key points to it: the switch is one record write.
-    let sha = store_module(ctx, req.module).await?;
-    let (rec, ()) = modify(ctx, req.key_id, |rec| {
-        check_state(rec, Access::Manage)?;
-        rec.policy_module = Some(sha.clone());
-        Ok(())
+    let wasm = module_bytes("module", req.module)?;
+    let attached = policy_modules::attach_to_key(ctx, req.key_id, wasm).await?;
+    render(&PutKeyPolicyModuleResponse {
+        key_id: &attached.key_arn,
+        module_sha256: &attached.sha256_hex,
     })
-    .await?;
-    tracing::info!(key_id = %rec.key_id, module = %sha, "policy module attached");
-    Ok(json!({ "KeyId": rec.arn, "ModuleSha256": sha }))
 }
 
 #[derive(Deserialize)]
@@ -64,25 +52,29 @@ struct KeyIdRequest {
     key_id: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetKeyPolicyModuleResponse<'a> {
+    key_id: &'a str,
+    module_sha256: &'a str,
+    /// Base64.
+    module: String,
+}
+
 pub async fn get_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    let Some(sha) = &rec.policy_module else {
-        return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
-    };
-    let wasm = ModuleCache::bytes(&ctx.records, &ctx.principal.tenant, sha)
-        .await
-        .map_err(module_error)?;
-    Ok(json!({ "KeyId": rec.arn, "ModuleSha256": sha, "Module": b64(&wasm) }))
+    let (module, wasm) = policy_modules::key_module(ctx, &required("keyId", req.key_id)?).await?;
+    render(&GetKeyPolicyModuleResponse {
+        key_id: &module.key_arn,
+        module_sha256: &module.sha256_hex,
+        module: b64(&wasm),
+    })
 }
 
 pub async fn delete_key_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    let (rec, existed) = modify(ctx, req.key_id, |rec| Ok(rec.policy_module.take().is_some())).await?;
-    if !existed {
-        return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
-    }
-    Ok(json!({}))
+    policy_modules::detach_from_key(ctx, req.key_id).await?;
+    render(&Empty {})
 }
 
 #[derive(Deserialize)]
@@ -91,37 +83,39 @@ struct PutTenantPolicyModuleRequest {
     module: Option<String>,
 }
 
-async fn set_tenant_policy(ctx: &Ctx<'_>, sha: Option<String>) -> Result<bool, KmsError> {
-    let tenant = ctx.principal.tenant.clone();
-    let _guard = ctx.enclave.locks.lock(&format!("{TENANT_NAMESPACE}/{tenant}")).await;
-    let Some(mut record) = ctx.records.get::<TenantRecord>(TENANT_NAMESPACE, &tenant).await? else {
-        return Err(KmsError::Internal);
-    };
-    let had = record.policy_module.is_some();
-    record.policy_module = sha;
-    ctx.records.put(TENANT_NAMESPACE, &tenant, &record).await?;
-    Ok(had)
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutTenantPolicyModuleResponse {
+    module_sha256: String,
 }
 
 pub async fn put_tenant_policy_module(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: PutTenantPolicyModuleRequest = parse(body)?;
-    let sha = store_module(ctx, req.module).await?;
-    set_tenant_policy(ctx, Some(sha.clone())).await?;
-    Ok(json!({ "ModuleSha256": sha }))
+    let wasm = module_bytes("module", req.module)?;
+    let module_sha256 = policy_modules::set_tenant_default(ctx, wasm).await?;
+    render(&PutTenantPolicyModuleResponse { module_sha256 })
 }
 
 pub async fn delete_tenant_policy_module(ctx: &Ctx<'_>, _body: Value) -> Result<Value, KmsError> {
-    if !set_tenant_policy(ctx, None).await? {
-        return Err(KmsError::NotFound("The tenant has no default policy module.".into()));
-    }
-    Ok(json!({}))
+    policy_modules::remove_tenant_default(ctx).await?;
+    render(&Empty {})
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct TestPolicyRequest {
     module: Option<String>,
+    /// The policy input: a JSON string is taken as is, any other JSON value
+    /// as its serialization.
     context: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TestPolicyResponse {
+    module_sha256: String,
+    allow: bool,
+    reason: String,
 }
 
 /// Evaluates a module on a caller-given context; nothing is stored or attached.
@@ -132,17 +126,19 @@ pub async fn test_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> 
         Value::String(s) => s.into_bytes(),
         other => other.to_string().into_bytes(),
     };
-    params::length("context", input.len(), 1, crate::policy::sandbox::MAX_CONTEXT_BYTES)?;
-    let engine = engine(ctx)?;
-    let compiled = engine.compile(&wasm).map_err(|e| module_error(e.into()))?;
-    let decision = engine.evaluate(&compiled, &input);
-    Ok(json!({ "ModuleSha256": compiled.sha256_hex(), "Allow": decision.allow, "Reason": decision.reason }))
+    params::length("context", input.len(), 1, MAX_CONTEXT_BYTES)?;
+    let decision = policy_modules::try_module(ctx, &wasm, &input)?;
+    render(&TestPolicyResponse {
+        module_sha256: decision.sha256_hex,
+        allow: decision.allow,
+        reason: decision.reason,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keystore::policy::reason_text;
+    use crate::keystore::policy::{POLICY_MANAGEMENT, reason_text};
 
     /// Regression: the exemption matched any action containing "Policy", so
     /// attestation-policy operations escaped policy modules too.

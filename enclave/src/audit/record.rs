@@ -93,24 +93,6 @@ impl AuditRecord {
         h.update(self.previous_hash);
         h.finalize().into()
     }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "Sequence": self.sequence,
-            "Time": self.time,
-            "RequestId": self.request_id,
-            "Chain": self.chain,
-            "AccessKeyId": self.access_key_id,
-            "Role": self.role,
-            "Operation": self.operation,
-            "KeyArn": self.key_arn,
-            "Decision": self.decision,
-            "Reason": self.reason,
-            "PolicyModule": self.policy_module,
-            "PreviousHash": hex::encode(self.previous_hash),
-            "Hash": hex::encode(self.hash),
-        })
-    }
 }
 
 /// The bytes the head signature covers.

@@ -1,12 +1,19 @@
-//! The keystore domain: keys, aliases, what falls due on them, and policy
-//! enforcement, over the sealed-record store. Knows nothing of JSON or HTTP
-//! and never imports the request layer (`api`): functions take the request
-//! context ([`crate::context::Ctx`]) or, for work without a request (the
-//! sweep), the store itself, and return [`crate::error::KmsError`].
+//! The keystore domain: keys, aliases, what falls due on them, policy
+//! modules and their enforcement, tenants, access keys, attestation and the
+//! audit log as callers read it, over the sealed-record store. Knows nothing
+//! of JSON or HTTP and never imports the request layer (`api`): functions
+//! take the request context ([`crate::context::Ctx`]) or, for work without
+//! a request (the sweep, boot's dev tenant in [`tenants`]), the store
+//! itself, and return [`crate::error::KmsError`].
 
 pub mod aliases;
 pub mod asymmetric;
+pub mod attestation;
+pub mod audit_log;
+pub mod credentials;
 pub mod due;
 pub mod import;
 pub mod keys;
 pub mod policy;
+pub mod policy_modules;
+pub mod tenants;

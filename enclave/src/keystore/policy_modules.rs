@@ -1,0 +1,116 @@
+//! Policy modules as a tenant manages them: stored (compiled first) under
+//! the tenant, attached to a key or as the tenant's default, read back,
+//! detached, and tried on a given context without being stored. Enforcement
+//! on every request is [`super::policy`].
+
+use super::keys::{Access, check_state, modify, resolve_key};
+use super::policy::{engine, module_error};
+use super::tenants;
+use crate::context::Ctx;
+use crate::error::KmsError;
+use crate::policy::modules::ModuleCache;
+
+/// Compiles and stores a module for the caller's tenant; its SHA-256 (hex).
+pub async fn store(ctx: &Ctx<'_>, wasm: Vec<u8>) -> Result<String, KmsError> {
+    let compiled = ctx
+        .enclave
+        .policy_modules
+        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
+        .await
+        .map_err(module_error)?;
+    Ok(compiled.sha256_hex())
+}
+
+/// A key's policy module.
+pub struct KeyModule {
+    pub key_arn: String,
+    pub sha256_hex: String,
+}
+
+/// Stores `wasm` and attaches it to the key `key_id` (a `KeyId` parameter).
+/// The module is compiled and stored before the key points to it: the
+/// switch is one record write.
+pub async fn attach_to_key(ctx: &Ctx<'_>, key_id: Option<String>, wasm: Vec<u8>) -> Result<KeyModule, KmsError> {
+    let sha = store(ctx, wasm).await?;
+    let (rec, ()) = modify(ctx, key_id, |rec| {
+        check_state(rec, Access::Manage)?;
+        rec.policy_module = Some(sha.clone());
+        Ok(())
+    })
+    .await?;
+    tracing::info!(key_id = %rec.key_id, module = %sha, "policy module attached");
+    Ok(KeyModule {
+        key_arn: rec.arn,
+        sha256_hex: sha,
+    })
+}
+
+/// The module attached to the key `key_id`, with its bytes.
+pub async fn key_module(ctx: &Ctx<'_>, key_id: &str) -> Result<(KeyModule, Vec<u8>), KmsError> {
+    let rec = resolve_key(ctx, key_id).await?;
+    let Some(sha) = rec.policy_module else {
+        return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
+    };
+    let wasm = ModuleCache::bytes(&ctx.records, &ctx.principal.tenant, &sha)
+        .await
+        .map_err(module_error)?;
+    Ok((
+        KeyModule {
+            key_arn: rec.arn,
+            sha256_hex: sha,
+        },
+        wasm,
+    ))
+}
+
+/// Detaches the module of the key `key_id` (a `KeyId` parameter); not found
+/// when it has none.
+pub async fn detach_from_key(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<(), KmsError> {
+    let (rec, existed) = modify(ctx, key_id, |rec| Ok(rec.policy_module.take().is_some())).await?;
+    if !existed {
+        return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
+    }
+    Ok(())
+}
+
+/// Stores `wasm` and makes it the caller's tenant's default module; its SHA-256 (hex).
+pub async fn set_tenant_default(ctx: &Ctx<'_>, wasm: Vec<u8>) -> Result<String, KmsError> {
+    let sha = store(ctx, wasm).await?;
+    tenants::set_policy_module(
+        &ctx.records,
+        &ctx.enclave.locks,
+        &ctx.principal.tenant,
+        Some(sha.clone()),
+    )
+    .await?;
+    Ok(sha)
+}
+
+/// Removes the caller's tenant's default module; not found when it has none.
+pub async fn remove_tenant_default(ctx: &Ctx<'_>) -> Result<(), KmsError> {
+    let had = tenants::set_policy_module(&ctx.records, &ctx.enclave.locks, &ctx.principal.tenant, None).await?;
+    if !had {
+        return Err(KmsError::NotFound("The tenant has no default policy module.".into()));
+    }
+    Ok(())
+}
+
+/// What a module decided on a caller-given context ([`try_module`]).
+pub struct TrialDecision {
+    pub sha256_hex: String,
+    pub allow: bool,
+    pub reason: String,
+}
+
+/// Compiles `wasm` and evaluates it on `context` (the policy input JSON);
+/// nothing is stored or attached.
+pub fn try_module(ctx: &Ctx<'_>, wasm: &[u8], context: &[u8]) -> Result<TrialDecision, KmsError> {
+    let engine = engine(ctx)?;
+    let compiled = engine.compile(wasm).map_err(|e| module_error(e.into()))?;
+    let decision = engine.evaluate(&compiled, context);
+    Ok(TrialDecision {
+        sha256_hex: compiled.sha256_hex(),
+        allow: decision.allow,
+        reason: decision.reason,
+    })
+}
