@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -18,6 +19,18 @@ pub use crate::text::printable;
 pub fn parse<T: DeserializeOwned>(body: Value) -> Result<T, KmsError> {
     serde_json::from_value(body).map_err(|e| KmsError::Serialization(format!("Invalid request: {e}")))
 }
+
+/// Renders a typed response as the JSON body clients see.
+pub fn render<T: Serialize>(response: &T) -> Result<Value, KmsError> {
+    serde_json::to_value(response).map_err(|e| {
+        tracing::error!(error = %e, "a response did not serialize");
+        KmsError::Internal
+    })
+}
+
+/// The answer of an operation that returns nothing: `{}`.
+#[derive(Serialize)]
+pub struct Empty {}
 
 /// Decodes a base64 blob field.
 pub fn blob(field: &str, value: &str) -> Result<Vec<u8>, KmsError> {

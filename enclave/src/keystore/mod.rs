@@ -4,7 +4,11 @@
 //! context ([`crate::context::Ctx`]) or, for work without a request (the
 //! sweep), the store itself, and return [`crate::error::KmsError`].
 
+pub mod alias_ops;
 pub mod aliases;
 pub mod due;
 pub mod keys;
+pub mod lifecycle;
 pub mod policy;
+pub mod rotation;
+pub mod tags;
