@@ -245,3 +245,83 @@ impl<'a> KeyMetadata<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::keys::record::test_record;
+
+    /// `KeyMetadata` as it was rendered with `json!` before it was typed.
+    fn untyped(rec: &KeyRecord) -> Value {
+        let mut m = json!({
+            "AWSAccountId": rec.tenant,
+            "KeyId": rec.key_id.to_string(),
+            "Arn": rec.arn,
+            "CreationDate": rec.creation_date,
+            "Enabled": rec.state == KeyState::Enabled,
+            "Description": rec.description,
+            "KeyUsage": rec.key_usage.as_str(),
+            "KeyState": rec.state.as_str(),
+            "Origin": rec.origin.as_str(),
+            "KeyManager": "CUSTOMER",
+            "CustomerMasterKeySpec": rec.key_spec.as_str(),
+            "KeySpec": rec.key_spec.as_str(),
+            "MultiRegion": false,
+        });
+        match rec.key_usage {
+            KeyUsage::EncryptDecrypt => m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]),
+            KeyUsage::SignVerify => m["SigningAlgorithms"] = json!(["ECDSA_SHA_256"]),
+            KeyUsage::KeyAgreement => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+            KeyUsage::GenerateVerifyMac => {
+                if let Some(alg) = rec.key_spec.mac_algorithm() {
+                    m["MacAlgorithms"] = json!([alg]);
+                }
+            }
+        }
+        if let Some(date) = rec.deletion_date {
+            m["DeletionDate"] = json!(date);
+        }
+        if let Some(model) = rec.expiration_model {
+            m["ExpirationModel"] = json!(model.as_str());
+        }
+        if let Some(valid_to) = rec.valid_to {
+            m["ValidTo"] = json!(valid_to);
+        }
+        m
+    }
+
+    #[test]
+    fn typed_key_metadata_renders_as_before() {
+        let cases = [
+            (KeySpec::SymmetricDefault, KeyUsage::EncryptDecrypt, Origin::AwsKms),
+            (KeySpec::SymmetricDefault, KeyUsage::EncryptDecrypt, Origin::External),
+            (KeySpec::EccNistP256, KeyUsage::SignVerify, Origin::AwsKms),
+            (KeySpec::EccNistP256, KeyUsage::KeyAgreement, Origin::AwsKms),
+            (KeySpec::Hmac224, KeyUsage::GenerateVerifyMac, Origin::AwsKms),
+            (KeySpec::Hmac512, KeyUsage::GenerateVerifyMac, Origin::AwsKms),
+        ];
+        for (spec, usage, origin) in cases {
+            for state in [
+                KeyState::Enabled,
+                KeyState::Disabled,
+                KeyState::PendingDeletion,
+                KeyState::PendingImport,
+            ] {
+                let mut rec = test_record("arn:aws:kms:us-east-1:111122223333:key/x");
+                (rec.key_spec, rec.key_usage, rec.origin, rec.state) = (spec, usage, origin, state);
+                rec.description = "d\u{e9}".into();
+                rec.creation_date = 1_700_000_000;
+                assert_eq!(render(&KeyMetadata::of(&rec)).expect("renders"), untyped(&rec));
+                rec.deletion_date = Some(1_700_600_000);
+                rec.expiration_model = Some(ExpirationModel::KeyMaterialExpires);
+                rec.valid_to = Some(1_700_900_000);
+                assert_eq!(render(&KeyMetadata::of(&rec)).expect("renders"), untyped(&rec));
+                rec.expiration_model = Some(ExpirationModel::KeyMaterialDoesNotExpire);
+                rec.valid_to = None;
+                assert_eq!(render(&KeyMetadata::of(&rec)).expect("renders"), untyped(&rec));
+            }
+        }
+    }
+}
