@@ -1,6 +1,6 @@
-//! The keystore domain: keys, aliases, what falls due on them, and policy
-//! enforcement, over the sealed-record store. Knows nothing of JSON or HTTP
-//! and never imports the request layer (`api`): functions take the request
+//! The keystore domain: keys (creation, state, rotation, tags), aliases,
+//! what falls due on keys, and policy enforcement, over the sealed-record
+//! store. Knows nothing of JSON or HTTP and never imports the request layer (`api`): functions take the request
 //! context ([`crate::context::Ctx`]) or, for work without a request (the
 //! sweep), the store itself, and return [`crate::error::KmsError`].
 
