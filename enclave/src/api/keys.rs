@@ -1,17 +1,18 @@
-//! Keys: CreateKey, DescribeKey, ListKeys, and AWS's `KeyMetadata`.
+//! Keys: CreateKey, DescribeKey, ListKeys, and AWS's `KeyMetadata`. The
+//! domain side is [`crate::keystore::keys`].
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::params::{self, key_arn, length, parse, required};
+use super::params::{self, length, parse, render, required};
 use super::tags;
 use crate::context::Ctx;
-use crate::keys::record::{self, KeyRecord, KeyState, Origin};
+use crate::keys::record::{ExpirationModel, KeyRecord, KeyState, Origin};
 use crate::keys::spec::{AWS_KEY_SPECS, KeySpec, KeyUsage};
+use crate::keystore::{self, keys::NewKey};
 
 /// The answer to CreateKey with a `Policy` (issue 15).
 pub const POLICY_UNSUPPORTED: &str = "Key policy documents are not supported yet; create the key without a Policy \
@@ -99,50 +100,27 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         None => None,
     };
     let tags: BTreeMap<String, String> = tags::validate(req.tags.unwrap_or_default())?.into_iter().collect();
-    if tags.len() > tags::MAX_TAGS {
-        return Err(KmsError::LimitExceeded(format!(
-            "A key can have at most {} tags.",
-            tags::MAX_TAGS
-        )));
-    }
-
-    let key_id = Uuid::new_v4();
-    let tenant = ctx.principal.tenant.clone();
-    let arn = key_arn(ctx.region(), &tenant, &key_id);
-    let mut rec = KeyRecord {
-        key_id,
-        tenant: tenant.clone(),
-        arn,
-        description,
-        creation_date: ctx.now.unix_timestamp(),
-        // BYOK keys have no material until ImportKeyMaterial.
-        state: if external {
-            KeyState::PendingImport
-        } else {
-            KeyState::Enabled
+    let rec = keystore::keys::create_key(
+        ctx,
+        NewKey {
+            description,
+            spec,
+            usage,
+            origin,
+            tags,
+            attestation,
         },
-        key_spec: spec,
-        key_usage: usage,
-        origin,
-        versions: Vec::new(),
-        tags,
-        deletion_date: None,
-        rotation_period_days: None,
-        next_rotation_date: None,
-        rotations: Vec::new(),
-        attestation,
-        policy_module: None,
-        expiration_model: None,
-        valid_to: None,
-        material_fingerprint: None,
-    };
-    if !external {
-        let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
-        rec.push_version(&kek, spec.generate().expose());
-    }
-    params::save_key(ctx, &rec).await?;
-    tracing::info!(key_id = %key_id, key_spec = %rec.key_spec, "key created");
-    Ok(json!({ "KeyMetadata": metadata(&rec) }))
+    )
+    .await?;
+    render(&KeyMetadataResponse {
+        key_metadata: KeyMetadata::of(&rec),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyMetadataResponse<'a> {
+    key_metadata: KeyMetadata<'a>,
 }
 
 #[derive(Deserialize)]
@@ -153,8 +131,10 @@ struct DescribeKeyRequest {
 
 pub async fn describe_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: DescribeKeyRequest = parse(body)?;
-    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    Ok(json!({ "KeyMetadata": metadata(&rec) }))
+    let rec = keystore::keys::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
+    render(&KeyMetadataResponse {
+        key_metadata: KeyMetadata::of(&rec),
+    })
 }
 
 #[derive(Deserialize)]
@@ -167,70 +147,181 @@ struct ListKeysRequest {
 pub async fn list_keys(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: ListKeysRequest = parse(body)?;
     let limit = params::limit(req.limit, 100, 1000)?;
-    let tenant = &ctx.principal.tenant;
-    let prefix = format!("{tenant}/");
     let start_after = params::marker_from(req.marker.as_deref())?;
-    if start_after.as_ref().is_some_and(|m| !m.starts_with(&prefix)) {
-        return Err(KmsError::InvalidMarker(
-            "The marker is not one ListKeys returned.".into(),
-        ));
-    }
-    let now = ctx.now.unix_timestamp();
-    // One extra entry tells whether another page exists. Keys past their
-    // deletion date are already gone for the caller (the sweep removes them).
-    let mut page: Vec<(String, KeyRecord)> = ctx
-        .records
-        .list(record::NAMESPACE, &prefix, start_after.as_deref(), limit + 1)
-        .await?;
-    let truncated = page.len() > limit as usize;
-    page.truncate(limit as usize);
-    let keys: Vec<Value> = page
-        .iter()
-        .filter(|(_, rec)| !(rec.state == KeyState::PendingDeletion && rec.deletion_date.is_some_and(|d| d <= now)))
-        .map(|(_, rec)| json!({ "KeyId": rec.key_id.to_string(), "KeyArn": rec.arn }))
-        .collect();
-    let mut out = json!({ "Keys": keys, "Truncated": truncated });
-    if truncated && let Some((last, _)) = page.last() {
-        out["NextMarker"] = Value::String(params::marker_to(last));
-    }
-    Ok(out)
+    let page = keystore::keys::list_keys(ctx, start_after, limit).await?;
+    render(&ListKeysResponse {
+        keys: page
+            .keys
+            .iter()
+            .map(|(key_id, arn)| KeyListEntry {
+                key_id: key_id.to_string(),
+                key_arn: arn,
+            })
+            .collect(),
+        truncated: page.next.is_some(),
+        next_marker: page.next.as_deref().map(params::marker_to),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyListEntry<'a> {
+    key_id: String,
+    key_arn: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListKeysResponse<'a> {
+    keys: Vec<KeyListEntry<'a>>,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
 }
 
 /// AWS's `KeyMetadata` structure.
-pub fn metadata(rec: &KeyRecord) -> Value {
-    let mut m = json!({
-        "AWSAccountId": rec.tenant,
-        "KeyId": rec.key_id.to_string(),
-        "Arn": rec.arn,
-        "CreationDate": rec.creation_date,
-        "Enabled": rec.state == KeyState::Enabled,
-        "Description": rec.description,
-        "KeyUsage": rec.key_usage,
-        "KeyState": rec.state.as_str(),
-        "Origin": rec.origin,
-        "KeyManager": "CUSTOMER",
-        "CustomerMasterKeySpec": rec.key_spec,
-        "KeySpec": rec.key_spec,
-        "MultiRegion": false,
-    });
-    match rec.key_usage {
-        KeyUsage::EncryptDecrypt => m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]),
-        KeyUsage::SignVerify => m["SigningAlgorithms"] = json!(["ECDSA_SHA_256"]),
-        KeyUsage::KeyAgreement => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
-        KeyUsage::GenerateVerifyMac => {
-            if let Some(alg) = rec.key_spec.mac_algorithm() {
-                m["MacAlgorithms"] = json!([alg]);
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata<'a> {
+    #[serde(rename = "AWSAccountId")]
+    aws_account_id: &'a str,
+    key_id: String,
+    arn: &'a str,
+    creation_date: i64,
+    enabled: bool,
+    description: &'a str,
+    key_usage: KeyUsage,
+    key_state: KeyState,
+    origin: Origin,
+    key_manager: &'static str,
+    customer_master_key_spec: KeySpec,
+    key_spec: KeySpec,
+    multi_region: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_agreement_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion_date: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration_model: Option<ExpirationModel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_to: Option<i64>,
+}
+
+impl<'a> KeyMetadata<'a> {
+    pub fn of(rec: &'a KeyRecord) -> Self {
+        let usage = rec.key_usage;
+        let only = |wanted: KeyUsage, algorithm: &'static str| (usage == wanted).then_some([algorithm]);
+        KeyMetadata {
+            aws_account_id: &rec.tenant,
+            key_id: rec.key_id.to_string(),
+            arn: &rec.arn,
+            creation_date: rec.creation_date,
+            enabled: rec.state == KeyState::Enabled,
+            description: &rec.description,
+            key_usage: usage,
+            key_state: rec.state,
+            origin: rec.origin,
+            key_manager: "CUSTOMER",
+            customer_master_key_spec: rec.key_spec,
+            key_spec: rec.key_spec,
+            multi_region: false,
+            encryption_algorithms: only(KeyUsage::EncryptDecrypt, "SYMMETRIC_DEFAULT"),
+            signing_algorithms: only(KeyUsage::SignVerify, "ECDSA_SHA_256"),
+            key_agreement_algorithms: only(KeyUsage::KeyAgreement, "ECDH"),
+            mac_algorithms: if usage == KeyUsage::GenerateVerifyMac {
+                rec.key_spec.mac_algorithm().map(|a| [a])
+            } else {
+                None
+            },
+            deletion_date: rec.deletion_date,
+            expiration_model: rec.expiration_model,
+            valid_to: rec.valid_to,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::keys::record::test_record;
+
+    /// `KeyMetadata` as it was rendered with `json!` before it was typed.
+    fn untyped(rec: &KeyRecord) -> Value {
+        let mut m = json!({
+            "AWSAccountId": rec.tenant,
+            "KeyId": rec.key_id.to_string(),
+            "Arn": rec.arn,
+            "CreationDate": rec.creation_date,
+            "Enabled": rec.state == KeyState::Enabled,
+            "Description": rec.description,
+            "KeyUsage": rec.key_usage.as_str(),
+            "KeyState": rec.state.as_str(),
+            "Origin": rec.origin.as_str(),
+            "KeyManager": "CUSTOMER",
+            "CustomerMasterKeySpec": rec.key_spec.as_str(),
+            "KeySpec": rec.key_spec.as_str(),
+            "MultiRegion": false,
+        });
+        match rec.key_usage {
+            KeyUsage::EncryptDecrypt => m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]),
+            KeyUsage::SignVerify => m["SigningAlgorithms"] = json!(["ECDSA_SHA_256"]),
+            KeyUsage::KeyAgreement => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+            KeyUsage::GenerateVerifyMac => {
+                if let Some(alg) = rec.key_spec.mac_algorithm() {
+                    m["MacAlgorithms"] = json!([alg]);
+                }
+            }
+        }
+        if let Some(date) = rec.deletion_date {
+            m["DeletionDate"] = json!(date);
+        }
+        if let Some(model) = rec.expiration_model {
+            m["ExpirationModel"] = json!(model.as_str());
+        }
+        if let Some(valid_to) = rec.valid_to {
+            m["ValidTo"] = json!(valid_to);
+        }
+        m
+    }
+
+    #[test]
+    fn typed_key_metadata_renders_as_before() {
+        let cases = [
+            (KeySpec::SymmetricDefault, KeyUsage::EncryptDecrypt, Origin::AwsKms),
+            (KeySpec::SymmetricDefault, KeyUsage::EncryptDecrypt, Origin::External),
+            (KeySpec::EccNistP256, KeyUsage::SignVerify, Origin::AwsKms),
+            (KeySpec::EccNistP256, KeyUsage::KeyAgreement, Origin::AwsKms),
+            (KeySpec::Hmac224, KeyUsage::GenerateVerifyMac, Origin::AwsKms),
+            (KeySpec::Hmac512, KeyUsage::GenerateVerifyMac, Origin::AwsKms),
+        ];
+        for (spec, usage, origin) in cases {
+            for state in [
+                KeyState::Enabled,
+                KeyState::Disabled,
+                KeyState::PendingDeletion,
+                KeyState::PendingImport,
+            ] {
+                let mut rec = test_record("arn:aws:kms:us-east-1:111122223333:key/x");
+                (rec.key_spec, rec.key_usage, rec.origin, rec.state) = (spec, usage, origin, state);
+                rec.description = "d\u{e9}".into();
+                rec.creation_date = 1_700_000_000;
+                assert_eq!(render(&KeyMetadata::of(&rec)).expect("renders"), untyped(&rec));
+                rec.deletion_date = Some(1_700_600_000);
+                rec.expiration_model = Some(ExpirationModel::KeyMaterialExpires);
+                rec.valid_to = Some(1_700_900_000);
+                assert_eq!(render(&KeyMetadata::of(&rec)).expect("renders"), untyped(&rec));
+                rec.expiration_model = Some(ExpirationModel::KeyMaterialDoesNotExpire);
+                rec.valid_to = None;
+                assert_eq!(render(&KeyMetadata::of(&rec)).expect("renders"), untyped(&rec));
             }
         }
     }
-    if let Some(date) = rec.deletion_date {
-        m["DeletionDate"] = json!(date);
-    }
-    if let Some(model) = &rec.expiration_model {
-        m["ExpirationModel"] = json!(model);
-    }
-    if let Some(valid_to) = rec.valid_to {
-        m["ValidTo"] = json!(valid_to);
-    }
-    m
 }

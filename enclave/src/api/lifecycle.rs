@@ -1,17 +1,18 @@
 //! The key state machine: EnableKey, DisableKey, ScheduleKeyDeletion,
-//! CancelKeyDeletion, UpdateKeyDescription, and what happens when a date
-//! passes — destruction at the end of the deletion window, automatic
-//! rotation, expiry of imported key material.
+//! CancelKeyDeletion, UpdateKeyDescription. The rules are in
+//! [`crate::keystore::lifecycle`]; what happens when a date passes in
+//! [`crate::keystore::due`].
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::params::{Access, check_state, length, parse, required};
+use super::params::{Empty, length, parse, render, required};
 use crate::context::Ctx;
-use crate::keys::record::{KeyState, Origin};
+use crate::keys::record::KeyState;
 pub use crate::keystore::due::{SECONDS_PER_DAY, apply_due_with, destroy, is_due, rotate, sweep};
 pub use crate::keystore::keys::{apply_due, modify};
+use crate::keystore::lifecycle;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -21,28 +22,14 @@ struct KeyIdRequest {
 
 pub async fn enable_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    modify(ctx, req.key_id, |rec| match rec.state {
-        KeyState::Enabled | KeyState::Disabled => {
-            rec.state = KeyState::Enabled;
-            Ok(())
-        }
-        _ => check_state(rec, Access::Crypto),
-    })
-    .await?;
-    Ok(json!({}))
+    lifecycle::enable(ctx, req.key_id).await?;
+    render(&Empty {})
 }
 
 pub async fn disable_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    modify(ctx, req.key_id, |rec| match rec.state {
-        KeyState::Enabled | KeyState::Disabled => {
-            rec.state = KeyState::Disabled;
-            Ok(())
-        }
-        _ => check_state(rec, Access::Crypto),
-    })
-    .await?;
-    Ok(json!({}))
+    lifecycle::disable(ctx, req.key_id).await?;
+    render(&Empty {})
 }
 
 #[derive(Deserialize)]
@@ -50,6 +37,15 @@ pub async fn disable_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> 
 struct ScheduleKeyDeletionRequest {
     key_id: Option<String>,
     pending_window_in_days: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ScheduleKeyDeletionResponse {
+    key_id: String,
+    deletion_date: i64,
+    key_state: KeyState,
+    pending_window_in_days: i64,
 }
 
 pub async fn schedule_key_deletion(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
@@ -61,41 +57,25 @@ pub async fn schedule_key_deletion(ctx: &Ctx<'_>, body: Value) -> Result<Value, 
             "Member must have value between 7 and 30 (inclusive)",
         ));
     }
-    let deletion_date = ctx.now.unix_timestamp() + days * SECONDS_PER_DAY;
-    let (rec, ()) = modify(ctx, req.key_id, |rec| {
-        if rec.state == KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!("{} is pending deletion.", rec.arn)));
-        }
-        rec.state = KeyState::PendingDeletion;
-        rec.deletion_date = Some(deletion_date);
-        Ok(())
+    let scheduled = lifecycle::schedule_deletion(ctx, req.key_id, days).await?;
+    render(&ScheduleKeyDeletionResponse {
+        key_id: scheduled.key_arn,
+        deletion_date: scheduled.deletion_date,
+        key_state: KeyState::PendingDeletion,
+        pending_window_in_days: days,
     })
-    .await?;
-    Ok(json!({
-        "KeyId": rec.arn,
-        "DeletionDate": deletion_date,
-        "KeyState": "PendingDeletion",
-        "PendingWindowInDays": days,
-    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyIdResponse {
+    key_id: String,
 }
 
 pub async fn cancel_key_deletion(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    let (rec, ()) = modify(ctx, req.key_id, |rec| {
-        if rec.state != KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!("{} is not pending deletion.", rec.arn)));
-        }
-        // A BYOK key whose material was deleted or expired meanwhile waits for it again.
-        rec.state = if rec.origin == Origin::External && rec.versions.is_empty() {
-            KeyState::PendingImport
-        } else {
-            KeyState::Disabled
-        };
-        rec.deletion_date = None;
-        Ok(())
-    })
-    .await?;
-    Ok(json!({ "KeyId": rec.arn }))
+    let key_id = lifecycle::cancel_deletion(ctx, req.key_id).await?;
+    render(&KeyIdResponse { key_id })
 }
 
 #[derive(Deserialize)]
@@ -109,11 +89,6 @@ pub async fn update_key_description(ctx: &Ctx<'_>, body: Value) -> Result<Value,
     let req: UpdateKeyDescriptionRequest = parse(body)?;
     let description = required("description", req.description)?;
     length("description", description.chars().count(), 0, 8192)?;
-    modify(ctx, req.key_id, |rec| {
-        check_state(rec, Access::Manage)?;
-        rec.description = description;
-        Ok(())
-    })
-    .await?;
-    Ok(json!({}))
+    lifecycle::update_description(ctx, req.key_id, description).await?;
+    render(&Empty {})
 }

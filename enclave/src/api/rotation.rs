@@ -1,37 +1,16 @@
 //! Key rotation: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus,
-//! RotateKeyOnDemand, ListKeyRotations. Rotation adds a version; every old
-//! version stays for decryption; new ciphertexts use the newest.
+//! RotateKeyOnDemand, ListKeyRotations. The rules are in
+//! [`crate::keystore::rotation`].
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::lifecycle::{self, SECONDS_PER_DAY, modify};
-use super::params::{self, Access, check_state, limit, marker_from, marker_to, parse, required};
+use super::params::{Empty, limit, marker_from, marker_to, parse, render, required};
 use crate::context::Ctx;
-use crate::keys::record::{KeyRecord, KeyState, Origin};
+use crate::keystore::rotation;
 
-/// AWS: at most 10 on-demand rotations per key.
-pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 const DEFAULT_PERIOD_DAYS: i64 = 365;
-
-/// Rotation needs a rotatable key (symmetric, AWS_KMS origin) that is not
-/// disabled or pending anything.
-fn check_rotatable(rec: &KeyRecord) -> Result<(), KmsError> {
-    if !rec.key_spec.rotatable() {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "{} cannot be rotated: only symmetric encryption keys rotate.",
-            rec.arn
-        )));
-    }
-    if rec.origin != Origin::AwsKms {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "{} has imported key material.",
-            rec.arn
-        )));
-    }
-    check_state(rec, Access::Crypto)
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -43,21 +22,14 @@ struct EnableKeyRotationRequest {
 pub async fn enable_key_rotation(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: EnableKeyRotationRequest = parse(body)?;
     let days = req.rotation_period_in_days.unwrap_or(DEFAULT_PERIOD_DAYS);
-    if !(90..=2560).contains(&days) {
+    let Some(days) = u32::try_from(days).ok().filter(|d| (90..=2560).contains(d)) else {
         return Err(KmsError::validation(
             "rotationPeriodInDays",
             "Member must have value between 90 and 2560 (inclusive)",
         ));
-    }
-    let now = ctx.now.unix_timestamp();
-    modify(ctx, req.key_id, |rec| {
-        check_rotatable(rec)?;
-        rec.rotation_period_days = Some(days as u32);
-        rec.next_rotation_date = Some(now + days * SECONDS_PER_DAY);
-        Ok(())
-    })
-    .await?;
-    Ok(json!({}))
+    };
+    rotation::enable(ctx, req.key_id, days).await?;
+    render(&Empty {})
 }
 
 #[derive(Deserialize)]
@@ -68,57 +40,42 @@ struct KeyIdRequest {
 
 pub async fn disable_key_rotation(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    modify(ctx, req.key_id, |rec| {
-        check_rotatable(rec)?;
-        rec.rotation_period_days = None;
-        rec.next_rotation_date = None;
-        Ok(())
-    })
-    .await?;
-    Ok(json!({}))
+    rotation::disable(ctx, req.key_id).await?;
+    render(&Empty {})
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetKeyRotationStatusResponse {
+    key_id: String,
+    key_rotation_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_period_in_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_rotation_date: Option<i64>,
 }
 
 pub async fn get_key_rotation_status(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    if !rec.key_spec.rotatable() || rec.origin != Origin::AwsKms {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "{} does not support rotation.",
-            rec.arn
-        )));
-    }
-    if rec.state == KeyState::PendingDeletion {
-        check_state(&rec, Access::Manage)?;
-    }
-    let mut out = json!({
-        "KeyId": rec.arn,
-        "KeyRotationEnabled": rec.rotation_period_days.is_some(),
-    });
-    if let (Some(days), Some(next)) = (rec.rotation_period_days, rec.next_rotation_date) {
-        out["RotationPeriodInDays"] = json!(days);
-        out["NextRotationDate"] = json!(next);
-    }
-    Ok(out)
+    let status = rotation::status(ctx, &required("keyId", req.key_id)?).await?;
+    render(&GetKeyRotationStatusResponse {
+        key_id: status.key_arn,
+        key_rotation_enabled: status.enabled,
+        rotation_period_in_days: status.schedule.map(|(days, _)| days),
+        next_rotation_date: status.schedule.map(|(_, next)| next),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyIdResponse {
+    key_id: String,
 }
 
 pub async fn rotate_key_on_demand(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
-    let now = ctx.now.unix_timestamp();
-    let hierarchy = &ctx.keyring.hierarchy;
-    let (rec, ()) = modify(ctx, req.key_id, |rec| {
-        check_rotatable(rec)?;
-        if rec.rotations.iter().filter(|r| r.on_demand).count() >= MAX_ON_DEMAND_ROTATIONS {
-            return Err(KmsError::LimitExceeded(format!(
-                "{} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations.",
-                rec.arn
-            )));
-        }
-        lifecycle::rotate(hierarchy, rec, now, true);
-        Ok(())
-    })
-    .await?;
-    tracing::info!(key_id = %rec.key_id, version = rec.current_version(), "on-demand rotation");
-    Ok(json!({ "KeyId": rec.arn }))
+    let key_id = rotation::rotate_on_demand(ctx, req.key_id).await?;
+    render(&KeyIdResponse { key_id })
 }
 
 #[derive(Deserialize)]
@@ -129,41 +86,51 @@ struct ListKeyRotationsRequest {
     marker: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotationListEntry<'a> {
+    key_id: &'a str,
+    rotation_date: i64,
+    rotation_type: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListKeyRotationsResponse<'a> {
+    rotations: Vec<RotationListEntry<'a>>,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
 pub async fn list_key_rotations(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: ListKeyRotationsRequest = parse(body)?;
     let limit = limit(req.limit, 100, 1000)? as usize;
-    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    if !rec.key_spec.rotatable() {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "{} does not support rotation.",
-            rec.arn
-        )));
-    }
+    let history = rotation::history(ctx, &required("keyId", req.key_id)?).await?;
+    let all = &history.rotations;
     let start = match marker_from(req.marker.as_deref())? {
         Some(m) => m
             .parse::<usize>()
             .ok()
-            .filter(|i| *i <= rec.rotations.len())
+            .filter(|i| *i <= all.len())
             .ok_or_else(|| KmsError::InvalidMarker("The marker is not one ListKeyRotations returned.".into()))?,
         None => 0,
     };
-    let page: Vec<Value> = rec
-        .rotations
+    let rotations: Vec<RotationListEntry<'_>> = all
         .iter()
         .skip(start)
         .take(limit)
-        .map(|r| {
-            json!({
-                "KeyId": rec.arn,
-                "RotationDate": r.date,
-                "RotationType": if r.on_demand { "ON_DEMAND" } else { "AUTOMATIC" },
-            })
+        .map(|r| RotationListEntry {
+            key_id: &history.key_arn,
+            rotation_date: r.date,
+            rotation_type: if r.on_demand { "ON_DEMAND" } else { "AUTOMATIC" },
         })
         .collect();
-    let end = start + page.len();
-    let mut out = json!({ "Rotations": page, "Truncated": end < rec.rotations.len() });
-    if end < rec.rotations.len() {
-        out["NextMarker"] = json!(marker_to(&end.to_string()));
-    }
-    Ok(out)
+    let end = start + rotations.len();
+    let truncated = end < all.len();
+    render(&ListKeyRotationsResponse {
+        rotations,
+        truncated,
+        next_marker: truncated.then(|| marker_to(&end.to_string())),
+    })
 }

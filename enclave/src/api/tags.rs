@@ -1,15 +1,13 @@
-//! Tags: TagResource, UntagResource, ListResourceTags.
+//! Tags: TagResource, UntagResource, ListResourceTags. The rules are in
+//! [`crate::keystore::tags`].
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::lifecycle::modify;
-use super::params::{self, Access, check_state, length, limit, marker_from, marker_to, parse, required};
+use super::params::{Empty, length, limit, marker_from, marker_to, parse, render, required};
 use crate::context::Ctx;
-
-/// AWS KMS: at most 50 tags per key.
-pub const MAX_TAGS: usize = 50;
+use crate::keystore::tags;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -43,21 +41,9 @@ struct TagResourceRequest {
 
 pub async fn tag_resource(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: TagResourceRequest = parse(body)?;
-    let tags = validate(required("tags", req.tags)?)?;
-    modify(ctx, req.key_id, |rec| {
-        check_state(rec, Access::Manage)?;
-        let mut merged = rec.tags.clone();
-        merged.extend(tags);
-        if merged.len() > MAX_TAGS {
-            return Err(KmsError::LimitExceeded(format!(
-                "A key can have at most {MAX_TAGS} tags."
-            )));
-        }
-        rec.tags = merged;
-        Ok(())
-    })
-    .await?;
-    Ok(json!({}))
+    let new = validate(required("tags", req.tags)?)?;
+    tags::tag(ctx, req.key_id, new).await?;
+    render(&Empty {})
 }
 
 #[derive(Deserialize)]
@@ -73,15 +59,8 @@ pub async fn untag_resource(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErro
     for key in &keys {
         length("tagKeys.member", key.chars().count(), 1, 128)?;
     }
-    modify(ctx, req.key_id, |rec| {
-        check_state(rec, Access::Manage)?;
-        for key in &keys {
-            rec.tags.remove(key);
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(json!({}))
+    tags::untag(ctx, req.key_id, &keys).await?;
+    render(&Empty {})
 }
 
 #[derive(Deserialize)]
@@ -92,25 +71,46 @@ struct ListResourceTagsRequest {
     marker: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagEntry<'a> {
+    tag_key: &'a str,
+    tag_value: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListResourceTagsResponse<'a> {
+    tags: Vec<TagEntry<'a>>,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
 pub async fn list_resource_tags(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: ListResourceTagsRequest = parse(body)?;
     let limit = limit(req.limit, 50, 50)? as usize;
-    let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
+    let all = tags::list(ctx, &required("keyId", req.key_id)?).await?;
     let after = marker_from(req.marker.as_deref())?;
-    let remaining: Vec<(&String, &String)> = rec
-        .tags
+    let remaining: Vec<(&String, &String)> = all
         .iter()
         .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
         .collect();
     let page = &remaining[..remaining.len().min(limit)];
     let truncated = remaining.len() > page.len();
-    let tags: Vec<Value> = page
-        .iter()
-        .map(|(k, v)| json!({ "TagKey": k, "TagValue": v }))
-        .collect();
-    let mut out = json!({ "Tags": tags, "Truncated": truncated });
-    if truncated && let Some((last, _)) = page.last() {
-        out["NextMarker"] = json!(marker_to(last));
-    }
-    Ok(out)
+    render(&ListResourceTagsResponse {
+        tags: page
+            .iter()
+            .map(|(k, v)| TagEntry {
+                tag_key: k,
+                tag_value: v,
+            })
+            .collect(),
+        truncated,
+        next_marker: if truncated {
+            page.last().map(|(last, _)| marker_to(last))
+        } else {
+            None
+        },
+    })
 }

@@ -1,14 +1,16 @@
-//! The caller's keys: resolving a `KeyId` (id, ARN, alias) to one of them,
-//! loading it (applying what is due, then the policy modules), saving it,
-//! and AWS's key-state rules.
+//! The caller's keys: creating and listing them, resolving a `KeyId` (id,
+//! ARN, alias) to one of them, loading it (applying what is due, then the
+//! policy modules), saving it, and AWS's key-state rules.
+
+use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
 use super::{aliases, due};
 use crate::context::Ctx;
 use crate::error::KmsError;
-use crate::keys::record::{self, KeyRecord, KeyState};
-use crate::keys::spec::KeyUsage;
+use crate::keys::record::{self, AttestationPolicy, KeyRecord, KeyState, Origin};
+use crate::keys::spec::{KeySpec, KeyUsage};
 
 pub fn key_arn(region: &str, tenant: &str, key_id: &Uuid) -> String {
     format!("arn:aws:kms:{region}:{tenant}:key/{key_id}")
@@ -223,4 +225,107 @@ pub async fn with_locked_key<T>(
         .await;
     let rec = load_key_locked(ctx, &id).await?;
     body(rec).await
+}
+
+/// AWS KMS: at most 50 tags per key.
+pub const MAX_TAGS: usize = 50;
+
+/// The error for more than [`MAX_TAGS`] tags on a key.
+pub fn too_many_tags() -> KmsError {
+    KmsError::LimitExceeded(format!("A key can have at most {MAX_TAGS} tags."))
+}
+
+/// What CreateKey makes, validated by the caller.
+pub struct NewKey {
+    pub description: String,
+    pub spec: KeySpec,
+    pub usage: KeyUsage,
+    pub origin: Origin,
+    pub tags: BTreeMap<String, String>,
+    pub attestation: Option<AttestationPolicy>,
+}
+
+/// CreateKey: a new key of the caller's, with fresh material unless its
+/// material is to be imported (`Origin::External`, which starts in
+/// PendingImport).
+pub async fn create_key(ctx: &Ctx<'_>, new: NewKey) -> Result<KeyRecord, KmsError> {
+    if new.tags.len() > MAX_TAGS {
+        return Err(too_many_tags());
+    }
+    let external = new.origin == Origin::External;
+    let key_id = Uuid::new_v4();
+    let tenant = ctx.principal.tenant.clone();
+    let arn = key_arn(ctx.region(), &tenant, &key_id);
+    let mut rec = KeyRecord {
+        key_id,
+        tenant: tenant.clone(),
+        arn,
+        description: new.description,
+        creation_date: ctx.now.unix_timestamp(),
+        // BYOK keys have no material until ImportKeyMaterial.
+        state: if external {
+            KeyState::PendingImport
+        } else {
+            KeyState::Enabled
+        },
+        key_spec: new.spec,
+        key_usage: new.usage,
+        origin: new.origin,
+        versions: Vec::new(),
+        tags: new.tags,
+        deletion_date: None,
+        rotation_period_days: None,
+        next_rotation_date: None,
+        rotations: Vec::new(),
+        attestation: new.attestation,
+        policy_module: None,
+        expiration_model: None,
+        valid_to: None,
+        material_fingerprint: None,
+    };
+    if !external {
+        let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
+        rec.push_version(&kek, new.spec.generate().expose());
+    }
+    save_key(ctx, &rec).await?;
+    tracing::info!(key_id = %key_id, key_spec = %rec.key_spec, "key created");
+    Ok(rec)
+}
+
+/// One page of [`list_keys`]: key ids and ARNs.
+pub struct KeyPage {
+    pub keys: Vec<(Uuid, String)>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<String>,
+}
+
+/// ListKeys: up to `limit` of the caller's keys after the position
+/// `start_after` (a marker [`list_keys`] returned).
+pub async fn list_keys(ctx: &Ctx<'_>, start_after: Option<String>, limit: u32) -> Result<KeyPage, KmsError> {
+    let prefix = format!("{}/", ctx.principal.tenant);
+    if start_after.as_ref().is_some_and(|m| !m.starts_with(&prefix)) {
+        return Err(KmsError::InvalidMarker(
+            "The marker is not one ListKeys returned.".into(),
+        ));
+    }
+    let now = ctx.now.unix_timestamp();
+    // One extra entry tells whether another page exists. Keys past their
+    // deletion date are already gone for the caller (the sweep removes them).
+    let mut page: Vec<(String, KeyRecord)> = ctx
+        .records
+        .list(record::NAMESPACE, &prefix, start_after.as_deref(), limit + 1)
+        .await?;
+    let truncated = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let next = if truncated {
+        page.last().map(|(last, _)| last.clone())
+    } else {
+        None
+    };
+    let keys = page
+        .into_iter()
+        .filter(|(_, rec)| !(rec.state == KeyState::PendingDeletion && rec.deletion_date.is_some_and(|d| d <= now)))
+        .map(|(_, rec)| (rec.key_id, rec.arn))
+        .collect();
+    Ok(KeyPage { keys, next })
 }

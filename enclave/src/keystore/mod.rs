@@ -1,11 +1,13 @@
-//! The keystore domain: keys, aliases, what falls due on them, policy
-//! modules and their enforcement, tenants, access keys, attestation and the
-//! audit log as callers read it, over the sealed-record store. Knows nothing
-//! of JSON or HTTP and never imports the request layer (`api`): functions
-//! take the request context ([`crate::context::Ctx`]) or, for work without
-//! a request (the sweep, boot's dev tenant in [`tenants`]), the store
-//! itself, and return [`crate::error::KmsError`].
+//! The keystore domain: keys (creation, state, rotation, tags), aliases,
+//! what falls due on keys, policy modules and their enforcement, tenants,
+//! access keys, attestation and the audit log as callers read it, over the
+//! sealed-record store. Knows nothing of JSON or HTTP and never imports the
+//! request layer (`api`): functions take the request context
+//! ([`crate::context::Ctx`]) or, for work without a request (the sweep,
+//! boot's dev tenant in [`tenants`]), the store itself, and return
+//! [`crate::error::KmsError`].
 
+pub mod alias_ops;
 pub mod aliases;
 pub mod asymmetric;
 pub mod attestation;
@@ -14,6 +16,9 @@ pub mod credentials;
 pub mod due;
 pub mod import;
 pub mod keys;
+pub mod lifecycle;
 pub mod policy;
 pub mod policy_modules;
+pub mod rotation;
+pub mod tags;
 pub mod tenants;
