@@ -74,7 +74,7 @@ pub(crate) fn seal_under(
         tracing::error!(error = %e, "key material does not unwrap");
         KmsError::Internal
     })?;
-    Ok(cipherblob::seal(
+    cipherblob::seal(
         BlobHeader {
             key_id: rec.key_id,
             key_version: version,
@@ -82,7 +82,11 @@ pub(crate) fn seal_under(
         &material,
         context,
         plaintext,
-    ))
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "ciphertext blob");
+        KmsError::Internal
+    })
 }
 
 #[derive(Deserialize)]

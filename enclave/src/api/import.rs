@@ -186,7 +186,10 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
             ));
         }
         if rec.versions.is_empty() {
-            rec.push_version(&kek, material.expose());
+            rec.push_version(&kek, material.expose()).map_err(|e| {
+                tracing::error!(error = %e, "imported key material");
+                KmsError::Internal
+            })?;
         }
         if rec.state == KeyState::PendingImport {
             rec.state = KeyState::Enabled;

@@ -136,7 +136,10 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     };
     if !external {
         let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
-        rec.push_version(&kek, spec.generate().expose());
+        rec.push_version(&kek, spec.generate().expose()).map_err(|e| {
+            tracing::error!(error = %e, "new key material");
+            KmsError::Internal
+        })?;
     }
     params::save_key(ctx, &rec).await?;
     tracing::info!(key_id = %key_id, key_spec = %rec.key_spec, "key created");

@@ -114,8 +114,10 @@ pub async fn rotate_key_on_demand(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
                 rec.arn
             )));
         }
-        lifecycle::rotate(hierarchy, rec, now, true);
-        Ok(())
+        lifecycle::rotate(hierarchy, rec, now, true).map_err(|e| {
+            tracing::error!(error = %e, "rotation");
+            KmsError::Internal
+        })
     })
     .await?;
     tracing::info!(key_id = %rec.key_id, version = rec.current_version(), "on-demand rotation");
