@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error::KmsError;
 use crate::keys::context::{ContextError, EncryptionContext};
 pub use crate::keystore::keys::{
-    Access, check_state, key_arn, load_key, load_key_locked, require_usable, resolve_key, resolve_key_id, save_key,
+    Access, check_state, key_arn, load_key, load_key_locked, require_usable, resolve_key, save_key,
 };
 pub use crate::text::printable;
 
