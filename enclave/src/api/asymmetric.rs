@@ -15,17 +15,15 @@ use super::error::KmsError;
 use super::params::{self, Access, b64, blob, length, parse, required};
 use crate::context::Ctx;
 use crate::keys::record::KeyRecord;
+use crate::keys::spec::{KeySpec, KeyUsage};
 
 /// AWS KMS: a signature is at most 6144 bytes.
 pub const MAX_SIGNATURE: usize = 6144;
 /// AWS KMS: a peer public key (DER SubjectPublicKeyInfo) is at most 8192 bytes.
 pub const MAX_PUBLIC_KEY: usize = 8192;
 
-const ECC_NIST_P256: &str = "ECC_NIST_P256";
 const ECDSA_SHA_256: &str = "ECDSA_SHA_256";
 const ECDH: &str = "ECDH";
-const SIGN_VERIFY: &str = "SIGN_VERIFY";
-const KEY_AGREEMENT: &str = "KEY_AGREEMENT";
 /// SHA-256 output: the only digest length ECDSA_SHA_256 accepts.
 const SHA_256_LEN: usize = 32;
 
@@ -81,10 +79,10 @@ fn signing_algorithm(value: Option<String>) -> Result<String, KmsError> {
 }
 
 /// A P-256 key usable for `usage`.
-async fn usable_key(ctx: &Ctx<'_>, key_id: Option<String>, usage: &str) -> Result<KeyRecord, KmsError> {
+async fn usable_key(ctx: &Ctx<'_>, key_id: Option<String>, usage: KeyUsage) -> Result<KeyRecord, KmsError> {
     let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
     params::require_usable(&rec, usage)?;
-    if rec.key_spec != ECC_NIST_P256 {
+    if rec.key_spec != KeySpec::EccNistP256 {
         return Err(KmsError::InvalidKeyUsage(format!(
             "{} has key spec {}, which does not support {usage}.",
             rec.arn, rec.key_spec
@@ -153,7 +151,7 @@ pub async fn sign(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let kind = message_type(req.message_type.as_deref())?;
     let algorithm = signing_algorithm(req.signing_algorithm)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
-    let rec = usable_key(ctx, req.key_id, SIGN_VERIFY).await?;
+    let rec = usable_key(ctx, req.key_id, KeyUsage::SignVerify).await?;
     check_signing(&rec, &algorithm, kind, &message)?;
     let key = private_key(ctx, &rec)?;
     let signature: DerSignature = match kind {
@@ -196,7 +194,7 @@ pub async fn verify(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     length("signature", signature.len(), 1, MAX_SIGNATURE)?;
     let algorithm = signing_algorithm(req.signing_algorithm)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
-    let rec = usable_key(ctx, req.key_id, SIGN_VERIFY).await?;
+    let rec = usable_key(ctx, req.key_id, KeyUsage::SignVerify).await?;
     check_signing(&rec, &algorithm, kind, &message)?;
     let key = *private_key(ctx, &rec)?.verifying_key();
     let signature = Signature::from_der(&signature).map_err(|_| invalid_signature())?;
@@ -224,7 +222,7 @@ pub async fn get_public_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErro
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
     let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
     params::check_state(&rec, Access::Crypto)?;
-    if rec.key_spec != ECC_NIST_P256 {
+    if rec.key_spec != KeySpec::EccNistP256 {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} is not an asymmetric key; GetPublicKey is supported only for asymmetric keys.",
             rec.arn
@@ -238,9 +236,9 @@ pub async fn get_public_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErro
         "KeySpec": rec.key_spec,
         "KeyUsage": rec.key_usage,
     });
-    match rec.key_usage.as_str() {
-        SIGN_VERIFY => out["SigningAlgorithms"] = json!([ECDSA_SHA_256]),
-        KEY_AGREEMENT => out["KeyAgreementAlgorithms"] = json!([ECDH]),
+    match rec.key_usage {
+        KeyUsage::SignVerify => out["SigningAlgorithms"] = json!([ECDSA_SHA_256]),
+        KeyUsage::KeyAgreement => out["KeyAgreementAlgorithms"] = json!([ECDH]),
         _ => {}
     }
     Ok(out)
@@ -273,12 +271,13 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     length("publicKey", peer.len(), 1, MAX_PUBLIC_KEY)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
     let recipient = super::recipient::verify(ctx, req.recipient)?;
-    let rec = usable_key(ctx, req.key_id, KEY_AGREEMENT).await?;
+    let rec = usable_key(ctx, req.key_id, KeyUsage::KeyAgreement).await?;
     super::recipient::enforce(&rec, recipient.as_ref())?;
     let peer = p256::PublicKey::from_public_key_der(&peer).map_err(|_| {
         KmsError::Validation(format!(
-            "The public key must be a DER-encoded SubjectPublicKeyInfo of a point on the curve of {} ({ECC_NIST_P256}).",
-            rec.arn
+            "The public key must be a DER-encoded SubjectPublicKeyInfo of a point on the curve of {} ({}).",
+            rec.arn,
+            KeySpec::EccNistP256
         ))
     })?;
     let key = private_key(ctx, &rec)?;

@@ -12,7 +12,7 @@ use super::lifecycle::with_locked_key;
 use super::params::{self, b64, blob, parse, required};
 use crate::context::Ctx;
 use crate::keys::import::{self, ImportError, ImportParameters, WrappingAlgorithm, WrappingKeySpec};
-use crate::keys::record::{self, KeyRecord, KeyState};
+use crate::keys::record::{self, ExpirationModel, KeyRecord, KeyState, Origin};
 pub use crate::keystore::due::remove_material;
 use crate::secret::SecretBytes;
 
@@ -29,7 +29,7 @@ pub fn parameters_name(rec: &KeyRecord) -> String {
 
 /// Import operations need an `EXTERNAL` key that is not pending deletion.
 fn check_importable(rec: &KeyRecord) -> Result<(), KmsError> {
-    if rec.origin != "EXTERNAL" {
+    if rec.origin != Origin::External {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} origin is {} which is not valid for this operation.",
             rec.arn, rec.origin
@@ -122,7 +122,7 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
     params::length("encryptedKeyMaterial", encrypted.len(), 1, 6144)?;
     let now = ctx.now.unix_timestamp();
     let model = req.expiration_model.unwrap_or_else(|| EXPIRES.to_owned());
-    let valid_to = match (model.as_str(), req.valid_to) {
+    let (model, valid_to) = match (model.as_str(), req.valid_to) {
         (EXPIRES, Some(t)) => {
             let t = t.floor();
             if !t.is_finite() || t <= now as f64 || t > (now + MAX_VALID_TO_SECONDS) as f64 {
@@ -130,14 +130,14 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
                     "ValidTo must be in the future and at most 365 days from now.".into(),
                 ));
             }
-            Some(t as i64)
+            (ExpirationModel::KeyMaterialExpires, Some(t as i64))
         }
         (EXPIRES, None) => {
             return Err(KmsError::Validation(
                 "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.".into(),
             ));
         }
-        (DOES_NOT_EXPIRE, None) => None,
+        (DOES_NOT_EXPIRE, None) => (ExpirationModel::KeyMaterialDoesNotExpire, None),
         (DOES_NOT_EXPIRE, Some(_)) => {
             return Err(KmsError::Validation(
                 "ValidTo is not valid when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE.".into(),
@@ -195,7 +195,7 @@ pub async fn import_key_material(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
             rec.state = KeyState::Enabled;
         }
         rec.material_fingerprint = Some(fingerprint);
-        rec.expiration_model = Some(model.clone());
+        rec.expiration_model = Some(model);
         rec.valid_to = valid_to;
         params::save_key(ctx, &rec).await?;
         ctx.notes.detail(&format!(

@@ -10,8 +10,8 @@ use super::error::KmsError;
 use super::params::{self, key_arn, length, parse, required};
 use super::tags;
 use crate::context::Ctx;
-use crate::keys::record::{self, KeyRecord, KeyState};
-use crate::keys::spec::{AWS_KEY_SPECS, AWS_KEY_USAGES, KeySpec};
+use crate::keys::record::{self, KeyRecord, KeyState, Origin};
+use crate::keys::spec::{AWS_KEY_SPECS, KeySpec, KeyUsage};
 
 /// The answer to CreateKey with a `Policy` (issue 15).
 pub const POLICY_UNSUPPORTED: &str = "Key policy documents are not supported yet; create the key without a Policy \
@@ -56,13 +56,15 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     if !AWS_KEY_SPECS.contains(&spec_name.as_str()) {
         return Err(KmsError::validation("keySpec", "Member must satisfy enum value set"));
     }
-    if let Some(usage) = &req.key_usage
-        && !AWS_KEY_USAGES.contains(&usage.as_str())
-    {
-        return Err(KmsError::validation("keyUsage", "Member must satisfy enum value set"));
-    }
-    let origin = req.origin.unwrap_or_else(|| "AWS_KMS".to_owned());
-    if !KNOWN_ORIGINS.contains(&origin.as_str()) {
+    let usage = match req.key_usage.as_deref() {
+        None => None,
+        Some(name) => Some(
+            KeyUsage::parse(name)
+                .ok_or_else(|| KmsError::validation("keyUsage", "Member must satisfy enum value set"))?,
+        ),
+    };
+    let origin_name = req.origin.unwrap_or_else(|| "AWS_KMS".to_owned());
+    if !KNOWN_ORIGINS.contains(&origin_name.as_str()) {
         return Err(KmsError::validation("origin", "Member must satisfy enum value set"));
     }
     let Some(spec) = KeySpec::parse(&spec_name) else {
@@ -70,18 +72,18 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
             "KeySpec {spec_name} is not supported."
         )));
     };
-    let usage = req.key_usage.unwrap_or_else(|| spec.usages()[0].to_owned());
-    if !spec.usages().contains(&usage.as_str()) {
+    let usage = usage.unwrap_or(spec.usages()[0]);
+    if !spec.usages().contains(&usage) {
         return Err(KmsError::Validation(format!(
             "KeyUsage {usage} is not compatible with KeySpec {spec_name}"
         )));
     }
-    let external = origin == "EXTERNAL";
-    if !(origin == "AWS_KMS" || external) {
+    let Some(origin) = Origin::parse(&origin_name) else {
         return Err(KmsError::UnsupportedOperation(format!(
-            "Origin {origin} is not supported."
+            "Origin {origin_name} is not supported."
         )));
-    }
+    };
+    let external = origin == Origin::External;
     if external && spec != KeySpec::SymmetricDefault {
         return Err(KmsError::UnsupportedOperation(format!(
             "Keyward imports SYMMETRIC_DEFAULT key material only, not {spec_name}."
@@ -119,7 +121,7 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         } else {
             KeyState::Enabled
         },
-        key_spec: spec_name,
+        key_spec: spec,
         key_usage: usage,
         origin,
         versions: Vec::new(),
@@ -214,16 +216,15 @@ pub fn metadata(rec: &KeyRecord) -> Value {
         "KeySpec": rec.key_spec,
         "MultiRegion": false,
     });
-    match rec.key_usage.as_str() {
-        "ENCRYPT_DECRYPT" => m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]),
-        "SIGN_VERIFY" => m["SigningAlgorithms"] = json!(["ECDSA_SHA_256"]),
-        "KEY_AGREEMENT" => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
-        "GENERATE_VERIFY_MAC" => {
-            if let Some(alg) = KeySpec::parse(&rec.key_spec).and_then(KeySpec::mac_algorithm) {
+    match rec.key_usage {
+        KeyUsage::EncryptDecrypt => m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]),
+        KeyUsage::SignVerify => m["SigningAlgorithms"] = json!(["ECDSA_SHA_256"]),
+        KeyUsage::KeyAgreement => m["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+        KeyUsage::GenerateVerifyMac => {
+            if let Some(alg) = rec.key_spec.mac_algorithm() {
                 m["MacAlgorithms"] = json!([alg]);
             }
         }
-        _ => {}
     }
     if let Some(date) = rec.deletion_date {
         m["DeletionDate"] = json!(date);

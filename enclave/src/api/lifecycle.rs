@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::error::KmsError;
 use super::params::{Access, check_state, length, parse, required};
 use crate::context::Ctx;
-use crate::keys::record::KeyState;
+use crate::keys::record::{KeyState, Origin};
 pub use crate::keystore::due::{SECONDS_PER_DAY, apply_due_with, destroy, is_due, rotate, sweep};
 pub use crate::keystore::keys::{apply_due, modify, with_locked_key};
 
@@ -86,7 +86,7 @@ pub async fn cancel_key_deletion(ctx: &Ctx<'_>, body: Value) -> Result<Value, Km
             return Err(KmsError::InvalidState(format!("{} is not pending deletion.", rec.arn)));
         }
         // A BYOK key whose material was deleted or expired meanwhile waits for it again.
-        rec.state = if rec.origin == "EXTERNAL" && rec.versions.is_empty() {
+        rec.state = if rec.origin == Origin::External && rec.versions.is_empty() {
             KeyState::PendingImport
         } else {
             KeyState::Disabled

@@ -9,8 +9,7 @@ use super::error::KmsError;
 use super::lifecycle::{self, SECONDS_PER_DAY, modify};
 use super::params::{self, Access, check_state, limit, marker_from, marker_to, parse, required};
 use crate::context::Ctx;
-use crate::keys::record::{KeyRecord, KeyState};
-use crate::keys::spec::KeySpec;
+use crate::keys::record::{KeyRecord, KeyState, Origin};
 
 /// AWS: at most 10 on-demand rotations per key.
 pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
@@ -19,13 +18,13 @@ const DEFAULT_PERIOD_DAYS: i64 = 365;
 /// Rotation needs a rotatable key (symmetric, AWS_KMS origin) that is not
 /// disabled or pending anything.
 fn check_rotatable(rec: &KeyRecord) -> Result<(), KmsError> {
-    if !KeySpec::parse(&rec.key_spec).is_some_and(KeySpec::rotatable) {
+    if !rec.key_spec.rotatable() {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} cannot be rotated: only symmetric encryption keys rotate.",
             rec.arn
         )));
     }
-    if rec.origin != "AWS_KMS" {
+    if rec.origin != Origin::AwsKms {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} has imported key material.",
             rec.arn
@@ -82,7 +81,7 @@ pub async fn disable_key_rotation(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
 pub async fn get_key_rotation_status(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: KeyIdRequest = parse(body)?;
     let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    if !KeySpec::parse(&rec.key_spec).is_some_and(KeySpec::rotatable) || rec.origin != "AWS_KMS" {
+    if !rec.key_spec.rotatable() || rec.origin != Origin::AwsKms {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} does not support rotation.",
             rec.arn
@@ -136,7 +135,7 @@ pub async fn list_key_rotations(ctx: &Ctx<'_>, body: Value) -> Result<Value, Kms
     let req: ListKeyRotationsRequest = parse(body)?;
     let limit = limit(req.limit, 100, 1000)? as usize;
     let rec = params::resolve_key(ctx, &required("keyId", req.key_id)?).await?;
-    if !KeySpec::parse(&rec.key_spec).is_some_and(KeySpec::rotatable) {
+    if !rec.key_spec.rotatable() {
         return Err(KmsError::UnsupportedOperation(format!(
             "{} does not support rotation.",
             rec.arn

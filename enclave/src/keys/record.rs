@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::aead;
+pub use crate::keys::spec::{KeySpec, KeyUsage};
 use crate::secret::{Key256, SecretBytes};
 
 /// Store namespace of key records; record key `<tenant>/<key uuid>`.
@@ -33,6 +34,74 @@ impl KeyState {
             KeyState::PendingDeletion => "PendingDeletion",
             KeyState::PendingImport => "PendingImport",
         }
+    }
+}
+
+/// Where a key's material comes from. Stored (and rendered) as AWS's names;
+/// the other AWS origins (`AWS_CLOUDHSM`, `EXTERNAL_KEY_STORE`) are refused
+/// at CreateKey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum Origin {
+    /// Keyward generated the material.
+    AwsKms,
+    /// The customer imports the material (BYOK).
+    External,
+}
+
+impl Origin {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "AWS_KMS" => Origin::AwsKms,
+            "EXTERNAL" => Origin::External,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::AwsKms => "AWS_KMS",
+            Origin::External => "EXTERNAL",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether imported material expires. Stored (and rendered) as AWS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum ExpirationModel {
+    KeyMaterialExpires,
+    KeyMaterialDoesNotExpire,
+}
+
+impl ExpirationModel {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "KEY_MATERIAL_EXPIRES" => ExpirationModel::KeyMaterialExpires,
+            "KEY_MATERIAL_DOES_NOT_EXPIRE" => ExpirationModel::KeyMaterialDoesNotExpire,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpirationModel::KeyMaterialExpires => "KEY_MATERIAL_EXPIRES",
+            ExpirationModel::KeyMaterialDoesNotExpire => "KEY_MATERIAL_DOES_NOT_EXPIRE",
+        }
+    }
+}
+
+impl std::fmt::Display for ExpirationModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -84,9 +153,9 @@ pub struct KeyRecord {
     /// Seconds since the Unix epoch.
     pub creation_date: i64,
     pub state: KeyState,
-    pub key_spec: String,
-    pub key_usage: String,
-    pub origin: String,
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
+    pub origin: Origin,
     /// Version `n` is at index `n - 1`; the last one encrypts.
     pub versions: Vec<WrappedMaterial>,
     #[serde(default)]
@@ -109,10 +178,9 @@ pub struct KeyRecord {
     /// SHA-256 (hex) of the attached policy module, if any.
     #[serde(default)]
     pub policy_module: Option<String>,
-    /// Imported material (`Origin: EXTERNAL`): `KEY_MATERIAL_EXPIRES` or
-    /// `KEY_MATERIAL_DOES_NOT_EXPIRE`, set while material is imported.
+    /// Imported material (`Origin: EXTERNAL`): set while material is imported.
     #[serde(default)]
-    pub expiration_model: Option<String>,
+    pub expiration_model: Option<ExpirationModel>,
     /// When imported material expires (seconds since the epoch).
     #[serde(default)]
     pub valid_to: Option<i64>,
@@ -192,9 +260,9 @@ pub(crate) fn test_record(arn: &str) -> KeyRecord {
         description: String::new(),
         creation_date: 0,
         state: KeyState::Enabled,
-        key_spec: "SYMMETRIC_DEFAULT".into(),
-        key_usage: "ENCRYPT_DECRYPT".into(),
-        origin: "AWS_KMS".into(),
+        key_spec: KeySpec::SymmetricDefault,
+        key_usage: KeyUsage::EncryptDecrypt,
+        origin: Origin::AwsKms,
         versions: Vec::new(),
         tags: Default::default(),
         deletion_date: None,
@@ -239,5 +307,116 @@ mod tests {
         let mut other = record("arn:b");
         other.versions = rec.versions.clone();
         assert_eq!(other.material(&kek, 1).err(), Some(MaterialError::Forged));
+    }
+
+    /// `KeyRecord` as it was sealed before its spec, usage, origin and
+    /// expiration model were typed: the same fields in the same order.
+    #[derive(Serialize, Deserialize)]
+    struct StringTypedRecord {
+        key_id: uuid::Uuid,
+        tenant: String,
+        arn: String,
+        description: String,
+        creation_date: i64,
+        state: KeyState,
+        key_spec: String,
+        key_usage: String,
+        origin: String,
+        versions: Vec<WrappedMaterial>,
+        #[serde(default)]
+        tags: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        deletion_date: Option<i64>,
+        #[serde(default)]
+        rotation_period_days: Option<u32>,
+        #[serde(default)]
+        next_rotation_date: Option<i64>,
+        #[serde(default)]
+        rotations: Vec<RotationEntry>,
+        #[serde(default)]
+        attestation: Option<AttestationPolicy>,
+        #[serde(default)]
+        policy_module: Option<String>,
+        #[serde(default)]
+        expiration_model: Option<String>,
+        #[serde(default)]
+        valid_to: Option<i64>,
+        #[serde(default)]
+        material_fingerprint: Option<[u8; 32]>,
+    }
+
+    #[test]
+    fn records_sealed_with_string_fields_decode_and_reencode_byte_identical() {
+        let kek = Key256::from_bytes([1; 32]);
+        let mut material = record("arn:a");
+        material.push_version(&kek, &[5; 32]).expect("wraps");
+        let cases = [
+            ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", "AWS_KMS", None),
+            (
+                "SYMMETRIC_DEFAULT",
+                "ENCRYPT_DECRYPT",
+                "EXTERNAL",
+                Some("KEY_MATERIAL_EXPIRES"),
+            ),
+            (
+                "SYMMETRIC_DEFAULT",
+                "ENCRYPT_DECRYPT",
+                "EXTERNAL",
+                Some("KEY_MATERIAL_DOES_NOT_EXPIRE"),
+            ),
+            ("ECC_NIST_P256", "SIGN_VERIFY", "AWS_KMS", None),
+            ("ECC_NIST_P256", "KEY_AGREEMENT", "AWS_KMS", None),
+            ("HMAC_224", "GENERATE_VERIFY_MAC", "AWS_KMS", None),
+            ("HMAC_256", "GENERATE_VERIFY_MAC", "AWS_KMS", None),
+            ("HMAC_384", "GENERATE_VERIFY_MAC", "AWS_KMS", None),
+            ("HMAC_512", "GENERATE_VERIFY_MAC", "AWS_KMS", None),
+        ];
+        for (spec, usage, origin, model) in cases {
+            let old = StringTypedRecord {
+                key_id: uuid::Uuid::from_u128(7),
+                tenant: "111122223333".into(),
+                arn: "arn:a".into(),
+                description: "d".into(),
+                creation_date: 1_700_000_000,
+                state: KeyState::Enabled,
+                key_spec: spec.into(),
+                key_usage: usage.into(),
+                origin: origin.into(),
+                versions: material.versions.clone(),
+                tags: [("k".to_owned(), "v".to_owned())].into(),
+                deletion_date: Some(1),
+                rotation_period_days: Some(90),
+                next_rotation_date: Some(2),
+                rotations: vec![RotationEntry {
+                    version: 1,
+                    date: 3,
+                    on_demand: true,
+                }],
+                attestation: Some(AttestationPolicy::default()),
+                policy_module: Some("ab".into()),
+                expiration_model: model.map(str::to_owned),
+                valid_to: Some(4),
+                material_fingerprint: Some([9; 32]),
+            };
+            let sealed = serde_cbor::to_vec(&old).expect("encode old");
+            let new: KeyRecord = serde_cbor::from_slice(&sealed).expect("old record decodes");
+            assert_eq!(new.key_spec.as_str(), spec);
+            assert_eq!(new.key_usage.as_str(), usage);
+            assert_eq!(new.origin.as_str(), origin);
+            assert_eq!(new.expiration_model.map(ExpirationModel::as_str), model);
+            assert_eq!(
+                serde_cbor::to_vec(&new).expect("encode new"),
+                sealed,
+                "{spec}/{usage}/{origin}/{model:?} re-encodes to the same bytes"
+            );
+            assert_eq!(new.material(&kek, 1).expect("material").expose(), &[5u8; 32]);
+        }
+        // A name the enums do not know is a decode error, not a default.
+        let mut unknown: StringTypedRecord =
+            serde_cbor::from_slice(&serde_cbor::to_vec(&record("arn:a")).expect("encode"))
+                .expect("new record decodes as old");
+        unknown.key_spec = "RSA_2048".into();
+        let sealed = serde_cbor::to_vec(&unknown).expect("encode");
+        assert!(serde_cbor::from_slice::<KeyRecord>(&sealed).is_err());
     }
 }

@@ -1,18 +1,40 @@
 //! Key specs and usages as AWS KMS names them, what each supports, and how
 //! fresh material for each is made.
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
 use crate::secret::SecretBytes;
 
-/// The key specs Keyward can create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The key specs Keyward can create. Stored (and rendered) as AWS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum KeySpec {
+    #[serde(rename = "SYMMETRIC_DEFAULT")]
     SymmetricDefault,
+    #[serde(rename = "ECC_NIST_P256")]
     EccNistP256,
+    #[serde(rename = "HMAC_224")]
     Hmac224,
+    #[serde(rename = "HMAC_256")]
     Hmac256,
+    #[serde(rename = "HMAC_384")]
     Hmac384,
+    #[serde(rename = "HMAC_512")]
     Hmac512,
+}
+
+/// AWS KMS key usages (all of them: Keyward supports each with some spec).
+/// Stored (and rendered) as AWS's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum KeyUsage {
+    EncryptDecrypt,
+    SignVerify,
+    GenerateVerifyMac,
+    KeyAgreement,
 }
 
 /// Every key spec AWS KMS knows: a known but unsupported one is
@@ -36,7 +58,38 @@ pub const AWS_KEY_SPECS: &[&str] = &[
     "ML_DSA_87",
 ];
 
-pub const AWS_KEY_USAGES: &[&str] = &["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
+impl KeyUsage {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "ENCRYPT_DECRYPT" => KeyUsage::EncryptDecrypt,
+            "SIGN_VERIFY" => KeyUsage::SignVerify,
+            "GENERATE_VERIFY_MAC" => KeyUsage::GenerateVerifyMac,
+            "KEY_AGREEMENT" => KeyUsage::KeyAgreement,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            KeyUsage::KeyAgreement => "KEY_AGREEMENT",
+        }
+    }
+}
+
+impl fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl KeySpec {
     pub fn parse(name: &str) -> Option<Self> {
@@ -70,11 +123,11 @@ impl KeySpec {
     }
 
     /// Key usages this spec allows; the first is the default.
-    pub fn usages(self) -> &'static [&'static str] {
+    pub fn usages(self) -> &'static [KeyUsage] {
         match self {
-            KeySpec::SymmetricDefault => &["ENCRYPT_DECRYPT"],
-            KeySpec::EccNistP256 => &["SIGN_VERIFY", "KEY_AGREEMENT"],
-            _ => &["GENERATE_VERIFY_MAC"],
+            KeySpec::SymmetricDefault => &[KeyUsage::EncryptDecrypt],
+            KeySpec::EccNistP256 => &[KeyUsage::SignVerify, KeyUsage::KeyAgreement],
+            _ => &[KeyUsage::GenerateVerifyMac],
         }
     }
 
@@ -131,6 +184,10 @@ mod tests {
             assert!(AWS_KEY_SPECS.contains(&name));
         }
         assert_eq!(KeySpec::parse("RSA_2048"), None);
+        for name in &["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"] {
+            assert_eq!(KeyUsage::parse(name).expect("every AWS usage").as_str(), *name);
+        }
+        assert_eq!(KeyUsage::parse("SIGN"), None);
         assert_eq!(KeySpec::Hmac384.generate().len(), 48);
         let ecc = KeySpec::EccNistP256.generate();
         assert!(p256::SecretKey::from_slice(ecc.expose()).is_ok());

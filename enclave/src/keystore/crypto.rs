@@ -10,17 +10,16 @@ use crate::error::KmsError;
 use crate::keys::blob::{self as cipherblob, BlobHeader};
 use crate::keys::context::EncryptionContext;
 use crate::keys::record::KeyRecord;
+use crate::keys::spec::KeyUsage;
 use crate::secret::SecretBytes;
 
 /// AWS KMS: a ciphertext blob is at most 6144 bytes.
 pub const MAX_CIPHERTEXT: usize = 6144;
 
-const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
-
 /// A symmetric encryption key the caller may use.
 pub async fn usable_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, KmsError> {
     let rec = resolve_key(ctx, key_id).await?;
-    require_usable(&rec, ENCRYPT_DECRYPT)?;
+    require_usable(&rec, KeyUsage::EncryptDecrypt)?;
     Ok(rec)
 }
 
@@ -76,7 +75,7 @@ pub async fn open_blob(
         }
     }
     let rec = load_key(ctx, &header.key_id).await?;
-    require_usable(&rec, ENCRYPT_DECRYPT)?;
+    require_usable(&rec, KeyUsage::EncryptDecrypt)?;
     let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
     let material = rec
         .symmetric_material(&kek, header.key_version)

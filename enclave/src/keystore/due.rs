@@ -6,7 +6,6 @@
 use crate::audit::record::{ALLOW, AuditEntry};
 use crate::keys::hierarchy::Hierarchy;
 use crate::keys::record::{self, KeyRecord, KeyState, MaterialError, RotationEntry};
-use crate::keys::spec::KeySpec;
 use crate::seal::SealError;
 use crate::store::{Records, StoreError};
 
@@ -92,9 +91,8 @@ fn enclave_event(rec: &KeyRecord, now: i64, operation: &str, reason: String) -> 
 /// Adds a new version of fresh material; old versions stay for decryption.
 /// A wrapping failure leaves the record unchanged.
 pub fn rotate(hierarchy: &Hierarchy, rec: &mut KeyRecord, now: i64, on_demand: bool) -> Result<(), MaterialError> {
-    let spec = KeySpec::parse(&rec.key_spec).unwrap_or(KeySpec::SymmetricDefault);
     let kek = hierarchy.tenant_kek(&rec.tenant);
-    rec.push_version(&kek, spec.generate().expose())?;
+    rec.push_version(&kek, rec.key_spec.generate().expose())?;
     rec.rotations.push(RotationEntry {
         version: rec.current_version(),
         date: now,

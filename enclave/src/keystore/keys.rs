@@ -8,6 +8,7 @@ use super::{aliases, due};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::record::{self, KeyRecord, KeyState};
+use crate::keys::spec::KeyUsage;
 
 pub fn key_arn(region: &str, tenant: &str, key_id: &Uuid) -> String {
     format!("arn:aws:kms:{region}:{tenant}:key/{key_id}")
@@ -161,7 +162,7 @@ fn pending(state: KeyState) -> &'static str {
 }
 
 /// A key that can be used cryptographically for `usage`.
-pub fn require_usable(key: &KeyRecord, usage: &str) -> Result<(), KmsError> {
+pub fn require_usable(key: &KeyRecord, usage: KeyUsage) -> Result<(), KmsError> {
     check_state(key, Access::Crypto)?;
     if key.key_usage != usage {
         return Err(KmsError::InvalidKeyUsage(format!(

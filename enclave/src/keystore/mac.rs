@@ -9,10 +9,8 @@ use super::keys::{require_usable, resolve_key};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::record::KeyRecord;
-use crate::keys::spec::KeySpec;
+use crate::keys::spec::KeyUsage;
 use crate::secret::SecretBytes;
-
-const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
 
 /// The MAC algorithms AWS KMS knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +80,8 @@ async fn usable_key(
     algorithm: MacAlgorithm,
 ) -> Result<(KeyRecord, SecretBytes), KmsError> {
     let rec = resolve_key(ctx, key_id).await?;
-    require_usable(&rec, GENERATE_VERIFY_MAC)?;
-    let key_algorithm = KeySpec::parse(&rec.key_spec).and_then(KeySpec::mac_algorithm);
+    require_usable(&rec, KeyUsage::GenerateVerifyMac)?;
+    let key_algorithm = rec.key_spec.mac_algorithm();
     if key_algorithm != Some(algorithm.as_str()) {
         return Err(KmsError::InvalidKeyUsage(format!(
             "MAC algorithm {} is not compatible with {} (key spec {}).",

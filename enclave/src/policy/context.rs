@@ -63,8 +63,8 @@ pub fn build(
         resource: DocResource {
             key_id,
             arn: &key.arn,
-            key_spec: &key.key_spec,
-            key_usage: &key.key_usage,
+            key_spec: key.key_spec.as_str(),
+            key_usage: key.key_usage.as_str(),
             key_state: key.state.as_str(),
             tags: &key.tags,
         },
