@@ -26,9 +26,9 @@ fn ciphertext_blob(c: &mut Criterion) {
         let plaintext = vec![7u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("seal", size), &plaintext, |b, p| {
-            b.iter(|| blob::seal(header, &material, &context, black_box(p)))
+            b.iter(|| blob::seal(header, &material, &context, black_box(p)).expect("seals"))
         });
-        let sealed = blob::seal(header, &material, &context, &plaintext);
+        let sealed = blob::seal(header, &material, &context, &plaintext).expect("seals");
         group.bench_with_input(BenchmarkId::new("open", size), &sealed, |b, s| {
             b.iter(|| blob::open(black_box(s), &material, &context).expect("opens"))
         });
@@ -39,9 +39,13 @@ fn ciphertext_blob(c: &mut Criterion) {
 fn record_sealing(c: &mut Criterion) {
     let sealer = Sealer::new(Arc::new(Key256::generate()));
     let record = vec![1u8; 512];
-    let sealed = sealer.seal("key", "111122223333/0f8f", &record);
+    let sealed = sealer.seal("key", "111122223333/0f8f", &record).expect("seals");
     c.bench_function("seal/record-512B", |b| {
-        b.iter(|| sealer.seal("key", "111122223333/0f8f", black_box(&record)))
+        b.iter(|| {
+            sealer
+                .seal("key", "111122223333/0f8f", black_box(&record))
+                .expect("seals")
+        })
     });
     c.bench_function("open/record-512B", |b| {
         b.iter(|| {

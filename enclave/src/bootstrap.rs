@@ -10,14 +10,13 @@
 //! An existing root-key record that does not unwrap is fatal: the enclave never
 //! replaces it, because that would silently orphan every record sealed under it.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use keyward_wire::{StoreOp, StoreResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::auth::credentials::{self, CredentialRecord, Role};
 use crate::config::{DevCredential, Mode};
+use crate::keys::aead::{self, NONCE_LEN, TAG_LEN};
 use crate::keys::hierarchy::Hierarchy;
 use crate::keystore::tenants;
 use crate::nsm::Nsm;
@@ -47,6 +46,8 @@ pub enum BootError {
     RootKeyForged,
     #[error("the NSM failed: {0}")]
     Nsm(#[from] crate::nsm::NsmError),
+    #[error("the new root key could not be wrapped")]
+    RootKeyWrap,
 }
 
 /// Everything keyed by the root: derived keys and the sealer.
@@ -105,9 +106,9 @@ pub async fn boot(
     Ok(keyring)
 }
 
-fn mock_wrapping_cipher() -> Aes256Gcm {
-    let key = Sha256::digest(MOCK_WRAPPING_CONTEXT);
-    Aes256Gcm::new(&key)
+/// The dev-only wrapping key: SHA-256 of [`MOCK_WRAPPING_CONTEXT`].
+fn mock_wrapping_key() -> Key256 {
+    Key256::from_bytes(Sha256::digest(MOCK_WRAPPING_CONTEXT).into())
 }
 
 async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<Key256, BootError> {
@@ -118,13 +119,11 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<
     match transport.call(get).await? {
         StoreResult::Value(Some(wrapped)) => {
             let (version, rest) = wrapped.split_first().ok_or(BootError::RootKeyForged)?;
-            if *version != MOCK_RECORD_VERSION || rest.len() != 12 + 32 + 16 {
+            if *version != MOCK_RECORD_VERSION || rest.len() != NONCE_LEN + 32 + TAG_LEN {
                 return Err(BootError::RootKeyForged);
             }
-            let (nonce, ct) = rest.split_at(12);
-            let plain = mock_wrapping_cipher()
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: MOCK_AAD })
-                .map_err(|_| BootError::RootKeyForged)?;
+            let (nonce, ct) = rest.split_at(NONCE_LEN);
+            let plain = aead::open(&mock_wrapping_key(), nonce, MOCK_AAD, ct).map_err(|_| BootError::RootKeyForged)?;
             let root = Key256::from_slice(&plain).ok_or(BootError::RootKeyForged);
             let mut plain = plain;
             zeroize::Zeroize::zeroize(&mut plain);
@@ -137,17 +136,10 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<
             let mut bytes = [0u8; 32];
             nsm.fill_random(&mut bytes)?;
             let root = Key256::from_bytes(bytes);
-            let mut nonce = [0u8; 12];
+            let mut nonce = [0u8; NONCE_LEN];
             nsm.fill_random(&mut nonce)?;
-            let ct = mock_wrapping_cipher()
-                .encrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: root.expose(),
-                        aad: MOCK_AAD,
-                    },
-                )
-                .map_err(|_| BootError::RootKeyForged)?;
+            let ct = aead::seal(&mock_wrapping_key(), &nonce, MOCK_AAD, root.expose())
+                .map_err(|_| BootError::RootKeyWrap)?;
             let mut record = vec![MOCK_RECORD_VERSION];
             record.extend_from_slice(&nonce);
             record.extend_from_slice(&ct);

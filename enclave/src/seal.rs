@@ -4,14 +4,12 @@
 //!
 //! Format: `0x01 ‖ nonce (12) ‖ AES-256-GCM(ciphertext ‖ tag)`.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use std::sync::Arc;
 
+use crate::keys::aead::{self, AeadError, Cipher, NONCE_LEN, TAG_LEN};
 use crate::secret::Key256;
 
 const SEAL_VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
 
 /// Why a sealed record could not be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -21,57 +19,53 @@ pub enum SealError {
     Malformed(String),
     #[error("sealed record {0} failed authentication (altered, moved or sealed by another root)")]
     Forged(String),
+    /// Encryption itself failed (an input beyond AES-GCM's limit): never
+    /// an empty or partial record.
+    #[error("record {0} could not be sealed")]
+    Seal(String),
 }
 
 /// Seals and opens records under the sealing key.
 pub struct Sealer {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
 }
 
 impl Sealer {
     pub fn new(key: Arc<Key256>) -> Self {
         Sealer {
-            cipher: Aes256Gcm::new(key.expose().into()),
+            cipher: Cipher::new(&key),
         }
     }
 
-    pub fn seal(&self, namespace: &str, key: &str, plaintext: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        let aad = identity(namespace, key);
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
+    /// Seals `plaintext` as record `namespace`/`key` under a fresh nonce.
+    pub fn seal(&self, namespace: &str, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let nonce = aead::random_nonce();
+        let ct = self
+            .cipher
+            .seal(&nonce, &identity(namespace, key), plaintext)
+            .map_err(|_: AeadError| SealError::Seal(format!("{namespace}/{key}")))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(SEAL_VERSION);
         out.extend_from_slice(&nonce);
-        // AES-GCM encryption only fails for inputs beyond 64 GiB; frames are capped far below.
-        match self.cipher.encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        ) {
-            Ok(ct) => out.extend_from_slice(&ct),
-            Err(_) => out.truncate(0),
-        }
-        out
+        out.extend_from_slice(&ct);
+        Ok(out)
     }
 
     pub fn open(&self, namespace: &str, key: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         let who = || format!("{namespace}/{key}");
         let (version, rest) = sealed.split_first().ok_or_else(|| SealError::Malformed(who()))?;
-        if *version != SEAL_VERSION || rest.len() < NONCE_LEN + 16 {
+        if *version != SEAL_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
             return Err(SealError::Malformed(who()));
         }
         let (nonce, ct) = rest.split_at(NONCE_LEN);
-        let aad = identity(namespace, key);
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .open(nonce, &identity(namespace, key), ct)
             .map_err(|_| SealError::Forged(who()))
     }
 }
 
 /// Unambiguous encoding of a record identity.
-fn identity(namespace: &str, key: &str) -> Vec<u8> {
+pub(crate) fn identity(namespace: &str, key: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(24 + namespace.len() + key.len());
     aad.extend_from_slice(b"keyward/v1/record\0");
     aad.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
@@ -94,14 +88,14 @@ mod tests {
         #[test]
         fn seal_open_roundtrip(ns in "[a-z]{1,8}", key in ".{0,40}", data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let s = sealer(1);
-            let sealed = s.seal(&ns, &key, &data);
+            let sealed = s.seal(&ns, &key, &data).expect("seals");
             prop_assert_eq!(s.open(&ns, &key, &sealed).expect("opens"), data);
         }
 
         #[test]
         fn any_bit_flip_is_detected(data in proptest::collection::vec(any::<u8>(), 0..64), pos in any::<usize>(), bit in 0u8..8) {
             let s = sealer(1);
-            let mut sealed = s.seal("key", "t/k", &data);
+            let mut sealed = s.seal("key", "t/k", &data).expect("seals");
             let i = pos % sealed.len();
             sealed[i] ^= 1 << bit;
             prop_assert!(s.open("key", "t/k", &sealed).is_err());
@@ -116,7 +110,7 @@ mod tests {
     #[test]
     fn moved_or_foreign_records_do_not_open() {
         let s = sealer(1);
-        let sealed = s.seal("key", "tenant-a/k1", b"record");
+        let sealed = s.seal("key", "tenant-a/k1", b"record").expect("seals");
         assert!(matches!(
             s.open("key", "tenant-b/k1", &sealed),
             Err(SealError::Forged(_))
@@ -130,14 +124,14 @@ mod tests {
             Err(SealError::Forged(_))
         ));
         // Identity encoding is unambiguous: ("ab","c") is not ("a","bc").
-        let sealed = s.seal("ab", "c", b"x");
+        let sealed = s.seal("ab", "c", b"x").expect("seals");
         assert!(s.open("a", "bc", &sealed).is_err());
     }
 
     #[test]
     fn plaintext_does_not_appear_in_sealed_bytes() {
         let secret = b"a very recognisable plaintext, 42 bytes!!";
-        let sealed = sealer(3).seal("key", "k", secret);
+        let sealed = sealer(3).seal("key", "k", secret).expect("seals");
         assert!(!sealed.windows(secret.len()).any(|w| w == secret));
     }
 }

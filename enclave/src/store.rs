@@ -70,7 +70,7 @@ impl<'a> Records<'a> {
     /// Durable on the host when this returns `Ok`.
     pub async fn put<T: Serialize>(&self, namespace: &str, key: &str, value: &T) -> Result<(), StoreError> {
         let plain = serde_cbor::to_vec(value).map_err(|e| StoreError::Decode(format!("{namespace}/{key}: {e}")))?;
-        let sealed = self.sealer.seal(namespace, key, &plain);
+        let sealed = self.sealer.seal(namespace, key, &plain)?;
         let op = StoreOp::Put {
             namespace: namespace.into(),
             key: key.into(),
@@ -85,10 +85,10 @@ impl<'a> Records<'a> {
         let entries = entries
             .into_iter()
             .map(|(key, plain)| {
-                let sealed = self.sealer.seal(namespace, &key, &plain);
-                (key, serde_bytes::ByteBuf::from(sealed))
+                let sealed = self.sealer.seal(namespace, &key, &plain)?;
+                Ok((key, serde_bytes::ByteBuf::from(sealed)))
             })
-            .collect();
+            .collect::<Result<_, SealError>>()?;
         expect_done(
             self.transport
                 .call(StoreOp::PutBatch {

@@ -224,7 +224,7 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     super::recipient::enforce(&rec, recipient.as_ref())?;
     let shared = domain::shared_secret(ctx, &rec, &peer)?;
     let (shared_secret, ciphertext_for_recipient) = match &recipient {
-        Some(r) => (None, Some(r.envelope(shared.expose())?)),
+        Some(r) => (None, Some(b64(&r.envelope(shared.expose())?))),
         None => (Some(b64(shared.expose())), None),
     };
     render(&DeriveSharedSecretResponse {

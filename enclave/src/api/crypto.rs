@@ -1,26 +1,23 @@
 //! Symmetric data-plane operations: Encrypt, Decrypt, ReEncrypt,
 //! GenerateDataKey, GenerateDataKeyWithoutPlaintext, GenerateDataKeyPair,
-//! GenerateDataKeyPairWithoutPlaintext, GenerateRandom.
+//! GenerateDataKeyPairWithoutPlaintext, GenerateRandom. Requests are parsed
+//! and validated here; the work is `keystore::crypto`'s.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::KmsError;
-use super::params::{self, b64, blob, length, parse, required, resolve_key_id};
+use super::params::{self, b64, blob, length, parse, required};
 use super::recipient;
 use crate::context::Ctx;
-use crate::keys::blob::{self as cipherblob, BlobError, BlobHeader};
-use crate::keys::context::EncryptionContext;
-use crate::keys::record::KeyRecord;
-use crate::keys::spec::KeyUsage;
+use crate::keystore::crypto::{self as domain, ReEncryption};
+use crate::keystore::recipient::Released;
 use crate::secret::SecretBytes;
 
 /// AWS KMS: Encrypt takes at most 4096 bytes of plaintext.
 pub const MAX_PLAINTEXT: usize = 4096;
-/// AWS KMS: a ciphertext blob is at most 6144 bytes.
-pub const MAX_CIPHERTEXT: usize = 6144;
 /// AWS KMS: data keys and random strings are 1–1024 bytes.
 pub const MAX_RANDOM: i64 = 1024;
 
@@ -40,50 +37,39 @@ fn check_algorithm(algorithm: Option<&str>) -> Result<(), KmsError> {
     }
 }
 
-/// Puts a secret in the answer: as `field` in the clear, or — for an attested
-/// recipient — only as `CiphertextForRecipient`, as AWS KMS does.
-pub(crate) fn release(
-    out: &mut Value,
-    field: &str,
-    secret: &[u8],
-    recipient: Option<&recipient::Recipient>,
-) -> Result<(), KmsError> {
-    match recipient {
-        Some(r) => out["CiphertextForRecipient"] = json!(r.envelope(secret)?),
-        None => out[field] = json!(b64(secret)),
-    }
-    Ok(())
-}
-
-/// A symmetric encryption key the caller may use.
-pub(crate) async fn usable_key(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<KeyRecord, KmsError> {
-    let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
-    params::require_usable(&rec, KeyUsage::EncryptDecrypt)?;
-    Ok(rec)
-}
-
-/// Encrypts under the key's current version.
-pub(crate) fn seal_under(
-    ctx: &Ctx<'_>,
-    rec: &KeyRecord,
-    context: &EncryptionContext,
-    plaintext: &[u8],
-) -> Result<Vec<u8>, KmsError> {
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
-    let version = rec.current_version();
-    let material = rec.symmetric_material(&kek, version).map_err(|e| {
-        tracing::error!(error = %e, "key material does not unwrap");
+/// Renders a typed answer as the JSON body.
+pub(crate) fn render<T: Serialize>(resp: T) -> Result<Value, KmsError> {
+    serde_json::to_value(resp).map_err(|e| {
+        tracing::error!(error = %e, "response does not serialize");
         KmsError::Internal
-    })?;
-    Ok(cipherblob::seal(
-        BlobHeader {
-            key_id: rec.key_id,
-            key_version: version,
-        },
-        &material,
-        context,
-        plaintext,
-    ))
+    })
+}
+
+/// A released secret as the answer carries it: in the clear as the
+/// operation's own field, or — for an attested recipient — only as
+/// `CiphertextForRecipient`, as AWS KMS does. Flattened into responses.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Secret {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<String>,
+    #[serde(rename = "CiphertextForRecipient", skip_serializing_if = "Option::is_none")]
+    for_recipient: Option<String>,
+}
+
+impl From<Released> for Secret {
+    fn from(released: Released) -> Self {
+        match released {
+            Released::Plaintext(p) => Secret {
+                plaintext: Some(b64(p.expose())),
+                for_recipient: None,
+            },
+            Released::ForRecipient(cms) => Secret {
+                plaintext: None,
+                for_recipient: Some(b64(&cms)),
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,19 +81,27 @@ struct EncryptRequest {
     encryption_algorithm: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EncryptResponse {
+    ciphertext_blob: String,
+    key_id: String,
+    encryption_algorithm: &'static str,
+}
+
 pub async fn encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: EncryptRequest = parse(body)?;
     let plaintext = SecretBytes::new(blob("plaintext", &required("plaintext", req.plaintext)?)?);
     length("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
     let context = params::context(req.encryption_context)?;
-    let rec = usable_key(ctx, req.key_id).await?;
-    let ciphertext = seal_under(ctx, &rec, &context, plaintext.expose())?;
-    Ok(json!({
-        "CiphertextBlob": b64(&ciphertext),
-        "KeyId": rec.arn,
-        "EncryptionAlgorithm": SYMMETRIC_DEFAULT,
-    }))
+    let key_id = required("keyId", req.key_id)?;
+    let encrypted = domain::encrypt(ctx, &key_id, plaintext.expose(), &context).await?;
+    render(EncryptResponse {
+        ciphertext_blob: b64(&encrypted.ciphertext_blob),
+        key_id: encrypted.key_arn,
+        encryption_algorithm: SYMMETRIC_DEFAULT,
+    })
 }
 
 #[derive(Deserialize)]
@@ -120,50 +114,27 @@ struct DecryptRequest {
     recipient: Option<Value>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DecryptResponse {
+    key_id: String,
+    encryption_algorithm: &'static str,
+    #[serde(flatten)]
+    plaintext: Secret,
+}
+
 pub async fn decrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: DecryptRequest = parse(body)?;
     let ciphertext = blob("ciphertextBlob", &required("ciphertextBlob", req.ciphertext_blob)?)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
     let context = params::context(req.encryption_context)?;
     let recipient = recipient::verify(ctx, req.recipient)?;
-    let (rec, plaintext) = open_blob(ctx, &ciphertext, req.key_id.as_deref(), &context).await?;
-    recipient::enforce(&rec, recipient.as_ref())?;
-    let mut out = json!({ "KeyId": rec.arn, "EncryptionAlgorithm": SYMMETRIC_DEFAULT });
-    release(&mut out, "Plaintext", plaintext.expose(), recipient.as_ref())?;
-    Ok(out)
-}
-
-fn invalid_ciphertext() -> KmsError {
-    KmsError::InvalidCiphertext(
-        "The ciphertext is invalid or was not encrypted under this key and encryption context.".into(),
-    )
-}
-
-/// Decrypts a ciphertext blob of the caller's, checking `key_id` when given.
-async fn open_blob(
-    ctx: &Ctx<'_>,
-    ciphertext: &[u8],
-    key_id: Option<&str>,
-    context: &EncryptionContext,
-) -> Result<(KeyRecord, SecretBytes), KmsError> {
-    length("ciphertextBlob", ciphertext.len(), 1, MAX_CIPHERTEXT)?;
-    let header = cipherblob::parse_header(ciphertext).map_err(|_| invalid_ciphertext())?;
-    if let Some(key_id) = key_id {
-        let wanted = resolve_key_id(ctx, key_id).await?;
-        if wanted != header.key_id {
-            return Err(KmsError::IncorrectKey(
-                "The key ID in the request does not identify a CMK that can perform this operation.".into(),
-            ));
-        }
-    }
-    let rec = params::load_key(ctx, &header.key_id).await?;
-    params::require_usable(&rec, KeyUsage::EncryptDecrypt)?;
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
-    let material = rec
-        .symmetric_material(&kek, header.key_version)
-        .map_err(|_| invalid_ciphertext())?;
-    let plaintext = cipherblob::open(ciphertext, &material, context).map_err(|_: BlobError| invalid_ciphertext())?;
-    Ok((rec, plaintext))
+    let decrypted = domain::decrypt(ctx, &ciphertext, req.key_id.as_deref(), &context, recipient.as_ref()).await?;
+    render(DecryptResponse {
+        key_id: decrypted.key_arn,
+        encryption_algorithm: SYMMETRIC_DEFAULT,
+        plaintext: decrypted.plaintext.into(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -178,6 +149,16 @@ struct ReEncryptRequest {
     destination_encryption_algorithm: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReEncryptResponse {
+    ciphertext_blob: String,
+    source_key_id: String,
+    key_id: String,
+    source_encryption_algorithm: &'static str,
+    destination_encryption_algorithm: &'static str,
+}
+
 /// Decrypts and re-encrypts inside the enclave; the plaintext never leaves it.
 pub async fn re_encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: ReEncryptRequest = parse(body)?;
@@ -187,19 +168,21 @@ pub async fn re_encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     check_algorithm(req.destination_encryption_algorithm.as_deref())?;
     let source_context = params::context(req.source_encryption_context)?;
     let destination_context = params::context(req.destination_encryption_context)?;
-    let destination = usable_key(ctx, Some(destination)).await?;
-    let (source, plaintext) = open_blob(ctx, &ciphertext, req.source_key_id.as_deref(), &source_context).await?;
-    // A key that releases only to attested recipients must not be escaped by
-    // re-encrypting its data under a key that does not.
-    recipient::enforce(&source, None)?;
-    let resealed = seal_under(ctx, &destination, &destination_context, plaintext.expose())?;
-    Ok(json!({
-        "CiphertextBlob": b64(&resealed),
-        "SourceKeyId": source.arn,
-        "KeyId": destination.arn,
-        "SourceEncryptionAlgorithm": SYMMETRIC_DEFAULT,
-        "DestinationEncryptionAlgorithm": SYMMETRIC_DEFAULT,
-    }))
+    let re = ReEncryption {
+        ciphertext: &ciphertext,
+        source_key_id: req.source_key_id.as_deref(),
+        source_context: &source_context,
+        destination_key_id: &destination,
+        destination_context: &destination_context,
+    };
+    let resealed = domain::re_encrypt(ctx, re).await?;
+    render(ReEncryptResponse {
+        ciphertext_blob: b64(&resealed.ciphertext_blob),
+        source_key_id: resealed.source_key_arn,
+        key_id: resealed.key_arn,
+        source_encryption_algorithm: SYMMETRIC_DEFAULT,
+        destination_encryption_algorithm: SYMMETRIC_DEFAULT,
+    })
 }
 
 #[derive(Deserialize)]
@@ -210,6 +193,15 @@ struct GenerateDataKeyRequest {
     number_of_bytes: Option<i64>,
     encryption_context: Option<BTreeMap<String, String>>,
     recipient: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateDataKeyResponse {
+    ciphertext_blob: String,
+    key_id: String,
+    #[serde(flatten)]
+    plaintext: Secret,
 }
 
 fn data_key_length(key_spec: Option<&str>, number_of_bytes: Option<i64>) -> Result<usize, KmsError> {
@@ -248,17 +240,13 @@ pub async fn generate_data_key(ctx: &Ctx<'_>, body: Value, with_plaintext: bool)
     }
     let context = params::context(req.encryption_context)?;
     let recipient = recipient::verify(ctx, req.recipient)?;
-    let rec = usable_key(ctx, req.key_id).await?;
-    if with_plaintext {
-        recipient::enforce(&rec, recipient.as_ref())?;
-    }
-    let data_key = SecretBytes::random(len);
-    let ciphertext = seal_under(ctx, &rec, &context, data_key.expose())?;
-    let mut out = json!({ "CiphertextBlob": b64(&ciphertext), "KeyId": rec.arn });
-    if with_plaintext {
-        release(&mut out, "Plaintext", data_key.expose(), recipient.as_ref())?;
-    }
-    Ok(out)
+    let key_id = required("keyId", req.key_id)?;
+    let data_key = domain::generate_data_key(ctx, &key_id, len, &context, recipient.as_ref(), with_plaintext).await?;
+    render(GenerateDataKeyResponse {
+        ciphertext_blob: b64(&data_key.ciphertext_blob),
+        key_id: data_key.key_arn,
+        plaintext: data_key.plaintext.map(Secret::from).unwrap_or_default(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -278,10 +266,7 @@ pub async fn generate_random(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErr
     }
     let recipient = recipient::verify(ctx, req.recipient)?;
     let len = random_length(required("numberOfBytes", req.number_of_bytes)?)?;
-    let random = SecretBytes::random(len);
-    let mut out = json!({});
-    release(&mut out, "Plaintext", random.expose(), recipient.as_ref())?;
-    Ok(out)
+    render(Secret::from(domain::generate_random(len, recipient.as_ref())?))
 }
 
 #[derive(Deserialize)]
@@ -291,6 +276,19 @@ struct GenerateDataKeyPairRequest {
     key_pair_spec: Option<String>,
     encryption_context: Option<BTreeMap<String, String>>,
     recipient: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateDataKeyPairResponse {
+    private_key_ciphertext_blob: String,
+    public_key: String,
+    key_id: String,
+    key_pair_spec: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key_plaintext: Option<String>,
+    #[serde(rename = "CiphertextForRecipient", skip_serializing_if = "Option::is_none")]
+    for_recipient: Option<String>,
 }
 
 const AWS_KEY_PAIR_SPECS: &[&str] = &[
@@ -307,7 +305,6 @@ const AWS_KEY_PAIR_SPECS: &[&str] = &[
 /// A P-256 key pair: the private key (PKCS#8 DER) encrypted under a symmetric
 /// key, and the public key (SubjectPublicKeyInfo DER).
 pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: bool) -> Result<Value, KmsError> {
-    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
     let req: GenerateDataKeyPairRequest = parse(body)?;
     let spec = required("keyPairSpec", req.key_pair_spec)?;
     if !AWS_KEY_PAIR_SPECS.contains(&spec.as_str()) {
@@ -328,30 +325,15 @@ pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: 
     }
     let context = params::context(req.encryption_context)?;
     let recipient = recipient::verify(ctx, req.recipient)?;
-    let rec = usable_key(ctx, req.key_id).await?;
-    if with_plaintext {
-        recipient::enforce(&rec, recipient.as_ref())?;
-    }
-    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-    let private_der = secret.to_pkcs8_der().map_err(|_| KmsError::Internal)?;
-    let public_der = secret
-        .public_key()
-        .to_public_key_der()
-        .map_err(|_| KmsError::Internal)?;
-    let private_ciphertext = seal_under(ctx, &rec, &context, private_der.as_bytes())?;
-    let mut out = json!({
-        "PrivateKeyCiphertextBlob": b64(&private_ciphertext),
-        "PublicKey": b64(public_der.as_bytes()),
-        "KeyId": rec.arn,
-        "KeyPairSpec": spec,
-    });
-    if with_plaintext {
-        release(
-            &mut out,
-            "PrivateKeyPlaintext",
-            private_der.as_bytes(),
-            recipient.as_ref(),
-        )?;
-    }
-    Ok(out)
+    let key_id = required("keyId", req.key_id)?;
+    let pair = domain::generate_p256_data_key_pair(ctx, &key_id, &context, recipient.as_ref(), with_plaintext).await?;
+    let secret = pair.private_key_plaintext.map(Secret::from).unwrap_or_default();
+    render(GenerateDataKeyPairResponse {
+        private_key_ciphertext_blob: b64(&pair.private_key_ciphertext_blob),
+        public_key: b64(&pair.public_key),
+        key_id: pair.key_arn,
+        key_pair_spec: spec,
+        private_key_plaintext: secret.plaintext,
+        for_recipient: secret.for_recipient,
+    })
 }

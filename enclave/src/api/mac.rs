@@ -1,80 +1,17 @@
-//! HMAC keys: GenerateMac and VerifyMac.
+//! HMAC keys: GenerateMac and VerifyMac (request layer; the MACs are made
+//! and checked in `keystore::mac`).
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use sha2::{Sha224, Sha256, Sha384, Sha512};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::crypto::render;
 use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required};
 use crate::context::Ctx;
-use crate::keys::record::KeyRecord;
-use crate::keys::spec::KeyUsage;
-use crate::secret::SecretBytes;
+use crate::keystore::mac::{self as domain, MacAlgorithm};
 
 /// AWS KMS: a MAC is at most 6144 bytes.
 pub const MAX_MAC: usize = 6144;
-
-/// The MAC algorithms AWS KMS knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MacAlgorithm {
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl MacAlgorithm {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "HMAC_SHA_224" => MacAlgorithm::Sha224,
-            "HMAC_SHA_256" => MacAlgorithm::Sha256,
-            "HMAC_SHA_384" => MacAlgorithm::Sha384,
-            "HMAC_SHA_512" => MacAlgorithm::Sha512,
-            _ => return None,
-        })
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            MacAlgorithm::Sha224 => "HMAC_SHA_224",
-            MacAlgorithm::Sha256 => "HMAC_SHA_256",
-            MacAlgorithm::Sha384 => "HMAC_SHA_384",
-            MacAlgorithm::Sha512 => "HMAC_SHA_512",
-        }
-    }
-
-    fn generate(self, key: &SecretBytes, message: &[u8]) -> Result<Vec<u8>, KmsError> {
-        Ok(match self {
-            MacAlgorithm::Sha224 => keyed::<Hmac<Sha224>>(key, message)?.finalize().into_bytes().to_vec(),
-            MacAlgorithm::Sha256 => keyed::<Hmac<Sha256>>(key, message)?.finalize().into_bytes().to_vec(),
-            MacAlgorithm::Sha384 => keyed::<Hmac<Sha384>>(key, message)?.finalize().into_bytes().to_vec(),
-            MacAlgorithm::Sha512 => keyed::<Hmac<Sha512>>(key, message)?.finalize().into_bytes().to_vec(),
-        })
-    }
-
-    /// Whether `tag` is the MAC of `message`, compared in constant time
-    /// (a tag of another length never matches).
-    fn verify(self, key: &SecretBytes, message: &[u8], tag: &[u8]) -> Result<bool, KmsError> {
-        Ok(match self {
-            MacAlgorithm::Sha224 => keyed::<Hmac<Sha224>>(key, message)?.verify_slice(tag).is_ok(),
-            MacAlgorithm::Sha256 => keyed::<Hmac<Sha256>>(key, message)?.verify_slice(tag).is_ok(),
-            MacAlgorithm::Sha384 => keyed::<Hmac<Sha384>>(key, message)?.verify_slice(tag).is_ok(),
-            MacAlgorithm::Sha512 => keyed::<Hmac<Sha512>>(key, message)?.verify_slice(tag).is_ok(),
-        })
-    }
-}
-
-/// A MAC keyed with `key`, fed `message`.
-fn keyed<M: Mac + KeyInit>(key: &SecretBytes, message: &[u8]) -> Result<M, KmsError> {
-    let mut mac = <M as KeyInit>::new_from_slice(key.expose()).map_err(|_| {
-        tracing::error!("HMAC key material has an unusable length");
-        KmsError::Internal
-    })?;
-    mac.update(message);
-    Ok(mac)
-}
 
 /// A MAC algorithm AWS knows (checked before the key is looked up).
 fn mac_algorithm(value: Option<String>) -> Result<MacAlgorithm, KmsError> {
@@ -85,31 +22,6 @@ fn mac_algorithm(value: Option<String>) -> Result<MacAlgorithm, KmsError> {
             "Member must satisfy enum value set: [HMAC_SHA_384, HMAC_SHA_256, HMAC_SHA_224, HMAC_SHA_512]",
         )
     })
-}
-
-/// An HMAC key usable with `algorithm`, and its material.
-async fn usable_key(
-    ctx: &Ctx<'_>,
-    key_id: Option<String>,
-    algorithm: MacAlgorithm,
-) -> Result<(KeyRecord, SecretBytes), KmsError> {
-    let rec = params::resolve_key(ctx, &required("keyId", key_id)?).await?;
-    params::require_usable(&rec, KeyUsage::GenerateVerifyMac)?;
-    let key_algorithm = rec.key_spec.mac_algorithm();
-    if key_algorithm != Some(algorithm.as_str()) {
-        return Err(KmsError::InvalidKeyUsage(format!(
-            "MAC algorithm {} is not compatible with {} (key spec {}).",
-            algorithm.as_str(),
-            rec.arn,
-            rec.key_spec
-        )));
-    }
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
-    let material = rec.material(&kek, rec.current_version()).map_err(|e| {
-        tracing::error!(error = %e, "key material does not unwrap");
-        KmsError::Internal
-    })?;
-    Ok((rec, material))
 }
 
 #[derive(Deserialize)]
@@ -124,18 +36,26 @@ struct GenerateMacRequest {
     _dry_run: Option<bool>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateMacResponse {
+    mac: String,
+    mac_algorithm: &'static str,
+    key_id: String,
+}
+
 pub async fn generate_mac(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: GenerateMacRequest = parse(body)?;
     let message = params::message(req.message)?;
     let algorithm = mac_algorithm(req.mac_algorithm)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
-    let (rec, key) = usable_key(ctx, req.key_id, algorithm).await?;
-    let mac = algorithm.generate(&key, &message)?;
-    Ok(json!({
-        "Mac": b64(&mac),
-        "MacAlgorithm": algorithm.as_str(),
-        "KeyId": rec.arn,
-    }))
+    let key_id = required("keyId", req.key_id)?;
+    let generated = domain::generate_mac(ctx, &key_id, algorithm, &message).await?;
+    render(GenerateMacResponse {
+        mac: b64(&generated.mac),
+        mac_algorithm: algorithm.as_str(),
+        key_id: generated.key_arn,
+    })
 }
 
 #[derive(Deserialize)]
@@ -151,6 +71,14 @@ struct VerifyMacRequest {
     _dry_run: Option<bool>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VerifyMacResponse {
+    key_id: String,
+    mac_valid: bool,
+    mac_algorithm: &'static str,
+}
+
 /// Checks a MAC; AWS never answers `MacValid: false`, a MAC that does not
 /// match is `KMSInvalidMacException`.
 pub async fn verify_mac(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
@@ -160,17 +88,13 @@ pub async fn verify_mac(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let tag = blob("mac", &required("mac", req.mac)?)?;
     length("mac", tag.len(), 1, MAX_MAC)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
-    let (rec, key) = usable_key(ctx, req.key_id, algorithm).await?;
-    if !algorithm.verify(&key, &message, &tag)? {
-        return Err(KmsError::InvalidMac(
-            "The MAC is not valid for this message, key and MAC algorithm.".into(),
-        ));
-    }
-    Ok(json!({
-        "KeyId": rec.arn,
-        "MacValid": true,
-        "MacAlgorithm": algorithm.as_str(),
-    }))
+    let key_id = required("keyId", req.key_id)?;
+    let key_arn = domain::verify_mac(ctx, &key_id, algorithm, &message, &tag).await?;
+    render(VerifyMacResponse {
+        key_id: key_arn,
+        mac_valid: true,
+        mac_algorithm: algorithm.as_str(),
+    })
 }
 
 #[cfg(test)]

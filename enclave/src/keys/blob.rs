@@ -5,17 +5,14 @@
 //! encryption context, so neither the key reference nor the context can be
 //! changed without the tag failing.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use uuid::Uuid;
 
+use super::aead::{self, NONCE_LEN, TAG_LEN};
 use super::context::EncryptionContext;
 use crate::secret::{Key256, SecretBytes};
 
 pub const BLOB_VERSION: u8 = 1;
 const HEADER_LEN: usize = 1 + 16 + 4;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 /// Smallest well-formed blob (empty plaintext).
 pub const MIN_BLOB_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
@@ -33,6 +30,9 @@ pub enum BlobError {
     Malformed,
     #[error("ciphertext failed authentication")]
     Forged,
+    /// Encryption itself failed (never an empty or partial blob).
+    #[error("plaintext could not be encrypted")]
+    Seal,
 }
 
 /// Reads the header without authenticating anything.
@@ -51,28 +51,25 @@ pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, BlobError> {
     })
 }
 
-pub fn seal(header: BlobHeader, material: &Key256, context: &EncryptionContext, plaintext: &[u8]) -> Vec<u8> {
+/// Encrypts `plaintext` under `material` with a fresh nonce, into a blob
+/// naming `header`'s key and version.
+pub fn seal(
+    header: BlobHeader,
+    material: &Key256,
+    context: &EncryptionContext,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, BlobError> {
     let mut out = Vec::with_capacity(MIN_BLOB_LEN + plaintext.len());
     out.push(BLOB_VERSION);
     out.extend_from_slice(header.key_id.as_bytes());
     out.extend_from_slice(&header.key_version.to_be_bytes());
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let nonce = aead::random_nonce();
     let mut aad = out.clone();
     aad.extend_from_slice(&context.canonical());
+    let ct = aead::seal(material, &nonce, &aad, plaintext).map_err(|_| BlobError::Seal)?;
     out.extend_from_slice(&nonce);
-    let cipher = Aes256Gcm::new(material.expose().into());
-    // Encryption only fails beyond 64 GiB of plaintext; inputs are capped at 4 KiB.
-    if let Ok(ct) = cipher.encrypt(
-        Nonce::from_slice(&nonce),
-        Payload {
-            msg: plaintext,
-            aad: &aad,
-        },
-    ) {
-        out.extend_from_slice(&ct);
-    }
-    out
+    out.extend_from_slice(&ct);
+    Ok(out)
 }
 
 pub fn open(blob: &[u8], material: &Key256, context: &EncryptionContext) -> Result<SecretBytes, BlobError> {
@@ -81,9 +78,7 @@ pub fn open(blob: &[u8], material: &Key256, context: &EncryptionContext) -> Resu
     let (nonce, ct) = rest.split_at(NONCE_LEN);
     let mut aad = header.to_vec();
     aad.extend_from_slice(&context.canonical());
-    let cipher = Aes256Gcm::new(material.expose().into());
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+    aead::open(material, nonce, &aad, ct)
         .map(SecretBytes::new)
         .map_err(|_| BlobError::Forged)
 }
@@ -109,7 +104,7 @@ mod tests {
             let material = Key256::from_bytes(key);
             let context = EncryptionContext::new(pairs.clone().into_iter().collect::<BTreeMap<_, _>>()).expect("valid");
             let header = BlobHeader { key_id: Uuid::new_v4(), key_version: version };
-            let blob = seal(header, &material, &context, &plaintext);
+            let blob = seal(header, &material, &context, &plaintext).expect("seals");
             prop_assert_eq!(parse_header(&blob).expect("header"), header);
             let opened = open(&blob, &material, &context).expect("opens");
             prop_assert_eq!(opened.expose(), plaintext.as_slice());
@@ -119,7 +114,7 @@ mod tests {
         fn every_bit_of_the_blob_is_authenticated(pos in any::<usize>(), bit in 0u8..8) {
             let material = Key256::from_bytes([9; 32]);
             let context = ctx(&[("purpose", "test")]);
-            let mut blob = seal(BlobHeader { key_id: Uuid::new_v4(), key_version: 1 }, &material, &context, b"secret");
+            let mut blob = seal(BlobHeader { key_id: Uuid::new_v4(), key_version: 1 }, &material, &context, b"secret").expect("seals");
             let i = pos % blob.len();
             blob[i] ^= 1 << bit;
             prop_assert!(open(&blob, &material, &context).is_err());
@@ -139,7 +134,7 @@ mod tests {
             key_id: Uuid::new_v4(),
             key_version: 1,
         };
-        let blob = seal(header, &material, &ctx(&[("a", "1")]), b"secret");
+        let blob = seal(header, &material, &ctx(&[("a", "1")]), b"secret").expect("seals");
         assert_eq!(
             open(&blob, &material, &ctx(&[("a", "2")])).err(),
             Some(BlobError::Forged)

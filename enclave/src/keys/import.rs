@@ -144,6 +144,8 @@ impl WrappingKeySpec {
 pub enum ImportError {
     #[error("the wrapping key could not be generated")]
     KeyGeneration,
+    #[error("the wrapping key could not be sealed under the tenant KEK")]
+    Seal,
     #[error("the import parameters do not match this token")]
     WrongToken,
     #[error("the stored import parameters are malformed")]
@@ -196,7 +198,8 @@ pub fn generate(
     let pkcs8 = SecretBytes::new(pkcs8.as_ref().to_vec());
     let token = SecretBytes::random(TOKEN_LEN);
     let token_sha256: [u8; 32] = Sha256::digest(token.expose()).into();
-    let private_key = WrappedMaterial::seal(kek, &private_key_aad(arn, &token_sha256), pkcs8.expose());
+    let private_key = WrappedMaterial::seal(kek, &private_key_aad(arn, &token_sha256), pkcs8.expose())
+        .map_err(|_| ImportError::Seal)?;
     Ok(NewParameters {
         parameters: ImportParameters {
             key_id,

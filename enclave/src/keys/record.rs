@@ -3,10 +3,9 @@
 //! again under the owning tenant's KEK with the key's ARN and version as
 //! associated data, so material can't be moved between keys or tenants.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 
+use super::aead;
 pub use crate::keys::spec::{KeySpec, KeyUsage};
 use crate::secret::{Key256, SecretBytes};
 
@@ -118,34 +117,19 @@ pub struct WrappedMaterial {
 }
 
 impl WrappedMaterial {
-    /// Wraps `secret` under `kek`, bound to `aad`.
-    pub fn seal(kek: &Key256, aad: &[u8], secret: &[u8]) -> Self {
-        let mut nonce = [0u8; 12];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        let cipher = Aes256Gcm::new(kek.expose().into());
-        let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad })
-            .unwrap_or_default();
-        WrappedMaterial {
+    /// Wraps `secret` under `kek`, bound to `aad`, with a fresh nonce.
+    pub fn seal(kek: &Key256, aad: &[u8], secret: &[u8]) -> Result<Self, MaterialError> {
+        let nonce = aead::random_nonce();
+        let ciphertext = aead::seal(kek, &nonce, aad, secret).map_err(|_| MaterialError::Seal)?;
+        Ok(WrappedMaterial {
             nonce: nonce.to_vec(),
             ciphertext,
-        }
+        })
     }
 
     /// Unwraps what [`WrappedMaterial::seal`] wrapped with the same `kek` and `aad`.
     pub fn open(&self, kek: &Key256, aad: &[u8]) -> Result<SecretBytes, MaterialError> {
-        if self.nonce.len() != 12 {
-            return Err(MaterialError::Forged);
-        }
-        let cipher = Aes256Gcm::new(kek.expose().into());
-        cipher
-            .decrypt(
-                Nonce::from_slice(&self.nonce),
-                Payload {
-                    msg: &self.ciphertext,
-                    aad,
-                },
-            )
+        aead::open(kek, &self.nonce, aad, &self.ciphertext)
             .map(SecretBytes::new)
             .map_err(|_| MaterialError::Forged)
     }
@@ -223,6 +207,9 @@ pub enum MaterialError {
     NoSuchVersion(u32),
     #[error("key material failed authentication")]
     Forged,
+    /// Wrapping itself failed (never an empty ciphertext).
+    #[error("key material could not be wrapped")]
+    Seal,
 }
 
 impl KeyRecord {
@@ -232,10 +219,11 @@ impl KeyRecord {
     }
 
     /// Adds a version holding `material`, wrapped under `kek`.
-    pub fn push_version(&mut self, kek: &Key256, material: &[u8]) {
+    pub fn push_version(&mut self, kek: &Key256, material: &[u8]) -> Result<(), MaterialError> {
         let version = self.current_version() + 1;
         let aad = material_aad(&self.arn, version);
-        self.versions.push(WrappedMaterial::seal(kek, &aad, material));
+        self.versions.push(WrappedMaterial::seal(kek, &aad, material)?);
+        Ok(())
     }
 
     /// Unwraps the material of `version`.
@@ -254,7 +242,7 @@ impl KeyRecord {
     }
 }
 
-fn material_aad(arn: &str, version: u32) -> Vec<u8> {
+pub(crate) fn material_aad(arn: &str, version: u32) -> Vec<u8> {
     let mut aad = b"keyward/v1/cmk-material\0".to_vec();
     aad.extend_from_slice(arn.as_bytes());
     aad.push(0);
@@ -301,8 +289,8 @@ mod tests {
     fn material_roundtrips_per_version_and_is_bound_to_the_key() {
         let kek = Key256::from_bytes([1; 32]);
         let mut rec = record("arn:a");
-        rec.push_version(&kek, &[5; 32]);
-        rec.push_version(&kek, &[6; 32]);
+        rec.push_version(&kek, &[5; 32]).expect("wraps");
+        rec.push_version(&kek, &[6; 32]).expect("wraps");
         assert_eq!(rec.current_version(), 2);
         assert_eq!(
             rec.symmetric_material(&kek, 1).expect("v1"),
@@ -361,7 +349,7 @@ mod tests {
     fn records_sealed_with_string_fields_decode_and_reencode_byte_identical() {
         let kek = Key256::from_bytes([1; 32]);
         let mut material = record("arn:a");
-        material.push_version(&kek, &[5; 32]);
+        material.push_version(&kek, &[5; 32]).expect("wraps");
         let cases = [
             ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", "AWS_KMS", None),
             (

@@ -5,7 +5,8 @@
 
 use crate::audit::record::{ALLOW, AuditEntry};
 use crate::keys::hierarchy::Hierarchy;
-use crate::keys::record::{self, KeyRecord, KeyState, RotationEntry};
+use crate::keys::record::{self, KeyRecord, KeyState, MaterialError, RotationEntry};
+use crate::seal::SealError;
 use crate::store::{Records, StoreError};
 
 pub const SECONDS_PER_DAY: i64 = 86_400;
@@ -57,7 +58,12 @@ pub async fn apply_due_with(
     }
     if rotation_due(&rec, now) {
         let period = i64::from(rec.rotation_period_days.unwrap_or(365)) * SECONDS_PER_DAY;
-        rotate(hierarchy, &mut rec, now, false);
+        rotate(hierarchy, &mut rec, now, false).map_err(|e| {
+            StoreError::Seal(SealError::Seal(format!(
+                "{}: {e}",
+                record::record_key(&rec.tenant, &rec.key_id)
+            )))
+        })?;
         rec.next_rotation_date = Some(now + period);
         records
             .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), &rec)
@@ -83,14 +89,16 @@ fn enclave_event(rec: &KeyRecord, now: i64, operation: &str, reason: String) -> 
 }
 
 /// Adds a new version of fresh material; old versions stay for decryption.
-pub fn rotate(hierarchy: &Hierarchy, rec: &mut KeyRecord, now: i64, on_demand: bool) {
+/// A wrapping failure leaves the record unchanged.
+pub fn rotate(hierarchy: &Hierarchy, rec: &mut KeyRecord, now: i64, on_demand: bool) -> Result<(), MaterialError> {
     let kek = hierarchy.tenant_kek(&rec.tenant);
-    rec.push_version(&kek, rec.key_spec.generate().expose());
+    rec.push_version(&kek, rec.key_spec.generate().expose())?;
     rec.rotations.push(RotationEntry {
         version: rec.current_version(),
         date: now,
         on_demand,
     });
+    Ok(())
 }
 
 /// Destroys a key: its aliases and its sealed record are deleted. The

@@ -140,7 +140,10 @@ pub async fn import_material(
             ));
         }
         if rec.versions.is_empty() {
-            rec.push_version(&kek, material.expose());
+            rec.push_version(&kek, material.expose()).map_err(|e| {
+                tracing::error!(error = %e, "imported key material");
+                KmsError::Internal
+            })?;
         }
         if rec.state == KeyState::PendingImport {
             rec.state = KeyState::Enabled;

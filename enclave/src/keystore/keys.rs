@@ -285,7 +285,10 @@ pub async fn create_key(ctx: &Ctx<'_>, new: NewKey) -> Result<KeyRecord, KmsErro
     };
     if !external {
         let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
-        rec.push_version(&kek, new.spec.generate().expose());
+        rec.push_version(&kek, new.spec.generate().expose()).map_err(|e| {
+            tracing::error!(error = %e, "new key material");
+            KmsError::Internal
+        })?;
     }
     save_key(ctx, &rec).await?;
     tracing::info!(key_id = %key_id, key_spec = %rec.key_spec, "key created");

@@ -74,7 +74,10 @@ pub async fn enforce(ctx: &Ctx<'_>, key: &KeyRecord) -> Result<(), KmsError> {
     }
     let engine = engine(ctx)?;
     let time_ms = (ctx.now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    let input = context::build(&ctx.principal, key, time_ms, &ctx.facts());
+    let input = context::build(&ctx.principal, key, time_ms, &ctx.facts()).map_err(|e| {
+        tracing::error!(error = %e, "the policy context does not serialize");
+        KmsError::Internal
+    })?;
     for sha in modules {
         let compiled = ctx
             .enclave

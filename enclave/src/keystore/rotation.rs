@@ -93,7 +93,10 @@ pub async fn rotate_on_demand(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<S
                 rec.arn
             )));
         }
-        due::rotate(hierarchy, rec, now, true);
+        due::rotate(hierarchy, rec, now, true).map_err(|e| {
+            tracing::error!(error = %e, "on-demand rotation");
+            KmsError::Internal
+        })?;
         Ok(())
     })
     .await?;

@@ -39,7 +39,15 @@ pub fn attestation_claims(module_id: &str, pcrs: &BTreeMap<u8, Vec<u8>>, timesta
 ///
 /// Serialized straight from borrowed data (nothing is cloned or built as a
 /// `Value` first): this runs on every operation on a key that has a policy.
-pub fn build(principal: &Principal, key: &KeyRecord, time_ms: u64, facts: &RequestFacts) -> Vec<u8> {
+/// Strings, maps of strings, numbers and a JSON value always serialize; were
+/// that ever to fail, the error is returned (a policy never decides on an
+/// empty or partial context).
+pub fn build(
+    principal: &Principal,
+    key: &KeyRecord,
+    time_ms: u64,
+    facts: &RequestFacts,
+) -> Result<Vec<u8>, serde_json::Error> {
     let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
     let mut key_id = uuid::Uuid::encode_buffer();
     let key_id: &str = key.key_id.hyphenated().encode_lower(&mut key_id);
@@ -68,11 +76,8 @@ pub fn build(principal: &Principal, key: &KeyRecord, time_ms: u64, facts: &Reque
         environment: DocEnvironment { time_ms },
     };
     let mut out = Vec::with_capacity(512);
-    // Strings, maps of strings, numbers and a JSON value: always serializes.
-    if serde_json::to_writer(&mut out, &document).is_err() {
-        out.clear();
-    }
-    out
+    serde_json::to_writer(&mut out, &document)?;
+    Ok(out)
 }
 
 /// The context document (ABI v1, `policies/ABI.md` §3), borrowing its parts.
@@ -192,7 +197,7 @@ mod tests {
             &[(0u8, vec![0xab; 48])].into_iter().collect(),
             1_000,
         ));
-        let built = build(&principal(), &key(), 1_704_110_400_000, &facts);
+        let built = build(&principal(), &key(), 1_704_110_400_000, &facts).expect("serializes");
         let parsed: Value = serde_json::from_slice(&built).expect("JSON");
         assert_eq!(
             parsed,
@@ -227,7 +232,8 @@ mod tests {
     #[test]
     fn without_facts_the_action_is_empty() {
         let parsed: Value =
-            serde_json::from_slice(&build(&principal(), &key(), 5, &RequestFacts::default())).expect("JSON");
+            serde_json::from_slice(&build(&principal(), &key(), 5, &RequestFacts::default()).expect("serializes"))
+                .expect("JSON");
         assert_eq!(parsed["action"], "");
         assert_eq!(parsed["principal"]["attestation"], Value::Null);
         assert_eq!(parsed["request"]["encryption_context"], json!({}));
