@@ -12,23 +12,24 @@ use crate::harness::{
 
 const NOT_FOUND: &str = "NotFoundException";
 
-/// Record keys of tree `ns:key` in the (stopped) service's sled store.
-fn stored_key_records(sb: &Sandbox) -> Vec<String> {
-    let db = sled::open(sb.store_dir()).unwrap_or_else(|e| panic!("open sled at {}: {e}", sb.store_dir().display()));
-    let names: Vec<String> = db
-        .tree_names()
-        .iter()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    assert!(
-        names.iter().any(|n| n == "ns:key"),
-        "the store has no tree ns:key; trees: {names:?}"
-    );
-    let tree = db.open_tree("ns:key").expect("open tree ns:key");
-    tree.iter()
-        .keys()
-        .map(|k| String::from_utf8_lossy(&k.expect("read record key")).into_owned())
-        .collect()
+/// Record keys of namespace `key` in the (stopped) service's embedded store.
+async fn stored_key_records(sb: &Sandbox) -> Vec<String> {
+    let store = keyward_proxy::Store::embedded(&sb.store_dir(), None)
+        .unwrap_or_else(|e| panic!("open the store at {}: {e}", sb.store_dir().display()));
+    let mut keys = Vec::new();
+    loop {
+        let op = keyward_wire::StoreOp::List {
+            namespace: "key".into(),
+            prefix: String::new(),
+            start_after: keys.last().cloned(),
+            limit: 1024,
+        };
+        match store.call(op).await {
+            keyward_wire::StoreResult::Entries(page) if page.is_empty() => return keys,
+            keyward_wire::StoreResult::Entries(page) => keys.extend(page.into_iter().map(|(k, _)| k)),
+            other => panic!("list namespace key: {other:?}"),
+        }
+    }
 }
 
 async fn alias_names(client: &aws_sdk_kms::Client) -> Vec<(String, Option<String>)> {
@@ -98,7 +99,7 @@ async fn key_is_destroyed_after_its_window() {
 
     // Both records are in the store before the window passes (so their
     // absence below means something).
-    let records = stored_key_records(&sb);
+    let records = stored_key_records(&sb).await;
     for key in [&doomed, &unseen, &control] {
         let record = format!("{ACCOUNT}/{key}");
         assert!(
@@ -160,7 +161,7 @@ async fn key_is_destroyed_after_its_window() {
     kw.stop();
     drop(kw);
 
-    let records = stored_key_records(&sb);
+    let records = stored_key_records(&sb).await;
     let control_record = format!("{ACCOUNT}/{control}");
     assert!(
         records.contains(&control_record),
