@@ -170,8 +170,8 @@ pub enum StoreOp {
     /// Several compare-and-swap writes, possibly across namespaces, applied
     /// atomically: all of them (durable before the reply, answered with
     /// [`StoreResult::Committed`], one version per write in order) or none
-    /// ([`StoreResult::Conflict`] naming the first write whose expectation
-    /// failed). One identity may appear at most once.
+    /// ([`StoreResult::Conflict`] naming a write whose expectation failed).
+    /// One identity may appear at most once.
     Batch { writes: Vec<StoreWrite> },
     /// Like [`StoreOp::List`], with versions and a cursor: answered with
     /// [`StoreResult::Records`]. Deleted records are not listed.
@@ -421,6 +421,54 @@ mod tests {
                 id,
                 result: StoreResult::Value(v.map(serde_bytes::ByteBuf::from))
             }),
+            (any::<u64>(), ".{0,10}", any::<Option<u64>>(), arb_bytes()).prop_map(|(id, key, version, value)| {
+                Frame::StoreCall {
+                    id,
+                    op: StoreOp::Batch {
+                        writes: vec![
+                            StoreWrite::Put {
+                                namespace: "key".into(),
+                                key: key.clone(),
+                                expected: version.map_or(Expected::Absent, Expected::Version),
+                                value,
+                            },
+                            StoreWrite::Delete {
+                                namespace: "alias".into(),
+                                key,
+                                expected: version.unwrap_or(1),
+                            },
+                        ],
+                    },
+                }
+            }),
+            (any::<u64>(), any::<u64>(), proptest::option::of(arb_bytes())).prop_map(|(id, version, v)| {
+                Frame::StoreReply {
+                    id,
+                    result: StoreResult::Versioned {
+                        version,
+                        value: v.map(serde_bytes::ByteBuf::from),
+                    },
+                }
+            }),
+            (any::<u64>(), any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(id, index, version, exists)| {
+                Frame::StoreReply {
+                    id,
+                    result: StoreResult::Conflict { index, version, exists },
+                }
+            }),
+            (any::<u64>(), ".{0,10}", any::<u64>(), arb_bytes()).prop_map(|(id, key, version, value)| {
+                Frame::StoreReply {
+                    id,
+                    result: StoreResult::Records {
+                        entries: vec![VersionedEntry {
+                            key: key.clone(),
+                            version,
+                            value: serde_bytes::ByteBuf::from(value),
+                        }],
+                        next: Some(key),
+                    },
+                }
+            }),
         ]
     }
 
@@ -437,6 +485,56 @@ mod tests {
         fn decode_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
         }
+    }
+
+    /// The store calls the enclave sends today keep their exact encoding
+    /// (the versioned calls were added beside them, not in their place).
+    #[test]
+    fn unversioned_store_calls_keep_their_encoding() {
+        use serde_cbor::Value;
+        let text = |s: &str| Value::Text(s.into());
+        let map = |entries: Vec<(Value, Value)>| Value::Map(entries.into_iter().collect());
+        let put = Frame::StoreCall {
+            id: 3,
+            op: StoreOp::Put {
+                namespace: "key".into(),
+                key: "t/k".into(),
+                value: vec![1, 2],
+            },
+        };
+        let expected = map(vec![(
+            text("StoreCall"),
+            map(vec![
+                (text("id"), Value::Integer(3)),
+                (
+                    text("op"),
+                    map(vec![(
+                        text("Put"),
+                        map(vec![
+                            (text("namespace"), text("key")),
+                            (text("key"), text("t/k")),
+                            (text("value"), Value::Bytes(vec![1, 2])),
+                        ]),
+                    )]),
+                ),
+            ]),
+        )]);
+        let encoded = encode(&put).expect("encodes");
+        let decoded: Value = serde_cbor::from_slice(&encoded[4..]).expect("CBOR");
+        assert_eq!(decoded, expected);
+        let done = encode(&Frame::StoreReply {
+            id: 3,
+            result: StoreResult::Done,
+        })
+        .expect("encodes");
+        let decoded: Value = serde_cbor::from_slice(&done[4..]).expect("CBOR");
+        assert_eq!(
+            decoded,
+            map(vec![(
+                text("StoreReply"),
+                map(vec![(text("id"), Value::Integer(3)), (text("result"), text("Done"))]),
+            )])
+        );
     }
 
     #[tokio::test]
