@@ -32,6 +32,7 @@ mod rotation;
 mod self_attestation;
 mod socket;
 mod split;
+mod storage;
 mod tags;
 mod tamper;
 mod tenancy;
