@@ -58,7 +58,8 @@ impl Engine for Sqlite {
                 .prepare_cached("INSERT OR REPLACE INTO records (ns, key, version, value) VALUES ('key', ?1, 1, ?2)")
                 .unwrap();
             for i in 0..n as u64 {
-                put.execute(rusqlite::params![key(first + i), vec![7u8; VALUE]]).unwrap();
+                put.execute(rusqlite::params![key(first + i), vec![7u8; VALUE]])
+                    .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -88,7 +89,9 @@ fn key(i: u64) -> String {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/store-bench").join(name);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/store-bench")
+        .join(name);
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
     base

@@ -157,7 +157,12 @@ async fn every_acknowledged_write_is_synced_before_its_reply() {
     // Stop the proxy (strace's child), then strace ends and its trace is complete.
     let strace_pid = strace.id().expect("strace runs");
     let children = std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children")).expect("children");
-    let proxy_pid: i32 = children.split_whitespace().next().expect("the proxy").parse().expect("pid");
+    let proxy_pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("the proxy")
+        .parse()
+        .expect("pid");
     let killed = Command::new("kill")
         .args(["-TERM", &proxy_pid.to_string()])
         .status()
@@ -264,7 +269,9 @@ fn parse(text: &str) -> Vec<Call> {
             }
             continue;
         }
-        let Some((name, args)) = rest.split_once('(') else { continue };
+        let Some((name, args)) = rest.split_once('(') else {
+            continue;
+        };
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             continue;
         }

@@ -651,7 +651,11 @@ async fn set_audit_record(store: &keyward_proxy::Store, key: String, value: Opti
         Some(value) => keyward_wire::StoreOp::Put { namespace, key, value },
         None => keyward_wire::StoreOp::Delete { namespace, key },
     };
-    assert_eq!(store.call(op).await, keyward_wire::StoreResult::Done, "write to the store");
+    assert_eq!(
+        store.call(op).await,
+        keyward_wire::StoreResult::Done,
+        "write to the store"
+    );
 }
 
 /// Applies `how` to chain `chain` (records 1..=n) in the stopped sandbox's

@@ -155,7 +155,10 @@ pub enum StoreOp {
     /// first written, then one more on every write, deletions included (a
     /// deleted record keeps its version, without a value). So versions of
     /// one identity never repeat, even across a delete and a re-creation.
-    GetVersioned { namespace: String, key: String },
+    GetVersioned {
+        namespace: String,
+        key: String,
+    },
     /// Compare-and-swap put: written only if the record is as `expected`;
     /// the new version is the record's current version plus one. Durable
     /// before the reply ([`StoreResult::Committed`] with one version, or
@@ -172,7 +175,9 @@ pub enum StoreOp {
     /// [`StoreResult::Committed`], one version per write in order) or none
     /// ([`StoreResult::Conflict`] naming a write whose expectation failed).
     /// One identity may appear at most once.
-    Batch { writes: Vec<StoreWrite> },
+    Batch {
+        writes: Vec<StoreWrite>,
+    },
     /// Like [`StoreOp::List`], with versions and a cursor: answered with
     /// [`StoreResult::Records`]. Deleted records are not listed.
     ListVersioned {
@@ -207,7 +212,11 @@ pub enum StoreWrite {
     },
     /// Deletes the record, which must be at version `expected` and have a
     /// value; the deletion gets version `expected + 1`.
-    Delete { namespace: String, key: String, expected: u64 },
+    Delete {
+        namespace: String,
+        key: String,
+        expected: u64,
+    },
 }
 
 /// A listed record: its key, version and sealed value.

@@ -100,7 +100,9 @@ impl Embedded {
             }
         }
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        self.readers[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.readers[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -117,7 +119,8 @@ impl Backend for Embedded {
         start_after: Option<String>,
         limit: usize,
     ) -> BoxFuture<'static, Result<Page, String>> {
-        let result = list(&self.reader(), &namespace, &prefix, start_after.as_deref(), limit).map_err(|e| e.to_string());
+        let result =
+            list(&self.reader(), &namespace, &prefix, start_after.as_deref(), limit).map_err(|e| e.to_string());
         futures::future::ready(result).boxed()
     }
 
@@ -158,8 +161,10 @@ fn open_writer(file: &Path) -> Result<Connection, String> {
             "the store's schema version is {version}, newer than this Keyward's {SCHEMA_VERSION}"
         ));
     }
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"))
-        .map_err(|e| e.to_string())?;
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(|e| e.to_string())?;
     Ok(conn)
 }
 
@@ -174,7 +179,9 @@ fn open_reader(file: &Path) -> Result<Connection, String> {
 fn read(conn: &Connection, namespace: &str, key: &str) -> rusqlite::Result<Stored> {
     let row = conn
         .prepare_cached("SELECT version, value FROM records WHERE ns = ?1 AND key = ?2")?
-        .query_row(params![namespace, key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))
+        .query_row(params![namespace, key], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+        })
         .optional()?;
     Ok(match row {
         Some((version, value)) => Stored {

@@ -99,7 +99,8 @@ impl Postgres {
     /// invalidation hints.
     pub async fn connect(url: &str, timer: Option<Histogram>) -> Result<Self, StoreOpenError> {
         let failed = |e: String| StoreOpenError::Open(redact(url), e);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| failed(e.to_string()))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| failed(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -127,7 +128,8 @@ impl Postgres {
 async fn create_schema(client: &mut Client) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     // Several nodes may start at once: one creates, the others wait and see it.
-    tx.execute("SELECT pg_advisory_xact_lock(7306071563150504247)", &[]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7306071563150504247)", &[])
+        .await?;
     tx.batch_execute(SCHEMA).await?;
     tx.commit().await
 }

@@ -24,7 +24,11 @@ enum Reply {
 /// without reaching the backend.
 pub(super) fn serve(backend: Arc<dyn Backend>, op: StoreOp) -> BoxFuture<'static, StoreResult> {
     match plan(op) {
-        Ok(Plan::Get { namespace, key, versioned }) => backend
+        Ok(Plan::Get {
+            namespace,
+            key,
+            versioned,
+        }) => backend
             .get(namespace, key)
             .map(move |r| match r {
                 Ok(stored) if versioned => StoreResult::Versioned {
@@ -48,7 +52,11 @@ pub(super) fn serve(backend: Arc<dyn Backend>, op: StoreOp) -> BoxFuture<'static
                     StoreResult::Entries(entries.into_iter().map(|(k, _, v)| (k, ByteBuf::from(v))).collect())
                 }
                 Ok((entries, more)) => {
-                    let next = if more { entries.last().map(|(k, _, _)| k.clone()) } else { None };
+                    let next = if more {
+                        entries.last().map(|(k, _, _)| k.clone())
+                    } else {
+                        None
+                    };
                     StoreResult::Records {
                         entries: entries
                             .into_iter()
@@ -179,7 +187,10 @@ fn plan(op: StoreOp) -> Result<Plan, String> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut seen = HashSet::new();
-            if !writes.iter().all(|w| seen.insert((w.namespace.as_str(), w.key.as_str()))) {
+            if !writes
+                .iter()
+                .all(|w| seen.insert((w.namespace.as_str(), w.key.as_str())))
+            {
                 return Err("a batch names one record twice".into());
             }
             Plan::Commit {

@@ -44,7 +44,9 @@ async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let embedded = Store::embedded(&dir.path().join("store"), None).expect("opens");
     let mut out = vec![("embedded", embedded, Some(dir))];
     if let Some(url) = postgres_url() {
-        let pg = Store::open(&StoreLocation::Postgres(url), None).await.expect("connects to PostgreSQL");
+        let pg = Store::open(&StoreLocation::Postgres(url), None)
+            .await
+            .expect("connects to PostgreSQL");
         out.push(("postgres", pg, None));
     }
     out
@@ -99,7 +101,11 @@ async fn unversioned_calls_work_as_before() {
         let StoreResult::Entries(entries) = list else {
             panic!("{name}: entries expected, got {list:?}")
         };
-        assert_eq!(entries.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["t/b"], "{name}");
+        assert_eq!(
+            entries.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["t/b"],
+            "{name}"
+        );
         let delete = |k: &str| StoreOp::Delete {
             namespace: ns.clone(),
             key: k.into(),
@@ -143,7 +149,10 @@ async fn unversioned_calls_work_as_before() {
             ),
             "{name}"
         );
-        assert!(matches!(store.call(get("nul\0")).await, StoreResult::Error(_)), "{name}");
+        assert!(
+            matches!(store.call(get("nul\0")).await, StoreResult::Error(_)),
+            "{name}"
+        );
     }
 }
 
@@ -197,7 +206,11 @@ async fn versions_count_every_write_and_survive_deletion() {
         );
         // An unversioned put also counts.
         assert_eq!(store.call(put(&ns, "r", b"c")).await, StoreResult::Done, "{name}");
-        assert_eq!(store.call(get_versioned(&ns, "r")).await, versioned(3, Some(b"c")), "{name}");
+        assert_eq!(
+            store.call(get_versioned(&ns, "r")).await,
+            versioned(3, Some(b"c")),
+            "{name}"
+        );
         let delete = |expected| StoreOp::Batch {
             writes: vec![StoreWrite::Delete {
                 namespace: ns.clone(),
@@ -205,7 +218,10 @@ async fn versions_count_every_write_and_survive_deletion() {
                 expected,
             }],
         };
-        assert!(matches!(store.call(delete(2)).await, StoreResult::Conflict { .. }), "{name}");
+        assert!(
+            matches!(store.call(delete(2)).await, StoreResult::Conflict { .. }),
+            "{name}"
+        );
         assert_eq!(store.call(delete(3)).await, StoreResult::Committed(vec![4]), "{name}");
         assert!(
             matches!(store.call(delete(4)).await, StoreResult::Conflict { exists: false, .. }),
@@ -228,7 +244,11 @@ async fn versions_count_every_write_and_survive_deletion() {
             StoreResult::Committed(vec![5]),
             "{name}"
         );
-        assert_eq!(store.call(get_versioned(&ns, "r")).await, versioned(5, Some(b"d")), "{name}");
+        assert_eq!(
+            store.call(get_versioned(&ns, "r")).await,
+            versioned(5, Some(b"d")),
+            "{name}"
+        );
     }
 }
 
@@ -262,11 +282,27 @@ async fn a_batch_is_all_or_nothing_across_namespaces() {
             },
             "{name}"
         );
-        assert_eq!(store.call(get_versioned(&a, "x")).await, versioned(0, None), "{name}: nothing written");
-        assert_eq!(store.call(get_versioned(&b, "y")).await, versioned(1, Some(b"old")), "{name}");
+        assert_eq!(
+            store.call(get_versioned(&a, "x")).await,
+            versioned(0, None),
+            "{name}: nothing written"
+        );
+        assert_eq!(
+            store.call(get_versioned(&b, "y")).await,
+            versioned(1, Some(b"old")),
+            "{name}"
+        );
         assert_eq!(store.call(batch(1)).await, StoreResult::Committed(vec![1, 2]), "{name}");
-        assert_eq!(store.call(get_versioned(&a, "x")).await, versioned(1, Some(b"new-x")), "{name}");
-        assert_eq!(store.call(get_versioned(&b, "y")).await, versioned(2, Some(b"new-y")), "{name}");
+        assert_eq!(
+            store.call(get_versioned(&a, "x")).await,
+            versioned(1, Some(b"new-x")),
+            "{name}"
+        );
+        assert_eq!(
+            store.call(get_versioned(&b, "y")).await,
+            versioned(2, Some(b"new-y")),
+            "{name}"
+        );
         // One identity twice in a batch is refused.
         let twice = StoreOp::Batch {
             writes: vec![
@@ -284,7 +320,11 @@ async fn a_batch_is_all_or_nothing_across_namespaces() {
             ],
         };
         assert!(matches!(store.call(twice).await, StoreResult::Error(_)), "{name}");
-        assert_eq!(store.call(get_versioned(&a, "x")).await, versioned(1, Some(b"new-x")), "{name}");
+        assert_eq!(
+            store.call(get_versioned(&a, "x")).await,
+            versioned(1, Some(b"new-x")),
+            "{name}"
+        );
     }
 }
 
@@ -406,7 +446,9 @@ async fn postgres_writes_notify_every_listener() {
         .expect("hint");
     assert_eq!(first, Invalidation::All);
 
-    let (client, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connects");
+    let (client, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
     let (tx, mut raw) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -430,13 +472,19 @@ async fn postgres_writes_notify_every_listener() {
     };
     let wait = std::time::Duration::from_secs(10);
     loop {
-        let hint = tokio::time::timeout(wait, hints.recv()).await.expect("node B hears").expect("hint");
+        let hint = tokio::time::timeout(wait, hints.recv())
+            .await
+            .expect("node B hears")
+            .expect("hint");
         if hint == expected {
             break;
         }
     }
     loop {
-        let (channel, payload) = tokio::time::timeout(wait, raw.recv()).await.expect("LISTEN hears").expect("note");
+        let (channel, payload) = tokio::time::timeout(wait, raw.recv())
+            .await
+            .expect("LISTEN hears")
+            .expect("note");
         assert_eq!(channel, "keyward_invalidate");
         if payload == format!("{ns}/k/1/1") {
             break;
@@ -480,7 +528,11 @@ async fn concurrent_cas_loses_no_update() {
             all.extend(t.await.expect("task"));
         }
         all.sort_unstable();
-        assert_eq!(all, (1..=TASKS * EACH).collect::<Vec<_>>(), "{name}: one version per success");
+        assert_eq!(
+            all,
+            (1..=TASKS * EACH).collect::<Vec<_>>(),
+            "{name}: one version per success"
+        );
         assert_eq!(read_counter(&store, &ns).await, (TASKS * EACH, TASKS * EACH), "{name}");
     }
 }
@@ -529,9 +581,10 @@ async fn run_schedule(store: &Store, schedule: &[Step]) -> Result<(), TestCaseEr
         match *step {
             Step::Read(a) => {
                 let got = match store.call(get_versioned(&ns, "counter")).await {
-                    StoreResult::Versioned { version, value } => {
-                        (version, value.map(|v| u64::from_be_bytes(v.as_slice().try_into().expect("8 bytes"))))
-                    }
+                    StoreResult::Versioned { version, value } => (
+                        version,
+                        value.map(|v| u64::from_be_bytes(v.as_slice().try_into().expect("8 bytes"))),
+                    ),
                     other => return Err(TestCaseError::fail(format!("read: {other:?}"))),
                 };
                 prop_assert_eq!(got, (version, value));
@@ -581,9 +634,10 @@ async fn run_schedule(store: &Store, schedule: &[Step]) -> Result<(), TestCaseEr
         }
     }
     let (v, n) = match store.call(get_versioned(&ns, "counter")).await {
-        StoreResult::Versioned { version, value } => {
-            (version, value.map(|v| u64::from_be_bytes(v.as_slice().try_into().expect("8 bytes"))))
-        }
+        StoreResult::Versioned { version, value } => (
+            version,
+            value.map(|v| u64::from_be_bytes(v.as_slice().try_into().expect("8 bytes"))),
+        ),
         other => return Err(TestCaseError::fail(format!("read: {other:?}"))),
     };
     prop_assert_eq!((v, n), (version, value));
