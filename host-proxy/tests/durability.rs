@@ -57,7 +57,7 @@ fn marker(i: u64) -> Vec<u8> {
 
 fn op(i: u64) -> StoreOp {
     // Unconditional puts (what the enclave sends today) and versioned ones.
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         StoreOp::CasPut {
             namespace: "key".into(),
             key: format!("k/{i}"),
@@ -74,7 +74,7 @@ fn op(i: u64) -> StoreOp {
 }
 
 fn expected_reply(i: u64) -> Vec<u8> {
-    let result = if i % 3 == 0 {
+    let result = if i.is_multiple_of(3) {
         StoreResult::Committed(vec![1])
     } else {
         StoreResult::Done
