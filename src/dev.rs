@@ -11,7 +11,7 @@ use keyward_enclave::config::{
     ENV_DEV_ACCESS_KEY_ID, ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
     ENV_DEV_SECRET_ACCESS_KEY, valid_access_key_id, valid_tenant_id,
 };
-use keyward_proxy::{EnclaveEndpoint, Proxy, ProxyConfig};
+use keyward_proxy::{EnclaveEndpoint, Proxy, ProxyConfig, StoreLocation};
 use tokio::sync::watch;
 
 /// Options of `keyward dev`, validated.
@@ -19,6 +19,8 @@ use tokio::sync::watch;
 pub struct DevOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The sealed-record store; `None` for `<data_dir>/store`.
+    pub store: Option<StoreLocation>,
     pub region: String,
     pub tenant: String,
     /// Seconds the enclave's clock is shifted by (0 for the real time).
@@ -47,6 +49,15 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
     create_private_dir(&options.data_dir)?;
     let data_dir = options.data_dir.canonicalize().context("resolving --data-dir")?;
+    let store = options
+        .store
+        .clone()
+        .unwrap_or_else(|| StoreLocation::Embedded(data_dir.join("store")));
+    // Before the enclave starts: a data dir from the sled version is refused
+    // with the way to start fresh, not half-started.
+    if let StoreLocation::Embedded(dir) = &store {
+        keyward_proxy::store::legacy::refuse_sled(dir)?;
+    }
     let credential = dev_credential(ENV_DEV_ACCESS_KEY_ID, ENV_DEV_SECRET_ACCESS_KEY)?;
     let operator = dev_credential(ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY)?;
     let socket = data_dir.join("enclave.sock");
@@ -70,7 +81,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     let proxy = Proxy::bind(ProxyConfig {
         listen: options.listen,
-        store_dir: data_dir.join("store"),
+        store,
         enclave: EnclaveEndpoint::Unix(socket),
         connections: 4,
         request_timeout: Duration::from_secs(30),
@@ -254,6 +265,10 @@ fn print_banner(address: SocketAddr, options: &DevOptions, tenant: &DevCredentia
     println!("  endpoint           {endpoint}");
     println!("  region             {}", options.region);
     println!("  data dir           {}", options.data_dir.display());
+    match &options.store {
+        Some(store) => println!("  store              {store}"),
+        None => println!("  store              {}", options.data_dir.join("store").display()),
+    }
     // What a BYOK customer pins to check the (mock) enclave before importing.
     let pcr0 = options
         .mock_pcrs

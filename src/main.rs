@@ -28,6 +28,11 @@ enum Command {
         /// Directory for the sealed-record store and the enclave socket.
         #[arg(long, default_value = "./keyward-data")]
         data_dir: PathBuf,
+        /// The sealed-record store: a directory for the embedded engine, or
+        /// `postgres://USER@HOST:PORT/DB` (nodes started with the same URL
+        /// share their keys). Default: `<DATA_DIR>/store`.
+        #[arg(long, value_name = "PATH|URL")]
+        store: Option<String>,
         /// AWS region the endpoint answers for.
         #[arg(long, default_value = "us-east-1")]
         region: String,
@@ -71,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Dev {
             listen,
             data_dir,
+            store,
             region,
             tenant,
             mock_clock_offset,
@@ -79,6 +85,7 @@ fn main() -> std::process::ExitCode {
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             data_dir,
+            store: store.as_deref().map(keyward_proxy::StoreLocation::parse),
             region,
             tenant,
             mock_clock_offset,

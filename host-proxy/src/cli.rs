@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{EnclaveEndpoint, ProxyConfig};
+use crate::{EnclaveEndpoint, ProxyConfig, StoreLocation};
 
 /// Raw arguments of the proxy (`keyward-proxy` or `keyward proxy`).
 #[derive(Debug, Clone, clap::Args)]
@@ -12,9 +12,14 @@ pub struct Args {
     /// Address for the AWS KMS JSON API (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7800")]
     pub listen: SocketAddr,
-    /// Directory of the sealed-record store (`<DIR>/store`).
+    /// Directory of the sealed-record store (`<DIR>/store`) unless `--store` is given.
     #[arg(long, default_value = "./keyward-data")]
     pub data_dir: PathBuf,
+    /// The sealed-record store: a directory for the embedded engine, or
+    /// `postgres://USER@HOST:PORT/DB` for PostgreSQL (shared by the nodes of
+    /// a cluster). Default: `<DATA_DIR>/store`.
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<String>,
     /// Mock mode: the enclave's Unix socket.
     #[arg(long, conflicts_with = "enclave_cid")]
     pub enclave_socket: Option<PathBuf>,
@@ -61,7 +66,10 @@ impl Args {
         }
         Ok(ProxyConfig {
             listen: self.listen,
-            store_dir: self.data_dir.join("store"),
+            store: match self.store {
+                Some(store) => StoreLocation::parse(&store),
+                None => StoreLocation::Embedded(self.data_dir.join("store")),
+            },
             enclave,
             connections: self.enclave_connections,
             request_timeout: Duration::from_secs(self.request_timeout_secs),

@@ -1,8 +1,9 @@
 //! # keyward-proxy: the untrusted host side of Keyward
 //!
 //! Speaks the AWS KMS JSON 1.1 protocol over HTTP, forwards every request to
-//! the enclave as one frame, and serves the enclave's store calls from a sled
-//! database of sealed records.
+//! the enclave as one frame, and serves the enclave's store calls from a
+//! store of sealed records: an embedded SQLite database, or PostgreSQL for
+//! a cluster of nodes ([`store`]).
 //!
 //! ## What this crate is trusted with
 //! Nothing secret. It never sees key material, plaintext records or
@@ -16,7 +17,8 @@
 //! ## What it guarantees
 //! * Every request gets an answer: the enclave's, or an AWS-shaped 500-class
 //!   error when the enclave is unreachable, restarted mid-request or too slow.
-//! * A store write is flushed to disk before the enclave is told it is done.
+//! * A store write is durable (SQLite: the WAL `fdatasync`ed; PostgreSQL: its
+//!   commit) before the enclave is told it is done.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -26,19 +28,19 @@ pub mod metrics;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use link::{EnclaveEndpoint, EnclaveLink};
-pub use store::Store;
+pub use store::{Store, StoreLocation};
 
 /// Validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
-    /// sled database directory.
-    pub store_dir: PathBuf,
+    /// The sealed-record store: the embedded engine's directory
+    /// (`<data-dir>/store` by default) or a PostgreSQL URL.
+    pub store: StoreLocation,
     pub enclave: EnclaveEndpoint,
     /// Long-lived connections to the enclave.
     pub connections: usize,
@@ -69,7 +71,7 @@ impl Proxy {
     /// Opens the store, binds the listener and starts connecting to the enclave.
     pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
         let metrics = Arc::new(metrics::Metrics::new());
-        let store = Store::open(&config.store_dir)?.with_flush_timer(metrics.store_flush_histogram());
+        let store = Store::open(&config.store, Some(metrics.store_flush_histogram())).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ProxyError::Listen(config.listen, e))?;

@@ -3,8 +3,10 @@
 //!
 //! A request whose connection dies, or that the enclave does not answer in
 //! time, fails with an AWS-shaped 500-class error; nothing waits forever.
-//! Store calls from the enclave are served from [`Store`]: reads inline,
-//! writes (which wait for the disk) on blocking threads.
+//! Store calls from the enclave are served from [`Store`]: embedded reads
+//! inline, writes (which wait for the durable group commit) and PostgreSQL
+//! calls on tasks of their own. A write's reply is queued for the enclave
+//! only once its commit is durable.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use keyward_wire::{ApiRequest, ApiResponse, Frame, PROTOCOL_VERSION, StoreOp, StoreResult, read_frame, write_frame};
+use futures::FutureExt as _;
+use keyward_wire::{ApiRequest, ApiResponse, Frame, PROTOCOL_VERSION, StoreResult, read_frame, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -292,25 +295,25 @@ where
                     let _ = waiter.send(Reply::Pong);
                 }
             }
-            Frame::StoreCall {
-                id,
-                op: op @ StoreOp::Get { .. },
-            } => {
-                // A read is answered from sled's cache in about a microsecond:
-                // handing it to a blocking thread costs far more (two thread
-                // wake-ups) than it saves.
-                reply(&tx, id, store.apply(op));
-            }
             Frame::StoreCall { id, op } => {
-                // Writes wait for the disk (flush before the acknowledgement).
-                let (store, tx) = (store.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let result = match tokio::task::spawn_blocking(move || store.apply(op)).await {
-                        Ok(r) => r,
-                        Err(_) => StoreResult::Error("store task failed".into()),
-                    };
-                    reply(&tx, id, result);
-                });
+                let mut call = store.call(op);
+                // A read of the embedded store is done by `call` itself (a
+                // lookup in SQLite's page cache, about a microsecond): its
+                // future is ready and is answered inline, since a task hop
+                // would cost more than the read. A write's future completes
+                // after the durable group commit, and a PostgreSQL call's
+                // after the server's answer: those wait on a task of their
+                // own, so the reader goes on with the next frame.
+                match (&mut call).now_or_never() {
+                    Some(result) => reply(&tx, id, result),
+                    None => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let result = call.await;
+                            reply(&tx, id, result);
+                        });
+                    }
+                }
             }
             _ => {
                 tracing::warn!(slot, "enclave sent an unexpected frame; reconnecting");

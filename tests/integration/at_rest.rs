@@ -9,7 +9,7 @@ use crate::harness::{Sandbox, create_key, encrypt, files_under, random_alnum, ra
 
 /// Indices of the needles that occur in `haystack` as byte substrings. One
 /// pass over `haystack` (its windows of the shortest needle's length),
-/// bucketing needles by first byte, so multi-megabyte sled files stay cheap
+/// bucketing needles by first byte, so multi-megabyte store files stay cheap
 /// in a debug build.
 fn find_needles(haystack: &[u8], needles: &[(String, Vec<u8>)]) -> Vec<usize> {
     let shortest = needles.iter().map(|(_, n)| n.len()).min().unwrap_or(1).max(1);
@@ -114,7 +114,7 @@ async fn no_plaintext_or_data_key_on_disk() {
     let data_dir = sb.data_dir();
     assert!(
         data_dir.join("store").is_dir(),
-        "no sled store at {}",
+        "no embedded store at {}",
         data_dir.join("store").display()
     );
     let files = files_under(&data_dir);

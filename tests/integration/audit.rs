@@ -632,48 +632,71 @@ enum Tampering {
     DeleteLast,
 }
 
+/// A record of namespace `audit` in a stopped sandbox's embedded store.
+async fn audit_record(store: &keyward_proxy::Store, key: String) -> Option<Vec<u8>> {
+    let op = keyward_wire::StoreOp::Get {
+        namespace: "audit".into(),
+        key,
+    };
+    match store.call(op).await {
+        keyward_wire::StoreResult::Value(v) => v.map(serde_bytes::ByteBuf::into_vec),
+        other => panic!("read from the store: {other:?}"),
+    }
+}
+
+/// Writes (or with `None` deletes) a record of namespace `audit`.
+async fn set_audit_record(store: &keyward_proxy::Store, key: String, value: Option<Vec<u8>>) {
+    let namespace = "audit".to_string();
+    let op = match value {
+        Some(value) => keyward_wire::StoreOp::Put { namespace, key, value },
+        None => keyward_wire::StoreOp::Delete { namespace, key },
+    };
+    assert_eq!(
+        store.call(op).await,
+        keyward_wire::StoreResult::Done,
+        "write to the store"
+    );
+}
+
 /// Applies `how` to chain `chain` (records 1..=n) in the stopped sandbox's
-/// sled store; returns the sequence a verifier must name.
-fn tamper_store(sb: &Sandbox, chain: &str, n: u64, how: Tampering) -> Option<u64> {
-    let db = sled::open(sb.store_dir()).expect("open the store with sled");
-    let tree = db.open_tree("ns:audit").expect("ns:audit");
-    let head = tree.get(format!("{chain}/head")).expect("read head");
-    assert!(head.is_some(), "{chain}/head exists in ns:audit");
+/// embedded store; returns the sequence a verifier must name.
+async fn tamper_store(sb: &Sandbox, chain: &str, n: u64, how: Tampering) -> Option<u64> {
+    let store = keyward_proxy::Store::embedded(&sb.store_dir(), None).expect("open the embedded store");
+    let head = audit_record(&store, format!("{chain}/head")).await;
+    assert!(head.is_some(), "{chain}/head exists in namespace audit");
     for s in 1..=n {
         assert!(
-            tree.get(record_key(chain, s)).expect("read").is_some(),
-            "record {s} of {chain} is in ns:audit"
+            audit_record(&store, record_key(chain, s)).await.is_some(),
+            "record {s} of {chain} is in namespace audit"
         );
     }
     let mid = n / 2;
-    let bad = match how {
+    match how {
         Tampering::None => None,
         Tampering::DeleteMiddle => {
-            tree.remove(record_key(chain, mid)).expect("remove");
+            set_audit_record(&store, record_key(chain, mid), None).await;
             Some(mid)
         }
         Tampering::SwapTwo => {
-            let a = tree.get(record_key(chain, mid)).expect("get").expect("record");
-            let b = tree.get(record_key(chain, mid + 1)).expect("get").expect("record");
+            let a = audit_record(&store, record_key(chain, mid)).await.expect("record");
+            let b = audit_record(&store, record_key(chain, mid + 1)).await.expect("record");
             assert_ne!(a, b);
-            tree.insert(record_key(chain, mid), b).expect("insert");
-            tree.insert(record_key(chain, mid + 1), a).expect("insert");
+            set_audit_record(&store, record_key(chain, mid), Some(b)).await;
+            set_audit_record(&store, record_key(chain, mid + 1), Some(a)).await;
             Some(mid)
         }
         Tampering::EditOneByte => {
-            let mut v = tree.get(record_key(chain, mid)).expect("get").expect("record").to_vec();
+            let mut v = audit_record(&store, record_key(chain, mid)).await.expect("record");
             let i = v.len() / 2;
             v[i] ^= 0x01;
-            tree.insert(record_key(chain, mid), v).expect("insert");
+            set_audit_record(&store, record_key(chain, mid), Some(v)).await;
             Some(mid)
         }
         Tampering::DeleteLast => {
-            tree.remove(record_key(chain, n)).expect("remove");
+            set_audit_record(&store, record_key(chain, n), None).await;
             Some(n)
         }
-    };
-    db.flush().expect("flush");
-    bad
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -695,7 +718,7 @@ async fn tampered_audit_store_is_detected_at_the_first_bad_record() {
         Tampering::DeleteLast,
     ] {
         let mut sb = clone_sandbox(&base);
-        let bad = tamper_store(&sb, &session.tenant.id, n, how);
+        let bad = tamper_store(&sb, &session.tenant.id, n, how).await;
         let mut kw = sb.start().await;
         let chain = sdk_ok(
             &format!("GetAuditLog after {how:?}"),
@@ -806,7 +829,9 @@ async fn kmsctl_audit_verify_accepts_the_chain_and_names_a_deleted_record() {
 
     kw.stop();
     drop(kw);
-    let bad = tamper_store(&sb, &session.tenant.id, n, Tampering::DeleteMiddle).expect("a bad record");
+    let bad = tamper_store(&sb, &session.tenant.id, n, Tampering::DeleteMiddle)
+        .await
+        .expect("a bad record");
     let kw = sb.start().await;
     let out = kmsctl(&kw, &session.tenant.user, &["audit", "verify", "--public-key", key_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -64,7 +64,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn enclave_sigkill_under_load() {
-    let mut sb = Sandbox::new();
+    sigkill_under_load(Sandbox::new()).await;
+}
+
+/// The test above on `sb` (also run on a PostgreSQL store: `storage.rs`).
+pub(crate) async fn sigkill_under_load(mut sb: Sandbox) {
     let mut kw = sb.start().await;
     let setup = kw.client();
     let key_id = create_key(&setup, "crash").await;

@@ -109,7 +109,7 @@ impl Sandbox {
         .await
     }
 
-    /// The sled database of the host's sealed-record store (`<data-dir>/store`).
+    /// The host's embedded sealed-record store (`<data-dir>/store`, SQLite).
     /// Only valid while no service runs on this sandbox.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir().join("store")

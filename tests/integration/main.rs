@@ -34,6 +34,7 @@ mod roles;
 mod self_attestation;
 mod socket;
 mod split;
+mod storage;
 mod tamper;
 mod tenancy;
 mod throttle;
