@@ -221,7 +221,7 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
     let recipient = super::recipient::verify(ctx, req.recipient)?;
     let rec = domain::agreement_key(ctx, &required("keyId", req.key_id)?).await?;
-    super::recipient::enforce(&rec, recipient.as_ref())?;
+    crate::keystore::recipient::enforce(&rec, recipient.as_ref())?;
     let shared = domain::shared_secret(ctx, &rec, &peer)?;
     let (shared_secret, ciphertext_for_recipient) = match &recipient {
         Some(r) => (None, Some(b64(&r.envelope(shared.expose())?))),

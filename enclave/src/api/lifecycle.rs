@@ -10,8 +10,6 @@ use super::error::KmsError;
 use super::params::{Empty, length, parse, render, required};
 use crate::context::Ctx;
 use crate::keys::record::KeyState;
-pub use crate::keystore::due::{SECONDS_PER_DAY, apply_due_with, destroy, is_due, rotate, sweep};
-pub use crate::keystore::keys::{apply_due, modify};
 use crate::keystore::lifecycle;
 
 #[derive(Deserialize)]

@@ -105,7 +105,7 @@ mod tests {
     use sha2::{Sha224, Sha256, Sha384, Sha512};
 
     use super::super::error::KmsError;
-    use super::super::{Ctx, lifecycle, params};
+    use super::super::{Ctx, lifecycle};
 
     use crate::store::MemoryStore;
 
@@ -136,7 +136,7 @@ mod tests {
     /// The key's material, read the way only a test may (to check the MAC
     /// against an independent HMAC implementation run).
     async fn material(ctx: &Ctx<'_>, key_id: &str) -> Vec<u8> {
-        let rec = params::resolve_key(ctx, key_id).await.expect("key");
+        let rec = crate::keystore::keys::resolve_key(ctx, key_id).await.expect("key");
         let kek = ctx.keyring.hierarchy.tenant_kek(TENANT);
         rec.material(&kek, 1).expect("unwraps").expose().to_vec()
     }

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::error::KmsError;
 use crate::keys::context::{ContextError, EncryptionContext};
-pub use crate::keystore::keys::{Access, check_state, load_key, require_usable, resolve_key, resolve_key_id, save_key};
 pub use crate::text::printable;
 
 /// Deserializes a request body into `T`; type mismatches are AWS's SerializationException.

@@ -9,7 +9,6 @@ use super::error::KmsError;
 use super::params::{blob, parse};
 use crate::context::Ctx;
 use crate::keystore::recipient as domain;
-pub use crate::keystore::recipient::{Recipient, enforce};
 
 const RSAES_OAEP_SHA_256: &str = "RSAES_OAEP_SHA_256";
 
@@ -21,7 +20,7 @@ struct RecipientParam {
 }
 
 /// Parses and verifies a `Recipient` parameter; `None` when absent.
-pub fn verify(ctx: &Ctx<'_>, param: Option<Value>) -> Result<Option<Recipient>, KmsError> {
+pub fn verify(ctx: &Ctx<'_>, param: Option<Value>) -> Result<Option<domain::Recipient>, KmsError> {
     let Some(param) = param else { return Ok(None) };
     let param: RecipientParam = parse(param)?;
     match param.key_encryption_algorithm.as_deref() {

@@ -248,7 +248,7 @@ async fn deletion_window_end_destroys_the_record_and_its_aliases() {
     let sweep = |now: i64| {
         let records = Records::new(&*store, &ctx.keyring.sealer);
         let (hierarchy, locks) = (&ctx.keyring.hierarchy, &enclave.locks);
-        async move { super::lifecycle::sweep(&records, hierarchy, locks, now, &mut Vec::new()).await }
+        async move { crate::keystore::due::sweep(&records, hierarchy, locks, now, &mut Vec::new()).await }
     };
     sweep(deletion - 1).await.expect("sweep");
     assert_eq!(store.all_values().len(), records_before);

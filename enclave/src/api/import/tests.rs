@@ -297,7 +297,7 @@ async fn the_sweep_expires_material_and_import_parameters() {
         let (hierarchy, locks) = (&ctx.keyring.hierarchy, &enclave.locks);
         async move {
             let mut events = Vec::new();
-            lifecycle::sweep(&records, hierarchy, locks, now, &mut events)
+            crate::keystore::due::sweep(&records, hierarchy, locks, now, &mut events)
                 .await
                 .expect("sweep");
             events
