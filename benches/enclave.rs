@@ -68,6 +68,7 @@ fn frame_codec(c: &mut Criterion) {
                 .map(|i| (format!("x-header-{i}"), serde_bytes::ByteBuf::from(vec![b'v'; 40])))
                 .collect(),
             body: vec![b'{'; 256],
+            client_addr: None,
         },
     };
     let encoded = keyward_wire::encode(&frame).expect("encodes");

@@ -44,6 +44,7 @@ fn frame_seeds(dir: &Path) {
                     query: String::new(),
                     headers: vec![("x-amz-target".into(), b"TrentService.Encrypt".to_vec().into())],
                     body: br#"{"KeyId":"alias/a","Plaintext":"aGk="}"#.to_vec(),
+                    client_addr: None,
                 },
             },
         ),

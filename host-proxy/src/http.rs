@@ -105,6 +105,7 @@ async fn forward_request(state: AppState, request: Request<Body>, request_id: St
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers,
         body: body.to_vec(),
+        client_addr: None,
     };
     let result = state.link.call(forwarded, state.request_timeout).await;
     let elapsed = started.elapsed();

@@ -152,6 +152,7 @@ impl Service {
                 .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v.into_bytes())))
                 .collect(),
             body: body.to_vec(),
+            client_addr: None,
         };
         let answer = keyward_enclave::api::handle(&self.enclave, request, &*self.link).await;
         RawResponse {
@@ -222,6 +223,7 @@ fn forward(request: &HttpRequest) -> Result<ApiRequest, String> {
         query: uri.query().unwrap_or("").to_owned(),
         headers,
         body,
+        client_addr: None,
     })
 }
 

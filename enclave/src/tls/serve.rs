@@ -209,6 +209,7 @@ async fn answer(request: Request<Incoming>, limits: &Limits, handler: &Handler) 
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers,
         body: Vec::from(body),
+        client_addr: None,
     };
     let answer = handler(forwarded).await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -67,6 +67,11 @@ pub struct ApiRequest {
     pub headers: Vec<(String, serde_bytes::ByteBuf)>,
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    /// The client's address as the host reports it (`ip:port`). Untrusted:
+    /// used only to rate-limit requests that fail authentication, never to
+    /// authorize. `None` when the host does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
 }
 
 impl std::fmt::Debug for ApiRequest {
@@ -405,6 +410,7 @@ mod tests {
                             .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v)))
                             .collect(),
                         body,
+                        client_addr: None,
                     },
                 }),
             (any::<u64>(), any::<u16>(), proptest::option::of(".{0,20}"), arb_bytes()).prop_map(
