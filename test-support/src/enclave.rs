@@ -64,11 +64,32 @@ pub fn mock_enclave() -> Enclave {
 /// mock mode: an ephemeral mock attestation PKI (its NSM attests with it, its
 /// verifier trusts it), the clock shifted by `clock_offset` seconds.
 pub fn attesting_enclave(config: EnclaveConfig, clock_offset: i64) -> Enclave {
+    attesting_enclave_with(
+        config,
+        clock_offset,
+        MockPki::ephemeral().expect("mock attestation PKI"),
+    )
+}
+
+/// [`attesting_enclave`], and a second handle on its mock root with which
+/// tests forge workloads' documents that the enclave trusts
+/// ([`keyward_enclave::attestation::mock::attest_with`]).
+pub fn attesting_enclave_and_pki(config: EnclaveConfig, clock_offset: i64) -> (Enclave, MockPki) {
+    // The mock root exists only in a directory of this process's, long
+    // enough to load it twice (each handle issues its own intermediate).
+    let dir = std::env::temp_dir().join(format!("keyward-mock-root-{}", uuid::Uuid::new_v4()));
+    let enclave_pki = MockPki::load_or_create(&dir).expect("mock attestation PKI");
+    let forging_pki =
+        MockPki::from_root_files(&keyward_enclave::attestation::mock::mock_dir(&dir)).expect("the mock root, again");
+    std::fs::remove_dir_all(&dir).expect("removing the temporary mock root");
+    (attesting_enclave_with(config, clock_offset, enclave_pki), forging_pki)
+}
+
+fn attesting_enclave_with(config: EnclaveConfig, clock_offset: i64, pki: MockPki) -> Enclave {
     let clock: Arc<dyn Clock> = match clock_offset {
         0 => Arc::new(SystemClock),
         offset_seconds => Arc::new(OffsetClock { offset_seconds }),
     };
-    let pki = MockPki::ephemeral().expect("mock attestation PKI");
     let anchor = TrustAnchor::from_der(pki.root_der()).expect("mock trust anchor");
     let nsm = keyward_enclave::nsm::MockAttestingNsm::with_clock(MockAttester::new(pki), Arc::clone(&clock));
     Enclave::new(config, Box::new(nsm), clock).with_verifier(Verifier::new(anchor))

@@ -27,10 +27,11 @@ use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
 use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
 
 use crate::Creds;
-use crate::enclave::{attesting_enclave, mock_args, mock_config};
+use crate::enclave::{attesting_enclave_and_pki, mock_args, mock_config};
 use crate::raw::RawResponse;
 use crate::sdk::{client_config, shifted_now};
 use crate::sigv4::{api_headers, sign_headers, target};
+use keyward_enclave::attestation::mock::MockPki;
 
 /// The host name clients of an in-process service sign for.
 pub const HOST: &str = "keyward.in-process";
@@ -58,6 +59,9 @@ pub struct Service {
     pub operator: Creds,
     /// Seconds the enclave's clock is shifted by; clients sign with that time.
     pub clock_offset: i64,
+    /// The enclave's mock attestation root: documents issued under it
+    /// (`attest_with`) verify as genuine workloads' documents.
+    pub pki: Arc<MockPki>,
 }
 
 impl Service {
@@ -70,7 +74,8 @@ impl Service {
 
     async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
         let config = mock_config(mock_args(), Some(&creds), Some(&operator));
-        let enclave = Arc::new(attesting_enclave(config, clock_offset));
+        let (enclave, pki) = attesting_enclave_and_pki(config, clock_offset);
+        let enclave = Arc::new(enclave);
         let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
         enclave.keyring(&*link).await.expect("the enclave boots");
         enclave.attach(Arc::downgrade(&link));
@@ -81,6 +86,7 @@ impl Service {
             creds,
             operator,
             clock_offset,
+            pki: Arc::new(pki),
         }
     }
 

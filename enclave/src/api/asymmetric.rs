@@ -219,9 +219,10 @@ pub async fn derive_shared_secret(ctx: &Ctx<'_>, body: Value) -> Result<Value, K
     let peer = blob("publicKey", &required("publicKey", req.public_key)?)?;
     length("publicKey", peer.len(), 1, MAX_PUBLIC_KEY)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
-    let recipient = super::recipient::verify(ctx, req.recipient)?;
-    let rec = domain::agreement_key(ctx, &required("keyId", req.key_id)?).await?;
-    crate::keystore::recipient::enforce(&rec, recipient.as_ref())?;
+    let key_id = required("keyId", req.key_id)?;
+    let recipient = super::recipient::verify_for(ctx, req.recipient, super::recipient::Named::Key(&key_id)).await?;
+    let rec = domain::agreement_key(ctx, &key_id).await?;
+    crate::keystore::recipient::enforce(ctx, &rec, recipient.as_ref())?;
     let shared = domain::shared_secret(ctx, &rec, &peer)?;
     let (shared_secret, ciphertext_for_recipient) = match &recipient {
         Some(r) => (None, Some(b64(&r.envelope(shared.expose())?))),

@@ -128,7 +128,12 @@ pub async fn decrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let ciphertext = blob("ciphertextBlob", &required("ciphertextBlob", req.ciphertext_blob)?)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
     let context = params::context(req.encryption_context)?;
-    let recipient = recipient::verify(ctx, req.recipient)?;
+    let recipient = recipient::verify_for(
+        ctx,
+        req.recipient,
+        recipient::Named::Ciphertext(&ciphertext, req.key_id.as_deref()),
+    )
+    .await?;
     let decrypted = domain::decrypt(ctx, &ciphertext, req.key_id.as_deref(), &context, recipient.as_ref()).await?;
     render(DecryptResponse {
         key_id: decrypted.key_arn,
@@ -239,8 +244,8 @@ pub async fn generate_data_key(ctx: &Ctx<'_>, body: Value, with_plaintext: bool)
         ));
     }
     let context = params::context(req.encryption_context)?;
-    let recipient = recipient::verify(ctx, req.recipient)?;
     let key_id = required("keyId", req.key_id)?;
+    let recipient = recipient::verify_for(ctx, req.recipient, recipient::Named::Key(&key_id)).await?;
     let data_key = domain::generate_data_key(ctx, &key_id, len, &context, recipient.as_ref(), with_plaintext).await?;
     render(GenerateDataKeyResponse {
         ciphertext_blob: b64(&data_key.ciphertext_blob),
@@ -266,7 +271,7 @@ pub async fn generate_random(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErr
     }
     let recipient = recipient::verify(ctx, req.recipient)?;
     let len = random_length(required("numberOfBytes", req.number_of_bytes)?)?;
-    render(Secret::from(domain::generate_random(len, recipient.as_ref())?))
+    render(Secret::from(domain::generate_random(ctx, len, recipient.as_ref())?))
 }
 
 #[derive(Deserialize)]
@@ -324,8 +329,8 @@ pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: 
         ));
     }
     let context = params::context(req.encryption_context)?;
-    let recipient = recipient::verify(ctx, req.recipient)?;
     let key_id = required("keyId", req.key_id)?;
+    let recipient = recipient::verify_for(ctx, req.recipient, recipient::Named::Key(&key_id)).await?;
     let pair = domain::generate_p256_data_key_pair(ctx, &key_id, &context, recipient.as_ref(), with_plaintext).await?;
     let secret = pair.private_key_plaintext.map(Secret::from).unwrap_or_default();
     render(GenerateDataKeyPairResponse {

@@ -112,6 +112,7 @@ pub async fn create_key(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
         },
     )
     .await?;
+    keystore::attestation::note_if_weak(ctx, rec.attestation.as_ref());
     render(&KeyMetadataResponse {
         key_metadata: KeyMetadata::of(&rec),
     })

@@ -9,6 +9,7 @@ use super::error::KmsError;
 use super::params::{self, b64, blob, length, parse, required};
 use crate::context::Ctx;
 use crate::keystore::mac::{self as domain, MacAlgorithm};
+use crate::keystore::recipient::Released;
 
 /// AWS KMS: a MAC is at most 6144 bytes.
 pub const MAX_MAC: usize = 6144;
@@ -31,15 +32,22 @@ struct GenerateMacRequest {
     message: Option<String>,
     mac_algorithm: Option<String>,
     grant_tokens: Option<Vec<String>>,
+    /// Keyward extension: release the MAC only to this attested recipient
+    /// (what a key under an attestation policy requires).
+    recipient: Option<Value>,
     /// Accepted for compatibility; not honoured (the operation runs).
     #[serde(rename = "DryRun")]
     _dry_run: Option<bool>,
 }
 
+/// `Mac`, or — for an attested recipient — only `CiphertextForRecipient`.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct GenerateMacResponse {
-    mac: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    #[serde(rename = "CiphertextForRecipient", skip_serializing_if = "Option::is_none")]
+    for_recipient: Option<String>,
     mac_algorithm: &'static str,
     key_id: String,
 }
@@ -50,9 +58,15 @@ pub async fn generate_mac(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError>
     let algorithm = mac_algorithm(req.mac_algorithm)?;
     params::check_grant_tokens(req.grant_tokens.as_deref())?;
     let key_id = required("keyId", req.key_id)?;
-    let generated = domain::generate_mac(ctx, &key_id, algorithm, &message).await?;
+    let recipient = super::recipient::verify_for(ctx, req.recipient, super::recipient::Named::Key(&key_id)).await?;
+    let generated = domain::generate_mac(ctx, &key_id, algorithm, &message, recipient.as_ref()).await?;
+    let (mac, for_recipient) = match generated.mac {
+        Released::Plaintext(mac) => (Some(b64(mac.expose())), None),
+        Released::ForRecipient(cms) => (None, Some(b64(&cms))),
+    };
     render(GenerateMacResponse {
-        mac: b64(&generated.mac),
+        mac,
+        for_recipient,
         mac_algorithm: algorithm.as_str(),
         key_id: generated.key_arn,
     })

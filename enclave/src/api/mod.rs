@@ -203,9 +203,11 @@ async fn serve(
         return denied(KmsError::Throttling("Rate exceeded".into()), audit);
     }
     let mut tenant_policy = None;
+    let mut tenant_attestation = None;
     if !principal.is_operator() {
         let tenant = crate::keystore::tenants::get(&records, &principal.tenant).await?;
         tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
+        tenant_attestation = tenant.as_ref().and_then(|t| t.attestation.clone());
         if !tenant.is_some_and(|t| t.enabled) {
             return denied(
                 KmsError::AccessDenied(format!("Tenant {} is disabled.", principal.tenant)),
@@ -223,8 +225,14 @@ async fn serve(
     }
     let mut facts = crate::policy::context::facts_of(op, &body);
     facts.tenant_policy = tenant_policy;
+    facts.tenant_attestation = tenant_attestation;
     let ctx = Ctx::new(enclave, keyring, records, principal, now).with_facts(facts);
-    let result = dispatch(&ctx, op, body).await;
+    // The tenant's default module decides on operations that act on no key
+    // before they run (on the others, on each key they load).
+    let result = match crate::keystore::policy::enforce_keyless(&ctx, op).await {
+        Ok(()) => dispatch(&ctx, op, body).await,
+        Err(e) => Err(e),
+    };
     *notes = ctx.notes.take();
     result
 }
@@ -283,6 +291,9 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::UpdateKeyAttestationPolicy => attestation_ops::update_key_attestation_policy(ctx, body).await,
         O::DescribeKeyAttestationPolicy => attestation_ops::describe_key_attestation_policy(ctx, body).await,
         O::GetAttestationDocument => attestation_ops::get_attestation_document(ctx, body).await,
+        O::UpdateTenantAttestationPolicy => attestation_ops::update_tenant_attestation_policy(ctx, body).await,
+        O::LockKeyProtection => attestation_ops::lock_key_protection(ctx, body).await,
+        O::DescribeKeyProtection => attestation_ops::describe_key_protection(ctx, body).await,
         O::PutKeyPolicyModule => policies::put_key_policy_module(ctx, body).await,
         O::GetKeyPolicyModule => policies::get_key_policy_module(ctx, body).await,
         O::DeleteKeyPolicyModule => policies::delete_key_policy_module(ctx, body).await,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::KmsError;
-use super::params::{blob, parse};
+use super::params::{blob, length, parse};
 use crate::context::Ctx;
 use crate::keystore::recipient as domain;
 
@@ -17,6 +17,32 @@ const RSAES_OAEP_SHA_256: &str = "RSAES_OAEP_SHA_256";
 struct RecipientParam {
     key_encryption_algorithm: Option<String>,
     attestation_document: Option<String>,
+    /// Keyward extension: the nonce the document must carry (base64, 1–512 bytes).
+    nonce: Option<String>,
+}
+
+/// What a request names as the key whose secret goes to the recipient.
+pub enum Named<'a> {
+    Key(&'a str),
+    /// Decrypt: its `KeyId`, else the key in the ciphertext.
+    Ciphertext(&'a [u8], Option<&'a str>),
+}
+
+/// [`verify`], and when the Recipient is refused, the key the request names
+/// is noted for the audit record (no key has been loaded yet).
+pub async fn verify_for(
+    ctx: &Ctx<'_>,
+    param: Option<Value>,
+    named: Named<'_>,
+) -> Result<Option<domain::Recipient>, KmsError> {
+    let verified = verify(ctx, param);
+    if verified.is_err() {
+        match named {
+            Named::Key(key_id) => crate::keystore::keys::note_named_key(ctx, key_id).await,
+            Named::Ciphertext(blob, key_id) => crate::keystore::crypto::note_named_key(ctx, blob, key_id).await,
+        }
+    }
+    verified
 }
 
 /// Parses and verifies a `Recipient` parameter; `None` when absent.
@@ -39,5 +65,13 @@ pub fn verify(ctx: &Ctx<'_>, param: Option<Value>) -> Result<Option<domain::Reci
             .attestation_document
             .ok_or_else(|| KmsError::missing("recipient.attestationDocument"))?,
     )?;
-    domain::verify(ctx, &document).map(Some)
+    let nonce = match param.nonce {
+        Some(n) => {
+            let n = blob("recipient.nonce", &n)?;
+            length("recipient.nonce", n.len(), 1, 512)?;
+            Some(n)
+        }
+        None => None,
+    };
+    domain::verify(ctx, &document, nonce.as_deref()).map(Some)
 }

@@ -114,6 +114,14 @@ pub enum RecipientError {
     Internal(&'static str),
 }
 
+/// Checks that `recipient_spki_der` is a key [`envelope`] can seal to (an
+/// RSA key of 2048–4096 bits), before anything is computed for it.
+pub fn check_public_key(recipient_spki_der: &[u8]) -> Result<(), RecipientError> {
+    let spki = SubjectPublicKeyInfoRef::from_der(recipient_spki_der)
+        .map_err(|e| RecipientError::Malformed(format!("not a DER SubjectPublicKeyInfo ({e})")))?;
+    rsa_public_key(&spki).map(drop)
+}
+
 /// Seals `plaintext` to the RSA key `recipient_spki_der` (a DER
 /// SubjectPublicKeyInfo, as in an attestation document's `public_key`):
 /// returns the DER CMS ContentInfo (id-envelopedData) described in the

@@ -31,12 +31,14 @@ pub fn need(op: Operation) -> Need {
         O::CreateTenant | O::ListTenants | O::DisableTenant | O::EnableTenant => Need::Operator,
         O::GetAuditLog | O::GetAttestationDocument => Need::Anyone,
         O::UpdateKeyAttestationPolicy
+        | O::UpdateTenantAttestationPolicy
+        | O::LockKeyProtection
         | O::PutKeyPolicyModule
         | O::DeleteKeyPolicyModule
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule => Need::KeyAdmin,
         O::GetKeyPolicyModule | O::TestPolicy => Need::AnyTenantRole,
-        O::DescribeKeyAttestationPolicy => Need::AnyTenantRole,
+        O::DescribeKeyAttestationPolicy | O::DescribeKeyProtection => Need::AnyTenantRole,
         O::CreateAccessKey | O::ListAccessKeys | O::DeleteAccessKey => Need::KeyAdmin,
         O::CreateKey
         | O::EnableKey

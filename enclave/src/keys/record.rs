@@ -188,16 +188,56 @@ pub struct KeyRecord {
     /// `keys::import::fingerprint`): only the same material may come back.
     #[serde(default)]
     pub material_fingerprint: Option<[u8; 32]>,
+    /// `Keyward.LockKeyProtection`: the attestation policy and the policy
+    /// module can only be made stricter, never removed. Absent (false) in
+    /// records of unlocked keys, so their sealed bytes are unchanged.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protection_locked: bool,
 }
 
-/// A key's attestation requirements, like AWS's `kms:RecipientAttestation:*`
-/// policy conditions.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A key's (or a tenant's default) attestation policy, like AWS's
+/// `kms:RecipientAttestation:*` policy conditions. A policy always requires
+/// a verified `Recipient` on every operation that releases a key-derived
+/// secret, whatever `require_recipient` says (records written before issue
+/// 20 may hold `false` with PCRs: they now require a Recipient too).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AttestationPolicy {
-    /// Decrypt and data-key release need a verified `Recipient`.
+    /// Always `true` in policies written since issue 20 (kept for the
+    /// records' layout).
     pub require_recipient: bool,
-    /// PCR index → allowed values (lower-case hex); every listed index must match.
+    /// PCR index → allowed values (lower-case hex); every listed index must
+    /// match. Empty: any verified enclave (`AllowAnyEnclave`, weak; a
+    /// pre-issue-20 `RequireRecipient` without PCRs reads as this).
     pub allowed_pcrs: std::collections::BTreeMap<u8, Vec<String>>,
+}
+
+impl AttestationPolicy {
+    /// A policy that admits any verified enclave of any account (no measurement).
+    pub fn allows_any_enclave(&self) -> bool {
+        self.allowed_pcrs.is_empty()
+    }
+
+    /// Whether every recipient this policy admits is admitted by `old` too:
+    /// each of `old`'s PCRs is still checked, against a subset of its values
+    /// (more PCRs may be added). Anything is at least as strict as a policy
+    /// that admits any enclave.
+    pub fn is_at_least_as_strict_as(&self, old: &AttestationPolicy) -> bool {
+        if old.allows_any_enclave() {
+            return true;
+        }
+        old.allowed_pcrs.iter().all(|(index, old_values)| {
+            self.allowed_pcrs.get(index).is_some_and(|values| {
+                !values.is_empty()
+                    && values
+                        .iter()
+                        .all(|v| old_values.iter().any(|o| o.eq_ignore_ascii_case(v)))
+            })
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -274,6 +314,7 @@ pub(crate) fn test_record(arn: &str) -> KeyRecord {
         expiration_model: None,
         valid_to: None,
         material_fingerprint: None,
+        protection_locked: false,
     }
 }
 
@@ -404,6 +445,10 @@ mod tests {
             assert_eq!(new.key_usage.as_str(), usage);
             assert_eq!(new.origin.as_str(), origin);
             assert_eq!(new.expiration_model.map(ExpirationModel::as_str), model);
+            assert!(
+                !new.protection_locked,
+                "records sealed before the lock flag are unlocked"
+            );
             assert_eq!(
                 serde_cbor::to_vec(&new).expect("encode new"),
                 sealed,
@@ -418,5 +463,50 @@ mod tests {
         unknown.key_spec = "RSA_2048".into();
         let sealed = serde_cbor::to_vec(&unknown).expect("encode");
         assert!(serde_cbor::from_slice::<KeyRecord>(&sealed).is_err());
+    }
+
+    #[test]
+    fn the_lock_flag_round_trips_and_is_absent_when_unlocked() {
+        let unlocked = record("arn:a");
+        let unlocked_bytes = serde_cbor::to_vec(&unlocked).expect("encode");
+        // Unlocked records have exactly the layout of records sealed before the flag.
+        let as_old: StringTypedRecord = serde_cbor::from_slice(&unlocked_bytes).expect("decodes as old");
+        assert_eq!(serde_cbor::to_vec(&as_old).expect("encode old"), unlocked_bytes);
+        let locked = KeyRecord {
+            protection_locked: true,
+            ..record("arn:a")
+        };
+        let bytes = serde_cbor::to_vec(&locked).expect("encode");
+        assert_ne!(bytes.len(), unlocked_bytes.len());
+        let back: KeyRecord = serde_cbor::from_slice(&bytes).expect("decode");
+        assert!(back.protection_locked);
+        assert_eq!(serde_cbor::to_vec(&back).expect("encode"), bytes);
+    }
+
+    #[test]
+    fn stricter_means_a_subset_of_the_admitted_measurements() {
+        let policy = |pcrs: &[(u8, &[&str])]| AttestationPolicy {
+            require_recipient: true,
+            allowed_pcrs: pcrs
+                .iter()
+                .map(|(i, v)| (*i, v.iter().map(|s| (*s).to_owned()).collect()))
+                .collect(),
+        };
+        let any = policy(&[]);
+        let ab = policy(&[(0, &["aa", "bb"])]);
+        let a = policy(&[(0, &["aa"])]);
+        let a_and_pcr8 = policy(&[(0, &["aa"]), (8, &["cc"])]);
+        let c = policy(&[(0, &["cc"])]);
+        let only_pcr8 = policy(&[(8, &["cc"])]);
+        assert!(ab.is_at_least_as_strict_as(&any));
+        assert!(any.is_at_least_as_strict_as(&any));
+        assert!(a.is_at_least_as_strict_as(&ab));
+        assert!(ab.is_at_least_as_strict_as(&ab));
+        assert!(a_and_pcr8.is_at_least_as_strict_as(&a));
+        assert!(!ab.is_at_least_as_strict_as(&a));
+        assert!(!c.is_at_least_as_strict_as(&ab));
+        assert!(!any.is_at_least_as_strict_as(&a));
+        assert!(!only_pcr8.is_at_least_as_strict_as(&a));
+        assert!(!a.is_at_least_as_strict_as(&a_and_pcr8));
     }
 }

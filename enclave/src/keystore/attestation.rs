@@ -6,6 +6,7 @@ use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
 
 use super::keys::{Access, check_state, modify, resolve_key};
+use super::{protection, tenants};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::import::{self, ImportParameters};
@@ -20,7 +21,20 @@ pub struct KeyAttestation {
     pub policy: Option<AttestationPolicy>,
 }
 
-/// Replaces the attestation policy of the key `key_id` (a `KeyId` parameter).
+/// What the audit record says of a policy that admits any enclave.
+pub const WEAK_POLICY_WARNING: &str = "AllowAnyEnclave: any attested Nitro enclave of any AWS account, \
+     including one the parent instance launches itself, may receive this key's secrets; \
+     list PCR0 (ImageSha384) to release only to your own image";
+
+/// Notes, for the audit record, that `policy` is weak when it admits any enclave.
+pub fn note_if_weak(ctx: &Ctx<'_>, policy: Option<&AttestationPolicy>) {
+    if policy.is_some_and(AttestationPolicy::allows_any_enclave) {
+        ctx.notes.detail(&format!("Warning: {WEAK_POLICY_WARNING}"));
+    }
+}
+
+/// Replaces the attestation policy of the key `key_id` (a `KeyId` parameter);
+/// on a locked key only by a stricter one.
 pub async fn update_policy(
     ctx: &Ctx<'_>,
     key_id: Option<String>,
@@ -28,14 +42,29 @@ pub async fn update_policy(
 ) -> Result<KeyAttestation, KmsError> {
     let (rec, ()) = modify(ctx, key_id, |rec| {
         check_state(rec, Access::Manage)?;
+        protection::check_policy_change(rec, policy.as_ref())?;
         rec.attestation = policy;
         Ok(())
     })
     .await?;
+    if rec.protection_locked {
+        ctx.notes.detail(&protection::audit_detail(&rec));
+    }
+    note_if_weak(ctx, rec.attestation.as_ref());
     Ok(KeyAttestation {
         key_arn: rec.arn,
         policy: rec.attestation,
     })
+}
+
+/// Replaces (or with `None` removes) the caller's tenant's default
+/// attestation policy, which governs every key of the tenant without its
+/// own, and GenerateRandom.
+pub async fn update_tenant_policy(ctx: &Ctx<'_>, policy: Option<AttestationPolicy>) -> Result<(), KmsError> {
+    tenants::set_attestation(&ctx.records, &ctx.enclave.locks, &ctx.principal.tenant, policy.clone()).await?;
+    note_if_weak(ctx, policy.as_ref());
+    ctx.facts().tenant_attestation = policy;
+    Ok(())
 }
 
 /// The attestation policy of the key `key_id`.

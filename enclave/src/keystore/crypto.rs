@@ -11,6 +11,7 @@ use crate::keys::blob::{self as cipherblob, BlobHeader};
 use crate::keys::context::EncryptionContext;
 use crate::keys::record::KeyRecord;
 use crate::keys::spec::KeyUsage;
+use crate::policy::context::ReEncryptSide;
 use crate::secret::SecretBytes;
 
 /// AWS KMS: a ciphertext blob is at most 6144 bytes.
@@ -84,6 +85,23 @@ pub async fn open_blob(
     Ok((rec, plaintext))
 }
 
+/// Notes, for the audit record, the key a Decrypt names: `key_id` when
+/// given, else the key in the blob's header (nothing is loaded or opened).
+pub async fn note_named_key(ctx: &Ctx<'_>, ciphertext: &[u8], key_id: Option<&str>) {
+    match key_id {
+        Some(key_id) => super::keys::note_named_key(ctx, key_id).await,
+        None => {
+            if let Ok(header) = cipherblob::parse_header(ciphertext) {
+                ctx.notes.key(&super::keys::key_arn(
+                    ctx.region(),
+                    &ctx.principal.tenant,
+                    &header.key_id,
+                ));
+            }
+        }
+    }
+}
+
 /// A ciphertext blob and the ARN of the key it is under.
 pub struct Encrypted {
     pub key_arn: String,
@@ -121,7 +139,7 @@ pub async fn decrypt(
     recipient: Option<&Recipient>,
 ) -> Result<Decrypted, KmsError> {
     let (rec, plaintext) = open_blob(ctx, ciphertext, key_id, context).await?;
-    recipient::enforce(&rec, recipient)?;
+    recipient::enforce(ctx, &rec, recipient)?;
     Ok(Decrypted {
         plaintext: recipient::release(plaintext.expose(), recipient)?,
         key_arn: rec.arn,
@@ -145,12 +163,18 @@ pub struct ReEncryption<'a> {
 }
 
 /// ReEncrypt: decrypts and re-encrypts inside the enclave; the plaintext never leaves it.
+/// Policy modules see the destination key as `kms:ReEncryptTo` with the
+/// destination context, the source key as `kms:ReEncryptFrom` with the
+/// source context.
 pub async fn re_encrypt(ctx: &Ctx<'_>, re: ReEncryption<'_>) -> Result<ReEncrypted, KmsError> {
+    ctx.facts().re_encrypt_side(ReEncryptSide::To);
     let destination = usable_key(ctx, re.destination_key_id).await?;
+    ctx.facts().re_encrypt_side(ReEncryptSide::From);
     let (source, plaintext) = open_blob(ctx, re.ciphertext, re.source_key_id, re.source_context).await?;
     // A key that releases only to attested recipients must not be escaped by
-    // re-encrypting its data under a key that does not.
-    recipient::enforce(&source, None)?;
+    // re-encrypting its data under a key that does not (ReEncrypt takes no
+    // Recipient, so an attestation policy always refuses it).
+    recipient::enforce(ctx, &source, None)?;
     let ciphertext_blob = seal_under(ctx, &destination, re.destination_context, plaintext.expose())?;
     Ok(ReEncrypted {
         source_key_arn: source.arn,
@@ -178,7 +202,7 @@ pub async fn generate_data_key(
 ) -> Result<DataKey, KmsError> {
     let rec = usable_key(ctx, key_id).await?;
     if with_plaintext {
-        recipient::enforce(&rec, recipient)?;
+        recipient::enforce(ctx, &rec, recipient)?;
     }
     let data_key = SecretBytes::random(len);
     let ciphertext_blob = seal_under(ctx, &rec, context, data_key.expose())?;
@@ -194,8 +218,10 @@ pub async fn generate_data_key(
     })
 }
 
-/// GenerateRandom: `len` random bytes, released.
-pub fn generate_random(len: usize, recipient: Option<&Recipient>) -> Result<Released, KmsError> {
+/// GenerateRandom: `len` random bytes, released as the tenant's default
+/// attestation policy allows.
+pub fn generate_random(ctx: &Ctx<'_>, len: usize, recipient: Option<&Recipient>) -> Result<Released, KmsError> {
+    recipient::enforce_tenant(ctx, recipient)?;
     recipient::release(SecretBytes::random(len).expose(), recipient)
 }
 
@@ -222,7 +248,7 @@ pub async fn generate_p256_data_key_pair(
     use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
     let rec = usable_key(ctx, key_id).await?;
     if with_plaintext {
-        recipient::enforce(&rec, recipient)?;
+        recipient::enforce(ctx, &rec, recipient)?;
     }
     let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let private_der = secret.to_pkcs8_der().map_err(|_| KmsError::Internal)?;

@@ -58,6 +58,16 @@ async fn resolve_alias(ctx: &Ctx<'_>, name: &str) -> Result<Uuid, KmsError> {
         })
 }
 
+/// Notes, for the audit record, the key a request names, without loading it
+/// (no policy runs): a request refused before its key loads (a Recipient
+/// whose document fails a check) still names the key. A name that does not
+/// resolve is not noted; the operation reports it itself.
+pub async fn note_named_key(ctx: &Ctx<'_>, key_id: &str) {
+    if let Ok(id) = resolve_key_id(ctx, key_id).await {
+        ctx.notes.key(&key_arn(ctx.region(), &ctx.principal.tenant, &id));
+    }
+}
+
 /// Resolves and loads the caller's key (see [`resolve_key_id`], [`load_key`]).
 pub async fn resolve_key(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyRecord, KmsError> {
     let id = resolve_key_id(ctx, key_id).await?;
@@ -282,6 +292,7 @@ pub async fn create_key(ctx: &Ctx<'_>, new: NewKey) -> Result<KeyRecord, KmsErro
         expiration_model: None,
         valid_to: None,
         material_fingerprint: None,
+        protection_locked: false,
     };
     if !external {
         let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);

@@ -6,6 +6,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
 use super::keys::{require_usable, resolve_key};
+use super::recipient::{self, Recipient, Released};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::record::KeyRecord;
@@ -98,22 +99,30 @@ async fn usable_key(
     Ok((rec, material))
 }
 
-/// A MAC and the ARN of the key that made it.
+/// A MAC, as released, and the ARN of the key that made it.
 pub struct Generated {
     pub key_arn: String,
-    pub mac: Vec<u8>,
+    pub mac: Released,
 }
 
-/// GenerateMac: the MAC of `message` under the caller's key `key_id`.
+/// GenerateMac: the MAC of `message` under the caller's key `key_id`. A MAC
+/// is a key-derived secret: under an attestation policy (the key's or the
+/// tenant's default) it is released only to a matching attested recipient
+/// (the Keyward extension `Recipient`, answered as `CiphertextForRecipient`).
 pub async fn generate_mac(
     ctx: &Ctx<'_>,
     key_id: &str,
     algorithm: MacAlgorithm,
     message: &[u8],
+    recipient: Option<&Recipient>,
 ) -> Result<Generated, KmsError> {
     let (rec, key) = usable_key(ctx, key_id, algorithm).await?;
+    recipient::enforce(ctx, &rec, recipient)?;
     let mac = algorithm.generate(&key, message)?;
-    Ok(Generated { key_arn: rec.arn, mac })
+    Ok(Generated {
+        key_arn: rec.arn,
+        mac: recipient::release(&mac, recipient)?,
+    })
 }
 
 /// VerifyMac: the ARN of the key when `tag` is the MAC of `message`; a MAC

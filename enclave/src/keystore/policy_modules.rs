@@ -3,9 +3,9 @@
 //! detached, and tried on a given context without being stored. Enforcement
 //! on every request is [`super::policy`].
 
-use super::keys::{Access, check_state, modify, resolve_key};
-use super::policy::{engine, module_error};
-use super::tenants;
+use super::keys::{Access, check_state, modify, resolve_key, save_key, with_locked_key};
+use super::policy::{self, engine, module_error};
+use super::{protection, tenants};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::policy::modules::ModuleCache;
@@ -29,15 +29,34 @@ pub struct KeyModule {
 
 /// Stores `wasm` and attaches it to the key `key_id` (a `KeyId` parameter).
 /// The module is compiled and stored before the key points to it: the
-/// switch is one record write.
+/// switch is one record write. On a locked key, a module replaces another
+/// only when the current one approves (`keyward:policy.update`).
 pub async fn attach_to_key(ctx: &Ctx<'_>, key_id: Option<String>, wasm: Vec<u8>) -> Result<KeyModule, KmsError> {
     let sha = store(ctx, wasm).await?;
-    let (rec, ()) = modify(ctx, key_id, |rec| {
-        check_state(rec, Access::Manage)?;
+    let rec = with_locked_key(ctx, key_id, async |mut rec| {
+        check_state(&rec, Access::Manage)?;
+        if rec.protection_locked
+            && let Some(current) = rec.policy_module.clone()
+            && current != sha
+        {
+            policy::approve_replacement(ctx, &rec, &current, &sha)
+                .await
+                .map_err(|e| match e {
+                    KmsError::AccessDenied(why) => protection::locked(
+                        &rec,
+                        &format!("its policy module did not approve the replacement ({why})"),
+                    ),
+                    other => other,
+                })?;
+        }
         rec.policy_module = Some(sha.clone());
-        Ok(())
+        save_key(ctx, &rec).await?;
+        Ok(rec)
     })
     .await?;
+    if rec.protection_locked {
+        ctx.notes.detail(&protection::audit_detail(&rec));
+    }
     tracing::info!(key_id = %rec.key_id, module = %sha, "policy module attached");
     Ok(KeyModule {
         key_arn: rec.arn,
@@ -66,7 +85,13 @@ pub async fn key_module(ctx: &Ctx<'_>, key_id: &str) -> Result<(KeyModule, Vec<u
 /// Detaches the module of the key `key_id` (a `KeyId` parameter); not found
 /// when it has none.
 pub async fn detach_from_key(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<(), KmsError> {
-    let (rec, existed) = modify(ctx, key_id, |rec| Ok(rec.policy_module.take().is_some())).await?;
+    let (rec, existed) = modify(ctx, key_id, |rec| {
+        if rec.protection_locked && rec.policy_module.is_some() {
+            return Err(protection::locked(rec, "its policy module cannot be removed"));
+        }
+        Ok(rec.policy_module.take().is_some())
+    })
+    .await?;
     if !existed {
         return Err(KmsError::NotFound(format!("{} has no policy module.", rec.arn)));
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::attestation::verify::{Expectations, VerifiedDocument};
 use crate::context::Ctx;
 use crate::error::KmsError;
-use crate::keys::record::KeyRecord;
+use crate::keys::record::{AttestationPolicy, KeyRecord};
 use crate::secret::SecretBytes;
 
 /// How old a recipient's attestation document may be.
@@ -42,15 +42,17 @@ impl Recipient {
 }
 
 /// Verifies a recipient's attestation document (already decoded from the
-/// request) and records its claims in the request's policy facts.
-pub fn verify(ctx: &Ctx<'_>, document: &[u8]) -> Result<Recipient, KmsError> {
+/// request) and records its claims in the request's policy facts. With
+/// `nonce` (the Keyward extension `Recipient.Nonce`), the document's nonce
+/// must equal it. Its public key must be RSA of 2048–4096 bits.
+pub fn verify(ctx: &Ctx<'_>, document: &[u8], nonce: Option<&[u8]>) -> Result<Recipient, KmsError> {
     let Some(verifier) = ctx.enclave.verifier() else {
         return Err(KmsError::UnsupportedOperation(
             "This deployment has no attestation trust anchor.".into(),
         ));
     };
     let expect = Expectations {
-        nonce: None,
+        nonce: nonce.map(<[u8]>::to_vec),
         pcrs: BTreeMap::new(),
         allow_debug: ctx.enclave.config.allow_debug_attestation,
         max_age: Some(MAX_DOCUMENT_AGE),
@@ -65,6 +67,11 @@ pub fn verify(ctx: &Ctx<'_>, document: &[u8]) -> Result<Recipient, KmsError> {
         .public_key
         .clone()
         .ok_or_else(|| KmsError::Validation("The attestation document carries no public key.".into()))?;
+    crate::attestation::recipient::check_public_key(&rsa_public_key).map_err(|e| {
+        KmsError::Validation(format!(
+            "The public key in the attestation document cannot be used: {e}"
+        ))
+    })?;
     ctx.facts().attestation = Some(crate::policy::context::attestation_claims(
         verified.module_id(),
         &verified.document.pcrs,
@@ -76,18 +83,46 @@ pub fn verify(ctx: &Ctx<'_>, document: &[u8]) -> Result<Recipient, KmsError> {
     })
 }
 
-/// A key's attestation policy: with `require_recipient`, release only to a
-/// verified recipient; with `allowed_pcrs`, only to one whose PCRs match.
-pub fn enforce(key: &KeyRecord, recipient: Option<&Recipient>) -> Result<(), KmsError> {
-    let Some(policy) = &key.attestation else { return Ok(()) };
+/// The attestation policy that governs `key`: its own, else the tenant's
+/// default (`Keyward.UpdateTenantAttestationPolicy`).
+pub fn effective_policy(ctx: &Ctx<'_>, key: &KeyRecord) -> Option<AttestationPolicy> {
+    key.attestation
+        .clone()
+        .or_else(|| ctx.facts().tenant_attestation.clone())
+}
+
+/// Before `key` releases a key-derived secret (Decrypt, GenerateDataKey,
+/// GenerateDataKeyPair, DeriveSharedSecret, GenerateMac, ReEncrypt out of
+/// it): under an attestation policy (the key's own or the tenant's default)
+/// only to a verified recipient whose PCRs the policy allows.
+pub fn enforce(ctx: &Ctx<'_>, key: &KeyRecord, recipient: Option<&Recipient>) -> Result<(), KmsError> {
+    match effective_policy(ctx, key) {
+        Some(policy) => check(&policy, &key.arn, recipient),
+        None => Ok(()),
+    }
+}
+
+/// Before GenerateRandom releases random bytes (no key): under the tenant's
+/// default attestation policy, only to a matching verified recipient.
+pub fn enforce_tenant(ctx: &Ctx<'_>, recipient: Option<&Recipient>) -> Result<(), KmsError> {
+    let policy = ctx.facts().tenant_attestation.clone();
+    match policy {
+        Some(policy) => check(
+            &policy,
+            &format!("Tenant {}'s default attestation policy", ctx.principal.tenant),
+            recipient,
+        ),
+        None => Ok(()),
+    }
+}
+
+/// `policy` against `recipient`; `whose` names the policy in messages.
+fn check(policy: &AttestationPolicy, whose: &str, recipient: Option<&Recipient>) -> Result<(), KmsError> {
     let Some(recipient) = recipient else {
-        if policy.require_recipient {
-            return Err(KmsError::AccessDenied(format!(
-                "{} releases data only to an attested recipient (Recipient is required).",
-                key.arn
-            )));
-        }
-        return Ok(());
+        return Err(KmsError::AccessDenied(format!(
+            "{whose} releases key-derived secrets only to an attested Recipient whose measurements match \
+             its attestation policy (Recipient is required)."
+        )));
     };
     for (index, allowed) in &policy.allowed_pcrs {
         let actual = recipient.pcrs().get(index).map(hex::encode);

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::credentials::{self, CredentialRecord, Role};
 use crate::error::KmsError;
+use crate::keys::record::AttestationPolicy;
 use crate::locks::RecordLocks;
 use crate::store::{Records, StoreError};
 
@@ -27,6 +28,12 @@ pub struct TenantRecord {
     /// SHA-256 (hex) of the tenant's default policy module, if any.
     #[serde(default)]
     pub policy_module: Option<String>,
+    /// The tenant's default attestation policy
+    /// (`Keyward.UpdateTenantAttestationPolicy`): it applies to every key of
+    /// the tenant without its own, and to GenerateRandom. Absent when none,
+    /// so records without one keep their sealed bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<AttestationPolicy>,
 }
 
 impl TenantRecord {
@@ -37,6 +44,7 @@ impl TenantRecord {
             enabled: true,
             created,
             policy_module: None,
+            attestation: None,
         }
     }
 }
@@ -156,6 +164,23 @@ pub async fn set_policy_module(
     Ok(had)
 }
 
+/// Sets (or with `None` removes) the default attestation policy of tenant
+/// `tenant_id`, which must exist.
+pub async fn set_attestation(
+    records: &Records<'_>,
+    locks: &RecordLocks,
+    tenant_id: &str,
+    policy: Option<AttestationPolicy>,
+) -> Result<(), KmsError> {
+    let _guard = locks.lock(&lock_name(tenant_id)).await;
+    let Some(mut record) = get(records, tenant_id).await? else {
+        return Err(KmsError::Internal);
+    };
+    record.attestation = policy;
+    records.put(NAMESPACE, tenant_id, &record).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -172,6 +197,7 @@ mod tests {
             enabled: false,
             created: 7,
             policy_module: Some("ab".into()),
+            attestation: None,
         };
         let bytes = serde_cbor::to_vec(&record).expect("encodes");
         let map: BTreeMap<String, serde_cbor::Value> = serde_cbor::from_slice(&bytes).expect("a map");
@@ -185,5 +211,28 @@ mod tests {
         let old: TenantRecord = serde_cbor::from_slice(&serde_cbor::to_vec(&old).expect("encodes")).expect("reads");
         assert!(old.enabled && old.created == 5 && old.policy_module.is_none());
         assert_eq!(old.tenant_id, "111122223333");
+        assert!(old.attestation.is_none());
+        // A record read back without a default attestation policy re-encodes
+        // to the same bytes.
+        let again: TenantRecord = serde_cbor::from_slice(&bytes).expect("reads");
+        assert_eq!(serde_cbor::to_vec(&again).expect("encodes"), bytes);
+
+        // With one, the policy is one more field.
+        let with_policy = TenantRecord {
+            attestation: Some(AttestationPolicy {
+                require_recipient: true,
+                allowed_pcrs: [(0, vec!["ab".repeat(48)])].into_iter().collect(),
+            }),
+            ..record
+        };
+        let bytes = serde_cbor::to_vec(&with_policy).expect("encodes");
+        let map: BTreeMap<String, serde_cbor::Value> = serde_cbor::from_slice(&bytes).expect("a map");
+        let fields: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            ["attestation", "created", "enabled", "policy_module", "tenant_id"]
+        );
+        let back: TenantRecord = serde_cbor::from_slice(&bytes).expect("reads");
+        assert_eq!(back.attestation, with_policy.attestation);
     }
 }

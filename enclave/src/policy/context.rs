@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use keyward_wire::Operation;
+use keyward_wire::{Operation, actions};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
-use crate::keys::record::KeyRecord;
+use crate::keys::record::{AttestationPolicy, KeyRecord};
 
 /// What the request carries that policies may look at, captured once per
 /// request by the dispatcher before the operation runs.
@@ -23,6 +23,52 @@ pub struct RequestFacts {
     pub attestation: Option<Value>,
     /// The tenant's default policy module (SHA-256 hex), if any.
     pub tenant_policy: Option<String>,
+    /// The tenant's default attestation policy, if any (not shown to modules).
+    pub tenant_attestation: Option<AttestationPolicy>,
+    /// ReEncrypt's two contexts; [`RequestFacts::re_encrypt_side`] picks one.
+    pub re_encrypt: Option<ReEncryptContexts>,
+    /// Set only while a locked key's module decides on its replacement
+    /// (`keyward:policy.update`).
+    pub policy_update: Option<PolicyUpdate>,
+}
+
+/// The source and destination encryption contexts of a ReEncrypt request.
+#[derive(Debug, Clone, Default)]
+pub struct ReEncryptContexts {
+    pub source: BTreeMap<String, String>,
+    pub destination: BTreeMap<String, String>,
+}
+
+/// Which key of a ReEncrypt is being evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReEncryptSide {
+    /// The source key: `kms:ReEncryptFrom`, the source context.
+    From,
+    /// The destination key: `kms:ReEncryptTo`, the destination context.
+    To,
+}
+
+/// `request.policy_update` of a `keyward:policy.update` decision: the module
+/// deciding (the key's current one) and the module that would replace it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub current_module_sha256: String,
+    pub new_module_sha256: String,
+}
+
+impl RequestFacts {
+    /// Makes the facts those of one key of a ReEncrypt: the action
+    /// (`kms:ReEncryptFrom` / `kms:ReEncryptTo`) and that side's context.
+    /// No effect outside a ReEncrypt.
+    pub fn re_encrypt_side(&mut self, side: ReEncryptSide) {
+        let Some(contexts) = &self.re_encrypt else { return };
+        let (action, context) = match side {
+            ReEncryptSide::From => (actions::RE_ENCRYPT_FROM, &contexts.source),
+            ReEncryptSide::To => (actions::RE_ENCRYPT_TO, &contexts.destination),
+        };
+        self.action = action.to_owned();
+        self.encryption_context = context.clone();
+    }
 }
 
 /// The verified recipient's claims as the policy context shows them
@@ -48,9 +94,41 @@ pub fn build(
     time_ms: u64,
     facts: &RequestFacts,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
     let mut key_id = uuid::Uuid::encode_buffer();
     let key_id: &str = key.key_id.hyphenated().encode_lower(&mut key_id);
+    let resource = DocResource {
+        key_id,
+        arn: &key.arn,
+        key_spec: key.key_spec.as_str(),
+        key_usage: key.key_usage.as_str(),
+        key_state: key.state.as_str(),
+        tags: &key.tags,
+    };
+    build_with(principal, resource, time_ms, facts)
+}
+
+/// The context of an operation that acts on no key (the tenant's default
+/// module decides on it once): `resource` has every member, empty.
+pub fn build_keyless(principal: &Principal, time_ms: u64, facts: &RequestFacts) -> Result<Vec<u8>, serde_json::Error> {
+    static NO_TAGS: BTreeMap<String, String> = BTreeMap::new();
+    let resource = DocResource {
+        key_id: "",
+        arn: "",
+        key_spec: "",
+        key_usage: "",
+        key_state: "",
+        tags: &NO_TAGS,
+    };
+    build_with(principal, resource, time_ms, facts)
+}
+
+fn build_with(
+    principal: &Principal,
+    resource: DocResource<'_>,
+    time_ms: u64,
+    facts: &RequestFacts,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
     let document = Document {
         version: 1,
         principal: DocPrincipal {
@@ -60,18 +138,12 @@ pub fn build(
             attestation: facts.attestation.as_ref(),
         },
         action: &facts.action,
-        resource: DocResource {
-            key_id,
-            arn: &key.arn,
-            key_spec: key.key_spec.as_str(),
-            key_usage: key.key_usage.as_str(),
-            key_state: key.state.as_str(),
-            tags: &key.tags,
-        },
+        resource,
         request: DocRequest {
             encryption_context: &facts.encryption_context,
             recipient: facts.recipient,
             grant_tokens: &facts.grant_tokens,
+            policy_update: facts.policy_update.as_ref(),
         },
         environment: DocEnvironment { time_ms },
     };
@@ -115,6 +187,9 @@ struct DocRequest<'a> {
     encryption_context: &'a BTreeMap<String, String>,
     recipient: bool,
     grant_tokens: &'a [String],
+    /// Only in `keyward:policy.update` decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_update: Option<&'a PolicyUpdate>,
 }
 
 #[derive(Serialize)]
@@ -124,19 +199,30 @@ struct DocEnvironment {
 
 /// Extracts the facts of a request body for `op`.
 pub fn facts_of(op: Operation, body: &Value) -> RequestFacts {
-    let action = op.action().to_owned();
-    // ReEncrypt's source context is what its decryption is bound to.
-    let context = body
-        .get("EncryptionContext")
-        .or_else(|| body.get("SourceEncryptionContext"));
-    let encryption_context = context
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut action = op.action().to_owned();
+    let string_map = |name: &str| -> BTreeMap<String, String> {
+        body.get(name)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut encryption_context = string_map("EncryptionContext");
+    let mut re_encrypt = None;
+    if op == Operation::ReEncrypt {
+        // Each key is evaluated with its own side (`re_encrypt_side`); until
+        // then the facts are the source's, which the decryption is bound to.
+        let contexts = ReEncryptContexts {
+            source: string_map("SourceEncryptionContext"),
+            destination: string_map("DestinationEncryptionContext"),
+        };
+        actions::RE_ENCRYPT_FROM.clone_into(&mut action);
+        encryption_context = contexts.source.clone();
+        re_encrypt = Some(contexts);
+    }
     let grant_tokens = body
         .get("GrantTokens")
         .and_then(Value::as_array)
@@ -155,6 +241,9 @@ pub fn facts_of(op: Operation, body: &Value) -> RequestFacts {
         recipient: body.get("Recipient").is_some_and(|r| !r.is_null()),
         attestation: None,
         tenant_policy: None,
+        tenant_attestation: None,
+        re_encrypt,
+        policy_update: None,
     }
 }
 
@@ -225,6 +314,57 @@ mod tests {
                 },
                 "environment": { "time_ms": 1_704_110_400_000u64 },
             })
+        );
+    }
+
+    /// ReEncrypt: each key sees its own action and its own context.
+    #[test]
+    fn re_encrypt_sides_have_their_own_action_and_context() {
+        let body = json!({
+            "SourceEncryptionContext": { "side": "source" },
+            "DestinationEncryptionContext": { "side": "destination" },
+        });
+        let mut facts = facts_of(Operation::ReEncrypt, &body);
+        let seen = |facts: &RequestFacts| -> Value {
+            serde_json::from_slice(&build(&principal(), &key(), 1, facts).expect("serializes")).expect("JSON")
+        };
+        facts.re_encrypt_side(ReEncryptSide::To);
+        let to = seen(&facts);
+        assert_eq!(to["action"], "kms:ReEncryptTo");
+        assert_eq!(to["request"]["encryption_context"], json!({ "side": "destination" }));
+        facts.re_encrypt_side(ReEncryptSide::From);
+        let from = seen(&facts);
+        assert_eq!(from["action"], "kms:ReEncryptFrom");
+        assert_eq!(from["request"]["encryption_context"], json!({ "side": "source" }));
+        // Other operations ignore the sides.
+        let mut decrypt = facts_of(Operation::Decrypt, &json!({ "EncryptionContext": { "a": "b" } }));
+        decrypt.re_encrypt_side(ReEncryptSide::To);
+        assert_eq!(decrypt.action, "kms:Decrypt");
+        assert_eq!(decrypt.encryption_context.get("a").map(String::as_str), Some("b"));
+    }
+
+    /// An operation on no key: every resource member present, empty; a
+    /// replacement decision names both modules.
+    #[test]
+    fn keyless_contexts_have_an_empty_resource() {
+        let mut facts = facts_of(Operation::GenerateRandom, &json!({}));
+        let parsed: Value =
+            serde_json::from_slice(&build_keyless(&principal(), 3, &facts).expect("serializes")).expect("JSON");
+        assert_eq!(parsed["action"], "kms:GenerateRandom");
+        assert_eq!(
+            parsed["resource"],
+            json!({ "key_id": "", "arn": "", "key_spec": "", "key_usage": "", "key_state": "", "tags": {} })
+        );
+        assert!(parsed["request"].get("policy_update").is_none());
+        facts.policy_update = Some(PolicyUpdate {
+            current_module_sha256: "aa".into(),
+            new_module_sha256: "bb".into(),
+        });
+        let parsed: Value =
+            serde_json::from_slice(&build(&principal(), &key(), 3, &facts).expect("serializes")).expect("JSON");
+        assert_eq!(
+            parsed["request"]["policy_update"],
+            json!({ "current_module_sha256": "aa", "new_module_sha256": "bb" })
         );
     }
 

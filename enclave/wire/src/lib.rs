@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod operation;
-pub use operation::Operation;
+pub use operation::{Operation, actions};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

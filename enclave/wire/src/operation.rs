@@ -62,9 +62,21 @@ operations! {
         CreateAccessKey, ListAccessKeys, DeleteAccessKey,
         GetAuditLog,
         UpdateKeyAttestationPolicy, DescribeKeyAttestationPolicy, GetAttestationDocument,
+        UpdateTenantAttestationPolicy, LockKeyProtection, DescribeKeyProtection,
         PutKeyPolicyModule, GetKeyPolicyModule, DeleteKeyPolicyModule,
         PutTenantPolicyModule, DeleteTenantPolicyModule, TestPolicy,
     ],
+}
+
+/// Policy actions that are not operations of their own (`policies/ABI.md` §3).
+pub mod actions {
+    /// ReEncrypt as its source key's policy sees it (with the source context).
+    pub const RE_ENCRYPT_FROM: &str = "kms:ReEncryptFrom";
+    /// ReEncrypt as its destination key's policy sees it (with the destination context).
+    pub const RE_ENCRYPT_TO: &str = "kms:ReEncryptTo";
+    /// A locked key's module asked whether it may be replaced by another
+    /// (`request.policy_update` names both modules).
+    pub const POLICY_UPDATE: &str = "keyward:policy.update";
 }
 
 impl Operation {
@@ -100,7 +112,7 @@ mod tests {
     #[test]
     fn the_list_is_complete_and_round_trips() {
         assert_eq!(Operation::ALL.iter().filter(|op| op.is_aws()).count(), 37);
-        assert_eq!(Operation::ALL.iter().filter(|op| !op.is_aws()).count(), 17);
+        assert_eq!(Operation::ALL.iter().filter(|op| !op.is_aws()).count(), 20);
         for op in Operation::ALL {
             assert_eq!(Operation::from_target(op.target()), Some(*op));
             assert_eq!(Operation::from_target_bytes(op.target().as_bytes()), Some(*op));
