@@ -1,9 +1,11 @@
 //! Key attestation policies (`AttestationPolicy` on CreateKey,
 //! `Keyward.UpdateKeyAttestationPolicy`, `Keyward.DescribeKeyAttestationPolicy`)
-//! against `keyward dev`: a key with RequireRecipient and AllowedPCRs releases
-//! data only to an attested recipient whose PCRs match; every refusal is
-//! AccessDeniedException (unverifiable documents: ValidationException), and
-//! every decision is in the audit log.
+//! against `keyward dev`: a key with AllowedPCRs releases data only to an
+//! attested recipient whose PCRs match (a Recipient is always required); every
+//! refusal is AccessDeniedException (unverifiable documents:
+//! ValidationException), and every decision is in the audit log. The holes
+//! of issue 20, the tenant's default and locking are in-process tests
+//! (`tests/inprocess/attested_release`).
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::operation::RequestId;
@@ -120,7 +122,7 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
     );
     assert_eq!(
         described,
-        json!({ "KeyId": arn, "RequireRecipient": true, "AllowedPCRs": { "0": [pcr0] } })
+        json!({ "KeyId": arn, "RequireRecipient": true, "AllowedPCRs": { "0": [pcr0] }, "AllowAnyEnclave": false })
     );
 
     // Encrypting needs no attestation; the plaintext is the caller's own.
@@ -331,7 +333,19 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
     .await;
     resp.assert_error("Recipient with RSAES_OAEP_SHA_1", 400, "ValidationException");
 
-    // DeriveSharedSecret on a KEY_AGREEMENT key with RequireRecipient.
+    // DeriveSharedSecret on a KEY_AGREEMENT key with an attestation policy
+    // (RequireRecipient alone names no measurement: refused).
+    keyward_call(
+        &kw,
+        "CreateKey",
+        json!({
+            "KeySpec": "ECC_NIST_P256",
+            "KeyUsage": "KEY_AGREEMENT",
+            "AttestationPolicy": { "RequireRecipient": true },
+        }),
+    )
+    .await
+    .assert_error("CreateKey with RequireRecipient alone", 400, "ValidationException");
     let created = ok_json(
         "CreateKey KEY_AGREEMENT with AttestationPolicy",
         &keyward_call(
@@ -340,7 +354,7 @@ async fn require_recipient_releases_only_to_attested_recipients_with_allowed_pcr
             json!({
                 "KeySpec": "ECC_NIST_P256",
                 "KeyUsage": "KEY_AGREEMENT",
-                "AttestationPolicy": { "RequireRecipient": true },
+                "AttestationPolicy": { "ImageSha384": [pcr0] },
             }),
         )
         .await,
@@ -435,12 +449,12 @@ async fn attestation_policies_are_managed_by_key_admins() {
     let describe = || keyward_call(&kw, "Keyward.DescribeKeyAttestationPolicy", json!({ "KeyId": key_id }));
     assert_eq!(
         ok_json("DescribeKeyAttestationPolicy (none)", &describe().await),
-        json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": {} })
+        json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": {}, "AllowAnyEnclave": false })
     );
     let plaintext = b"plain until the policy says otherwise";
     let ciphertext = encrypt(&kms, &key_id, plaintext, None).await;
 
-    // AllowedPCRs alone: plain Decrypt still works; recipients must match.
+    // AllowedPCRs alone: a Recipient is required, and it must match.
     let updated = ok_json(
         "UpdateKeyAttestationPolicy (AllowedPCRs)",
         &keyward_call(
@@ -450,17 +464,20 @@ async fn attestation_policies_are_managed_by_key_admins() {
         )
         .await,
     );
-    let policy = json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": { "0": [pcr0, "ab".repeat(48)] } });
+    let policy = json!({
+        "KeyId": arn, "RequireRecipient": true, "AllowedPCRs": { "0": [pcr0, "ab".repeat(48)] }, "AllowAnyEnclave": false,
+    });
     assert_eq!(updated, policy);
     assert_eq!(ok_json("DescribeKeyAttestationPolicy", &describe().await), policy);
-    let plain = must(
-        "Decrypt without Recipient",
+    crate::harness::expect_error(
+        "Decrypt without Recipient under AllowedPCRs",
         kms.decrypt()
             .ciphertext_blob(Blob::new(ciphertext.clone()))
             .send()
             .await,
+        400,
+        "AccessDeniedException",
     );
-    assert_eq!(plain.plaintext().expect("Plaintext").as_ref(), plaintext);
     for (what, pcr, allowed) in [
         ("the first allowed PCR0", default_pcrs()[&0].clone(), true),
         ("the second allowed PCR0", vec![0xab; 48], true),
@@ -483,23 +500,35 @@ async fn attestation_policies_are_managed_by_key_admins() {
         }
     }
 
-    // RequireRecipient: now a plain Decrypt is denied; clearing the policy
-    // restores it.
+    // RequireRecipient without a measurement is refused; AllowAnyEnclave
+    // says it explicitly (weak, with a warning); clearing the policy
+    // restores plain Decrypt.
+    keyward_call(
+        &kw,
+        "Keyward.UpdateKeyAttestationPolicy",
+        json!({ "KeyId": key_id, "RequireRecipient": true }),
+    )
+    .await
+    .assert_error(
+        "UpdateKeyAttestationPolicy (RequireRecipient alone)",
+        400,
+        "ValidationException",
+    );
     let required = ok_json(
-        "UpdateKeyAttestationPolicy (RequireRecipient)",
+        "UpdateKeyAttestationPolicy (AllowAnyEnclave)",
         &keyward_call(
             &kw,
             "Keyward.UpdateKeyAttestationPolicy",
-            json!({ "KeyId": key_id, "RequireRecipient": true }),
+            json!({ "KeyId": key_id, "AllowAnyEnclave": true }),
         )
         .await,
     );
-    assert_eq!(
-        required,
-        json!({ "KeyId": arn, "RequireRecipient": true, "AllowedPCRs": {} })
-    );
+    assert_eq!(required["RequireRecipient"], true);
+    assert_eq!(required["AllowAnyEnclave"], true);
+    assert_eq!(required["AllowedPCRs"], json!({}));
+    assert!(required["Warning"].is_string(), "{required}");
     crate::harness::expect_error(
-        "Decrypt without Recipient under RequireRecipient",
+        "Decrypt without Recipient under AllowAnyEnclave",
         kms.decrypt()
             .ciphertext_blob(Blob::new(ciphertext.clone()))
             .send()
@@ -513,7 +542,7 @@ async fn attestation_policies_are_managed_by_key_admins() {
     );
     assert_eq!(
         cleared,
-        json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": {} })
+        json!({ "KeyId": arn, "RequireRecipient": false, "AllowedPCRs": {}, "AllowAnyEnclave": false })
     );
     must(
         "Decrypt without Recipient after clearing",
@@ -543,6 +572,14 @@ async fn attestation_policies_are_managed_by_key_admins() {
         ),
         ("no PCR values", json!({ "KeyId": key_id, "AllowedPCRs": { "0": [] } })),
         (
+            "RequireRecipient alone",
+            json!({ "KeyId": key_id, "RequireRecipient": true }),
+        ),
+        (
+            "PCR1 without PCR0",
+            json!({ "KeyId": key_id, "AllowedPCRs": { "1": [pcr0] } }),
+        ),
+        (
             "17 PCR values",
             json!({ "KeyId": key_id, "AllowedPCRs": { "0": vec![pcr0.clone(); 17] } }),
         ),
@@ -566,7 +603,7 @@ async fn attestation_policies_are_managed_by_key_admins() {
     keyward_call(
         &kw,
         "Keyward.UpdateKeyAttestationPolicy",
-        json!({ "KeyId": "00000000-0000-4000-8000-000000000000", "RequireRecipient": true }),
+        json!({ "KeyId": "00000000-0000-4000-8000-000000000000", "ImageSha384": [pcr0] }),
     )
     .await
     .assert_error("UpdateKeyAttestationPolicy of an unknown key", 400, "NotFoundException");

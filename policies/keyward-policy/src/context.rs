@@ -80,7 +80,8 @@ pub struct Resource {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The request's encryption context (empty when it has none); for
-    /// `kms:ReEncrypt`, the source encryption context.
+    /// `kms:ReEncryptFrom` the source encryption context, for
+    /// `kms:ReEncryptTo` the destination encryption context.
     #[serde(deserialize_with = "string_map")]
     pub encryption_context: BTreeMap<String, String>,
     /// Whether the request carries a `Recipient` (the claims of its verified
@@ -88,6 +89,19 @@ pub struct Request {
     pub recipient: bool,
     /// The request's grant tokens.
     pub grant_tokens: Vec<String>,
+    /// Only for the action `keyward:policy.update`: a locked key's module
+    /// (this one) is asked whether another may replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_update: Option<PolicyUpdate>,
+}
+
+/// `request.policy_update` (`keyward:policy.update`, ABI v1 revision 6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyUpdate {
+    /// The key's current module: the one deciding.
+    pub current_module_sha256: String,
+    /// The module that would replace it.
+    pub new_module_sha256: String,
 }
 
 /// Facts about the evaluation itself.
@@ -217,6 +231,14 @@ impl Resource {
 }
 
 impl Request {
+    /// For `keyward:policy.update`: whether the module that would replace
+    /// the deciding one has this SHA-256 (hex, any case).
+    pub fn replaces_with(&self, sha256_hex: &str) -> bool {
+        self.policy_update
+            .as_ref()
+            .is_some_and(|u| u.new_module_sha256.eq_ignore_ascii_case(sha256_hex))
+    }
+
     /// The encryption context's value for `key`, if present.
     pub fn context_value(&self, key: &str) -> Option<&str> {
         self.encryption_context.get(key).map(String::as_str)

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::context::{Attestation, Context, Environment, Principal, Request, Resource};
+use crate::context::{Attestation, Context, Environment, PolicyUpdate, Principal, Request, Resource};
 
 /// Deepest nesting of arrays and objects accepted (as `serde_json`).
 pub const MAX_DEPTH: u32 = 128;
@@ -659,7 +659,7 @@ impl<'a> Reader<'a> {
     }
 
     fn request(&mut self) -> Result<Request> {
-        let (mut encryption_context, mut recipient, mut grant_tokens) = (None, None, None);
+        let (mut encryption_context, mut recipient, mut grant_tokens, mut policy_update) = (None, None, None, None);
         self.object(|r, key| match key.as_ref() {
             "encryption_context" => {
                 let v = r.string_map()?;
@@ -673,12 +673,36 @@ impl<'a> Reader<'a> {
                 let v = r.strings()?;
                 once(r, &mut grant_tokens, v, "grant_tokens")
             }
+            "policy_update" => {
+                let v = if r.null() { None } else { Some(r.policy_update()?) };
+                once(r, &mut policy_update, v, "policy_update")
+            }
             _ => r.skip_value(),
         })?;
         Ok(Request {
             encryption_context: required(self, encryption_context, "encryption_context")?,
             recipient: required(self, recipient, "recipient")?,
             grant_tokens: required(self, grant_tokens, "grant_tokens")?,
+            policy_update: policy_update.flatten(),
+        })
+    }
+
+    fn policy_update(&mut self) -> Result<PolicyUpdate> {
+        let (mut current, mut new) = (None, None);
+        self.object(|r, key| match key.as_ref() {
+            "current_module_sha256" => {
+                let v = r.owned_string()?;
+                once(r, &mut current, v, "current_module_sha256")
+            }
+            "new_module_sha256" => {
+                let v = r.owned_string()?;
+                once(r, &mut new, v, "new_module_sha256")
+            }
+            _ => r.skip_value(),
+        })?;
+        Ok(PolicyUpdate {
+            current_module_sha256: required(self, current, "current_module_sha256")?,
+            new_module_sha256: required(self, new, "new_module_sha256")?,
         })
     }
 

@@ -38,7 +38,9 @@ mod json;
 #[global_allocator]
 static ALLOCATOR: bump::Bump = bump::Bump::new();
 
-pub use context::{Attestation, CONTEXT_VERSION, Context, ContextError, Environment, Principal, Request, Resource};
+pub use context::{
+    Attestation, CONTEXT_VERSION, Context, ContextError, Environment, PolicyUpdate, Principal, Request, Resource,
+};
 pub use decision::{Decision, MAX_REASON_BYTES};
 pub use json::JsonError;
 

@@ -118,6 +118,24 @@ fn anything_but_a_v1_context_is_denied() {
 }
 
 #[test]
+fn a_replacement_names_both_modules() -> Result<(), ContextError> {
+    let json = Context::sample()
+        .to_json()
+        .replace(r#""kms:Decrypt""#, r#""keyward:policy.update""#)
+        .replace(
+            r#""grant_tokens":[]"#,
+            r#""grant_tokens":[],"policy_update":{"current_module_sha256":"aa","new_module_sha256":"BB"}"#,
+        );
+    let ctx = Context::from_json(json.as_bytes())?;
+    assert!(ctx.action_is("keyward:policy.update"));
+    assert!(ctx.request.replaces_with("bb"));
+    assert!(!ctx.request.replaces_with("aa"));
+    assert!(!Context::sample().request.replaces_with("bb"));
+    assert_eq!(Context::from_json(ctx.to_json().as_bytes())?, ctx);
+    Ok(())
+}
+
+#[test]
 fn actions_match_exactly_or_by_prefix() {
     let mut ctx = Context::sample();
     ctx.action = "kms:GenerateDataKeyWithoutPlaintext".to_owned();
@@ -260,6 +278,12 @@ fn the_reader_agrees_with_serde_json_on_valid_contexts() {
         ),
         sample.replace(r#""time_ms":"#, r#""later":{"n":-0},"time_ms":"#),
         sample.replace(r#""recipient":false"#, r#""recipient":false,"z":"\u0000""#),
+        // A replacement decision (keyward:policy.update), and its member null.
+        sample.replace(
+            r#""grant_tokens":[]"#,
+            r#""grant_tokens":[],"policy_update":{"current_module_sha256":"aa","new_module_sha256":"bb","x":1}"#,
+        ),
+        sample.replace(r#""grant_tokens":[]"#, r#""grant_tokens":[],"policy_update":null"#),
         // Whitespace everywhere it may be.
         format!(" \t\r\n{} \n", sample.replace(',', " ,\n\t").replace(':', " : ")),
         // Attestation absent, null, present; u32/u64 extremes.

@@ -3,12 +3,16 @@
 //! For cryptographic operations that take an encryption context (Encrypt,
 //! Decrypt, GenerateDataKey*, ReEncrypt), the context must have an entry
 //! `tenant` equal to the caller's tenant; the ciphertext is then bound to
-//! it, since the context is authenticated data. Other actions are allowed.
+//! it, since the context is authenticated data. ReEncrypt is decided once
+//! per key: `kms:ReEncryptFrom` with the source context, `kms:ReEncryptTo`
+//! with the destination context (hosts before ABI v1 revision 6 sent
+//! `kms:ReEncrypt` with the source context for both). Other actions are
+//! allowed.
 
 use keyward_policy::{Context, Decision};
 
 /// The actions this policy constrains.
-pub const GUARDED: &[&str] = &["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt"];
+pub const GUARDED: &[&str] = &["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"];
 
 pub fn decide(ctx: &Context) -> Decision {
     let action = &ctx.action;
@@ -56,6 +60,8 @@ mod tests {
             "kms:GenerateDataKeyWithoutPlaintext",
             "kms:GenerateDataKeyPair",
             "kms:ReEncrypt",
+            "kms:ReEncryptFrom",
+            "kms:ReEncryptTo",
         ] {
             let decision = decide(&request(action, Some("acme")));
             assert!(decision.is_allowed(), "{action}: {}", decision.reason());
@@ -69,6 +75,9 @@ mod tests {
         assert!(decision.reason().contains("\"globex\""), "{}", decision.reason());
         let decision = decide(&request("kms:GenerateDataKey", None));
         assert!(!decision.is_allowed());
+        // Each side of a ReEncrypt, with its own context.
+        assert!(!decide(&request("kms:ReEncryptTo", Some("globex"))).is_allowed());
+        assert!(!decide(&request("kms:ReEncryptFrom", None)).is_allowed());
         assert!(decision.reason().contains("must have"), "{}", decision.reason());
         assert!(!decide(&request("kms:Encrypt", Some("ACME"))).is_allowed());
     }
