@@ -97,7 +97,15 @@ pub fn effective_policy(ctx: &Ctx<'_>, key: &KeyRecord) -> Option<AttestationPol
 /// only to a verified recipient whose PCRs the policy allows.
 pub fn enforce(ctx: &Ctx<'_>, key: &KeyRecord, recipient: Option<&Recipient>) -> Result<(), KmsError> {
     match effective_policy(ctx, key) {
-        Some(policy) => check(&policy, &key.arn, recipient),
+        Some(policy) => {
+            check(&policy, &key.arn, recipient)?;
+            if policy.allows_any_enclave() {
+                ctx.notes.detail(
+                    "Warning: released under AllowAnyEnclave (any attested enclave of any AWS account qualifies)",
+                );
+            }
+            Ok(())
+        }
         None => Ok(()),
     }
 }

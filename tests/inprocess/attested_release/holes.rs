@@ -142,6 +142,14 @@ async fn a_policy_without_measurements_is_refused_unless_it_allows_any_enclave()
         open("Decrypt", out.ciphertext_for_recipient().map(Blob::as_ref)),
         plaintext
     );
+    let audited = last_audit(&kw, "TrentService.Decrypt").await;
+    assert_eq!(audited["Decision"], "Allow");
+    assert!(
+        audited["Reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("AllowAnyEnclave")),
+        "a release under AllowAnyEnclave is flagged in the audit: {audited}"
+    );
 }
 
 /// `AllowedPCRs` alone used to restrict only callers who brought a
