@@ -345,3 +345,45 @@ async fn create_key_with_a_key_policy_is_unsupported() {
     let err = keys::create_key(&ctx, long).await.expect_err("refused");
     assert_eq!(err.aws_type(), "ValidationException");
 }
+
+/// Key records written before issue 20 keep reading, under the new rule:
+/// `AllowedPCRs` without `RequireRecipient` now requires a Recipient too,
+/// and `RequireRecipient` without PCRs reads as `AllowAnyEnclave`.
+#[tokio::test]
+async fn attestation_policies_sealed_before_issue_20_require_a_recipient() {
+    use crate::keys::record::AttestationPolicy;
+    let enclave = enclave();
+    let store = MemoryStore::new();
+    let ctx = ctx(&enclave, &store, TENANT).await;
+    let legacy = [
+        AttestationPolicy {
+            require_recipient: false,
+            allowed_pcrs: [(0, vec!["ab".repeat(48)])].into_iter().collect(),
+        },
+        AttestationPolicy {
+            require_recipient: true,
+            allowed_pcrs: Default::default(),
+        },
+    ];
+    for policy in legacy {
+        let (key_id, arn) = create(&ctx, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT").await;
+        let encrypted = crypto::encrypt(&ctx, json!({ "KeyId": key_id, "Plaintext": b64(b"legacy") }))
+            .await
+            .expect("encrypts");
+        let id = uuid::Uuid::parse_str(&key_id).expect("uuid");
+        let mut rec = crate::keystore::keys::load_key(&ctx, &id).await.expect("loads");
+        rec.attestation = Some(policy.clone());
+        crate::keystore::keys::save_key(&ctx, &rec).await.expect("saved");
+        let described = super::attestation_ops::describe_key_attestation_policy(&ctx, json!({ "KeyId": arn }))
+            .await
+            .expect("described");
+        assert_eq!(described["RequireRecipient"], true, "{policy:?}");
+        assert_eq!(
+            described["AllowAnyEnclave"],
+            policy.allowed_pcrs.is_empty(),
+            "{policy:?}"
+        );
+        let decrypted = crypto::decrypt(&ctx, json!({ "CiphertextBlob": encrypted["CiphertextBlob"] })).await;
+        assert_eq!(aws_type(decrypted), "AccessDeniedException", "{policy:?}");
+    }
+}
