@@ -41,6 +41,8 @@ fn keyless_ops(alias_to_delete: &str, access_key_to_delete: &str) -> Vec<(&'stat
             json!({ "AccessKeyId": access_key_to_delete }),
         ),
         ("Keyward.GetAuditLog", Need::Either, json!({ "Limit": 5 })),
+        // No policy: leaves the tenant as it was.
+        ("Keyward.UpdateTenantAttestationPolicy", Need::KeyAdmin, json!({})),
     ]
 }
 
