@@ -167,11 +167,7 @@ impl RecipientKey {
 
         let cek = Zeroizing::new(
             self.key
-                .decrypt_blinded(
-                    &mut rand::rngs::OsRng,
-                    Oaep::new::<Sha256>(),
-                    &envelope.encrypted_key,
-                )
+                .decrypt_blinded(&mut rand::rngs::OsRng, Oaep::new::<Sha256>(), &envelope.encrypted_key)
                 .map_err(|_| OpenError::Decrypt)?,
         );
         if cek.len() != CEK_LEN {
@@ -278,8 +274,7 @@ fn content_info(r: BERReader<'_, '_>, problem: &Problem) -> ASN1Result<Envelope>
         if content_type != oid(ID_ENVELOPED_DATA) {
             return problem.stop(format!("content type {content_type} is not id-envelopedData"));
         }
-        info.next()
-            .read_tagged(Tag::context(0), |r| enveloped_data(r, problem))
+        info.next().read_tagged(Tag::context(0), |r| enveloped_data(r, problem))
     })
 }
 
@@ -430,8 +425,8 @@ mod tests {
     use der::asn1::{ObjectIdentifier, OctetString};
     use der::{Any, Decode, Encode};
     use proptest::prelude::*;
-    use rsa::pkcs1::RsaOaepParams;
     use rsa::RsaPublicKey;
+    use rsa::pkcs1::RsaOaepParams;
     use rsa::pkcs8::DecodePublicKey;
     use rsa::pkcs8::spki::AlgorithmIdentifierOwned;
     use rsa::traits::PublicKeyParts;
@@ -709,9 +704,17 @@ mod tests {
             let input = aws_vector(name);
             assert_eq!(&input[..2], [0x30, 0x80], "{name} is indefinite-length BER");
             let envelope = Envelope::parse(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(envelope.encrypted_key(), aws_vector(&format!("{name}.encrypted_key")), "{name}");
+            assert_eq!(
+                envelope.encrypted_key(),
+                aws_vector(&format!("{name}.encrypted_key")),
+                "{name}"
+            );
             assert_eq!(envelope.iv().as_slice(), aws_vector(&format!("{name}.iv")), "{name}");
-            assert_eq!(envelope.ciphertext(), aws_vector(&format!("{name}.ciphertext")), "{name}");
+            assert_eq!(
+                envelope.ciphertext(),
+                aws_vector(&format!("{name}.ciphertext")),
+                "{name}"
+            );
             // Sealed to a key we do not have: well-formed, but it does not decrypt.
             assert_eq!(key().open(&input), Err(OpenError::Decrypt), "{name}");
             // Cut anywhere, it is refused.
@@ -725,11 +728,7 @@ mod tests {
     /// layout: indefinite ContentInfo, [0], EnvelopedData and
     /// EncryptedContentInfo, encryptedContent in `segment`-byte segments.
     fn as_aws_ber(der: &[u8], segment: usize) -> Vec<u8> {
-        let data: EnvelopedData = ContentInfo::from_der(der)
-            .expect("ci")
-            .content
-            .decode_as()
-            .expect("ed");
+        let data: EnvelopedData = ContentInfo::from_der(der).expect("ci").content.decode_as().expect("ed");
         let eci = &data.encrypted_content;
         let ciphertext = eci.encrypted_content.as_ref().expect("ct").as_bytes();
         let mut out = vec![0x30, 0x80];

@@ -26,7 +26,7 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    /// Seals `plaintext` to the recipient: CMS EnvelopedData (DER).
+    /// Seals `plaintext` to the recipient: CMS EnvelopedData in AWS KMS's BER layout.
     pub fn envelope(&self, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
         crate::attestation::recipient::envelope(&self.rsa_public_key, plaintext).map_err(|e| {
             KmsError::Validation(format!(
