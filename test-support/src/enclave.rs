@@ -10,6 +10,7 @@ use keyward_enclave::config::{
     ENV_DEV_ACCESS_KEY_ID, ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
     ENV_DEV_SECRET_ACCESS_KEY,
 };
+use keyward_enclave::nsm::{MockAttestingNsm, Nsm, NsmError};
 use keyward_enclave::{Args, Enclave, EnclaveConfig, Mode};
 
 use crate::{ACCOUNT, Creds, REGION};
@@ -64,12 +65,38 @@ pub fn mock_enclave() -> Enclave {
 /// mock mode: an ephemeral mock attestation PKI (its NSM attests with it, its
 /// verifier trusts it), the clock shifted by `clock_offset` seconds.
 pub fn attesting_enclave(config: EnclaveConfig, clock_offset: i64) -> Enclave {
+    attesting_enclave_and_nsm(config, clock_offset).0
+}
+
+/// [`attesting_enclave`], and its NSM, whose PKI tests use to forge the
+/// attestation documents of workloads the enclave trusts.
+pub fn attesting_enclave_and_nsm(config: EnclaveConfig, clock_offset: i64) -> (Enclave, Arc<MockAttestingNsm>) {
     let clock: Arc<dyn Clock> = match clock_offset {
         0 => Arc::new(SystemClock),
         offset_seconds => Arc::new(OffsetClock { offset_seconds }),
     };
     let pki = MockPki::ephemeral().expect("mock attestation PKI");
     let anchor = TrustAnchor::from_der(pki.root_der()).expect("mock trust anchor");
-    let nsm = keyward_enclave::nsm::MockAttestingNsm::with_clock(MockAttester::new(pki), Arc::clone(&clock));
-    Enclave::new(config, Box::new(nsm), clock).with_verifier(Verifier::new(anchor))
+    let nsm = Arc::new(MockAttestingNsm::with_clock(MockAttester::new(pki), Arc::clone(&clock)));
+    let enclave =
+        Enclave::new(config, Box::new(SharedNsm(Arc::clone(&nsm))), clock).with_verifier(Verifier::new(anchor));
+    (enclave, nsm)
+}
+
+/// The enclave's NSM, shared with the test that built it.
+struct SharedNsm(Arc<MockAttestingNsm>);
+
+impl Nsm for SharedNsm {
+    fn fill_random(&self, out: &mut [u8]) -> Result<(), NsmError> {
+        self.0.fill_random(out)
+    }
+
+    fn attest(
+        &self,
+        user_data: Option<&[u8]>,
+        nonce: Option<&[u8]>,
+        public_key: Option<&[u8]>,
+    ) -> Result<Vec<u8>, NsmError> {
+        self.0.attest(user_data, nonce, public_key)
+    }
 }

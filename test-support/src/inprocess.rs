@@ -23,11 +23,12 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use keyward_enclave::Enclave;
+use keyward_enclave::nsm::MockAttestingNsm;
 use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
 use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
 
 use crate::Creds;
-use crate::enclave::{attesting_enclave, mock_args, mock_config};
+use crate::enclave::{attesting_enclave_and_nsm, mock_args, mock_config};
 use crate::raw::RawResponse;
 use crate::sdk::{client_config, shifted_now};
 use crate::sigv4::{api_headers, sign_headers, target};
@@ -58,6 +59,8 @@ pub struct Service {
     pub operator: Creds,
     /// Seconds the enclave's clock is shifted by; clients sign with that time.
     pub clock_offset: i64,
+    /// The enclave's mock NSM (its PKI is the one the enclave trusts).
+    nsm: Arc<MockAttestingNsm>,
 }
 
 impl Service {
@@ -70,7 +73,8 @@ impl Service {
 
     async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
         let config = mock_config(mock_args(), Some(&creds), Some(&operator));
-        let enclave = Arc::new(attesting_enclave(config, clock_offset));
+        let (enclave, nsm) = attesting_enclave_and_nsm(config, clock_offset);
+        let enclave = Arc::new(enclave);
         let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
         enclave.keyring(&*link).await.expect("the enclave boots");
         enclave.attach(Arc::downgrade(&link));
@@ -81,7 +85,34 @@ impl Service {
             creds,
             operator,
             clock_offset,
+            nsm,
         }
+    }
+
+    /// An attestation document of a workload enclave `module_id` with
+    /// `pcrs` (PCR0–15 present, zero unless given) and `public_key` (SPKI
+    /// DER), signed under the PKI this enclave trusts, stamped now.
+    pub fn workload_document(
+        &self,
+        module_id: &str,
+        pcrs: &std::collections::BTreeMap<u8, Vec<u8>>,
+        public_key: &[u8],
+    ) -> Vec<u8> {
+        let now_ms = self
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        keyward_enclave::attestation::mock::attest_with(
+            self.nsm.attester().pki(),
+            module_id,
+            pcrs,
+            None,
+            None,
+            Some(public_key),
+            u64::try_from(now_ms).expect("milliseconds fit"),
+        )
+        .expect("mock workload document")
     }
 
     /// Stops this enclave and starts a new one on the same store (and the

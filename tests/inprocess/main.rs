@@ -14,6 +14,7 @@ mod asymmetric;
 mod deletion_clock;
 mod hmac;
 mod lifecycle;
+mod recipient_cms;
 mod rotation;
 mod signing;
 mod tags;
