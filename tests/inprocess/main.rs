@@ -11,6 +11,7 @@
 mod aliases;
 mod api;
 mod asymmetric;
+mod audit_attested;
 mod deletion_clock;
 mod hmac;
 mod lifecycle;

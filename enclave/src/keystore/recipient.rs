@@ -65,6 +65,7 @@ pub fn verify(ctx: &Ctx<'_>, document: &[u8]) -> Result<Recipient, KmsError> {
         .public_key
         .clone()
         .ok_or_else(|| KmsError::Validation("The attestation document carries no public key.".into()))?;
+    ctx.notes.recipient(verified.module_id(), &verified.document.pcrs);
     ctx.facts().attestation = Some(crate::policy::context::attestation_claims(
         verified.module_id(),
         &verified.document.pcrs,
