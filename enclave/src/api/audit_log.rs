@@ -39,7 +39,7 @@ struct GetAuditLogResponse<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum RecordOut<'a> {
-    Record(RecordFields<'a>),
+    Record(Box<RecordFields<'a>>),
     Corrupt {
         #[serde(rename = "Sequence")]
         sequence: u64,
@@ -131,7 +131,7 @@ pub async fn get_audit_log(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError
             .records
             .iter()
             .map(|entry| match entry {
-                AuditEntry::Record(r) => RecordOut::Record(RecordFields::of(r)),
+                AuditEntry::Record(r) => RecordOut::Record(Box::new(RecordFields::of(r))),
                 AuditEntry::Corrupt { sequence } => RecordOut::Corrupt {
                     sequence: *sequence,
                     corrupt: true,
@@ -177,7 +177,7 @@ mod tests {
             previous_hash: [1; 32],
             hash: [2; 32],
         };
-        let rendered = serde_json::to_value(RecordOut::Record(RecordFields::of(&record))).expect("renders");
+        let rendered = serde_json::to_value(RecordOut::Record(Box::new(RecordFields::of(&record)))).expect("renders");
         assert_eq!(
             rendered,
             json!({
@@ -207,7 +207,7 @@ mod tests {
             hash: "cc".into(),
         });
         attested.source_context = Some(Default::default());
-        let rendered = serde_json::to_value(RecordOut::Record(RecordFields::of(&attested))).expect("renders");
+        let rendered = serde_json::to_value(RecordOut::Record(Box::new(RecordFields::of(&attested)))).expect("renders");
         assert_eq!(rendered["RecipientModuleId"], "i-0123-enc0123");
         assert_eq!(rendered["RecipientPcrs"], json!({"0": "aa", "8": "bb"}));
         assert_eq!(rendered["EncryptionContextKeys"], json!(["k"]));
