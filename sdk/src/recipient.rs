@@ -803,6 +803,31 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// BER mutations (AWS's responses with bytes changed, inserted, cut):
+        /// the parser never panics, and what it accepts is well-formed.
+        #[test]
+        fn altered_ber_never_panics(
+            which in any::<bool>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let mut bytes = aws_vector(if which { "input_ber" } else { "input_ber_w_ctx" });
+            for (at, byte, kind) in edits {
+                let i = at.index(bytes.len());
+                match kind {
+                    0 => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ => bytes.truncate(i.max(1)),
+                }
+            }
+            if let Ok(envelope) = Envelope::parse(&bytes) {
+                prop_assert!(!envelope.ciphertext().is_empty() && envelope.ciphertext().len() % 16 == 0);
+            }
+        }
+    }
+
+    proptest! {
         // Mutations that still parse reach the (slow in debug) RSA decryption.
         #![proptest_config(ProptestConfig::with_cases(48))]
 
