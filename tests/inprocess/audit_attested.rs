@@ -113,7 +113,7 @@ async fn audit_records_what_was_attested_and_the_context_keys() {
         }
     };
     let blob = encrypt(b"attested data", ctx.clone().into_iter().collect()).await;
-    let _again = encrypt(b"other data, same context", ctx.clone().into_iter().collect()).await;
+    let again = encrypt(b"other data, same context", ctx.clone().into_iter().collect()).await;
 
     let workload = RecipientKey::generate();
     let document = service.workload_document(MODULE_ID, &pcrs, workload.public_key_der());
@@ -136,6 +136,19 @@ async fn audit_records_what_was_attested_and_the_context_keys() {
         .expect("opens");
     assert_eq!(opened.as_slice(), b"attested data");
 
+    // A recipient whose PCR8 is not the policy's is refused; its record names what it presented.
+    let wrong_pcr8 = random_bytes(48);
+    let impostor_pcrs: BTreeMap<u8, Vec<u8>> = [(0, pcr0.clone()), (8, wrong_pcr8.clone())].into();
+    let impostor = service.workload_document("i-impostor-enc99", &impostor_pcrs, workload.public_key_der());
+    let refused = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(again))
+        .set_encryption_context(Some(ctx.clone()))
+        .recipient(recipient(&impostor))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a recipient with another PCR8 got the plaintext");
+
     // GenerateRandom for the same recipient: no key, so PCR0 only; no context.
     must(
         "GenerateRandom with Recipient",
@@ -157,7 +170,10 @@ async fn audit_records_what_was_attested_and_the_context_keys() {
     assert_eq!(encrypts.len(), 3);
 
     // Decrypt: module id, PCR0 and PCR8 (the policy's), not PCR1; the context keys and its hash.
-    let decrypt = last(&records, "Decrypt");
+    let decrypt = records
+        .iter()
+        .find(|r| r.operation == "TrentService.Decrypt" && r.decision == "Allow")
+        .expect("the allowed Decrypt");
     assert_eq!(decrypt.decision, "Allow");
     assert_eq!(decrypt.recipient_module_id, MODULE_ID);
     let expected_pcrs: BTreeMap<u8, String> = [(0, hex(&pcr0)), (8, hex(&pcr8))].into();
@@ -175,6 +191,17 @@ async fn audit_records_what_was_attested_and_the_context_keys() {
     assert_eq!(encrypts[2].encryption_context_keys, ["customer", "purpose"]);
     // Encrypt had no recipient.
     assert!(encrypts[0].recipient_module_id.is_empty() && encrypts[0].recipient_pcrs.is_empty());
+
+    let denied = records
+        .iter()
+        .find(|r| r.operation == "TrentService.Decrypt" && r.decision == "Deny")
+        .expect("the refused Decrypt is audited");
+    assert_eq!(denied.recipient_module_id, "i-impostor-enc99");
+    assert_eq!(
+        denied.recipient_pcrs,
+        BTreeMap::from([(0, hex(&pcr0)), (8, hex(&wrong_pcr8))])
+    );
+    assert_eq!(&denied.encryption_context_hash, hash);
 
     let random = last(&records, "GenerateRandom");
     assert_eq!(random.recipient_module_id, MODULE_ID);
