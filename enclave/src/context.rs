@@ -5,13 +5,17 @@
 //! keyring, the policy facts) is in it, and whatever an operation reports
 //! back for the audit record and the metrics goes into its [`Notes`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::audit::context::{ContextDigest, digest};
+use crate::audit::record::Attested;
 use crate::auth::Principal;
 use crate::bootstrap::Keyring;
+use crate::keys::context::EncryptionContext;
 use crate::policy::context::RequestFacts;
 use crate::service::Enclave;
 use crate::store::Records;
@@ -65,6 +69,19 @@ impl<'a> Ctx<'a> {
         &self.enclave.config.region
     }
 
+    /// Notes the operation's encryption context for the audit record (keys,
+    /// and a keyed hash under the tenant's audit-context key; never the values).
+    pub fn note_encryption_context(&self, context: &EncryptionContext) {
+        let key = self.keyring.hierarchy.audit_context_key(&self.principal.tenant);
+        self.notes.encryption_context(digest(&key, context));
+    }
+
+    /// Notes ReEncrypt's source encryption context, as [`Ctx::note_encryption_context`].
+    pub fn note_source_encryption_context(&self, context: &EncryptionContext) {
+        let key = self.keyring.hierarchy.audit_context_key(&self.principal.tenant);
+        self.notes.source_encryption_context(digest(&key, context));
+    }
+
     /// The request's policy facts (held briefly; never across an `.await`).
     pub fn facts(&self) -> MutexGuard<'_, RequestFacts> {
         self.facts.lock().unwrap_or_else(PoisonError::into_inner)
@@ -73,7 +90,8 @@ impl<'a> Ctx<'a> {
 
 /// What a request reports back up while it runs: the key it acted on, the
 /// policy module that decided, what a success should say in its audit
-/// `Reason`, and the time spent in policy decisions. Written through `&self`
+/// `Reason`, the verified recipient and the PCRs policies check, the
+/// encryption context's digest, and the time spent in policy decisions. Written through `&self`
 /// (the context is shared by reference), read once by `api::handle`.
 #[derive(Debug, Default)]
 pub struct Notes {
@@ -91,6 +109,32 @@ pub struct AuditNotes {
     pub detail: String,
     /// Microseconds spent in policy enforcement.
     pub policy_micros: u64,
+    /// The verified recipient: its document's module id and all its PCRs.
+    pub recipient: Option<(String, BTreeMap<u8, Vec<u8>>)>,
+    /// PCR indices the attestation policies of the keys acted on check.
+    pub checked_pcrs: BTreeSet<u8>,
+    /// The operation's encryption context (ReEncrypt: the destination's).
+    pub context: Option<ContextDigest>,
+    /// ReEncrypt's source encryption context.
+    pub source_context: Option<ContextDigest>,
+}
+
+impl AuditNotes {
+    /// What the audit record says was attested: the recipient's module id,
+    /// its PCR0 and every PCR a policy checks (that the document has).
+    pub fn attested(&self) -> Attested {
+        let Some((module_id, pcrs)) = &self.recipient else {
+            return Attested::default();
+        };
+        let pcrs = std::iter::once(0)
+            .chain(self.checked_pcrs.iter().copied())
+            .filter_map(|index| pcrs.get(&index).map(|value| (index, hex::encode(value))))
+            .collect();
+        Attested {
+            module_id: module_id.clone(),
+            pcrs,
+        }
+    }
 }
 
 impl Notes {
@@ -112,6 +156,26 @@ impl Notes {
     pub fn policy_time(&self, spent: Duration) {
         let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
         self.with(|n| n.policy_micros = n.policy_micros.saturating_add(micros));
+    }
+
+    /// Notes the verified recipient (module id and PCRs of its document).
+    pub fn recipient(&self, module_id: &str, pcrs: &BTreeMap<u8, Vec<u8>>) {
+        self.with(|n| n.recipient = Some((module_id.to_owned(), pcrs.clone())));
+    }
+
+    /// Notes PCR indices an attestation policy checks.
+    pub fn checked_pcrs(&self, indices: impl IntoIterator<Item = u8>) {
+        self.with(|n| n.checked_pcrs.extend(indices));
+    }
+
+    /// Notes the digest of the operation's encryption context.
+    pub fn encryption_context(&self, digest: ContextDigest) {
+        self.with(|n| n.context = Some(digest));
+    }
+
+    /// Notes the digest of ReEncrypt's source encryption context.
+    pub fn source_encryption_context(&self, digest: ContextDigest) {
+        self.with(|n| n.source_context = Some(digest));
     }
 
     /// Notes what a successful request did, for its audit `Reason`. Never pass a secret.

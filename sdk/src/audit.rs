@@ -13,6 +13,14 @@
 //!                 ‖ lp(RequestId) ‖ lp(Chain) ‖ lp(AccessKeyId) ‖ lp(Role) ‖ lp(Operation)
 //!                 ‖ lp(KeyArn) ‖ lp(Decision) ‖ lp(Reason) ‖ lp(PolicyModule)
 //!                 ‖ PreviousHash (32 raw bytes) )
+//!   for a record without any of the fields below (every record before they existed);
+//!   with any of RecipientModuleId, RecipientPcrs, (Source)EncryptionContextKeys/Hash:
+//! Hash = SHA-256( "keyward/audit/v2\0" ‖ … as v1 up to lp(PolicyModule)
+//!                 ‖ lp(RecipientModuleId) ‖ u32be(#RecipientPcrs)
+//!                 ‖ for each PCR by ascending index: u8(index) ‖ lp(hex value)
+//!                 ‖ u32be(#EncryptionContextKeys) ‖ lp(key)… ‖ lp(EncryptionContextHash)
+//!                 ‖ u32be(#SourceEncryptionContextKeys) ‖ lp(key)… ‖ lp(SourceEncryptionContextHash)
+//!                 ‖ PreviousHash (32 raw bytes) )
 //! lp(s) = u32be(len(utf8(s))) ‖ utf8(s)
 //! Head signature = ECDSA P-256/SHA-256 (DER, base64) over
 //!     "keyward/audit-head/v1\0" ‖ lp(Chain) ‖ u64be(Sequence) ‖ Hash (32 raw bytes)
@@ -22,6 +30,7 @@
 //! as the canonical lowercase hex strings the enclave writes, so any change
 //! to a record's text, including a hash's spelling, is reported.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -33,6 +42,8 @@ use sha2::{Digest, Sha256};
 
 /// Domain separation prefix of a record hash.
 const RECORD_DOMAIN: &[u8] = b"keyward/audit/v1\0";
+/// … of a record with what was attested or encryption-context fields.
+const RECORD_DOMAIN_V2: &[u8] = b"keyward/audit/v2\0";
 /// Domain separation prefix of the signed head message.
 const HEAD_DOMAIN: &[u8] = b"keyward/audit-head/v1\0";
 /// `PreviousHash` of record 1 (and the hash of an empty chain's head).
@@ -77,6 +88,29 @@ pub struct AuditRecord {
     /// SHA-256 hex of the policy module that decided; empty when none did.
     #[serde(deserialize_with = "null_as_empty")]
     pub policy_module: String,
+    /// The `module_id` of the verified attestation document of the
+    /// request's `Recipient`; empty without one.
+    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    pub recipient_module_id: String,
+    /// That document's PCR0 and every PCR the attestation policy of a key the
+    /// request acted on checks: index → lower-case hex.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub recipient_pcrs: BTreeMap<u8, String>,
+    /// The keys of the operation's encryption context (ReEncrypt: the
+    /// destination's), for operations that take one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encryption_context_keys: Vec<String>,
+    /// Hex HMAC-SHA256 of that context (keys and values) under a per-tenant
+    /// key only the enclave holds: equal contexts of a tenant hash equally;
+    /// the values are not recorded.
+    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    pub encryption_context_hash: String,
+    /// ReEncrypt's source encryption context keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_encryption_context_keys: Vec<String>,
+    /// ReEncrypt's source encryption context hash.
+    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "String::is_empty")]
+    pub source_encryption_context_hash: String,
     /// Hex SHA-256 of the previous record ([`GENESIS_HASH`] for record 1).
     #[serde(deserialize_with = "null_as_empty")]
     pub previous_hash: String,
@@ -335,8 +369,14 @@ pub fn public_key_spki_der(der_or_pem: &[u8]) -> Result<Vec<u8>, AuditError> {
 /// `Hash` of `record` given the raw bytes of its `PreviousHash`; `None` for a
 /// field too long to length-prefix (no genuine record has one).
 fn record_hash(record: &AuditRecord, previous: &[u8; 32]) -> Option<[u8; 32]> {
+    let v2 = !record.recipient_module_id.is_empty()
+        || !record.recipient_pcrs.is_empty()
+        || !record.encryption_context_keys.is_empty()
+        || !record.encryption_context_hash.is_empty()
+        || !record.source_encryption_context_keys.is_empty()
+        || !record.source_encryption_context_hash.is_empty();
     let mut hasher = Sha256::new();
-    hasher.update(RECORD_DOMAIN);
+    hasher.update(if v2 { RECORD_DOMAIN_V2 } else { RECORD_DOMAIN });
     hasher.update(record.sequence.to_be_bytes());
     hasher.update(record.time.to_be_bytes());
     for field in [
@@ -352,8 +392,34 @@ fn record_hash(record: &AuditRecord, previous: &[u8; 32]) -> Option<[u8; 32]> {
     ] {
         length_prefixed(&mut hasher, field)?;
     }
+    if v2 {
+        length_prefixed(&mut hasher, &record.recipient_module_id)?;
+        count(&mut hasher, record.recipient_pcrs.len())?;
+        for (index, value) in &record.recipient_pcrs {
+            hasher.update([*index]);
+            length_prefixed(&mut hasher, value)?;
+        }
+        for (keys, hash) in [
+            (&record.encryption_context_keys, &record.encryption_context_hash),
+            (
+                &record.source_encryption_context_keys,
+                &record.source_encryption_context_hash,
+            ),
+        ] {
+            count(&mut hasher, keys.len())?;
+            for key in keys {
+                length_prefixed(&mut hasher, key)?;
+            }
+            length_prefixed(&mut hasher, hash)?;
+        }
+    }
     hasher.update(previous);
     Some(hasher.finalize().into())
+}
+
+fn count(hasher: &mut Sha256, n: usize) -> Option<()> {
+    hasher.update(u32::try_from(n).ok()?.to_be_bytes());
+    Some(())
 }
 
 /// The message the head signature covers.

@@ -22,16 +22,24 @@
 //!
 //! ## Format
 //!
-//! [`RecipientKey::open`] accepts what Keyward's enclave produces, in DER: a
-//! CMS (RFC 5652) ContentInfo of type id-envelopedData holding exactly one
-//! KeyTransRecipientInfo whose key encryption is id-RSAES-OAEP with SHA-256
-//! and MGF1-SHA-256 (empty label), and an EncryptedContentInfo of type id-data
-//! encrypted with aes256-CBC (16-byte IV as the parameter, PKCS#7 padding).
-//! The content-encryption key must be 32 bytes. The recipient identifier is
-//! not compared with this key (AWS does not document how it derives it); a
-//! ciphertext for another key fails to decrypt instead. Only DER is
-//! accepted: AWS KMS's own responses are BER with indefinite lengths, which
-//! this parser rejects as [`OpenError::Malformed`].
+//! [`RecipientKey::open`] accepts a CMS (RFC 5652) ContentInfo of type
+//! id-envelopedData in BER or DER — what AWS KMS returns (BER, with
+//! indefinite lengths and a constructed, segmented encryptedContent) and
+//! what Keyward's enclave returns (the same layout), as well as DER (older
+//! Keyward releases, OpenSSL) — holding exactly one KeyTransRecipientInfo
+//! whose key encryption is id-RSAES-OAEP with SHA-256 and MGF1-SHA-256
+//! (empty label), and an EncryptedContentInfo of type id-data encrypted with
+//! aes256-CBC (16-byte IV as the parameter, PKCS#7 padding). The
+//! content-encryption key must be 32 bytes. The recipient identifier
+//! (subjectKeyIdentifier or issuerAndSerialNumber) is not compared with this
+//! key (AWS does not document how it derives it); a ciphertext for another
+//! key fails to decrypt instead. originatorInfo and unprotectedAttrs are
+//! refused. [`Envelope::parse`] exposes the parsed parts without decrypting.
+//!
+//! The BER is read with `yasna` (the ASN.1 reader rcgen uses): bounded
+//! nesting, every length checked against its enclosing element, and only the
+//! elements above are read, each with its expected tag; nothing is skipped
+//! blindly.
 //!
 //! ## Security notes
 //!
@@ -56,35 +64,34 @@
 //! printed by `Debug`; the plaintext and the content-encryption key are held
 //! in [`Zeroizing`] buffers.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use aes::Aes256;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, KeyIvInit};
-use cms::content_info::ContentInfo;
-use cms::enveloped_data::{EnvelopedData, RecipientInfo};
-use der::asn1::{AnyRef, ObjectIdentifier, OctetString};
-use der::{Decode, Encode};
-use rsa::pkcs1::RsaOaepParams;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{Oaep, RsaPrivateKey};
 use sha2::{Digest, Sha256};
+use yasna::models::ObjectIdentifier as Oid;
+use yasna::tags::{TAG_INTEGER, TAG_SEQUENCE};
+use yasna::{ASN1Error, ASN1ErrorKind, ASN1Result, BERReader, Tag};
 use zeroize::Zeroizing;
 
 /// `id-envelopedData` (RFC 5652 §6.1).
-const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
+const ID_ENVELOPED_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 3];
 /// `id-data` (RFC 5652 §4).
-const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+const ID_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 1];
 /// `id-RSAES-OAEP` (RFC 8017 Appendix A.2.1).
-const ID_RSAES_OAEP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
+const ID_RSAES_OAEP: &[u64] = &[1, 2, 840, 113549, 1, 1, 7];
 /// `id-mgf1` (RFC 8017 Appendix B.2.1).
-const ID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+const ID_MGF1: &[u64] = &[1, 2, 840, 113549, 1, 1, 8];
 /// `id-pSpecified` (RFC 8017 Appendix A.2.1).
-const ID_P_SPECIFIED: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.9");
+const ID_P_SPECIFIED: &[u64] = &[1, 2, 840, 113549, 1, 1, 9];
 /// `id-sha256` (RFC 5754 §2.2).
-const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const ID_SHA256: &[u64] = &[2, 16, 840, 1, 101, 3, 4, 2, 1];
 /// `aes256-CBC` (RFC 3565 §4.1).
-const ID_AES256_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.42");
+const ID_AES256_CBC: &[u64] = &[2, 16, 840, 1, 101, 3, 4, 1, 42];
 
 /// Largest `CiphertextForRecipient` [`RecipientKey::open`] parses (far above
 /// anything the service releases; a bound on work for hostile input).
@@ -100,7 +107,7 @@ const BLOCK_LEN: usize = 16;
 #[non_exhaustive]
 pub enum OpenError {
     /// Not the CMS EnvelopedData described in the [module
-    /// documentation](self): not DER, another content type, other than one
+    /// documentation](self): not BER/DER, another content type, other than one
     /// key-transport recipient, other algorithms, or over
     /// [`MAX_CIPHERTEXT_LEN`].
     #[error("CiphertextForRecipient is not a supported CMS EnvelopedData: {0}")]
@@ -160,11 +167,7 @@ impl RecipientKey {
 
         let cek = Zeroizing::new(
             self.key
-                .decrypt_blinded(
-                    &mut rand::rngs::OsRng,
-                    Oaep::new::<Sha256>(),
-                    envelope.encrypted_key.as_bytes(),
-                )
+                .decrypt_blinded(&mut rand::rngs::OsRng, Oaep::new::<Sha256>(), &envelope.encrypted_key)
                 .map_err(|_| OpenError::Decrypt)?,
         );
         if cek.len() != CEK_LEN {
@@ -174,7 +177,7 @@ impl RecipientKey {
             cbc::Decryptor::<Aes256>::new_from_slices(&cek, &envelope.iv).map_err(|_| OpenError::Decrypt)?;
         // Decrypt in place in a zeroizing buffer, so no copy of the plaintext
         // (or of a badly padded one) is left behind.
-        let mut buffer = Zeroizing::new(envelope.ciphertext.as_bytes().to_vec());
+        let mut buffer = Zeroizing::new(envelope.ciphertext);
         let len = decryptor
             .decrypt_padded_mut::<Pkcs7>(buffer.as_mut_slice())
             .map_err(|_| OpenError::Decrypt)?
@@ -195,102 +198,217 @@ impl fmt::Debug for RecipientKey {
     }
 }
 
-/// The parts of a checked envelope that decryption needs.
-struct Envelope {
-    encrypted_key: OctetString,
+/// The parts of a checked `CiphertextForRecipient` that decryption needs —
+/// what the AWS Nitro Enclaves SDK's `aws_cms_parse_enveloped_data`
+/// extracts: the RSA-OAEP-encrypted content-encryption key, the IV and the
+/// AES-256-CBC ciphertext (segments joined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    encrypted_key: Vec<u8>,
     iv: [u8; BLOCK_LEN],
-    ciphertext: OctetString,
+    ciphertext: Vec<u8>,
 }
 
-impl Envelope {
-    fn parse(der: &[u8]) -> Result<Self, OpenError> {
-        let malformed = |what: &str| OpenError::Malformed(what.to_owned());
-        if der.len() > MAX_CIPHERTEXT_LEN {
-            return Err(OpenError::Malformed(format!(
-                "{} bytes, over the {MAX_CIPHERTEXT_LEN}-byte limit",
-                der.len()
-            )));
-        }
-        let info =
-            ContentInfo::from_der(der).map_err(|e| OpenError::Malformed(format!("not a DER CMS ContentInfo ({e})")))?;
-        if info.content_type != ID_ENVELOPED_DATA {
-            return Err(OpenError::Malformed(format!(
-                "content type {} is not id-envelopedData",
-                info.content_type
-            )));
-        }
-        let data: EnvelopedData = info
-            .content
-            .decode_as()
-            .map_err(|e| OpenError::Malformed(format!("not a DER EnvelopedData ({e})")))?;
+/// `yasna`'s reader has no way to carry a reason: the first check that fails
+/// notes its reason here and stops the parse.
+#[derive(Default)]
+struct Problem(RefCell<Option<String>>);
 
-        let mut recipients = data.recip_infos.0.into_vec();
-        if recipients.len() != 1 {
-            return Err(OpenError::Malformed(format!(
-                "{} recipients, exactly one expected",
-                recipients.len()
-            )));
+impl Problem {
+    fn stop<T>(&self, reason: impl Into<String>) -> ASN1Result<T> {
+        let mut slot = self.0.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(reason.into());
         }
-        let Some(RecipientInfo::Ktri(ktri)) = recipients.pop() else {
-            return Err(malformed("the recipient is not a KeyTransRecipientInfo"));
-        };
-        if ktri.key_enc_alg.oid != ID_RSAES_OAEP || !is_oaep_sha256(ktri.key_enc_alg.parameters.as_ref()) {
-            return Err(malformed(
-                "key encryption is not RSAES-OAEP with SHA-256, MGF1-SHA-256 and an empty label",
-            ));
-        }
-
-        let content = data.encrypted_content;
-        if content.content_type != ID_DATA {
-            return Err(malformed("the encrypted content type is not id-data"));
-        }
-        if content.content_enc_alg.oid != ID_AES256_CBC {
-            return Err(malformed("content encryption is not AES-256-CBC"));
-        }
-        let iv = content
-            .content_enc_alg
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<OctetString>().ok())
-            .and_then(|iv| <[u8; BLOCK_LEN]>::try_from(iv.as_bytes()).ok())
-            .ok_or_else(|| malformed("the AES-256-CBC parameter is not a 16-byte IV"))?;
-        let ciphertext = content
-            .encrypted_content
-            .ok_or_else(|| malformed("no encrypted content (detached)"))?;
-        let len = ciphertext.as_bytes().len();
-        if len == 0 || len % BLOCK_LEN != 0 {
-            return Err(malformed("the encrypted content is not a whole number of AES blocks"));
-        }
-        Ok(Envelope {
-            encrypted_key: ktri.enc_key,
-            iv,
-            ciphertext,
-        })
+        Err(ASN1Error::new(ASN1ErrorKind::Invalid))
     }
 }
 
-/// RSAES-OAEP-params of exactly SHA-256, MGF1 with SHA-256 and the empty
-/// label (hash parameters NULL or absent, both legal per RFC 4055 §2.1).
-fn is_oaep_sha256(parameters: Option<&der::Any>) -> bool {
-    let Some(der) = parameters.and_then(|p| p.to_der().ok()) else {
-        return false;
-    };
-    let Ok(params) = RsaOaepParams::from_der(&der) else {
-        return false;
-    };
-    let sha256 = |oid: ObjectIdentifier, parameters: Option<AnyRef<'_>>| {
-        oid == ID_SHA256 && parameters.is_none_or(|p| p.is_null())
-    };
-    let mgf_hash = params.mask_gen.parameters;
-    sha256(params.hash.oid, params.hash.parameters)
-        && params.mask_gen.oid == ID_MGF1
-        && mgf_hash.is_some_and(|h| sha256(h.oid, h.parameters))
-        && params.p_source.oid == ID_P_SPECIFIED
-        && params.p_source.parameters.is_some_and(|label| {
-            label
-                .decode_as::<der::asn1::OctetStringRef<'_>>()
-                .is_ok_and(|l| l.is_empty())
+const OAEP_PROBLEM: &str = "key encryption is not RSAES-OAEP with SHA-256, MGF1-SHA-256 and an empty label";
+const IV_PROBLEM: &str = "the AES-256-CBC parameter is not a 16-byte IV";
+
+impl Envelope {
+    /// Parses and checks a `CiphertextForRecipient` (BER or DER) without decrypting it.
+    pub fn parse(ber: &[u8]) -> Result<Self, OpenError> {
+        if ber.len() > MAX_CIPHERTEXT_LEN {
+            return Err(OpenError::Malformed(format!(
+                "{} bytes, over the {MAX_CIPHERTEXT_LEN}-byte limit",
+                ber.len()
+            )));
+        }
+        let problem = Problem::default();
+        let parsed = yasna::parse_ber(ber, |r| content_info(r, &problem));
+        match (problem.0.into_inner(), parsed) {
+            (Some(reason), _) => Err(OpenError::Malformed(reason)),
+            (None, Ok(envelope)) => Ok(envelope),
+            (None, Err(e)) => Err(OpenError::Malformed(format!(
+                "not a BER or DER CMS EnvelopedData ({e})"
+            ))),
+        }
+    }
+
+    /// The RSA-OAEP-SHA-256 encrypted content-encryption key.
+    pub fn encrypted_key(&self) -> &[u8] {
+        &self.encrypted_key
+    }
+
+    /// The AES-256-CBC initialisation vector.
+    pub fn iv(&self) -> &[u8; BLOCK_LEN] {
+        &self.iv
+    }
+
+    /// The AES-256-CBC ciphertext (all segments, in order).
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+}
+
+fn oid(components: &[u64]) -> Oid {
+    Oid::from_slice(components)
+}
+
+/// ContentInfo { contentType id-envelopedData, content [0] EXPLICIT EnvelopedData }.
+fn content_info(r: BERReader<'_, '_>, problem: &Problem) -> ASN1Result<Envelope> {
+    r.read_sequence(|info| {
+        let content_type = info.next().read_oid()?;
+        if content_type != oid(ID_ENVELOPED_DATA) {
+            return problem.stop(format!("content type {content_type} is not id-envelopedData"));
+        }
+        info.next().read_tagged(Tag::context(0), |r| enveloped_data(r, problem))
+    })
+}
+
+/// EnvelopedData { version, recipientInfos, encryptedContentInfo } (no
+/// originatorInfo, no unprotectedAttrs).
+fn enveloped_data(r: BERReader<'_, '_>, problem: &Problem) -> ASN1Result<Envelope> {
+    r.read_sequence(|data| {
+        data.next().read_u64()?;
+        if data.next().lookahead_tag()? == Tag::context(0) {
+            return problem.stop("originatorInfo is not supported");
+        }
+        let mut recipients = Vec::new();
+        data.next().read_set_of(|r| {
+            if r.lookahead_tag()? != TAG_SEQUENCE {
+                return problem.stop("the recipient is not a KeyTransRecipientInfo");
+            }
+            recipients.push(key_trans_recipient(r, problem)?);
+            Ok(())
+        })?;
+        if recipients.len() != 1 {
+            return problem.stop(format!("{} recipients, exactly one expected", recipients.len()));
+        }
+        let (iv, ciphertext) = encrypted_content_info(data.next(), problem)?;
+        Ok(Envelope {
+            encrypted_key: recipients.swap_remove(0),
+            iv,
+            ciphertext,
         })
+    })
+}
+
+/// KeyTransRecipientInfo { version, rid, keyEncryptionAlgorithm, encryptedKey }:
+/// the encrypted key, after checking the algorithm.
+fn key_trans_recipient(r: BERReader<'_, '_>, problem: &Problem) -> ASN1Result<Vec<u8>> {
+    r.read_sequence(|ktri| {
+        ktri.next().read_u64()?;
+        // rid: [0] IMPLICIT SubjectKeyIdentifier, or issuerAndSerialNumber.
+        if ktri.next().lookahead_tag()? == Tag::context(0) {
+            ktri.next().read_tagged_implicit(Tag::context(0), |r| r.read_bytes())?;
+        } else {
+            ktri.next().read_sequence(|ias| {
+                // Name: SEQUENCE OF SET OF AttributeTypeAndValue (string values).
+                ias.next().read_sequence_of(|rdn| {
+                    rdn.read_set_of(|atv| {
+                        atv.read_sequence(|atv| {
+                            atv.next().read_oid()?;
+                            let tag = atv.next().lookahead_tag()?;
+                            atv.next().read_tagged_implicit(tag, |r| r.read_bytes())?;
+                            Ok(())
+                        })
+                    })
+                })?;
+                ias.next().read_tagged_implicit(TAG_INTEGER, |r| r.read_bytes())?;
+                Ok(())
+            })?;
+        }
+        ktri.next().read_sequence(|alg| {
+            if alg.next().read_oid()? != oid(ID_RSAES_OAEP) {
+                return problem.stop(OAEP_PROBLEM);
+            }
+            match alg.read_optional(|r| oaep_sha256(r))? {
+                Some(true) => Ok(()),
+                _ => problem.stop(OAEP_PROBLEM),
+            }
+        })?;
+        ktri.next().read_bytes()
+    })
+}
+
+/// RSAES-OAEP-params of exactly SHA-256, MGF1 with SHA-256 and the empty
+/// label (hash parameters NULL or absent, both legal per RFC 4055 §2.1; the
+/// defaults — SHA-1 — are not SHA-256).
+fn oaep_sha256(r: BERReader<'_, '_>) -> ASN1Result<bool> {
+    r.read_sequence(|params| {
+        let hash = params.read_optional(|r| r.read_tagged(Tag::context(0), is_sha256))?;
+        let mgf = params.read_optional(|r| {
+            r.read_tagged(Tag::context(1), |r| {
+                r.read_sequence(|mgf| {
+                    let is_mgf1 = mgf.next().read_oid()? == oid(ID_MGF1);
+                    Ok(is_mgf1 && is_sha256(mgf.next())?)
+                })
+            })
+        })?;
+        let label_empty = params
+            .read_optional(|r| {
+                r.read_tagged(Tag::context(2), |r| {
+                    r.read_sequence(|source| {
+                        let specified = source.next().read_oid()? == oid(ID_P_SPECIFIED);
+                        Ok(specified && source.next().read_bytes()?.is_empty())
+                    })
+                })
+            })?
+            .unwrap_or(true);
+        Ok(hash == Some(true) && mgf == Some(true) && label_empty)
+    })
+}
+
+/// An AlgorithmIdentifier that is id-sha256 with NULL or absent parameters.
+fn is_sha256(r: BERReader<'_, '_>) -> ASN1Result<bool> {
+    r.read_sequence(|alg| {
+        let sha256 = alg.next().read_oid()? == oid(ID_SHA256);
+        alg.read_optional(|r| r.read_null())?;
+        Ok(sha256)
+    })
+}
+
+/// EncryptedContentInfo { id-data, aes256-CBC with its IV, [0] IMPLICIT
+/// OCTET STRING (primitive, or constructed of segments) }.
+fn encrypted_content_info(r: BERReader<'_, '_>, problem: &Problem) -> ASN1Result<([u8; BLOCK_LEN], Vec<u8>)> {
+    r.read_sequence(|info| {
+        if info.next().read_oid()? != oid(ID_DATA) {
+            return problem.stop("the encrypted content type is not id-data");
+        }
+        let iv = info.next().read_sequence(|alg| {
+            if alg.next().read_oid()? != oid(ID_AES256_CBC) {
+                return problem.stop("content encryption is not AES-256-CBC");
+            }
+            match alg.read_optional(|r| r.read_bytes())? {
+                Some(iv) => match <[u8; BLOCK_LEN]>::try_from(iv.as_slice()) {
+                    Ok(iv) => Ok(iv),
+                    Err(_) => problem.stop(IV_PROBLEM),
+                },
+                None => problem.stop(IV_PROBLEM),
+            }
+        })?;
+        let Some(ciphertext) = info.read_optional(|r| r.read_tagged_implicit(Tag::context(0), |r| r.read_bytes()))?
+        else {
+            return problem.stop("no encrypted content (detached)");
+        };
+        if ciphertext.is_empty() || ciphertext.len() % BLOCK_LEN != 0 {
+            return problem.stop("the encrypted content is not a whole number of AES blocks");
+        }
+        Ok((iv, ciphertext))
+    })
 }
 
 #[cfg(test)]
@@ -302,16 +420,21 @@ mod tests {
         RecipientInfoBuilder, RecipientInfoType,
     };
     use cms::cert::x509::ext::pkix::SubjectKeyIdentifier;
-    use cms::content_info::CmsVersion;
-    use cms::enveloped_data::{KeyTransRecipientInfo, RecipientIdentifier};
-    use der::Any;
+    use cms::content_info::{CmsVersion, ContentInfo};
+    use cms::enveloped_data::{EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo};
+    use der::asn1::{ObjectIdentifier, OctetString};
+    use der::{Any, Decode, Encode};
     use proptest::prelude::*;
     use rsa::RsaPublicKey;
+    use rsa::pkcs1::RsaOaepParams;
     use rsa::pkcs8::DecodePublicKey;
     use rsa::pkcs8::spki::AlgorithmIdentifierOwned;
     use rsa::traits::PublicKeyParts;
 
     use super::*;
+
+    const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
+    const ID_RSAES_OAEP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
 
     /// Key generation is slow in debug builds: two keys for the module.
     fn key() -> &'static RecipientKey {
@@ -565,12 +688,142 @@ mod tests {
         malformed(key().open(&vec![0x30; MAX_CIPHERTEXT_LEN + 1]));
     }
 
+    /// A vector of `tests/data/aws-kms-cms/` (hex, whitespace ignored).
+    fn aws_vector(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/data/aws-kms-cms/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        hex::decode(text.split_whitespace().collect::<String>()).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// AWS KMS's own responses (BER, indefinite lengths; one with a segmented,
+    /// one with a primitive encryptedContent) parse to exactly what the AWS
+    /// Nitro Enclaves SDK's `cms_test.c` expects.
+    #[test]
+    fn parses_aws_kms_responses_as_the_nitro_sdk_does() {
+        for name in ["input_ber", "input_ber_w_ctx"] {
+            let input = aws_vector(name);
+            assert_eq!(&input[..2], [0x30, 0x80], "{name} is indefinite-length BER");
+            let envelope = Envelope::parse(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                envelope.encrypted_key(),
+                aws_vector(&format!("{name}.encrypted_key")),
+                "{name}"
+            );
+            assert_eq!(envelope.iv().as_slice(), aws_vector(&format!("{name}.iv")), "{name}");
+            assert_eq!(
+                envelope.ciphertext(),
+                aws_vector(&format!("{name}.ciphertext")),
+                "{name}"
+            );
+            // Sealed to a key we do not have: well-formed, but it does not decrypt.
+            assert_eq!(key().open(&input), Err(OpenError::Decrypt), "{name}");
+            // Cut anywhere, it is refused.
+            for cut in [1, 2, 14, 40, input.len() / 2, input.len() - 2, input.len() - 1] {
+                malformed(key().open(&input[..cut]));
+            }
+        }
+    }
+
+    /// An envelope the cms crate encodes as DER, re-encoded in AWS's BER
+    /// layout: indefinite ContentInfo, [0], EnvelopedData and
+    /// EncryptedContentInfo, encryptedContent in `segment`-byte segments.
+    fn as_aws_ber(der: &[u8], segment: usize) -> Vec<u8> {
+        let data: EnvelopedData = ContentInfo::from_der(der).expect("ci").content.decode_as().expect("ed");
+        let eci = &data.encrypted_content;
+        let ciphertext = eci.encrypted_content.as_ref().expect("ct").as_bytes();
+        let mut out = vec![0x30, 0x80];
+        out.extend(ID_ENVELOPED_DATA.to_der().expect("oid"));
+        out.extend([0xa0, 0x80, 0x30, 0x80]);
+        out.extend(data.version.to_der().expect("version"));
+        out.extend(data.recip_infos.to_der().expect("recipients"));
+        out.extend([0x30, 0x80]);
+        out.extend(eci.content_type.to_der().expect("oid"));
+        out.extend(eci.content_enc_alg.to_der().expect("alg"));
+        out.extend([0xa0, 0x80]);
+        for chunk in ciphertext.chunks(segment) {
+            out.extend(OctetString::new(chunk).expect("octets").to_der().expect("segment"));
+        }
+        out.extend([0; 10]);
+        out
+    }
+
+    #[test]
+    fn opens_ber_and_der_alike() {
+        for len in [0, 15, 16, 999, 1000, 1001, 2400, 4096] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 11 % 253) as u8).collect();
+            let der = seal(key(), &data);
+            assert_eq!(key().open(&der).expect("DER").as_slice(), data, "{len} bytes, DER");
+            for segment in [16, 1000] {
+                let ber = as_aws_ber(&der, segment);
+                assert_ne!(ber, der);
+                assert_eq!(
+                    key().open(&ber).expect("BER").as_slice(),
+                    data,
+                    "{len} bytes, BER in {segment}-byte segments"
+                );
+                assert_eq!(Envelope::parse(&ber), Envelope::parse(&der));
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_broken_ber() {
+        let ber = as_aws_ber(&seal(key(), b"x"), 1000);
+        // One end-of-contents missing, one too many, or garbage after them.
+        malformed(key().open(&ber[..ber.len() - 2]));
+        let mut extra = ber.clone();
+        extra.extend([0, 0]);
+        malformed(key().open(&extra));
+        // An indefinite length on a primitive element (the version INTEGER at offset 17).
+        let mut primitive = ber.clone();
+        assert_eq!(&primitive[17..20], [0x02, 0x01, 0x02]);
+        primitive[18] = 0x80;
+        malformed(key().open(&primitive));
+        // A length far past the end (would overflow a naive `pos + len`).
+        let mut huge = ber[..19].to_vec();
+        huge[18] = 0x88;
+        huge.extend([0xff; 8]);
+        malformed(key().open(&huge));
+        // Deep nesting of indefinite lengths stops, without exhausting the stack.
+        let mut deep = vec![0x30, 0x80];
+        deep.extend(ID_ENVELOPED_DATA.to_der().expect("oid"));
+        for _ in 0..100_000 {
+            deep.extend([0xa0, 0x80]);
+        }
+        malformed(key().open(&deep));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             prop_assert!(key().open(&bytes).is_err());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// BER mutations (AWS's responses with bytes changed, inserted, cut):
+        /// the parser never panics, and what it accepts is well-formed.
+        #[test]
+        fn altered_ber_never_panics(
+            which in any::<bool>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let mut bytes = aws_vector(if which { "input_ber" } else { "input_ber_w_ctx" });
+            for (at, byte, kind) in edits {
+                let i = at.index(bytes.len());
+                match kind {
+                    0 => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ => bytes.truncate(i.max(1)),
+                }
+            }
+            if let Ok(envelope) = Envelope::parse(&bytes) {
+                prop_assert!(!envelope.ciphertext().is_empty() && envelope.ciphertext().len() % 16 == 0);
+            }
         }
     }
 

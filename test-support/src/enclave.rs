@@ -10,6 +10,7 @@ use keyward_enclave::config::{
     ENV_DEV_ACCESS_KEY_ID, ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
     ENV_DEV_SECRET_ACCESS_KEY,
 };
+use keyward_enclave::nsm::{MockAttestingNsm, Nsm, NsmError};
 use keyward_enclave::{Args, Enclave, EnclaveConfig, Mode};
 
 use crate::{ACCOUNT, Creds, REGION};
@@ -69,12 +70,26 @@ pub fn attesting_enclave(config: EnclaveConfig, clock_offset: i64) -> Enclave {
         clock_offset,
         MockPki::ephemeral().expect("mock attestation PKI"),
     )
+    .0
 }
 
-/// [`attesting_enclave`], and a second handle on its mock root with which
-/// tests forge workloads' documents that the enclave trusts
+/// [`attesting_enclave`], and its NSM, whose PKI tests use to forge the
+/// attestation documents of workloads the enclave trusts.
+pub fn attesting_enclave_and_nsm(config: EnclaveConfig, clock_offset: i64) -> (Enclave, Arc<MockAttestingNsm>) {
+    attesting_enclave_with(
+        config,
+        clock_offset,
+        MockPki::ephemeral().expect("mock attestation PKI"),
+    )
+}
+
+/// [`attesting_enclave_and_nsm`], and a second handle on its mock root with
+/// which tests forge workloads' documents that the enclave trusts
 /// ([`keyward_enclave::attestation::mock::attest_with`]).
-pub fn attesting_enclave_and_pki(config: EnclaveConfig, clock_offset: i64) -> (Enclave, MockPki) {
+pub fn attesting_enclave_and_pki(
+    config: EnclaveConfig,
+    clock_offset: i64,
+) -> (Enclave, Arc<MockAttestingNsm>, MockPki) {
     // The mock root exists only in a directory of this process's, long
     // enough to load it twice (each handle issues its own intermediate).
     let dir = std::env::temp_dir().join(format!("keyward-mock-root-{}", uuid::Uuid::new_v4()));
@@ -82,15 +97,36 @@ pub fn attesting_enclave_and_pki(config: EnclaveConfig, clock_offset: i64) -> (E
     let forging_pki =
         MockPki::from_root_files(&keyward_enclave::attestation::mock::mock_dir(&dir)).expect("the mock root, again");
     std::fs::remove_dir_all(&dir).expect("removing the temporary mock root");
-    (attesting_enclave_with(config, clock_offset, enclave_pki), forging_pki)
+    let (enclave, nsm) = attesting_enclave_with(config, clock_offset, enclave_pki);
+    (enclave, nsm, forging_pki)
 }
 
-fn attesting_enclave_with(config: EnclaveConfig, clock_offset: i64, pki: MockPki) -> Enclave {
+fn attesting_enclave_with(config: EnclaveConfig, clock_offset: i64, pki: MockPki) -> (Enclave, Arc<MockAttestingNsm>) {
     let clock: Arc<dyn Clock> = match clock_offset {
         0 => Arc::new(SystemClock),
         offset_seconds => Arc::new(OffsetClock { offset_seconds }),
     };
     let anchor = TrustAnchor::from_der(pki.root_der()).expect("mock trust anchor");
-    let nsm = keyward_enclave::nsm::MockAttestingNsm::with_clock(MockAttester::new(pki), Arc::clone(&clock));
-    Enclave::new(config, Box::new(nsm), clock).with_verifier(Verifier::new(anchor))
+    let nsm = Arc::new(MockAttestingNsm::with_clock(MockAttester::new(pki), Arc::clone(&clock)));
+    let enclave =
+        Enclave::new(config, Box::new(SharedNsm(Arc::clone(&nsm))), clock).with_verifier(Verifier::new(anchor));
+    (enclave, nsm)
+}
+
+/// The enclave's NSM, shared with the test that built it.
+struct SharedNsm(Arc<MockAttestingNsm>);
+
+impl Nsm for SharedNsm {
+    fn fill_random(&self, out: &mut [u8]) -> Result<(), NsmError> {
+        self.0.fill_random(out)
+    }
+
+    fn attest(
+        &self,
+        user_data: Option<&[u8]>,
+        nonce: Option<&[u8]>,
+        public_key: Option<&[u8]>,
+    ) -> Result<Vec<u8>, NsmError> {
+        self.0.attest(user_data, nonce, public_key)
+    }
 }

@@ -23,6 +23,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use keyward_enclave::Enclave;
+use keyward_enclave::nsm::MockAttestingNsm;
 use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
 use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
 
@@ -62,6 +63,8 @@ pub struct Service {
     /// The enclave's mock attestation root: documents issued under it
     /// (`attest_with`) verify as genuine workloads' documents.
     pub pki: Arc<MockPki>,
+    /// The enclave's mock NSM (its PKI is the one the enclave trusts).
+    nsm: Arc<MockAttestingNsm>,
 }
 
 impl Service {
@@ -74,7 +77,7 @@ impl Service {
 
     async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
         let config = mock_config(mock_args(), Some(&creds), Some(&operator));
-        let (enclave, pki) = attesting_enclave_and_pki(config, clock_offset);
+        let (enclave, nsm, pki) = attesting_enclave_and_pki(config, clock_offset);
         let enclave = Arc::new(enclave);
         let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
         enclave.keyring(&*link).await.expect("the enclave boots");
@@ -87,7 +90,34 @@ impl Service {
             operator,
             clock_offset,
             pki: Arc::new(pki),
+            nsm,
         }
+    }
+
+    /// An attestation document of a workload enclave `module_id` with
+    /// `pcrs` (PCR0–15 present, zero unless given) and `public_key` (SPKI
+    /// DER), signed under the PKI this enclave trusts, stamped now.
+    pub fn workload_document(
+        &self,
+        module_id: &str,
+        pcrs: &std::collections::BTreeMap<u8, Vec<u8>>,
+        public_key: &[u8],
+    ) -> Vec<u8> {
+        let now_ms = self
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis();
+        keyward_enclave::attestation::mock::attest_with(
+            self.nsm.attester().pki(),
+            module_id,
+            pcrs,
+            None,
+            None,
+            Some(public_key),
+            u64::try_from(now_ms).expect("milliseconds fit"),
+        )
+        .expect("mock workload document")
     }
 
     /// Stops this enclave and starts a new one on the same store (and the

@@ -24,6 +24,7 @@
 pub mod b64;
 pub mod enclave;
 pub mod inprocess;
+pub mod kmstool_cms;
 pub mod policies;
 pub mod random;
 pub mod raw;

@@ -264,3 +264,90 @@ async fn random_bytes_and_shared_secrets_for_a_recipient_never_cross_the_host() 
         "the scan does not find a shared secret that did cross the host"
     );
 }
+
+/// `kmsctl audit` shows what was attested (module id, PCR0) and the
+/// encryption context's keys and keyed hash, never its values, and
+/// `kmsctl audit verify` verifies the chain with those records in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kmsctl_audit_shows_what_was_attested() {
+    let split = Split::start().await;
+    let kms = split.client();
+    let key_id = create_key(&kms, "kmsctl audit of a recipient").await;
+    let workload = RecipientKey::generate();
+    let pcrs = default_pcrs();
+    let document = workload_document(&split.mock_attestation_dir(), &pcrs, &workload);
+    let value = "a customer value the audit must not hold";
+    let ctx = context(&[("tenant-purpose", value)]);
+    let blob = must(
+        "Encrypt",
+        kms.encrypt()
+            .key_id(&key_id)
+            .plaintext(Blob::new(&b"attested"[..]))
+            .set_encryption_context(Some(ctx.clone()))
+            .send()
+            .await,
+    )
+    .ciphertext_blob()
+    .expect("CiphertextBlob")
+    .as_ref()
+    .to_vec();
+    let out = must(
+        "Decrypt with Recipient",
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(blob))
+            .set_encryption_context(Some(ctx))
+            .recipient(recipient_info(&document))
+            .send()
+            .await,
+    );
+    assert_eq!(open("Decrypt", &workload, out.ciphertext_for_recipient()), b"attested");
+
+    let kmsctl = |args: &[&str]| {
+        std::process::Command::new(crate::audit::kmsctl_path())
+            .args(args)
+            .env("KEYWARD_ENDPOINT", &split.url)
+            .env("AWS_REGION", crate::harness::REGION)
+            .env("AWS_ACCESS_KEY_ID", &split.creds.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &split.creds.secret)
+            .output()
+            .expect("run kmsctl")
+    };
+    let listed = kmsctl(&["audit", "list"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "kmsctl audit: {stdout} {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let decrypt = stdout
+        .lines()
+        .rfind(|l| l.contains("\tTrentService.Decrypt\t"))
+        .unwrap_or_else(|| panic!("no Decrypt line in {stdout}"));
+    let pcr0 = pcrs.get(&0).map(hex::encode).expect("PCR0");
+    assert!(
+        decrypt.contains(&format!(
+            "\t{} pcr0={pcr0}\tkeys=[\"tenant-purpose\"] hash=",
+            keyward_sdk::attestation::DEFAULT_MODULE_ID
+        )),
+        "{decrypt}"
+    );
+    assert!(!stdout.contains(value), "a context value in kmsctl audit: {stdout}");
+    let encrypt = stdout
+        .lines()
+        .rfind(|l| l.contains("\tTrentService.Encrypt\t"))
+        .expect("an Encrypt line");
+    assert!(
+        encrypt.ends_with(&decrypt[decrypt.rfind("\tkeys=").expect("keys")..]),
+        "same context, same hash: {encrypt} / {decrypt}"
+    );
+
+    let verified = kmsctl(&["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "kmsctl audit verify: {stdout} {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("audit chain OK"), "{stdout}");
+}

@@ -1,6 +1,8 @@
 //! `Keyward.GetAuditLog`: the caller's own chain (a tenant's, or the
 //! operator's), with the head signed by the enclave's audit key.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -37,7 +39,7 @@ struct GetAuditLogResponse<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum RecordOut<'a> {
-    Record(RecordFields<'a>),
+    Record(Box<RecordFields<'a>>),
     Corrupt {
         #[serde(rename = "Sequence")]
         sequence: u64,
@@ -60,6 +62,18 @@ struct RecordFields<'a> {
     decision: &'a str,
     reason: &'a str,
     policy_module: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    recipient_module_id: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    recipient_pcrs: &'a BTreeMap<u8, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_context_keys: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_context_hash: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_encryption_context_keys: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_encryption_context_hash: Option<&'a str>,
     previous_hash: String,
     hash: String,
 }
@@ -78,6 +92,12 @@ impl<'a> RecordFields<'a> {
             decision: &r.decision,
             reason: &r.reason,
             policy_module: &r.policy_module,
+            recipient_module_id: &r.attested.module_id,
+            recipient_pcrs: &r.attested.pcrs,
+            encryption_context_keys: r.context.as_ref().map(|c| c.keys.as_slice()),
+            encryption_context_hash: r.context.as_ref().map(|c| c.hash.as_str()),
+            source_encryption_context_keys: r.source_context.as_ref().map(|c| c.keys.as_slice()),
+            source_encryption_context_hash: r.source_context.as_ref().map(|c| c.hash.as_str()),
             previous_hash: hex::encode(r.previous_hash),
             hash: hex::encode(r.hash),
         }
@@ -111,7 +131,7 @@ pub async fn get_audit_log(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError
             .records
             .iter()
             .map(|entry| match entry {
-                AuditEntry::Record(r) => RecordOut::Record(RecordFields::of(r)),
+                AuditEntry::Record(r) => RecordOut::Record(Box::new(RecordFields::of(r))),
                 AuditEntry::Corrupt { sequence } => RecordOut::Corrupt {
                     sequence: *sequence,
                     corrupt: true,
@@ -151,10 +171,13 @@ mod tests {
             decision: "Allow".into(),
             reason: "why".into(),
             policy_module: "ab".into(),
+            attested: Default::default(),
+            context: None,
+            source_context: None,
             previous_hash: [1; 32],
             hash: [2; 32],
         };
-        let rendered = serde_json::to_value(RecordOut::Record(RecordFields::of(&record))).expect("renders");
+        let rendered = serde_json::to_value(RecordOut::Record(Box::new(RecordFields::of(&record)))).expect("renders");
         assert_eq!(
             rendered,
             json!({
@@ -173,6 +196,25 @@ mod tests {
                 "Hash": hex::encode([2u8; 32]),
             })
         );
+
+        // With what was attested and the encryption contexts.
+        let mut attested = record.clone();
+        attested.attested.module_id = "i-0123-enc0123".into();
+        attested.attested.pcrs.insert(0, "aa".into());
+        attested.attested.pcrs.insert(8, "bb".into());
+        attested.context = Some(crate::audit::record::ContextDigest {
+            keys: vec!["k".into()],
+            hash: "cc".into(),
+        });
+        attested.source_context = Some(Default::default());
+        let rendered = serde_json::to_value(RecordOut::Record(Box::new(RecordFields::of(&attested)))).expect("renders");
+        assert_eq!(rendered["RecipientModuleId"], "i-0123-enc0123");
+        assert_eq!(rendered["RecipientPcrs"], json!({"0": "aa", "8": "bb"}));
+        assert_eq!(rendered["EncryptionContextKeys"], json!(["k"]));
+        assert_eq!(rendered["EncryptionContextHash"], "cc");
+        assert_eq!(rendered["SourceEncryptionContextKeys"], json!([]));
+        assert_eq!(rendered["SourceEncryptionContextHash"], "");
+
         let corrupt = RecordOut::Corrupt {
             sequence: 4,
             corrupt: true,

@@ -95,6 +95,7 @@ pub async fn encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     length("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
     let context = params::context(req.encryption_context)?;
+    ctx.note_encryption_context(&context);
     let key_id = required("keyId", req.key_id)?;
     let encrypted = domain::encrypt(ctx, &key_id, plaintext.expose(), &context).await?;
     render(EncryptResponse {
@@ -128,6 +129,7 @@ pub async fn decrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let ciphertext = blob("ciphertextBlob", &required("ciphertextBlob", req.ciphertext_blob)?)?;
     check_algorithm(req.encryption_algorithm.as_deref())?;
     let context = params::context(req.encryption_context)?;
+    ctx.note_encryption_context(&context);
     let recipient = recipient::verify_for(
         ctx,
         req.recipient,
@@ -173,6 +175,8 @@ pub async fn re_encrypt(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     check_algorithm(req.destination_encryption_algorithm.as_deref())?;
     let source_context = params::context(req.source_encryption_context)?;
     let destination_context = params::context(req.destination_encryption_context)?;
+    ctx.note_source_encryption_context(&source_context);
+    ctx.note_encryption_context(&destination_context);
     let re = ReEncryption {
         ciphertext: &ciphertext,
         source_key_id: req.source_key_id.as_deref(),
@@ -244,6 +248,7 @@ pub async fn generate_data_key(ctx: &Ctx<'_>, body: Value, with_plaintext: bool)
         ));
     }
     let context = params::context(req.encryption_context)?;
+    ctx.note_encryption_context(&context);
     let key_id = required("keyId", req.key_id)?;
     let recipient = recipient::verify_for(ctx, req.recipient, recipient::Named::Key(&key_id)).await?;
     let data_key = domain::generate_data_key(ctx, &key_id, len, &context, recipient.as_ref(), with_plaintext).await?;
@@ -329,6 +334,7 @@ pub async fn generate_data_key_pair(ctx: &Ctx<'_>, body: Value, with_plaintext: 
         ));
     }
     let context = params::context(req.encryption_context)?;
+    ctx.note_encryption_context(&context);
     let key_id = required("keyId", req.key_id)?;
     let recipient = recipient::verify_for(ctx, req.recipient, recipient::Named::Key(&key_id)).await?;
     let pair = domain::generate_p256_data_key_pair(ctx, &key_id, &context, recipient.as_ref(), with_plaintext).await?;

@@ -9,7 +9,8 @@
 //! ([`crate::keystore`], no JSON), and renders the answer. Errors are
 //! [`crate::error::KmsError`] throughout; [`error`] maps them to AWS shapes.
 //! What an operation reports for the audit record goes through `ctx.notes`
-//! (`key`, `policy`, `policy_time`, `detail`), never through globals.
+//! (`key`, `policy`, `policy_time`, `detail`, `recipient`, `checked_pcrs`,
+//! and `Ctx::note_encryption_context`), never through globals.
 //!
 //! # How to add an operation
 //! 1. Add its name to [`Operation`] (`enclave/wire/src/operation.rs`): the
@@ -77,6 +78,9 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
         };
         let mut notes = AuditNotes::default();
         let result = serve(enclave, &request, transport, &mut audit, &mut notes).await;
+        audit.attested = notes.attested();
+        audit.context = notes.context.take();
+        audit.source_context = notes.source_context.take();
         audit.key_arn = notes.key_arn;
         audit.policy_module = notes.policy_module;
         match &result {

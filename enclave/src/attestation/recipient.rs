@@ -1,47 +1,64 @@
 //! `CiphertextForRecipient`: CMS EnvelopedData (RFC 5652 §6) to the RSA key
-//! of an attested recipient, as AWS KMS returns it when a request carries
-//! `Recipient { KeyEncryptionAlgorithm: "RSAES_OAEP_SHA_256", … }`.
+//! of an attested recipient, laid out byte for byte as AWS KMS returns it when
+//! a request carries `Recipient { KeyEncryptionAlgorithm: "RSAES_OAEP_SHA_256", … }`.
 //!
-//! [`envelope`] produces, DER-encoded:
+//! [`envelope`] produces this BER (`∞` = indefinite length, closed by an
+//! end-of-contents `00 00`; every other element definite-length DER):
 //!
 //! ```text
-//! ContentInfo {
+//! ContentInfo ∞ {
 //!   contentType  id-envelopedData (1.2.840.113549.1.7.3)
-//!   content [0]  EnvelopedData {
+//!   content [0] ∞  EnvelopedData ∞ {
 //!     version         2                   (RFC 5652 §6.1: a v2 RecipientInfo)
-//!     recipientInfos  SET OF exactly one
+//!     recipientInfos  SET OF exactly one (definite, DER)
 //!       KeyTransRecipientInfo {
 //!         version                 2       (rid is a subjectKeyIdentifier)
-//!         rid                     [0] subjectKeyIdentifier: RFC 7093 §2 method 1, the
-//!                                 leftmost 160 bits of SHA-256 over the subjectPublicKey
-//!                                 BIT STRING value of the recipient's key
+//!         rid                     [0] subjectKeyIdentifier: 32 bytes, SHA-256 over the
+//!                                 subjectPublicKey BIT STRING value of the recipient's key
+//!                                 (RFC 7093 §2 method 1, untruncated)
 //!         keyEncryptionAlgorithm  id-RSAES-OAEP (1.2.840.113549.1.1.7) with
 //!                                 RSAES-OAEP-params { [0] sha256 (NULL params),
 //!                                 [1] mgf1 with sha256, pSource default (empty label) }
 //!         encryptedKey            RSA-OAEP-SHA-256(recipient key, CEK)
 //!       }
-//!     encryptedContentInfo {
+//!     encryptedContentInfo ∞ {
 //!       contentType                 id-data
 //!       contentEncryptionAlgorithm  aes256-CBC (2.16.840.1.101.3.4.1.42), parameters:
-//!                                   the 16-byte IV as an OCTET STRING
-//!       encryptedContent [0]        AES-256-CBC(CEK, IV, PKCS#7-padded plaintext)
+//!                                   the 16-byte IV as an OCTET STRING (definite, DER)
+//!       encryptedContent [0] ∞      constructed: AES-256-CBC(CEK, IV, PKCS#7-padded
+//!                                   plaintext) as OCTET STRING segments of at most
+//!                                   1000 bytes each
 //!     }
 //!   }
 //! }
 //! ```
+//!
+//! Why exactly this layout: the CMS parser of the AWS Nitro Enclaves SDK
+//! (`aws_cms_parse_enveloped_data` in aws-nitro-enclaves-sdk-c `source/cms.c`,
+//! used by kmstool-enclave-cli and every workload built on that SDK) reads
+//! the ContentInfo, its `[0]`, the EnvelopedData and the EncryptedContentInfo
+//! *header first* with AWS-LC's `CBS_get_any_ber_asn1_element`, which returns
+//! only the header of an indefinite-length element but swallows a definite
+//! one whole, so the next read fails; and it reads recipientInfos and the
+//! algorithm identifiers with `CBS_get_asn1`, which refuses indefinite
+//! lengths. So DER — although valid BER — does not open there: those four
+//! structures must be indefinite-length and the rest definite. This is the
+//! layout of AWS KMS's captured responses (`input_ber` in the SDK's
+//! `tests/kmstool-enclaves/cms_test.c`, copied to `tests/data/aws-kms-cms/`),
+//! including the 32-byte subjectKeyIdentifier and the constructed
+//! encryptedContent. The 1000-byte segments are CER's rule (X.690 §9.2) and
+//! the default of the Bouncy Castle streaming generator whose output the
+//! captured responses match; those responses are too short to show more than
+//! one segment. What AWS hashes into its 32-byte identifier is not
+//! documented; recipients do not compare it (`openssl cms -decrypt -inkey`
+//! without `-recip`, the Nitro Enclaves SDK, `keyward-sdk`), they try their key.
 //!
 //! The content-encryption key (CEK) is a fresh random AES-256 key per call,
 //! the IV a fresh random 16 bytes; both come from the OS RNG. There is no
 //! originatorInfo and there are no unprotectedAttrs. The recipient has no
 //! certificate, so `issuerAndSerialNumber` is impossible; the
 //! subjectKeyIdentifier `rid` is what AWS KMS uses too (version 2 throughout,
-//! as the AWS Nitro Enclaves SDK expects), and recipients that only hold the
-//! private key (`openssl cms -decrypt -inkey key.pem` without `-recip`, the
-//! Nitro Enclaves SDK) try their key regardless of the identifier's value.
-//!
-//! The output is DER. AWS KMS's own responses are BER (its Nitro Enclaves
-//! SDK and other clients parse indefinite-length encodings); DER is a subset
-//! of BER, so those parsers accept it.
+//! as the AWS Nitro Enclaves SDK requires).
 //!
 //! Only public-key operations happen here: RSA-OAEP *encryption* to the
 //! recipient's key (the `rsa` crate's private-key timing side channel does
@@ -50,20 +67,21 @@
 //! AWS KMS neither): the untrusted host relaying the response can alter it,
 //! and recipients cannot detect every alteration.
 //!
-//! Built from the `cms` crate's ASN.1 types rather than its
+//! Every definite element is DER from the `cms` and `der` crates' ASN.1
+//! types; only the four indefinite-length headers, their end-of-contents
+//! octets and the segment framing are written here ([`Ber`]). Not cms'
 //! `EnvelopedDataBuilder`: cms 0.2's `KeyTransRecipientInfoBuilder` only does
-//! RSAES-PKCS1-v1_5, and assembling the structure here keeps the CEK in one
-//! zeroizing buffer. (The AES key schedule inside the `cbc` encryptor is only
-//! wiped on drop when the `aes` crate's `zeroize` feature is enabled.)
+//! RSAES-PKCS1-v1_5, it writes DER only, and assembling the structure here
+//! keeps the CEK in one zeroizing buffer. (The AES key schedule inside the
+//! `cbc` encryptor is only wiped on drop when the `aes` crate's `zeroize`
+//! feature is enabled.)
 
 use aes::Aes256;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockEncryptMut, KeyIvInit};
-use cms::content_info::{CmsVersion, ContentInfo};
-use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
-};
-use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
+use cms::content_info::CmsVersion;
+use cms::enveloped_data::{KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos};
+use der::asn1::{ObjectIdentifier, OctetString, OctetStringRef, SetOfVec};
 use der::{Any, Decode, Encode, Tag};
 use rand::RngCore;
 use rsa::pkcs1::RsaOaepParams;
@@ -89,8 +107,10 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Largest accepted RSA modulus, in bits.
 pub const MAX_RSA_BITS: usize = 4096;
 
-/// Length of the subjectKeyIdentifier (`rid`): 160 bits (RFC 7093 §2 method 1).
-const KEY_IDENTIFIER_LEN: usize = 20;
+/// Length of the subjectKeyIdentifier (`rid`): 32 bytes, as in AWS KMS's responses.
+pub const KEY_IDENTIFIER_LEN: usize = 32;
+/// Largest segment of the constructed encryptedContent (CER, X.690 §9.2).
+pub const CONTENT_SEGMENT_LEN: usize = 1000;
 /// AES-256 key length.
 const CEK_LEN: usize = 32;
 /// AES block and CBC IV length.
@@ -124,8 +144,8 @@ pub fn check_public_key(recipient_spki_der: &[u8]) -> Result<(), RecipientError>
 
 /// Seals `plaintext` to the RSA key `recipient_spki_der` (a DER
 /// SubjectPublicKeyInfo, as in an attestation document's `public_key`):
-/// returns the DER CMS ContentInfo (id-envelopedData) described in the
-/// module documentation, ready for `CiphertextForRecipient`.
+/// returns the CMS ContentInfo (id-envelopedData) in the BER layout of AWS
+/// KMS described in the module documentation, ready for `CiphertextForRecipient`.
 pub fn envelope(recipient_spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RecipientError> {
     let spki = SubjectPublicKeyInfoRef::from_der(recipient_spki_der)
         .map_err(|e| RecipientError::Malformed(format!("not a DER SubjectPublicKeyInfo ({e})")))?;
@@ -159,26 +179,64 @@ pub fn envelope(recipient_spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, 
     };
     let mut recipients = SetOfVec::new();
     recipients.insert(RecipientInfo::Ktri(ktri)).map_err(encoding)?;
-    let enveloped = EnvelopedData {
-        version: CmsVersion::V2,
-        originator_info: None,
-        recip_infos: RecipientInfos(recipients),
-        encrypted_content: EncryptedContentInfo {
-            content_type: ID_DATA,
-            content_enc_alg: AlgorithmIdentifierOwned {
-                oid: ID_AES256_CBC,
-                parameters: Some(Any::new(Tag::OctetString, iv.to_vec()).map_err(encoding)?),
-            },
-            encrypted_content: Some(octets(encrypted_content)?),
-        },
-        unprotected_attrs: None,
+    let content_enc_alg = AlgorithmIdentifierOwned {
+        oid: ID_AES256_CBC,
+        parameters: Some(Any::new(Tag::OctetString, iv.to_vec()).map_err(encoding)?),
     };
-    ContentInfo {
-        content_type: ID_ENVELOPED_DATA,
-        content: Any::encode_from(&enveloped).map_err(encoding)?,
+
+    let mut out = Ber(Vec::with_capacity(encrypted_content.len() + 512));
+    out.open(Tag::Sequence)?; // ContentInfo
+    out.der(&ID_ENVELOPED_DATA)?;
+    out.open(context_constructed(0))?; // content [0] EXPLICIT
+    out.open(Tag::Sequence)?; // EnvelopedData
+    out.der(&CmsVersion::V2)?;
+    out.der(&RecipientInfos(recipients))?;
+    out.open(Tag::Sequence)?; // EncryptedContentInfo
+    out.der(&ID_DATA)?;
+    out.der(&content_enc_alg)?;
+    out.open(context_constructed(0))?; // encryptedContent [0] IMPLICIT OCTET STRING, constructed
+    for segment in encrypted_content.chunks(CONTENT_SEGMENT_LEN) {
+        out.der(&OctetStringRef::new(segment).map_err(encoding)?)?;
     }
-    .to_der()
-    .map_err(encoding)
+    for _ in 0..5 {
+        out.close(); // encryptedContent, EncryptedContentInfo, EnvelopedData, [0], ContentInfo
+    }
+    Ok(out.0)
+}
+
+/// `[n]`, context-specific and constructed.
+fn context_constructed(number: u8) -> Tag {
+    Tag::ContextSpecific {
+        constructed: true,
+        number: der::TagNumber::new(number),
+    }
+}
+
+/// The BER the envelope needs beyond DER: indefinite-length headers
+/// (X.690 §8.1.3.6) and their end-of-contents octets; everything between
+/// them is a DER element.
+struct Ber(Vec<u8>);
+
+impl Ber {
+    /// The identifier octet of `tag` and the indefinite length `0x80`.
+    fn open(&mut self, tag: Tag) -> Result<(), RecipientError> {
+        let mut identifier = Vec::with_capacity(1);
+        tag.encode_to_vec(&mut identifier).map_err(encoding)?;
+        self.0.extend_from_slice(&identifier);
+        self.0.push(0x80);
+        Ok(())
+    }
+
+    /// The end-of-contents octets of the innermost open element.
+    fn close(&mut self) {
+        self.0.extend_from_slice(&[0, 0]);
+    }
+
+    /// A complete DER element.
+    fn der(&mut self, value: &impl Encode) -> Result<(), RecipientError> {
+        value.encode_to_vec(&mut self.0).map_err(encoding)?;
+        Ok(())
+    }
 }
 
 /// The RSA public key in `spki`, if it is one of the accepted sizes.
@@ -213,8 +271,9 @@ fn rsa_public_key(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<RsaPublicKey, Re
         .map_err(|e| RecipientError::UnsupportedKey(format!("not a valid RSA public key ({e})")))
 }
 
-/// RFC 7093 §2 method 1: the leftmost 160 bits of SHA-256 over the value of
-/// the subjectPublicKey BIT STRING.
+/// SHA-256 over the value of the subjectPublicKey BIT STRING (RFC 7093 §2
+/// method 1 without the truncation to 160 bits): 32 bytes, the length AWS
+/// KMS's identifiers have.
 fn subject_key_identifier(spki: &SubjectPublicKeyInfoRef<'_>) -> Result<[u8; KEY_IDENTIFIER_LEN], RecipientError> {
     let digest = Sha256::digest(spki.subject_public_key.raw_bytes());
     let mut id = [0u8; KEY_IDENTIFIER_LEN];
@@ -231,7 +290,7 @@ fn octets(bytes: Vec<u8>) -> Result<OctetString, RecipientError> {
 }
 
 fn encoding(_: der::Error) -> RecipientError {
-    RecipientError::Internal("DER encoding failed")
+    RecipientError::Internal("encoding failed")
 }
 
 #[cfg(test)]
@@ -241,6 +300,7 @@ mod tests {
     use std::sync::OnceLock;
 
     use cbc::cipher::BlockDecryptMut;
+    use cms::enveloped_data::RecipientInfos;
     use der::asn1::{AnyRef, BitString};
     use rsa::RsaPrivateKey;
     use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
@@ -276,20 +336,54 @@ mod tests {
         ciphertext: Vec<u8>,
     }
 
-    fn parse(envelope_der: &[u8]) -> Parsed {
-        let info = ContentInfo::from_der(envelope_der).expect("DER ContentInfo");
-        assert_eq!(info.content_type, ID_ENVELOPED_DATA);
-        let data: EnvelopedData = info.content.decode_as().expect("EnvelopedData");
-        assert_eq!(data.version, CmsVersion::V2);
-        assert!(data.originator_info.is_none() && data.unprotected_attrs.is_none());
-        assert_eq!(data.recip_infos.0.len(), 1);
-        let Some(RecipientInfo::Ktri(ktri)) = data.recip_infos.0.iter().next() else {
+    /// Takes the next DER element of type `T` off `rest`, returning it and
+    /// its encoding (so the encoding can be checked to be exactly DER).
+    fn take_der<'a, T: Decode<'a> + Encode>(rest: &mut &'a [u8]) -> (T, &'a [u8]) {
+        use der::Reader as _;
+        let mut reader = der::SliceReader::new(rest).expect("reader");
+        let value = T::decode(&mut reader).expect("a DER element");
+        let len = usize::try_from(reader.position()).expect("len");
+        let (encoding, tail) = rest.split_at(len);
+        assert_eq!(value.to_der().expect("re-encode"), encoding, "not DER");
+        *rest = tail;
+        (value, encoding)
+    }
+
+    /// Takes `expected` off `rest`.
+    #[track_caller]
+    fn take_bytes(rest: &mut &[u8], expected: &[u8], what: &str) {
+        assert!(
+            rest.starts_with(expected),
+            "{what}: expected {expected:02x?}, found {:02x?}",
+            &rest[..rest.len().min(8)]
+        );
+        *rest = &rest[expected.len()..];
+    }
+
+    /// The envelope, walked byte by byte against AWS KMS's layout (module
+    /// documentation): the four indefinite-length headers, the definite DER
+    /// elements between them, the 1000-byte segments and the five
+    /// end-of-contents; every field checked.
+    fn parse(envelope: &[u8]) -> Parsed {
+        let mut rest = envelope;
+        take_bytes(&mut rest, &[0x30, 0x80], "ContentInfo, indefinite");
+        let (content_type, _) = take_der::<ObjectIdentifier>(&mut rest);
+        assert_eq!(content_type, ID_ENVELOPED_DATA);
+        take_bytes(&mut rest, &[0xa0, 0x80], "content [0], indefinite");
+        take_bytes(&mut rest, &[0x30, 0x80], "EnvelopedData, indefinite");
+        let (version, _) = take_der::<CmsVersion>(&mut rest);
+        assert_eq!(version, CmsVersion::V2);
+        let (recipients, encoding) = take_der::<RecipientInfos>(&mut rest);
+        assert_eq!(encoding[0], 0x31, "recipientInfos is a definite SET");
+        assert_eq!(recipients.0.len(), 1);
+        let Some(RecipientInfo::Ktri(ktri)) = recipients.0.iter().next() else {
             panic!("not a KeyTransRecipientInfo")
         };
         assert_eq!(ktri.version, CmsVersion::V2);
         let RecipientIdentifier::SubjectKeyIdentifier(ski) = &ktri.rid else {
             panic!("rid is not a subjectKeyIdentifier")
         };
+        assert_eq!(ski.0.as_bytes().len(), 32, "AWS's identifier length");
 
         assert_eq!(ktri.key_enc_alg.oid, ID_RSAES_OAEP);
         let params_der = ktri
@@ -310,31 +404,46 @@ mod tests {
             Some(&[][..]),
             "empty OAEP label"
         );
-
-        let content = &data.encrypted_content;
-        assert_eq!(content.content_type, ID_DATA);
-        assert_eq!(content.content_enc_alg.oid, ID_AES256_CBC);
-        let iv: OctetString = content
-            .content_enc_alg
-            .parameters
-            .as_ref()
-            .expect("IV")
-            .decode_as()
-            .expect("IV octets");
-        assert_eq!(iv.as_bytes().len(), 16);
-        let ciphertext = content.encrypted_content.as_ref().expect("encryptedContent present");
+        // The OAEP parameters byte for byte as in AWS's responses.
         assert_eq!(
-            envelope_der,
-            ContentInfo::from_der(envelope_der)
-                .expect("again")
-                .to_der()
-                .expect("re-encode")
+            hex::encode(&params_der),
+            "302fa00f300d06096086480165030402010500a11c301a06092a864886f70d010108300d06096086480165030402010500"
         );
+
+        take_bytes(&mut rest, &[0x30, 0x80], "EncryptedContentInfo, indefinite");
+        let (content_type, _) = take_der::<ObjectIdentifier>(&mut rest);
+        assert_eq!(content_type, ID_DATA);
+        let (alg, _) = take_der::<AlgorithmIdentifierOwned>(&mut rest);
+        assert_eq!(alg.oid, ID_AES256_CBC);
+        let iv: OctetString = alg.parameters.as_ref().expect("IV").decode_as().expect("IV octets");
+        assert_eq!(iv.as_bytes().len(), 16);
+        take_bytes(
+            &mut rest,
+            &[0xa0, 0x80],
+            "encryptedContent [0], constructed, indefinite",
+        );
+        let mut ciphertext = Vec::new();
+        while rest.first() == Some(&0x04) {
+            let (segment, _) = take_der::<OctetString>(&mut rest);
+            let len = segment.as_bytes().len();
+            assert!(len > 0 && len <= CONTENT_SEGMENT_LEN, "segment of {len} bytes");
+            if !rest.starts_with(&[0x04]) {
+                assert!(
+                    ciphertext.len() % CONTENT_SEGMENT_LEN == 0,
+                    "only the last segment is short"
+                );
+            } else {
+                assert_eq!(len, CONTENT_SEGMENT_LEN, "segments before the last are full");
+            }
+            ciphertext.extend_from_slice(segment.as_bytes());
+        }
+        take_bytes(&mut rest, &[0; 10], "five end-of-contents");
+        assert!(rest.is_empty(), "{} bytes after the envelope", rest.len());
         Parsed {
             rid: ski.0.as_bytes().to_vec(),
             encrypted_key: ktri.enc_key.as_bytes().to_vec(),
             iv: iv.as_bytes().to_vec(),
-            ciphertext: ciphertext.as_bytes().to_vec(),
+            ciphertext,
         }
     }
 
@@ -375,12 +484,12 @@ mod tests {
     }
 
     #[test]
-    fn rid_is_the_rfc7093_key_identifier() {
+    fn rid_is_the_untruncated_rfc7093_key_identifier() {
         let spki = spki_der(key());
         let parsed = parse(&envelope(&spki, b"k").expect("envelope"));
         let info = SubjectPublicKeyInfoOwned::from_der(&spki).expect("spki");
         let expected = Sha256::digest(info.subject_public_key.raw_bytes());
-        assert_eq!(parsed.rid, expected[..20]);
+        assert_eq!(parsed.rid, expected[..]);
     }
 
     #[test]

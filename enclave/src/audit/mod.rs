@@ -3,4 +3,5 @@
 //! heads signed with the enclave's audit key. Format: `ARCHITECTURE.md`.
 
 pub mod chain;
+pub mod context;
 pub mod record;

@@ -1,5 +1,6 @@
 //! The key hierarchy: one root key, and keys derived from it with HKDF-SHA256
-//! (RFC 5869): the record-sealing key and one key-encryption key per tenant.
+//! (RFC 5869): the record-sealing key, one key-encryption key per tenant, and
+//! per-tenant HMAC keys (imported-material fingerprints, audit context digests).
 //!
 //! Derived keys are computed once and kept in enclave memory; all of them are
 //! zeroized on drop.
@@ -18,6 +19,7 @@ const INFO_SEALING: &[u8] = b"keyward/v1/sealing-key";
 const INFO_TENANT_KEK: &[u8] = b"keyward/v1/tenant-kek/";
 const INFO_AUDIT_SIGNING: &[u8] = b"keyward/v1/audit-signing-key/";
 const INFO_MATERIAL_FINGERPRINT: &[u8] = b"keyward/v1/material-fingerprint-key/";
+const INFO_AUDIT_CONTEXT: &[u8] = b"keyward/v1/audit-context-key/";
 
 /// The root of the hierarchy. Exists only in enclave memory.
 pub struct Hierarchy {
@@ -60,6 +62,12 @@ impl Hierarchy {
     /// (`keys::import::fingerprint`); derived on demand, imports are rare.
     pub fn material_fingerprint_key(&self, tenant: &str) -> Key256 {
         derive(&self.root, INFO_MATERIAL_FINGERPRINT, tenant.as_bytes())
+    }
+
+    /// The HMAC key of a tenant's encryption-context digests in audit records
+    /// (`audit::context::digest`); derived on demand (two HMAC-SHA256 calls).
+    pub fn audit_context_key(&self, tenant: &str) -> Key256 {
+        derive(&self.root, INFO_AUDIT_CONTEXT, tenant.as_bytes())
     }
 
     /// The P-256 key that signs audit chain heads (stable across restarts).
@@ -108,6 +116,9 @@ mod tests {
         assert!(*a.tenant_kek("111122223333") != *a.tenant_kek("444455556666"));
         assert!(*a.tenant_kek("") != *a.sealing_key());
         assert!(*a.sealing_key() != *a.root_for_tests());
+        assert!(a.audit_context_key("111122223333") != a.audit_context_key("444455556666"));
+        assert!(a.audit_context_key("111122223333") != a.material_fingerprint_key("111122223333"));
+        assert!(a.audit_context_key("111122223333") != *a.tenant_kek("111122223333"));
         let other = Hierarchy::new(Key256::from_bytes([8; 32]));
         assert!(*other.sealing_key() != *a.sealing_key());
     }

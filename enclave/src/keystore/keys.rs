@@ -121,6 +121,9 @@ async fn read_key(ctx: &Ctx<'_>, name: &str, key_id: &Uuid) -> Result<Option<Key
     match record {
         Some(r) if r.key_id == *key_id && r.tenant == ctx.principal.tenant => {
             ctx.notes.key(&r.arn);
+            // The audit records the recipient's PCRs this key's attestation policy checks.
+            ctx.notes
+                .checked_pcrs(r.attestation.iter().flat_map(|p| p.allowed_pcrs.keys().copied()));
             Ok(Some(r))
         }
         Some(_) => {

@@ -26,7 +26,7 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    /// Seals `plaintext` to the recipient: CMS EnvelopedData (DER).
+    /// Seals `plaintext` to the recipient: CMS EnvelopedData in AWS KMS's BER layout.
     pub fn envelope(&self, plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
         crate::attestation::recipient::envelope(&self.rsa_public_key, plaintext).map_err(|e| {
             KmsError::Validation(format!(
@@ -72,6 +72,7 @@ pub fn verify(ctx: &Ctx<'_>, document: &[u8], nonce: Option<&[u8]>) -> Result<Re
             "The public key in the attestation document cannot be used: {e}"
         ))
     })?;
+    ctx.notes.recipient(verified.module_id(), &verified.document.pcrs);
     ctx.facts().attestation = Some(crate::policy::context::attestation_claims(
         verified.module_id(),
         &verified.document.pcrs,
@@ -98,6 +99,9 @@ pub fn effective_policy(ctx: &Ctx<'_>, key: &KeyRecord) -> Option<AttestationPol
 pub fn enforce(ctx: &Ctx<'_>, key: &KeyRecord, recipient: Option<&Recipient>) -> Result<(), KmsError> {
     match effective_policy(ctx, key) {
         Some(policy) => {
+            // The audit records the recipient's PCRs the governing policy
+            // checks (the key's own or the tenant's default).
+            ctx.notes.checked_pcrs(policy.allowed_pcrs.keys().copied());
             check(&policy, &key.arn, recipient)?;
             if policy.allows_any_enclave() {
                 ctx.notes.detail(
@@ -115,11 +119,14 @@ pub fn enforce(ctx: &Ctx<'_>, key: &KeyRecord, recipient: Option<&Recipient>) ->
 pub fn enforce_tenant(ctx: &Ctx<'_>, recipient: Option<&Recipient>) -> Result<(), KmsError> {
     let policy = ctx.facts().tenant_attestation.clone();
     match policy {
-        Some(policy) => check(
-            &policy,
-            &format!("Tenant {}'s default attestation policy", ctx.principal.tenant),
-            recipient,
-        ),
+        Some(policy) => {
+            ctx.notes.checked_pcrs(policy.allowed_pcrs.keys().copied());
+            check(
+                &policy,
+                &format!("Tenant {}'s default attestation policy", ctx.principal.tenant),
+                recipient,
+            )
+        }
         None => Ok(()),
     }
 }

@@ -18,7 +18,17 @@ fn lp(out: &mut Vec<u8>, s: &str) {
 }
 
 fn spec_hash(r: &AuditRecord) -> String {
-    let mut pre = b"keyward/audit/v1\0".to_vec();
+    let v2 = !(r.recipient_module_id.is_empty()
+        && r.recipient_pcrs.is_empty()
+        && r.encryption_context_keys.is_empty()
+        && r.encryption_context_hash.is_empty()
+        && r.source_encryption_context_keys.is_empty()
+        && r.source_encryption_context_hash.is_empty());
+    let mut pre = if v2 {
+        b"keyward/audit/v2\0".to_vec()
+    } else {
+        b"keyward/audit/v1\0".to_vec()
+    };
     pre.extend_from_slice(&r.sequence.to_be_bytes());
     pre.extend_from_slice(&r.time.to_be_bytes());
     for s in [
@@ -33,6 +43,24 @@ fn spec_hash(r: &AuditRecord) -> String {
         &r.policy_module,
     ] {
         lp(&mut pre, s);
+    }
+    if v2 {
+        lp(&mut pre, &r.recipient_module_id);
+        pre.extend_from_slice(&(r.recipient_pcrs.len() as u32).to_be_bytes());
+        for (i, v) in &r.recipient_pcrs {
+            pre.push(*i);
+            lp(&mut pre, v);
+        }
+        for (keys, hash) in [
+            (&r.encryption_context_keys, &r.encryption_context_hash),
+            (&r.source_encryption_context_keys, &r.source_encryption_context_hash),
+        ] {
+            pre.extend_from_slice(&(keys.len() as u32).to_be_bytes());
+            for k in keys {
+                lp(&mut pre, k);
+            }
+            lp(&mut pre, hash);
+        }
     }
     pre.extend_from_slice(&hex::decode(&r.previous_hash).expect("hex PreviousHash"));
     hex::encode(Sha256::digest(&pre))
@@ -86,6 +114,23 @@ fn record(i: u64) -> AuditRecord {
             "AccessDeniedException: KeyUser may not".to_owned()
         },
         policy_module: if i == 2 { "ab".repeat(32) } else { String::new() },
+        // Record 4 is a Decrypt for an attested recipient, with an encryption context.
+        recipient_module_id: if i == 4 {
+            "i-0123456789abcdef0-enc0123456789abcdef".to_owned()
+        } else {
+            String::new()
+        },
+        recipient_pcrs: if i == 4 {
+            [(0, "aa".repeat(48)), (8, "bb".repeat(48))].into_iter().collect()
+        } else {
+            BTreeMap::new()
+        },
+        encryption_context_keys: if i == 4 {
+            vec!["purpose".to_owned(), "tenant".to_owned()]
+        } else {
+            vec![]
+        },
+        encryption_context_hash: if i == 4 { "cd".repeat(32) } else { String::new() },
         ..AuditRecord::default()
     }
 }
@@ -161,9 +206,14 @@ fn records_parse_from_the_wire_format() {
         "\"PreviousHash\":",
         "\"PolicyModule\":",
         "\"RequestId\":",
+        "\"RecipientModuleId\":\"i-0123456789abcdef0-enc0123456789abcdef\"",
+        "\"RecipientPcrs\":{\"0\":",
+        "\"EncryptionContextKeys\":[\"purpose\",\"tenant\"]",
+        "\"EncryptionContextHash\":",
     ] {
         assert!(json.contains(field), "{field} in {json}");
     }
+    assert_eq!(json.matches("RecipientModuleId").count(), 1, "omitted when empty");
     assert!(!json.contains("Corrupt"), "Corrupt is omitted when false");
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -256,13 +306,36 @@ fn a_duplicated_record_is_out_of_order() {
 #[test]
 fn edited_fields_are_altered() {
     type EditFn = fn(&mut AuditRecord);
-    let edits: [(usize, EditFn); 6] = [
+    let edits: [(usize, EditFn); 14] = [
         (1, |r| r.reason = "nothing to see".to_owned()),
         (3, |r| r.key_arn.push('0')),
         (0, |r| r.decision = "Deny".to_owned()),
         (4, |r| r.time += 1),
         (1, |r| r.policy_module.clear()),
         (2, |r| r.request_id.push('x')),
+        // What was attested, and the encryption context (record 4).
+        (3, |r| r.recipient_module_id.push('x')),
+        (3, |r| {
+            r.recipient_pcrs.insert(0, "00".repeat(48));
+        }),
+        (3, |r| {
+            r.recipient_pcrs.remove(&8);
+        }),
+        (3, |r| r.encryption_context_keys.reverse()),
+        (3, |r| r.encryption_context_hash = "ce".repeat(32)),
+        (3, |r| {
+            r.source_encryption_context_keys = std::mem::take(&mut r.encryption_context_keys);
+            r.source_encryption_context_hash = std::mem::take(&mut r.encryption_context_hash);
+        }),
+        // Stripped of every new field: hashed as v1, it no longer matches.
+        (3, |r| {
+            r.recipient_module_id.clear();
+            r.recipient_pcrs.clear();
+            r.encryption_context_keys.clear();
+            r.encryption_context_hash.clear();
+        }),
+        // A field added to a record that had none.
+        (1, |r| r.recipient_module_id = "i-0".to_owned()),
     ];
     for (index, edit) in edits {
         let (mut records, head, der) = five();

@@ -55,7 +55,10 @@ pub(crate) async fn audit(client: &Client, command: AuditCommand, pinned_key: Op
 }
 
 /// One tab-separated line: sequence, time, chain, decision, operation,
-/// access key, role, key ARN, policy module, reason (`-` when empty).
+/// access key, role, key ARN, policy module, reason, what was attested
+/// (`<module id> pcr<i>=<hex>…`) and the encryption context
+/// (`keys=<JSON array> hash=<hex>`, ReEncrypt's source first as
+/// `source keys=… hash=…; `) (`-` when empty).
 fn record_line(r: &AuditRecord) -> String {
     if r.corrupt {
         return format!("{}\tCORRUPT", r.sequence);
@@ -64,7 +67,7 @@ fn record_line(r: &AuditRecord) -> String {
         if s.is_empty() { Cow::Borrowed("-") } else { clean(s) }
     }
     format!(
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         r.sequence,
         epoch_millis(r.time),
         field(&r.chain),
@@ -75,7 +78,38 @@ fn record_line(r: &AuditRecord) -> String {
         field(&r.key_arn),
         field(&r.policy_module),
         field(&r.reason),
+        field(&attested(r)),
+        field(&context(r)),
     )
+}
+
+/// `<module id> pcr0=<hex> pcr8=<hex>`, or empty without a verified recipient.
+fn attested(r: &AuditRecord) -> String {
+    let mut out = r.recipient_module_id.clone();
+    for (index, value) in &r.recipient_pcrs {
+        out.push_str(&format!(" pcr{index}={value}"));
+    }
+    out.trim_start().to_owned()
+}
+
+/// `keys=["a","b"] hash=<hex>` (ReEncrypt: `source keys=… hash=…; keys=… hash=…`),
+/// or empty for an operation without an encryption context.
+fn context(r: &AuditRecord) -> String {
+    let one =
+        |keys: &[String], hash: &str| format!("keys={} hash={hash}", serde_json::to_string(keys).unwrap_or_default());
+    let mut out = String::new();
+    if !r.source_encryption_context_keys.is_empty() || !r.source_encryption_context_hash.is_empty() {
+        out.push_str("source ");
+        out.push_str(&one(
+            &r.source_encryption_context_keys,
+            &r.source_encryption_context_hash,
+        ));
+        out.push_str("; ");
+    }
+    if !r.encryption_context_keys.is_empty() || !r.encryption_context_hash.is_empty() {
+        out.push_str(&one(&r.encryption_context_keys, &r.encryption_context_hash));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -95,11 +129,32 @@ mod tests {
         };
         let line = record_line(&record);
         assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
-        assert_eq!(line.matches('\t').count(), 9, "{line}");
+        assert_eq!(line.matches('\t').count(), 11, "{line}");
+        assert!(line.ends_with("\t-\t-"), "nothing attested, no context: {line}");
         assert!(
             line.starts_with("3\t2023-11-14T22:13:20.123Z\tt\tDeny\tTrentService.Encrypt\t-\t"),
             "{line}"
         );
+        // What was attested and the context, with a key that tries to inject.
+        let attested = AuditRecord {
+            recipient_module_id: "i-0-enc0".to_owned(),
+            recipient_pcrs: [(0, "aa".to_owned()), (8, "bb".to_owned())].into_iter().collect(),
+            encryption_context_keys: vec!["purpose".to_owned(), "x\ty\n".to_owned()],
+            encryption_context_hash: "cc".to_owned(),
+            source_encryption_context_keys: vec!["s".to_owned()],
+            source_encryption_context_hash: "dd".to_owned(),
+            ..record
+        };
+        let line = record_line(&attested);
+        assert_eq!(line.matches('\t').count(), 11, "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.ends_with(
+                "\ti-0-enc0 pcr0=aa pcr8=bb\tsource keys=[\"s\"] hash=dd; keys=[\"purpose\",\"x\\ty\\n\"] hash=cc"
+            ),
+            "{line}"
+        );
+
         let corrupt = AuditRecord {
             sequence: 4,
             corrupt: true,
