@@ -115,7 +115,13 @@ mod tests {
                 .expect("seals");
         let read = OperatorCredentialPackage::from_bytes(&package.to_bytes().expect("encodes")).expect("decodes");
         assert_eq!(read.open(&operator).expect("opens").as_slice(), b"secret-secret");
-        assert!(!package.to_bytes().expect("encodes").windows(13).any(|w| w == b"secret-secret"));
+        assert!(
+            !package
+                .to_bytes()
+                .expect("encodes")
+                .windows(13)
+                .any(|w| w == b"secret-secret")
+        );
         let mut moved = package.clone();
         moved.access_key_id = "AKIAOTHER".into();
         assert!(moved.open(&operator).is_err());

@@ -195,7 +195,9 @@ impl SharePackage {
     /// must name the deployment and index of the header.
     pub fn open(&self, key: &PrivateKey) -> Result<ShareSecret, FormatError> {
         if key.public_key() != self.custodian_key {
-            return Err(FormatError::Undecryptable("share package (sealed to another custodian key)"));
+            return Err(FormatError::Undecryptable(
+                "share package (sealed to another custodian key)",
+            ));
         }
         let plain = suite::open(
             key,

@@ -132,9 +132,8 @@ pub fn seal(
     plaintext: &[u8],
     what: &'static str,
 ) -> Result<Sealed, FormatError> {
-    let (enc, ciphertext) =
-        hpke::single_shot_seal::<Aead, Kdf, Kem>(&OpModeS::Base, &to.hpke()?, info, plaintext, aad)
-            .map_err(|_| FormatError::Seal(what))?;
+    let (enc, ciphertext) = hpke::single_shot_seal::<Aead, Kdf, Kem>(&OpModeS::Base, &to.hpke()?, info, plaintext, aad)
+        .map_err(|_| FormatError::Seal(what))?;
     let mut enc_bytes = [0u8; KEY_LEN];
     enc_bytes.copy_from_slice(&enc.to_bytes());
     Ok(Sealed {
@@ -166,9 +165,12 @@ mod tests {
     fn seal_open_and_every_binding_matters() {
         let key = PrivateKey::generate();
         let sealed = seal(&key.public_key(), b"info", b"aad", b"secret", "test").expect("seals");
-        let open_with = |k: &PrivateKey, info: &[u8], aad: &[u8], ct: &[u8]| open(k, &sealed.enc, info, aad, ct, "test");
+        let open_with =
+            |k: &PrivateKey, info: &[u8], aad: &[u8], ct: &[u8]| open(k, &sealed.enc, info, aad, ct, "test");
         assert_eq!(
-            open_with(&key, b"info", b"aad", &sealed.ciphertext).expect("opens").as_slice(),
+            open_with(&key, b"info", b"aad", &sealed.ciphertext)
+                .expect("opens")
+                .as_slice(),
             b"secret"
         );
         assert!(open_with(&key, b"other", b"aad", &sealed.ciphertext).is_err());
