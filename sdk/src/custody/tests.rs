@@ -344,3 +344,19 @@ fn share_package_files_refuse_other_kinds() {
         .is_err()
     );
 }
+
+#[test]
+fn openssl_x25519_key_files_are_read() -> TestResult {
+    // Made with `openssl genpkey -algorithm X25519` and `openssl pkey
+    // -pubout` (a test key, public in the repository).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/custody");
+    let key = CustodyKey::read_private_pem(&dir.join("openssl-x25519.key"))?;
+    let public = read_public_pem(&dir.join("openssl-x25519.pub"))?;
+    assert_eq!(key.public_key(), public);
+    assert_eq!(
+        hex::encode(&public.as_bytes()[..4]),
+        "1a7d5367",
+        "openssl's public key for this private key"
+    );
+    Ok(())
+}
