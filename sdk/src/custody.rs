@@ -125,11 +125,10 @@ impl CustodyKey {
     }
 
     /// The private key as PKCS#8 PEM (wiped when dropped).
-    pub fn private_pem(&self) -> Zeroizing<String> {
+    pub fn private_pem(&self) -> Result<Zeroizing<String>, CustodyError> {
         let mut der = Zeroizing::new(X25519_PKCS8_PREFIX.to_vec());
         der.extend_from_slice(self.key.to_bytes().as_slice());
-        // Encoding 48 bytes under a fixed label cannot fail.
-        Zeroizing::new(pem::encode_string(PRIVATE_KEY_LABEL, LineEnding::LF, &der).unwrap_or_default())
+        armor(PRIVATE_KEY_LABEL, &der).map(Zeroizing::new)
     }
 
     /// Reads a private key from PKCS#8 PEM text.
@@ -160,7 +159,8 @@ impl CustodyKey {
                 std::io::ErrorKind::AlreadyExists => CustodyError::Exists(path.to_owned()),
                 _ => io(path, source),
             })?;
-        file.write_all(self.private_pem().as_bytes())
+        let pem = self.private_pem()?;
+        file.write_all(pem.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|source| io(path, source))
     }
@@ -190,10 +190,10 @@ impl CustodyKey {
 
 /// A public key as SubjectPublicKeyInfo PEM (what `kmsctl init --custodian`
 /// and `--operator-key` read).
-pub fn public_key_pem(key: &PublicKey) -> String {
+pub fn public_key_pem(key: &PublicKey) -> Result<String, CustodyError> {
     let mut der = X25519_SPKI_PREFIX.to_vec();
     der.extend_from_slice(key.as_bytes());
-    pem::encode_string(PUBLIC_KEY_LABEL, LineEnding::LF, &der).unwrap_or_default()
+    armor(PUBLIC_KEY_LABEL, &der)
 }
 
 /// Reads a public key from SubjectPublicKeyInfo PEM text.
@@ -210,7 +210,7 @@ pub fn public_key_from_pem(text: &str) -> Result<PublicKey, String> {
 
 /// Writes a public key file (replacing any file there: it is public).
 pub fn write_public_pem(key: &PublicKey, path: &Path) -> Result<(), CustodyError> {
-    std::fs::write(path, public_key_pem(key)).map_err(|source| io(path, source))
+    std::fs::write(path, public_key_pem(key)?).map_err(|source| io(path, source))
 }
 
 /// Reads a public key file.
@@ -312,7 +312,9 @@ fn unarmor(expected: &str, text: &str) -> Result<Vec<u8>, String> {
 fn read_small(path: &Path) -> Result<Zeroizing<String>, CustodyError> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|source| io(path, source))?;
-    let mut text = Zeroizing::new(String::new());
+    // Room for the largest file read, so the buffer never moves (and
+    // leaves no unwiped copy of a private key behind).
+    let mut text = Zeroizing::new(String::with_capacity(MAX_FILE_LEN as usize + 1));
     file.take(MAX_FILE_LEN + 1)
         .read_to_string(&mut text)
         .map_err(|source| io(path, source))?;

@@ -313,11 +313,11 @@ fn key_files_round_trip_with_private_keys_0600_and_never_overwritten() -> TestRe
         "{text}"
     );
     assert!(
-        key.private_pem()
+        key.private_pem()?
             .starts_with("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEI")
     );
     // The private key never shows in Debug.
-    let pem = key.private_pem();
+    let pem = key.private_pem()?;
     let body: String = pem.lines().nth(1).unwrap_or_default().chars().skip(24).collect();
     assert!(!format!("{key:?}").contains(&body));
     // Wrong kinds of file are refused with the path.
@@ -335,7 +335,8 @@ fn key_files_round_trip_with_private_keys_0600_and_never_overwritten() -> TestRe
 
 #[test]
 fn share_package_files_refuse_other_kinds() {
-    assert!(share_package_from_pem(&public_key_pem(&CustodyKey::generate().public_key())).is_err());
+    let public = public_key_pem(&CustodyKey::generate().public_key()).expect("PEM");
+    assert!(share_package_from_pem(&public).is_err());
     assert!(share_package_from_pem("not PEM").is_err());
     assert!(
         operator_credential_from_pem(
