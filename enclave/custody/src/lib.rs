@@ -135,6 +135,19 @@ mod tests {
         assert_eq!(parse_deployment_hex(&"é".repeat(16)), None);
     }
 
+    proptest::proptest! {
+        /// Hostile bytes never panic a reader (they arrive from the host or
+        /// from files).
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = share::SharePackage::from_bytes(&bytes);
+            let _ = unseal::UnsealMessage::from_bytes(&bytes);
+            let _ = operator::OperatorCredentialPackage::from_bytes(&bytes);
+            let _ = share::ShareSecret::decode(&bytes);
+            let _ = unseal::parse_session_binding(&bytes);
+        }
+    }
+
     #[test]
     fn binding_is_unambiguous() {
         assert_ne!(bind(b"l", &[b"ab", b"c"]), bind(b"l", &[b"a", b"bc"]));
