@@ -33,6 +33,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod custody;
 pub mod error;
 pub mod keys;
 pub mod keystore;

@@ -30,6 +30,9 @@
 //!   (Nitro NSM or mock) that carry it; and [`attestation::verify_enclave`] /
 //!   [`Client::attest_enclave`], which verify the enclave's own attestation
 //!   and yield its audit key to pin.
+//! - [`custody`]: the custodian's and operator's side of root-key custody
+//!   (key files, share packages, sealing a share for an attested unseal
+//!   session, the operator credential package).
 //! - the `kmsctl` command-line tool (feature `cli`, on by default).
 //!
 //! ```no_run
@@ -79,6 +82,7 @@
 pub mod attestation;
 pub mod audit;
 mod client;
+pub mod custody;
 mod error;
 pub mod import;
 mod model;

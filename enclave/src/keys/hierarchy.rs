@@ -81,6 +81,18 @@ impl Hierarchy {
     }
 }
 
+/// The audit signing public key (P-256 SubjectPublicKeyInfo DER) that
+/// `root` derives: the root's public commitment (custody's boot record), the
+/// key `Keyward.GetAttestationDocument` attests once the root is in use.
+pub fn audit_public_key_der(root: &Key256) -> Option<Vec<u8>> {
+    use p256::pkcs8::EncodePublicKey as _;
+    derive_signing_key(root)
+        .verifying_key()
+        .to_public_key_der()
+        .ok()
+        .map(|der| der.into_vec())
+}
+
 /// A P-256 scalar from HKDF output; the rare out-of-range output (< 2^-32)
 /// moves to the next counter value.
 fn derive_signing_key(root: &Key256) -> p256::ecdsa::SigningKey {
@@ -121,5 +133,22 @@ mod tests {
         assert!(a.audit_context_key("111122223333") != *a.tenant_kek("111122223333"));
         let other = Hierarchy::new(Key256::from_bytes([8; 32]));
         assert!(*other.sealing_key() != *a.sealing_key());
+    }
+
+    #[test]
+    fn audit_public_key_der_is_the_hierarchy_audit_key() {
+        use p256::pkcs8::EncodePublicKey as _;
+        let root = Key256::from_bytes([7; 32]);
+        let expected = Hierarchy::new(Key256::from_bytes([7; 32]))
+            .audit_signing_key()
+            .verifying_key()
+            .to_public_key_der()
+            .expect("SPKI")
+            .into_vec();
+        assert_eq!(audit_public_key_der(&root), Some(expected));
+        assert_ne!(
+            audit_public_key_der(&root),
+            audit_public_key_der(&Key256::from_bytes([8; 32]))
+        );
     }
 }
