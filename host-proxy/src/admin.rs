@@ -1,6 +1,9 @@
 //! The proxy's admin listener (`--admin-listen`, plain HTTP, meant for the
-//! host only): `GET /healthz` (the enclave answers and has its TLS identity)
-//! and `GET /metrics` (Prometheus text, [`crate::metrics`]). It never carries
+//! host only): `GET /healthz` (the enclave answers and has its TLS identity),
+//! `GET /metrics` (Prometheus text, [`crate::metrics`]) and `GET /ca.pem`
+//! (the enclave CA certificate, as the enclave reports it; the host could
+//! substitute it, so a client that must not trust the host pins the
+//! attested TLS key instead of trusting a bundle fetched here). It never carries
 //! tenant data: requests reach the enclave only inside TLS, on the client
 //! listener.
 
@@ -29,6 +32,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/ca.pem", get(ca_pem))
         .with_state(state)
 }
 
@@ -53,4 +57,18 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+async fn ca_pem(State(state): State<AdminState>) -> Response {
+    match state.link.status(ENCLAVE_TIMEOUT).await {
+        Ok(status) if !status.ca_certificate_pem.is_empty() => {
+            let mut response = (StatusCode::OK, status.ca_certificate_pem).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
+            response
+        }
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response(),
+    }
 }
