@@ -86,8 +86,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     let mut tls = keyward_sdk::TlsOptions::default();
     if let Some(path) = &cli.ca_bundle {
-        let pem = std::fs::read(path)
-            .map_err(|e| Failure::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| Failure::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
         tls = tls.with_ca_bundle(pem);
     }
     let client = Client::new(&cli.endpoint, &cli.region, &access_key_id, secret.expose())
