@@ -84,6 +84,23 @@ async fn bad_input_on_the_tls_port_closes_only_that_connection() {
     garbage.write_all(&random_bytes(4096)).await.ok();
     read_until_closed(&mut garbage, Duration::from_secs(15)).await;
 
+    // Straight to the enclave's client-stream socket (as a hostile host
+    // could): a stream without the stream header is closed at once; one
+    // that sends nothing is closed by the header timeout.
+    let socket = kw.data_dir.join("enclave-tls.sock");
+    let mut headless = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    headless
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), headless.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a stream without a header was kept open");
+    assert!(rest.is_empty(), "a stream without a header was answered");
+    let mut silent = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    let read = tokio::time::timeout(Duration::from_secs(25), silent.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent stream was kept open past the header timeout");
+
     // The connection opened before still serves, and so do new ones.
     // (A request on the survivor: the enclave and the proxy are unaffected.)
     let _ = survivor.flush().await;
