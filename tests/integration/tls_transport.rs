@@ -549,6 +549,28 @@ async fn the_operator_ca_path_with_an_openssl_ca() {
         "text",
         "not PEM",
     );
+    // The same through kmsctl (HTTPS, the CA bundle from AWS_CA_BUNDLE).
+    let kmsctl = |args: &[&str]| {
+        Command::new(crate::audit::kmsctl_path())
+            .args(args)
+            .env("KEYWARD_ENDPOINT", &kw.url)
+            .env("AWS_CA_BUNDLE", kw.data_dir.join("tls").join("ca.pem"))
+            .env("AWS_ACCESS_KEY_ID", &kw.operator.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &kw.operator.secret)
+            .output()
+            .expect("run kmsctl")
+    };
+    let out = kmsctl(&["tls", "csr"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    std::fs::write(d.join("other-chain.pem"), format!("{other}{ca}")).expect("write");
+    let out = kmsctl(&["tls", "import", &d.join("other-chain.pem").display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the enclave's key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Still served by the enclave CA.
     let enclave_ca_client = keyward_test_support::tls::client_config(&kw.ca_pem);
     let stream = keyward_test_support::tls::connect(&kw.addr, Arc::clone(&enclave_ca_client))
