@@ -622,3 +622,68 @@ fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
         .expect("PEM certificate")
         .to_vec()
 }
+
+/// Kills the child when dropped (the test may panic).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enclave_caps_concurrent_client_streams() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("enclave.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "enclave",
+            "--mode",
+            "mock",
+            "--exit-on-stdin-close",
+            "--max-client-streams",
+            "1",
+            "--socket",
+        ])
+        .arg(&link)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the enclave");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut child = Killed(child);
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + crate::harness::READY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, lines.recv()).await {
+            Ok(Some(line)) if line.contains("client TLS streams") => break,
+            Ok(Some(_)) => {}
+            _ => panic!("the enclave did not start listening for client streams"),
+        }
+    }
+    let socket = dir.path().join("enclave-tls.sock");
+    // The first stream takes the only place (it waits for its header).
+    let _first = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    // A second one while the first is open: closed at once.
+    let mut second = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    let mut buf = Vec::new();
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(8), second.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a stream over the cap was kept open");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(child.0.try_wait().expect("wait").is_none(), "the enclave died");
+}
