@@ -38,3 +38,4 @@ mod storage;
 mod tamper;
 mod tenancy;
 mod throttle;
+mod tls_transport;

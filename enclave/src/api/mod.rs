@@ -45,6 +45,7 @@ pub mod tags;
 pub mod tenants;
 #[cfg(test)]
 mod tests;
+pub mod tls_ops;
 
 use keyward_wire::{ApiRequest, ApiResponse, Operation};
 use serde_json::Value;
@@ -304,6 +305,8 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::PutTenantPolicyModule => policies::put_tenant_policy_module(ctx, body).await,
         O::DeleteTenantPolicyModule => policies::delete_tenant_policy_module(ctx, body).await,
         O::TestPolicy => policies::test_policy(ctx, body).await,
+        O::GetTlsCertificateRequest => tls_ops::get_tls_certificate_request(ctx, body).await,
+        O::ImportTlsCertificate => tls_ops::import_tls_certificate(ctx, body).await,
     }
 }
 

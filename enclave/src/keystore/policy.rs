@@ -98,6 +98,8 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::ListAccessKeys
         | O::DeleteAccessKey
         | O::GetAuditLog
+        | O::GetTlsCertificateRequest
+        | O::ImportTlsCertificate
         | O::UpdateTenantAttestationPolicy
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule
