@@ -27,6 +27,8 @@ pub struct Enclave {
     links: std::sync::Mutex<Vec<std::sync::Weak<dyn StoreTransport>>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     pub(crate) rate_limiter: RateLimiter,
+    /// Requests that fail authentication: limits, counts, samples.
+    pub(crate) auth_failures: crate::auth::failures::AuthFailures,
     started: std::time::Instant,
     audit_tx: mpsc::Sender<AuditJob>,
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditJob>>>,
@@ -66,6 +68,7 @@ impl Enclave {
             links: Default::default(),
             sweeper_started: Default::default(),
             rate_limiter,
+            auth_failures: Default::default(),
             started: std::time::Instant::now(),
             audit_tx,
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
@@ -130,6 +133,11 @@ impl Enclave {
     /// Seconds since this enclave started (monotonic).
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// Requests refused before or at authentication since start, in aggregate.
+    pub fn auth_failure_counts(&self) -> crate::auth::failures::FailureCounts {
+        self.auth_failures.counts()
     }
 
     /// Appends `entry` to its chain; `Ok` once the record is durable.

@@ -49,6 +49,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnauthenticatedLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     reason: &'static str,
 }
@@ -66,6 +71,7 @@ pub struct Metrics {
     enclave_time: Family<OperationLabels, Histogram, fn() -> Histogram>,
     policy_time: Family<OperationLabels, Histogram, fn() -> Histogram>,
     link_failures: Family<FailureLabels, Counter>,
+    unauthenticated: Family<UnauthenticatedLabels, Counter>,
     link_connections: Gauge,
     link_configured: Gauge,
     store_flush: Histogram,
@@ -85,6 +91,7 @@ impl Metrics {
         let enclave_time = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let policy_time = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let link_failures = Family::<FailureLabels, Counter>::default();
+        let unauthenticated = Family::<UnauthenticatedLabels, Counter>::default();
         let link_connections = Gauge::default();
         let link_configured = Gauge::default();
         let store_flush = latency_histogram();
@@ -114,6 +121,11 @@ impl Metrics {
             link_failures.clone(),
         );
         registry.register(
+            "unauthenticated_requests",
+            "Requests that did not authenticate, by what the enclave did: rejected (their authentication error; none is written to a tenant's audit chain) or throttled (over their client address's or access key id's share)",
+            unauthenticated.clone(),
+        );
+        registry.register(
             "enclave_link_connections",
             "Connections to the enclave currently established",
             link_connections.clone(),
@@ -136,6 +148,7 @@ impl Metrics {
             enclave_time,
             policy_time,
             link_failures,
+            unauthenticated,
             link_connections,
             link_configured,
         }
@@ -161,6 +174,13 @@ impl Metrics {
                 outcome: outcome_label(status, error_type),
             })
             .inc();
+        if let Some(refused) = timing.unauthenticated {
+            self.unauthenticated
+                .get_or_create(&UnauthenticatedLabels {
+                    outcome: refused.label(),
+                })
+                .inc();
+        }
         let labels = OperationLabels { operation };
         self.latency.get_or_create(&labels).observe(total.as_secs_f64());
         if timing.enclave_micros > 0 {
@@ -231,8 +251,20 @@ mod tests {
         let timing = keyward_wire::Timing {
             enclave_micros: 120,
             policy_micros: 7,
+            unauthenticated: None,
         };
         m.answered("TrentService.Decrypt", 200, None, Duration::from_micros(300), timing);
+        let refused = keyward_wire::Timing {
+            unauthenticated: Some(keyward_wire::Unauthenticated::Throttled),
+            ..timing
+        };
+        m.answered(
+            "TrentService.Decrypt",
+            400,
+            Some("ThrottlingException"),
+            Duration::from_micros(30),
+            refused,
+        );
         m.failed(
             "TrentService.Encrypt",
             "timeout",
@@ -246,6 +278,10 @@ mod tests {
         );
         assert!(text.contains(r#"outcome="DependencyTimeoutException"} 1"#), "{text}");
         assert!(text.contains("keyward_enclave_link_connections 3"), "{text}");
+        assert!(
+            text.contains(r#"keyward_unauthenticated_requests_total{outcome="throttled"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains("keyward_policy_duration_seconds_count{operation=\"TrentService.Decrypt\"} 1"),
             "{text}"

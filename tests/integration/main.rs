@@ -13,6 +13,7 @@
 //! (keys, aliases, tags, rotation, lifecycle, cryptography) are tested in
 //! process, which is much cheaper: `tests/inprocess`.
 
+mod abuse;
 mod api;
 mod at_rest;
 mod attestation_policy;
