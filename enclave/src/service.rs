@@ -224,6 +224,19 @@ impl Enclave {
             .as_ref()
     }
 
+    /// Policy modules compiled since start (0 before the sandbox's first use).
+    pub fn policy_compilations(&self) -> u64 {
+        self.policy_engine
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, crate::policy::sandbox::PolicyEngine::compilations)
+    }
+
+    /// Compiled policy modules cached for `tenant` now.
+    pub fn cached_policy_modules(&self, tenant: &str) -> usize {
+        self.policy_modules.cached_for(tenant)
+    }
+
     pub fn verifier(&self) -> Option<&crate::attestation::verify::Verifier> {
         self.verifier.as_ref()
     }

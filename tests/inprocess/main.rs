@@ -15,6 +15,7 @@ mod asymmetric;
 mod deletion_clock;
 mod hmac;
 mod lifecycle;
+mod module_cache;
 mod rotation;
 mod signing;
 mod tags;

@@ -257,6 +257,8 @@ pub struct PolicyEngine {
     limits: Limits,
     pooling: bool,
     slots: Arc<Slots>,
+    /// Modules compiled since start (upload, a cache miss, `TestPolicy`).
+    compilations: std::sync::atomic::AtomicU64,
     _ticker: EpochTicker,
 }
 
@@ -335,6 +337,7 @@ impl PolicyEngine {
             limits,
             pooling,
             slots: Arc::new(Slots::new(limits.slots)),
+            compilations: Default::default(),
             _ticker: ticker,
         })
     }
@@ -347,6 +350,7 @@ impl PolicyEngine {
         // Structural checks first, so that these get their own errors rather
         // than a generic validation failure.
         upload::scan_sections(wasm)?;
+        self.compilations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let module = Module::new(&self.engine, wasm).map_err(|e| PolicyError::Invalid(error_text(&e)))?;
         if module.imports().len() != 0 {
             return Err(PolicyError::Imports);
@@ -366,6 +370,12 @@ impl PolicyEngine {
                 sha256: Sha256::digest(wasm).into(),
             }),
         })
+    }
+
+    /// Modules this engine compiled (or tried to) since it started: what a
+    /// cache miss costs, observable by tests and operators.
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Evaluates `policy` on `context_json`. Never fails: every failure is a
