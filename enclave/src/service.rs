@@ -35,8 +35,10 @@ pub struct Enclave {
     /// Verifies recipients' attestation documents (the pinned root of this mode).
     verifier: Option<crate::attestation::verify::Verifier>,
     /// The wasmtime sandbox for policy modules, created on first use.
-    policy_engine: std::sync::OnceLock<Option<crate::policy::sandbox::PolicyEngine>>,
+    policy_engine: std::sync::OnceLock<Option<Arc<crate::policy::sandbox::PolicyEngine>>>,
     pub(crate) policy_modules: crate::policy::modules::ModuleCache,
+    /// Where compilations and heavy decisions run, fairly between tenants.
+    pub(crate) policy_scheduler: crate::policy::scheduler::Scheduler,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -75,6 +77,7 @@ impl Enclave {
             verifier: None,
             policy_engine: std::sync::OnceLock::new(),
             policy_modules: Default::default(),
+            policy_scheduler: Default::default(),
         }
     }
 
@@ -212,10 +215,10 @@ impl Enclave {
     }
 
     /// The policy sandbox (`None` if wasmtime could not start; policies then fail closed).
-    pub fn policy_engine(&self) -> Option<&crate::policy::sandbox::PolicyEngine> {
+    pub fn policy_engine(&self) -> Option<&Arc<crate::policy::sandbox::PolicyEngine>> {
         self.policy_engine
             .get_or_init(|| match crate::policy::sandbox::PolicyEngine::new() {
-                Ok(engine) => Some(engine),
+                Ok(engine) => Some(Arc::new(engine)),
                 Err(e) => {
                     tracing::error!(error = %e, "the policy engine could not start");
                     None
@@ -229,7 +232,7 @@ impl Enclave {
         self.policy_engine
             .get()
             .and_then(Option::as_ref)
-            .map_or(0, crate::policy::sandbox::PolicyEngine::compilations)
+            .map_or(0, |engine| engine.compilations())
     }
 
     /// Compiled policy modules cached for `tenant` now.

@@ -24,6 +24,7 @@ mod compat;
 mod crash;
 mod deletion_clock;
 mod errors;
+mod fairness;
 mod harness;
 mod metrics;
 mod persistence;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::sandbox::{CompiledPolicy, PolicyEngine, PolicyError};
+use super::sandbox::{CompiledPolicy, PolicyError};
 use crate::store::{Records, StoreError};
 
 pub const NAMESPACE: &str = "policy";
@@ -75,6 +75,8 @@ pub enum ModuleError {
     Policy(#[from] PolicyError),
     #[error("policy module {0} is not stored")]
     Missing(String),
+    #[error(transparent)]
+    Scheduler(#[from] super::scheduler::SchedulerError),
 }
 
 impl ModuleCache {
@@ -85,32 +87,34 @@ impl ModuleCache {
         }
     }
 
-    /// Validates, compiles, stores (sealed) and caches a module; returns it.
+    /// Stores (sealed) and caches a module the caller compiled from `wasm`.
     pub async fn put(
         &self,
-        engine: &PolicyEngine,
         records: &Records<'_>,
         tenant: &str,
         wasm: Vec<u8>,
-    ) -> Result<CompiledPolicy, ModuleError> {
-        let compiled = engine.compile(&wasm)?;
+        compiled: CompiledPolicy,
+    ) -> Result<(), ModuleError> {
         let sha = compiled.sha256_hex();
         records
             .put(NAMESPACE, &record_key(tenant, &sha), &ModuleRecord { wasm })
             .await?;
-        self.insert(tenant, sha, compiled.clone());
-        Ok(compiled)
+        self.insert(tenant, sha, compiled);
+        Ok(())
     }
 
-    /// The compiled module `sha256_hex` of `tenant`, compiling it from its
-    /// sealed bytes on a cache miss.
-    pub async fn get(
+    /// The compiled module `sha256_hex` of `tenant`; on a cache miss, its
+    /// sealed bytes compiled by `compile` (the caller's scheduler).
+    pub async fn get<F>(
         &self,
-        engine: &PolicyEngine,
         records: &Records<'_>,
         tenant: &str,
         sha256_hex: &str,
-    ) -> Result<CompiledPolicy, ModuleError> {
+        compile: F,
+    ) -> Result<CompiledPolicy, ModuleError>
+    where
+        F: AsyncFnOnce(Vec<u8>) -> Result<CompiledPolicy, ModuleError>,
+    {
         if let Some(found) = self.lookup(tenant, sha256_hex) {
             return Ok(found);
         }
@@ -118,7 +122,7 @@ impl ModuleCache {
             .get(NAMESPACE, &record_key(tenant, sha256_hex))
             .await?
             .ok_or_else(|| ModuleError::Missing(sha256_hex.to_owned()))?;
-        let compiled = engine.compile(&record.wasm)?;
+        let compiled = compile(record.wasm).await?;
         if compiled.sha256_hex() != sha256_hex {
             return Err(ModuleError::Missing(sha256_hex.to_owned()));
         }
@@ -220,7 +224,7 @@ mod tests {
     use super::*;
 
     fn policy() -> CompiledPolicy {
-        let engine = PolicyEngine::new().expect("policy engine");
+        let engine = crate::policy::sandbox::PolicyEngine::new().expect("policy engine");
         let wat = include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/data/policy_allow_all.wat"
