@@ -255,8 +255,9 @@ mod tests {
         };
         m.answered("TrentService.Decrypt", 200, None, Duration::from_micros(300), timing);
         let refused = keyward_wire::Timing {
+            enclave_micros: 20,
+            policy_micros: 0,
             unauthenticated: Some(keyward_wire::Unauthenticated::Throttled),
-            ..timing
         };
         m.answered(
             "TrentService.Decrypt",
