@@ -60,6 +60,8 @@ impl Histogram {
 struct Inner {
     requests: HashMap<(&'static str, String), u64>,
     histograms: HashMap<(HistogramKind, &'static str), Histogram>,
+    unauthenticated_rejected: u64,
+    unauthenticated_throttled: u64,
 }
 
 /// The enclave's request metrics.
@@ -77,6 +79,11 @@ impl RequestMetrics {
         let micros = u64::try_from(total.as_micros()).unwrap_or(u64::MAX);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         *inner.requests.entry((operation, outcome)).or_default() += 1;
+        match answer.timing.unauthenticated {
+            Some(keyward_wire::Unauthenticated::Rejected) => inner.unauthenticated_rejected += 1,
+            Some(keyward_wire::Unauthenticated::Throttled) => inner.unauthenticated_throttled += 1,
+            None => {}
+        }
         inner
             .histograms
             .entry((HistogramKind::Request, operation))
@@ -123,7 +130,12 @@ impl RequestMetrics {
             })
             .collect();
         histograms.sort_by(|a, b| a.operation.cmp(&b.operation));
-        MetricsSnapshot { requests, histograms }
+        MetricsSnapshot {
+            requests,
+            histograms,
+            unauthenticated_rejected: inner.unauthenticated_rejected,
+            unauthenticated_throttled: inner.unauthenticated_throttled,
+        }
     }
 }
 
@@ -139,8 +151,39 @@ mod tests {
             timing: keyward_wire::Timing {
                 enclave_micros: 120,
                 policy_micros: 0,
+                unauthenticated: None,
             },
         }
+    }
+
+    #[test]
+    fn unauthenticated_requests_are_counted_by_what_was_done() {
+        let m = RequestMetrics::default();
+        let refused = |what| {
+            let mut a = answer(400, Some("UnrecognizedClientException"));
+            a.timing.unauthenticated = Some(what);
+            a
+        };
+        let target = Some(&b"TrentService.Decrypt"[..]);
+        m.record(
+            target,
+            &refused(keyward_wire::Unauthenticated::Rejected),
+            Duration::ZERO,
+        );
+        m.record(
+            target,
+            &refused(keyward_wire::Unauthenticated::Throttled),
+            Duration::ZERO,
+        );
+        m.record(
+            target,
+            &refused(keyward_wire::Unauthenticated::Throttled),
+            Duration::ZERO,
+        );
+        m.record(target, &answer(200, None), Duration::ZERO);
+        let snapshot = m.snapshot();
+        assert_eq!(snapshot.unauthenticated_rejected, 1);
+        assert_eq!(snapshot.unauthenticated_throttled, 2);
     }
 
     #[test]

@@ -27,13 +27,15 @@ pub struct Enclave {
     links: std::sync::Mutex<Vec<std::sync::Weak<dyn StoreTransport>>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     pub(crate) rate_limiter: RateLimiter,
+    /// Requests that fail authentication: limits, counts, samples.
+    pub(crate) auth_failures: crate::auth::failures::AuthFailures,
     started: std::time::Instant,
     audit_tx: mpsc::Sender<AuditJob>,
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditJob>>>,
     /// Verifies recipients' attestation documents (the pinned root of this mode).
     verifier: Option<crate::attestation::verify::Verifier>,
     /// The wasmtime sandbox for policy modules, created on first use.
-    policy_engine: std::sync::OnceLock<Option<crate::policy::sandbox::PolicyEngine>>,
+    policy_engine: std::sync::OnceLock<Option<Arc<crate::policy::sandbox::PolicyEngine>>>,
     pub(crate) policy_modules: crate::policy::modules::ModuleCache,
     /// The TLS identity and server, loaded once after boot.
     tls: OnceCell<Arc<crate::tls::LiveTls>>,
@@ -41,6 +43,8 @@ pub struct Enclave {
     pub metrics: crate::metrics::RequestMetrics,
     /// Round-robin position among the live host connections.
     next_link: std::sync::atomic::AtomicUsize,
+    /// Where compilations and heavy decisions run, fairly between tenants.
+    pub(crate) policy_scheduler: crate::policy::scheduler::Scheduler,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -72,6 +76,7 @@ impl Enclave {
             links: Default::default(),
             sweeper_started: Default::default(),
             rate_limiter,
+            auth_failures: Default::default(),
             started: std::time::Instant::now(),
             audit_tx,
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
@@ -81,6 +86,7 @@ impl Enclave {
             tls: OnceCell::new(),
             metrics: Default::default(),
             next_link: Default::default(),
+            policy_scheduler: Default::default(),
         }
     }
 
@@ -139,6 +145,11 @@ impl Enclave {
     /// Seconds since this enclave started (monotonic).
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// Requests refused before or at authentication since start, in aggregate.
+    pub fn auth_failure_counts(&self) -> crate::auth::failures::FailureCounts {
+        self.auth_failures.counts()
     }
 
     /// Appends `entry` to its chain; `Ok` once the record is durable.
@@ -272,16 +283,29 @@ impl Enclave {
     }
 
     /// The policy sandbox (`None` if wasmtime could not start; policies then fail closed).
-    pub fn policy_engine(&self) -> Option<&crate::policy::sandbox::PolicyEngine> {
+    pub fn policy_engine(&self) -> Option<&Arc<crate::policy::sandbox::PolicyEngine>> {
         self.policy_engine
             .get_or_init(|| match crate::policy::sandbox::PolicyEngine::new() {
-                Ok(engine) => Some(engine),
+                Ok(engine) => Some(Arc::new(engine)),
                 Err(e) => {
                     tracing::error!(error = %e, "the policy engine could not start");
                     None
                 }
             })
             .as_ref()
+    }
+
+    /// Policy modules compiled since start (0 before the sandbox's first use).
+    pub fn policy_compilations(&self) -> u64 {
+        self.policy_engine
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, |engine| engine.compilations())
+    }
+
+    /// Compiled policy modules cached for `tenant` now.
+    pub fn cached_policy_modules(&self, tenant: &str) -> usize {
+        self.policy_modules.cached_for(tenant)
     }
 
     pub fn verifier(&self) -> Option<&crate::attestation::verify::Verifier> {

@@ -165,6 +165,17 @@ impl Metrics {
 /// The enclave's counters and histograms, labels re-checked against the fixed sets.
 fn render_enclave(out: &mut String, snapshot: &MetricsSnapshot) {
     let known = |operation: &str| operation_label(Some(operation.as_bytes()));
+    out.push_str("# HELP keyward_unauthenticated_requests Requests that did not authenticate, by what the enclave did: rejected (their authentication error; none is written to a tenant's audit chain) or throttled (over their client address's or access key id's share), counted in the enclave.\n");
+    out.push_str("# TYPE keyward_unauthenticated_requests counter\n");
+    for (outcome, count) in [
+        ("rejected", snapshot.unauthenticated_rejected),
+        ("throttled", snapshot.unauthenticated_throttled),
+    ] {
+        let _ = writeln!(
+            out,
+            "keyward_unauthenticated_requests_total{{outcome=\"{outcome}\"}} {count}"
+        );
+    }
     out.push_str("# HELP keyward_requests Requests served, by operation and outcome (ok or the AWS error type), counted in the enclave.\n");
     out.push_str("# TYPE keyward_requests counter\n");
     for r in &snapshot.requests {
@@ -274,6 +285,8 @@ mod tests {
                 sum_micros: 7,
                 count: LATENCY_BOUNDS_MICROS.len() as u64 + 1,
             }],
+            unauthenticated_rejected: 5,
+            unauthenticated_throttled: 9,
         };
         m.connection_opened();
         let text = m.render(3, 4, Some(&snapshot));
@@ -290,6 +303,14 @@ mod tests {
         assert!(text.contains("keyward_client_connections_total 1"), "{text}");
         assert!(
             text.contains("keyward_policy_duration_seconds_count{operation=\"TrentService.Decrypt\"} 17"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"keyward_unauthenticated_requests_total{outcome="rejected"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"keyward_unauthenticated_requests_total{outcome="throttled"} 9"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -145,6 +145,21 @@ impl Service {
         }
     }
 
+    /// Records in audit chain `chain` (a tenant id, or `operator`), as stored.
+    pub async fn audit_chain_len(&self, chain: &str) -> usize {
+        let prefix = format!("{chain}/r/");
+        self.stored_keys("audit")
+            .await
+            .iter()
+            .filter(|k| k.starts_with(&prefix))
+            .count()
+    }
+
+    /// The enclave under test.
+    pub fn enclave(&self) -> &Enclave {
+        &self.enclave
+    }
+
     /// The enclave's current time: the real time shifted by `clock_offset`.
     pub fn now(&self) -> SystemTime {
         shifted_now(self.clock_offset)
@@ -176,6 +191,18 @@ impl Service {
 
     /// [`Service::signed_call`] signed as `creds`.
     pub async fn signed_call_as(&self, creds: &Creds, op: &str, body: &[u8]) -> RawResponse {
+        self.signed_call_from(creds, op, body, None).await
+    }
+
+    /// [`Service::signed_call_as`] from the client address `client_addr`
+    /// (as the host reports it).
+    pub async fn signed_call_from(
+        &self,
+        creds: &Creds,
+        op: &str,
+        body: &[u8],
+        client_addr: Option<&str>,
+    ) -> RawResponse {
         let mut headers = api_headers(HOST, &target(op));
         sign_headers(&mut headers, HOST, body, creds, self.now());
         let request = ApiRequest {
@@ -188,7 +215,7 @@ impl Service {
                 .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v.into_bytes())))
                 .collect(),
             body: body.to_vec(),
-            client_addr: None,
+            client_addr: client_addr.map(str::to_owned),
         };
         let answer = keyward_enclave::api::handle(&self.enclave, request, &*self.link).await;
         RawResponse {

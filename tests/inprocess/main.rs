@@ -8,6 +8,7 @@
 //! on its own store. What needs real processes (the host proxy, crashes,
 //! restarts of processes, the wire, metrics) is in `tests/integration`.
 
+mod abuse;
 mod aliases;
 mod api;
 mod asymmetric;
@@ -16,6 +17,7 @@ mod audit_attested;
 mod deletion_clock;
 mod hmac;
 mod lifecycle;
+mod module_cache;
 mod recipient_cms;
 mod rotation;
 mod signing;

@@ -13,6 +13,7 @@
 //! (keys, aliases, tags, rotation, lifecycle, cryptography) are tested in
 //! process, which is much cheaper: `tests/inprocess`.
 
+mod abuse;
 mod api;
 mod at_rest;
 mod attestation_policy;
@@ -23,6 +24,7 @@ mod compat;
 mod crash;
 mod deletion_clock;
 mod errors;
+mod fairness;
 mod harness;
 mod metrics;
 mod persistence;

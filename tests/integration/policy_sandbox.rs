@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_kms::error::DisplayErrorContext;
+use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kms::primitives::Blob;
 use serde_json::json;
 
@@ -296,6 +296,15 @@ async fn an_infinite_loop_does_not_starve_other_keys_or_tenants() {
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for task in storm {
         let (result, took) = task.await.expect("storm task");
+        // Over the tenant's share of the sandbox (issue 21): throttled;
+        // otherwise denied by the module's failure.
+        if let Err(e) = &result
+            && e.code() == Some("ThrottlingException")
+        {
+            *reasons.entry("ThrottlingException".into()).or_default() += 1;
+            storm_latencies.push(took);
+            continue;
+        }
         let denial = denied_by("Decrypt under an infinite loop", result, &sha);
         assert!(
             denial.reason.contains("ran out of fuel") || denial.reason.contains("epoch deadline"),
@@ -304,6 +313,10 @@ async fn an_infinite_loop_does_not_starve_other_keys_or_tenants() {
         *reasons.entry(denial.reason).or_default() += 1;
         storm_latencies.push(took);
     }
+    assert!(
+        reasons.keys().any(|r| r != "ThrottlingException"),
+        "the module ran and was stopped at least once: {reasons:?}"
+    );
     let storm_took = started.elapsed();
     latencies.sort();
     storm_latencies.sort();

@@ -496,17 +496,29 @@ async fn stale_or_future_timestamp_is_rejected() {
         let resp = kw.request("POST", "/", &signed_at(time), &body).await;
         resp.assert_error(&format!("X-Amz-Date {what}"), 400, "InvalidSignatureException");
     }
-    // Both refusals are audited as Deny in the tenant's chain, as the KeyUser.
+    // Neither refusal is in the tenant's chain (only requests that
+    // authenticated as the tenant are); both are sampled into the operator's.
     let records = sdk_ok("GetAuditLog", sdk(&kw, &t.admin).audit_records(None, None).await);
-    let stale: Vec<_> = records
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.decision == "Deny" && r.access_key_id == t.user.access_key_id),
+        "{records:#?}"
+    );
+    let op_chain = sdk_ok(
+        "operator chain",
+        crate::principals::operator(&kw).fetch_audit_chain().await,
+    );
+    let stale: Vec<_> = op_chain
+        .records
         .iter()
         .filter(|r| r.decision == "Deny" && r.access_key_id == t.user.access_key_id)
         .collect();
-    assert_eq!(stale.len(), 2, "{records:#?}");
+    assert_eq!(stale.len(), 2, "{:#?}", op_chain.records);
     for r in stale {
         assert_eq!(r.operation, "TrentService.GenerateRandom");
         assert!(r.reason.starts_with("InvalidSignatureException: "), "{r:?}");
-        assert_eq!(r.role, "KeyUser");
-        assert_eq!(r.chain, t.id);
+        assert_eq!(r.role, "");
+        assert_eq!(r.chain, "operator");
     }
 }

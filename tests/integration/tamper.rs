@@ -5,7 +5,8 @@
 //! alters one request at a time after it was signed (its body, its `X-Amz-Target`, the KeyId in
 //! its body, a signed header); each altered request is refused with
 //! `InvalidSignatureException`, unaltered requests through the same forwarder
-//! succeed, and each refusal is in the tenant's audit chain as a Deny.
+//! succeed; no refusal is in the tenant's audit chain (they did not
+//! authenticate as the tenant), each is sampled into the operator's.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{REQUEST_TIMEOUT, Sandbox, decrypt, encrypt, expect_error, sdk_client};
-use crate::principals::{b64, create_key_as, create_tenant, sdk, sdk_ok};
+use crate::principals::{b64, create_key_as, create_tenant, operator, sdk, sdk_ok};
 
 /// One HTTP/1.1 request as the forwarder received it.
 #[derive(Debug, Clone)]
@@ -445,8 +446,9 @@ async fn requests_altered_after_signing_are_refused_and_audited() {
     assert_eq!(key_of(&ct), key1);
     assert_eq!(key_of(&ct2), key1);
 
-    // The tenant's chain: the KeyUser's records in order, one Deny per
-    // altered request, as the service received it.
+    // The tenant's chain: the KeyUser's records in order, and none for the
+    // altered requests (they did not authenticate as the tenant; they are
+    // counted and sampled into the operator's chain, `audit.rs`).
     let chain = sdk_ok("GetAuditLog", sdk(&kw, &t.admin).fetch_audit_chain().await);
     chain
         .verify_with(&chain.audit_public_key)
@@ -469,15 +471,25 @@ async fn requests_altered_after_signing_are_refused_and_audited() {
         ("TrentService.Encrypt".into(), "Allow".into(), false),
         ("TrentService.Decrypt".into(), "Allow".into(), false),
     ];
-    expected.extend(
-        expected_targets
-            .iter()
-            .map(|t| (t.to_string(), "Deny".to_string(), true)),
-    );
     expected.push(("TrentService.Encrypt".into(), "Allow".into(), false));
     expected.push(("TrentService.Decrypt".into(), "Allow".into(), false));
     assert_eq!(
         mine, expected,
         "the KeyUser's audit records (operation, decision, InvalidSignature reason)"
     );
+    // The refusals are sampled into the operator's chain (the first ones all
+    // are), as the service received them.
+    let op_chain = sdk_ok("operator chain", operator(&kw).fetch_audit_chain().await);
+    let refused: Vec<String> = op_chain
+        .records
+        .iter()
+        .filter(|r| r.access_key_id == t.user.access_key_id)
+        .map(|r| {
+            assert!(r.reason.starts_with("InvalidSignatureException: "), "{r:?}");
+            assert_eq!((r.chain.as_str(), r.decision.as_str()), ("operator", "Deny"), "{r:?}");
+            r.operation.clone()
+        })
+        .collect();
+    let expected_targets: Vec<String> = expected_targets.iter().map(|t| t.to_string()).collect();
+    assert_eq!(refused, expected_targets, "the altered requests, sampled");
 }

@@ -52,7 +52,8 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::audit::record::{ALLOW, AuditEntry, DENY, ERROR, OPERATOR_CHAIN};
-use crate::auth::{self, authorize, sigv4::SignedRequest};
+use crate::auth::failures::Verdict;
+use crate::auth::{self, authorize, sigv4, sigv4::SignedRequest};
 use crate::context::AuditNotes;
 pub use crate::context::Ctx;
 use crate::service::Enclave;
@@ -78,7 +79,16 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
             ..Default::default()
         };
         let mut notes = AuditNotes::default();
-        let result = serve(enclave, &request, transport, &mut audit, &mut notes).await;
+        let mut unauthenticated = None;
+        let result = serve(
+            enclave,
+            &request,
+            transport,
+            &mut audit,
+            &mut notes,
+            &mut unauthenticated,
+        )
+        .await;
         audit.attested = notes.attested();
         audit.context = notes.context.take();
         audit.source_context = notes.source_context.take();
@@ -101,18 +111,39 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
                 audit.reason = format!("{}: {}", e.aws_type(), e.message());
             }
         }
-        // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
-        let result = match enclave.audit(audit).await {
-            Ok(()) => result,
-            Err(e) => {
-                tracing::error!(error = %e, "audit append failed; answering with an internal error");
-                Err(KmsError::Internal)
+        let result = match unauthenticated {
+            // Not authenticated: no tenant's chain, and a record in the
+            // operator's only when sampled (`auth::failures`).
+            Some(Verdict::Reject { sample: Some(since) }) => {
+                audit.chain = OPERATOR_CHAIN.to_owned();
+                audit.role = String::new();
+                audit.reason = format!(
+                    "{} (sampled: {since} failed authentications since the previous sample)",
+                    audit.reason
+                );
+                if let Err(e) = enclave.audit(audit).await {
+                    tracing::warn!(error = %e, "audit sample of a failed authentication not written");
+                }
+                result
             }
+            Some(_) => result,
+            // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
+            None => match enclave.audit(audit).await {
+                Ok(()) => result,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit append failed; answering with an internal error");
+                    Err(KmsError::Internal)
+                }
+            },
         };
         let micros = started.elapsed().as_micros() as u64;
         let timing = keyward_wire::Timing {
             enclave_micros: micros,
             policy_micros: notes.policy_micros,
+            unauthenticated: unauthenticated.map(|verdict| match verdict {
+                Verdict::Reject { .. } => keyward_wire::Unauthenticated::Rejected,
+                Verdict::Throttle => keyward_wire::Unauthenticated::Throttled,
+            }),
         };
         match result {
             Ok(body) => {
@@ -145,25 +176,18 @@ impl Enclave {
 }
 
 /// Authenticates, authorizes and runs one request; what the operation
-/// noted for the audit record is left in `notes`.
+/// noted for the audit record is left in `notes`. A request refused before
+/// or at authentication leaves what to do with it in `unauthenticated`.
 async fn serve(
     enclave: &Enclave,
     request: &ApiRequest,
     transport: &dyn StoreTransport,
     audit: &mut AuditEntry,
     notes: &mut AuditNotes,
+    unauthenticated: &mut Option<Verdict>,
 ) -> Result<Value, KmsError> {
-    // The signature covers a canonicalised path ("/./" and "//" sign as "/"),
-    // so the enclave serves exactly "/" and nothing that merely signs like it.
-    if request.method != "POST" || request.path != "/" {
-        audit.decision = DENY;
-        return Err(KmsError::UnknownOperation(
-            "The AWS KMS API is served at POST /.".into(),
-        ));
-    }
-    let keyring = enclave.keyring(transport).await.map_err(|_| KmsError::Internal)?;
-    let records = Records::new(transport, &keyring.sealer);
-    let now = enclave.clock.now();
+    let address = request.client_addr.as_deref();
+    let uptime = enclave.uptime_seconds();
     let signed = SignedRequest {
         method: &request.method,
         path: &request.path,
@@ -171,18 +195,41 @@ async fn serve(
         headers: &request.headers,
         body: &request.body,
     };
+    let claimed_key = sigv4::parse(&signed).map(|a| a.access_key_id).unwrap_or_default();
+    // Nothing refuses a request before its signature is checked (a flood
+    // naming a tenant's key must not lock the tenant out); failures pay.
+    let throttled = || Err(KmsError::Throttling("Rate exceeded".into()));
+    let mut refuse = |error: KmsError, access_key_id: &str, audit: &mut AuditEntry| {
+        audit.decision = DENY;
+        audit.access_key_id = printable(access_key_id);
+        let verdict = enclave.auth_failures.fail(address, access_key_id, uptime);
+        *unauthenticated = Some(verdict);
+        match verdict {
+            Verdict::Throttle => throttled(),
+            Verdict::Reject { .. } => Err(error),
+        }
+    };
+    // The signature covers a canonicalised path ("/./" and "//" sign as "/"),
+    // so the enclave serves exactly "/" and nothing that merely signs like it.
+    if request.method != "POST" || request.path != "/" {
+        return refuse(
+            KmsError::UnknownOperation("The AWS KMS API is served at POST /.".into()),
+            &claimed_key,
+            audit,
+        );
+    }
+    let keyring = enclave.keyring(transport).await.map_err(|_| KmsError::Internal)?;
+    let records = Records::new(transport, &keyring.sealer);
+    let now = enclave.clock.now();
     let principal = match auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await
     {
         Ok(p) => p,
-        Err(failure) => {
-            audit.decision = DENY;
+        // Only a store failure (not the caller's doing) is audited as before.
+        Err(failure) if matches!(failure.error, KmsError::Internal) => {
             audit.access_key_id = printable(&failure.access_key_id);
-            if let Some(claimed) = failure.claimed {
-                audit.chain = claimed.tenant.clone();
-                audit.role = claimed.roles_label();
-            }
             return Err(failure.error);
         }
+        Err(failure) => return refuse(failure.error, &failure.access_key_id, audit),
     };
     audit.chain = principal.tenant.clone();
     audit.access_key_id = principal.access_key_id.clone();

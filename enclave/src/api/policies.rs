@@ -127,7 +127,7 @@ pub async fn test_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> 
         other => other.to_string().into_bytes(),
     };
     params::length("context", input.len(), 1, MAX_CONTEXT_BYTES)?;
-    let decision = policy_modules::try_module(ctx, &wasm, &input)?;
+    let decision = policy_modules::try_module(ctx, wasm, input).await?;
     render(&TestPolicyResponse {
         module_sha256: decision.sha256_hex,
         allow: decision.allow,

@@ -3,6 +3,7 @@
 
 pub mod authorize;
 pub mod credentials;
+pub mod failures;
 pub mod ratelimit;
 pub mod sigv4;
 

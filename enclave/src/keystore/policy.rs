@@ -8,9 +8,12 @@ use crate::error::KmsError;
 use crate::keys::record::KeyRecord;
 use crate::policy::context::{self, PolicyUpdate};
 use crate::policy::modules::ModuleError;
-use crate::policy::sandbox::{PolicyEngine, PolicyError};
+use std::sync::Arc;
 
-pub fn engine<'a>(ctx: &'a Ctx<'_>) -> Result<&'a PolicyEngine, KmsError> {
+use crate::policy::sandbox::{CompiledPolicy, PolicyEngine, PolicyError};
+use crate::policy::scheduler::{COMPILE_FUEL_PER_BYTE, SchedulerError};
+
+pub fn engine<'a>(ctx: &'a Ctx<'_>) -> Result<&'a Arc<PolicyEngine>, KmsError> {
     ctx.enclave.policy_engine().ok_or_else(|| {
         tracing::error!("the policy engine is unavailable");
         KmsError::Internal
@@ -29,7 +32,45 @@ pub fn module_error(e: ModuleError) -> KmsError {
             tracing::error!(module = %sha, "an attached policy module is missing from the store");
             KmsError::Internal
         }
+        ModuleError::Scheduler(e) => scheduler_error(e),
     }
+}
+
+pub fn scheduler_error(e: SchedulerError) -> KmsError {
+    match e {
+        SchedulerError::Throttled => {
+            KmsError::Throttling("Rate exceeded: the tenant's share of the policy sandbox is in use.".into())
+        }
+        SchedulerError::Failed(m) => {
+            tracing::error!(error = %m, "policy sandbox job failed");
+            KmsError::Internal
+        }
+    }
+}
+
+/// Compiles `wasm` on the sandbox scheduler, within the caller's tenant's
+/// share (charged by module size); the bytes come back with the result.
+pub async fn compile(
+    ctx: &Ctx<'_>,
+    wasm: Vec<u8>,
+) -> Result<(Result<CompiledPolicy, PolicyError>, Vec<u8>), ModuleError> {
+    let engine = Arc::clone(engine(ctx).map_err(|_| ModuleError::Policy(PolicyError::Engine("unavailable".into())))?);
+    let cost = (wasm.len() as u64).saturating_mul(COMPILE_FUEL_PER_BYTE);
+    Ok(ctx
+        .enclave
+        .policy_scheduler
+        .run(&ctx.principal.tenant, move || ((engine.compile(&wasm), wasm), cost))
+        .await?)
+}
+
+/// A module of the caller's tenant, compiled (on the scheduler) on a cache miss.
+async fn cached_module(ctx: &Ctx<'_>, sha: &str) -> Result<CompiledPolicy, ModuleError> {
+    ctx.enclave
+        .policy_modules
+        .get(&ctx.records, &ctx.principal.tenant, sha, async |wasm| {
+            compile(ctx, wasm).await?.0.map_err(ModuleError::Policy)
+        })
+        .await
 }
 
 /// Operations that manage policy modules: exempt from policy evaluation, so a
@@ -196,17 +237,31 @@ fn unserializable(e: serde_json::Error) -> KmsError {
 /// Runs `modules` in order on `input`; the first deny is `AccessDeniedException`.
 async fn run(ctx: &Ctx<'_>, modules: &[&String], input: &[u8]) -> Result<(), KmsError> {
     let engine = engine(ctx)?;
+    let scheduler = &ctx.enclave.policy_scheduler;
+    let tenant = ctx.principal.tenant.as_str();
     for sha in modules {
-        let compiled = ctx
-            .enclave
-            .policy_modules
-            .get(engine, &ctx.records, &ctx.principal.tenant, sha)
-            .await
-            .map_err(module_error)?;
+        let compiled = cached_module(ctx, sha).await.map_err(module_error)?;
         let started = std::time::Instant::now();
-        let decision = engine
-            .evaluate_inline(&compiled, input)
-            .unwrap_or_else(|| evaluate_off_the_reactor(engine, &compiled, input));
+        // Inline (on this async thread, within `INLINE_FUEL`) only while the
+        // tenant is within its fuel budget; otherwise, and when that was not
+        // enough, on the scheduler within the tenant's share.
+        let inline = if scheduler.within_budget(tenant) {
+            let (decision, fuel) = engine.evaluate_inline_metered(&compiled, input);
+            scheduler.charge(tenant, fuel);
+            decision
+        } else {
+            None
+        };
+        let decision = match inline {
+            Some(decision) => decision,
+            None => {
+                let (engine, compiled, input) = (Arc::clone(engine), compiled.clone(), input.to_vec());
+                scheduler
+                    .run(tenant, move || engine.evaluate_metered(&compiled, &input))
+                    .await
+                    .map_err(scheduler_error)?
+            }
+        };
         tracing::debug!(module = %sha, allow = decision.allow, micros = started.elapsed().as_micros() as u64, "policy decision");
         ctx.notes.policy(sha);
         ctx.notes.policy_time(started.elapsed());
@@ -218,23 +273,4 @@ async fn run(ctx: &Ctx<'_>, modules: &[&String], input: &[u8]) -> Result<(), Kms
         }
     }
     Ok(())
-}
-
-/// A decision that did not fit the inline budget can take up to the
-/// sandbox's wall-clock deadline (a hostile module burning its fuel): on the
-/// multi-threaded runtime it runs with `block_in_place`, so the worker's
-/// other requests move to another thread instead of waiting behind it. Not
-/// the first choice: handing the worker's core to another thread costs more
-/// than a typical decision.
-fn evaluate_off_the_reactor(
-    engine: &PolicyEngine,
-    compiled: &crate::policy::sandbox::CompiledPolicy,
-    input: &[u8],
-) -> crate::policy::sandbox::Decision {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-            tokio::task::block_in_place(|| engine.evaluate(compiled, input))
-        }
-        _ => engine.evaluate(compiled, input),
-    }
 }

@@ -3,22 +3,28 @@
 //! detached, and tried on a given context without being stored. Enforcement
 //! on every request is [`super::policy`].
 
+use std::sync::Arc;
+
 use super::keys::{Access, check_state, modify, resolve_key, save_key, with_locked_key};
-use super::policy::{self, engine, module_error};
+use super::policy::{self, compile, engine, module_error, scheduler_error};
 use super::{protection, tenants};
 use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::policy::modules::ModuleCache;
+use crate::policy::scheduler::COMPILE_FUEL_PER_BYTE;
 
-/// Compiles and stores a module for the caller's tenant; its SHA-256 (hex).
+/// Compiles (on the sandbox scheduler) and stores a module for the caller's
+/// tenant; its SHA-256 (hex).
 pub async fn store(ctx: &Ctx<'_>, wasm: Vec<u8>) -> Result<String, KmsError> {
-    let compiled = ctx
-        .enclave
+    let (compiled, wasm) = compile(ctx, wasm).await.map_err(module_error)?;
+    let compiled = compiled.map_err(|e| module_error(e.into()))?;
+    let sha = compiled.sha256_hex();
+    ctx.enclave
         .policy_modules
-        .put(engine(ctx)?, &ctx.records, &ctx.principal.tenant, wasm)
+        .put(&ctx.records, &ctx.principal.tenant, wasm, compiled)
         .await
         .map_err(module_error)?;
-    Ok(compiled.sha256_hex())
+    Ok(sha)
 }
 
 /// A key's policy module.
@@ -127,14 +133,27 @@ pub struct TrialDecision {
     pub reason: String,
 }
 
-/// Compiles `wasm` and evaluates it on `context` (the policy input JSON);
-/// nothing is stored or attached.
-pub fn try_module(ctx: &Ctx<'_>, wasm: &[u8], context: &[u8]) -> Result<TrialDecision, KmsError> {
-    let engine = engine(ctx)?;
-    let compiled = engine.compile(wasm).map_err(|e| module_error(e.into()))?;
-    let decision = engine.evaluate(&compiled, context);
+/// Compiles `wasm` and evaluates it on `context` (the policy input JSON),
+/// both on the sandbox scheduler within the caller's tenant's share; nothing
+/// is stored or attached.
+pub async fn try_module(ctx: &Ctx<'_>, wasm: Vec<u8>, context: Vec<u8>) -> Result<TrialDecision, KmsError> {
+    let engine = Arc::clone(engine(ctx)?);
+    let cost = (wasm.len() as u64).saturating_mul(COMPILE_FUEL_PER_BYTE);
+    let trial = ctx
+        .enclave
+        .policy_scheduler
+        .run(&ctx.principal.tenant, move || match engine.compile(&wasm) {
+            Ok(compiled) => {
+                let (decision, fuel) = engine.evaluate_metered(&compiled, &context);
+                (Ok((compiled.sha256_hex(), decision)), cost.saturating_add(fuel))
+            }
+            Err(e) => (Err(e), cost),
+        })
+        .await
+        .map_err(scheduler_error)?;
+    let (sha256_hex, decision) = trial.map_err(|e| module_error(e.into()))?;
     Ok(TrialDecision {
-        sha256_hex: compiled.sha256_hex(),
+        sha256_hex,
         allow: decision.allow,
         reason: decision.reason,
     })

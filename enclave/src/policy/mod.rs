@@ -7,3 +7,4 @@
 pub mod context;
 pub mod modules;
 pub mod sandbox;
+pub mod scheduler;

@@ -113,14 +113,38 @@ pub struct ApiResponse {
     pub timing: Timing,
 }
 
-/// Time the enclave spent on one request, in microseconds. Durations only:
-/// nothing about keys, tenants or contents.
+/// Time the enclave spent on one request, in microseconds, and whether it
+/// was refused before authenticating, for the host's metrics. Nothing about
+/// keys, tenants or contents.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
     /// From the request frame's arrival in the handler to its answer.
     pub enclave_micros: u64,
     /// In policy enforcement (request context and WebAssembly decisions).
     pub policy_micros: u64,
+    /// Set when the request did not authenticate (absent from older enclaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthenticated: Option<Unauthenticated>,
+}
+
+/// What became of a request that did not authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unauthenticated {
+    /// Answered with its authentication error.
+    Rejected,
+    /// Over its client address's or access key id's share of failures:
+    /// answered `ThrottlingException`.
+    Throttled,
+}
+
+impl Unauthenticated {
+    /// The label of the host's `keyward_unauthenticated_requests_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unauthenticated::Rejected => "rejected",
+            Unauthenticated::Throttled => "throttled",
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiResponse {
@@ -436,6 +460,7 @@ mod tests {
                             timing: Timing {
                                 enclave_micros: u64::from(status),
                                 policy_micros: 3,
+                                unauthenticated: (status % 2 == 0).then_some(Unauthenticated::Throttled),
                             },
                         },
                     }

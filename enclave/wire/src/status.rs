@@ -33,6 +33,14 @@ pub struct EnclaveStatus {
 pub struct MetricsSnapshot {
     pub requests: Vec<RequestCount>,
     pub histograms: Vec<HistogramSample>,
+    /// Requests that did not authenticate and were answered with their
+    /// authentication error (`auth::failures`).
+    #[serde(default)]
+    pub unauthenticated_rejected: u64,
+    /// Requests that did not authenticate and were over their client
+    /// address's or claimed access key id's share.
+    #[serde(default)]
+    pub unauthenticated_throttled: u64,
 }
 
 /// Requests answered with one outcome.

@@ -137,7 +137,8 @@
 //! Callers on async threads use [`PolicyEngine::evaluate_inline`] first: the
 //! decision within [`INLINE_FUEL`] and one epoch tick, without waiting for a
 //! slot, and only if that is not enough [`PolicyEngine::evaluate`] where
-//! blocking is acceptable.
+//! blocking is acceptable (the enclave: `policy::scheduler`, which also runs
+//! every compilation, fairly between tenants).
 
 mod config;
 mod decision;
@@ -257,6 +258,8 @@ pub struct PolicyEngine {
     limits: Limits,
     pooling: bool,
     slots: Arc<Slots>,
+    /// Modules compiled since start (upload, a cache miss, `TestPolicy`).
+    compilations: std::sync::atomic::AtomicU64,
     _ticker: EpochTicker,
 }
 
@@ -335,6 +338,7 @@ impl PolicyEngine {
             limits,
             pooling,
             slots: Arc::new(Slots::new(limits.slots)),
+            compilations: Default::default(),
             _ticker: ticker,
         })
     }
@@ -347,6 +351,7 @@ impl PolicyEngine {
         // Structural checks first, so that these get their own errors rather
         // than a generic validation failure.
         upload::scan_sections(wasm)?;
+        self.compilations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let module = Module::new(&self.engine, wasm).map_err(|e| PolicyError::Invalid(error_text(&e)))?;
         if module.imports().len() != 0 {
             return Err(PolicyError::Imports);
@@ -366,6 +371,12 @@ impl PolicyEngine {
                 sha256: Sha256::digest(wasm).into(),
             }),
         })
+    }
+
+    /// Modules this engine compiled (or tried to) since it started: what a
+    /// cache miss costs, observable by tests and operators.
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Evaluates `policy` on `context_json`. Never fails: every failure is a
@@ -408,12 +419,19 @@ impl PolicyEngine {
     /// Denials that more budget cannot change (a trap, the memory limit, a
     /// malformed decision) are final here.
     pub fn evaluate_inline(&self, policy: &CompiledPolicy, context_json: &[u8]) -> Option<Decision> {
+        self.evaluate_inline_metered(policy, context_json).0
+    }
+
+    /// [`Self::evaluate_inline`], also returning the fuel it used (what the
+    /// scheduler charges the tenant, whether or not it decided).
+    pub fn evaluate_inline_metered(&self, policy: &CompiledPolicy, context_json: &[u8]) -> (Option<Decision>, u64) {
         let limits = Limits {
             fuel: INLINE_FUEL.min(self.limits.fuel),
             deadline_ticks: 1,
             ..self.limits
         };
-        match self.run(policy, context_json, limits, Duration::ZERO, &mut 0) {
+        let mut fuel_used = 0;
+        let decision = match self.run(policy, context_json, limits, Duration::ZERO, &mut fuel_used) {
             Ok(decision) => Some(decision),
             Err(Failure::OutOfFuel(_) | Failure::Deadline(_) | Failure::Busy) => None,
             Err(failure) => {
@@ -421,7 +439,8 @@ impl PolicyEngine {
                 tracing::debug!(policy = %policy.sha256_hex(), %reason, "policy denied by the sandbox");
                 Some(Decision::deny(reason))
             }
-        }
+        };
+        (decision, fuel_used)
     }
 
     /// One decision in a new instance, which is dropped (and its slot reset
