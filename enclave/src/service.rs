@@ -35,6 +35,8 @@ pub struct Enclave {
     /// The wasmtime sandbox for policy modules, created on first use.
     policy_engine: std::sync::OnceLock<Option<crate::policy::sandbox::PolicyEngine>>,
     pub(crate) policy_modules: crate::policy::modules::ModuleCache,
+    /// Sealed records as the store last confirmed them (`store/cache.rs`).
+    pub(crate) record_cache: crate::store::RecordCache,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -72,6 +74,7 @@ impl Enclave {
             verifier: None,
             policy_engine: std::sync::OnceLock::new(),
             policy_modules: Default::default(),
+            record_cache: Default::default(),
         }
     }
 
@@ -195,6 +198,18 @@ impl Enclave {
                 tracing::error!(error = %e, "audit of an enclave event failed");
             }
         }
+    }
+
+    /// An invalidation hint from the host: `namespace`/`key` was written at
+    /// `version` (by any node sharing the store). Untrusted; it only drops
+    /// cached entries early (the bound is `store::cache::REVALIDATE_AFTER`).
+    pub fn invalidate(&self, namespace: &str, key: &str, version: u64) {
+        self.record_cache.hint(namespace, key, version);
+    }
+
+    /// A hint that the host may have missed writes: drops every cached record.
+    pub fn invalidate_all(&self) {
+        self.record_cache.clear();
     }
 
     /// Trusts `verifier`'s root for recipients' attestation documents.

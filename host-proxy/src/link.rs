@@ -231,6 +231,58 @@ fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, result: StoreResult) {
     }
 }
 
+/// Hints sent in one frame at most.
+const HINT_BATCH: usize = 256;
+
+/// Forwards the store's invalidation hints to the enclave as
+/// [`Frame::Invalidate`], batching those that queued up meanwhile. Starts
+/// with "everything": hints sent while this connection was down are lost.
+async fn relay_hints(
+    mut hints: tokio::sync::broadcast::Receiver<crate::store::Invalidation>,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    use keyward_wire::StoreHint;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let wire = |hint: crate::store::Invalidation| match hint {
+        crate::store::Invalidation::Record {
+            namespace,
+            key,
+            version,
+        } => StoreHint::Record {
+            namespace,
+            key,
+            version,
+        },
+        crate::store::Invalidation::All => StoreHint::All,
+    };
+    let mut batch = vec![StoreHint::All];
+    loop {
+        while batch.len() < HINT_BATCH {
+            match hints.try_recv() {
+                Ok(hint) => batch.push(wire(hint)),
+                Err(TryRecvError::Lagged(_)) => batch.push(StoreHint::All),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        if !batch.is_empty() {
+            let Ok(frame) = keyward_wire::encode(&Frame::Invalidate {
+                hints: std::mem::take(&mut batch),
+            }) else {
+                continue;
+            };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        match hints.recv().await {
+            Ok(hint) => batch.push(wire(hint)),
+            Err(RecvError::Lagged(_)) => batch.push(StoreHint::All),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Handshakes and serves one connection until it breaks. `Ok` once it was up.
 async fn run_connection<S>(
     link: &std::sync::Weak<EnclaveLink>,
@@ -275,6 +327,8 @@ where
         l.set_slot(slot, Some(Arc::clone(&conn)));
     }
     tracing::info!(slot, "connected to the enclave");
+    // Slot 0 relays the store's invalidation hints to the enclave's cache.
+    let hints_task = (slot == 0).then(|| tokio::spawn(relay_hints(store.invalidations(), tx.clone())));
 
     loop {
         let frame = match read_frame(&mut reader).await {
@@ -328,5 +382,8 @@ where
     // Dropping the waiters fails every request still in flight on this connection.
     conn.pending().clear();
     writer_task.abort();
+    if let Some(task) = hints_task {
+        task.abort();
+    }
     Ok(())
 }

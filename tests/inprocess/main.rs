@@ -11,6 +11,7 @@
 mod aliases;
 mod api;
 mod asymmetric;
+mod cluster;
 mod deletion_clock;
 mod hmac;
 mod lifecycle;

@@ -35,13 +35,15 @@ impl KmsError {
             KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
             KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
             KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
-            KmsError::Internal => "KMSInternalException",
+            KmsError::Internal | KmsError::InternalDetail(_) | KmsError::Conflict(_) => "KMSInternalException",
+            KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
-            KmsError::Internal => 500,
+            KmsError::Internal | KmsError::InternalDetail(_) | KmsError::Conflict(_) => 500,
+            KmsError::DependencyTimeout(_) => 503,
             KmsError::DryRunOperation(_) => 412,
             _ => 400,
         }

@@ -156,8 +156,8 @@ async fn serve(
             "The AWS KMS API is served at POST /.".into(),
         ));
     }
-    let keyring = enclave.keyring(transport).await.map_err(|_| KmsError::Internal)?;
-    let records = Records::new(transport, &keyring.sealer);
+    let keyring = enclave.keyring(transport).await.map_err(KmsError::from)?;
+    let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
     let now = enclave.clock.now();
     let signed = SignedRequest {
         method: &request.method,
@@ -223,11 +223,27 @@ async fn serve(
     }
     let mut facts = crate::policy::context::facts_of(op, &body);
     facts.tenant_policy = tenant_policy;
-    let ctx = Ctx::new(enclave, keyring, records, principal, now).with_facts(facts);
-    let result = dispatch(&ctx, op, body).await;
-    *notes = ctx.notes.take();
-    result
+    // A write that found its record changed since the request read it
+    // (another request, another node) wrote nothing; when nothing else was
+    // written either, the request had no effect and is run again on fresh
+    // reads. Otherwise the conflict is answered (`KmsError::Conflict`).
+    let mut attempt = 1;
+    loop {
+        let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
+        let ctx = Ctx::new(enclave, keyring, records, principal.clone(), now).with_facts(facts.clone());
+        let result = dispatch(&ctx, op, body.clone()).await;
+        if result.is_err() && attempt < CONFLICT_TRIES && ctx.records.conflicted_before_writing() {
+            tracing::info!(attempt, "store conflict before any write; running the request again");
+            attempt += 1;
+            continue;
+        }
+        *notes = ctx.notes.take();
+        return result;
+    }
 }
+
+/// Runs of one request that conflicted before writing anything, at most.
+const CONFLICT_TRIES: u32 = 8;
 
 /// Runs `op` for `ctx.principal`, who must already be authenticated and
 /// authorized for it (as [`handle`] does); public for the fuzz targets

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version spoken in the handshake. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body either side accepts (4 MiB): room for a 1 MiB policy
 /// module in base64 inside a JSON body inside a frame, and nothing more.
@@ -51,6 +51,25 @@ pub enum Frame {
     Ping { id: u64 },
     /// Answer to [`Frame::Ping`].
     Pong { id: u64 },
+    /// Host → enclave: records the store saw change (this node's writes and,
+    /// on a shared store, every other node's), so the enclave can drop cached
+    /// copies early. An untrusted hint, never answered: the enclave's bound
+    /// on staleness comes from re-reading, not from these.
+    Invalidate { hints: Vec<StoreHint> },
+}
+
+/// One invalidation hint of [`Frame::Invalidate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StoreHint {
+    /// `namespace`/`key` now has `version` (a deletion included).
+    Record {
+        namespace: String,
+        key: String,
+        version: u64,
+    },
+    /// Hints may have been missed: every cached record is suspect.
+    All,
 }
 
 /// An HTTP request as the enclave needs it to verify SigV4 and serve it.
