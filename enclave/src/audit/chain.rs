@@ -45,8 +45,13 @@ pub struct ChainWriter {
 }
 
 /// Times an append re-reads the heads after another writer (another node
-/// sharing the store) moved one of them.
-const APPEND_TRIES: usize = 5;
+/// sharing the store) moved one of them. Nodes of a cluster append to the
+/// same tenant chains, so under load this is contended: each retry waits a
+/// random moment that grows with the attempt (at most [`MAX_BACKOFF`]) so
+/// the nodes fall out of step. Bounded well below the request's audit
+/// timeout.
+const APPEND_TRIES: u32 = 64;
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl ChainWriter {
     /// Chains `entries` after their chains' heads and writes records and new
@@ -57,12 +62,16 @@ impl ChainWriter {
     /// from the store next time.
     pub async fn append(&mut self, records: &Records<'_>, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         let mut last = None;
-        for _ in 0..APPEND_TRIES {
+        for attempt in 0..APPEND_TRIES {
             match self.try_append(records, entries.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e @ StoreError::Conflict { .. }) => {
                     self.heads.clear();
                     last = Some(e);
+                    let ceiling = (attempt + 1).saturating_mul(1000).min(MAX_BACKOFF.as_micros() as u32);
+                    let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling);
+                    // Back-off against another node's appender, not synchronisation.
+                    tokio::time::sleep(std::time::Duration::from_micros(u64::from(wait))).await;
                 }
                 Err(e) => {
                     self.heads.clear();
