@@ -419,3 +419,61 @@ async fn a_postgresql_restart_under_load_fails_requests_cleanly_and_loses_nothin
         created.len()
     );
 }
+
+/// The host's PostgreSQL serves a key record's bytes under the next version
+/// (a direct `UPDATE` of the table, as an operator could do): every node
+/// refuses the record, with a clear KMSInternalException, within the cache
+/// bound (no hint is sent for this change: the re-validation finds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_served_under_another_version_is_refused_by_every_node() {
+    let Some(url) = fresh_database().await else { return };
+    let mut sandboxes = cluster_sandboxes(&url, 2);
+    let nodes = start_all(&mut sandboxes).await;
+    let key = create_key(&nodes[0].client(), "version-bound").await;
+    let plaintext = random_bytes(16);
+    let ciphertext = encrypt(&nodes[1].client(), &key, &plaintext, None).await;
+    assert_eq!(decrypt(&nodes[0].client(), None, &ciphertext, None).await, plaintext);
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let shifted = client
+        .execute(
+            "UPDATE keyward_records SET version = version + 1 WHERE ns = 'key' AND key = $1",
+            &[&format!("{}/{key}", crate::harness::ACCOUNT)],
+        )
+        .await
+        .expect("UPDATE");
+    assert_eq!(shifted, 1);
+
+    for node in &nodes {
+        let c = node.client();
+        let since = Instant::now();
+        let took = time_until(since, PROPAGATION_BOUND, "a version-shifted record", || async {
+            let r = c
+                .decrypt()
+                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(out) => {
+                    assert_eq!(out.plaintext().map(|p| p.as_ref().to_vec()), Some(plaintext.clone()));
+                    false
+                }
+                Err(SdkError::ServiceError(se)) => {
+                    assert_eq!(se.err().code(), Some("KMSInternalException"));
+                    let message = se.err().message().unwrap_or_default();
+                    assert!(
+                        message.contains("does not authenticate") && message.contains("served as version"),
+                        "{message}"
+                    );
+                    true
+                }
+                Err(e) => panic!("Decrypt: {}", DisplayErrorContext(e)),
+            }
+        })
+        .await;
+        eprintln!("node {} refused the version-shifted record after {took:?}", node.url);
+    }
+}
