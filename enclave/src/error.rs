@@ -119,12 +119,3 @@ impl From<crate::store::StoreError> for KmsError {
         }
     }
 }
-
-impl From<crate::bootstrap::BootError> for KmsError {
-    fn from(e: crate::bootstrap::BootError) -> Self {
-        match e {
-            crate::bootstrap::BootError::Store(e) => KmsError::from(e),
-            _ => KmsError::Internal,
-        }
-    }
-}

@@ -156,7 +156,11 @@ async fn serve(
             "The AWS KMS API is served at POST /.".into(),
         ));
     }
-    let keyring = enclave.keyring(transport).await.map_err(KmsError::from)?;
+    let keyring = enclave.keyring(transport).await.map_err(|e| match e {
+        // A store the enclave refuses (e.g. of an older record format) says why.
+        crate::bootstrap::BootError::Store(e) => KmsError::from(e),
+        _ => KmsError::Internal,
+    })?;
     let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
     let now = enclave.clock.now();
     let signed = SignedRequest {
