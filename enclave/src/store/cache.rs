@@ -3,7 +3,8 @@
 //! What it holds is what the store last confirmed: a record's version and
 //! sealed bytes (opened again on every use, so a cached entry is
 //! authenticated exactly like one fresh from the host). An entry is served
-//! only while its last confirmation is younger than [`REVALIDATE_AFTER`];
+//! only while its last confirmation (the moment the read or write that
+//! brought it was sent) is younger than [`REVALIDATE_AFTER`];
 //! after that the next read asks the store again (`GetVersioned`, one round
 //! trip). That is the bound on staleness, and it does not depend on the host:
 //! a write committed by any node at time *t* is seen by every node's requests
@@ -70,10 +71,12 @@ impl RecordCache {
         (entry.confirmed.elapsed() < self.ttl).then(|| (entry.version, entry.sealed.clone()))
     }
 
-    /// Records that the store has `namespace`/`key` at `version` now (read
-    /// or written). An older version than the one cached is ignored: replies
-    /// may arrive out of order.
-    pub fn confirm(&self, namespace: &str, key: &str, version: u64, sealed: Option<Vec<u8>>) {
+    /// Records that the store had `namespace`/`key` at `version` when asked
+    /// at `asked` (a read or a write sent then). The entry counts as
+    /// confirmed at `asked`, not when the answer came: a read that was on its
+    /// way while another node wrote cannot extend the bound. An older version
+    /// than the one cached is ignored: replies may arrive out of order.
+    pub fn confirm(&self, namespace: &str, key: &str, version: u64, sealed: Option<Vec<u8>>, asked: Instant) {
         if !CACHED.contains(&namespace) {
             return;
         }
@@ -90,7 +93,7 @@ impl RecordCache {
             Entry {
                 version,
                 sealed: sealed.map(Arc::new),
-                confirmed: Instant::now(),
+                confirmed: asked,
             },
         );
     }

@@ -156,13 +156,14 @@ impl<'a> Records<'a> {
                 Err(_) => cache.forget(namespace, key),
             }
         }
+        let asked = std::time::Instant::now();
         let (version, sealed) = self.fetch(namespace, key).await?;
         let value = sealed
             .as_deref()
             .map(|bytes| self.open(namespace, key, version, bytes))
             .transpose()?;
         if let Some(cache) = self.cache {
-            cache.confirm(namespace, key, version, sealed);
+            cache.confirm(namespace, key, version, sealed, asked);
         }
         self.note(namespace, key, version, value.is_some());
         Ok((version, value))
@@ -315,6 +316,7 @@ impl<'a> Records<'a> {
                 }
                 (_, None) => return Ok(()),
             };
+            let asked = std::time::Instant::now();
             match self.transport.call(op).await? {
                 StoreResult::Committed(versions) => {
                     let wanted: Vec<u64> = expected.iter().map(|v| v + 1).collect();
@@ -327,7 +329,7 @@ impl<'a> Records<'a> {
                     for ((w, version), bytes) in writes.iter().zip(wanted).zip(sealed) {
                         self.note(&w.namespace, &w.key, version, bytes.is_some());
                         if let Some(cache) = self.cache {
-                            cache.confirm(&w.namespace, &w.key, version, bytes);
+                            cache.confirm(&w.namespace, &w.key, version, bytes, asked);
                         }
                     }
                     return Ok(());
