@@ -120,6 +120,29 @@ async fn three_nodes_share_keys_and_enforce_each_others_changes_within_a_second(
     .await;
     eprintln!("DisableKey on node 1 enforced on node 3 after {took:?}");
 
+    // A policy module that denies everything, attached on node 1, is
+    // enforced on node 3.
+    let guarded = created.iter().nth(1).expect("a second key").clone();
+    let c3 = n3.client();
+    c3.describe_key()
+        .key_id(&guarded)
+        .send()
+        .await
+        .expect("DescribeKey before the policy");
+    crate::policies::attach(n1, &guarded, &crate::harness::wat_module("fail_policy_unreachable")).await;
+    let since = Instant::now();
+    let took = time_until(since, PROPAGATION_BOUND, "a policy module", || async {
+        match code_of(&c3.describe_key().key_id(&guarded).send().await) {
+            Some(code) => {
+                assert_eq!(code, "AccessDeniedException");
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    eprintln!("PutKeyPolicyModule on node 1 enforced on node 3 after {took:?}");
+
     // DeleteAccessKey on node 1: the access key stops working on node 3.
     let tenant = create_tenant(n1).await;
     let user = tenant.user.clone();
