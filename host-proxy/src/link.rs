@@ -387,3 +387,49 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use keyward_wire::{Frame, StoreHint};
+    use tokio::sync::mpsc;
+
+    use super::relay_hints;
+    use crate::store::Invalidation;
+
+    fn hints(frame: Vec<u8>) -> Vec<StoreHint> {
+        match keyward_wire::decode(&frame[4..]) {
+            Ok(Frame::Invalidate { hints }) => hints,
+            other => panic!("expected Invalidate, got {other:?}"),
+        }
+    }
+
+    /// The store's hints reach the enclave as `Invalidate` frames: first
+    /// "everything" (hints sent while the connection was down are lost),
+    /// then each committed write, and "everything" again after a lag.
+    #[tokio::test]
+    async fn store_hints_are_relayed_to_the_enclave() {
+        let source = crate::store::invalidation_channel();
+        let (tx, mut rx) = mpsc::channel(16);
+        let relay = tokio::spawn(relay_hints(source.subscribe(), tx));
+        assert_eq!(hints(rx.recv().await.expect("a frame")), vec![StoreHint::All]);
+        source
+            .send(Invalidation::Record {
+                namespace: "key".into(),
+                key: "t/k".into(),
+                version: 7,
+            })
+            .expect("a subscriber");
+        assert_eq!(
+            hints(rx.recv().await.expect("a frame")),
+            vec![StoreHint::Record {
+                namespace: "key".into(),
+                key: "t/k".into(),
+                version: 7
+            }]
+        );
+        source.send(Invalidation::All).expect("a subscriber");
+        assert_eq!(hints(rx.recv().await.expect("a frame")), vec![StoreHint::All]);
+        drop(source);
+        relay.await.expect("the relay ends with the store");
+    }
+}
