@@ -92,6 +92,8 @@ pub enum StoreOpenError {
     Open(String, String),
     #[error(transparent)]
     Sled(#[from] legacy::SledStoreError),
+    #[error(transparent)]
+    OldRecordFormat(#[from] legacy::OldRecordFormatError),
 }
 
 /// A committed write, as a cache invalidation hint.
@@ -217,15 +219,22 @@ impl Store {
         location: &StoreLocation,
         commit_timer: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> Result<Self, StoreOpenError> {
-        match location {
-            StoreLocation::Embedded(dir) => Ok(Self::embedded(dir, commit_timer)?),
-            StoreLocation::Postgres(url) => Ok(Store {
-                backend: Arc::new(Postgres::connect(url, commit_timer).await?),
-            }),
-        }
+        let (store, name) = match location {
+            StoreLocation::Embedded(dir) => (Self::embedded(dir, commit_timer)?, dir.display().to_string()),
+            StoreLocation::Postgres(url) => (
+                Store {
+                    backend: Arc::new(Postgres::connect(url, commit_timer).await?),
+                },
+                "the PostgreSQL store".to_owned(),
+            ),
+        };
+        // A store of the earlier record format is refused at start.
+        legacy::refuse_old_records(&*store.backend, &name).await?;
+        Ok(store)
     }
 
-    /// Opens (creating if missing) the embedded store in `dir`.
+    /// Opens (creating if missing) the embedded store in `dir` (without the
+    /// record-format check of [`Store::open`]).
     pub fn embedded(
         dir: &Path,
         commit_timer: Option<prometheus_client::metrics::histogram::Histogram>,
