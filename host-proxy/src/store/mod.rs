@@ -219,22 +219,27 @@ impl Store {
         location: &StoreLocation,
         commit_timer: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> Result<Self, StoreOpenError> {
-        let (store, name) = match location {
-            StoreLocation::Embedded(dir) => (Self::embedded(dir, commit_timer)?, dir.display().to_string()),
-            StoreLocation::Postgres(url) => (
-                Store {
-                    backend: Arc::new(Postgres::connect(url, commit_timer).await?),
-                },
-                "the PostgreSQL store".to_owned(),
-            ),
-        };
-        // A store of the earlier record format is refused at start.
-        legacy::refuse_old_records(&*store.backend, &name).await?;
-        Ok(store)
+        match location {
+            StoreLocation::Embedded(dir) => Ok(Self::embedded(dir, commit_timer)?),
+            StoreLocation::Postgres(url) => Ok(Store {
+                backend: Arc::new(Postgres::connect(url, commit_timer).await?),
+            }),
+        }
     }
 
-    /// Opens (creating if missing) the embedded store in `dir` (without the
-    /// record-format check of [`Store::open`]).
+    /// Refuses a store that holds records of the earlier sealed-record
+    /// format (`legacy.rs`); the proxy checks this at start, after
+    /// [`Store::open`].
+    pub async fn refuse_old_records(&self, location: &StoreLocation) -> Result<(), StoreOpenError> {
+        let name = match location {
+            StoreLocation::Embedded(dir) => dir.display().to_string(),
+            // Never the URL: it may hold a password.
+            StoreLocation::Postgres(_) => "the PostgreSQL store".to_owned(),
+        };
+        Ok(legacy::refuse_old_records(&*self.backend, &name).await?)
+    }
+
+    /// Opens (creating if missing) the embedded store in `dir`.
     pub fn embedded(
         dir: &Path,
         commit_timer: Option<prometheus_client::metrics::histogram::Histogram>,

@@ -411,16 +411,23 @@ async fn a_store_of_the_earlier_record_format_is_refused_with_a_way_to_start_fre
     let location = StoreLocation::Embedded(dir.path().to_path_buf());
     {
         let store = Store::open(&location, None).await.expect("an empty store opens");
+        store
+            .refuse_old_records(&location)
+            .await
+            .expect("an empty store is fine");
         // Format 2 (versions sealed in) is fine.
         assert_eq!(store.call(put("tenant", "t", &[2, 9, 9])).await, StoreResult::Done);
     }
-    drop(Store::open(&location, None).await.expect("reopens"));
+    let store = Store::open(&location, None).await.expect("reopens");
+    store.refuse_old_records(&location).await.expect("format 2 is fine");
+    drop(store);
     {
         let store = Store::embedded(dir.path(), None).expect("opens");
         assert_eq!(store.call(put("cred", "AKIA", &[1, 9, 9])).await, StoreResult::Done);
     }
-    let error = match Store::open(&location, None).await {
-        Ok(_) => panic!("a store of the earlier record format was opened"),
+    let store = Store::open(&location, None).await.expect("reopens");
+    let error = match store.refuse_old_records(&location).await {
+        Ok(()) => panic!("a store of the earlier record format was accepted"),
         Err(e) => e.to_string(),
     };
     assert!(
