@@ -51,6 +51,7 @@ case "${1:-}" in
       cat "$dir/server.log" >&2
       exit 1
     }
+    echo "$port" >"$dir/port"
     as_owner "$bin/createdb" -h "$dir" -p "$port" -U keyward keyward
     echo "export KEYWARD_TEST_POSTGRES_URL=postgres://keyward@127.0.0.1:$port/keyward"
     echo "export KEYWARD_TEST_POSTGRES_DIR=$dir"
@@ -65,8 +66,20 @@ case "${1:-}" in
       /tmp/keyward-pg.*) rm -rf "$dir" ;;
     esac
     ;;
+  stop-server)
+    # Stops the server of DIR, keeping its data (an outage; see start-server).
+    dir=${2:?usage: postgres.sh stop-server DIR}
+    as_owner "$(find_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >&2
+    ;;
+  start-server)
+    # Starts the server of DIR again, on its port, after stop-server.
+    dir=${2:?usage: postgres.sh start-server DIR}
+    port=$(cat "$dir/port")
+    as_owner "$(find_bin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" start >&2
+    ;;
   *)
-    echo "usage: $0 start | stop DIR" >&2
+    echo "usage: $0 start | stop DIR | stop-server DIR | start-server DIR" >&2
     exit 2
     ;;
 esac

@@ -39,18 +39,18 @@ fn ciphertext_blob(c: &mut Criterion) {
 fn record_sealing(c: &mut Criterion) {
     let sealer = Sealer::new(Arc::new(Key256::generate()));
     let record = vec![1u8; 512];
-    let sealed = sealer.seal("key", "111122223333/0f8f", &record).expect("seals");
+    let sealed = sealer.seal("key", "111122223333/0f8f", 1, &record).expect("seals");
     c.bench_function("seal/record-512B", |b| {
         b.iter(|| {
             sealer
-                .seal("key", "111122223333/0f8f", black_box(&record))
+                .seal("key", "111122223333/0f8f", 1, black_box(&record))
                 .expect("seals")
         })
     });
     c.bench_function("open/record-512B", |b| {
         b.iter(|| {
             sealer
-                .open("key", "111122223333/0f8f", black_box(&sealed))
+                .open("key", "111122223333/0f8f", 1, black_box(&sealed))
                 .expect("opens")
         })
     });

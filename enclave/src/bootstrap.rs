@@ -78,7 +78,7 @@ pub async fn boot(
     now: i64,
 ) -> Result<Keyring, BootError> {
     let root = match mode {
-        Mode::Mock => mock_root_key(nsm, transport).await?,
+        Mode::Mock => mock_root_key(nsm, transport, 2).await?,
         Mode::Nitro => {
             tracing::warn!(
                 "nitro mode: root key is ephemeral until attested unseal is configured; records do not survive a restart"
@@ -111,7 +111,10 @@ fn mock_wrapping_key() -> Key256 {
     Key256::from_bytes(Sha256::digest(MOCK_WRAPPING_CONTEXT).into())
 }
 
-async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<Key256, BootError> {
+/// The mock root key from the store, created when there is none. Nodes of a
+/// cluster booting at once race to create it: the write must find no record
+/// (compare-and-swap), and the loser reads the winner's (`tries` bounds that).
+async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32) -> Result<Key256, BootError> {
     let get = StoreOp::Get {
         namespace: BOOT_NAMESPACE.into(),
         key: ROOT_KEY_RECORD.into(),
@@ -143,13 +146,19 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<
             let mut record = vec![MOCK_RECORD_VERSION];
             record.extend_from_slice(&nonce);
             record.extend_from_slice(&ct);
-            let put = StoreOp::Put {
+            let put = StoreOp::CasPut {
                 namespace: BOOT_NAMESPACE.into(),
                 key: ROOT_KEY_RECORD.into(),
+                expected: keyward_wire::Expected::Absent,
                 value: record,
             };
             match transport.call(put).await? {
-                StoreResult::Done => {}
+                StoreResult::Committed(_) => {}
+                StoreResult::Conflict { .. } if tries > 1 => {
+                    tracing::info!("another node created the root key first; using it");
+                    return Box::pin(mock_root_key(nsm, transport, tries - 1)).await;
+                }
+                StoreResult::Error(e) => return Err(StoreError::Host(e).into()),
                 other => return Err(StoreError::Protocol(format!("root key write answered {other:?}")).into()),
             }
             tracing::warn!("MOCK MODE: created a new root key, stored wrapped by the public dev-only key");
@@ -225,6 +234,36 @@ mod tests {
             boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await,
             Err(BootError::RootKeyForged)
         ));
+    }
+
+    /// A node that looked before another node created the root key: its
+    /// creation must not replace the other's (both would then seal under
+    /// different keys); it takes the one that is there.
+    #[tokio::test]
+    async fn a_node_that_lost_the_race_to_create_the_root_key_uses_the_winners() {
+        struct LateReader {
+            store: std::sync::Arc<MemoryStore>,
+            hidden: std::sync::atomic::AtomicBool,
+        }
+        impl StoreTransport for LateReader {
+            fn call(&self, op: StoreOp) -> crate::store::StoreFuture<'_> {
+                if matches!(&op, StoreOp::Get { namespace, .. } if namespace == BOOT_NAMESPACE)
+                    && !self.hidden.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    return Box::pin(async { Ok(StoreResult::Value(None)) });
+                }
+                self.store.call(op)
+            }
+        }
+        let store = MemoryStore::new();
+        let winner = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
+        let late = LateReader {
+            store: std::sync::Arc::clone(&store),
+            hidden: Default::default(),
+        };
+        let loser = boot(Mode::Mock, &MockNsm, &late, None, None, 0).await.expect("boots");
+        assert!(*winner.hierarchy.sealing_key() == *loser.hierarchy.sealing_key());
+        assert_eq!(store.raw(BOOT_NAMESPACE, ROOT_KEY_RECORD).0, 1, "written once");
     }
 
     #[tokio::test]

@@ -43,6 +43,15 @@ pub enum KmsError {
     RequestTimeout(String),
     /// Details go to the log under the request id; the client sees a generic message.
     Internal,
+    /// `KMSInternalException` with a message the client may see: a stored
+    /// record failed authentication, or the store is of an older format.
+    InternalDetail(String),
+    /// `KMSInternalException`: the request's write found its record changed
+    /// concurrently (AWS KMS has no conflict error), after it had written
+    /// something else, or after repeated tries; the client may retry.
+    Conflict(String),
+    /// `DependencyTimeoutException` (503): the host store did not answer.
+    DependencyTimeout(String),
 }
 
 impl KmsError {
@@ -75,7 +84,10 @@ impl KmsError {
             | KmsError::LimitExceeded(m)
             | KmsError::Tag(m)
             | KmsError::InvalidSignatureValue(m)
-            | KmsError::InvalidMac(m) => m,
+            | KmsError::InvalidMac(m)
+            | KmsError::InternalDetail(m)
+            | KmsError::Conflict(m)
+            | KmsError::DependencyTimeout(m) => m,
             KmsError::Internal => "The request could not be completed due to an internal error. Retry the request.",
         }
     }
@@ -95,7 +107,21 @@ impl KmsError {
 
 impl From<crate::store::StoreError> for KmsError {
     fn from(e: crate::store::StoreError) -> Self {
+        use crate::seal::SealError;
+        use crate::store::StoreError;
         tracing::error!(error = %e, "store failure");
-        KmsError::Internal
+        match e {
+            StoreError::Conflict { record, .. } => KmsError::Conflict(format!(
+                "The record {record} was changed concurrently by another request; retry the request."
+            )),
+            StoreError::Seal(SealError::OldFormat(_)) => KmsError::InternalDetail(e.to_string()),
+            StoreError::Seal(SealError::Forged(_)) => KmsError::InternalDetail(format!(
+                "The host store served a record that does not authenticate: {e}. Nothing was released."
+            )),
+            StoreError::Unavailable(_) => {
+                KmsError::DependencyTimeout("The key store did not answer in time. Retry the request.".into())
+            }
+            _ => KmsError::Internal,
+        }
     }
 }

@@ -155,6 +155,20 @@ where
                     }
                 });
             }
+            Frame::Invalidate { hints } => {
+                for hint in hints {
+                    match hint {
+                        keyward_wire::StoreHint::Record {
+                            namespace,
+                            key,
+                            version,
+                        } => {
+                            enclave.invalidate(&namespace, &key, version);
+                        }
+                        _ => enclave.invalidate_all(),
+                    }
+                }
+            }
             _ => {
                 tracing::warn!("host sent a frame only the enclave may send; closing the connection");
                 break;

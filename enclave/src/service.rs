@@ -45,6 +45,8 @@ pub struct Enclave {
     next_link: std::sync::atomic::AtomicUsize,
     /// Where compilations and heavy decisions run, fairly between tenants.
     pub(crate) policy_scheduler: crate::policy::scheduler::Scheduler,
+    /// Sealed records as the store last confirmed them (`store/cache.rs`).
+    pub(crate) record_cache: crate::store::RecordCache,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -87,6 +89,7 @@ impl Enclave {
             metrics: Default::default(),
             next_link: Default::default(),
             policy_scheduler: Default::default(),
+            record_cache: Default::default(),
         }
     }
 
@@ -274,6 +277,18 @@ impl Enclave {
                 tracing::error!(error = %e, "audit of an enclave event failed");
             }
         }
+    }
+
+    /// An invalidation hint from the host: `namespace`/`key` was written at
+    /// `version` (by any node sharing the store). Untrusted; it only drops
+    /// cached entries early (the bound is `store::cache::REVALIDATE_AFTER`).
+    pub fn invalidate(&self, namespace: &str, key: &str, version: u64) {
+        self.record_cache.hint(namespace, key, version);
+    }
+
+    /// A hint that the host may have missed writes: drops every cached record.
+    pub fn invalidate_all(&self) {
+        self.record_cache.clear();
     }
 
     /// Trusts `verifier`'s root for recipients' attestation documents.

@@ -79,6 +79,8 @@ impl Proxy {
     pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
         let metrics = Arc::new(metrics::Metrics::new());
         let store = Store::open(&config.store, Some(metrics.store_flush_histogram())).await?;
+        // A store of the earlier sealed-record format is refused at start.
+        store.refuse_old_records(&config.store).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ProxyError::Listen(config.listen, e))?;

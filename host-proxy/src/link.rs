@@ -235,6 +235,58 @@ fn reply(tx: &mpsc::Sender<Vec<u8>>, id: u64, result: StoreResult) {
     }
 }
 
+/// Hints sent in one frame at most.
+const HINT_BATCH: usize = 256;
+
+/// Forwards the store's invalidation hints to the enclave as
+/// [`Frame::Invalidate`], batching those that queued up meanwhile. Starts
+/// with "everything": hints sent while this connection was down are lost.
+async fn relay_hints(
+    mut hints: tokio::sync::broadcast::Receiver<crate::store::Invalidation>,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    use keyward_wire::StoreHint;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let wire = |hint: crate::store::Invalidation| match hint {
+        crate::store::Invalidation::Record {
+            namespace,
+            key,
+            version,
+        } => StoreHint::Record {
+            namespace,
+            key,
+            version,
+        },
+        crate::store::Invalidation::All => StoreHint::All,
+    };
+    let mut batch = vec![StoreHint::All];
+    loop {
+        while batch.len() < HINT_BATCH {
+            match hints.try_recv() {
+                Ok(hint) => batch.push(wire(hint)),
+                Err(TryRecvError::Lagged(_)) => batch.push(StoreHint::All),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            }
+        }
+        if !batch.is_empty() {
+            let Ok(frame) = keyward_wire::encode(&Frame::Invalidate {
+                hints: std::mem::take(&mut batch),
+            }) else {
+                continue;
+            };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        match hints.recv().await {
+            Ok(hint) => batch.push(wire(hint)),
+            Err(RecvError::Lagged(_)) => batch.push(StoreHint::All),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Handshakes and serves one connection until it breaks. `Ok` once it was up.
 async fn run_connection<S>(
     link: &std::sync::Weak<EnclaveLink>,
@@ -279,6 +331,8 @@ where
         l.set_slot(slot, Some(Arc::clone(&conn)));
     }
     tracing::info!(slot, "connected to the enclave");
+    // Slot 0 relays the store's invalidation hints to the enclave's cache.
+    let hints_task = (slot == 0).then(|| tokio::spawn(relay_hints(store.invalidations(), tx.clone())));
 
     loop {
         let frame = match read_frame(&mut reader).await {
@@ -332,5 +386,54 @@ where
     // Dropping the waiters fails every request still in flight on this connection.
     conn.pending().clear();
     writer_task.abort();
+    if let Some(task) = hints_task {
+        task.abort();
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_wire::{Frame, StoreHint};
+    use tokio::sync::mpsc;
+
+    use super::relay_hints;
+    use crate::store::Invalidation;
+
+    fn hints(frame: Vec<u8>) -> Vec<StoreHint> {
+        match keyward_wire::decode(&frame[4..]) {
+            Ok(Frame::Invalidate { hints }) => hints,
+            other => panic!("expected Invalidate, got {other:?}"),
+        }
+    }
+
+    /// The store's hints reach the enclave as `Invalidate` frames: first
+    /// "everything" (hints sent while the connection was down are lost),
+    /// then each committed write, and "everything" again after a lag.
+    #[tokio::test]
+    async fn store_hints_are_relayed_to_the_enclave() {
+        let source = crate::store::invalidation_channel();
+        let (tx, mut rx) = mpsc::channel(16);
+        let relay = tokio::spawn(relay_hints(source.subscribe(), tx));
+        assert_eq!(hints(rx.recv().await.expect("a frame")), vec![StoreHint::All]);
+        source
+            .send(Invalidation::Record {
+                namespace: "key".into(),
+                key: "t/k".into(),
+                version: 7,
+            })
+            .expect("a subscriber");
+        assert_eq!(
+            hints(rx.recv().await.expect("a frame")),
+            vec![StoreHint::Record {
+                namespace: "key".into(),
+                key: "t/k".into(),
+                version: 7
+            }]
+        );
+        source.send(Invalidation::All).expect("a subscriber");
+        assert_eq!(hints(rx.recv().await.expect("a frame")), vec![StoreHint::All]);
+        drop(source);
+        relay.await.expect("the relay ends with the store");
+    }
 }

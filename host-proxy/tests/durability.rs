@@ -137,10 +137,8 @@ async fn every_acknowledged_write_is_synced_before_its_reply() {
     for i in 0..SEQUENTIAL {
         let frame = keyward_wire::encode(&Frame::StoreCall { id: i, op: op(i) }).expect("encodes");
         writer.write_all(&frame).await.expect("sends");
-        match read_frame(&mut reader).await.expect("reply") {
-            Frame::StoreReply { id, result } => replies.insert(id, result),
-            other => panic!("expected a store reply, got {other:?}"),
-        };
+        let (id, result) = read_reply(&mut reader).await;
+        replies.insert(id, result);
     }
     // All at once: group commits.
     let mut burst = Vec::new();
@@ -149,10 +147,8 @@ async fn every_acknowledged_write_is_synced_before_its_reply() {
     }
     writer.write_all(&burst).await.expect("sends");
     while replies.len() < (SEQUENTIAL + CONCURRENT) as usize {
-        match read_frame(&mut reader).await.expect("reply") {
-            Frame::StoreReply { id, result } => replies.insert(id, result),
-            other => panic!("expected a store reply, got {other:?}"),
-        };
+        let (id, result) = read_reply(&mut reader).await;
+        replies.insert(id, result);
     }
     for i in 0..SEQUENTIAL + CONCURRENT {
         let want = match keyward_wire::decode(&expected_reply(i)[4..]).expect("decodes") {
@@ -344,4 +340,15 @@ fn quoted_bytes(args: &str) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// The next store reply, past the invalidation hints the proxy relays.
+async fn read_reply<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> (u64, StoreResult) {
+    loop {
+        match read_frame(reader).await.expect("reply") {
+            Frame::StoreReply { id, result } => return (id, result),
+            Frame::Invalidate { .. } => {}
+            other => panic!("expected a store reply, got {other:?}"),
+        }
+    }
 }

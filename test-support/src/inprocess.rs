@@ -48,6 +48,57 @@ impl StoreTransport for Link {
     }
 }
 
+/// A link that lets other tasks run a pseudo-random number of times (from
+/// `seed`) before each store call, so concurrent requests of two enclaves
+/// interleave differently for every seed.
+struct JitteredLink {
+    store: Arc<MemoryStore>,
+    state: std::sync::Mutex<u64>,
+}
+
+impl JitteredLink {
+    fn yields(&self) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // xorshift64*
+        let mut x = *state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 61
+    }
+}
+
+/// Lets the executor run other tasks once (a dependency-free
+/// `tokio::task::yield_now`).
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl StoreTransport for JitteredLink {
+    fn call(&self, op: StoreOp) -> StoreFuture<'_> {
+        let yields = self.yields();
+        Box::pin(async move {
+            for _ in 0..yields {
+                YieldNow(false).await;
+            }
+            self.store.call(op).await
+        })
+    }
+}
+
 /// A running in-process enclave: the dev tenant [`crate::ACCOUNT`] with a
 /// KeyAdmin + KeyUser credential and an operator credential, as `keyward dev`
 /// provisions them.
@@ -76,10 +127,44 @@ impl Service {
     }
 
     async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
+        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
+        Self::start_linked(store, link, creds, operator, clock_offset).await
+    }
+
+    /// Another node of a cluster: a second enclave on this one's store, with
+    /// the same dev credentials and clock (`keyward dev` twice on one
+    /// `--store`). Its store calls let other tasks run a number of times
+    /// chosen by `seed` first, so races between the nodes vary with it.
+    pub async fn peer(&self, seed: u64) -> Service {
+        let link: Arc<dyn StoreTransport> = Arc::new(JitteredLink {
+            store: Arc::clone(&self.store),
+            state: std::sync::Mutex::new(seed | 1),
+        });
+        Self::start_linked(
+            Arc::clone(&self.store),
+            link,
+            self.creds.clone(),
+            self.operator.clone(),
+            self.clock_offset,
+        )
+        .await
+    }
+
+    /// The store this service runs on, for tests that tamper with it.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+
+    async fn start_linked(
+        store: Arc<MemoryStore>,
+        link: Arc<dyn StoreTransport>,
+        creds: Creds,
+        operator: Creds,
+        clock_offset: i64,
+    ) -> Service {
         let config = mock_config(mock_args(), Some(&creds), Some(&operator));
         let (enclave, nsm, pki) = attesting_enclave_and_pki(config, clock_offset);
         let enclave = Arc::new(enclave);
-        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
         enclave.keyring(&*link).await.expect("the enclave boots");
         enclave.attach(Arc::downgrade(&link));
         Service {

@@ -350,6 +350,17 @@ impl Keyward {
         }
     }
 
+    /// SIGKILLs the whole node at once, launcher (with its host proxy) and
+    /// enclave, as a machine failure would, and reaps the launcher.
+    pub fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string(), &self.enclave_pid.to_string()])
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     pub fn dump_logs(&self) {
         eprintln!("---- keyward stdout ({} lines) ----", self.stdout_seen.len());
         for line in &self.stdout_seen {

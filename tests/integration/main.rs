@@ -20,6 +20,7 @@ mod attestation_policy;
 mod audit;
 mod auth;
 mod byok;
+mod cluster;
 mod compat;
 mod crash;
 mod deletion_clock;

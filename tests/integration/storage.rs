@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::harness::{Sandbox, create_key, decrypt, encrypt, random_bytes};
 
 /// A new, empty database on the test server, as a URL.
-async fn fresh_database() -> Option<String> {
+pub(crate) async fn fresh_database() -> Option<String> {
     let url = match std::env::var("KEYWARD_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {

@@ -37,13 +37,15 @@ impl KmsError {
             KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             KmsError::PayloadTooLarge(_) => "ValidationException",
             KmsError::RequestTimeout(_) => "RequestTimeoutException",
-            KmsError::Internal => "KMSInternalException",
+            KmsError::Internal | KmsError::InternalDetail(_) | KmsError::Conflict(_) => "KMSInternalException",
+            KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
-            KmsError::Internal => 500,
+            KmsError::Internal | KmsError::InternalDetail(_) | KmsError::Conflict(_) => 500,
+            KmsError::DependencyTimeout(_) => 503,
             KmsError::DryRunOperation(_) => 412,
             KmsError::PayloadTooLarge(_) => 413,
             KmsError::RequestTimeout(_) => 408,

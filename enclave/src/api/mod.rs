@@ -218,8 +218,12 @@ async fn serve(
             audit,
         );
     }
-    let keyring = enclave.keyring(transport).await.map_err(|_| KmsError::Internal)?;
-    let records = Records::new(transport, &keyring.sealer);
+    let keyring = enclave.keyring(transport).await.map_err(|e| match e {
+        // A store the enclave refuses (e.g. of an older record format) says why.
+        crate::bootstrap::BootError::Store(e) => KmsError::from(e),
+        _ => KmsError::Internal,
+    })?;
+    let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
     let now = enclave.clock.now();
     let principal = match auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await
     {
@@ -278,16 +282,32 @@ async fn serve(
     let mut facts = crate::policy::context::facts_of(op, &body);
     facts.tenant_policy = tenant_policy;
     facts.tenant_attestation = tenant_attestation;
-    let ctx = Ctx::new(enclave, keyring, records, principal, now).with_facts(facts);
-    // The tenant's default module decides on operations that act on no key
-    // before they run (on the others, on each key they load).
-    let result = match crate::keystore::policy::enforce_keyless(&ctx, op).await {
-        Ok(()) => dispatch(&ctx, op, body).await,
-        Err(e) => Err(e),
-    };
-    *notes = ctx.notes.take();
-    result
+    // A write that found its record changed since the request read it
+    // (another request, another node) wrote nothing; when nothing else was
+    // written either, the request had no effect and is run again on fresh
+    // reads. Otherwise the conflict is answered (`KmsError::Conflict`).
+    let mut attempt = 1;
+    loop {
+        let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
+        let ctx = Ctx::new(enclave, keyring, records, principal.clone(), now).with_facts(facts.clone());
+        // The tenant's default module decides on operations that act on no key
+        // before they run (on the others, on each key they load).
+        let result = match crate::keystore::policy::enforce_keyless(&ctx, op).await {
+            Ok(()) => dispatch(&ctx, op, body.clone()).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() && attempt < CONFLICT_TRIES && ctx.records.conflicted_before_writing() {
+            tracing::info!(attempt, "store conflict before any write; running the request again");
+            attempt += 1;
+            continue;
+        }
+        *notes = ctx.notes.take();
+        return result;
+    }
 }
+
+/// Runs of one request that conflicted before writing anything, at most.
+const CONFLICT_TRIES: u32 = 8;
 
 /// Runs `op` for `ctx.principal`, who must already be authenticated and
 /// authorized for it (as [`handle`] does); public for the fuzz targets

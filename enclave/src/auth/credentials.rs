@@ -91,10 +91,15 @@ impl Credential {
     }
 }
 
-/// Access key id → credential, filled from sealed records on first use.
+/// Access key id → credential (with the store version of its record),
+/// filled from sealed records on first use. Every lookup reads the record
+/// through the request's [`Records`] (served from the enclave's record cache
+/// while the store confirmed it recently, see `store/cache.rs`), so a
+/// credential deleted or replaced on another node stops working here within
+/// that bound; what this map saves is the derivation, not the check.
 #[derive(Default)]
 pub struct CredentialCache {
-    map: Mutex<HashMap<String, Arc<Credential>>>,
+    map: Mutex<HashMap<String, (u64, Arc<Credential>)>>,
 }
 
 /// Longest access key id accepted (AWS: 16–128 characters).
@@ -112,19 +117,29 @@ impl CredentialCache {
         {
             return Ok(None);
         }
-        if let Some(found) = self.lock().get(access_key_id) {
-            return Ok(Some(Arc::clone(found)));
-        }
-        let Some(record) = records.get::<CredentialRecord>(NAMESPACE, access_key_id).await? else {
+        let (version, record) = records
+            .get_versioned::<CredentialRecord>(NAMESPACE, access_key_id)
+            .await?;
+        let Some(record) = record else {
+            self.evict(access_key_id);
             return Ok(None);
         };
+        if let Some((cached, found)) = self.lock().get(access_key_id)
+            && *cached == version
+        {
+            return Ok(Some(Arc::clone(found)));
+        }
         if record.access_key_id != access_key_id {
             return Err(StoreError::Decode(format!(
                 "credential record {access_key_id} names another key"
             )));
         }
         let credential = Arc::new(Credential::from_record(&record));
-        self.lock().insert(access_key_id.to_owned(), Arc::clone(&credential));
+        let mut map = self.lock();
+        if map.len() > 16_384 {
+            map.clear();
+        }
+        map.insert(access_key_id.to_owned(), (version, Arc::clone(&credential)));
         Ok(Some(credential))
     }
 
@@ -133,7 +148,7 @@ impl CredentialCache {
         self.lock().remove(access_key_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Credential>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<Credential>)>> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version spoken in the handshake. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame body either side accepts (4 MiB): room for a 1 MiB policy
 /// module in base64 inside a JSON body inside a frame, and nothing more.
@@ -63,6 +63,25 @@ pub enum Frame {
     StatusRequest { id: u64 },
     /// Enclave → host: the answer to [`Frame::StatusRequest`].
     Status { id: u64, status: EnclaveStatus },
+    /// Host → enclave: records the store saw change (this node's writes and,
+    /// on a shared store, every other node's), so the enclave can drop cached
+    /// copies early. An untrusted hint, never answered: the enclave's bound
+    /// on staleness comes from re-reading, not from these.
+    Invalidate { hints: Vec<StoreHint> },
+}
+
+/// One invalidation hint of [`Frame::Invalidate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StoreHint {
+    /// `namespace`/`key` now has `version` (a deletion included).
+    Record {
+        namespace: String,
+        key: String,
+        version: u64,
+    },
+    /// Hints may have been missed: every cached record is suspect.
+    All,
 }
 
 /// An HTTP request as the enclave needs it to verify SigV4 and serve it.

@@ -92,6 +92,8 @@ pub enum StoreOpenError {
     Open(String, String),
     #[error(transparent)]
     Sled(#[from] legacy::SledStoreError),
+    #[error(transparent)]
+    OldRecordFormat(#[from] legacy::OldRecordFormatError),
 }
 
 /// A committed write, as a cache invalidation hint.
@@ -223,6 +225,18 @@ impl Store {
                 backend: Arc::new(Postgres::connect(url, commit_timer).await?),
             }),
         }
+    }
+
+    /// Refuses a store that holds records of the earlier sealed-record
+    /// format (`legacy.rs`); the proxy checks this at start, after
+    /// [`Store::open`].
+    pub async fn refuse_old_records(&self, location: &StoreLocation) -> Result<(), StoreOpenError> {
+        let name = match location {
+            StoreLocation::Embedded(dir) => dir.display().to_string(),
+            // Never the URL: it may hold a password.
+            StoreLocation::Postgres(_) => "the PostgreSQL store".to_owned(),
+        };
+        Ok(legacy::refuse_old_records(&*self.backend, &name).await?)
     }
 
     /// Opens (creating if missing) the embedded store in `dir`.

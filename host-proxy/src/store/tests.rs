@@ -406,6 +406,41 @@ async fn a_sled_store_is_refused_with_a_way_to_start_fresh() {
 }
 
 #[tokio::test]
+async fn a_store_of_the_earlier_record_format_is_refused_with_a_way_to_start_fresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = StoreLocation::Embedded(dir.path().to_path_buf());
+    {
+        let store = Store::open(&location, None).await.expect("an empty store opens");
+        store
+            .refuse_old_records(&location)
+            .await
+            .expect("an empty store is fine");
+        // Format 2 (versions sealed in) is fine.
+        assert_eq!(store.call(put("tenant", "t", &[2, 9, 9])).await, StoreResult::Done);
+    }
+    let store = Store::open(&location, None).await.expect("reopens");
+    store.refuse_old_records(&location).await.expect("format 2 is fine");
+    drop(store);
+    {
+        let store = Store::embedded(dir.path(), None).expect("opens");
+        assert_eq!(store.call(put("cred", "AKIA", &[1, 9, 9])).await, StoreResult::Done);
+    }
+    let store = Store::open(&location, None).await.expect("reopens");
+    let error = match store.refuse_old_records(&location).await {
+        Ok(()) => panic!("a store of the earlier record format was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("record format 1") && error.contains("pre-1.0"),
+        "{error}"
+    );
+    assert!(
+        error.contains("store.v1-old") && error.contains("DROP TABLE"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn every_committed_write_is_announced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::embedded(dir.path(), None).expect("opens");

@@ -88,24 +88,35 @@ const OLD_BLOB: &str = "010000000000004000800000000000000100000007b33923eb377a09
 const OLD_ROOT_RECORD: &str = "4de53f70a05e2804dcaabdf44ff9b7941b59adb53bd9f2f0b92d08e8fad1d51b435030af16c4261b7dbff9d9fd92cd06b58d29e08674763cfb31bd0732";
 const OLD_ROOT: &str = "bf88e8295636c92b45b94e7c2233a3d0b38bfafd041c583ab77bd256e8577ffa";
 
+/// Record format 1 (before store versions were bound into the associated
+/// data) is refused, with how to start fresh, rather than misread; the
+/// shared AEAD still computes exactly what the old sealer wrote.
 #[test]
-fn records_sealed_by_the_old_sealer_still_open() {
+fn records_sealed_by_the_old_sealer_are_refused_clearly() {
     let key = Key256::from_bytes([0x11; 32]);
     let sealed = unhex(OLD_RECORD);
     let sealer = Sealer::new(std::sync::Arc::new(Key256::from_bytes([0x11; 32])));
-    let opened = sealer.open("key", "111122223333/record", &sealed).expect("opens");
-    assert_eq!(opened, b"sealed by the old Sealer");
+    let err = sealer
+        .open("key", "111122223333/record", 1, &sealed)
+        .expect_err("format 1 is refused");
+    assert!(matches!(err, crate::seal::SealError::OldFormat(_)), "{err}");
+    assert!(err.to_string().contains("does not migrate"), "{err}");
     let (nonce, ct) = sealed[1..].split_at(NONCE_LEN);
     let nonce: Nonce = nonce.try_into().expect("12 bytes");
-    let again = seal(
-        &key,
-        &nonce,
-        &crate::seal::identity("key", "111122223333/record"),
-        &opened,
-    )
-    .expect("seals");
+    let opened = crate::keys::aead::open(&key, &nonce, &old_identity("key", "111122223333/record"), ct).expect("opens");
+    assert_eq!(opened, b"sealed by the old Sealer");
+    let again = seal(&key, &nonce, &old_identity("key", "111122223333/record"), &opened).expect("seals");
     assert_eq!(again, ct);
-    assert!(sealer.open("key", "111122223333/other", &sealed).is_err());
+}
+
+/// Record format 1's associated data: the identity without a version.
+fn old_identity(namespace: &str, key: &str) -> Vec<u8> {
+    let mut aad = b"keyward/v1/record\0".to_vec();
+    aad.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
+    aad.extend_from_slice(namespace.as_bytes());
+    aad.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    aad.extend_from_slice(key.as_bytes());
+    aad
 }
 
 #[test]
