@@ -346,7 +346,8 @@ fn bench_principal() -> keyward_enclave::auth::Principal {
 ///   makes it, `PolicyEngine::evaluate`: a new store and instance in a warm
 ///   slot of the pooling allocator (stock wasmtime), `keyward_alloc`, the
 ///   context written, `keyward_evaluate`, the decision parsed, the store
-///   dropped and the slot reset (the blind reset: no `PAGEMAP_SCAN`).
+///   dropped and the slot reset (production's setting: the `PAGEMAP_SCAN`
+///   reset where the kernel has it, the blind reset elsewhere).
 ///
 /// For the allow-all WAT module and the `context-tenant` example (Rust,
 /// `keyward-policy`), on the 0.7 KiB sample context; then a whole Decrypt in

@@ -9,22 +9,24 @@ use wasmtime::{
 
 use super::{MAX_MEMORY_BYTES, MAX_TABLE_ELEMENTS, MAX_WASM_STACK};
 
-/// How a freed slot's memory and table are reset: `Enabled::No`, the blind
-/// reset, which does not depend on the kernel's dirty-page reports (see
-/// "Isolation"). Tests also run the isolation probes with the
-/// `PAGEMAP_SCAN` reset (`Enabled::Auto`), which Keyward does not ship.
-pub(super) const PAGEMAP_SCAN: Enabled = Enabled::No;
+/// How a freed slot's memory and table are reset: `Enabled::Auto`, wasmtime's
+/// `PAGEMAP_SCAN` reset where the kernel has it (Linux 6.7+), which rewrites
+/// only the slot's private pages, and the blind reset elsewhere (see
+/// "Isolation" for why both isolate). Tests run the isolation probes with
+/// this setting and with the blind reset forced (`Enabled::No`).
+pub(super) const PAGEMAP_SCAN: Enabled = Enabled::Auto;
 
-/// Bytes at the start of a freed instance's linear memory that the pool
-/// rewrites in place (copied back from the module's image, or zeroed) instead
-/// of giving them back to the kernel with `madvise`; everything past them is
-/// `madvise`d. With the blind reset (no `PAGEMAP_SCAN`) these bytes are
-/// rewritten whether or not the decision touched them, so this is a trade:
-/// a copy of up to this much per decision against page faults on the next
-/// decision for what was `madvise`d and is touched again. 128 KiB covers a
-/// small module's whole memory (the allow-all WAT module has two pages) and
-/// the low part of a Rust policy's (its 64 KiB stack and its data; the
-/// heap above is `madvise`d). The cost in memory is at most this much
+/// Bytes of a freed instance's linear memory that the pool may rewrite in
+/// place (copied back from the module's image, or zeroed) instead of giving
+/// them back to the kernel with `madvise`. With the `PAGEMAP_SCAN` reset this
+/// is a budget for the pages the scan reports (the slot's private pages, the
+/// ones a decision wrote); what does not fit is `madvise`d. With the blind
+/// reset (kernels without `PAGEMAP_SCAN`) it is the first this-many bytes,
+/// rewritten whether or not the decision touched them, and everything past
+/// them is `madvise`d. 128 KiB covers a small module's whole memory (the
+/// allow-all WAT module has two pages) and what a Rust policy built with the
+/// SDK writes in a decision (the top of its 64 KiB stack, its data, the first
+/// pages of its bump arena). The cost in memory is at most this much
 /// resident per warm slot (32 MiB for a full pool). Measurements:
 /// `BENCHMARKS.md`.
 pub(super) const MEMORY_KEEP_RESIDENT: usize = 128 * 1024;
@@ -72,10 +74,9 @@ pub(super) fn config(pool_slots: Option<u32>, pagemap_scan: Enabled) -> Config {
             .table_elements(MAX_TABLE_ELEMENTS)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)
-            // Off in production: the reset rewrites or `madvise`s every
-            // accessible byte without asking the kernel which pages were
-            // written, so wasmtime#14357 (written pages that are not present
-            // skipped by the scan) cannot apply.
+            // Production: `Auto` (see `PAGEMAP_SCAN` and "Isolation"; the
+            // scan in 48.0.11 selects private pages present *or* swapped, the
+            // fix of wasmtime#14357).
             .pagemap_scan(pagemap_scan);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -41,36 +41,52 @@
 //! and handed to a later instance (of the same module, preferably). Stock
 //! wasmtime 48 resets a slot when the store that held it is dropped
 //! (`MemoryImageSlot::clear_and_remain_ready`, then `instantiate` for the next
-//! instance), and Keyward configures that reset so that it depends on nothing
-//! the kernel reports (`config.rs`):
-//! * **linear memory**: `pagemap_scan` is **off** (`Enabled::No`, also
-//!   wasmtime's default), so the reset is the blind one
+//! instance). Keyward ships `pagemap_scan(Enabled::Auto)` (`config.rs`):
+//! * **linear memory, kernel with `PAGEMAP_SCAN` (Linux 6.7+)**: the reset
+//!   asks the kernel (`PAGEMAP_SCAN` on `/proc/self/pagemap`,
+//!   `sys/unix/pagemap.rs::reset_with_pagemap`) for every page of the
+//!   memory's accessible part (its size when the store was dropped, grown
+//!   pages included) whose entry is a **private page**: not the shared zero
+//!   page, not a page of the image's file mapping, and present **or
+//!   swapped** (a migration entry is a swap-type entry). Those are rewritten
+//!   from the module's image (data segments, zeros around them) up to
+//!   `MEMORY_KEEP_RESIDENT` bytes, and any beyond that budget are
+//!   `madvise(MADV_DONTNEED)`d. The pages it skips are, by their entries,
+//!   still the pristine copy-on-write mapping of the image, or zeros, or
+//!   never touched: a decision cannot change a byte without the kernel giving
+//!   that page a private copy, which the scan reports. If the scan fails, the
+//!   rest is reset blindly (below);
+//! * **linear memory, older kernel**: the blind reset
 //!   (`pagemap_disabled::reset_with_pagemap`): the first
-//!   `MEMORY_KEEP_RESIDENT` bytes of the memory's accessible part (its size
-//!   when the store was dropped, grown pages included) are rewritten
-//!   unconditionally from the module's image (data segments, zeros around
-//!   them), and everything past them is `madvise(MADV_DONTNEED)`d, which
-//!   drops the slot's private pages so that the next access sees the pristine
-//!   copy-on-write mapping of the image, or zeros. Every byte a decision could
-//!   reach is overwritten or discarded, whatever the kernel's state of its
-//!   page (resident, swapped out, being migrated, merged). Memory a decision
-//!   grew is made inaccessible again (`mprotect`) when the next instance's
-//!   initial size is set up; a slot whose image is another module's has that
-//!   image replaced by zeros first (`remove_image`). If the reset fails, the
-//!   slot is not kept (wasmtime deallocates it);
-//! * **tables**: the same blind reset (`TABLE_KEEP_RESIDENT` bytes rewritten,
-//!   the rest `madvise`d), then instantiation writes the element segments;
+//!   `MEMORY_KEEP_RESIDENT` bytes of the accessible part are rewritten
+//!   unconditionally from the image, and everything past them is
+//!   `madvise(MADV_DONTNEED)`d, which drops the slot's private pages so that
+//!   the next access sees the pristine mapping. It asks the kernel nothing;
+//! * in both: memory a decision grew is made inaccessible again (`mprotect`)
+//!   when the next instance's initial size is set up; a slot whose image is
+//!   another module's has that image replaced by zeros first
+//!   (`remove_image`). If the reset fails, the slot is not kept (wasmtime
+//!   deallocates it);
+//! * **tables**: `TABLE_KEEP_RESIDENT` bytes rewritten, the rest
+//!   `madvise`d, then instantiation writes the element segments;
 //! * **globals** and the instance's context: written by instantiation.
 //!
 //! So a decision sees exactly what a brand-new instance would.
-//! **wasmtime#14357** (the `PAGEMAP_SCAN` dirty-page search skipped written
-//! pages that were not present: swapped out, or migrating, which let the
-//! next instance in the slot read them) cannot apply: it lived in the scan,
-//! which is off. (The stock 48.0.11 source already selects pages that are
-//! present *or* swapped, and resumes a scan whose output buffer filled up;
-//! the scan would still rest on the kernel's page categories and on no page
-//! silently turning back into the shared zero page, e.g. KSM with
-//! `use_zero_pages`. The blind reset needs neither; `docs/upstream-wasmtime.md`.)
+//! **wasmtime#14357** (the scan skipped written pages that were not present:
+//! swapped out, or migrating, which let the next instance in the slot read
+//! them) cannot apply: 48.0.11, the version Cargo.lock pins, selects pages
+//! present *or* swapped, and resumes a scan whose output buffer filled up
+//! (checked in its source; `docs/upstream-wasmtime.md`); and a Nitro
+//! enclave has no swap. What the scan rests on beyond the blind reset is the
+//! kernel's page-table walk, and the kernel is already the enclave's: it is
+//! part of the measured image (PCR0) and enforces every other boundary the
+//! enclave relies on. One kernel feature could mislead the scan: KSM with
+//! `use_zero_pages` turns an all-zero private page into the shared zero page,
+//! which the scan skips; it applies only to memory marked mergeable
+//! (`MADV_MERGEABLE`, `PR_SET_MEMORY_MERGE`), which neither wasmtime nor
+//! Keyward marks, and what it could leave behind is zeros where the image
+//! had data (a wrong initial state, not another decision's data). The
+//! isolation probes run with this setting and with the blind reset forced.
 //!
 //! Per-store state (fuel, the epoch deadline, the limiter's flags) is new
 //! with each store. A decision's context is gone from memory when its slot is
@@ -86,10 +102,9 @@
 //! size; plus decisions that grow memory or trap in between) and
 //! `policy_isolation_probe_no_data` (memory that starts as zeros, a v128
 //! global) allow only when they see 1 everywhere: sequentially, after traps
-//! and out-of-fuel, concurrently, in slots the pool provably recycled. They
-//! also pass with wasmtime's `PAGEMAP_SCAN` reset, which Keyward does not
-//! ship; and each probe denies when run twice in one instance, so they do
-//! notice leaked state.
+//! and out-of-fuel, concurrently, in slots the pool provably recycled, with
+//! the production setting and with the blind reset forced; and each probe
+//! denies when run twice in one instance, so they do notice leaked state.
 //!
 //! Not used, and why:
 //! * reusing an instance across decisions (reset in place): stock wasmtime
@@ -98,8 +113,10 @@
 //!   Keyward carried a patched wasmtime for it and retired it (a fork of a
 //!   sandbox cannot take upstream's security fixes the day they ship). The
 //!   proposal for upstream: `docs/upstream-wasmtime.md`;
-//! * `PAGEMAP_SCAN` (above): faster (only written pages are rewritten) but
-//!   its soundness rests on the kernel's page categories;
+//! * the blind reset everywhere (what Keyward shipped first): it asks the
+//!   kernel nothing, but rewrites 128 KiB on every decision whatever the
+//!   module touched, which cost ~20 % of a policy Decrypt's throughput
+//!   (`BENCHMARKS.md`); it remains the fallback on older kernels;
 //! * memory protection keys: they let the pool pack slots without guard
 //!   regions; they reset nothing, and are experimental in wasmtime 48.
 //!
