@@ -11,13 +11,18 @@ use keyward_enclave::config::{
     ENV_DEV_ACCESS_KEY_ID, ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY,
     ENV_DEV_SECRET_ACCESS_KEY, valid_access_key_id, valid_tenant_id,
 };
-use keyward_proxy::{EnclaveEndpoint, Proxy, ProxyConfig, StoreLocation};
+use keyward_proxy::{EnclaveEndpoint, ForwardConfig, Proxy, ProxyConfig, StoreLocation};
 use tokio::sync::watch;
 
 /// Options of `keyward dev`, validated.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
+    /// Where clients connect (HTTPS, TLS ending in the enclave).
     pub listen: SocketAddr,
+    /// The proxy's admin listener (`/healthz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// `--tls-name` values (empty: `localhost` and `127.0.0.1`).
+    pub tls_names: Vec<String>,
     pub data_dir: PathBuf,
     /// The sealed-record store; `None` for `<data_dir>/store`.
     pub store: Option<StoreLocation>,
@@ -79,15 +84,22 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    let streams = keyward_enclave::config::default_tls_socket(&socket);
     let proxy = Proxy::bind(ProxyConfig {
         listen: options.listen,
+        admin_listen: options.admin_listen,
         store,
         enclave: EnclaveEndpoint::Unix(socket),
         connections: 4,
-        request_timeout: Duration::from_secs(30),
+        forward: ForwardConfig {
+            endpoint: EnclaveEndpoint::Unix(streams),
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(120),
+        },
     })
     .await?;
     let address = proxy.local_addr()?;
+    let admin = proxy.admin_addr()?;
     let link = proxy.link();
     let mut shutdown = stop_rx.clone();
     let server = tokio::spawn(proxy.serve(async move {
@@ -114,7 +126,17 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    print_banner(address, &options, &credential, &operator);
+    // The enclave CA certificate, what clients trust (`--ca-bundle`).
+    let status = link
+        .status(Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("the enclave's status: {e}"))?;
+    if status.ca_certificate_pem.is_empty() {
+        let _ = stop_tx.send(true);
+        anyhow::bail!("the enclave has no TLS identity");
+    }
+    let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
+    print_banner(address, admin, &ca_path, &status, &options, &credential, &operator);
 
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
@@ -125,6 +147,18 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         Ok(result) => result.map_err(Into::into),
         Err(e) => Err(anyhow::anyhow!("proxy task failed: {e}")),
     }
+}
+
+/// Writes the enclave CA certificate to `<data-dir>/tls/ca.pem`.
+fn write_ca(data_dir: &Path, pem: &str) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("ca.pem");
+    // Written whole then renamed: a reader never sees half a certificate.
+    let partial = dir.join("ca.pem.partial");
+    std::fs::write(&partial, pem).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<String> {
@@ -145,6 +179,7 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
     ]
     .into_iter()
     .chain(options.mock_pcrs.iter().map(|p| format!("--mock-pcr={p}")))
+    .chain(options.tls_names.iter().map(|n| format!("--tls-name={n}")))
     .collect()
 }
 
@@ -243,8 +278,16 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(address: SocketAddr, options: &DevOptions, tenant: &DevCredential, operator: &DevCredential) {
-    let endpoint = format!("http://{address}");
+fn print_banner(
+    address: SocketAddr,
+    admin: SocketAddr,
+    ca_path: &Path,
+    status: &keyward_wire::EnclaveStatus,
+    options: &DevOptions,
+    tenant: &DevCredential,
+    operator: &DevCredential,
+) {
+    let endpoint = endpoint_url(address, options);
     let shown = |c: &DevCredential, secret_var: &str| {
         if c.generated {
             format!(
@@ -262,7 +305,10 @@ fn print_banner(address: SocketAddr, options: &DevOptions, tenant: &DevCredentia
     };
     println!();
     println!("Keyward — MOCK MODE, for development only: no enclave isolation, keys are not protected.");
-    println!("  endpoint           {endpoint}");
+    println!("  endpoint           {endpoint} (TLS ends inside the enclave)");
+    println!("  CA certificate     {}", ca_path.display());
+    println!("  TLS key SPKI hash  {}", hex::encode(&status.tls_spki_sha256));
+    println!("  admin              http://{admin} (/healthz, /metrics)");
     println!("  region             {}", options.region);
     println!("  data dir           {}", options.data_dir.display());
     match &options.store {
@@ -297,9 +343,30 @@ fn print_banner(address: SocketAddr, options: &DevOptions, tenant: &DevCredentia
     println!();
     println!("Try it:");
     println!(
-        "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws kms create-key --endpoint-url {endpoint} --region {}",
-        tenant.access_key_id, secret_for_example, options.region
+        "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws kms create-key --endpoint-url {endpoint} --ca-bundle {} --region {}",
+        tenant.access_key_id,
+        secret_for_example,
+        ca_path.display(),
+        options.region
     );
     println!();
+    println!("The enclave CA certificate ({}):", ca_path.display());
+    print!("{}", status.ca_certificate_pem);
+    println!();
     println!("Keyward is ready at {endpoint}");
+}
+
+/// `https://HOST:PORT`: an unspecified listen address is shown as the
+/// first `--tls-name` (the certificate does not name `0.0.0.0`).
+fn endpoint_url(address: SocketAddr, options: &DevOptions) -> String {
+    if address.ip().is_unspecified() {
+        let host = options.tls_names.first().map_or("localhost", String::as_str);
+        let host = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("[{host}]"),
+            Err(_) => host.to_owned(),
+        };
+        format!("https://{host}:{}", address.port())
+    } else {
+        format!("https://{address}")
+    }
 }

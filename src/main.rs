@@ -22,9 +22,18 @@ struct Cli {
 enum Command {
     /// Run a mock-mode Keyward for development: enclave child process + proxy.
     Dev {
-        /// Address of the AWS KMS JSON endpoint (port 0 picks a free port).
+        /// Address of the AWS KMS JSON endpoint, HTTPS with TLS ending in
+        /// the enclave (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:7800")]
         listen: SocketAddr,
+        /// Address of the proxy's admin listener (`/healthz`, `/metrics`;
+        /// plain HTTP, host only).
+        #[arg(long, default_value = "127.0.0.1:7801")]
+        admin_listen: SocketAddr,
+        /// A name the TLS certificate is issued for (repeatable): a DNS name
+        /// or an IP address. Default: `localhost` and `127.0.0.1`.
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
         /// Directory for the sealed-record store and the enclave socket.
         #[arg(long, default_value = "./keyward-data")]
         data_dir: PathBuf,
@@ -75,6 +84,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dev {
             listen,
+            admin_listen,
+            tls_names,
             data_dir,
             store,
             region,
@@ -84,6 +95,8 @@ fn main() -> std::process::ExitCode {
             mock_pcrs,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
+            admin_listen,
+            tls_names,
             data_dir,
             store: store.as_deref().map(keyward_proxy::StoreLocation::parse),
             region,

@@ -26,6 +26,21 @@ pub struct Args {
     /// vsock port to listen on (nitro mode).
     #[arg(long, value_name = "PORT", default_value_t = 5000)]
     pub vsock_port: u32,
+    /// Mock mode: the Unix socket for client streams (each a client's TLS
+    /// connection forwarded by the host). Default: `enclave-tls.sock` next
+    /// to `--socket`.
+    #[arg(long, value_name = "PATH")]
+    pub tls_socket: Option<PathBuf>,
+    /// Nitro mode: the vsock port for client streams.
+    #[arg(long, value_name = "PORT", default_value_t = 5001)]
+    pub tls_vsock_port: u32,
+    /// A name the TLS serving certificate is issued for (repeatable): a DNS
+    /// name or an IP address. Default: `localhost` and `127.0.0.1`.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
+    /// Client streams served at once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_client_streams: usize,
     /// AWS region this deployment answers for (SigV4 scope and ARNs).
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -70,6 +85,11 @@ pub enum Listen {
     Vsock { port: u32 },
 }
 
+/// The client-stream socket next to the host-link socket `link`.
+pub fn default_tls_socket(link: &std::path::Path) -> PathBuf {
+    link.with_file_name("enclave-tls.sock")
+}
+
 /// The bootstrap tenant's credential in mock mode.
 pub struct DevCredential {
     pub tenant: String,
@@ -92,6 +112,12 @@ impl std::fmt::Debug for DevCredential {
 pub struct EnclaveConfig {
     pub mode: Mode,
     pub listen: Listen,
+    /// Where client streams (TLS) arrive.
+    pub tls_listen: Listen,
+    /// The names the enclave-CA serving certificate is issued for.
+    pub tls_names: Vec<crate::tls::TlsName>,
+    /// Client streams served at once.
+    pub max_client_streams: usize,
     pub region: String,
     pub dev_credential: Option<DevCredential>,
     /// Seconds added to the wall clock (mock mode only; 0 in nitro mode).
@@ -133,6 +159,14 @@ pub enum ConfigError {
     ClockOffsetRange,
     #[error("{0} is set but {1} is not")]
     HalfCredential(&'static str, &'static str),
+    #[error("--tls-name: {0}")]
+    TlsName(String),
+    #[error("--tls-socket is only valid in mock mode")]
+    TlsSocketInNitroMode,
+    #[error("--tls-socket must differ from --socket")]
+    TlsSocketIsLinkSocket,
+    #[error("--max-client-streams must be at least 1")]
+    MaxClientStreams,
 }
 
 /// Checks a tenant id: 12 decimal digits.
@@ -188,12 +222,39 @@ impl Args {
         {
             return Err(ConfigError::Region(self.region));
         }
-        let listen = match (self.mode, self.socket) {
-            (Mode::Mock, Some(path)) => Listen::Unix(path),
+        let (listen, tls_listen) = match (self.mode, self.socket) {
+            (Mode::Mock, Some(path)) => {
+                let tls = self.tls_socket.unwrap_or_else(|| default_tls_socket(&path));
+                if tls == path {
+                    return Err(ConfigError::TlsSocketIsLinkSocket);
+                }
+                (Listen::Unix(path), Listen::Unix(tls))
+            }
             (Mode::Mock, None) => return Err(ConfigError::MissingSocket),
             (Mode::Nitro, Some(_)) => return Err(ConfigError::SocketInNitroMode),
-            (Mode::Nitro, None) => Listen::Vsock { port: self.vsock_port },
+            (Mode::Nitro, None) => {
+                if self.tls_socket.is_some() {
+                    return Err(ConfigError::TlsSocketInNitroMode);
+                }
+                (
+                    Listen::Vsock { port: self.vsock_port },
+                    Listen::Vsock {
+                        port: self.tls_vsock_port,
+                    },
+                )
+            }
         };
+        let tls_names = if self.tls_names.is_empty() {
+            crate::tls::TlsName::dev_defaults()
+        } else {
+            self.tls_names
+                .iter()
+                .map(|name| crate::tls::TlsName::parse(name).map_err(|e| ConfigError::TlsName(e.to_string())))
+                .collect::<Result<_, _>>()?
+        };
+        if self.max_client_streams == 0 {
+            return Err(ConfigError::MaxClientStreams);
+        }
         if self.mode == Mode::Nitro && !self.mock_pcrs.is_empty() {
             return Err(ConfigError::MockOnly("--mock-pcr"));
         }
@@ -228,6 +289,9 @@ impl Args {
         Ok(EnclaveConfig {
             mode: self.mode,
             listen,
+            tls_listen,
+            tls_names,
+            max_client_streams: self.max_client_streams,
             region: self.region,
             dev_credential,
             clock_offset: self.mock_clock_offset,
@@ -250,6 +314,10 @@ mod tests {
             mode,
             socket: socket.map(PathBuf::from),
             vsock_port: 5000,
+            tls_socket: None,
+            tls_vsock_port: 5001,
+            tls_names: Vec::new(),
+            max_client_streams: 4096,
             region: "us-east-1".into(),
             dev_tenant: "111122223333".into(),
             mock_clock_offset: 0,
@@ -279,6 +347,26 @@ mod tests {
             args(Mode::Nitro, Some("/tmp/s")).validate(|_| None),
             Err(ConfigError::SocketInNitroMode)
         ));
+    }
+
+    #[test]
+    fn tls_listener_and_names() {
+        let config = args(Mode::Mock, Some("/tmp/d/enclave.sock"))
+            .validate(|_| None)
+            .expect("valid");
+        assert!(matches!(config.tls_listen, Listen::Unix(ref p) if p == std::path::Path::new("/tmp/d/enclave-tls.sock")));
+        assert_eq!(config.tls_names, crate::tls::TlsName::dev_defaults());
+        let nitro = args(Mode::Nitro, None).validate(|_| None).expect("valid");
+        assert!(matches!(nitro.tls_listen, Listen::Vsock { port: 5001 }));
+        let mut named = args(Mode::Mock, Some("/tmp/s"));
+        named.tls_names = vec!["kms.example.com".into(), "10.0.0.1".into()];
+        assert_eq!(named.validate(|_| None).expect("valid").tls_names.len(), 2);
+        let mut bad = args(Mode::Mock, Some("/tmp/s"));
+        bad.tls_names = vec!["*.example.com".into()];
+        assert!(matches!(bad.validate(|_| None), Err(ConfigError::TlsName(_))));
+        let mut same = args(Mode::Mock, Some("/tmp/s"));
+        same.tls_socket = Some(PathBuf::from("/tmp/s"));
+        assert!(matches!(same.validate(|_| None), Err(ConfigError::TlsSocketIsLinkSocket)));
     }
 
     #[test]

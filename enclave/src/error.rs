@@ -37,6 +37,10 @@ pub enum KmsError {
     InvalidImportToken(String),
     ExpiredImportToken(String),
     IncorrectKeyMaterial(String),
+    /// HTTP 413 `ValidationException`: a request body over the limit.
+    PayloadTooLarge(String),
+    /// HTTP 408 `RequestTimeoutException`: a body that did not arrive in time.
+    RequestTimeout(String),
     /// Details go to the log under the request id; the client sees a generic message.
     Internal,
 }
@@ -65,6 +69,8 @@ impl KmsError {
             | KmsError::InvalidImportToken(m)
             | KmsError::ExpiredImportToken(m)
             | KmsError::IncorrectKeyMaterial(m)
+            | KmsError::PayloadTooLarge(m)
+            | KmsError::RequestTimeout(m)
             | KmsError::InvalidAliasName(m)
             | KmsError::LimitExceeded(m)
             | KmsError::Tag(m)

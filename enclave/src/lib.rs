@@ -37,6 +37,7 @@ pub mod error;
 pub mod keys;
 pub mod keystore;
 pub mod locks;
+pub mod metrics;
 pub mod nsm;
 pub mod policy;
 pub mod seal;
@@ -110,37 +111,67 @@ pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
         }
     };
     let listen = config.listen.clone();
+    let tls_listen = config.tls_listen.clone();
+    let max_streams = config.max_client_streams;
     let exit_on_stdin_close = config.exit_on_stdin_close;
     let enclave = Arc::new(Enclave::new(config, nsm, clock).with_verifier(Verifier::new(anchor)));
     let stop = shutdown_signal(exit_on_stdin_close);
-    match listen {
+    let streams = Arc::new(tokio::sync::Semaphore::new(max_streams));
+    let mut sockets = Vec::new();
+    let link_loop = match listen {
         Listen::Unix(path) => {
-            // A stale socket from a previous run would make bind fail.
-            if path.exists() {
-                let _ = std::fs::remove_file(&path);
-            }
-            let listener =
-                tokio::net::UnixListener::bind(&path).map_err(|e| RunError::Listen(path.display().to_string(), e))?;
-            restrict_socket(&path);
-            tracing::info!(socket = %path.display(), "enclave listening");
-            tokio::select! {
-                () = accept_loop(|| listener.accept(), enclave) => {}
-                () = stop => tracing::info!("enclave stopping"),
-            }
-            let _ = std::fs::remove_file(&path);
+            let listener = bind_unix(&path)?;
+            tracing::info!(socket = %path.display(), "enclave listening (host link)");
+            sockets.push(path);
+            let enclave = Arc::clone(&enclave);
+            tokio::spawn(async move { accept_loop(|| listener.accept(), enclave).await })
         }
         Listen::Vsock { port } => {
-            let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
-            let listener = tokio_vsock::VsockListener::bind(addr)
-                .map_err(|e| RunError::Listen(format!("vsock port {port}"), e))?;
-            tracing::info!(port, "enclave listening on vsock");
-            tokio::select! {
-                () = accept_loop(|| listener.accept(), enclave) => {}
-                () = stop => tracing::info!("enclave stopping"),
-            }
+            let listener = bind_vsock(port)?;
+            tracing::info!(port, "enclave listening on vsock (host link)");
+            let enclave = Arc::clone(&enclave);
+            tokio::spawn(async move { accept_loop(|| listener.accept(), enclave).await })
         }
+    };
+    let stream_loop = match tls_listen {
+        Listen::Unix(path) => {
+            let listener = bind_unix(&path)?;
+            tracing::info!(socket = %path.display(), "enclave listening (client TLS streams)");
+            sockets.push(path);
+            let enclave = Arc::clone(&enclave);
+            tokio::spawn(async move { stream_accept_loop(|| listener.accept(), enclave, streams).await })
+        }
+        Listen::Vsock { port } => {
+            let listener = bind_vsock(port)?;
+            tracing::info!(port, "enclave listening on vsock (client TLS streams)");
+            let enclave = Arc::clone(&enclave);
+            tokio::spawn(async move { stream_accept_loop(|| listener.accept(), enclave, streams).await })
+        }
+    };
+    stop.await;
+    tracing::info!("enclave stopping");
+    link_loop.abort();
+    stream_loop.abort();
+    for path in sockets {
+        let _ = std::fs::remove_file(&path);
     }
     Ok(())
+}
+
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, RunError> {
+    // A stale socket from a previous run would make bind fail.
+    if path.exists() {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).map_err(|e| RunError::Listen(path.display().to_string(), e))?;
+    restrict_socket(path);
+    Ok(listener)
+}
+
+fn bind_vsock(port: u32) -> Result<tokio_vsock::VsockListener, RunError> {
+    let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+    tokio_vsock::VsockListener::bind(addr).map_err(|e| RunError::Listen(format!("vsock port {port}"), e))
 }
 
 async fn accept_loop<F, Fut, S, A>(accept: F, enclave: Arc<Enclave>)
@@ -156,6 +187,34 @@ where
             }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Accepts client streams; over the cap of concurrent streams, a new one
+/// is closed at once (the host's connection bound should keep it from
+/// getting there).
+async fn stream_accept_loop<F, Fut, S, A>(accept: F, enclave: Arc<Enclave>, streams: Arc<tokio::sync::Semaphore>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, A)>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    loop {
+        match accept().await {
+            Ok((stream, _)) => match Arc::clone(&streams).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(server::serve_client_stream(stream, Arc::clone(&enclave), permit));
+                }
+                Err(_) => {
+                    tracing::warn!("too many client streams; closing a new one");
+                    drop(stream);
+                }
+            },
+            Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }

@@ -1,11 +1,19 @@
-//! The enclave's side of the host link: accept connections (Unix socket in
-//! mock mode, vsock in nitro mode), handshake, then serve framed requests
-//! concurrently while sending the store calls they make back over the same
-//! connection.
+//! The enclave's two listeners (Unix sockets in mock mode, vsock ports in
+//! nitro mode):
 //!
-//! A connection that sends anything out of protocol — garbage, an oversize
-//! length, a truncated frame, an unexpected frame — is closed. Other
-//! connections are unaffected.
+//! * the **host link** ([`serve_connection`]): framed, for the store calls
+//!   the enclave makes, liveness pings and the status (CA certificate,
+//!   aggregated metrics) the host may know. API calls never travel on it:
+//!   a `Frame::Request` closes the connection.
+//! * **client streams** ([`serve_client_stream`]): one per client TCP
+//!   connection the host forwards, a stream header (the client's address,
+//!   untrusted) and then the client's TLS session, which ends here
+//!   (`tls::serve_tls_stream`). Its requests make their store calls over
+//!   the host link.
+//!
+//! A connection or stream that sends anything out of protocol — garbage, an
+//! oversize length, a truncated frame, an unexpected frame, a bad TLS
+//! record — is closed. Others are unaffected.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
 use crate::service::Enclave;
-use crate::store::{StoreError, StoreFuture, StoreTransport};
+use crate::store::{Records, StoreError, StoreFuture, StoreTransport};
+
+/// How long a client stream has to send its header.
+const STREAM_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a new connection has to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,6 +101,13 @@ where
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let weak: std::sync::Weak<LinkTransport> = Arc::downgrade(&link);
     enclave.attach(weak);
+    // Boot and load the TLS identity as soon as a host link is up.
+    {
+        let (enclave, link) = (Arc::clone(&enclave), Arc::clone(&link));
+        tokio::spawn(async move {
+            let _ = ensure_tls(&enclave, &*link).await;
+        });
+    }
 
     loop {
         let frame = match read_frame(&mut reader).await {
@@ -101,23 +119,22 @@ where
             }
         };
         match frame {
-            Frame::Request { id, request } => {
+            Frame::Request { .. } => {
+                // No plaintext path into the API: requests arrive only inside TLS.
+                tracing::warn!("host sent an API request on the link (they arrive only inside TLS); closing");
+                break;
+            }
+            Frame::StatusRequest { id } => {
                 let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                     break;
                 };
-                let (enclave, link, tx) = (Arc::clone(&enclave), Arc::clone(&link), tx.clone());
-                tokio::spawn(async move {
-                    let response = enclave.handle(request, &*link).await;
-                    let frame = keyward_wire::encode(&Frame::Response { id, response }).or_else(|e| {
-                        tracing::error!(error = %e, "response does not fit in a frame");
-                        let response = crate::api::error::KmsError::Internal.to_response();
-                        keyward_wire::encode(&Frame::Response { id, response })
-                    });
-                    if let Ok(frame) = frame {
-                        let _ = tx.send(frame).await;
-                    }
-                    drop(permit);
-                });
+                if let Ok(frame) = keyward_wire::encode(&Frame::Status {
+                    id,
+                    status: enclave.status(),
+                }) {
+                    let _ = tx.send(frame).await;
+                }
+                drop(permit);
             }
             Frame::StoreReply { id, result } => {
                 if let Some(waiter) = link.pending.lock().await.remove(&id) {
@@ -127,10 +144,11 @@ where
                 }
             }
             Frame::Ping { id } => {
-                // Answer only once booted, so "the enclave answers" means it can serve.
+                // Answer only once booted with its TLS identity, so "the
+                // enclave answers" means it can serve clients.
                 let (enclave, link, tx) = (Arc::clone(&enclave), Arc::clone(&link), tx.clone());
                 tokio::spawn(async move {
-                    if enclave.keyring(&*link).await.is_ok()
+                    if ensure_tls(&enclave, &*link).await.is_some()
                         && let Ok(frame) = keyward_wire::encode(&Frame::Pong { id })
                     {
                         let _ = tx.send(frame).await;
@@ -148,6 +166,75 @@ where
     drop(tx);
     drop(link);
     write_task.abort();
+}
+
+/// Boots the keyring and loads the TLS identity through `transport` (once).
+async fn ensure_tls(enclave: &Enclave, transport: &dyn StoreTransport) -> Option<Arc<crate::tls::LiveTls>> {
+    if let Some(live) = enclave.tls_loaded() {
+        return Some(Arc::clone(live));
+    }
+    let keyring = enclave.keyring(transport).await.ok()?;
+    let records = Records::new(transport, &keyring.sealer);
+    enclave
+        .tls(&records, crate::api::error::refusal)
+        .await
+        .ok()
+        .map(Arc::clone)
+}
+
+/// Serves one client stream: its header, then the client's TLS session
+/// with `api::handle` answering each request; store calls go over the host
+/// link. `permit` is the stream's place under the concurrent-stream cap.
+pub async fn serve_client_stream<S>(mut stream: S, enclave: Arc<Enclave>, permit: tokio::sync::OwnedSemaphorePermit)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client_addr = match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_header(&mut stream)).await
+    {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "client stream without a valid header; closing");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("client stream header timed out; closing");
+            return;
+        }
+    };
+    let live = match enclave.tls_loaded() {
+        Some(live) => Arc::clone(live),
+        None => {
+            let Some(link) = enclave.store_link() else {
+                tracing::warn!("client stream before any host link; closing");
+                return;
+            };
+            match ensure_tls(&enclave, &*link).await {
+                Some(live) => live,
+                None => return,
+            }
+        }
+    };
+    let handler = crate::tls::serve::handler(move |request: keyward_wire::ApiRequest| {
+        let enclave = Arc::clone(&enclave);
+        async move {
+            let started = std::time::Instant::now();
+            let target = request
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("x-amz-target"))
+                .map(|(_, value)| value.to_vec());
+            let answer = match enclave.store_link() {
+                Some(link) => enclave.handle(request, &*link).await,
+                None => crate::api::error::refusal(&crate::tls::Refusal::Unavailable),
+            };
+            enclave.metrics.record(target.as_deref(), &answer, started.elapsed());
+            answer
+        }
+    });
+    if let Err(e) = crate::tls::serve_tls_stream(stream, live.server(), handler, client_addr).await {
+        tracing::debug!(error = %e, "client stream ended");
+    }
+    drop(permit);
 }
 
 /// Store calls over the connection the request arrived on.

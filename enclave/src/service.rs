@@ -35,6 +35,12 @@ pub struct Enclave {
     /// The wasmtime sandbox for policy modules, created on first use.
     policy_engine: std::sync::OnceLock<Option<crate::policy::sandbox::PolicyEngine>>,
     pub(crate) policy_modules: crate::policy::modules::ModuleCache,
+    /// The TLS identity and server, loaded once after boot.
+    tls: OnceCell<Arc<crate::tls::LiveTls>>,
+    /// Request metrics, exported to the host aggregated (`Frame::Status`).
+    pub metrics: crate::metrics::RequestMetrics,
+    /// Round-robin position among the live host connections.
+    next_link: std::sync::atomic::AtomicUsize,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -72,6 +78,9 @@ impl Enclave {
             verifier: None,
             policy_engine: std::sync::OnceLock::new(),
             policy_modules: Default::default(),
+            tls: OnceCell::new(),
+            metrics: Default::default(),
+            next_link: Default::default(),
         }
     }
 
@@ -177,6 +186,65 @@ impl Enclave {
     fn live_link(&self) -> Option<Arc<dyn StoreTransport>> {
         let links = self.links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         links.iter().rev().find_map(std::sync::Weak::upgrade)
+    }
+
+    /// A live host connection for the store calls of a request that came in
+    /// on a client stream (round robin over the connections).
+    pub fn store_link(&self) -> Option<Arc<dyn StoreTransport>> {
+        let links = self.links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live: Vec<Arc<dyn StoreTransport>> = links.iter().filter_map(std::sync::Weak::upgrade).collect();
+        if live.is_empty() {
+            return None;
+        }
+        let index = self.next_link.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % live.len();
+        live.into_iter().nth(index)
+    }
+
+    /// The TLS state, loading (or creating) the identity through `records`
+    /// on first use, for the configured names, with certificates dated by
+    /// the real clock (not a mock clock offset). A failed load is retried
+    /// by the next caller.
+    pub async fn tls(
+        &self,
+        records: &crate::store::Records<'_>,
+        refuse: crate::tls::Refuser,
+    ) -> Result<&Arc<crate::tls::LiveTls>, crate::tls::TlsError> {
+        self.tls
+            .get_or_try_init(|| async {
+                let live = crate::tls::LiveTls::load(
+                    records,
+                    &self.config.tls_names,
+                    time::OffsetDateTime::now_utc(),
+                    crate::tls::Limits::default(),
+                    refuse,
+                )
+                .await;
+                match &live {
+                    Ok(live) => tracing::info!(
+                        spki_sha256 = %hex::encode(live.spki_sha256()),
+                        "TLS identity loaded"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "the TLS identity could not be loaded"),
+                }
+                live.map(Arc::new)
+            })
+            .await
+    }
+
+    /// The TLS state if it is loaded.
+    pub fn tls_loaded(&self) -> Option<&Arc<crate::tls::LiveTls>> {
+        self.tls.get()
+    }
+
+    /// What the host may know: the CA certificate, the serving key's SPKI
+    /// hash and the aggregated request metrics.
+    pub fn status(&self) -> keyward_wire::EnclaveStatus {
+        let tls = self.tls.get();
+        keyward_wire::EnclaveStatus {
+            ca_certificate_pem: tls.map(|t| t.ca_certificate_pem().to_owned()).unwrap_or_default(),
+            tls_spki_sha256: tls.map(|t| t.spki_sha256().to_vec()).unwrap_or_default(),
+            metrics: self.metrics.snapshot(),
+        }
     }
 
     async fn sweep_once(&self) {

@@ -4,14 +4,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{EnclaveEndpoint, ProxyConfig, StoreLocation};
+use crate::{EnclaveEndpoint, ForwardConfig, ProxyConfig, StoreLocation};
 
 /// Raw arguments of the proxy (`keyward-proxy` or `keyward proxy`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Address for the AWS KMS JSON API (port 0 picks a free port).
+    /// Address for the AWS KMS JSON API over HTTPS, TLS ending in the
+    /// enclave (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7800")]
     pub listen: SocketAddr,
+    /// Address of the admin listener: `GET /healthz` and `GET /metrics`,
+    /// plain HTTP, for the host only.
+    #[arg(long, default_value = "127.0.0.1:7801")]
+    pub admin_listen: SocketAddr,
     /// Directory of the sealed-record store (`<DIR>/store`) unless `--store` is given.
     #[arg(long, default_value = "./keyward-data")]
     pub data_dir: PathBuf,
@@ -29,12 +34,23 @@ pub struct Args {
     /// Nitro mode: the enclave's vsock port.
     #[arg(long, default_value_t = 5000)]
     pub enclave_port: u32,
+    /// Mock mode: the enclave's socket for client streams. Default:
+    /// `enclave-tls.sock` next to `--enclave-socket`.
+    #[arg(long)]
+    pub enclave_tls_socket: Option<PathBuf>,
+    /// Nitro mode: the enclave's vsock port for client streams.
+    #[arg(long, default_value_t = 5001)]
+    pub enclave_tls_port: u32,
+    /// Client connections forwarded at once; one more is closed at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds without a byte either way after which a client connection
+    /// is closed.
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout_secs: u64,
     /// Long-lived connections to the enclave (1-64).
     #[arg(long, default_value_t = 4)]
     pub enclave_connections: usize,
-    /// Seconds a request may wait for the enclave.
-    #[arg(long, default_value_t = 30)]
-    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,35 +60,63 @@ pub enum ArgsError {
     NoEnclave,
     #[error("--enclave-connections must be 1-64")]
     Connections,
-    #[error("--request-timeout-secs must be positive")]
+    #[error("--idle-timeout-secs must be positive")]
     Timeout,
+    #[error("--max-connections must be at least 1")]
+    MaxConnections,
+    #[error("--enclave-tls-socket is only valid with --enclave-socket")]
+    TlsSocketWithoutSocket,
 }
 
 impl Args {
     pub fn validate(self) -> Result<ProxyConfig, ArgsError> {
-        let enclave = match (self.enclave_socket, self.enclave_cid) {
-            (Some(path), None) => EnclaveEndpoint::Unix(path),
-            (None, Some(cid)) => EnclaveEndpoint::Vsock {
-                cid,
-                port: self.enclave_port,
-            },
+        let (enclave, streams) = match (self.enclave_socket, self.enclave_cid) {
+            (Some(path), None) => {
+                let streams = self
+                    .enclave_tls_socket
+                    .unwrap_or_else(|| path.with_file_name("enclave-tls.sock"));
+                (EnclaveEndpoint::Unix(path), EnclaveEndpoint::Unix(streams))
+            }
+            (None, Some(cid)) => {
+                if self.enclave_tls_socket.is_some() {
+                    return Err(ArgsError::TlsSocketWithoutSocket);
+                }
+                (
+                    EnclaveEndpoint::Vsock {
+                        cid,
+                        port: self.enclave_port,
+                    },
+                    EnclaveEndpoint::Vsock {
+                        cid,
+                        port: self.enclave_tls_port,
+                    },
+                )
+            }
             _ => return Err(ArgsError::NoEnclave),
         };
         if !(1..=64).contains(&self.enclave_connections) {
             return Err(ArgsError::Connections);
         }
-        if self.request_timeout_secs == 0 {
+        if self.idle_timeout_secs == 0 {
             return Err(ArgsError::Timeout);
+        }
+        if self.max_connections == 0 {
+            return Err(ArgsError::MaxConnections);
         }
         Ok(ProxyConfig {
             listen: self.listen,
+            admin_listen: self.admin_listen,
             store: match self.store {
                 Some(store) => StoreLocation::parse(&store),
                 None => StoreLocation::Embedded(self.data_dir.join("store")),
             },
             enclave,
             connections: self.enclave_connections,
-            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            forward: ForwardConfig {
+                endpoint: streams,
+                max_connections: self.max_connections,
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            },
         })
     }
 }

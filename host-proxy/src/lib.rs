@@ -1,51 +1,57 @@
 //! # keyward-proxy: the untrusted host side of Keyward
 //!
-//! Speaks the AWS KMS JSON 1.1 protocol over HTTP, forwards every request to
-//! the enclave as one frame, and serves the enclave's store calls from a
-//! store of sealed records: an embedded SQLite database, or PostgreSQL for
-//! a cluster of nodes ([`store`]).
+//! Forwards each client TCP connection, unread, to the enclave, where TLS
+//! ends ([`forward`]); serves the enclave's store calls from a store of
+//! sealed records: an embedded SQLite database, or PostgreSQL for a cluster
+//! of nodes ([`store`]); and answers `/healthz` and `/metrics` on its own
+//! admin listener ([`admin`]).
 //!
 //! ## What this crate is trusted with
-//! Nothing secret. It never sees key material, plaintext records or
-//! credentials' secrets in a form it can use, and it makes no authorization
-//! decision: the enclave verifies every request's SigV4 signature itself and
-//! authenticates every record it reads back. A compromised proxy can deny
-//! service, drop or replay stored records (see `THREAT-MODEL.md`), and read
-//! the plaintexts that clients send over HTTP to it — as any TLS terminator
-//! in front of AWS KMS could.
+//! Nothing secret. It never sees key material, plaintext records,
+//! credentials' secrets, requests or responses in a form it can use: client
+//! connections carry TLS that ends inside the enclave, and it makes no
+//! authorization decision. A compromised proxy can deny service, drop or
+//! replay stored records (see `THREAT-MODEL.md`), and see the sizes and
+//! timing of TLS records.
 //!
 //! ## What it guarantees
-//! * Every request gets an answer: the enclave's, or an AWS-shaped 500-class
-//!   error when the enclave is unreachable, restarted mid-request or too slow.
+//! * A client connection is forwarded or closed; a bound on concurrent
+//!   connections and an idle timeout protect the host.
 //! * A store write is durable (SQLite: the WAL `fdatasync`ed; PostgreSQL: its
 //!   commit) before the enclave is told it is done.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
-pub mod http;
+pub mod forward;
 pub mod link;
 pub mod metrics;
 pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+pub use forward::ForwardConfig;
 pub use link::{EnclaveEndpoint, EnclaveLink};
 pub use store::{Store, StoreLocation};
 
 /// Validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// Where clients connect (TLS, ending in the enclave).
     pub listen: SocketAddr,
+    /// The admin listener (`/healthz`, `/metrics`; plain HTTP).
+    pub admin_listen: SocketAddr,
     /// The sealed-record store: the embedded engine's directory
     /// (`<data-dir>/store` by default) or a PostgreSQL URL.
     pub store: StoreLocation,
+    /// The enclave's host link (store calls, pings, status).
     pub enclave: EnclaveEndpoint,
-    /// Long-lived connections to the enclave.
+    /// Long-lived link connections to the enclave.
     pub connections: usize,
-    /// Longest a request may wait for the enclave.
-    pub request_timeout: Duration,
+    /// How client connections are forwarded (to the enclave's client-stream
+    /// endpoint).
+    pub forward: ForwardConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,50 +68,73 @@ pub enum ProxyError {
 /// A bound, not yet serving, proxy.
 pub struct Proxy {
     listener: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
     link: Arc<EnclaveLink>,
-    request_timeout: Duration,
+    forward: ForwardConfig,
     metrics: Arc<metrics::Metrics>,
 }
 
 impl Proxy {
-    /// Opens the store, binds the listener and starts connecting to the enclave.
+    /// Opens the store, binds the listeners and starts connecting to the enclave.
     pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
         let metrics = Arc::new(metrics::Metrics::new());
         let store = Store::open(&config.store, Some(metrics.store_flush_histogram())).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ProxyError::Listen(config.listen, e))?;
+        let admin = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|e| ProxyError::Listen(config.admin_listen, e))?;
         let link = EnclaveLink::start(config.enclave, store, config.connections);
         Ok(Proxy {
             listener,
+            admin,
             link,
-            request_timeout: config.request_timeout,
+            forward: config.forward,
             metrics,
         })
     }
 
+    /// Where clients connect.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
     }
 
     pub fn link(&self) -> Arc<EnclaveLink> {
         Arc::clone(&self.link)
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Serves until `shutdown` completes.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProxyError> {
-        let app = http::router(http::AppState {
-            link: self.link,
-            request_timeout: self.request_timeout,
-            metrics: self.metrics,
+        let app = admin::router(admin::AdminState {
+            link: Arc::clone(&self.link),
+            metrics: Arc::clone(&self.metrics),
         });
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ProxyError::Serve)
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut admin_stop = stop_rx.clone();
+        let admin = tokio::spawn(async move {
+            axum::serve(self.admin, app)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        let forwarding = tokio::spawn(forward::serve(self.listener, self.forward, self.metrics));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        forwarding.abort();
+        match admin.await {
+            Ok(result) => result.map_err(ProxyError::Serve),
+            Err(_) => Ok(()),
+        }
     }
 }
 
@@ -126,10 +155,12 @@ pub async fn stop_signal() {
 }
 
 /// Runs a proxy until SIGTERM or Ctrl-C; prints `Keyward proxy listening on
-/// http://ADDR` on standard output once bound.
+/// https://ADDR` and the admin address on standard output once bound.
 pub async fn run(config: ProxyConfig) -> Result<(), ProxyError> {
     let proxy = Proxy::bind(config).await?;
     let address = proxy.local_addr().map_err(ProxyError::Serve)?;
-    println!("Keyward proxy listening on http://{address}");
+    let admin = proxy.admin_addr().map_err(ProxyError::Serve)?;
+    println!("Keyward proxy listening on https://{address} (TLS ends in the enclave)");
+    println!("Keyward proxy admin (healthz, metrics) on http://{admin}");
     proxy.serve(stop_signal()).await
 }

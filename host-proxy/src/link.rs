@@ -1,8 +1,11 @@
-//! The host's side of the enclave link: a few long-lived connections, each
-//! multiplexing many requests, reconnected whenever the enclave restarts.
+//! The host's side of the enclave link: a few long-lived connections,
+//! reconnected whenever the enclave restarts, that carry the enclave's store
+//! calls, liveness pings and status requests. Clients' API requests never
+//! travel here: they reach the enclave inside TLS on client streams
+//! ([`crate::forward`]).
 //!
-//! A request whose connection dies, or that the enclave does not answer in
-//! time, fails with an AWS-shaped 500-class error; nothing waits forever.
+//! An exchange whose connection dies, or that the enclave does not answer in
+//! time, fails; nothing waits forever.
 //! Store calls from the enclave are served from [`Store`]: embedded reads
 //! inline, writes (which wait for the durable group commit) and PostgreSQL
 //! calls on tasks of their own. A write's reply is queued for the enclave
@@ -15,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use keyward_wire::{ApiRequest, ApiResponse, Frame, PROTOCOL_VERSION, StoreResult, read_frame, write_frame};
+use keyward_wire::{EnclaveStatus, Frame, PROTOCOL_VERSION, StoreResult, read_frame, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -55,7 +58,7 @@ pub enum LinkError {
 }
 
 enum Reply {
-    Response(ApiResponse),
+    Status(Box<EnclaveStatus>),
     Pong,
 }
 
@@ -107,10 +110,11 @@ impl EnclaveLink {
             .count()
     }
 
-    /// Sends a request and waits for its answer, at most `timeout` in total.
-    pub async fn call(&self, request: ApiRequest, timeout: Duration) -> Result<ApiResponse, LinkError> {
-        match self.exchange(|id| Frame::Request { id, request }, timeout).await? {
-            Reply::Response(r) => Ok(r),
+    /// The enclave's public status (CA certificate, SPKI hash, aggregated
+    /// request metrics), waiting at most `timeout`.
+    pub async fn status(&self, timeout: Duration) -> Result<EnclaveStatus, LinkError> {
+        match self.exchange(|id| Frame::StatusRequest { id }, timeout).await? {
+            Reply::Status(status) => Ok(*status),
             Reply::Pong => Err(LinkError::Lost),
         }
     }
@@ -285,9 +289,9 @@ where
             }
         };
         match frame {
-            Frame::Response { id, response } => {
+            Frame::Status { id, status } => {
                 if let Some(waiter) = conn.pending().remove(&id) {
-                    let _ = waiter.send(Reply::Response(response));
+                    let _ = waiter.send(Reply::Status(Box::new(status)));
                 }
             }
             Frame::Pong { id } => {

@@ -1,17 +1,20 @@
-//! The proxy's `GET /metrics`: Prometheus / OpenMetrics text.
+//! The proxy's `GET /metrics` (admin listener): Prometheus / OpenMetrics
+//! text.
 //!
-//! Labels are drawn from fixed sets only — the operation is one of the
-//! operations Keyward serves (anything else is `other`), the outcome is `ok`
-//! or an AWS error type — so no key id, tenant, credential, plaintext or
-//! attacker-chosen string ever becomes a label, and a client cannot grow the
-//! number of series.
+//! Requests reach the enclave inside TLS, so the proxy cannot count them:
+//! the enclave counts them itself and reports aggregated counters and
+//! histograms over the link (`Frame::Status`), which are rendered here next
+//! to the proxy's own metrics (link, store, client connections). Labels are
+//! drawn from fixed sets only — the operation is one of the operations
+//! Keyward serves (anything else is `other`), the outcome is `ok` or an AWS
+//! error type — and are checked again here, so no key id, tenant,
+//! credential, plaintext or attacker-chosen string ever becomes a label,
+//! and a client cannot grow the number of series.
 
-use std::time::Duration;
+use std::fmt::Write as _;
 
-use keyward_wire::Operation;
-use prometheus_client::encoding::EncodeLabelSet;
+use keyward_wire::{HistogramKind, LATENCY_BOUNDS_MICROS, MetricsSnapshot, Operation};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -37,22 +40,6 @@ pub fn outcome_label(status: u16, error_type: Option<&str>) -> String {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    operation: &'static str,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FailureLabels {
-    reason: &'static str,
-}
-
 fn latency_histogram() -> Histogram {
     // 50 µs … ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -61,14 +48,13 @@ fn latency_histogram() -> Histogram {
 /// The proxy's metrics.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<OutcomeLabels, Counter>,
-    latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    enclave_time: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    policy_time: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    link_failures: Family<FailureLabels, Counter>,
     link_connections: Gauge,
     link_configured: Gauge,
     store_flush: Histogram,
+    client_connections: Gauge,
+    client_connections_total: Counter,
+    client_connections_refused: Counter,
+    client_stream_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -80,39 +66,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("keyward");
-        let requests = Family::<OutcomeLabels, Counter>::default();
-        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let enclave_time = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let policy_time = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let link_failures = Family::<FailureLabels, Counter>::default();
         let link_connections = Gauge::default();
         let link_configured = Gauge::default();
         let store_flush = latency_histogram();
-        registry.register(
-            "requests",
-            "Requests served, by operation and outcome (ok or the AWS error type)",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's body being read to its answer, at the proxy",
-            latency.clone(),
-        );
-        registry.register(
-            "enclave_duration_seconds",
-            "Time the enclave reports it spent on a request",
-            enclave_time.clone(),
-        );
-        registry.register(
-            "policy_duration_seconds",
-            "Time the enclave reports it spent in WebAssembly policy decisions (requests that ran one)",
-            policy_time.clone(),
-        );
-        registry.register(
-            "enclave_link_failures",
-            "Requests the enclave did not answer, by reason",
-            link_failures.clone(),
-        );
+        let client_connections = Gauge::default();
+        let client_connections_total = Counter::default();
+        let client_connections_refused = Counter::default();
+        let client_stream_failures = Counter::default();
         registry.register(
             "enclave_link_connections",
             "Connections to the enclave currently established",
@@ -128,16 +88,35 @@ impl Metrics {
             "Time each flush of the sealed-record store to disk took (every write and audit batch waits for one)",
             store_flush.clone(),
         );
+        registry.register(
+            "client_connections_open",
+            "Client connections being forwarded to the enclave",
+            client_connections.clone(),
+        );
+        registry.register(
+            "client_connections",
+            "Client connections accepted and forwarded",
+            client_connections_total.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections closed at once because the connection bound was reached",
+            client_connections_refused.clone(),
+        );
+        registry.register(
+            "client_stream_failures",
+            "Client connections that could not be forwarded (enclave unreachable) or broke",
+            client_stream_failures.clone(),
+        );
         Metrics {
-            store_flush,
             registry,
-            requests,
-            latency,
-            enclave_time,
-            policy_time,
-            link_failures,
             link_connections,
             link_configured,
+            store_flush,
+            client_connections,
+            client_connections_total,
+            client_connections_refused,
+            client_stream_failures,
         }
     }
 
@@ -146,63 +125,106 @@ impl Metrics {
         self.store_flush.clone()
     }
 
-    /// Records one request the enclave answered.
-    pub fn answered(
-        &self,
-        operation: &'static str,
-        status: u16,
-        error_type: Option<&str>,
-        total: Duration,
-        timing: keyward_wire::Timing,
-    ) {
-        self.requests
-            .get_or_create(&OutcomeLabels {
-                operation,
-                outcome: outcome_label(status, error_type),
-            })
-            .inc();
-        let labels = OperationLabels { operation };
-        self.latency.get_or_create(&labels).observe(total.as_secs_f64());
-        if timing.enclave_micros > 0 {
-            self.enclave_time
-                .get_or_create(&labels)
-                .observe(timing.enclave_micros as f64 / 1e6);
-        }
-        if timing.policy_micros > 0 {
-            self.policy_time
-                .get_or_create(&labels)
-                .observe(timing.policy_micros as f64 / 1e6);
-        }
+    pub fn connection_opened(&self) {
+        self.client_connections.inc();
+        self.client_connections_total.inc();
     }
 
-    /// Records one request the enclave did not answer.
-    pub fn failed(&self, operation: &'static str, reason: &'static str, aws_type: &str, total: Duration) {
-        self.requests
-            .get_or_create(&OutcomeLabels {
-                operation,
-                outcome: outcome_label(500, Some(aws_type)),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&OperationLabels { operation })
-            .observe(total.as_secs_f64());
-        self.link_failures.get_or_create(&FailureLabels { reason }).inc();
+    pub fn connection_closed(&self) {
+        self.client_connections.dec();
     }
 
-    /// The exposition text, with the link's current state.
-    pub fn render(&self, connected: usize, configured: usize) -> String {
+    pub fn connection_refused(&self) {
+        self.client_connections_refused.inc();
+    }
+
+    pub fn stream_failed(&self) {
+        self.client_stream_failures.inc();
+    }
+
+    /// The exposition text: the proxy's own metrics, the link's current
+    /// state, and the enclave's request metrics (`None`: the enclave did not
+    /// answer; its series are then absent).
+    pub fn render(&self, connected: usize, configured: usize, enclave: Option<&MetricsSnapshot>) -> String {
         self.link_connections.set(i64::try_from(connected).unwrap_or(i64::MAX));
         self.link_configured.set(i64::try_from(configured).unwrap_or(i64::MAX));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        let body_end = out.rfind("# EOF").unwrap_or(out.len());
+        out.truncate(body_end);
+        if let Some(snapshot) = enclave {
+            render_enclave(&mut out, snapshot);
+        }
+        out.push_str("# EOF\n");
         out
+    }
+}
+
+/// The enclave's counters and histograms, labels re-checked against the fixed sets.
+fn render_enclave(out: &mut String, snapshot: &MetricsSnapshot) {
+    let known = |operation: &str| operation_label(Some(operation.as_bytes()));
+    out.push_str("# HELP keyward_requests Requests served, by operation and outcome (ok or the AWS error type), counted in the enclave.\n");
+    out.push_str("# TYPE keyward_requests counter\n");
+    for r in &snapshot.requests {
+        let outcome = if r.outcome == "ok" {
+            "ok".to_owned()
+        } else {
+            outcome_label(400, Some(&r.outcome))
+        };
+        let _ = writeln!(
+            out,
+            "keyward_requests_total{{operation=\"{}\",outcome=\"{outcome}\"}} {}",
+            known(&r.operation),
+            r.count
+        );
+    }
+    for (kind, name, help) in [
+        (
+            HistogramKind::Request,
+            "keyward_request_duration_seconds",
+            "Time from a request's head arriving in the enclave to its answer",
+        ),
+        (
+            HistogramKind::Enclave,
+            "keyward_enclave_duration_seconds",
+            "Time the enclave spent in the API handler on a request",
+        ),
+        (
+            HistogramKind::Policy,
+            "keyward_policy_duration_seconds",
+            "Time the enclave spent in WebAssembly policy decisions (requests that ran one)",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for h in snapshot.histograms.iter().filter(|h| h.kind == kind) {
+            let operation = known(&h.operation);
+            let mut cumulative = 0u64;
+            for (i, bound) in LATENCY_BOUNDS_MICROS.iter().enumerate() {
+                cumulative += h.buckets.get(i).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{le=\"{}\",operation=\"{operation}\"}} {cumulative}",
+                    *bound as f64 / 1e6
+                );
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\",operation=\"{operation}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_sum{{operation=\"{operation}\"}} {}",
+                h.sum_micros as f64 / 1e6
+            );
+            let _ = writeln!(out, "{name}_count{{operation=\"{operation}\"}} {}", h.count);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use keyward_wire::{HistogramSample, RequestCount};
+
     use super::*;
 
     #[test]
@@ -226,33 +248,47 @@ mod tests {
     }
 
     #[test]
-    fn render_shows_requests_and_link_state() {
+    fn render_shows_enclave_requests_and_link_state() {
         let m = Metrics::new();
-        let timing = keyward_wire::Timing {
-            enclave_micros: 120,
-            policy_micros: 7,
+        let snapshot = MetricsSnapshot {
+            requests: vec![
+                RequestCount {
+                    operation: "TrentService.Decrypt".into(),
+                    outcome: "ok".into(),
+                    count: 1,
+                },
+                RequestCount {
+                    operation: "key/1234-secret".into(),
+                    outcome: "arn:aws:kms:secret".into(),
+                    count: 2,
+                },
+            ],
+            histograms: vec![HistogramSample {
+                kind: HistogramKind::Policy,
+                operation: "TrentService.Decrypt".into(),
+                buckets: vec![1; LATENCY_BOUNDS_MICROS.len() + 1],
+                sum_micros: 7,
+                count: LATENCY_BOUNDS_MICROS.len() as u64 + 1,
+            }],
         };
-        m.answered("TrentService.Decrypt", 200, None, Duration::from_micros(300), timing);
-        m.failed(
-            "TrentService.Encrypt",
-            "timeout",
-            "DependencyTimeoutException",
-            Duration::from_secs(1),
-        );
-        let text = m.render(3, 4);
+        m.connection_opened();
+        let text = m.render(3, 4, Some(&snapshot));
         assert!(
             text.contains(r#"keyward_requests_total{operation="TrentService.Decrypt",outcome="ok"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"outcome="DependencyTimeoutException"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"keyward_requests_total{operation="other",outcome="error"} 2"#),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("keyward_enclave_link_connections 3"), "{text}");
+        assert!(text.contains("keyward_client_connections_total 1"), "{text}");
         assert!(
-            text.contains("keyward_policy_duration_seconds_count{operation=\"TrentService.Decrypt\"} 1"),
+            text.contains("keyward_policy_duration_seconds_count{operation=\"TrentService.Decrypt\"} 17"),
             "{text}"
         );
-        assert!(
-            text.contains(r#"keyward_enclave_link_failures_total{reason="timeout"} 1"#),
-            "{text}"
-        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 }

@@ -20,13 +20,16 @@
 //!
 //! `Keyward.GetAttestationDocument` returns a document from the enclave's
 //! own NSM whose `public_key` is the enclave's audit signing key (P-256,
-//! SubjectPublicKeyInfo DER) and whose `user_data` is
-//! [`AUDIT_KEY_BINDING_PREFIX`] ‖ SHA-256 of that key. [`verify_enclave`]
-//! checks the document against a pinned [`TrustAnchor`] (the AWS Nitro root
-//! in production, the mock root in mock mode), the caller's fresh nonce and
-//! the expected PCRs, and returns the attested audit key: pin it for
-//! [`crate::audit::verify_chain`] instead of trusting the `AuditPublicKey`
-//! the (untrusted) host relays.
+//! SubjectPublicKeyInfo DER) and whose `user_data` (108 bytes) is
+//! [`AUDIT_KEY_BINDING_PREFIX`] ‖ SHA-256 of that key ‖
+//! [`TLS_SPKI_BINDING_LABEL`] ‖ SHA-256 of the SubjectPublicKeyInfo of the
+//! enclave's TLS serving key. [`verify_enclave`] checks the document against
+//! a pinned [`TrustAnchor`] (the AWS Nitro root in production, the mock root
+//! in mock mode), the caller's fresh nonce and the expected PCRs, and
+//! returns the attested audit key, to pin for [`crate::audit::verify_chain`]
+//! instead of trusting the `AuditPublicKey` the (untrusted) host relays, and
+//! the attested TLS key hash ([`EnclaveIdentity::tls_spki_sha256`]), to pin
+//! with [`crate::TlsOptions::pin_spki_sha256`].
 //!
 //! ```no_run
 //! # async fn demo(client: keyward_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -72,7 +75,12 @@ pub use keyward_attestation::verify::TrustAnchor;
 
 /// What the enclave puts before SHA-256(audit key SPKI) in its document's
 /// `user_data`.
-pub const AUDIT_KEY_BINDING_PREFIX: &[u8] = b"keyward/v1/audit-key-sha256:";
+pub const AUDIT_KEY_BINDING_PREFIX: &[u8] = b"keyward/v2/audit-key-sha256:";
+/// What follows SHA-256(audit key SPKI) in `user_data`, before SHA-256 of
+/// the TLS serving key's SPKI.
+pub const TLS_SPKI_BINDING_LABEL: &[u8] = b"tls-spki-sha256:";
+/// Length of the enclave's own `user_data`: 28 + 32 + 16 + 32.
+pub const ENCLAVE_USER_DATA_LEN: usize = 108;
 
 /// The NSM's limit on a nonce; [`verify_enclave`] also wants at least one byte.
 pub const MAX_NONCE_LEN: usize = 512;
@@ -123,6 +131,11 @@ pub struct EnclaveIdentity {
     pub pcrs: BTreeMap<u8, Vec<u8>>,
     /// When the NSM issued the document, ms since the Unix epoch.
     pub timestamp_ms: u64,
+    /// SHA-256 of the SubjectPublicKeyInfo (DER) of the enclave's TLS
+    /// serving key: pin it ([`crate::TlsOptions::pin_spki_sha256`]) or
+    /// compare it with the certificate of the connection used
+    /// ([`Client::get_attestation_document_and_tls_spki`]).
+    pub tls_spki_sha256: [u8; 32],
 }
 
 // ------------------------------------------------------------ workloads
@@ -207,7 +220,9 @@ pub fn verify_enclave(
 /// ahead), echo `nonce` (1-512 bytes, fresh from the caller), have exactly
 /// the `expected_pcrs` values (at least one; debug-mode enclaves are
 /// refused), carry a P-256 `public_key`, and bind it in `user_data`
-/// ([`AUDIT_KEY_BINDING_PREFIX`] ‖ SHA-256 of the key).
+/// ([`AUDIT_KEY_BINDING_PREFIX`] ‖ SHA-256 of the key ‖
+/// [`TLS_SPKI_BINDING_LABEL`] ‖ the 32-byte TLS key hash, returned as
+/// [`EnclaveIdentity::tls_spki_sha256`]).
 pub fn verify_enclave_at(
     document: &[u8],
     anchor: TrustAnchor,
@@ -223,16 +238,27 @@ pub fn verify_enclave_at(
         .map_err(|_| AttestationError::Unbound("public_key is not a P-256 SubjectPublicKeyInfo"))?;
     let mut binding = AUDIT_KEY_BINDING_PREFIX.to_vec();
     binding.extend_from_slice(&Sha256::digest(public_key));
-    if verified.user_data() != Some(binding.as_slice()) {
-        return Err(AttestationError::Unbound(
-            "user_data is not keyward/v1/audit-key-sha256: and the SHA-256 of public_key",
-        ));
-    }
+    binding.extend_from_slice(TLS_SPKI_BINDING_LABEL);
+    let tls_spki_sha256 = match verified.user_data() {
+        Some(user_data)
+            if user_data.len() == ENCLAVE_USER_DATA_LEN && user_data.starts_with(&binding) =>
+        {
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&user_data[binding.len()..]);
+            hash
+        }
+        _ => {
+            return Err(AttestationError::Unbound(
+                "user_data is not keyward/v2/audit-key-sha256:, the SHA-256 of public_key, tls-spki-sha256: and 32 bytes",
+            ));
+        }
+    };
     Ok(EnclaveIdentity {
         audit_public_key: public_key.to_vec(),
         module_id: verified.module_id().to_owned(),
         pcrs: verified.document.pcrs.clone(),
         timestamp_ms: verified.timestamp_ms(),
+        tls_spki_sha256,
     })
 }
 
@@ -283,18 +309,31 @@ impl Client {
     /// document (COSE_Sign1 bytes) echoing `nonce` (1-512 bytes). Not yet
     /// verified: pass it to [`verify_enclave`].
     pub async fn get_attestation_document(&self, nonce: &[u8]) -> Result<Vec<u8>, Error> {
+        self.get_attestation_document_and_tls_spki(nonce)
+            .await
+            .map(|(document, _)| document)
+    }
+
+    /// [`Client::get_attestation_document`], with the SHA-256 of the
+    /// SubjectPublicKeyInfo of the certificate served on the very connection
+    /// that carried the document: equal to the verified
+    /// [`EnclaveIdentity::tls_spki_sha256`] when that connection ends in the
+    /// attested enclave.
+    pub async fn get_attestation_document_and_tls_spki(&self, nonce: &[u8]) -> Result<(Vec<u8>, [u8; 32]), Error> {
         const OPERATION: &str = "GetAttestationDocument";
         let body = GetAttestationDocumentRequest {
             nonce: base64::engine::general_purpose::STANDARD.encode(nonce),
         };
-        let response: GetAttestationDocumentResponse =
-            self.call(&format!("{KEYWARD_TARGET_PREFIX}{OPERATION}"), &body).await?;
-        base64::engine::general_purpose::STANDARD
+        let (response, spki): (GetAttestationDocumentResponse, [u8; 32]) = self
+            .call_with_tls_spki(&format!("{KEYWARD_TARGET_PREFIX}{OPERATION}"), &body)
+            .await?;
+        let document = base64::engine::general_purpose::STANDARD
             .decode(response.attestation_document)
             .map_err(|e| Error::Decode {
                 operation: format!("{KEYWARD_TARGET_PREFIX}{OPERATION}"),
                 reason: format!("AttestationDocument is not base64: {e}"),
-            })
+            })?;
+        Ok((document, spki))
     }
 
     /// Fetches the enclave's attestation document with a fresh random

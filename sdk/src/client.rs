@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,6 +25,7 @@ use crate::model::{
     Tenant, TenantIdRequest,
 };
 use crate::secret::Secret;
+use crate::tls::{HttpsConnector, PeerSpki, TlsOptions};
 use crate::{CONTENT_TYPE, KEYWARD_TARGET_PREFIX, SIGNING_SERVICE};
 
 /// Responses larger than this are refused (the largest legitimate one, an
@@ -41,12 +41,14 @@ const ERROR_BODY_SNIPPET: usize = 200;
 /// A Keyward client: one endpoint, region and credential.
 ///
 /// Cheap to clone (the connection pool is shared). Every call is one
-/// `POST` of a JSON body to the endpoint, SigV4-signed for service `kms`
-/// over `host`, `x-amz-date`, `x-amz-target` and `content-type`.
+/// `POST` of a JSON body to the endpoint over HTTPS (TLS ends inside the
+/// enclave; [`crate::tls`]), SigV4-signed for service `kms` over `host`,
+/// `x-amz-date`, `x-amz-target` and `content-type`.
 #[derive(Clone)]
 pub struct Client {
-    http: HttpClient<HttpConnector, Full<Bytes>>,
-    /// `http://authority/path` as given (path `/` when none).
+    http: HttpClient<HttpsConnector, Full<Bytes>>,
+    tls: TlsOptions,
+    /// `https://authority/path` as given (path `/` when none).
     url: String,
     uri: http::Uri,
     host: String,
@@ -71,11 +73,12 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `endpoint` (`http://host:port`, optionally with a path
-    /// prefix), signing as `access_key_id` in `region`.
+    /// A client for `endpoint` (`https://host:port`, optionally with a path
+    /// prefix), signing as `access_key_id` in `region`, trusting the
+    /// system's roots (see [`Client::with_tls`] for a CA bundle and pinning).
     ///
-    /// Only `http://` endpoints are accepted; `https://` is refused rather
-    /// than sent in clear (terminate TLS in front of the proxy).
+    /// Only `https://` endpoints are accepted: `http://` is refused rather
+    /// than sent in clear.
     pub fn new(endpoint: &str, region: &str, access_key_id: &str, secret_access_key: &str) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidEndpoint {
             endpoint: endpoint.to_owned(),
@@ -85,14 +88,14 @@ impl Client {
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
         match parsed.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+            Some("https") => {}
+            Some("http") => {
                 return Err(invalid(
-                    "https is not supported by this client (plain http only; TLS is terminated in front of the proxy)",
+                    "http is not supported: Keyward is served over HTTPS (TLS ends inside the enclave)",
                 ));
             }
             Some(other) => return Err(invalid(&format!("unsupported scheme {other:?}"))),
-            None => return Err(invalid("missing scheme (expected http://host:port)")),
+            None => return Err(invalid("missing scheme (expected https://host:port)")),
         }
         let authority = parsed.authority().ok_or_else(|| invalid("missing host"))?;
         if authority.as_str().contains('@') {
@@ -108,7 +111,7 @@ impl Client {
             "" => "/",
             p => p,
         };
-        let url = format!("http://{}{}", authority.as_str(), path);
+        let url = format!("https://{}{}", authority.as_str(), path);
         let uri: http::Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
@@ -116,12 +119,10 @@ impl Client {
             return Err(Error::Request(format!("invalid region {region:?}")));
         }
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(DEFAULT_TIMEOUT));
-        let http = HttpClient::builder(TokioExecutor::new()).build(connector);
+        let tls = TlsOptions::default();
         Ok(Client {
-            http,
+            http: https_client(&tls)?,
+            tls,
             url,
             uri,
             host: authority.as_str().to_owned(),
@@ -131,6 +132,20 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             clock_offset_secs: 0,
         })
+    }
+
+    /// Checks the server's certificate as `options` say (a CA bundle
+    /// instead of the system's roots, a pinned SPKI hash); a fresh
+    /// connection pool.
+    pub fn with_tls(mut self, options: TlsOptions) -> Result<Self, Error> {
+        self.http = https_client(&options)?;
+        self.tls = options;
+        Ok(self)
+    }
+
+    /// The TLS options in force.
+    pub fn tls_options(&self) -> &TlsOptions {
+        &self.tls
     }
 
     /// Bounds each request (connect, send, and reading the whole response);
@@ -223,6 +238,29 @@ impl Client {
         Ok(())
     }
 
+    // --- the enclave's TLS certificate (operator) ---
+
+    /// `Keyward.GetTlsCertificateRequest`: a PKCS#10 request (PEM) for the
+    /// enclave's TLS key and its configured names. Operator only.
+    pub async fn get_tls_certificate_request(&self) -> Result<String, Error> {
+        let response: TlsCertificateRequest = self.keyward("GetTlsCertificateRequest", &Empty {}).await?;
+        Ok(response.certificate_signing_request)
+    }
+
+    /// `Keyward.ImportTlsCertificate`: installs `chain_pem` (PEM, leaf first,
+    /// issued for the enclave's key) for new connections. Operator only.
+    pub async fn import_tls_certificate(&self, chain_pem: &str) -> Result<(), Error> {
+        let Empty {} = self
+            .keyward(
+                "ImportTlsCertificate",
+                &ImportTlsCertificateRequest {
+                    certificate_chain: chain_pem,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     // --- audit ---
 
     /// `Keyward.GetAuditLog`: one page of the caller's chain (the operator's
@@ -299,6 +337,17 @@ impl Client {
         B: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        self.call_with_tls_spki(target, body).await.map(|(response, _)| response)
+    }
+
+    /// [`Client::call`], also returning the SHA-256 of the SubjectPublicKeyInfo
+    /// of the certificate served on the very connection that carried the
+    /// response.
+    pub async fn call_with_tls_spki<B, R>(&self, target: &str, body: &B) -> Result<(R, [u8; 32]), Error>
+    where
+        B: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
         let body = serde_json::to_vec(body).map_err(|e| Error::Request(format!("encoding the body: {e}")))?;
         let request = self.signed_request(target, body, self.signing_time())?;
         let exchange = async {
@@ -307,6 +356,7 @@ impl Client {
                 .request(request)
                 .await
                 .map_err(|e| Error::Transport(error_chain(&e)))?;
+            let spki = response.extensions().get::<PeerSpki>().copied();
             let (parts, body) = response.into_parts();
             let collected = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
@@ -318,11 +368,12 @@ impl Client {
                     Error::Transport(error_chain(e.as_ref()))
                 }
             })?;
-            Ok::<_, Error>((parts, collected.to_bytes()))
+            Ok::<_, Error>((parts, collected.to_bytes(), spki))
         };
-        let (parts, bytes) = tokio::time::timeout(self.timeout, exchange)
+        let (parts, bytes, spki) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| Error::Timeout(self.timeout))??;
+        let spki = spki.ok_or_else(|| Error::Transport("the connection reported no certificate".into()))?;
         // The body may hold a secret: keep our copy in a buffer wiped on drop.
         let body = Zeroizing::new(Vec::from(bytes));
         if parts.status.is_success() {
@@ -331,10 +382,12 @@ impl Client {
             } else {
                 &body
             };
-            serde_json::from_slice(json).map_err(|e| Error::Decode {
-                operation: target.to_owned(),
-                reason: e.to_string(),
-            })
+            serde_json::from_slice(json)
+                .map(|response| (response, spki.0))
+                .map_err(|e| Error::Decode {
+                    operation: target.to_owned(),
+                    reason: e.to_string(),
+                })
         } else {
             Err(service_error(&parts, &body))
         }
@@ -409,6 +462,24 @@ impl Client {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Error::Request(e.to_string()))
     }
+}
+
+/// The pooled HTTPS client of `options`.
+fn https_client(options: &TlsOptions) -> Result<HttpClient<HttpsConnector, Full<Bytes>>, Error> {
+    let config = crate::tls::client_config(options)?;
+    Ok(HttpClient::builder(TokioExecutor::new()).build(HttpsConnector::new(config, DEFAULT_TIMEOUT)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TlsCertificateRequest {
+    certificate_signing_request: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImportTlsCertificateRequest<'a> {
+    certificate_chain: &'a str,
 }
 
 /// Marker bookkeeping for a paginated call: refuses a `Truncated` page

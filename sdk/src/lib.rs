@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! let config = aws_sdk_kms::Config::builder()
-//!     .endpoint_url("http://127.0.0.1:7800")
+//!     .endpoint_url("https://127.0.0.1:7800") // with the CA bundle of the deployment
 //!     .region(aws_sdk_kms::config::Region::new("us-east-1"))
 //!     .credentials_provider(aws_sdk_kms::config::Credentials::new(akid, secret, None, None, "keyward"))
 //!     .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
@@ -35,7 +35,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use keyward_sdk::{Client, Role};
-//! let client = Client::new("http://127.0.0.1:7800", "us-east-1", "AKIA…", "secret…")?;
+//! let client = Client::new("https://127.0.0.1:7800", "us-east-1", "AKIA…", "secret…")?;
 //! let key = client.create_access_key(Role::KeyUser).await?;
 //! println!("{} {}", key.access_key_id, key.secret_access_key.expose());
 //!
@@ -71,9 +71,34 @@
 //! inside the HTTP stack are outside the SDK's reach). The client's own
 //! secret access key is held the same way.
 //!
-//! Transport: plain `http://` (the dev setup and deployments where TLS is
-//! terminated in front of the proxy on the same host). `https://` endpoints
-//! are refused rather than silently sent in clear.
+//! ## Transport: HTTPS only, TLS ending in the enclave
+//!
+//! Keyward's TLS session ends inside the enclave; the host only forwards
+//! bytes. The client speaks `https://` only (rustls, aws-lc-rs provider;
+//! `http://` is refused) and checks the certificate against the CA bundle of
+//! [`TlsOptions::ca_bundle_pem`] (the deployment's enclave CA,
+//! `<data-dir>/tls/ca.pem` in dev; [`TlsOptions::from_env`] reads
+//! `AWS_CA_BUNDLE` as the aws CLI does) or else the system's roots:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use keyward_sdk::{Client, TlsOptions};
+//! let ca = std::fs::read("keyward-data/tls/ca.pem")?;
+//! let client = Client::new("https://127.0.0.1:7800", "us-east-1", "AKIA…", "secret…")?
+//!     .with_tls(TlsOptions::default().with_ca_bundle(ca))?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Pinning the enclave's key.** [`TlsOptions::pin_spki_sha256`] makes the
+//! client also require SHA-256(end-entity SubjectPublicKeyInfo DER) to equal
+//! the pin (a rustls `ServerCertVerifier` that runs the normal WebPKI
+//! verification first), so a host holding another valid certificate from
+//! the same CA is refused. The value to pin is the one the enclave's
+//! attestation binds (`tls-spki-sha256:` in `user_data`,
+//! [`attestation::EnclaveIdentity::tls_spki_sha256`]).
+//! [`Client::get_attestation_document_and_tls_spki`] (and, for any
+//! operation, [`Client::call_with_tls_spki`]) return, with the response, the
+//! SPKI SHA-256 of the certificate of the very connection that carried it.
 #![forbid(unsafe_code)]
 
 pub mod attestation;
@@ -84,8 +109,10 @@ pub mod import;
 mod model;
 pub mod recipient;
 mod secret;
+pub mod tls;
 
 pub use client::Client;
+pub use tls::TlsOptions;
 pub use error::Error;
 pub use model::{
     AccessKeyInfo, AuditChain, AuditLogPage, CreatedAccessKey, CreatedTenant, ParseRoleError, Role, Tenant,

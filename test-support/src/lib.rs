@@ -15,6 +15,7 @@
 //! * [`sdk`]: `aws-sdk-kms` client configuration and assertions (`must`,
 //!   `expect_error`, `create_key`, `encrypt`, ...).
 //! * [`sigv4`]: signing raw requests; [`raw`]: raw AWS JSON responses.
+//! * [`tls`]: TLS clients trusting a deployment's enclave CA.
 //! * [`random`], [`b64`] and the example policy modules ([`policies`]).
 //!
 //! The enclave's own unit tests cannot use this crate (it depends on
@@ -29,6 +30,7 @@ pub mod random;
 pub mod raw;
 pub mod sdk;
 pub mod sigv4;
+pub mod tls;
 
 pub use b64::{b64, unb64};
 pub use random::{Creds, random_alnum, random_bytes};

@@ -785,6 +785,7 @@ fn kmsctl(kw: &Keyward, creds: &Creds, args: &[&str]) -> std::process::Output {
     Command::new(kmsctl_path())
         .args(args)
         .env("KEYWARD_ENDPOINT", &kw.url)
+        .env("AWS_CA_BUNDLE", kw.data_dir.join("tls").join("ca.pem"))
         .env("AWS_REGION", crate::harness::REGION)
         .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &creds.secret)

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_kms::primitives::Blob;
 
-use crate::harness::{Creds, Sandbox, api_headers, create_key, expect_error, http_request, random_bytes, sign_headers};
+use crate::harness::{Creds, Sandbox, api_headers, create_key, expect_error, random_bytes, sign_headers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_wrong_secret_and_unknown_access_key() {
@@ -81,7 +81,7 @@ async fn raw_signature_errors() {
         ("now", SystemTime::now()),
         ("2 minutes ago", SystemTime::now() - Duration::from_secs(120)),
     ] {
-        let resp = http_request(&kw.addr, "POST", "/", &signed_at(time, &body), &body).await;
+        let resp = kw.request("POST", "/", &signed_at(time, &body), &body).await;
         assert_eq!(
             resp.status,
             200,
@@ -96,7 +96,7 @@ async fn raw_signature_errors() {
         ("10 minutes ahead", SystemTime::now() + Duration::from_secs(600)),
         ("a day ago", SystemTime::now() - Duration::from_secs(86_400)),
     ] {
-        let resp = http_request(&kw.addr, "POST", "/", &signed_at(time, &body), &body).await;
+        let resp = kw.request("POST", "/", &signed_at(time, &body), &body).await;
         resp.assert_error(&format!("X-Amz-Date {what}"), 400, "InvalidSignatureException");
     }
 
@@ -104,7 +104,7 @@ async fn raw_signature_errors() {
     let headers = signed_at(SystemTime::now(), &body);
     let tampered = br#"{"NumberOfBytes":31}"#.to_vec();
     assert_eq!(tampered.len(), body.len());
-    let resp = http_request(&kw.addr, "POST", "/", &headers, &tampered).await;
+    let resp = kw.request("POST", "/", &headers, &tampered).await;
     resp.assert_error("body tampered after signing", 400, "InvalidSignatureException");
 
     // A signed header changed after signing.
@@ -114,7 +114,7 @@ async fn raw_signature_errors() {
             *v = "TrentService.ListKeys".to_string();
         }
     }
-    let resp = http_request(&kw.addr, "POST", "/", &headers, &body).await;
+    let resp = kw.request("POST", "/", &headers, &body).await;
     resp.assert_error("X-Amz-Target changed after signing", 400, "InvalidSignatureException");
 
     // Wrong secret, signed by hand.
@@ -124,16 +124,16 @@ async fn raw_signature_errors() {
         secret: Creds::random().secret,
     };
     sign_headers(&mut headers, &kw.addr, &body, &wrong, SystemTime::now());
-    let resp = http_request(&kw.addr, "POST", "/", &headers, &body).await;
+    let resp = kw.request("POST", "/", &headers, &body).await;
     resp.assert_error("wrong secret", 400, "InvalidSignatureException");
 
     // No Authorization header at all: unsigned, and signed with it stripped.
     let headers = api_headers(&kw.addr, target);
-    let resp = http_request(&kw.addr, "POST", "/", &headers, &body).await;
+    let resp = kw.request("POST", "/", &headers, &body).await;
     resp.assert_error("unsigned request", 400, "UnrecognizedClientException");
     let mut headers = signed_at(SystemTime::now(), &body);
     headers.retain(|(k, _)| k != "authorization");
-    let resp = http_request(&kw.addr, "POST", "/", &headers, &body).await;
+    let resp = kw.request("POST", "/", &headers, &body).await;
     resp.assert_error(
         "signed request without its Authorization header",
         400,

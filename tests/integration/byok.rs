@@ -474,6 +474,8 @@ async fn the_sdk_imports_only_to_an_attested_wrapping_key() {
     let run = |pcr: &[u8]| {
         Command::new(crate::audit::kmsctl_path())
             .args(["--endpoint", &kw.url, "key", "import", &key_id])
+            .arg("--ca-bundle")
+            .arg(kw.data_dir.join("tls").join("ca.pem"))
             .arg(material_file.path())
             .arg("--expected-pcr")
             .arg(format!("0={}", hex::encode(pcr)))

@@ -37,6 +37,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READY_MARKER: &str = "Keyward is ready at ";
+const ADMIN_MARKER: &str = "  admin              http://";
 const ENCLAVE_MARKER: &str = "enclave process started: pid ";
 
 // ---------------------------------------------------------------- sandbox
@@ -123,10 +124,14 @@ impl Sandbox {
 pub struct Keyward {
     child: Option<Child>,
     pub pid: u32,
-    /// `http://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT` (TLS ends in the enclave)
     pub url: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// The proxy's admin listener (`/healthz`, `/metrics`; plain HTTP), `127.0.0.1:PORT`.
+    pub admin_addr: String,
+    /// The enclave CA certificate (`<data-dir>/tls/ca.pem`), PEM.
+    pub ca_pem: String,
     pub data_dir: PathBuf,
     pub creds: Creds,
     /// The operator's credential.
@@ -150,6 +155,11 @@ fn parse_enclave_pid(line: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+fn parse_admin_addr(line: &str) -> Option<String> {
+    let rest = line.strip_prefix(ADMIN_MARKER)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
 fn parse_ready_url(line: &str) -> Option<String> {
     let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
     let url = rest.split_whitespace().next()?;
@@ -169,6 +179,8 @@ impl Keyward {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .arg("dev")
             .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--admin-listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
@@ -198,6 +210,8 @@ impl Keyward {
             child: Some(child),
             url: String::new(),
             addr: String::new(),
+            admin_addr: String::new(),
+            ca_pem: String::new(),
             data_dir: data_dir.to_path_buf(),
             creds: creds.clone(),
             operator: operator.clone(),
@@ -213,19 +227,25 @@ impl Keyward {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut url = None;
         let mut enclave_pid = None;
+        let mut admin = None;
         while url.is_none() || enclave_pid.is_none() {
             let line = kw.next_line_until(deadline, "the ready and enclave pid lines").await;
             if let Some(u) = parse_ready_url(&line) {
                 url = Some(u);
             } else if let Some(p) = parse_enclave_pid(&line) {
                 enclave_pid = Some(p);
+            } else if let Some(a) = parse_admin_addr(&line) {
+                admin = Some(a);
             }
         }
         let url = url.expect("ready url");
         kw.addr = url
-            .strip_prefix("http://")
-            .unwrap_or_else(|| panic!("ready url is not http://: {url}"))
+            .strip_prefix("https://")
+            .unwrap_or_else(|| panic!("ready url is not https://: {url}"))
             .to_string();
+        kw.admin_addr = admin.expect("the admin line precedes the ready line");
+        let ca_path = data_dir.join("tls").join("ca.pem");
+        kw.ca_pem = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()));
         assert!(
             kw.addr.starts_with("127.0.0.1:"),
             "listening on {} instead of 127.0.0.1",
@@ -357,6 +377,7 @@ impl Keyward {
     pub fn client(&self) -> aws_sdk_kms::Client {
         sdk_client_shifted(
             &self.url,
+            &self.ca_pem,
             &self.creds.access_key_id,
             &self.creds.secret,
             Some(REQUEST_TIMEOUT),
@@ -368,6 +389,7 @@ impl Keyward {
     pub fn client_real_time(&self) -> aws_sdk_kms::Client {
         sdk_client(
             &self.url,
+            &self.ca_pem,
             &self.creds.access_key_id,
             &self.creds.secret,
             Some(REQUEST_TIMEOUT),
@@ -380,13 +402,13 @@ impl Keyward {
     }
 
     pub fn client_with(&self, access_key_id: &str, secret: &str) -> aws_sdk_kms::Client {
-        sdk_client(&self.url, access_key_id, secret, Some(REQUEST_TIMEOUT))
+        sdk_client(&self.url, &self.ca_pem, access_key_id, secret, Some(REQUEST_TIMEOUT))
     }
 
     /// No retries and no operation timeout: callers bound requests
     /// themselves so a hang is told apart from an error.
     pub fn client_unbounded(&self) -> aws_sdk_kms::Client {
-        sdk_client(&self.url, &self.creds.access_key_id, &self.creds.secret, None)
+        sdk_client(&self.url, &self.ca_pem, &self.creds.access_key_id, &self.creds.secret, None)
     }
 
     /// ARN of a key of the bootstrap tenant.
@@ -405,12 +427,36 @@ impl Keyward {
     pub async fn signed_call_target(&self, target: &str, body: &[u8]) -> RawResponse {
         let mut headers = api_headers(&self.addr, target);
         sign_headers(&mut headers, &self.addr, body, &self.creds, self.now());
-        http_request(&self.addr, "POST", "/", &headers, body).await
+        self.request("POST", "/", &headers, body).await
+    }
+
+    /// One HTTPS request to the service (`Connection: close`, the enclave
+    /// CA trusted), read to the end. Panics on I/O errors or after
+    /// [`REQUEST_TIMEOUT`].
+    pub async fn request(&self, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> RawResponse {
+        let config = keyward_test_support::tls::client_config(&self.ca_pem);
+        let exchange = async {
+            let stream = keyward_test_support::tls::connect(&self.addr, config).await?;
+            exchange(stream, method, path, headers, body).await
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => panic!("{method} {path} to https://{}: {e}", self.addr),
+            Err(_) => panic!(
+                "{method} {path} to https://{}: no complete response within {REQUEST_TIMEOUT:?}",
+                self.addr
+            ),
+        }
+    }
+
+    /// `GET` on the proxy's admin listener (plain HTTP).
+    pub async fn admin_get(&self, path: &str) -> RawResponse {
+        let headers = vec![("host".to_string(), self.admin_addr.clone())];
+        http_request(&self.admin_addr, "GET", path, &headers, b"").await
     }
 
     pub async fn healthz(&self) -> u16 {
-        let headers = vec![("host".to_string(), self.addr.clone())];
-        http_request(&self.addr, "GET", "/healthz", &headers, b"").await.status
+        self.admin_get("/healthz").await.status
     }
 
     /// Bounded readiness polling of `/healthz` (used only after an enclave
@@ -432,8 +478,8 @@ impl Keyward {
     }
 
     async fn healthz_checked(&self) -> std::io::Result<u16> {
-        let headers = vec![("host".to_string(), self.addr.clone())];
-        Ok(try_http_request(&self.addr, "GET", "/healthz", &headers, b"")
+        let headers = vec![("host".to_string(), self.admin_addr.clone())];
+        Ok(try_http_request(&self.admin_addr, "GET", "/healthz", &headers, b"")
             .await?
             .status)
     }
@@ -464,14 +510,21 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
-pub fn sdk_client(url: &str, access_key_id: &str, secret: &str, op_timeout: Option<Duration>) -> aws_sdk_kms::Client {
-    sdk_client_shifted(url, access_key_id, secret, op_timeout, 0)
+/// An SDK client for the HTTPS endpoint `url` trusting only `ca_pem`.
+pub fn sdk_client(
+    url: &str,
+    ca_pem: &str,
+    access_key_id: &str,
+    secret: &str,
+    op_timeout: Option<Duration>,
+) -> aws_sdk_kms::Client {
+    sdk_client_shifted(url, ca_pem, access_key_id, secret, op_timeout, 0)
 }
 
 /// [`sdk_client`] signing with the real time shifted by `offset_seconds`.
-/// [`sdk_client`] signing with the real time shifted by `offset_seconds`.
 pub fn sdk_client_shifted(
     url: &str,
+    ca_pem: &str,
     access_key_id: &str,
     secret: &str,
     op_timeout: Option<Duration>,
@@ -479,6 +532,7 @@ pub fn sdk_client_shifted(
 ) -> aws_sdk_kms::Client {
     let config = client_config(access_key_id, secret, op_timeout, offset_seconds)
         .endpoint_url(url)
+        .http_client(keyward_test_support::tls::sdk_http_client(ca_pem))
         .build();
     aws_sdk_kms::Client::from_conf(config)
 }
@@ -514,11 +568,44 @@ pub async fn try_http_request(
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
 
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    send_and_read(stream, bytes).await
+}
+
+/// Sends one request (`Connection: close`) on `stream` and reads the response to EOF.
+pub async fn exchange<S>(
+    stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<RawResponse>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    send_and_read(stream, bytes).await
+}
+
+async fn send_and_read<S>(mut stream: S, bytes: Vec<u8>) -> std::io::Result<RawResponse>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream.write_all(&bytes).await?;
     stream.flush().await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
+    match stream.read_to_end(&mut raw).await {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a complete response.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
     parse_response(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 

@@ -1,14 +1,14 @@
-//! `GET /metrics` on the proxy: Prometheus text whose counters move with the
-//! traffic, with the enclave's own timings, and without any key id, ARN,
-//! credential, secret or plaintext in it.
+//! `GET /metrics` on the proxy's admin listener: Prometheus text whose
+//! counters (counted in the enclave, exported aggregated over the link) move
+//! with the traffic, with the enclave's own timings, and without any key id,
+//! ARN, credential, secret or plaintext in it.
 
 use aws_sdk_kms::primitives::Blob;
 
 use crate::harness::{Sandbox, create_key, must, random_bytes};
 
 async fn scrape(kw: &crate::harness::Keyward) -> String {
-    let headers = vec![("host".to_string(), kw.addr.clone())];
-    let response = crate::harness::http_request(&kw.addr, "GET", "/metrics", &headers, b"").await;
+    let response = kw.admin_get("/metrics").await;
     assert_eq!(response.status, 200, "GET /metrics");
     String::from_utf8(response.body).expect("metrics are text")
 }

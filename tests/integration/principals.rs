@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ACCOUNT, Creds, Keyward, REGION, REQUEST_TIMEOUT, RawResponse, api_headers, http_request, random_alnum,
+    ACCOUNT, Creds, Keyward, REGION, REQUEST_TIMEOUT, RawResponse, api_headers, random_alnum,
     random_bytes, sign_headers,
 };
 
@@ -27,6 +27,8 @@ pub fn random_tenant_id() -> String {
 pub fn sdk(kw: &Keyward, creds: &Creds) -> keyward_sdk::Client {
     keyward_sdk::Client::new(&kw.url, REGION, &creds.access_key_id, &creds.secret)
         .expect("keyward-sdk client")
+        .with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(kw.ca_pem.clone()))
+        .expect("the enclave CA")
         .with_timeout(REQUEST_TIMEOUT)
 }
 
@@ -45,7 +47,7 @@ pub async fn call_as(kw: &Keyward, creds: &Creds, op: &str, body: &Value) -> Raw
     let body = serde_json::to_vec(body).expect("JSON body");
     let mut headers = api_headers(&kw.addr, &target(op));
     sign_headers(&mut headers, &kw.addr, &body, creds, kw.now());
-    http_request(&kw.addr, "POST", "/", &headers, &body).await
+    kw.request("POST", "/", &headers, &body).await
 }
 
 /// The JSON of a 200 response (`{}` for an empty body); panics otherwise.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Creds, Keyward, Sandbox, api_headers, error_parts, http_request, sign_headers};
+use crate::harness::{Creds, Keyward, Sandbox, api_headers, error_parts, sign_headers};
 use crate::principals::{
     KEY_OPS, Need, Tenant, b64, call_as, create_access_key, create_key_as, create_tenant, create_tenant_keys,
     expect_sdk_error, kms, ok_json, operator, outcome, random_tenant_id, sdk, sdk_ok,
@@ -485,13 +485,13 @@ async fn stale_or_future_timestamp_is_rejected() {
         headers
     };
     let now = SystemTime::now();
-    let resp = http_request(&kw.addr, "POST", "/", &signed_at(now), &body).await;
+    let resp = kw.request("POST", "/", &signed_at(now), &body).await;
     ok_json("signed now", &resp);
     for (what, time) in [
         ("10 minutes old", now - Duration::from_secs(600)),
         ("10 minutes ahead", now + Duration::from_secs(600)),
     ] {
-        let resp = http_request(&kw.addr, "POST", "/", &signed_at(time), &body).await;
+        let resp = kw.request("POST", "/", &signed_at(time), &body).await;
         resp.assert_error(&format!("X-Amz-Date {what}"), 400, "InvalidSignatureException");
     }
     // Both refusals are audited as Deny in the tenant's chain, as the KeyUser.

@@ -1,7 +1,8 @@
 //! The enclave and the host proxy as separate processes (`keyward enclave`,
-//! `keyward proxy`), with a recording Unix-socket forwarder of the test's
-//! own between them: everything that crosses the host↔enclave boundary, in
-//! both directions and on every connection, is kept for inspection. Plus
+//! `keyward proxy`), with recording Unix-socket forwarders of the test's
+//! own between them, one on the host link and one on the client streams:
+//! everything that crosses the host↔enclave boundary, in both directions
+//! and on every connection, is kept for inspection. Plus
 //! the attestation helpers the Recipient tests share.
 //!
 //! Readiness is read from the processes' output (the enclave's "enclave
@@ -29,7 +30,8 @@ use tokio::task::JoinHandle;
 use crate::harness::{Creds, READY_TIMEOUT, REQUEST_TIMEOUT, STOP_TIMEOUT, sdk_client};
 
 const ENCLAVE_READY: &str = "enclave listening";
-const PROXY_READY: &str = "Keyward proxy listening on http://";
+const PROXY_READY: &str = "Keyward proxy listening on https://";
+const PROXY_ADMIN: &str = "Keyward proxy admin (healthz, metrics) on http://";
 
 // ---------------------------------------------------------------- processes
 
@@ -261,9 +263,17 @@ async fn relay(
 pub struct Split {
     // Dropped in this order: the proxy, the recorder, the enclave, the dir.
     proxy: Proc,
+    /// The host link (store calls, pings, status).
     pub recorder: Recorder,
+    /// The client streams (each a client's TLS connection).
+    pub stream_recorder: Recorder,
     enclave: Proc,
     pub url: String,
+    /// `127.0.0.1:PORT` of the proxy's client listener.
+    pub addr: String,
+    /// The enclave CA certificate (from the proxy's admin `/ca.pem`).
+    pub ca_pem: String,
+    pub operator: Creds,
     pub creds: Creds,
     pub data_dir: PathBuf,
     _dir: tempfile::TempDir,
@@ -280,7 +290,9 @@ impl Split {
         let creds = Creds::random();
         let operator = Creds::random();
         let enclave_socket = data_dir.join("enclave.sock");
+        let enclave_tls_socket = data_dir.join("enclave-tls.sock");
         let recorder_socket = data_dir.join("recorder.sock");
+        let recorder_tls_socket = data_dir.join("recorder-tls.sock");
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
@@ -302,13 +314,23 @@ impl Split {
         enclave.wait_for(ENCLAVE_READY).await;
 
         let recorder = Recorder::start(&recorder_socket, enclave_socket);
+        let stream_recorder = Recorder::start(&recorder_tls_socket, enclave_tls_socket);
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
         command
-            .args(["proxy", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .arg("--enclave-socket")
             .arg(&recorder_socket)
+            .arg("--enclave-tls-socket")
+            .arg(&recorder_tls_socket)
             .env("RUST_LOG", "info");
         let mut proxy = Proc::spawn("keyward proxy", command, Watch::Stdout, dir.path().join("proxy.log"));
         let line = proxy.wait_for(PROXY_READY).await;
@@ -318,24 +340,50 @@ impl Split {
             .expect("address")
             .to_string();
         assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{line}");
+        let line = proxy.wait_for(PROXY_ADMIN).await;
+        let admin = line[line.find(PROXY_ADMIN).expect("marker") + PROXY_ADMIN.len()..]
+            .split_whitespace()
+            .next()
+            .expect("admin address")
+            .to_string();
+        let ca_pem = fetch_ca(&admin).await;
         Split {
             proxy,
             recorder,
+            stream_recorder,
             enclave,
-            url: format!("http://{addr}"),
+            url: format!("https://{addr}"),
+            addr,
+            ca_pem,
             creds,
+            operator,
             data_dir,
             _dir: dir,
         }
     }
 
     pub fn client(&self) -> aws_sdk_kms::Client {
+        self.client_as(&self.creds)
+    }
+
+    pub fn client_as(&self, creds: &Creds) -> aws_sdk_kms::Client {
         sdk_client(
             &self.url,
-            &self.creds.access_key_id,
-            &self.creds.secret,
+            &self.ca_pem,
+            &creds.access_key_id,
+            &creds.secret,
             Some(REQUEST_TIMEOUT),
         )
+    }
+
+    /// Everything recorded on the host link and the client streams.
+    pub fn recordings(&self) -> Vec<Recording> {
+        let mut all = self.recorder.snapshot();
+        all.extend(self.stream_recorder.snapshot().into_iter().map(|mut r| {
+            r.connection += 1_000_000;
+            r
+        }));
+        all
     }
 
     /// `<data-dir>/mock-attestation`, created by the enclave at start.
@@ -350,6 +398,22 @@ impl Split {
             (self.proxy.name, self.proxy.log()),
             (self.enclave.name, self.enclave.log()),
         ]
+    }
+}
+
+/// The enclave CA from the proxy's admin listener, once the enclave has its
+/// TLS identity (polled with a deadline).
+async fn fetch_ca(admin: &str) -> String {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let headers = vec![("host".to_string(), admin.to_string())];
+    loop {
+        if let Ok(response) = crate::harness::try_http_request(admin, "GET", "/ca.pem", &headers, b"").await
+            && response.status == 200
+        {
+            return String::from_utf8(response.body).expect("PEM is text");
+        }
+        assert!(Instant::now() < deadline, "no CA certificate from the proxy's admin listener");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,8 @@
-//! A man in the middle cannot change a signed request: a test-only TCP
-//! forwarder between the official AWS SDK and the service alters one request
-//! at a time after it was signed (its body, its `X-Amz-Target`, the KeyId in
+//! A man in the middle cannot change a signed request: a test-only
+//! forwarder between the official AWS SDK and the service (plain HTTP from
+//! the SDK, TLS to the enclave: a party that sees the plaintext between
+//! signing and the enclave, such as a TLS terminator the client trusts)
+//! alters one request at a time after it was signed (its body, its `X-Amz-Target`, the KeyId in
 //! its body, a signed header); each altered request is refused with
 //! `InvalidSignatureException`, unaltered requests through the same forwarder
 //! succeed, and each refusal is in the tenant's audit chain as a Deny.
@@ -111,7 +113,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub async fn start(upstream: &str) -> Forwarder {
+    /// `ca_pem`: the service's enclave CA, which the forwarder trusts upstream.
+    pub async fn start(upstream: &str, ca_pem: &str) -> Forwarder {
+        let tls = keyward_test_support::tls::client_config(ca_pem);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind forwarder");
         let url = format!("http://{}", listener.local_addr().expect("forwarder addr"));
         let state = Arc::new(Mutex::new(State::default()));
@@ -119,7 +123,12 @@ impl Forwarder {
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(client, upstream.clone(), Arc::clone(&shared)));
+                tokio::spawn(serve_connection(
+                    client,
+                    upstream.clone(),
+                    Arc::clone(&tls),
+                    Arc::clone(&shared),
+                ));
             }
         });
         Forwarder { url, state, task }
@@ -144,13 +153,18 @@ impl Drop for Forwarder {
     }
 }
 
-async fn serve_connection(client: TcpStream, upstream: String, state: Arc<Mutex<State>>) {
+async fn serve_connection(
+    client: TcpStream,
+    upstream: String,
+    tls: Arc<rustls::ClientConfig>,
+    state: Arc<Mutex<State>>,
+) {
     let (client_read, mut client_write) = client.into_split();
     let mut client_read = BufReader::new(client_read);
-    let Ok(up) = TcpStream::connect(&upstream).await else {
+    let Ok(up) = keyward_test_support::tls::connect(&upstream, tls).await else {
         return;
     };
-    let (up_read, mut up_write) = up.into_split();
+    let (up_read, mut up_write) = tokio::io::split(up);
     let mut up_read = BufReader::new(up_read);
     loop {
         let Ok(Some(mut request)) = read_request(&mut client_read).await else {
@@ -313,8 +327,14 @@ async fn requests_altered_after_signing_are_refused_and_audited() {
     let key2 = create_key_as(&kw, &t.admin, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT").await;
     assert_eq!(key1.len(), key2.len());
 
-    let fwd = Forwarder::start(&kw.addr).await;
-    let client = sdk_client(&fwd.url, &t.user.access_key_id, &t.user.secret, Some(REQUEST_TIMEOUT));
+    let fwd = Forwarder::start(&kw.addr, &kw.ca_pem).await;
+    let client = sdk_client(
+        &fwd.url,
+        &kw.ca_pem,
+        &t.user.access_key_id,
+        &t.user.secret,
+        Some(REQUEST_TIMEOUT),
+    );
 
     // Control: unaltered requests pass through the forwarder.
     let plaintext = b"tamper-test plaintext".to_vec();

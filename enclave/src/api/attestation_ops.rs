@@ -138,7 +138,8 @@ pub async fn get_attestation_document(ctx: &Ctx<'_>, body: Value) -> Result<Valu
         }
         None => None,
     };
-    let document = attestation::document(ctx, nonce.as_deref(), req.key_id.as_deref()).await?;
+    let tls = super::tls_ops::live(ctx).await?;
+    let document = attestation::document(ctx, nonce.as_deref(), req.key_id.as_deref(), tls.spki_sha256()).await?;
     render(&GetAttestationDocumentResponse {
         attestation_document: b64(&document),
     })

@@ -35,6 +35,8 @@ impl KmsError {
             KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
             KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
             KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
+            KmsError::PayloadTooLarge(_) => "ValidationException",
+            KmsError::RequestTimeout(_) => "RequestTimeoutException",
             KmsError::Internal => "KMSInternalException",
         }
     }
@@ -43,6 +45,8 @@ impl KmsError {
         match self {
             KmsError::Internal => 500,
             KmsError::DryRunOperation(_) => 412,
+            KmsError::PayloadTooLarge(_) => 413,
+            KmsError::RequestTimeout(_) => 408,
             _ => 400,
         }
     }
@@ -56,6 +60,20 @@ impl KmsError {
             timing: keyward_wire::Timing::default(),
         }
     }
+}
+
+/// The answer to a request the TLS front end refused before the API saw it
+/// (`tls::serve`): the same shapes as every other error.
+pub fn refusal(refusal: &crate::tls::serve::Refusal) -> ApiResponse {
+    use crate::tls::serve::Refusal;
+    let error = match refusal {
+        Refusal::TooManyHeaders => KmsError::Validation("Too many headers.".into()),
+        Refusal::BodyTooLarge(limit) => KmsError::PayloadTooLarge(format!("The request body exceeds {limit} bytes.")),
+        Refusal::BodyUnreadable => KmsError::Validation("The request body could not be read.".into()),
+        Refusal::BodyTimeout => KmsError::RequestTimeout("The request body did not arrive in time.".into()),
+        Refusal::Unavailable => KmsError::Internal,
+    };
+    error.to_response()
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub mod recipient;
 pub mod rotation;
 pub mod tags;
 pub mod tenants;
+pub mod tls_ops;
 #[cfg(test)]
 mod tests;
 
@@ -289,6 +290,8 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::PutTenantPolicyModule => policies::put_tenant_policy_module(ctx, body).await,
         O::DeleteTenantPolicyModule => policies::delete_tenant_policy_module(ctx, body).await,
         O::TestPolicy => policies::test_policy(ctx, body).await,
+        O::GetTlsCertificateRequest => tls_ops::get_tls_certificate_request(ctx, body).await,
+        O::ImportTlsCertificate => tls_ops::import_tls_certificate(ctx, body).await,
     }
 }
 

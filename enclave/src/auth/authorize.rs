@@ -29,6 +29,7 @@ pub fn need(op: Operation) -> Need {
     use Operation as O;
     match op {
         O::CreateTenant | O::ListTenants | O::DisableTenant | O::EnableTenant => Need::Operator,
+        O::GetTlsCertificateRequest | O::ImportTlsCertificate => Need::Operator,
         O::GetAuditLog | O::GetAttestationDocument => Need::Anyone,
         O::UpdateKeyAttestationPolicy
         | O::PutKeyPolicyModule

@@ -11,8 +11,12 @@ use crate::error::KmsError;
 use crate::keys::import::{self, ImportParameters};
 use crate::keys::record::AttestationPolicy;
 
-/// What the enclave binds in its own attestation document's `user_data`.
-pub const USER_DATA_PREFIX: &[u8] = b"keyward/v1/audit-key-sha256:";
+/// What the enclave binds in its own attestation document's `user_data`:
+/// `USER_DATA_PREFIX` ‖ SHA-256(audit public key SPKI DER) ‖
+/// [`TLS_SPKI_LABEL`] ‖ SHA-256(TLS serving key SPKI DER), 108 bytes.
+pub const USER_DATA_PREFIX: &[u8] = b"keyward/v2/audit-key-sha256:";
+/// Label of the TLS serving key's SPKI hash in `user_data`.
+pub const TLS_SPKI_LABEL: &[u8] = b"tls-spki-sha256:";
 
 /// A key's attestation policy (`None`: none).
 pub struct KeyAttestation {
@@ -49,12 +53,20 @@ pub async fn policy(ctx: &Ctx<'_>, key_id: &str) -> Result<KeyAttestation, KmsEr
 
 /// A document from the enclave's own NSM, `nonce` the caller's. Without
 /// `key_id`: `public_key` is the audit signing key (SubjectPublicKeyInfo DER),
-/// `user_data` is `keyward/v1/audit-key-sha256:` ‖ SHA-256 of it. With
+/// `user_data` is `keyward/v2/audit-key-sha256:` ‖ SHA-256 of it ‖
+/// `tls-spki-sha256:` ‖ `tls_spki_sha256` (the SHA-256 of the TLS serving
+/// key's SubjectPublicKeyInfo, so a client can check that the connection it
+/// used ends in this enclave). With
 /// `key_id`: `public_key` is the wrapping public key of the key's outstanding
 /// import parameters (the `PublicKey` GetParametersForImport returned),
 /// `user_data` is `keyward/v1/import-wrapping-key-sha256:` ‖ SHA-256 of it ‖
 /// the key ARN — the enclave only ever attests a key whose private half it holds.
-pub async fn document(ctx: &Ctx<'_>, nonce: Option<&[u8]>, key_id: Option<&str>) -> Result<Vec<u8>, KmsError> {
+pub async fn document(
+    ctx: &Ctx<'_>,
+    nonce: Option<&[u8]>,
+    key_id: Option<&str>,
+    tls_spki_sha256: [u8; 32],
+) -> Result<Vec<u8>, KmsError> {
     let (public_key, user_data) = match key_id {
         Some(key_id) => import_binding(ctx, key_id).await?,
         None => {
@@ -67,6 +79,8 @@ pub async fn document(ctx: &Ctx<'_>, nonce: Option<&[u8]>, key_id: Option<&str>)
                 .map_err(|_| KmsError::Internal)?;
             let mut user_data = USER_DATA_PREFIX.to_vec();
             user_data.extend_from_slice(&Sha256::digest(audit_key.as_bytes()));
+            user_data.extend_from_slice(TLS_SPKI_LABEL);
+            user_data.extend_from_slice(&tls_spki_sha256);
             (audit_key.as_bytes().to_vec(), user_data)
         }
     };

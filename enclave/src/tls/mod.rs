@@ -25,6 +25,7 @@ pub mod config;
 pub mod csr;
 pub mod identity;
 pub mod import;
+pub mod live;
 pub mod serve;
 mod write_deadline;
 
@@ -33,7 +34,8 @@ use std::net::IpAddr;
 pub use config::{CertSlot, server_config};
 pub use identity::{ChainSource, TlsIdentity, spki_sha256};
 pub use import::ImportError;
-pub use serve::{Limits, ServeError, TlsServer, serve_tls_stream};
+pub use live::LiveTls;
+pub use serve::{Limits, Refusal, Refuser, ServeError, TlsServer, serve_tls_stream};
 
 use crate::store::StoreError;
 

@@ -3,7 +3,7 @@
 //! [`ApiRequest`] and its [`ApiResponse`] written back.
 //!
 //! The limits the host proxy used to apply move here with the same
-//! semantics (`host-proxy/src/http.rs`): a body of at most [`MAX_BODY`]
+//! semantics: a body of at most [`MAX_BODY`]
 //! bytes (else 413 `ValidationException`), at most [`MAX_HEADERS`] headers
 //! (else 400 `ValidationException`), the request id made here and returned
 //! as `x-amzn-RequestId`, `content-type: application/x-amz-json-1.1`. The
@@ -62,6 +62,25 @@ where
     Arc::new(move |request| Box::pin(f(request)))
 }
 
+/// A request refused before the handler saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// More than [`Limits::max_headers`] headers.
+    TooManyHeaders,
+    /// A body over the limit (the limit in bytes).
+    BodyTooLarge(usize),
+    /// The body broke off or was malformed.
+    BodyUnreadable,
+    /// The body did not arrive within [`Limits::body_timeout`].
+    BodyTimeout,
+    /// The service cannot take the request (not booted, no host link).
+    Unavailable,
+}
+
+/// Renders a [`Refusal`] as the answer the client gets.
+pub type Refuser = fn(&Refusal) -> ApiResponse;
+
 /// Limits of one connection.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -92,13 +111,17 @@ impl Default for Limits {
 pub struct TlsServer {
     acceptor: TlsAcceptor,
     limits: Limits,
+    refuse: Refuser,
 }
 
 impl TlsServer {
-    pub fn new(config: Arc<ServerConfig>, limits: Limits) -> Self {
+    /// `refuse` renders the answers to requests refused here (the enclave
+    /// passes `api::error::refusal`).
+    pub fn new(config: Arc<ServerConfig>, limits: Limits, refuse: Refuser) -> Self {
         TlsServer {
             acceptor: TlsAcceptor::from(config),
             limits,
+            refuse,
         }
     }
 
@@ -121,7 +144,14 @@ pub enum ServeError {
 
 /// Serves one client stream (a forwarded TCP connection) until it closes,
 /// breaks protocol or times out. Never panics on the client's input.
-pub async fn serve_tls_stream<S>(stream: S, server: &TlsServer, handler: Handler) -> Result<(), ServeError>
+/// `client_addr` is the client's address as the host reports it
+/// (untrusted), copied into every request's `ApiRequest::client_addr`.
+pub async fn serve_tls_stream<S>(
+    stream: S,
+    server: &TlsServer,
+    handler: Handler,
+    client_addr: Option<String>,
+) -> Result<(), ServeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -137,10 +167,12 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    let refuse = server.refuse;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = Arc::clone(&handler);
         let limits = limits.clone();
-        async move { Ok::<_, Infallible>(answer(request, &limits, &handler).await) }
+        let client_addr = client_addr.clone();
+        async move { Ok::<_, Infallible>(answer(request, &limits, refuse, &handler, client_addr).await) }
     });
     match builder.serve_connection(TokioIo::new(tls), service).await {
         // Failing to say goodbye to a client that already left is not an error.
@@ -149,48 +181,35 @@ where
     }
 }
 
-async fn answer(request: Request<Incoming>, limits: &Limits, handler: &Handler) -> Response<Full<Bytes>> {
+async fn answer(
+    request: Request<Incoming>,
+    limits: &Limits,
+    refuse: Refuser,
+    handler: &Handler,
+    client_addr: Option<String>,
+) -> Response<Full<Bytes>> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = request.into_parts();
-    if parts.headers.len() > limits.max_headers {
-        return aws_error(
-            &request_id,
-            StatusCode::BAD_REQUEST,
-            "ValidationException",
-            "Too many headers.",
-        );
-    }
-    let too_large = || {
-        aws_error(
-            &request_id,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ValidationException",
-            &format!("The request body exceeds {} bytes.", limits.max_body),
-        )
+    // A refusal closes the connection: the rest of the request may still be on the wire.
+    let refused = |refusal: Refusal| {
+        let answer = refuse(&refusal);
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        respond(&request_id, status, answer.body, true)
     };
+    if parts.headers.len() > limits.max_headers {
+        return refused(Refusal::TooManyHeaders);
+    }
     // A declared length over the limit is refused before reading any of it.
     if body.size_hint().lower() > limits.max_body as u64 {
-        return too_large();
+        return refused(Refusal::BodyTooLarge(limits.max_body));
     }
     let body = match tokio::time::timeout(limits.body_timeout, Limited::new(body, limits.max_body).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Ok(Err(_)) => {
-            return aws_error(
-                &request_id,
-                StatusCode::BAD_REQUEST,
-                "ValidationException",
-                "The request body could not be read.",
-            );
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return refused(Refusal::BodyTooLarge(limits.max_body));
         }
-        Err(_) => {
-            return aws_error(
-                &request_id,
-                StatusCode::REQUEST_TIMEOUT,
-                "RequestTimeoutException",
-                "The request body did not arrive in time.",
-            );
-        }
+        Ok(Err(_)) => return refused(Refusal::BodyUnreadable),
+        Err(_) => return refused(Refusal::BodyTimeout),
     };
     let headers = parts
         .headers
@@ -209,7 +228,7 @@ async fn answer(request: Request<Incoming>, limits: &Limits, handler: &Handler) 
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers,
         body: Vec::from(body),
-        client_addr: None,
+        client_addr,
     };
     let answer = handler(forwarded).await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -228,15 +247,6 @@ fn respond(request_id: &str, status: StatusCode, body: Vec<u8>, close: bool) -> 
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// A refusal made before the handler saw the request. The connection is
-/// closed after it: the rest of the request may still be on the wire.
-fn aws_error(request_id: &str, status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "__type": kind, "message": message })
-        .to_string()
-        .into_bytes();
-    respond(request_id, status, body, true)
 }
 
 #[cfg(test)]

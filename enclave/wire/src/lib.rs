@@ -19,13 +19,17 @@
 #![forbid(unsafe_code)]
 
 mod operation;
+mod status;
+mod stream;
 pub use operation::Operation;
+pub use status::{EnclaveStatus, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot, RequestCount};
+pub use stream::{MAX_STREAM_ADDR, STREAM_MAGIC, encode_stream_header, read_stream_header};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version spoken in the handshake. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body either side accepts (4 MiB): room for a 1 MiB policy
 /// module in base64 inside a JSON body inside a frame, and nothing more.
@@ -39,9 +43,12 @@ pub enum Frame {
     Hello { version: u32 },
     /// The enclave's answer to [`Frame::Hello`]; `version` is the one it speaks.
     HelloAck { version: u32 },
-    /// Host → enclave: one API call to handle.
+    /// Retired (protocol 1): API calls no longer travel on the framed link.
+    /// Clients' requests reach the enclave only inside TLS, on client streams
+    /// (see [`stream`](crate::read_stream_header)); an enclave that receives
+    /// this frame closes the connection.
     Request { id: u64, request: ApiRequest },
-    /// Enclave → host: the answer to the request with the same id.
+    /// Retired with [`Frame::Request`]; never sent.
     Response { id: u64, response: ApiResponse },
     /// Enclave → host: a call to the sealed-record store.
     StoreCall { id: u64, op: StoreOp },
@@ -51,6 +58,11 @@ pub enum Frame {
     Ping { id: u64 },
     /// Answer to [`Frame::Ping`].
     Pong { id: u64 },
+    /// Host → enclave: asks for the enclave's public status (the enclave
+    /// CA certificate and the aggregated request metrics).
+    StatusRequest { id: u64 },
+    /// Enclave → host: the answer to [`Frame::StatusRequest`].
+    Status { id: u64, status: EnclaveStatus },
 }
 
 /// An HTTP request as the enclave needs it to verify SigV4 and serve it.

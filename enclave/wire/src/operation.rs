@@ -64,6 +64,7 @@ operations! {
         UpdateKeyAttestationPolicy, DescribeKeyAttestationPolicy, GetAttestationDocument,
         PutKeyPolicyModule, GetKeyPolicyModule, DeleteKeyPolicyModule,
         PutTenantPolicyModule, DeleteTenantPolicyModule, TestPolicy,
+        GetTlsCertificateRequest, ImportTlsCertificate,
     ],
 }
 

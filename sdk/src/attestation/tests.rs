@@ -38,9 +38,15 @@ fn audit_key_spki() -> Vec<u8> {
         .into_vec()
 }
 
+/// The TLS key hash the test documents bind.
+const TLS_SPKI: [u8; 32] = [0x5a; 32];
+
 fn binding(public_key: &[u8]) -> Vec<u8> {
     let mut user_data = AUDIT_KEY_BINDING_PREFIX.to_vec();
     user_data.extend_from_slice(&Sha256::digest(public_key));
+    user_data.extend_from_slice(TLS_SPKI_BINDING_LABEL);
+    user_data.extend_from_slice(&TLS_SPKI);
+    assert_eq!(user_data.len(), ENCLAVE_USER_DATA_LEN);
     user_data
 }
 
@@ -159,6 +165,7 @@ fn verify_enclave_returns_the_bound_audit_key() -> TestResult {
     expected.insert(2, default_pcrs()[&2].clone());
     let identity = verify_enclave(&document, anchor, b"fresh nonce", &expected)?;
     assert_eq!(identity.audit_public_key, key);
+    assert_eq!(identity.tls_spki_sha256, TLS_SPKI);
     assert_eq!(identity.module_id, DEFAULT_MODULE_ID);
     assert_eq!(identity.pcrs, default_pcrs());
     assert!(identity.timestamp_ms.abs_diff(now_ms()) < 60_000);
@@ -316,6 +323,35 @@ fn verify_enclave_refuses_what_does_not_identify_the_enclave() -> TestResult {
             },
         ),
         (
+            "the v1 binding (audit key only, no TLS key)",
+            EnclaveDoc {
+                user_data: Some({
+                    let mut v1 = b"keyward/v1/audit-key-sha256:".to_vec();
+                    v1.extend_from_slice(&Sha256::digest(&key));
+                    v1
+                }),
+                ..EnclaveDoc::new(&key, nonce)
+            },
+        ),
+        (
+            "the TLS key hash cut short",
+            EnclaveDoc {
+                user_data: Some(binding(&key)[..ENCLAVE_USER_DATA_LEN - 1].to_vec()),
+                ..EnclaveDoc::new(&key, nonce)
+            },
+        ),
+        (
+            "a wrong label before the TLS key hash",
+            EnclaveDoc {
+                user_data: Some({
+                    let mut wrong = binding(&key);
+                    wrong[60] ^= 1;
+                    wrong
+                }),
+                ..EnclaveDoc::new(&key, nonce)
+            },
+        ),
+        (
             "public key is not P-256",
             EnclaveDoc {
                 public_key: Some(b"an RSA key, say".to_vec()),
@@ -338,9 +374,14 @@ async fn serve_once(
     body: String,
 ) -> std::io::Result<(String, tokio::task::JoinHandle<(String, serde_json::Value)>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let endpoint = format!("https://{}", listener.local_addr()?);
     let handle = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.expect("accept");
+        let (stream, _) = listener.accept().await.expect("accept");
+            let mut stream = crate::tls::test_identity::loopback()
+                .acceptor
+                .accept(stream)
+                .await
+                .expect("TLS handshake");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let (header_end, length) = loop {
@@ -384,7 +425,7 @@ async fn serve_once(
 async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> TestResult {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let (endpoint, server) = serve_once(200, format!(r#"{{"AttestationDocument":"{}"}}"#, b64(b"\x84doc"))).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let document = client.get_attestation_document(b"nonce \x00\xff").await?;
     assert_eq!(document, b"\x84doc");
     let (target, body) = server.await?;
@@ -393,7 +434,7 @@ async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> 
     assert_eq!(body, serde_json::json!({ "Nonce": b64(b"nonce \x00\xff") }));
 
     let (endpoint, _server) = serve_once(200, r#"{"AttestationDocument":"***"}"#.to_owned()).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let err = client.get_attestation_document(b"n").await.expect_err("not base64");
     assert!(matches!(err, Error::Decode { .. }), "{err:?}");
 
@@ -402,7 +443,7 @@ async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> 
         r#"{"__type":"ValidationException","message":"nonce too long"}"#.to_owned(),
     )
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let err = client
         .attest_enclave(TrustAnchor::aws_nitro_root()?, &pcr0())
         .await
@@ -417,7 +458,7 @@ async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> 
     let key = audit_key_spki();
     let document = EnclaveDoc::new(&key, b"not the client's nonce").issue(&pki);
     let (endpoint, _server) = serve_once(200, format!(r#"{{"AttestationDocument":"{}"}}"#, b64(&document))).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let anchor = TrustAnchor::from_der(pki.root_der())?;
     let err = client.attest_enclave(anchor, &pcr0()).await.expect_err("nonce");
     assert!(

@@ -45,7 +45,7 @@ fn expected_authorization(akid: &str, secret: &str, region: &str, host: &str, ta
 #[test]
 fn signs_like_the_sigv4_specification() -> TestResult {
     let client = Client::new(
-        "http://127.0.0.1:7800",
+        "https://127.0.0.1:7800",
         "eu-west-1",
         "AKIDEXAMPLE",
         "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
@@ -56,7 +56,7 @@ fn signs_like_the_sigv4_specification() -> TestResult {
     let request = client.signed_request("Keyward.CreateTenant", body.clone(), time)?;
 
     assert_eq!(request.method(), http::Method::POST);
-    assert_eq!(request.uri().to_string(), "http://127.0.0.1:7800/");
+    assert_eq!(request.uri().to_string(), "https://127.0.0.1:7800/");
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     assert_eq!(header("host"), "127.0.0.1:7800");
     assert_eq!(header("content-type"), "application/x-amz-json-1.1");
@@ -80,19 +80,20 @@ fn signs_like_the_sigv4_specification() -> TestResult {
 #[test]
 fn endpoints() -> TestResult {
     assert_eq!(
-        Client::new("http://localhost:7800", "us-east-1", "a", "s")?.endpoint(),
-        "http://localhost:7800/"
+        Client::new("https://localhost:7800", "us-east-1", "a", "s")?.endpoint(),
+        "https://localhost:7800/"
     );
     assert_eq!(
-        Client::new("http://kms.internal/kms", "us-east-1", "a", "s")?.endpoint(),
-        "http://kms.internal/kms"
+        Client::new("https://kms.internal/kms", "us-east-1", "a", "s")?.endpoint(),
+        "https://kms.internal/kms"
     );
+    // Plain HTTP is refused: TLS ends in the enclave, nothing goes in clear.
     for bad in [
-        "https://kms.example.com",
+        "http://kms.example.com",
         "127.0.0.1:7800",
         "ftp://x",
-        "http://u:p@host/",
-        "http://h/?q=1",
+        "https://u:p@host/",
+        "https://h/?q=1",
         "not a url",
     ] {
         match Client::new(bad, "us-east-1", "a", "s") {
@@ -101,7 +102,7 @@ fn endpoints() -> TestResult {
         }
     }
     assert!(matches!(
-        Client::new("http://h", "us east", "a", "s"),
+        Client::new("https://h", "us east", "a", "s"),
         Err(Error::Request(_))
     ));
     Ok(())
@@ -109,7 +110,7 @@ fn endpoints() -> TestResult {
 
 #[test]
 fn client_debug_hides_the_secret() -> TestResult {
-    let client = Client::new("http://h:1", "us-east-1", "AKID", "very-secret-key")?;
+    let client = Client::new("https://h:1", "us-east-1", "AKID", "very-secret-key")?;
     let shown = format!("{client:?}");
     assert!(shown.contains("AKID") && !shown.contains("very-secret"), "{shown}");
     Ok(())
@@ -143,11 +144,16 @@ struct Seen {
 /// returns the endpoint and a handle yielding the requests seen.
 async fn serve(responses: Vec<(u16, &'static str)>) -> std::io::Result<(String, tokio::task::JoinHandle<Vec<Seen>>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let endpoint = format!("https://{}", listener.local_addr()?);
     let handle = tokio::spawn(async move {
         let mut seen = Vec::new();
         for (status, body) in responses {
-            let (mut stream, _) = listener.accept().await.expect("accept");
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut stream = crate::tls::test_identity::loopback()
+                .acceptor
+                .accept(stream)
+                .await
+                .expect("TLS handshake");
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             let header_end = loop {
@@ -206,7 +212,7 @@ async fn list_tenants_follows_markers() -> TestResult {
         ),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let tenants = client.list_tenants().await?;
     assert_eq!(
         tenants
@@ -230,7 +236,7 @@ async fn list_tenants_follows_markers() -> TestResult {
 async fn a_marker_loop_is_refused() -> TestResult {
     let page = r#"{"Tenants":[],"Truncated":true,"NextMarker":"same"}"#;
     let (endpoint, _server) = serve(vec![(200, page), (200, page)]).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     match client.list_tenants().await {
         Err(Error::Decode { reason, .. }) => assert!(reason.contains("repeats"), "{reason}"),
         other => panic!("{other:?}"),
@@ -248,7 +254,7 @@ async fn service_errors_are_typed() -> TestResult {
         (502, "Bad Gateway"),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let err = client
         .create_access_key(Role::KeyUser)
         .await
@@ -290,7 +296,7 @@ async fn typed_calls_send_and_decode() -> TestResult {
         (200, "{}"),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let tenant = client.create_tenant("t1").await?;
     assert_eq!(
         (tenant.tenant_id.as_str(), tenant.access_key_id.as_str()),
@@ -337,7 +343,7 @@ async fn fetch_audit_chain_follows_markers_and_keeps_the_last_head() -> TestResu
         ),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let chain = client.fetch_audit_chain().await?;
     assert_eq!(chain.records.len(), 2);
     assert!(chain.records[1].corrupt);
@@ -353,20 +359,49 @@ async fn fetch_audit_chain_follows_markers_and_keeps_the_last_head() -> TestResu
 async fn timeouts_and_refused_connections_are_errors() -> TestResult {
     // A listener that accepts and never answers.
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let endpoint = format!("https://{}", listener.local_addr()?);
     let _hold = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = listener.accept().await {
             held.push(s);
         }
     });
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_timeout(Duration::from_millis(200));
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?.with_timeout(Duration::from_millis(200));
     assert!(matches!(client.list_access_keys().await, Err(Error::Timeout(_))));
 
     let closed = TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", closed.local_addr()?);
+    let endpoint = format!("https://{}", closed.local_addr()?);
     drop(closed);
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?;
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    assert!(matches!(client.list_access_keys().await, Err(Error::Transport(_))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pinned_key_is_required_and_the_connection_reports_its_key() -> TestResult {
+    let identity = crate::tls::test_identity::loopback();
+    // The right pin: accepted, and the response names the connection's key.
+    let (endpoint, _server) = serve(vec![(200, r#"{"AccessKeys":[]}"#)]).await?;
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(
+        crate::tls::test_identity::options().with_pinned_spki(identity.leaf_spki_sha256),
+    )?;
+    let (_, spki): (serde_json::Value, [u8; 32]) = client.call_with_tls_spki("Keyward.ListAccessKeys", &Empty {}).await?;
+    assert_eq!(spki, identity.leaf_spki_sha256);
+    // Another key, though from the same CA and valid for the name: refused
+    // before any request is sent.
+    let (endpoint, _server) = serve(vec![(200, r#"{"AccessKeys":[]}"#)]).await?;
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(
+        crate::tls::test_identity::options().with_pinned_spki([7u8; 32]),
+    )?;
+    match client.list_access_keys().await {
+        Err(Error::Transport(reason)) => assert!(reason.contains("pinned"), "{reason}"),
+        other => panic!("a pin mismatch must fail the connection: {other:?}"),
+    }
+    // An untrusted CA fails as well, pin or not.
+    let (endpoint, _server) = serve(vec![(200, r#"{"AccessKeys":[]}"#)]).await?;
+    let stranger = crate::tls::test_identity::make(&["127.0.0.1"]);
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?
+        .with_tls(TlsOptions::default().with_ca_bundle(stranger.ca_pem.clone()))?;
     assert!(matches!(client.list_access_keys().await, Err(Error::Transport(_))));
     Ok(())
 }

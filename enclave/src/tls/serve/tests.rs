@@ -34,6 +34,7 @@ async fn setup(limits: Limits) -> Setup {
     let server = Arc::new(TlsServer::new(
         server_config(Arc::clone(&slot)).expect("config"),
         limits,
+        crate::api::error::refusal,
     ));
     Setup {
         fixture,
@@ -84,7 +85,7 @@ fn client_config(anchor: &CertificateDer<'_>, versions: &[&'static SupportedProt
 fn spawn_server(setup: &Setup, handler: Handler) -> (DuplexStream, JoinHandle<Result<(), ServeError>>) {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let server = Arc::clone(&setup.server);
-    let task = tokio::spawn(async move { serve_tls_stream(server_io, &server, handler).await });
+    let task = tokio::spawn(async move { serve_tls_stream(server_io, &server, handler, None).await });
     (client_io, task)
 }
 
@@ -309,7 +310,7 @@ async fn a_silent_or_stalled_handshake_is_cut_off_by_the_handshake_timeout() {
     // Connects and sends nothing.
     let (_client, server_io) = tokio::io::duplex(1024);
     let started = tokio::time::Instant::now();
-    let result = serve_tls_stream(server_io, &setup.server, echo()).await;
+    let result = serve_tls_stream(server_io, &setup.server, echo(), None).await;
     assert!(matches!(result, Err(ServeError::HandshakeTimeout)), "{result:?}");
     assert!(started.elapsed() >= limit);
 
@@ -394,7 +395,7 @@ async fn a_client_that_never_reads_the_answer_is_cut_off_by_the_write_timeout() 
     });
     let (client_io, server_io) = tokio::io::duplex(16 * 1024);
     let server = Arc::clone(&setup.server);
-    let task = tokio::spawn(async move { serve_tls_stream(server_io, &server, big).await });
+    let task = tokio::spawn(async move { serve_tls_stream(server_io, &server, big, None).await });
     let config = client_config(setup.identity.ca_certificate_der(), &[&rustls::version::TLS13]);
     let name = ServerName::try_from("localhost").expect("name");
     let mut stream = tokio_rustls::TlsConnector::from(config)
@@ -514,7 +515,7 @@ async fn pipelined_requests_are_answered_one_at_a_time_in_order() {
     };
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let server = Arc::clone(&setup.server);
-    tokio::spawn(async move { serve_tls_stream(server_io, &server, counting).await });
+    tokio::spawn(async move { serve_tls_stream(server_io, &server, counting, None).await });
     let config = client_config(setup.identity.ca_certificate_der(), &[&rustls::version::TLS13]);
     let name = ServerName::try_from("localhost").expect("name");
     let mut stream = tokio_rustls::TlsConnector::from(config)

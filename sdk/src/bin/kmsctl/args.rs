@@ -15,14 +15,19 @@ use keyward_sdk::Role;
                   2 usage error."
 )]
 pub(crate) struct Cli {
-    /// Keyward endpoint.
+    /// Keyward endpoint (HTTPS: TLS ends inside the enclave).
     #[arg(
         long,
         global = true,
         env = "KEYWARD_ENDPOINT",
-        default_value = "http://127.0.0.1:7800"
+        default_value = "https://127.0.0.1:7800"
     )]
     pub(crate) endpoint: String,
+    /// PEM CA certificates to trust instead of the system's roots (the
+    /// deployment's enclave CA: `<data-dir>/tls/ca.pem` in dev). Also read
+    /// from AWS_CA_BUNDLE, as the aws CLI does.
+    #[arg(long, global = true, env = "AWS_CA_BUNDLE", value_name = "PEM")]
+    pub(crate) ca_bundle: Option<PathBuf>,
     /// SigV4 signing region.
     #[arg(long, global = true, env = "AWS_REGION", default_value = "us-east-1")]
     pub(crate) region: String,
@@ -47,6 +52,22 @@ pub(crate) enum Command {
     /// Keys: import your own key material (BYOK).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The enclave's TLS certificate, operator-CA path (operator credentials).
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TlsCommand {
+    /// Print a PKCS#10 certificate signing request (PEM) for the enclave's
+    /// TLS key, for the operator's CA to sign.
+    Csr,
+    /// Install a certificate chain (PEM, leaf first) for the enclave's TLS
+    /// key; new connections get it at once.
+    Import {
+        /// The chain, PEM, leaf first.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -16,6 +16,7 @@ mod keys;
 mod output;
 mod policy;
 mod tenants;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -79,10 +80,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     let access_key_id = credential("AWS_ACCESS_KEY_ID")?;
     let secret = keyward_sdk::Secret::new(credential("AWS_SECRET_ACCESS_KEY")?);
-    let client = Client::new(&cli.endpoint, &cli.region, &access_key_id, secret.expose()).map_err(|e| match e {
+    let usage = |e: Error| match e {
         Error::InvalidEndpoint { .. } | Error::Request(_) => Failure::Usage(e.to_string()),
         other => Failure::Service(other),
-    })?;
+    };
+    let mut tls = keyward_sdk::TlsOptions::default();
+    if let Some(path) = &cli.ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
+        tls = tls.with_ca_bundle(pem);
+    }
+    let client = Client::new(&cli.endpoint, &cli.region, &access_key_id, secret.expose())
+        .and_then(|client| client.with_tls(tls))
+        .map_err(usage)?;
     drop(secret);
 
     // Read a pinned key before any network call, so a bad file is a usage error.
@@ -105,5 +115,6 @@ async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>)
         Command::Audit(command) => audit::audit(client, command, pinned_key).await,
         Command::Policy(command) => policy::policy(client, command).await,
         Command::Key(command) => keys::key(client, command).await,
+        Command::Tls(command) => tls::tls(client, command).await,
     }
 }
