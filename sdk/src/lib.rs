@@ -103,6 +103,7 @@
 
 pub mod attestation;
 pub mod audit;
+pub mod channel;
 mod client;
 mod error;
 pub mod import;

@@ -16,6 +16,7 @@
 mod api;
 mod at_rest;
 mod attestation_policy;
+mod attested_channel;
 mod audit;
 mod auth;
 mod byok;
