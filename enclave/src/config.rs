@@ -354,7 +354,9 @@ mod tests {
         let config = args(Mode::Mock, Some("/tmp/d/enclave.sock"))
             .validate(|_| None)
             .expect("valid");
-        assert!(matches!(config.tls_listen, Listen::Unix(ref p) if p == std::path::Path::new("/tmp/d/enclave-tls.sock")));
+        assert!(
+            matches!(config.tls_listen, Listen::Unix(ref p) if p == std::path::Path::new("/tmp/d/enclave-tls.sock"))
+        );
         assert_eq!(config.tls_names, crate::tls::TlsName::dev_defaults());
         let nitro = args(Mode::Nitro, None).validate(|_| None).expect("valid");
         assert!(matches!(nitro.tls_listen, Listen::Vsock { port: 5001 }));
@@ -366,7 +368,10 @@ mod tests {
         assert!(matches!(bad.validate(|_| None), Err(ConfigError::TlsName(_))));
         let mut same = args(Mode::Mock, Some("/tmp/s"));
         same.tls_socket = Some(PathBuf::from("/tmp/s"));
-        assert!(matches!(same.validate(|_| None), Err(ConfigError::TlsSocketIsLinkSocket)));
+        assert!(matches!(
+            same.validate(|_| None),
+            Err(ConfigError::TlsSocketIsLinkSocket)
+        ));
     }
 
     #[test]

@@ -163,8 +163,7 @@ fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, RunErro
     if path.exists() {
         let _ = std::fs::remove_file(path);
     }
-    let listener =
-        tokio::net::UnixListener::bind(path).map_err(|e| RunError::Listen(path.display().to_string(), e))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| RunError::Listen(path.display().to_string(), e))?;
     restrict_socket(path);
     Ok(listener)
 }

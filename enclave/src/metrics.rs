@@ -146,8 +146,16 @@ mod tests {
     #[test]
     fn labels_are_fixed_and_counts_add_up() {
         let m = RequestMetrics::default();
-        m.record(Some(b"TrentService.Decrypt"), &answer(200, None), Duration::from_micros(300));
-        m.record(Some(b"TrentService.Decrypt"), &answer(200, None), Duration::from_secs(5));
+        m.record(
+            Some(b"TrentService.Decrypt"),
+            &answer(200, None),
+            Duration::from_micros(300),
+        );
+        m.record(
+            Some(b"TrentService.Decrypt"),
+            &answer(200, None),
+            Duration::from_secs(5),
+        );
         m.record(
             Some(b"TrentService.NoSuchThing"),
             &answer(400, Some("key/1234 Exception")),

@@ -189,18 +189,18 @@ pub async fn serve_client_stream<S>(mut stream: S, enclave: Arc<Enclave>, permit
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client_addr = match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_header(&mut stream)).await
-    {
-        Ok(Ok(addr)) => addr,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "client stream without a valid header; closing");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("client stream header timed out; closing");
-            return;
-        }
-    };
+    let client_addr =
+        match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_header(&mut stream)).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "client stream without a valid header; closing");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("client stream header timed out; closing");
+                return;
+            }
+        };
     let live = match enclave.tls_loaded() {
         Some(live) => Arc::clone(live),
         None => {

@@ -63,10 +63,9 @@ async fn ca_pem(State(state): State<AdminState>) -> Response {
     match state.link.status(ENCLAVE_TIMEOUT).await {
         Ok(status) if !status.ca_certificate_pem.is_empty() => {
             let mut response = (StatusCode::OK, status.ca_certificate_pem).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-pem-file"),
-            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
             response
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response(),

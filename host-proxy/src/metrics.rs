@@ -210,7 +210,11 @@ fn render_enclave(out: &mut String, snapshot: &MetricsSnapshot) {
                     *bound as f64 / 1e6
                 );
             }
-            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\",operation=\"{operation}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\",operation=\"{operation}\"}} {}",
+                h.count
+            );
             let _ = writeln!(
                 out,
                 "{name}_sum{{operation=\"{operation}\"}} {}",

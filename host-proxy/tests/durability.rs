@@ -99,7 +99,15 @@ async fn every_acknowledged_write_is_synced_before_its_reply() {
             "trace=write,writev,pwrite64,pwritev,sendto,sendmsg,fsync,fdatasync",
         ])
         .arg(env!("CARGO_BIN_EXE_keyward-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--enclave-connections", "1", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--enclave-connections",
+            "1",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .arg("--enclave-socket")
         .arg(&socket)

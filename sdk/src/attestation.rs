@@ -252,9 +252,7 @@ pub fn verify_enclave_at(
     binding.extend_from_slice(&Sha256::digest(public_key));
     binding.extend_from_slice(TLS_SPKI_BINDING_LABEL);
     let tls_spki_sha256 = match verified.user_data() {
-        Some(user_data)
-            if user_data.len() == ENCLAVE_USER_DATA_LEN && user_data.starts_with(&binding) =>
-        {
+        Some(user_data) if user_data.len() == ENCLAVE_USER_DATA_LEN && user_data.starts_with(&binding) => {
             let mut hash = [0u8; 32];
             hash.copy_from_slice(&user_data[binding.len()..]);
             hash

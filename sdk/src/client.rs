@@ -337,7 +337,9 @@ impl Client {
         B: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.call_with_tls_spki(target, body).await.map(|(response, _)| response)
+        self.call_with_tls_spki(target, body)
+            .await
+            .map(|(response, _)| response)
     }
 
     /// [`Client::call`], also returning the SHA-256 of the SubjectPublicKeyInfo

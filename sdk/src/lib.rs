@@ -113,12 +113,12 @@ mod secret;
 pub mod tls;
 
 pub use client::Client;
-pub use tls::TlsOptions;
 pub use error::Error;
 pub use model::{
     AccessKeyInfo, AuditChain, AuditLogPage, CreatedAccessKey, CreatedTenant, ParseRoleError, Role, Tenant,
 };
 pub use secret::Secret;
+pub use tls::TlsOptions;
 
 /// `X-Amz-Target` prefix of the AWS KMS operations.
 pub const AWS_KMS_TARGET_PREFIX: &str = "TrentService.";

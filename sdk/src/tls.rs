@@ -66,7 +66,10 @@ impl TlsOptions {
         match std::env::var_os(AWS_CA_BUNDLE) {
             Some(path) if !path.is_empty() => {
                 let pem = std::fs::read(&path).map_err(|e| {
-                    Error::Request(format!("{AWS_CA_BUNDLE}={}: {e}", std::path::Path::new(&path).display()))
+                    Error::Request(format!(
+                        "{AWS_CA_BUNDLE}={}: {e}",
+                        std::path::Path::new(&path).display()
+                    ))
                 })?;
                 Ok(TlsOptions::default().with_ca_bundle(pem))
             }
@@ -146,9 +149,8 @@ impl ServerCertVerifier for PinningVerifier {
             .webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         if let Some(pin) = self.pin {
-            let actual = spki_sha256(end_entity).map_err(|_| {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-            })?;
+            let actual = spki_sha256(end_entity)
+                .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
             if !bool::from(subtle::ConstantTimeEq::ct_eq(&actual[..], &pin[..])) {
                 return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
                     rustls::OtherError(Arc::new(PinMismatch)),
@@ -333,12 +335,13 @@ pub(crate) mod test_identity {
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf certificate");
         let leaf_spki_sha256 = super::spki_sha256(leaf.der()).expect("SPKI");
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone()], key)
-            .expect("server config");
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone()], key)
+                .expect("server config");
         TestIdentity {
             ca_pem: ca.pem(),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),

@@ -1,7 +1,10 @@
 """Unmodified AWS clients against a running Keyward.
 
 Run by the integration test `compat::unmodified_python_clients` with
-KEYWARD_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set. Exits
+KEYWARD_ENDPOINT (https://), KEYWARD_CA_BUNDLE (the enclave CA, `ca.pem`),
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set. TLS ends inside the
+enclave: boto3 is given the CA with `verify=`, the aws CLI with
+`--ca-bundle`, the AWS Encryption SDK through `AWS_CA_BUNDLE`. Exits
 non-zero with a message on the first failure. Needs boto3, awscli and
 aws-encryption-sdk (`.ci/run` installs them; `cryptography` comes with them).
 """
@@ -18,6 +21,7 @@ import botocore.exceptions
 import botocore.session
 
 ENDPOINT = os.environ["KEYWARD_ENDPOINT"]
+CA_BUNDLE = os.environ["KEYWARD_CA_BUNDLE"]
 REGION = "us-east-1"
 
 
@@ -37,7 +41,7 @@ def error_code(fn, **kwargs):
 
 
 def boto3_client():
-    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION)
+    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION, verify=CA_BUNDLE)
     meta = kms.create_key(Description="boto3")["KeyMetadata"]
     check(meta["KeyState"] == "Enabled" and meta["Arn"].startswith("arn:aws:kms:us-east-1:"), "boto3 CreateKey")
     key = meta["KeyId"]
@@ -53,10 +57,18 @@ def boto3_client():
     check(error_code(kms.describe_key, KeyId="alias/absent")[0] == "NotFoundException", "boto3 NotFoundException")
     check(error_code(kms.generate_random, NumberOfBytes=2000)[0] == "ValidationException", "boto3 ValidationException")
     bad = boto3.client(
-        "kms", endpoint_url=ENDPOINT, region_name=REGION,
+        "kms", endpoint_url=ENDPOINT, region_name=REGION, verify=CA_BUNDLE,
         aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key="x" * 40,
     )
     check(error_code(bad.list_keys)[0] == "InvalidSignatureException", "boto3 wrong secret rejected")
+    # Without the CA the certificate does not verify: TLS is real.
+    untrusting = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION)
+    try:
+        untrusting.list_keys()
+        verified = False
+    except botocore.exceptions.SSLError:
+        verified = True
+    check(verified, "boto3 without the CA bundle refuses the certificate")
     return meta["Arn"]
 
 
@@ -67,7 +79,7 @@ def boto3_lifecycle():
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION)
+    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION, verify=CA_BUNDLE)
     key = kms.create_key(Description="boto3 lifecycle")["KeyMetadata"]["KeyId"]
     secret = os.urandom(64)
     old_ct = kms.encrypt(KeyId=key, Plaintext=secret, EncryptionContext={"stage": "before"})["CiphertextBlob"]
@@ -127,7 +139,8 @@ def aws_cli(key_arn):
         plain = os.path.join(d, "plain.bin")
         with open(plain, "wb") as f:
             f.write(b"aws cli secret")
-        base = ["aws", "kms", "--endpoint-url", ENDPOINT, "--region", REGION, "--output", "text"]
+        base = ["aws", "kms", "--endpoint-url", ENDPOINT, "--ca-bundle", CA_BUNDLE, "--region", REGION,
+                "--output", "text"]
         out = subprocess.run(
             base + ["encrypt", "--key-id", key_arn, "--plaintext", "fileb://" + plain, "--query", "CiphertextBlob"],
             check=True, capture_output=True, text=True,
@@ -148,6 +161,7 @@ def encryption_sdk(key_arn):
     from aws_encryption_sdk.key_providers.kms import StrictAwsKmsMasterKeyProvider
 
     os.environ["AWS_ENDPOINT_URL_KMS"] = ENDPOINT
+    os.environ["AWS_CA_BUNDLE"] = CA_BUNDLE
     session = botocore.session.Session()
     client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
     provider = StrictAwsKmsMasterKeyProvider(key_ids=[key_arn], botocore_session=session)
@@ -176,7 +190,7 @@ def boto3_byok():
     from cryptography.hazmat.primitives.asymmetric import padding
     from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
-    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION)
+    kms = boto3.client("kms", endpoint_url=ENDPOINT, region_name=REGION, verify=CA_BUNDLE)
     meta = kms.create_key(Origin="EXTERNAL", Description="boto3 byok")["KeyMetadata"]
     key = meta["KeyId"]
     check(meta["KeyState"] == "PendingImport" and meta["Origin"] == "EXTERNAL", "boto3 CreateKey Origin=EXTERNAL")

@@ -1,5 +1,7 @@
 //! Unmodified AWS clients — boto3, the aws CLI and the AWS Encryption SDK for
-//! Python — against the real service (`tests/compat/clients.py`).
+//! Python — against the real service over HTTPS, TLS ending in the enclave,
+//! with the enclave CA (`<data-dir>/tls/ca.pem`) as their CA bundle
+//! (`tests/compat/clients.py`).
 //!
 //! Where the Python packages are missing the test says so and passes, except
 //! under CI (`CI` set), where `.ci/run` installs them and their absence fails.
@@ -37,6 +39,8 @@ async fn unmodified_python_clients() {
     let output = tokio::process::Command::new("python3")
         .arg(script)
         .env("KEYWARD_ENDPOINT", &kw.url)
+        .env("KEYWARD_CA_BUNDLE", kw.data_dir.join("tls").join("ca.pem"))
+        .env_remove("AWS_CA_BUNDLE")
         .env("AWS_ACCESS_KEY_ID", &sb.creds.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &sb.creds.secret)
         .env_remove("AWS_PROFILE")

@@ -408,7 +408,13 @@ impl Keyward {
     /// No retries and no operation timeout: callers bound requests
     /// themselves so a hang is told apart from an error.
     pub fn client_unbounded(&self) -> aws_sdk_kms::Client {
-        sdk_client(&self.url, &self.ca_pem, &self.creds.access_key_id, &self.creds.secret, None)
+        sdk_client(
+            &self.url,
+            &self.ca_pem,
+            &self.creds.access_key_id,
+            &self.creds.secret,
+            None,
+        )
     }
 
     /// ARN of a key of the bootstrap tenant.

@@ -39,3 +39,4 @@ mod storage;
 mod tamper;
 mod tenancy;
 mod throttle;
+mod tls_transport;

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ACCOUNT, Creds, Keyward, REGION, REQUEST_TIMEOUT, RawResponse, api_headers, random_alnum,
-    random_bytes, sign_headers,
+    ACCOUNT, Creds, Keyward, REGION, REQUEST_TIMEOUT, RawResponse, api_headers, random_alnum, random_bytes,
+    sign_headers,
 };
 
 pub use keyward_test_support::sigv4::target;

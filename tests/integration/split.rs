@@ -269,8 +269,6 @@ pub struct Split {
     pub stream_recorder: Recorder,
     enclave: Proc,
     pub url: String,
-    /// `127.0.0.1:PORT` of the proxy's client listener.
-    pub addr: String,
     /// The enclave CA certificate (from the proxy's admin `/ca.pem`).
     pub ca_pem: String,
     pub operator: Creds,
@@ -353,7 +351,6 @@ impl Split {
             stream_recorder,
             enclave,
             url: format!("https://{addr}"),
-            addr,
             ca_pem,
             creds,
             operator,
@@ -412,7 +409,10 @@ async fn fetch_ca(admin: &str) -> String {
         {
             return String::from_utf8(response.body).expect("PEM is text");
         }
-        assert!(Instant::now() < deadline, "no CA certificate from the proxy's admin listener");
+        assert!(
+            Instant::now() < deadline,
+            "no CA certificate from the proxy's admin listener"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -42,9 +42,9 @@ pub mod recipient;
 pub mod rotation;
 pub mod tags;
 pub mod tenants;
-pub mod tls_ops;
 #[cfg(test)]
 mod tests;
+pub mod tls_ops;
 
 use keyward_wire::{ApiRequest, ApiResponse, Operation};
 use serde_json::Value;

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 /// Upper bounds of the latency histograms' buckets, in microseconds
 /// (50 µs doubling up to about 1.6 s; a last bucket catches the rest).
 pub const LATENCY_BOUNDS_MICROS: [u64; 16] = [
-    50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400, 204_800, 409_600, 819_200,
-    1_638_400,
+    50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400, 204_800, 409_600, 819_200, 1_638_400,
 ];
 
 /// The enclave's answer to a status request.

@@ -21,7 +21,11 @@ pub const MAX_STREAM_ADDR: usize = 64;
 /// The header for a client at `addr` (`None`: unknown).
 pub fn encode_stream_header(addr: Option<std::net::SocketAddr>) -> Vec<u8> {
     let text = addr.map(|a| a.to_string()).unwrap_or_default();
-    let text = if text.len() > MAX_STREAM_ADDR { "" } else { text.as_str() };
+    let text = if text.len() > MAX_STREAM_ADDR {
+        ""
+    } else {
+        text.as_str()
+    };
     let mut out = Vec::with_capacity(5 + text.len());
     out.extend_from_slice(STREAM_MAGIC);
     out.push(text.len() as u8);

@@ -377,11 +377,11 @@ async fn serve_once(
     let endpoint = format!("https://{}", listener.local_addr()?);
     let handle = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.expect("accept");
-            let mut stream = crate::tls::test_identity::loopback()
-                .acceptor
-                .accept(stream)
-                .await
-                .expect("TLS handshake");
+        let mut stream = crate::tls::test_identity::loopback()
+            .acceptor
+            .accept(stream)
+            .await
+            .expect("TLS handshake");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let (header_end, length) = loop {
@@ -425,7 +425,8 @@ async fn serve_once(
 async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> TestResult {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let (endpoint, server) = serve_once(200, format!(r#"{{"AttestationDocument":"{}"}}"#, b64(b"\x84doc"))).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let document = client.get_attestation_document(b"nonce \x00\xff").await?;
     assert_eq!(document, b"\x84doc");
     let (target, body) = server.await?;
@@ -434,7 +435,8 @@ async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> 
     assert_eq!(body, serde_json::json!({ "Nonce": b64(b"nonce \x00\xff") }));
 
     let (endpoint, _server) = serve_once(200, r#"{"AttestationDocument":"***"}"#.to_owned()).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let err = client.get_attestation_document(b"n").await.expect_err("not base64");
     assert!(matches!(err, Error::Decode { .. }), "{err:?}");
 
@@ -443,7 +445,8 @@ async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> 
         r#"{"__type":"ValidationException","message":"nonce too long"}"#.to_owned(),
     )
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let err = client
         .attest_enclave(TrustAnchor::aws_nitro_root()?, &pcr0())
         .await
@@ -458,7 +461,8 @@ async fn get_attestation_document_sends_the_nonce_and_decodes_the_document() -> 
     let key = audit_key_spki();
     let document = EnclaveDoc::new(&key, b"not the client's nonce").issue(&pki);
     let (endpoint, _server) = serve_once(200, format!(r#"{{"AttestationDocument":"{}"}}"#, b64(&document))).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDEXAMPLE", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let anchor = TrustAnchor::from_der(pki.root_der())?;
     let err = client.attest_enclave(anchor, &pcr0()).await.expect_err("nonce");
     assert!(

@@ -212,7 +212,8 @@ async fn list_tenants_follows_markers() -> TestResult {
         ),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let tenants = client.list_tenants().await?;
     assert_eq!(
         tenants
@@ -236,7 +237,8 @@ async fn list_tenants_follows_markers() -> TestResult {
 async fn a_marker_loop_is_refused() -> TestResult {
     let page = r#"{"Tenants":[],"Truncated":true,"NextMarker":"same"}"#;
     let (endpoint, _server) = serve(vec![(200, page), (200, page)]).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     match client.list_tenants().await {
         Err(Error::Decode { reason, .. }) => assert!(reason.contains("repeats"), "{reason}"),
         other => panic!("{other:?}"),
@@ -254,7 +256,8 @@ async fn service_errors_are_typed() -> TestResult {
         (502, "Bad Gateway"),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let err = client
         .create_access_key(Role::KeyUser)
         .await
@@ -296,7 +299,8 @@ async fn typed_calls_send_and_decode() -> TestResult {
         (200, "{}"),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKIDOP", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let tenant = client.create_tenant("t1").await?;
     assert_eq!(
         (tenant.tenant_id.as_str(), tenant.access_key_id.as_str()),
@@ -343,7 +347,8 @@ async fn fetch_audit_chain_follows_markers_and_keeps_the_last_head() -> TestResu
         ),
     ])
     .await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?;
     let chain = client.fetch_audit_chain().await?;
     assert_eq!(chain.records.len(), 2);
     assert!(chain.records[1].corrupt);
@@ -366,13 +371,16 @@ async fn timeouts_and_refused_connections_are_errors() -> TestResult {
             held.push(s);
         }
     });
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?.with_timeout(Duration::from_millis(200));
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?
+        .with_tls(crate::tls::test_identity::options())?
+        .with_timeout(Duration::from_millis(200));
     assert!(matches!(client.list_access_keys().await, Err(Error::Timeout(_))));
 
     let closed = TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("https://{}", closed.local_addr()?);
     drop(closed);
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?;
+    let client =
+        Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(crate::tls::test_identity::options())?;
     assert!(matches!(client.list_access_keys().await, Err(Error::Transport(_))));
     Ok(())
 }
@@ -382,17 +390,16 @@ async fn a_pinned_key_is_required_and_the_connection_reports_its_key() -> TestRe
     let identity = crate::tls::test_identity::loopback();
     // The right pin: accepted, and the response names the connection's key.
     let (endpoint, _server) = serve(vec![(200, r#"{"AccessKeys":[]}"#)]).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(
-        crate::tls::test_identity::options().with_pinned_spki(identity.leaf_spki_sha256),
-    )?;
-    let (_, spki): (serde_json::Value, [u8; 32]) = client.call_with_tls_spki("Keyward.ListAccessKeys", &Empty {}).await?;
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?
+        .with_tls(crate::tls::test_identity::options().with_pinned_spki(identity.leaf_spki_sha256))?;
+    let (_, spki): (serde_json::Value, [u8; 32]) =
+        client.call_with_tls_spki("Keyward.ListAccessKeys", &Empty {}).await?;
     assert_eq!(spki, identity.leaf_spki_sha256);
     // Another key, though from the same CA and valid for the name: refused
     // before any request is sent.
     let (endpoint, _server) = serve(vec![(200, r#"{"AccessKeys":[]}"#)]).await?;
-    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?.with_tls(
-        crate::tls::test_identity::options().with_pinned_spki([7u8; 32]),
-    )?;
+    let client = Client::new(&endpoint, "us-east-1", "AKID", "secret")?
+        .with_tls(crate::tls::test_identity::options().with_pinned_spki([7u8; 32]))?;
     match client.list_access_keys().await {
         Err(Error::Transport(reason)) => assert!(reason.contains("pinned"), "{reason}"),
         other => panic!("a pin mismatch must fail the connection: {other:?}"),

@@ -17,8 +17,8 @@ pub(crate) async fn tls(client: &Client, command: TlsCommand) -> Result<(), Fail
             }
         }
         TlsCommand::Import { file } => {
-            let chain = std::fs::read_to_string(&file)
-                .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+            let chain =
+                std::fs::read_to_string(&file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
             client.import_tls_certificate(&chain).await?;
             println!("certificate chain installed; new connections are served with it");
         }
