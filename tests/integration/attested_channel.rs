@@ -276,13 +276,14 @@ fn kmsctl(url: &str, creds: &Creds, ca_bundle: &Path, args: &[&str]) -> std::pro
         .expect("run kmsctl")
 }
 
-async fn tenant_ids(kw: &Keyward) -> Vec<String> {
-    let resp = call_as(kw, &kw.operator, "Keyward.ListTenants", &json!({})).await;
-    ok_json("ListTenants", &resp)["Tenants"]
-        .as_array()
-        .expect("Tenants")
-        .iter()
-        .filter_map(|t| t["TenantId"].as_str().map(str::to_owned))
+/// The tenants the operator sees, over a client trusting `ca_pem`.
+async fn tenant_ids(kw: &Keyward, ca_pem: &str) -> Vec<String> {
+    client_trusting(&kw.url, &kw.operator, ca_pem)
+        .list_tenants()
+        .await
+        .expect("ListTenants")
+        .into_iter()
+        .map(|t| t.tenant_id)
         .collect()
 }
 
@@ -322,7 +323,7 @@ async fn only_the_attested_enclaves_own_tls_key_passes_and_kmsctl_refuses_a_rela
             root_path.to_str().expect("path"),
             "tenant",
             "create",
-            "attested-ok",
+            "314159265358",
         ],
     );
     assert!(
@@ -330,7 +331,7 @@ async fn only_the_attested_enclaves_own_tls_key_passes_and_kmsctl_refuses_a_rela
         "kmsctl against the enclave: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(tenant_ids(&kw).await.contains(&"attested-ok".to_owned()));
+    assert!(tenant_ids(&kw, &kw.ca_pem).await.contains(&"314159265358".to_owned()));
     // A wrong PCR0 is refused with nothing sent but the document request.
     let out = kmsctl(
         &kw.url,
@@ -343,11 +344,11 @@ async fn only_the_attested_enclaves_own_tls_key_passes_and_kmsctl_refuses_a_rela
             root_path.to_str().expect("path"),
             "tenant",
             "create",
-            "wrong-pcr",
+            "271828182845",
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!tenant_ids(&kw).await.contains(&"wrong-pcr".to_owned()));
+    assert!(!tenant_ids(&kw, &kw.ca_pem).await.contains(&"271828182845".to_owned()));
 
     // 2. An operator CA: the enclave's key gets a certificate from it.
     let ca = OperatorCa::new();
@@ -427,7 +428,7 @@ async fn only_the_attested_enclaves_own_tls_key_passes_and_kmsctl_refuses_a_rela
             root_path.to_str().expect("path"),
             "tenant",
             "create",
-            "victim-tenant",
+            "161803398874",
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -438,8 +439,8 @@ async fn only_the_attested_enclaves_own_tls_key_passes_and_kmsctl_refuses_a_rela
         ["Keyward.GetAttestationDocument"],
         "kmsctl sent more than the document request through the host"
     );
-    assert!(!relay.recorded().contains("victim-tenant"));
-    assert!(!tenant_ids(&kw).await.contains(&"victim-tenant".to_owned()));
+    assert!(!relay.recorded().contains("161803398874"));
+    assert!(!tenant_ids(&kw, &ca.ca_pem()).await.contains(&"161803398874".to_owned()));
     // Without --attest-pcr0 the same CA bundle trusts the host (the check is
     // what protects): the command goes through it.
     let out = kmsctl(&relay.url(), &kw.operator, &ca_path, &["tenant", "list"]);
