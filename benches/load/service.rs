@@ -126,7 +126,11 @@ fn start_dev(
         .args(["dev", "--listen", "127.0.0.1:0", "--tenant-rate-limit", "4000000000"])
         // The admin listener (`/healthz`, `/metrics`) on a free port too; builds
         // from before it existed (`--plain-http`) do not know the flag.
-        .args(if args.plain_http { &[][..] } else { &["--admin-listen", "127.0.0.1:0"][..] })
+        .args(if args.plain_http {
+            &[][..]
+        } else {
+            &["--admin-listen", "127.0.0.1:0"][..]
+        })
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--region")
