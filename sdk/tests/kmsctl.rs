@@ -52,7 +52,14 @@ fn unreachable_endpoint_is_a_service_error_not_a_panic() {
 fn attest_pcr0_refuses_an_endpoint_it_cannot_attest() {
     let run = |pcr0: &str| {
         kmsctl()
-            .args(["--endpoint", "https://127.0.0.1:9", "--attest-pcr0", pcr0, "tenant", "list"])
+            .args([
+                "--endpoint",
+                "https://127.0.0.1:9",
+                "--attest-pcr0",
+                pcr0,
+                "tenant",
+                "list",
+            ])
             .env_remove("AWS_CA_BUNDLE")
             .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE12")
             .env("AWS_SECRET_ACCESS_KEY", "x".repeat(40))
