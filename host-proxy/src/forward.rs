@@ -202,6 +202,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_connection_bound_closes_one_connection_too_many_and_the_header_names_the_client() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("enclave-tls.sock");
+        let enclave = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::new());
+        let config = ForwardConfig {
+            endpoint: EnclaveEndpoint::Unix(socket),
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(30),
+        };
+        let server = tokio::spawn(serve(listener, config, Arc::clone(&metrics)));
+        // The first connection is forwarded: the enclave side reads the
+        // header (with the client's address), then the client's bytes.
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        let first_local = first.local_addr().expect("local addr");
+        first.write_all(b"client hello").await.expect("write");
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), enclave.accept())
+            .await
+            .expect("forwarded in time")
+            .expect("accept");
+        let client = keyward_wire::read_stream_header(&mut stream).await.expect("header");
+        assert_eq!(client, Some(first_local.to_string()));
+        let mut got = [0u8; 12];
+        stream.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"client hello");
+        // A second one while the first is open: closed at once, not forwarded.
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the second connection was kept"
+        );
+        assert!(
+            metrics
+                .render(0, 0, None)
+                .contains("keyward_client_connections_refused_total 1")
+        );
+        // The enclave closing its side closes the client's.
+        drop(stream);
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest)).await;
+        assert!(ended.is_ok(), "the client connection outlived the enclave stream");
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn an_idle_connection_is_closed() {
         let (client, mut client_far) = tokio::io::duplex(1024);
         let (enclave, _enclave_far) = tokio::io::duplex(1024);

@@ -44,12 +44,47 @@ async fn the_enclave_attests_the_audit_key_it_signs_with() {
     let expected = BTreeMap::from([(0u8, pcr0.clone())]);
 
     let nonce = random_bytes(32);
-    let document = client
-        .get_attestation_document(&nonce)
+    let (document, connection_spki) = client
+        .get_attestation_document_and_tls_spki(&nonce)
         .await
         .expect("Keyward.GetAttestationDocument");
     let identity =
         verify_enclave(&document, anchor.clone(), &nonce, &expected).expect("the enclave's document verifies");
+    // The document binds the TLS key of the very connection that carried it.
+    assert_eq!(
+        identity.tls_spki_sha256, connection_spki,
+        "the attested TLS key is not the one serving this connection"
+    );
+    let ca_only = keyward_sdk::TlsOptions::default().with_ca_bundle(kw.ca_pem.clone());
+    let pinned = keyward_sdk::Client::new(
+        &kw.url,
+        crate::harness::REGION,
+        &kw.creds.access_key_id,
+        &kw.creds.secret,
+    )
+    .and_then(|c| c.with_tls(ca_only.clone().with_pinned_spki(identity.tls_spki_sha256)))
+    .expect("client");
+    pinned
+        .get_attestation_document(b"pinned")
+        .await
+        .expect("a client pinning the attested key is served");
+    let mut wrong = identity.tls_spki_sha256;
+    wrong[0] ^= 1;
+    let mispinned = keyward_sdk::Client::new(
+        &kw.url,
+        crate::harness::REGION,
+        &kw.creds.access_key_id,
+        &kw.creds.secret,
+    )
+    .and_then(|c| c.with_tls(ca_only.with_pinned_spki(wrong)))
+    .expect("client");
+    assert!(
+        matches!(
+            mispinned.get_attestation_document(b"mispinned").await,
+            Err(keyward_sdk::Error::Transport(_))
+        ),
+        "a client pinning another key was served"
+    );
     assert_eq!(identity.module_id, DEFAULT_MODULE_ID);
     assert_eq!(identity.pcrs.get(&0), Some(&pcr0), "PCR0 is the --mock-pcr value");
     for i in 1..16 {

@@ -113,6 +113,48 @@ async fn malformed_frames_close_only_that_connection() {
     expect_closed(&mut s, "garbage after the handshake").await;
     assert_still_serving(&mut kw, &key_id, "garbage after the handshake").await;
 
+    // (a4) An API request on the host link, signed and well-formed: there is
+    // no plaintext path into the API (requests arrive only inside TLS), so
+    // the enclave answers nothing and closes the connection.
+    let mut s = connect(&kw).await;
+    write_frame(
+        &mut s,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await
+    .expect("send Hello");
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, read_frame(&mut s))
+        .await
+        .expect("HelloAck in time")
+        .expect("read HelloAck");
+    let body = b"{}".to_vec();
+    let mut headers = crate::harness::api_headers(&kw.addr, "TrentService.ListKeys");
+    crate::harness::sign_headers(&mut headers, &kw.addr, &body, &kw.creds, kw.now());
+    let request = keyward_wire::ApiRequest {
+        request_id: "plaintext-path".into(),
+        method: "POST".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v.into_bytes())))
+            .collect(),
+        body,
+        client_addr: None,
+    };
+    let _ = write_frame(&mut s, &Frame::Request { id: 1, request }).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.read_to_end(&mut answer))
+        .await
+        .expect("the enclave closes the connection");
+    assert!(
+        !contains_bytes(&answer, b"KeyId") && !contains_bytes(&answer, b"\"Keys\""),
+        "the enclave answered an API request on the host link"
+    );
+    assert_still_serving(&mut kw, &key_id, "an API request on the host link").await;
+
     // (b) A length prefix one byte over the maximum, and nothing else: the
     // enclave must refuse it without waiting for (or allocating) the body.
     let mut s = connect(&kw).await;
@@ -150,6 +192,10 @@ async fn malformed_frames_close_only_that_connection() {
     assert_eq!(kw.enclave_pid, pid, "the enclave pid changed");
     let status = kw.stop();
     assert_eq!(status.code(), Some(0), "keyward must exit 0 on SIGTERM, got {status}");
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,6 +84,23 @@ async fn bad_input_on_the_tls_port_closes_only_that_connection() {
     garbage.write_all(&random_bytes(4096)).await.ok();
     read_until_closed(&mut garbage, Duration::from_secs(15)).await;
 
+    // Straight to the enclave's client-stream socket (as a hostile host
+    // could): a stream without the stream header is closed at once; one
+    // that sends nothing is closed by the header timeout.
+    let socket = kw.data_dir.join("enclave-tls.sock");
+    let mut headless = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    headless
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), headless.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a stream without a header was kept open");
+    assert!(rest.is_empty(), "a stream without a header was answered");
+    let mut silent = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    let read = tokio::time::timeout(Duration::from_secs(25), silent.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent stream was kept open past the header timeout");
+
     // The connection opened before still serves, and so do new ones.
     // (A request on the survivor: the enclave and the proxy are unaffected.)
     let _ = survivor.flush().await;
@@ -532,6 +549,28 @@ async fn the_operator_ca_path_with_an_openssl_ca() {
         "text",
         "not PEM",
     );
+    // The same through kmsctl (HTTPS, the CA bundle from AWS_CA_BUNDLE).
+    let kmsctl = |args: &[&str]| {
+        Command::new(crate::audit::kmsctl_path())
+            .args(args)
+            .env("KEYWARD_ENDPOINT", &kw.url)
+            .env("AWS_CA_BUNDLE", kw.data_dir.join("tls").join("ca.pem"))
+            .env("AWS_ACCESS_KEY_ID", &kw.operator.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &kw.operator.secret)
+            .output()
+            .expect("run kmsctl")
+    };
+    let out = kmsctl(&["tls", "csr"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    std::fs::write(d.join("other-chain.pem"), format!("{other}{ca}")).expect("write");
+    let out = kmsctl(&["tls", "import", &d.join("other-chain.pem").display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the enclave's key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Still served by the enclave CA.
     let enclave_ca_client = keyward_test_support::tls::client_config(&kw.ca_pem);
     let stream = keyward_test_support::tls::connect(&kw.addr, Arc::clone(&enclave_ca_client))
@@ -582,4 +621,69 @@ fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
     rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
         .expect("PEM certificate")
         .to_vec()
+}
+
+/// Kills the child when dropped (the test may panic).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enclave_caps_concurrent_client_streams() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("enclave.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "enclave",
+            "--mode",
+            "mock",
+            "--exit-on-stdin-close",
+            "--max-client-streams",
+            "1",
+            "--socket",
+        ])
+        .arg(&link)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the enclave");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut child = Killed(child);
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + crate::harness::READY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, lines.recv()).await {
+            Ok(Some(line)) if line.contains("client TLS streams") => break,
+            Ok(Some(_)) => {}
+            _ => panic!("the enclave did not start listening for client streams"),
+        }
+    }
+    let socket = dir.path().join("enclave-tls.sock");
+    // The first stream takes the only place (it waits for its header).
+    let _first = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    // A second one while the first is open: closed at once.
+    let mut second = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+    let mut buf = Vec::new();
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(8), second.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a stream over the cap was kept open");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(child.0.try_wait().expect("wait").is_none(), "the enclave died");
 }
