@@ -12,12 +12,23 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(
     name = "keyward-load",
-    about = "Load generator for Keyward / AWS-KMS-compatible endpoints, with an axum echo baseline."
+    about = "Load generator for Keyward / AWS-KMS-compatible endpoints, with a TLS echo baseline."
 )]
 struct RawArgs {
-    /// The endpoint to drive (e.g. http://127.0.0.1:7800).
+    /// The endpoint to drive (e.g. https://127.0.0.1:7800).
     #[arg(long, conflicts_with = "spawn")]
     endpoint: Option<String>,
+    /// The CA certificates (PEM) to trust for --endpoint, instead of any
+    /// system root (default: the file named by AWS_CA_BUNDLE). With --spawn,
+    /// the service's `<data-dir>/tls/ca.pem` is used.
+    #[arg(long, conflicts_with_all = ["spawn", "plain_http"])]
+    ca_bundle: Option<PathBuf>,
+    /// BENCHMARK OF OLD BUILDS ONLY: drive a service that serves plain HTTP
+    /// (an http:// endpoint, or --spawn of a `keyward` built before TLS moved
+    /// into the enclave) and compare with the former plain-HTTP axum echo.
+    /// Keyward itself has no plain-HTTP path.
+    #[arg(long)]
+    plain_http: bool,
     /// Start `keyward dev` on a temporary data dir and drive it.
     #[arg(long)]
     spawn: bool,
@@ -83,8 +94,14 @@ struct RawArgs {
 /// The command line, validated.
 #[derive(Debug)]
 pub(crate) struct Args {
-    /// The endpoint to drive (e.g. http://127.0.0.1:7800).
+    /// The endpoint to drive (e.g. https://127.0.0.1:7800).
     pub(crate) endpoint: Option<String>,
+    /// The CA certificates (PEM) to trust for --endpoint (--ca-bundle, else
+    /// the file AWS_CA_BUNDLE names).
+    pub(crate) ca_bundle: Option<PathBuf>,
+    /// Plain HTTP for the service and the baseline: the "before" benchmark of
+    /// builds that served plain HTTP, only.
+    pub(crate) plain_http: bool,
     /// Start `keyward dev` on a temporary data dir and drive it.
     pub(crate) spawn: bool,
     /// Run only the axum echo baseline (no service).
@@ -166,6 +183,8 @@ impl TryFrom<RawArgs> for Args {
         }
         let RawArgs {
             endpoint,
+            ca_bundle,
+            plain_http,
             spawn,
             baseline,
             no_baseline,
@@ -183,8 +202,15 @@ impl TryFrom<RawArgs> for Args {
             pid,
             rounds,
         } = raw;
+        let ca_bundle = match (ca_bundle, plain_http || spawn) {
+            (Some(path), _) => Some(path),
+            (None, false) => std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from),
+            (None, true) => None,
+        };
         Ok(Args {
             endpoint,
+            ca_bundle,
+            plain_http,
             spawn,
             baseline,
             no_baseline,
@@ -251,5 +277,37 @@ impl Op {
             Op::Encrypt => "TrentService.Encrypt",
             Op::Decrypt | Op::DecryptPolicy | Op::RecipientDecrypt => "TrentService.Decrypt",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Args> {
+        let raw = RawArgs::try_parse_from(std::iter::once("keyward-load").chain(args.iter().copied()))?;
+        Args::try_from(raw)
+    }
+
+    #[test]
+    fn the_ca_bundle_is_for_endpoints_spoken_to_over_tls() -> anyhow::Result<()> {
+        let args = parse(&["--endpoint", "https://127.0.0.1:7800", "--ca-bundle", "ca.pem"])?;
+        assert_eq!(args.ca_bundle, Some(PathBuf::from("ca.pem")));
+        assert!(!args.plain_http);
+        // --spawn finds the service's own ca.pem; plain HTTP has none.
+        assert!(parse(&["--spawn", "--ca-bundle", "ca.pem"]).is_err());
+        assert!(
+            parse(&[
+                "--endpoint",
+                "http://127.0.0.1:7800",
+                "--plain-http",
+                "--ca-bundle",
+                "ca.pem"
+            ])
+            .is_err()
+        );
+        let plain = parse(&["--spawn", "--plain-http"])?;
+        assert!(plain.plain_http && plain.ca_bundle.is_none());
+        Ok(())
     }
 }

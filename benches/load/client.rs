@@ -1,6 +1,7 @@
-//! The load client: who signs ([`Signer`]), what is sent ([`Prepared`]), kept-alive HTTP/1.1
-//! connections that send SigV4-signed requests, and [`drive`], which runs one measured load run
-//! and returns its [`RunResult`].
+//! The load client: who signs ([`Signer`]), where to ([`Endpoint`]: HTTPS trusting one CA
+//! bundle, or plain HTTP for the benchmark of old builds only), what is sent ([`Prepared`]),
+//! kept-alive HTTP/1.1 connections that send SigV4-signed requests, and [`drive`], which runs one
+//! measured load run and returns its [`RunResult`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +15,7 @@ use http_body_util::{BodyExt as _, Full};
 
 use crate::args::Args;
 use crate::stats::{CLOCK_TICKS_PER_SECOND, cpu_ticks};
+use crate::tls::ClientTls;
 
 /// Who signs: an access key and its secret.
 #[derive(Clone)]
@@ -23,11 +25,56 @@ pub(crate) struct Signer {
     pub(crate) region: String,
 }
 
+/// Where requests go: an address, the authority the requests name (`Host`
+/// and SigV4), and TLS (`None` only for `--plain-http`).
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host: String,
+    pub(crate) tls: Option<ClientTls>,
+}
+
+impl Endpoint {
+    /// `https://host:port` trusting `ca_pem`, or, with `plain_http` (the
+    /// "before" benchmark of builds that served plain HTTP), `http://host:port`.
+    pub(crate) fn new(url: &str, plain_http: bool, ca_pem: Option<&[u8]>) -> anyhow::Result<Endpoint> {
+        let uri: http::Uri = url.parse().with_context(|| format!("bad endpoint {url}"))?;
+        let authority = uri.authority().context("endpoint without host")?;
+        let tls = match (uri.scheme_str(), plain_http) {
+            (Some("https"), false) => {
+                let ca_pem = ca_pem.context("an https:// endpoint needs --ca-bundle PEM (or AWS_CA_BUNDLE)")?;
+                let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+                Some(ClientTls::new(ca_pem, name)?)
+            }
+            (Some("http"), true) => None,
+            (Some("http"), false) => {
+                bail!("{url}: Keyward serves HTTPS only; http:// is only for --plain-http (benchmark of old builds)")
+            }
+            (_, true) => bail!("--plain-http drives an http:// endpoint, not {url}"),
+            _ => bail!("{url}: the endpoint must be https://host:port"),
+        };
+        let default_port = if tls.is_some() { 443 } else { 80 };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .context("endpoint does not resolve")?;
+        Ok(Endpoint {
+            addr,
+            host: authority.as_str().to_owned(),
+            tls,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
 /// One prepared request: where, which operation, which body.
 #[derive(Clone)]
 pub(crate) struct Prepared {
-    pub(crate) addr: SocketAddr,
-    pub(crate) host: String,
+    pub(crate) endpoint: Endpoint,
     pub(crate) target: &'static str,
     pub(crate) body: Bytes,
 }
@@ -45,27 +92,26 @@ pub(crate) fn env_signer(region: &str) -> anyhow::Result<Signer> {
     })
 }
 
-pub(crate) fn resolve(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let uri: http::Uri = url.parse().with_context(|| format!("bad endpoint {url}"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("only http:// endpoints are supported (put TLS in front separately)");
-    }
-    let authority = uri.authority().context("endpoint without host")?;
-    let host = authority.as_str().to_owned();
-    let port = authority.port_u16().unwrap_or(80);
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(authority.host(), port))?
-        .next()
-        .context("endpoint does not resolve")?;
-    Ok((addr, host))
-}
-
 pub(crate) type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
+/// A new kept-alive HTTP/1.1 connection to `endpoint`, its TLS handshake done.
+pub(crate) async fn connect(endpoint: &Endpoint) -> anyhow::Result<Conn> {
+    let addr = endpoint.addr;
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
+    let Some(tls) = &endpoint.tls else {
+        let (send, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        return Ok(send);
+    };
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config))
+        .connect(tls.server_name.clone(), stream)
+        .await
+        .with_context(|| format!("TLS handshake with {addr}"))?;
     let (send, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = connection.await;
@@ -75,7 +121,7 @@ pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
 
 fn signed(prepared: &Prepared, signer: &Signer) -> anyhow::Result<http::Request<Full<Bytes>>> {
     let headers = [
-        ("host", prepared.host.as_str()),
+        ("host", prepared.endpoint.host.as_str()),
         ("content-type", "application/x-amz-json-1.1"),
         ("x-amz-target", prepared.target),
     ];
@@ -88,7 +134,7 @@ fn signed(prepared: &Prepared, signer: &Signer) -> anyhow::Result<http::Request<
         .settings(SigningSettings::default())
         .build()?
         .into();
-    let url = format!("http://{}/", prepared.host);
+    let url = format!("{}://{}/", prepared.endpoint.scheme(), prepared.endpoint.host);
     let signable = SignableRequest::new(
         "POST",
         &url,
@@ -110,6 +156,27 @@ pub(crate) async fn send(conn: &mut Conn, prepared: &Prepared, signer: &Signer) 
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, body))
+}
+
+/// One call whose answer the setup needs: the JSON of a 200, else an error
+/// naming the operation, the status and the body.
+pub(crate) async fn call(
+    conn: &mut Conn,
+    endpoint: &Endpoint,
+    signer: &Signer,
+    target: &'static str,
+    request: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let prepared = Prepared {
+        endpoint: endpoint.clone(),
+        target,
+        body: Bytes::from(serde_json::to_vec(request)?),
+    };
+    let (status, body) = send(conn, &prepared, signer).await?;
+    if status != 200 {
+        bail!("{target} answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    serde_json::from_slice(&body).with_context(|| format!("{target} answered something that is not JSON"))
 }
 
 /// What one run measured.
@@ -149,7 +216,7 @@ pub(crate) async fn drive(
     let measured = Duration::from_secs_f64(args.duration);
     let mut conns = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        conns.push(connect(prepared.addr).await?);
+        conns.push(connect(&prepared.endpoint).await?);
     }
     let start = Instant::now() + Duration::from_millis(50);
     let (from, until) = (start + warmup, start + warmup + measured);
@@ -203,7 +270,7 @@ pub(crate) async fn drive(
                 }
                 if outcome.is_err() {
                     // A broken connection: open a new one and go on.
-                    conn = match connect(prepared.addr).await {
+                    conn = match connect(&prepared.endpoint).await {
                         Ok(c) => c,
                         Err(_) => break,
                     };
@@ -234,4 +301,58 @@ pub(crate) async fn drive(
         errors,
         first_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::EchoPki;
+
+    fn error_of(result: anyhow::Result<Endpoint>) -> String {
+        result.err().map(|e| format!("{e:#}")).unwrap_or_default()
+    }
+
+    #[test]
+    fn https_endpoints_trust_the_given_bundle_and_check_the_host() -> anyhow::Result<()> {
+        let ca = EchoPki::generate()?.ca_pem;
+        let endpoint = Endpoint::new("https://127.0.0.1:7800", false, Some(ca.as_bytes()))?;
+        assert_eq!(endpoint.addr, "127.0.0.1:7800".parse()?);
+        assert_eq!(endpoint.host, "127.0.0.1:7800");
+        assert_eq!(endpoint.scheme(), "https");
+        let name = endpoint.tls.map(|t| t.server_name.to_str().into_owned());
+        assert_eq!(name.as_deref(), Some("127.0.0.1"));
+
+        let v6 = Endpoint::new("https://[::1]:7800", false, Some(ca.as_bytes()))?;
+        assert_eq!(v6.addr, "[::1]:7800".parse()?);
+        let name = v6.tls.map(|t| t.server_name.to_str().into_owned());
+        assert_eq!(name.as_deref(), Some("::1"));
+
+        let default_port = Endpoint::new("https://localhost", false, Some(ca.as_bytes()))?;
+        assert_eq!(default_port.addr.port(), 443);
+        Ok(())
+    }
+
+    #[test]
+    fn plain_http_only_with_the_benchmark_flag() -> anyhow::Result<()> {
+        let ca = EchoPki::generate()?.ca_pem;
+        let refused = error_of(Endpoint::new("http://127.0.0.1:7800", false, Some(ca.as_bytes())));
+        assert!(
+            refused.contains("HTTPS only") && refused.contains("--plain-http"),
+            "{refused}"
+        );
+        let plain = Endpoint::new("http://127.0.0.1:7800", true, None)?;
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.scheme(), "http");
+        let mixed = error_of(Endpoint::new("https://127.0.0.1:7800", true, Some(ca.as_bytes())));
+        assert!(mixed.contains("--plain-http drives an http:// endpoint"), "{mixed}");
+        Ok(())
+    }
+
+    #[test]
+    fn https_without_a_bundle_or_another_scheme_is_refused() {
+        let no_ca = error_of(Endpoint::new("https://127.0.0.1:7800", false, None));
+        assert!(no_ca.contains("--ca-bundle"), "{no_ca}");
+        let ftp = error_of(Endpoint::new("ftp://127.0.0.1:21", false, None));
+        assert!(ftp.contains("must be https://"), "{ftp}");
+    }
 }

@@ -3,24 +3,31 @@
 //! duration, and reports throughput, latency percentiles, CPU time per
 //! request of the client and of the service's processes, and the service's
 //! peak RSS — each figure next to the same client's figure against a bare
-//! axum echo server on the same machine, in the same run (the HTTP limit).
+//! rustls + hyper HTTPS echo server on the same machine, in the same run (the
+//! HTTPS limit; its certificate has the enclave's shape, `tls.rs`).
 //!
 //! ```text
 //! # one command: start `keyward dev` on a temp data dir, run every operation
 //! # at 16 and 64 connections against it and against the echo baseline
+//! # (HTTPS trusting the <data-dir>/tls/ca.pem it writes)
 //! keyward-load --spawn --op all --concurrency 16,64 --duration 10
 //! # an endpoint already running (credentials from KEYWARD_DEV_ACCESS_KEY_ID /
-//! # KEYWARD_DEV_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
-//! keyward-load --endpoint http://127.0.0.1:7800 --op decrypt --concurrency 64
+//! # KEYWARD_DEV_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY;
+//! # the CA from --ca-bundle or AWS_CA_BUNDLE)
+//! keyward-load --endpoint https://127.0.0.1:7800 --ca-bundle data/tls/ca.pem --op decrypt --concurrency 64
 //! # the baseline alone
 //! keyward-load --baseline --concurrency 64
+//! # benchmark of an old build that served plain HTTP, against the former
+//! # plain-HTTP axum echo (Keyward itself has no plain-HTTP path)
+//! keyward-load --spawn --plain-http --keyward-bin old/target/release/keyward --op decrypt
 //! # the price of a policy module, five interleaved rounds (median ratios)
 //! keyward-load --spawn --op decrypt,decrypt-policy --concurrency 16,64 \
 //!     --rounds 5 --no-baseline --policy-module context_tenant.wasm
 //! ```
 //!
-//! Every connection is a kept-alive HTTP/1.1 connection driven by one task,
-//! one request at a time. Each request is signed afresh (as an SDK does), so
+//! Every connection is a kept-alive HTTP/1.1 connection (its TLS handshake
+//! done once, before the measured window) driven by one task, one request at
+//! a time. Each request is signed afresh (as an SDK does), so
 //! the client's own cost is the same against the service and the baseline.
 #![forbid(unsafe_code)]
 
@@ -31,6 +38,7 @@ mod report;
 mod service;
 mod setup;
 mod stats;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -38,7 +46,7 @@ use anyhow::{Context as _, bail};
 
 use args::{Args, Op};
 use baseline::Baseline;
-use client::{Prepared, Signer, drive, env_signer, resolve};
+use client::{Endpoint, Prepared, Signer, drive, env_signer};
 use report::{Row, header, print_row, print_table};
 use service::Service;
 use setup::{Setup, populate};
@@ -59,7 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let baseline = if args.no_baseline && !args.baseline {
         None
     } else {
-        Some(Baseline::start()?)
+        Some(Baseline::start(args.plain_http)?)
     };
     let mut service = if args.spawn {
         Some(Service::spawn(&args).await?)
@@ -70,21 +78,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", header());
 
     let target = match (&service, &args.endpoint) {
-        (Some(s), _) => Some((s.url.clone(), s.signer.clone(), Some(s.mock_attestation_dir()))),
-        (None, Some(endpoint)) => Some((
-            endpoint.clone(),
-            env_signer(&args.region)?,
-            args.mock_attestation_dir.clone(),
-        )),
+        (Some(s), _) => Some((s.endpoint.clone(), s.signer.clone(), Some(s.mock_attestation_dir()))),
+        (None, Some(url)) => {
+            let ca_pem = match &args.ca_bundle {
+                Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+                None => None,
+            };
+            Some((
+                Endpoint::new(url, args.plain_http, ca_pem.as_deref())?,
+                env_signer(&args.region)?,
+                args.mock_attestation_dir.clone(),
+            ))
+        }
         (None, None) if args.baseline => None,
         (None, None) => bail!("give --endpoint URL, --spawn or --baseline"),
     };
 
     let setup = match &target {
-        Some((url, signer, attestation_dir)) => {
-            let setup = Setup::prepare(url, signer, attestation_dir.as_deref(), &args.ops, &args).await?;
+        Some((endpoint, signer, attestation_dir)) => {
+            let setup = Setup::prepare(endpoint, signer, attestation_dir.as_deref(), &args.ops, &args).await?;
             if args.keys > 0 {
-                populate(url, signer, args.keys).await?;
+                populate(endpoint, signer, args.keys).await?;
             }
             Some(setup)
         }
@@ -161,7 +175,7 @@ async fn run_one(
     op: Op,
     concurrency: usize,
     baseline: Option<&Baseline>,
-    target: &Option<(String, Signer, Option<PathBuf>)>,
+    target: &Option<(Endpoint, Signer, Option<PathBuf>)>,
     setup: Option<&Setup>,
     service_pids: &[(String, u32)],
     args: &Args,
@@ -174,8 +188,7 @@ async fn run_one(
             None => Setup::standalone_body(op, args.size),
         };
         let prepared = Prepared {
-            addr: b.addr,
-            host: b.addr.to_string(),
+            endpoint: b.endpoint.clone(),
             target: op.target(),
             body,
         };
@@ -190,17 +203,15 @@ async fn run_one(
             op,
             concurrency,
             round,
-            what: "axum echo",
+            what: b.label,
             result,
             ratio: None,
         });
         print_row(rows.last().expect("a row was pushed"));
     }
-    if let (Some((url, signer, _)), Some(setup)) = (target, setup) {
-        let (addr, host) = resolve(url)?;
+    if let (Some((endpoint, signer, _)), Some(setup)) = (target, setup) {
         let prepared = Prepared {
-            addr,
-            host,
+            endpoint: endpoint.clone(),
             target: op.target(),
             body: setup.body(op)?,
         };

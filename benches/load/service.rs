@@ -1,5 +1,7 @@
-//! `--spawn`: a `keyward dev` on a temporary data dir with fresh random credentials, its proxy
-//! and enclave pids (read from its output) for the CPU and memory figures, and its restart.
+//! `--spawn`: a `keyward dev` on a temporary data dir with fresh random credentials, its endpoint
+//! (HTTPS trusting the `<data-dir>/tls/ca.pem` it wrote; plain HTTP with `--plain-http`, for old
+//! builds), its proxy and enclave pids (read from its output) for the CPU and memory figures, and
+//! its restart.
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::args::Args;
-use crate::client::Signer;
+use crate::client::{Endpoint, Signer};
 
 const READY_MARKER: &str = "Keyward is ready at ";
 const ENCLAVE_MARKER: &str = "enclave process started: pid ";
@@ -19,7 +21,7 @@ pub(crate) struct Service {
     _dir: tempfile::TempDir,
     data_dir: PathBuf,
     child: Child,
-    pub(crate) url: String,
+    pub(crate) endpoint: Endpoint,
     pub(crate) signer: Signer,
     operator: Signer,
     pub(crate) proxy_pid: u32,
@@ -45,12 +47,13 @@ impl Service {
         };
         let (tenant, operator) = (signer(&args.region), signer(&args.region));
         let (child, url, enclave_pid, _) = start_dev(args, &data_dir, &tenant, &operator)?;
+        let endpoint = endpoint_of(&url, &data_dir, args)?;
         Ok(Service {
             _dir: dir,
             data_dir,
             proxy_pid: child.id(),
             child,
-            url,
+            endpoint,
             signer: tenant,
             operator,
             enclave_pid,
@@ -66,7 +69,7 @@ impl Service {
         let (child, url, enclave_pid, elapsed) = start_dev(args, &self.data_dir, &self.signer, &self.operator)?;
         self.proxy_pid = child.id();
         self.child = child;
-        self.url = url;
+        self.endpoint = endpoint_of(&url, &self.data_dir, args)?;
         self.enclave_pid = enclave_pid;
         Ok(elapsed)
     }
@@ -74,6 +77,22 @@ impl Service {
     pub(crate) fn stop(mut self) {
         terminate(&mut self.child);
     }
+}
+
+/// The started service's endpoint: HTTPS trusting the CA certificate it
+/// wrote to `<data-dir>/tls/ca.pem`, or plain HTTP with `--plain-http`.
+fn endpoint_of(url: &str, data_dir: &Path, args: &Args) -> anyhow::Result<Endpoint> {
+    if args.plain_http {
+        return Endpoint::new(url, true, None);
+    }
+    let path = data_dir.join("tls").join("ca.pem");
+    let ca_pem = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (a keyward that serves plain HTTP is benchmarked with --plain-http)",
+            path.display()
+        )
+    })?;
+    Endpoint::new(url, false, Some(&ca_pem))
 }
 
 fn terminate(child: &mut Child) {
@@ -105,6 +124,13 @@ fn start_dev(
     let started = Instant::now();
     let mut child = Command::new(&exe)
         .args(["dev", "--listen", "127.0.0.1:0", "--tenant-rate-limit", "4000000000"])
+        // The admin listener (`/healthz`, `/metrics`) on a free port too; builds
+        // from before it existed (`--plain-http`) do not know the flag.
+        .args(if args.plain_http {
+            &[][..]
+        } else {
+            &["--admin-listen", "127.0.0.1:0"][..]
+        })
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--region")

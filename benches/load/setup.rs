@@ -1,6 +1,8 @@
-//! What the runs need from the service before they start, created through its API: the keys
-//! (one guarded by a policy module for decrypt-policy), ciphertexts, a mock attestation document
-//! for recipient-decrypt, and the request body of each operation; and `--keys` extra keys.
+//! What the runs need from the service before they start, created through its API (over one
+//! connection of the load client itself, so that HTTPS or `--plain-http` holds for the setup as
+//! for the runs): the keys (one guarded by a policy module for decrypt-policy), ciphertexts, a
+//! mock attestation document for recipient-decrypt, and the request body of each operation; and
+//! `--keys` extra keys.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::args::{Args, Op};
-use crate::client::{Prepared, Signer, connect, resolve, send};
+use crate::client::{Conn, Endpoint, Prepared, Signer, call, connect, send};
 
 const ALLOW_ALL_WAT: &str = include_str!("../../tests/data/policy_allow_all.wat");
 
@@ -33,18 +35,22 @@ fn b64(bytes: &[u8]) -> String {
 
 impl Setup {
     pub(crate) async fn prepare(
-        url: &str,
+        endpoint: &Endpoint,
         signer: &Signer,
         attestation_dir: Option<&Path>,
         ops: &[Op],
         args: &Args,
     ) -> anyhow::Result<Setup> {
-        let client = keyward_sdk::Client::new(url, &signer.region, &signer.access_key_id, &signer.secret)?;
-        let key_id = create_key(&client, "keyward-load").await?;
+        let mut client = Client {
+            conn: connect(endpoint).await?,
+            endpoint,
+            signer,
+        };
+        let key_id = client.create_key("keyward-load").await?;
         let plaintext = vec![0x5a; args.size];
         let encryption_context = match &args.policy_module {
             Some(_) => {
-                let described: Value = client
+                let described = client
                     .call("TrentService.DescribeKey", &json!({"KeyId": key_id}))
                     .await?;
                 let tenant = described["KeyMetadata"]["AWSAccountId"]
@@ -54,41 +60,29 @@ impl Setup {
             }
             None => None,
         };
-        let encrypt = |key: String| {
-            let client = &client;
-            let plaintext = &plaintext;
-            let encryption_context = &encryption_context;
-            async move {
-                let mut request = json!({"KeyId": key, "Plaintext": b64(plaintext)});
-                if let Some(context) = encryption_context {
-                    request["EncryptionContext"] = context.clone();
-                }
-                let out: Value = client.call("TrentService.Encrypt", &request).await?;
-                out["CiphertextBlob"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .context("Encrypt returned no CiphertextBlob")
-            }
-        };
         let needs_ciphertext = ops.iter().any(|o| matches!(o, Op::Decrypt | Op::RecipientDecrypt));
         let ciphertext = if needs_ciphertext {
-            Some(encrypt(key_id.clone()).await?)
+            Some(client.encrypt(&key_id, &plaintext, encryption_context.as_ref()).await?)
         } else {
             None
         };
         let policy_ciphertext = if ops.contains(&Op::DecryptPolicy) {
-            let guarded = create_key(&client, "keyward-load: policy").await?;
+            let guarded = client.create_key("keyward-load: policy").await?;
             let module = match &args.policy_module {
                 Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
                 None => wat::parse_str(ALLOW_ALL_WAT).context("allow-all WAT")?,
             };
-            let _: Value = client
+            client
                 .call(
                     "Keyward.PutKeyPolicyModule",
                     &json!({"KeyId": guarded, "Module": b64(&module)}),
                 )
                 .await?;
-            Some(encrypt(guarded).await?)
+            Some(
+                client
+                    .encrypt(&guarded, &plaintext, encryption_context.as_ref())
+                    .await?,
+            )
         } else {
             None
         };
@@ -162,22 +156,45 @@ impl Setup {
     }
 }
 
-async fn create_key(client: &keyward_sdk::Client, description: &str) -> anyhow::Result<String> {
-    let out: Value = client
-        .call("TrentService.CreateKey", &json!({"Description": description}))
-        .await?;
-    out["KeyMetadata"]["KeyId"]
-        .as_str()
-        .map(str::to_owned)
-        .context("CreateKey returned no KeyId")
+/// The setup's one connection to the service.
+struct Client<'a> {
+    conn: Conn,
+    endpoint: &'a Endpoint,
+    signer: &'a Signer,
+}
+
+impl Client<'_> {
+    async fn call(&mut self, target: &'static str, request: &Value) -> anyhow::Result<Value> {
+        call(&mut self.conn, self.endpoint, self.signer, target, request).await
+    }
+
+    async fn create_key(&mut self, description: &str) -> anyhow::Result<String> {
+        let out = self
+            .call("TrentService.CreateKey", &json!({"Description": description}))
+            .await?;
+        out["KeyMetadata"]["KeyId"]
+            .as_str()
+            .map(str::to_owned)
+            .context("CreateKey returned no KeyId")
+    }
+
+    async fn encrypt(&mut self, key: &str, plaintext: &[u8], context: Option<&Value>) -> anyhow::Result<String> {
+        let mut request = json!({"KeyId": key, "Plaintext": b64(plaintext)});
+        if let Some(context) = context {
+            request["EncryptionContext"] = context.clone();
+        }
+        let out = self.call("TrentService.Encrypt", &request).await?;
+        out["CiphertextBlob"]
+            .as_str()
+            .map(str::to_owned)
+            .context("Encrypt returned no CiphertextBlob")
+    }
 }
 
 /// Creates `n` keys over 32 connections.
-pub(crate) async fn populate(url: &str, signer: &Signer, n: usize) -> anyhow::Result<()> {
-    let (addr, host) = resolve(url)?;
+pub(crate) async fn populate(endpoint: &Endpoint, signer: &Signer, n: usize) -> anyhow::Result<()> {
     let prepared = Arc::new(Prepared {
-        addr,
-        host,
+        endpoint: endpoint.clone(),
         target: "TrentService.CreateKey",
         body: Bytes::from_static(b"{}"),
     });
@@ -187,7 +204,7 @@ pub(crate) async fn populate(url: &str, signer: &Signer, n: usize) -> anyhow::Re
     for _ in 0..32 {
         let (prepared, signer, next) = (Arc::clone(&prepared), signer.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
-            let mut conn = connect(prepared.addr).await?;
+            let mut conn = connect(&prepared.endpoint).await?;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                 let (status, body) = send(&mut conn, &prepared, &signer).await?;
                 if status != 200 {

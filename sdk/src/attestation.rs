@@ -116,6 +116,18 @@ pub enum AttestationError {
     /// Fetching the document from the service failed.
     #[error(transparent)]
     Client(#[from] Error),
+    /// The document verified, but the connection that carried it was served
+    /// a certificate for another key than the TLS key the enclave attests:
+    /// the TLS session ends somewhere else (a host terminating TLS itself,
+    /// even with a valid certificate, relaying the enclave's document).
+    /// SHA-256 of each SubjectPublicKeyInfo.
+    #[error(
+        "the TLS connection does not end in the attested enclave: its certificate's key (SPKI SHA-256 {}) is not \
+         the attested one ({})",
+        hex::encode(connection),
+        hex::encode(attested)
+    )]
+    ChannelMismatch { attested: [u8; 32], connection: [u8; 32] },
 }
 
 /// A verified Keyward enclave.

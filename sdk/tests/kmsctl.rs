@@ -39,11 +39,38 @@ fn unknown_subcommand_is_a_usage_error() {
 #[test]
 fn unreachable_endpoint_is_a_service_error_not_a_panic() {
     let out = kmsctl()
-        .args(["--endpoint", "http://127.0.0.1:9", "tenant", "list"])
+        .args(["--endpoint", "https://127.0.0.1:9", "tenant", "list"])
         .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE12")
         .env("AWS_SECRET_ACCESS_KEY", "x".repeat(40))
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn attest_pcr0_refuses_an_endpoint_it_cannot_attest() {
+    let run = |pcr0: &str| {
+        kmsctl()
+            .args([
+                "--endpoint",
+                "https://127.0.0.1:9",
+                "--attest-pcr0",
+                pcr0,
+                "tenant",
+                "list",
+            ])
+            .env_remove("AWS_CA_BUNDLE")
+            .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE12")
+            .env("AWS_SECRET_ACCESS_KEY", "x".repeat(40))
+            .output()
+            .expect("runs")
+    };
+    let out = run(&"ab".repeat(48));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to send anything"), "{stderr}");
+    // A PCR0 that is not 48 bytes of hex is a usage error, before any connection.
+    let out = run("abcd");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

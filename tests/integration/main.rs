@@ -17,6 +17,7 @@ mod abuse;
 mod api;
 mod at_rest;
 mod attestation_policy;
+mod attested_channel;
 mod audit;
 mod auth;
 mod byok;

@@ -28,6 +28,17 @@ pub(crate) struct Cli {
     /// from AWS_CA_BUNDLE, as the aws CLI does.
     #[arg(long, global = true, env = "AWS_CA_BUNDLE", value_name = "PEM")]
     pub(crate) ca_bundle: Option<PathBuf>,
+    /// Before anything else, verify the enclave's attestation: PCR0 must be
+    /// this value (96 hex digits), and the TLS connection must end at the
+    /// key the document attests. An endpoint that fails gets no other
+    /// request (exit 1); every request after it is pinned to that key.
+    #[arg(long, global = true, value_name = "HEX")]
+    pub(crate) attest_pcr0: Option<String>,
+    /// The attestation root certificate (PEM) for --attest-pcr0. Default: the
+    /// AWS Nitro Enclaves root. A mock-mode Keyward's is
+    /// `<data-dir>/mock-attestation/root.crt.pem`.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub(crate) attest_root: Option<PathBuf>,
     /// SigV4 signing region.
     #[arg(long, global = true, env = "AWS_REGION", default_value = "us-east-1")]
     pub(crate) region: String,

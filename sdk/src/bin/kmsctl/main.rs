@@ -3,6 +3,8 @@
 //! modules (WebAssembly, `policies/ABI.md`).
 //!
 //! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+//! `--attest-pcr0 HEX` makes every command first verify the enclave's
+//! attestation and that the TLS connection ends in it ([`attest`]).
 //! Exit codes: 0 success, 1 service or verification failure, 2 usage error.
 //!
 //! `main.rs` reads the credentials, maps failures to exit codes and dispatches; each command group
@@ -11,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod attest;
 mod audit;
 mod keys;
 mod output;
@@ -37,6 +40,8 @@ pub(crate) enum Failure {
     /// Exit 1: a policy answer other than expected, or a response that does
     /// not match what was sent.
     Mismatch(String),
+    /// Exit 1: `--attest-pcr0` refused the endpoint; nothing else was sent.
+    Refused(String),
 }
 
 impl From<Error> for Failure {
@@ -64,7 +69,7 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
-        Err(Failure::Mismatch(message)) => {
+        Err(Failure::Mismatch(message)) | Err(Failure::Refused(message)) => {
             eprintln!("kmsctl: {message}");
             ExitCode::from(1)
         }
@@ -99,12 +104,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(AuditCommand::Verify { public_key: Some(path) }) => Some(audit::read_pinned_key(path)?),
         _ => None,
     };
+    // The same for --attest-pcr0 / --attest-root.
+    let attestation = attest::expected(cli.attest_pcr0.as_deref(), cli.attest_root.as_deref())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Service(Error::Transport(format!("starting the runtime: {e}"))))?;
-    runtime.block_on(execute(&client, cli.command, pinned_key))
+    runtime.block_on(async {
+        // With --attest-pcr0, nothing but the attestation request goes out
+        // until the endpoint has proved to be the enclave, and every request
+        // after it is pinned to the attested TLS key.
+        let client = match attestation {
+            Some(expected) => attest::attested(&client, expected).await?,
+            None => client,
+        };
+        execute(&client, cli.command, pinned_key).await
+    })
 }
 
 async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>) -> Result<(), Failure> {
