@@ -13,29 +13,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use keyward_wire::{
-    ApiResponse, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot, Operation, RequestCount,
+    ApiResponse, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot, RequestCount, operation_label,
+    outcome_label,
 };
-
-/// The operation label for a raw `X-Amz-Target` value: a known operation or `other`.
-pub fn operation_label(target: Option<&[u8]>) -> &'static str {
-    target
-        .and_then(Operation::from_target_bytes)
-        .map_or("other", Operation::target)
-}
-
-/// The outcome label for an answer: `ok`, or the AWS error type when it
-/// looks like one (`…Exception`, letters only, bounded), else `error`.
-pub fn outcome_label(status: u16, error_type: Option<&str>) -> String {
-    if status == 200 {
-        return "ok".into();
-    }
-    match error_type {
-        Some(t) if t.len() <= 64 && t.ends_with("Exception") && t.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            t.to_owned()
-        }
-        _ => "error".into(),
-    }
-}
 
 #[derive(Default)]
 struct Histogram {

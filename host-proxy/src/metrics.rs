@@ -13,32 +13,11 @@
 
 use std::fmt::Write as _;
 
-use keyward_wire::{HistogramKind, LATENCY_BOUNDS_MICROS, MetricsSnapshot, Operation};
+use keyward_wire::{HistogramKind, LATENCY_BOUNDS_MICROS, MetricsSnapshot, operation_label, outcome_label};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-/// The operation label for a raw `X-Amz-Target` value: a known operation or `other`.
-pub fn operation_label(target: Option<&[u8]>) -> &'static str {
-    target
-        .and_then(Operation::from_target_bytes)
-        .map_or("other", Operation::target)
-}
-
-/// The outcome label for an answer: `ok`, or the AWS error type when it
-/// looks like one (`…Exception`, letters only, bounded), else `error`.
-pub fn outcome_label(status: u16, error_type: Option<&str>) -> String {
-    if status == 200 {
-        return "ok".into();
-    }
-    match error_type {
-        Some(t) if t.len() <= 64 && t.ends_with("Exception") && t.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            t.to_owned()
-        }
-        _ => "error".into(),
-    }
-}
 
 fn latency_histogram() -> Histogram {
     // 50 µs … ~1.6 s.
@@ -241,26 +220,6 @@ mod tests {
     use keyward_wire::{HistogramSample, RequestCount};
 
     use super::*;
-
-    #[test]
-    fn only_known_operations_become_labels() {
-        assert_eq!(operation_label(Some(b"TrentService.Decrypt")), "TrentService.Decrypt");
-        assert_eq!(operation_label(Some(b"TrentService.Decrypt2")), "other");
-        assert_eq!(
-            operation_label(Some(b"arn:aws:kms:us-east-1:111122223333:key/x")),
-            "other"
-        );
-        assert_eq!(operation_label(None), "other");
-    }
-
-    #[test]
-    fn outcomes_are_ok_or_an_exception_name() {
-        assert_eq!(outcome_label(200, None), "ok");
-        assert_eq!(outcome_label(400, Some("NotFoundException")), "NotFoundException");
-        assert_eq!(outcome_label(400, Some("key/1234 Exception")), "error");
-        assert_eq!(outcome_label(400, Some("Secret")), "error");
-        assert_eq!(outcome_label(500, None), "error");
-    }
 
     #[test]
     fn render_shows_enclave_requests_and_link_state() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Creds, Keyward, Sandbox, http_request};
+use crate::harness::{Creds, Keyward, Sandbox};
 use crate::principals::{call_as, sdk, sdk_ok};
 
 /// The head sequence of the dev tenant's chain (the read itself is one more record).
@@ -40,8 +40,7 @@ async fn legitimate(kw: &Keyward, n: usize) -> Vec<Duration> {
 }
 
 async fn scrape(kw: &Keyward) -> String {
-    let headers = vec![("host".to_string(), kw.addr.clone())];
-    let response = http_request(&kw.addr, "GET", "/metrics", &headers, b"").await;
+    let response = kw.admin_get("/metrics").await;
     assert_eq!(response.status, 200, "GET /metrics");
     String::from_utf8(response.body).expect("metrics are text")
 }

@@ -302,10 +302,13 @@ async fn kmsctl_audit_shows_what_was_attested() {
     );
     assert_eq!(open("Decrypt", &workload, out.ciphertext_for_recipient()), b"attested");
 
+    let ca_bundle = split.data_dir.join("client-ca.pem");
+    std::fs::write(&ca_bundle, &split.ca_pem).expect("writing the CA bundle");
     let kmsctl = |args: &[&str]| {
         std::process::Command::new(crate::audit::kmsctl_path())
             .args(args)
             .env("KEYWARD_ENDPOINT", &split.url)
+            .env("AWS_CA_BUNDLE", &ca_bundle)
             .env("AWS_REGION", crate::harness::REGION)
             .env("AWS_ACCESS_KEY_ID", &split.creds.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", &split.creds.secret)
