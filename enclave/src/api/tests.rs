@@ -51,6 +51,14 @@ pub(super) fn principal(tenant: &str) -> Principal {
 
 pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
     let keyring = enclave.keyring(store).await.expect("boots");
+    if tenant != crate::auth::OPERATOR {
+        // The tenant, as the operator would have created it (of a fresh generation).
+        let generation = crate::keystore::tenants::new_generation(&crate::nsm::MockNsm).expect("random");
+        let records = Records::new(store, &keyring.sealer);
+        crate::keystore::tenants::ensure(&records, tenant, 0, generation)
+            .await
+            .expect("tenant");
+    }
     let ctx = Ctx::new(
         enclave,
         keyring,
