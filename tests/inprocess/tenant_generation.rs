@@ -39,9 +39,9 @@ fn client(service: &Service, creds: &Creds) -> aws_sdk_kms::Client {
     service.client_with(&creds.access_key_id, &creds.secret)
 }
 
-fn error_of<E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug, R>(
+fn error_of<T, E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     what: &str,
-    result: Result<R, aws_sdk_kms::error::SdkError<E, R>>,
+    result: Result<T, aws_sdk_kms::error::SdkError<E, R>>,
 ) -> (String, String) {
     let Err(err) = result else {
         panic!("{what} succeeded for the re-created tenant");
