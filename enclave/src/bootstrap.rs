@@ -93,6 +93,7 @@ pub async fn boot(
     if let Some(dev) = dev {
         ensure_dev_credential(
             &records,
+            nsm,
             dev,
             vec![Role::KeyAdmin, Role::KeyUser],
             DEV_CREDENTIAL_POINTER,
@@ -101,7 +102,7 @@ pub async fn boot(
         .await?;
     }
     if let Some(operator) = operator {
-        ensure_dev_credential(&records, operator, vec![Role::Operator], DEV_OPERATOR_POINTER, now).await?;
+        ensure_dev_credential(&records, nsm, operator, vec![Role::Operator], DEV_OPERATOR_POINTER, now).await?;
     }
     Ok(keyring)
 }
@@ -171,16 +172,19 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32
 
 /// Makes `dev` the one dev credential of its kind (`pointer` names the
 /// record remembering it), revoking the one a previous start used if it
-/// differs. The tenant record is created when missing.
+/// differs. The tenant record is created when missing, of a fresh
+/// generation drawn from `nsm`.
 async fn ensure_dev_credential(
     records: &Records<'_>,
+    nsm: &dyn Nsm,
     dev: &DevCredential,
     roles: Vec<Role>,
     pointer: &str,
     now: i64,
-) -> Result<(), StoreError> {
-    if dev.tenant != crate::auth::OPERATOR {
-        tenants::ensure(records, &dev.tenant, now).await?;
+) -> Result<(), BootError> {
+    if dev.tenant != crate::auth::OPERATOR && tenants::get(records, &dev.tenant).await?.is_none() {
+        let generation = tenants::new_generation(nsm)?;
+        tenants::ensure(records, &dev.tenant, now, generation).await?;
     }
     let record = CredentialRecord {
         access_key_id: dev.access_key_id.clone(),

@@ -6,7 +6,7 @@
 //! back for the audit record and the metrics goes into its [`Notes`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -15,8 +15,11 @@ use crate::audit::context::{ContextDigest, digest};
 use crate::audit::record::Attested;
 use crate::auth::Principal;
 use crate::bootstrap::Keyring;
+use crate::error::KmsError;
 use crate::keys::context::EncryptionContext;
+use crate::keys::hierarchy::TenantGeneration;
 use crate::policy::context::RequestFacts;
+use crate::secret::Key256;
 use crate::service::Enclave;
 use crate::store::Records;
 
@@ -33,6 +36,10 @@ pub struct Ctx<'a> {
     pub notes: Notes,
     /// What policy modules see of the request (ABI v1 `request`, `action`).
     pub facts: Mutex<RequestFacts>,
+    /// The generation of the principal's tenant, from its sealed record:
+    /// set by `api::handle` (which reads that record), or on first use by
+    /// `keystore::keys::tenant_generation`. Every tenant key is derived with it.
+    tenant_generation: OnceLock<TenantGeneration>,
 }
 
 impl<'a> Ctx<'a> {
@@ -53,7 +60,60 @@ impl<'a> Ctx<'a> {
             now,
             notes: Notes::default(),
             facts: Mutex::new(RequestFacts::default()),
+            tenant_generation: OnceLock::new(),
         }
+    }
+
+    /// This context with the generation of the principal's tenant.
+    #[must_use]
+    pub fn with_tenant_generation(self, generation: TenantGeneration) -> Self {
+        let _ = self.tenant_generation.set(generation);
+        self
+    }
+
+    /// The generation of the principal's tenant, when known.
+    pub fn tenant_generation(&self) -> Option<TenantGeneration> {
+        self.tenant_generation.get().copied()
+    }
+
+    /// Remembers the generation of the principal's tenant (the first one set stays).
+    pub fn set_tenant_generation(&self, generation: TenantGeneration) {
+        let _ = self.tenant_generation.set(generation);
+    }
+
+    /// The key-encryption key of `tenant`, which must be the principal's
+    /// tenant with its generation known (keys are only ever opened by their
+    /// own tenant); never derived without the generation.
+    pub fn tenant_kek(&self, tenant: &str) -> Result<Arc<Key256>, KmsError> {
+        let generation = self.own_generation(tenant)?;
+        Ok(self.keyring.hierarchy.tenant_kek(tenant, &generation))
+    }
+
+    /// The HMAC key of `tenant`'s imported-material fingerprints, as [`Ctx::tenant_kek`].
+    pub fn material_fingerprint_key(&self, tenant: &str) -> Result<Key256, KmsError> {
+        let generation = self.own_generation(tenant)?;
+        Ok(self.keyring.hierarchy.material_fingerprint_key(tenant, &generation))
+    }
+
+    fn own_generation(&self, tenant: &str) -> Result<TenantGeneration, KmsError> {
+        match self.tenant_generation() {
+            Some(generation) if tenant == self.principal.tenant => Ok(generation),
+            _ => {
+                tracing::error!(tenant = %tenant, "a tenant key was asked for without the tenant's generation");
+                Err(KmsError::InternalDetail(format!(
+                    "The generation of tenant {tenant} is not known to this request; none of its keys is opened."
+                )))
+            }
+        }
+    }
+
+    /// The principal's tenant's audit-context key, when its generation is known.
+    fn audit_context_key(&self) -> Option<Key256> {
+        let generation = self.tenant_generation();
+        if generation.is_none() {
+            tracing::error!(tenant = %self.principal.tenant, "encryption context not noted: tenant generation unknown");
+        }
+        generation.map(|g| self.keyring.hierarchy.audit_context_key(&self.principal.tenant, &g))
     }
 
     /// This context with the request's policy facts.
@@ -72,14 +132,16 @@ impl<'a> Ctx<'a> {
     /// Notes the operation's encryption context for the audit record (keys,
     /// and a keyed hash under the tenant's audit-context key; never the values).
     pub fn note_encryption_context(&self, context: &EncryptionContext) {
-        let key = self.keyring.hierarchy.audit_context_key(&self.principal.tenant);
-        self.notes.encryption_context(digest(&key, context));
+        if let Some(key) = self.audit_context_key() {
+            self.notes.encryption_context(digest(&key, context));
+        }
     }
 
     /// Notes ReEncrypt's source encryption context, as [`Ctx::note_encryption_context`].
     pub fn note_source_encryption_context(&self, context: &EncryptionContext) {
-        let key = self.keyring.hierarchy.audit_context_key(&self.principal.tenant);
-        self.notes.source_encryption_context(digest(&key, context));
+        if let Some(key) = self.audit_context_key() {
+            self.notes.source_encryption_context(digest(&key, context));
+        }
     }
 
     /// The request's policy facts (held briefly; never across an `.await`).

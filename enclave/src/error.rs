@@ -114,7 +114,9 @@ impl From<crate::store::StoreError> for KmsError {
             StoreError::Conflict { record, .. } => KmsError::Conflict(format!(
                 "The record {record} was changed concurrently by another request; retry the request."
             )),
-            StoreError::Seal(SealError::OldFormat(_)) => KmsError::InternalDetail(e.to_string()),
+            StoreError::Seal(SealError::OldFormat(_)) | StoreError::NoGeneration(_) => {
+                KmsError::InternalDetail(e.to_string())
+            }
             StoreError::Seal(SealError::Forged(_)) => KmsError::InternalDetail(format!(
                 "The host store served a record that does not authenticate: {e}. Nothing was released."
             )),

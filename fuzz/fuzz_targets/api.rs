@@ -255,8 +255,10 @@ fuzz_target!(|data: &[u8]| {
         authorize::authorize(&principal, op)?;
         let records = Records::new(&store, &keyring.sealer);
         let mut tenant_policy = None;
+        let mut tenant_generation = None;
         if !principal.is_operator() {
             let tenant = tenants::get(&records, &principal.tenant).await?;
+            tenant_generation = tenant.as_ref().and_then(|t| t.generation().ok());
             tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
             if !tenant.is_some_and(|t| t.enabled) {
                 return Err(KmsError::AccessDenied("tenant disabled".into()));
@@ -276,6 +278,9 @@ fuzz_target!(|data: &[u8]| {
             time::OffsetDateTime::now_utc(),
         )
         .with_facts(facts);
+        if let Some(generation) = tenant_generation {
+            ctx.set_tenant_generation(generation);
+        }
         api::dispatch(&ctx, op, body).await
     });
 

@@ -23,6 +23,7 @@ mod recipient_cms;
 mod rotation;
 mod signing;
 mod tags;
+mod tenant_generation;
 
 /// What the test modules share, from `keyward-test-support`.
 mod support {

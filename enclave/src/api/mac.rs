@@ -151,7 +151,7 @@ mod tests {
     /// against an independent HMAC implementation run).
     async fn material(ctx: &Ctx<'_>, key_id: &str) -> Vec<u8> {
         let rec = crate::keystore::keys::resolve_key(ctx, key_id).await.expect("key");
-        let kek = ctx.keyring.hierarchy.tenant_kek(TENANT);
+        let kek = ctx.tenant_kek(TENANT).expect("kek");
         rec.material(&kek, 1).expect("unwraps").expose().to_vec()
     }
 

@@ -260,8 +260,11 @@ async fn serve(
     }
     let mut tenant_policy = None;
     let mut tenant_attestation = None;
+    let mut tenant_generation = None;
     if !principal.is_operator() {
+        // A tenant record without a generation (an older data dir) is refused here.
         let tenant = crate::keystore::tenants::get(&records, &principal.tenant).await?;
+        tenant_generation = tenant.as_ref().and_then(|t| t.generation().ok());
         tenant_policy = tenant.as_ref().and_then(|t| t.policy_module.clone());
         tenant_attestation = tenant.as_ref().and_then(|t| t.attestation.clone());
         if !tenant.is_some_and(|t| t.enabled) {
@@ -290,6 +293,9 @@ async fn serve(
     loop {
         let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
         let ctx = Ctx::new(enclave, keyring, records, principal.clone(), now).with_facts(facts.clone());
+        if let Some(generation) = tenant_generation {
+            ctx.set_tenant_generation(generation);
+        }
         // The tenant's default module decides on operations that act on no key
         // before they run (on the others, on each key they load).
         let result = match crate::keystore::policy::enforce_keyless(&ctx, op).await {

@@ -32,12 +32,14 @@ struct CreateTenantResponse<'a> {
     secret_access_key: &'a str,
 }
 
-/// Creates a tenant and its first KeyAdmin access key; the secret is returned
-/// here once and never again.
+/// Creates a tenant (of a fresh generation, so its keys are its own even if
+/// its id was used before) and its first KeyAdmin access key; the secret is
+/// returned here once and never again.
 pub async fn create_tenant(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
     let req: TenantIdRequest = parse(body)?;
     let id = tenant_id(req.tenant_id)?;
-    let created = tenants::create(&ctx.records, &ctx.enclave.locks, &id, ctx.now.unix_timestamp()).await?;
+    let now = ctx.now.unix_timestamp();
+    let created = tenants::create(&ctx.records, &ctx.enclave.locks, &*ctx.enclave.nsm, &id, now).await?;
     render(&CreateTenantResponse {
         tenant_id: &created.tenant_id,
         access_key_id: &created.access_key_id,

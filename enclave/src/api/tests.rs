@@ -51,13 +51,25 @@ pub(super) fn principal(tenant: &str) -> Principal {
 
 pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
     let keyring = enclave.keyring(store).await.expect("boots");
-    Ctx::new(
+    if tenant != crate::auth::OPERATOR {
+        // The tenant, as the operator would have created it (of a fresh generation).
+        let generation = crate::keystore::tenants::new_generation(&crate::nsm::MockNsm).expect("random");
+        let records = Records::new(store, &keyring.sealer);
+        crate::keystore::tenants::ensure(&records, tenant, 0, generation)
+            .await
+            .expect("tenant");
+    }
+    let ctx = Ctx::new(
         enclave,
         keyring,
         Records::new(store, &keyring.sealer),
         principal(tenant),
         OffsetDateTime::now_utc(),
-    )
+    );
+    crate::keystore::keys::load_tenant_generation(&ctx)
+        .await
+        .expect("tenant");
+    ctx
 }
 
 pub(super) fn b64(bytes: &[u8]) -> String {
@@ -109,9 +121,9 @@ async fn master_key_material_and_derived_keys_never_reach_the_host() {
     let mut secrets: Vec<Vec<u8>> = vec![
         ctx.keyring.hierarchy.root_for_tests().expose().to_vec(),
         ctx.keyring.hierarchy.sealing_key().expose().to_vec(),
-        ctx.keyring.hierarchy.tenant_kek(TENANT).expose().to_vec(),
+        ctx.tenant_kek(TENANT).expect("kek").expose().to_vec(),
     ];
-    let kek = ctx.keyring.hierarchy.tenant_kek(TENANT);
+    let kek = ctx.tenant_kek(TENANT).expect("kek");
     for key_id in &key_ids {
         let name = format!("{TENANT}/{key_id}");
         let rec: KeyRecord = ctx
@@ -164,10 +176,7 @@ async fn an_altered_or_moved_key_record_is_an_error_never_data() {
         value: sealed.to_vec(),
     };
     store.call(put).await.expect("put");
-    let ctx_b = super::Ctx {
-        principal: principal(other),
-        ..ctx_clone(&ctx, &store)
-    };
+    let ctx_b = ctx_for(&ctx, &store, principal(other));
     let err = keys::describe_key(&ctx_b, json!({ "KeyId": key_id }))
         .await
         .expect_err("must not open");
@@ -191,12 +200,14 @@ async fn an_altered_or_moved_key_record_is_an_error_never_data() {
     assert!(err.message().contains("does not authenticate"), "{err:?}");
 }
 
-fn ctx_clone<'a>(ctx: &Ctx<'a>, store: &'a MemoryStore) -> Ctx<'a> {
+/// A context like `ctx` for `principal` (its tenant's generation is read
+/// when one of its keys is loaded).
+fn ctx_for<'a>(ctx: &Ctx<'a>, store: &'a MemoryStore, principal: crate::auth::Principal) -> Ctx<'a> {
     Ctx::new(
         ctx.enclave,
         ctx.keyring,
         Records::new(store, &ctx.keyring.sealer),
-        ctx.principal.clone(),
+        principal,
         ctx.now,
     )
 }
@@ -213,10 +224,7 @@ async fn another_tenants_key_is_not_found_by_id_arn_or_ciphertext() {
         .await
         .expect("enc");
 
-    let stranger = Ctx {
-        principal: principal("444455556666"),
-        ..ctx_clone(&owner, &store)
-    };
+    let stranger = ctx_for(&owner, &store, principal("444455556666"));
     for id in [&key_id, &arn] {
         let err = keys::describe_key(&stranger, json!({ "KeyId": id }))
             .await

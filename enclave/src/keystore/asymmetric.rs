@@ -181,10 +181,10 @@ fn invalid_signature() -> KmsError {
 
 /// The key's private half, unwrapped from its only version.
 fn private_key(ctx: &Ctx<'_>, rec: &KeyRecord) -> Result<SigningKey, KmsError> {
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+    let kek = ctx.tenant_kek(&rec.tenant)?;
     let material = rec.material(&kek, rec.current_version()).map_err(|e| {
         tracing::error!(error = %e, "key material does not unwrap");
-        KmsError::Internal
+        super::crypto::material_error(rec, &e)
     })?;
     SigningKey::from_slice(material.expose()).map_err(|_| {
         tracing::error!("key material is not a P-256 private key");

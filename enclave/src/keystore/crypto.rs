@@ -9,7 +9,7 @@ use crate::context::Ctx;
 use crate::error::KmsError;
 use crate::keys::blob::{self as cipherblob, BlobHeader};
 use crate::keys::context::EncryptionContext;
-use crate::keys::record::KeyRecord;
+use crate::keys::record::{KeyRecord, MaterialError};
 use crate::keys::spec::KeyUsage;
 use crate::policy::context::ReEncryptSide;
 use crate::secret::SecretBytes;
@@ -31,11 +31,11 @@ pub fn seal_under(
     context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, KmsError> {
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+    let kek = ctx.tenant_kek(&rec.tenant)?;
     let version = rec.current_version();
     let material = rec.symmetric_material(&kek, version).map_err(|e| {
         tracing::error!(error = %e, "key material does not unwrap");
-        KmsError::Internal
+        material_error(rec, &e)
     })?;
     let header = BlobHeader {
         key_id: rec.key_id,
@@ -45,6 +45,20 @@ pub fn seal_under(
         tracing::error!(error = %e, "ciphertext blob");
         KmsError::Internal
     })
+}
+
+/// What a caller is told when `rec`'s material does not unwrap under its
+/// tenant's key: a key of an earlier tenant of the same id (another tenant
+/// generation) or an altered record. Nothing is released.
+pub fn material_error(rec: &KeyRecord, e: &MaterialError) -> KmsError {
+    match e {
+        MaterialError::Forged => KmsError::InternalDetail(format!(
+            "The key material of {} does not unwrap under the key of tenant {} (a key of an earlier tenant \
+             of this id, or an altered record); nothing was released.",
+            rec.arn, rec.tenant
+        )),
+        _ => KmsError::Internal,
+    }
 }
 
 fn invalid_ciphertext() -> KmsError {
@@ -77,7 +91,7 @@ pub async fn open_blob(
     }
     let rec = load_key(ctx, &header.key_id).await?;
     require_usable(&rec, KeyUsage::EncryptDecrypt)?;
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+    let kek = ctx.tenant_kek(&rec.tenant)?;
     let material = rec
         .symmetric_material(&kek, header.key_version)
         .map_err(|_| invalid_ciphertext())?;

@@ -7,6 +7,7 @@ use crate::audit::record::{ALLOW, AuditEntry};
 use crate::keys::hierarchy::Hierarchy;
 use crate::keys::record::{self, KeyRecord, KeyState, MaterialError, RotationEntry};
 use crate::seal::SealError;
+use crate::secret::Key256;
 use crate::store::{Records, StoreError};
 
 pub const SECONDS_PER_DAY: i64 = 86_400;
@@ -58,12 +59,14 @@ pub async fn apply_due_with(
     }
     if rotation_due(&rec, now) {
         let period = i64::from(rec.rotation_period_days.unwrap_or(365)) * SECONDS_PER_DAY;
-        rotate(hierarchy, &mut rec, now, false).map_err(|e| {
-            StoreError::Seal(SealError::Seal(format!(
-                "{}: {e}",
-                record::record_key(&rec.tenant, &rec.key_id)
-            )))
-        })?;
+        let name = record::record_key(&rec.tenant, &rec.key_id);
+        let Some(tenant) = super::tenants::get(records, &rec.tenant).await? else {
+            return Err(StoreError::Seal(SealError::Seal(format!(
+                "{name}: its tenant has no record"
+            ))));
+        };
+        let kek = hierarchy.tenant_kek(&rec.tenant, &tenant.generation()?);
+        rotate(&kek, &mut rec, now, false).map_err(|e| StoreError::Seal(SealError::Seal(format!("{name}: {e}"))))?;
         rec.next_rotation_date = Some(now + period);
         records
             .put(record::NAMESPACE, &record::record_key(&rec.tenant, &rec.key_id), &rec)
@@ -88,11 +91,16 @@ fn enclave_event(rec: &KeyRecord, now: i64, operation: &str, reason: String) -> 
     }
 }
 
-/// Adds a new version of fresh material; old versions stay for decryption.
-/// A wrapping failure leaves the record unchanged.
-pub fn rotate(hierarchy: &Hierarchy, rec: &mut KeyRecord, now: i64, on_demand: bool) -> Result<(), MaterialError> {
-    let kek = hierarchy.tenant_kek(&rec.tenant);
-    rec.push_version(&kek, rec.key_spec.generate().expose())?;
+/// Adds a new version of fresh material wrapped under `kek` (the tenant's);
+/// old versions stay for decryption. The current version must unwrap under
+/// `kek` first: a key of an earlier tenant of the same id (another
+/// generation) never gets a version the new tenant could use. A failure
+/// leaves the record unchanged.
+pub fn rotate(kek: &Key256, rec: &mut KeyRecord, now: i64, on_demand: bool) -> Result<(), MaterialError> {
+    if !rec.versions.is_empty() {
+        rec.material(kek, rec.current_version())?;
+    }
+    rec.push_version(kek, rec.key_spec.generate().expose())?;
     rec.rotations.push(RotationEntry {
         version: rec.current_version(),
         date: now,

@@ -66,7 +66,7 @@ pub async fn issue_parameters(
     let valid_to = ctx.now.unix_timestamp() + import::PARAMETERS_LIFETIME_SECONDS;
     with_locked_key(ctx, Some(key_id.to_owned()), async |rec| {
         check_importable(&rec)?;
-        let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+        let kek = ctx.tenant_kek(&rec.tenant)?;
         let (key_id, tenant, arn) = (rec.key_id, rec.tenant.clone(), rec.arn.clone());
         // RSA key generation takes up to a second (RSA-4096): off the reactor.
         let new = tokio::task::spawn_blocking(move || {
@@ -123,14 +123,14 @@ pub async fn import_material(
                 "The import token has expired. Call GetParametersForImport for a new one.".into(),
             ));
         }
-        let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+        let kek = ctx.tenant_kek(&rec.tenant)?;
         let material = unwrap_off_reactor(Arc::clone(&kek), rec.arn.clone(), parameters, encrypted).await?;
         if material.len() != MATERIAL_LEN {
             return Err(KmsError::IncorrectKeyMaterial(
                 "SYMMETRIC_DEFAULT key material must be 256 bits.".into(),
             ));
         }
-        let fingerprint_key = ctx.keyring.hierarchy.material_fingerprint_key(&rec.tenant);
+        let fingerprint_key = ctx.material_fingerprint_key(&rec.tenant)?;
         let fingerprint = import::fingerprint(&fingerprint_key, &rec.arn, material.expose());
         if let Some(known) = &rec.material_fingerprint
             && !bool::from(subtle::ConstantTimeEq::ct_eq(known.as_slice(), fingerprint.as_slice()))

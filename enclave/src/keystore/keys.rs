@@ -87,7 +87,21 @@ pub async fn load_key_locked(ctx: &Ctx<'_>, key_id: &Uuid) -> Result<KeyRecord, 
     load(ctx, key_id, true).await
 }
 
+/// Makes the generation of the caller's tenant known to `ctx` (read from
+/// its sealed record when `api::handle` did not set it), so its keys can be
+/// derived; a tenant record without a generation is refused. A missing
+/// record leaves it unknown: no key of the tenant is then opened.
+pub async fn load_tenant_generation(ctx: &Ctx<'_>) -> Result<(), KmsError> {
+    if ctx.tenant_generation().is_none()
+        && let Some(tenant) = super::tenants::get(&ctx.records, &ctx.principal.tenant).await?
+    {
+        ctx.set_tenant_generation(tenant.generation()?);
+    }
+    Ok(())
+}
+
 async fn load(ctx: &Ctx<'_>, key_id: &Uuid, locked: bool) -> Result<KeyRecord, KmsError> {
+    load_tenant_generation(ctx).await?;
     let name = record::record_key(&ctx.principal.tenant, key_id);
     let rec = read_key(ctx, &name, key_id).await?;
     let rec = match rec {
@@ -265,6 +279,7 @@ pub async fn create_key(ctx: &Ctx<'_>, new: NewKey) -> Result<KeyRecord, KmsErro
     if new.tags.len() > MAX_TAGS {
         return Err(too_many_tags());
     }
+    load_tenant_generation(ctx).await?;
     let external = new.origin == Origin::External;
     let key_id = Uuid::new_v4();
     let tenant = ctx.principal.tenant.clone();
@@ -298,7 +313,7 @@ pub async fn create_key(ctx: &Ctx<'_>, new: NewKey) -> Result<KeyRecord, KmsErro
         protection_locked: false,
     };
     if !external {
-        let kek = ctx.keyring.hierarchy.tenant_kek(&tenant);
+        let kek = ctx.tenant_kek(&tenant)?;
         rec.push_version(&kek, new.spec.generate().expose()).map_err(|e| {
             tracing::error!(error = %e, "new key material");
             KmsError::Internal

@@ -91,10 +91,10 @@ async fn usable_key(
             rec.key_spec
         )));
     }
-    let kek = ctx.keyring.hierarchy.tenant_kek(&rec.tenant);
+    let kek = ctx.tenant_kek(&rec.tenant)?;
     let material = rec.material(&kek, rec.current_version()).map_err(|e| {
         tracing::error!(error = %e, "key material does not unwrap");
-        KmsError::Internal
+        super::crypto::material_error(&rec, &e)
     })?;
     Ok((rec, material))
 }

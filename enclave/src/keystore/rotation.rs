@@ -84,8 +84,8 @@ pub async fn status(ctx: &Ctx<'_>, key_id: &str) -> Result<RotationStatus, KmsEr
 /// RotateKeyOnDemand: a new version now; returns the key's ARN.
 pub async fn rotate_on_demand(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<String, KmsError> {
     let now = ctx.now.unix_timestamp();
-    let hierarchy = &ctx.keyring.hierarchy;
     let (rec, ()) = modify(ctx, key_id, |rec| {
+        let kek = ctx.tenant_kek(&rec.tenant)?;
         check_rotatable(rec)?;
         if rec.rotations.iter().filter(|r| r.on_demand).count() >= MAX_ON_DEMAND_ROTATIONS {
             return Err(KmsError::LimitExceeded(format!(
@@ -93,9 +93,9 @@ pub async fn rotate_on_demand(ctx: &Ctx<'_>, key_id: Option<String>) -> Result<S
                 rec.arn
             )));
         }
-        due::rotate(hierarchy, rec, now, true).map_err(|e| {
+        due::rotate(&kek, rec, now, true).map_err(|e| {
             tracing::error!(error = %e, "on-demand rotation");
-            KmsError::Internal
+            super::crypto::material_error(rec, &e)
         })?;
         Ok(())
     })

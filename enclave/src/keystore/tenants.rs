@@ -12,8 +12,10 @@ use zeroize::Zeroizing;
 
 use crate::auth::credentials::{self, CredentialRecord, Role};
 use crate::error::KmsError;
+use crate::keys::hierarchy::{GENERATION_LEN, TenantGeneration};
 use crate::keys::record::AttestationPolicy;
 use crate::locks::RecordLocks;
+use crate::nsm::{Nsm, NsmError};
 use crate::store::{Records, StoreError};
 
 /// Namespace of tenant records; record key = tenant id.
@@ -34,18 +36,50 @@ pub struct TenantRecord {
     /// so records without one keep their sealed bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<AttestationPolicy>,
+    /// The tenant's generation (`keys::hierarchy::TenantGeneration`), drawn
+    /// when it was created: part of every derivation of its keys. Always
+    /// written; a record without one predates tenant generations and is
+    /// refused ([`TenantRecord::generation`]), never derived from without it.
+    #[serde(default)]
+    generation: Option<TenantGeneration>,
 }
 
 impl TenantRecord {
-    /// A new, enabled tenant without a policy module.
-    pub fn new(tenant_id: &str, created: i64) -> Self {
+    /// A new, enabled tenant of `generation` without a policy module.
+    pub fn new(tenant_id: &str, created: i64, generation: TenantGeneration) -> Self {
         TenantRecord {
             tenant_id: tenant_id.to_owned(),
             enabled: true,
             created,
             policy_module: None,
             attestation: None,
+            generation: Some(generation),
         }
+    }
+
+    /// The tenant's generation; a record written before tenant generations
+    /// existed is refused, with how to start fresh.
+    pub fn generation(&self) -> Result<TenantGeneration, StoreError> {
+        self.generation
+            .ok_or_else(|| StoreError::NoGeneration(format!("{NAMESPACE}/{}", self.tenant_id)))
+    }
+}
+
+/// A fresh tenant generation from the enclave's random source (the NSM in
+/// nitro mode).
+pub fn new_generation(nsm: &dyn Nsm) -> Result<TenantGeneration, NsmError> {
+    let mut bytes = [0u8; GENERATION_LEN];
+    nsm.fill_random(&mut bytes)?;
+    Ok(TenantGeneration::from_bytes(bytes))
+}
+
+/// The generation of tenant `tenant_id`, which must exist.
+pub async fn generation(records: &Records<'_>, tenant_id: &str) -> Result<TenantGeneration, KmsError> {
+    match get(records, tenant_id).await? {
+        Some(tenant) => Ok(tenant.generation()?),
+        None => Err(KmsError::InternalDetail(format!(
+            "Tenant {tenant_id} has no record; none of its keys is opened."
+        ))),
     }
 }
 
@@ -53,16 +87,27 @@ fn lock_name(tenant_id: &str) -> String {
     format!("{NAMESPACE}/{tenant_id}")
 }
 
-/// The tenant record of `tenant_id`, if any.
+/// The tenant record of `tenant_id`, if any; one without a generation
+/// (an older data dir) is refused.
 pub async fn get(records: &Records<'_>, tenant_id: &str) -> Result<Option<TenantRecord>, StoreError> {
-    records.get(NAMESPACE, tenant_id).await
+    let tenant: Option<TenantRecord> = records.get(NAMESPACE, tenant_id).await?;
+    if let Some(tenant) = &tenant {
+        tenant.generation()?;
+    }
+    Ok(tenant)
 }
 
-/// Creates the record of `tenant_id` when it is missing (boot, for the dev tenant).
-pub async fn ensure(records: &Records<'_>, tenant_id: &str, now: i64) -> Result<(), StoreError> {
+/// Creates the record of `tenant_id` of `generation` (drawn with
+/// [`new_generation`]) when it is missing (boot, for the dev tenant).
+pub async fn ensure(
+    records: &Records<'_>,
+    tenant_id: &str,
+    now: i64,
+    generation: TenantGeneration,
+) -> Result<(), StoreError> {
     if get(records, tenant_id).await?.is_none() {
         records
-            .put(NAMESPACE, tenant_id, &TenantRecord::new(tenant_id, now))
+            .put(NAMESPACE, tenant_id, &TenantRecord::new(tenant_id, now, generation))
             .await?;
     }
     Ok(())
@@ -75,10 +120,12 @@ pub struct NewTenant {
     pub secret_access_key: Zeroizing<String>,
 }
 
-/// Creates tenant `tenant_id` (a valid id) and its first KeyAdmin access key.
+/// Creates tenant `tenant_id` (a valid id) of a fresh generation drawn from
+/// `nsm`, and its first KeyAdmin access key.
 pub async fn create(
     records: &Records<'_>,
     locks: &RecordLocks,
+    nsm: &dyn Nsm,
     tenant_id: &str,
     now: i64,
 ) -> Result<NewTenant, KmsError> {
@@ -86,6 +133,10 @@ pub async fn create(
     if get(records, tenant_id).await?.is_some() {
         return Err(KmsError::AlreadyExists(format!("Tenant {tenant_id} already exists.")));
     }
+    let generation = new_generation(nsm).map_err(|e| {
+        tracing::error!(error = %e, "tenant generation");
+        KmsError::Internal
+    })?;
     let (access_key_id, secret) = credentials::generate_access_key();
     let credential = CredentialRecord {
         access_key_id: access_key_id.clone(),
@@ -96,7 +147,7 @@ pub async fn create(
     };
     credentials::store_credential(records, &credential).await?;
     records
-        .put(NAMESPACE, tenant_id, &TenantRecord::new(tenant_id, now))
+        .put(NAMESPACE, tenant_id, &TenantRecord::new(tenant_id, now, generation))
         .await?;
     tracing::info!(tenant = %tenant_id, access_key_id = %access_key_id, "tenant created");
     Ok(NewTenant {
@@ -187,9 +238,9 @@ mod tests {
 
     use super::*;
 
-    /// The sealed form is a CBOR map of exactly these fields (as when the
-    /// record lived in `bootstrap`); records written before tenant policy
-    /// modules existed still read.
+    /// The sealed form is a CBOR map of exactly these fields (the generation
+    /// a CBOR byte string); records written before tenant policy modules
+    /// existed still read, but one without a generation is refused.
     #[test]
     fn the_sealed_encoding_is_unchanged() {
         let record = TenantRecord {
@@ -198,11 +249,16 @@ mod tests {
             created: 7,
             policy_module: Some("ab".into()),
             attestation: None,
+            generation: Some(TenantGeneration::from_bytes([9; GENERATION_LEN])),
         };
         let bytes = serde_cbor::to_vec(&record).expect("encodes");
         let map: BTreeMap<String, serde_cbor::Value> = serde_cbor::from_slice(&bytes).expect("a map");
         let fields: Vec<&str> = map.keys().map(String::as_str).collect();
-        assert_eq!(fields, ["created", "enabled", "policy_module", "tenant_id"]);
+        assert_eq!(
+            fields,
+            ["created", "enabled", "generation", "policy_module", "tenant_id"]
+        );
+        assert_eq!(map["generation"], serde_cbor::Value::Bytes(vec![9; GENERATION_LEN]));
 
         let mut old = BTreeMap::new();
         old.insert("tenant_id", serde_cbor::Value::Text("111122223333".into()));
@@ -212,6 +268,13 @@ mod tests {
         assert!(old.enabled && old.created == 5 && old.policy_module.is_none());
         assert_eq!(old.tenant_id, "111122223333");
         assert!(old.attestation.is_none());
+        // A record from before tenant generations is refused, never derived
+        // from without one.
+        let err = old.generation().err().expect("refused");
+        assert!(matches!(err, StoreError::NoGeneration(_)));
+        let message = err.to_string();
+        assert!(message.contains("predates tenant generations"), "{message}");
+        assert!(message.contains("to start fresh"), "{message}");
         // A record read back without a default attestation policy re-encodes
         // to the same bytes.
         let again: TenantRecord = serde_cbor::from_slice(&bytes).expect("reads");
@@ -230,7 +293,14 @@ mod tests {
         let fields: Vec<&str> = map.keys().map(String::as_str).collect();
         assert_eq!(
             fields,
-            ["attestation", "created", "enabled", "policy_module", "tenant_id"]
+            [
+                "attestation",
+                "created",
+                "enabled",
+                "generation",
+                "policy_module",
+                "tenant_id"
+            ]
         );
         let back: TenantRecord = serde_cbor::from_slice(&bytes).expect("reads");
         assert_eq!(back.attestation, with_policy.attestation);

@@ -66,6 +66,12 @@ impl MemoryStore {
         slot.value = Some(bytes);
     }
 
+    /// Tampering, for tests: destroys a record outright, version and all,
+    /// as a host that deletes it for real would (it reads as never written).
+    pub fn destroy(&self, namespace: &str, key: &str) {
+        self.lock().remove(&(namespace.to_owned(), key.to_owned()));
+    }
+
     /// A record's version and bytes as stored (version 0: never written).
     pub fn raw(&self, namespace: &str, key: &str) -> (u64, Option<Vec<u8>>) {
         self.lock()

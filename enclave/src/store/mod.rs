@@ -65,6 +65,13 @@ pub enum StoreError {
     Seal(#[from] SealError),
     #[error("record {0} does not decode")]
     Decode(String),
+    /// A tenant record without a tenant generation: the data dir predates
+    /// tenant generations (the tenant's keys cannot be derived without one).
+    #[error(
+        "record {0} was written by an earlier Keyward (a tenant record without a tenant generation: the data dir predates tenant generations); {start_fresh}",
+        start_fresh = crate::seal::START_FRESH
+    )]
+    NoGeneration(String),
     /// A compare-and-swap write found the record changed since it was read:
     /// nothing was written.
     #[error("record {record} was changed concurrently (read at version {expected}, the store has {found})")]

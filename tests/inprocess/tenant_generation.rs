@@ -1,0 +1,133 @@
+//! A tenant id created again is another tenant (issue 19, item 2): every
+//! key of a tenant is derived with the random generation drawn when it was
+//! created, so even after the host destroys the tenant's record for real and
+//! the operator creates the id again, the new tenant cannot open the earlier
+//! tenant's keys: its ciphertexts do not decrypt, its key records (still
+//! served) fail with a clear error, and nothing is released.
+
+use aws_sdk_kms::primitives::Blob;
+use keyward_test_support::Creds;
+use serde_json::json;
+
+use crate::support::{Service, create_key, decrypt, encrypt};
+
+const TENANT: &str = "777788889999";
+
+fn creds_of(answer: &serde_json::Value) -> Creds {
+    Creds {
+        access_key_id: answer["AccessKeyId"].as_str().expect("AccessKeyId").to_owned(),
+        secret: answer["SecretAccessKey"].as_str().expect("SecretAccessKey").to_owned(),
+    }
+}
+
+/// Creates [`TENANT`] as the operator; its KeyAdmin and a KeyUser.
+async fn create_tenant(service: &Service) -> (Creds, Creds) {
+    let body = json!({ "TenantId": TENANT }).to_string();
+    let created = service
+        .signed_call_as(&service.operator, "Keyward.CreateTenant", body.as_bytes())
+        .await;
+    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
+    let admin = creds_of(&created.json());
+    let user = service
+        .signed_call_as(&admin, "Keyward.CreateAccessKey", br#"{"Role": "KeyUser"}"#)
+        .await;
+    assert_eq!(user.status, 200, "{}", String::from_utf8_lossy(&user.body));
+    (admin, creds_of(&user.json()))
+}
+
+fn client(service: &Service, creds: &Creds) -> aws_sdk_kms::Client {
+    service.client_with(&creds.access_key_id, &creds.secret)
+}
+
+fn error_of<T, E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, aws_sdk_kms::error::SdkError<E, R>>,
+) -> (String, String) {
+    let Err(err) = result else {
+        panic!("{what} succeeded for the re-created tenant");
+    };
+    let service_err = err.as_service_error().unwrap_or_else(|| panic!("{what}: {err:?}"));
+    (
+        service_err.code().unwrap_or_default().to_owned(),
+        service_err.message().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_id_created_again_cannot_open_the_earlier_tenants_keys() {
+    let service = Service::start().await;
+    let (admin, user) = create_tenant(&service).await;
+    let key = create_key(&client(&service, &admin), "the earlier tenant's").await;
+    let earlier = client(&service, &user);
+    let ciphertext = encrypt(&earlier, &key, b"the earlier tenant's secret", None).await;
+    assert_eq!(
+        decrypt(&earlier, Some(&key), &ciphertext, None).await,
+        b"the earlier tenant's secret"
+    );
+
+    // The host destroys the tenant record for real; a node that never saw
+    // it (no cached copy) serves the operator, who creates the id again.
+    service.store().destroy("tenant", TENANT);
+    assert_eq!(service.store().raw("tenant", TENANT), (0, None));
+    let node = service.peer(5).await;
+    let (new_admin, new_user) = create_tenant(&node).await;
+    let again = client(&node, &new_user);
+
+    // The earlier tenant's ciphertext does not decrypt, with or without its key id.
+    for key_id in [None, Some(key.as_str())] {
+        let (code, _) = error_of(
+            "Decrypt",
+            again
+                .decrypt()
+                .set_key_id(key_id.map(str::to_owned))
+                .ciphertext_blob(Blob::new(ciphertext.clone()))
+                .send()
+                .await,
+        );
+        assert_eq!(code, "InvalidCiphertextException", "key id {key_id:?}");
+    }
+    // Its key record is still served: using it fails clearly, releases nothing.
+    let (code, message) = error_of(
+        "Encrypt",
+        again
+            .encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
+    );
+    assert_eq!(code, "KMSInternalException");
+    assert!(
+        message.contains("does not unwrap")
+            && message.contains("earlier tenant")
+            && message.contains("nothing was released"),
+        "{message}"
+    );
+    let (code, message) = error_of(
+        "GenerateDataKey",
+        again
+            .generate_data_key()
+            .key_id(&key)
+            .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+            .send()
+            .await,
+    );
+    assert_eq!(code, "KMSInternalException");
+    assert!(message.contains("earlier tenant"), "{message}");
+    // Nor does a rotation give it a version the new tenant could use.
+    let (code, message) = error_of(
+        "RotateKeyOnDemand",
+        client(&node, &new_admin)
+            .rotate_key_on_demand()
+            .key_id(&key)
+            .send()
+            .await,
+    );
+    assert_eq!(code, "KMSInternalException");
+    assert!(message.contains("earlier tenant"), "{message}");
+
+    // The new tenant's own keys work.
+    let own = create_key(&client(&node, &new_admin), "the new tenant's").await;
+    let blob = encrypt(&again, &own, b"mine", None).await;
+    assert_eq!(decrypt(&again, Some(&own), &blob, None).await, b"mine");
+}
