@@ -327,6 +327,21 @@ impl PolicyEngine {
         Self::build(Limits::PRODUCTION, config::PAGEMAP_SCAN)
     }
 
+    /// The production engine with a pool of `slots` instances (at least 1,
+    /// at most `MAX_CONCURRENT_EVALUATIONS`), as `--memory-budget` sizes it.
+    pub fn with_slots(slots: u32) -> Result<Self, PolicyError> {
+        let limits = Limits {
+            slots: slots.clamp(1, MAX_CONCURRENT_EVALUATIONS),
+            ..Limits::PRODUCTION
+        };
+        Self::build(limits, config::PAGEMAP_SCAN)
+    }
+
+    /// Instances that may exist at once (the pool's slots).
+    pub fn slots(&self) -> u32 {
+        self.limits.slots
+    }
+
     /// The production engine with other limits (tests shrink or stretch them).
     #[cfg(test)]
     fn with_limits(limits: Limits) -> Result<Self, PolicyError> {
