@@ -40,8 +40,9 @@ async fn legitimate(kw: &Keyward, n: usize) -> Vec<Duration> {
 }
 
 async fn scrape(kw: &Keyward) -> String {
-    let headers = vec![("host".to_string(), kw.addr.clone())];
-    let response = http_request(&kw.addr, "GET", "/metrics", &headers, b"").await;
+    // `/metrics` is on the proxy's admin listener (the client port is TLS).
+    let headers = vec![("host".to_string(), kw.admin_addr.clone())];
+    let response = http_request(&kw.admin_addr, "GET", "/metrics", &headers, b"").await;
     assert_eq!(response.status, 200, "GET /metrics");
     String::from_utf8(response.body).expect("metrics are text")
 }
@@ -59,7 +60,9 @@ async fn unauthenticated_flood_leaves_the_tenants_chain_alone() {
     const FLOOD: usize = 10_000;
     const SENDERS: usize = 8;
     let mut sandbox = Sandbox::new();
+    crate::memcap::budget_for_cap(&mut sandbox);
     let kw = Arc::new(sandbox.start().await);
+    let cap = crate::memcap::MemoryCap::for_enclave(kw.enclave_pid);
     let idle = p99(&mut legitimate(&kw, 100).await);
     let head_before = tenant_head(&kw).await;
 
@@ -123,6 +126,9 @@ async fn unauthenticated_flood_leaves_the_tenants_chain_alone() {
         during_p99 <= idle * 2 + Duration::from_millis(500),
         "legitimate p99 {during_p99:?} during the flood vs {idle:?} idle"
     );
+    if let Some(cap) = &cap {
+        cap.assert_no_oom_kill("unauthenticated_flood_leaves_the_tenants_chain_alone");
+    }
 }
 
 /// `--memory-budget` too small for the sandbox pool, the module cache,
