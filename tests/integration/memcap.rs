@@ -42,6 +42,8 @@ enum Version {
 pub struct MemoryCap {
     dir: PathBuf,
     version: Version,
+    /// The enclave's pid.
+    pid: u32,
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -72,6 +74,7 @@ impl MemoryCap {
             let cap = MemoryCap {
                 dir,
                 version: Version::V2,
+                pid: 0,
             };
             write(&cap.dir.join("memory.max"), &bytes.to_string())?;
             write(&cap.dir.join("memory.swap.max"), "0")?;
@@ -93,6 +96,7 @@ impl MemoryCap {
         let cap = MemoryCap {
             dir,
             version: Version::V1,
+            pid: 0,
         };
         write(&cap.dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
         let memsw = cap.dir.join("memory.memsw.limit_in_bytes");
@@ -108,8 +112,10 @@ impl MemoryCap {
     /// [`ENCLAVE_CAP_MIB`]. `None` (after a loud warning) where no memory
     /// cgroup is writable; panics instead under `CI=true`.
     pub fn for_enclave(pid: u32) -> Option<MemoryCap> {
-        let created = MemoryCap::create(ENCLAVE_CAP_MIB * 1024 * 1024)
-            .and_then(|cap| write(&cap.dir.join("cgroup.procs"), &pid.to_string()).map(|()| cap));
+        let created = MemoryCap::create(ENCLAVE_CAP_MIB * 1024 * 1024).and_then(|mut cap| {
+            cap.pid = pid;
+            write(&cap.dir.join("cgroup.procs"), &pid.to_string()).map(|()| cap)
+        });
         match created {
             Ok(cap) => Some(cap),
             Err(e) => {
@@ -144,12 +150,21 @@ impl MemoryCap {
         std::fs::read_to_string(self.dir.join(file)).ok()?.trim().parse().ok()
     }
 
-    /// Asserts that nothing was OOM-killed and prints the peak (`what`: the test).
+    /// The enclave's peak resident memory (`VmHWM`), in bytes.
+    fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+        Some(kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
+    }
+
+    /// Asserts that nothing was OOM-killed and prints the peaks (`what`: the
+    /// test): the cgroup's (charged since the move) and the enclave's RSS.
     pub fn assert_no_oom_kill(&self, what: &str) {
-        let peak = self.peak_bytes().unwrap_or(0);
+        let mib = |bytes: Option<u64>| bytes.unwrap_or(0) / (1024 * 1024);
         eprintln!(
-            "{what}: enclave under a {ENCLAVE_CAP_MIB} MiB cap: peak {} MiB, OOM kills {}",
-            peak / (1024 * 1024),
+            "{what}: enclave under a {ENCLAVE_CAP_MIB} MiB cap: cgroup peak {} MiB, enclave peak RSS {} MiB, OOM kills {}",
+            mib(self.peak_bytes()),
+            mib(self.peak_rss_bytes()),
             self.oom_kills()
         );
         assert_eq!(self.oom_kills(), 0, "{what}: the enclave was OOM-killed under the cap");

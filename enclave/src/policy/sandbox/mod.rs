@@ -131,7 +131,8 @@
 //! * stack: `MAX_WASM_STACK` bytes of wasm stack (deeper recursion traps).
 //!   Evaluations run on the caller's thread, so the caller's thread needs
 //!   comfortably more stack than this (Rust and tokio threads have 2 MiB);
-//! * concurrency: at most `MAX_CONCURRENT_EVALUATIONS` instances exist at
+//! * concurrency: at most the pool's slots (`--memory-budget` sizes them,
+//!   `PolicyEngine::with_slots`; at most `MAX_CONCURRENT_EVALUATIONS`) exist at
 //!   once; further callers wait up to `SLOT_WAIT` for one to finish, then deny.
 //!
 //! The engine has wasm threads and shared memory, memory64, multi-memory and
