@@ -173,9 +173,14 @@ impl MemoryCap {
 
 impl Drop for MemoryCap {
     fn drop(&mut self) {
-        // A cgroup can go once its processes exited (the enclave exits with
-        // `keyward dev`, which may be dropped after this).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The enclave may outlive this (`keyward dev` is often dropped
+        // later): hand it back to the parent cgroup, then remove this one.
+        if self.pid != 0
+            && let Some(parent) = self.dir.parent()
+        {
+            let _ = write(&parent.join("cgroup.procs"), &self.pid.to_string());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::fs::remove_dir(&self.dir).is_err() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
