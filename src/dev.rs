@@ -32,6 +32,8 @@ pub struct DevOptions {
     pub mock_clock_offset: i64,
     /// Requests per second each tenant may make.
     pub tenant_rate_limit: u32,
+    /// The enclave's `--memory-budget` in MiB (`None`: its default).
+    pub memory_budget: Option<u64>,
     /// PCR values of the mock NSM, `INDEX=HEX`.
     pub mock_pcrs: Vec<String>,
 }
@@ -178,6 +180,7 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
         format!("--data-dir={}", data_dir.display()),
     ]
     .into_iter()
+    .chain(options.memory_budget.map(|mib| format!("--memory-budget={mib}")))
     .chain(options.mock_pcrs.iter().map(|p| format!("--mock-pcr={p}")))
     .chain(options.tls_names.iter().map(|n| format!("--tls-name={n}")))
     .collect()

@@ -55,6 +55,10 @@ enum Command {
         /// Requests per second each tenant (and the operator) may make.
         #[arg(long, value_name = "RPS", default_value_t = 10_000)]
         tenant_rate_limit: u32,
+        /// Memory the enclave may use, in MiB (passed to the enclave; it sizes
+        /// the sandbox pool, module cache, bodies in flight and client streams).
+        #[arg(long, value_name = "MIB")]
+        memory_budget: Option<u64>,
         /// A PCR value of the mock NSM, `INDEX=HEX` (repeatable).
         #[arg(long = "mock-pcr", value_name = "INDEX=HEX")]
         mock_pcrs: Vec<String>,
@@ -92,6 +96,7 @@ fn main() -> std::process::ExitCode {
             tenant,
             mock_clock_offset,
             tenant_rate_limit,
+            memory_budget,
             mock_pcrs,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
@@ -103,6 +108,7 @@ fn main() -> std::process::ExitCode {
             tenant,
             mock_clock_offset,
             tenant_rate_limit,
+            memory_budget,
             mock_pcrs,
         })),
         Command::Proxy(args) => match args.validate() {

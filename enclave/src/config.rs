@@ -41,6 +41,13 @@ pub struct Args {
     /// Client streams served at once; more are closed at once.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_client_streams: usize,
+    /// Memory the enclave may use, in MiB: sizes the policy sandbox pool,
+    /// the compiled-module cache, request bodies in flight and client streams
+    /// so that together they fit with headroom (`budget` module). Default: in
+    /// nitro mode the enclave's memory (`MemTotal`), otherwise 1024. A budget
+    /// that cannot hold them refuses to start.
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<u64>,
     /// AWS region this deployment answers for (SigV4 scope and ARNs).
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -116,8 +123,11 @@ pub struct EnclaveConfig {
     pub tls_listen: Listen,
     /// The names the enclave-CA serving certificate is issued for.
     pub tls_names: Vec<crate::tls::TlsName>,
-    /// Client streams served at once.
+    /// Client streams served at once (`--max-client-streams`, lowered to
+    /// what the memory budget holds).
     pub max_client_streams: usize,
+    /// What `--memory-budget` sizes.
+    pub budget: crate::budget::Budget,
     pub region: String,
     pub dev_credential: Option<DevCredential>,
     /// Seconds added to the wall clock (mock mode only; 0 in nitro mode).
@@ -167,6 +177,10 @@ pub enum ConfigError {
     TlsSocketIsLinkSocket,
     #[error("--max-client-streams must be at least 1")]
     MaxClientStreams,
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
+    #[error("--memory-budget not given and the enclave's memory is unknown (/proc/meminfo: {0})")]
+    MemTotal(String),
 }
 
 /// Checks a tenant id: 12 decimal digits.
@@ -255,6 +269,16 @@ impl Args {
         if self.max_client_streams == 0 {
             return Err(ConfigError::MaxClientStreams);
         }
+        let budget_mib = match (self.memory_budget, self.mode) {
+            (Some(mib), _) => mib,
+            (None, Mode::Mock) => crate::budget::DEFAULT_BUDGET_MIB,
+            (None, Mode::Nitro) => std::fs::read_to_string("/proc/meminfo")
+                .map_err(|e| ConfigError::MemTotal(e.to_string()))
+                .and_then(|text| {
+                    crate::budget::mem_total_mib(&text).ok_or_else(|| ConfigError::MemTotal("no MemTotal".into()))
+                })?,
+        };
+        let budget = crate::budget::Budget::size(budget_mib, crate::tls::serve::MAX_BODY, self.max_client_streams)?;
         if self.mode == Mode::Nitro && !self.mock_pcrs.is_empty() {
             return Err(ConfigError::MockOnly("--mock-pcr"));
         }
@@ -291,7 +315,8 @@ impl Args {
             listen,
             tls_listen,
             tls_names,
-            max_client_streams: self.max_client_streams,
+            max_client_streams: budget.client_streams,
+            budget,
             region: self.region,
             dev_credential,
             clock_offset: self.mock_clock_offset,
@@ -318,6 +343,7 @@ mod tests {
             tls_vsock_port: 5001,
             tls_names: Vec::new(),
             max_client_streams: 4096,
+            memory_budget: None,
             region: "us-east-1".into(),
             dev_tenant: "111122223333".into(),
             mock_clock_offset: 0,
@@ -372,6 +398,25 @@ mod tests {
             same.validate(|_| None),
             Err(ConfigError::TlsSocketIsLinkSocket)
         ));
+    }
+
+    #[test]
+    fn the_memory_budget_sizes_the_limits_or_refuses() {
+        let config = args(Mode::Mock, Some("/tmp/s")).validate(|_| None).expect("valid");
+        assert_eq!(
+            config.budget,
+            crate::budget::Budget::size(1024, crate::tls::serve::MAX_BODY, 4096).expect("fits")
+        );
+        assert_eq!(config.max_client_streams, config.budget.client_streams);
+        let mut small = args(Mode::Mock, Some("/tmp/s"));
+        small.memory_budget = Some(200);
+        let e = small.validate(|_| None).expect_err("200 MiB cannot start");
+        assert!(matches!(e, ConfigError::Budget(_)));
+        assert!(e.to_string().contains("--memory-budget 200 MiB cannot hold"), "{e}");
+        let nitro = args(Mode::Nitro, None).validate(|_| None).expect("valid");
+        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+        let mib = crate::budget::mem_total_mib(&meminfo).expect("MemTotal");
+        assert_eq!(nitro.budget.total_bytes, mib * 1024 * 1024);
     }
 
     #[test]

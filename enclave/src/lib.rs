@@ -30,6 +30,7 @@ pub mod attestation;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -68,6 +68,13 @@ impl Enclave {
             burst: 2.0 * rate,
         });
         let (audit_tx, audit_rx) = mpsc::channel(4 * AUDIT_BATCH);
+        let policy_modules = crate::policy::modules::ModuleCache::new(config.budget.cache);
+        // Never more sandbox jobs at once than the budget's pool has slots.
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let slots = usize::try_from(config.budget.sandbox_slots).unwrap_or(usize::MAX);
+        let policy_scheduler = crate::policy::scheduler::Scheduler::new(
+            crate::policy::scheduler::SchedulerLimits::for_cpus(cpus.min(slots)),
+        );
         Enclave {
             config,
             nsm,
@@ -84,11 +91,11 @@ impl Enclave {
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
             verifier: None,
             policy_engine: std::sync::OnceLock::new(),
-            policy_modules: Default::default(),
+            policy_modules,
             tls: OnceCell::new(),
             metrics: Default::default(),
             next_link: Default::default(),
-            policy_scheduler: Default::default(),
+            policy_scheduler,
             record_cache: Default::default(),
         }
     }
@@ -229,7 +236,10 @@ impl Enclave {
                     records,
                     &self.config.tls_names,
                     time::OffsetDateTime::now_utc(),
-                    crate::tls::Limits::default(),
+                    crate::tls::Limits {
+                        body_budget: Some(crate::tls::serve::body_budget(self.config.budget.body_bytes_in_flight)),
+                        ..crate::tls::Limits::default()
+                    },
                     refuse,
                 )
                 .await;
@@ -300,13 +310,15 @@ impl Enclave {
     /// The policy sandbox (`None` if wasmtime could not start; policies then fail closed).
     pub fn policy_engine(&self) -> Option<&Arc<crate::policy::sandbox::PolicyEngine>> {
         self.policy_engine
-            .get_or_init(|| match crate::policy::sandbox::PolicyEngine::new() {
-                Ok(engine) => Some(Arc::new(engine)),
-                Err(e) => {
-                    tracing::error!(error = %e, "the policy engine could not start");
-                    None
-                }
-            })
+            .get_or_init(
+                || match crate::policy::sandbox::PolicyEngine::with_slots(self.config.budget.sandbox_slots) {
+                    Ok(engine) => Some(Arc::new(engine)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the policy engine could not start");
+                        None
+                    }
+                },
+            )
             .as_ref()
     }
 

@@ -149,6 +149,7 @@ fn world() -> World {
         tls_vsock_port: 5001,
         tls_names: Vec::new(),
         max_client_streams: 4096,
+        memory_budget: None,
         region: "us-east-1".into(),
         dev_tenant: TENANT.into(),
         mock_clock_offset: 0,

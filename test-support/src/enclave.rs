@@ -26,6 +26,7 @@ pub fn mock_args() -> Args {
         tls_vsock_port: 5001,
         tls_names: Vec::new(),
         max_client_streams: 4096,
+        memory_budget: None,
         region: REGION.into(),
         dev_tenant: ACCOUNT.into(),
         mock_clock_offset: 0,

@@ -58,7 +58,9 @@ async fn unauthenticated_flood_leaves_the_tenants_chain_alone() {
     const FLOOD: usize = 10_000;
     const SENDERS: usize = 8;
     let mut sandbox = Sandbox::new();
+    crate::memcap::budget_for_cap(&mut sandbox);
     let kw = Arc::new(sandbox.start().await);
+    let cap = crate::memcap::MemoryCap::for_enclave(kw.enclave_pid);
     let idle = p99(&mut legitimate(&kw, 100).await);
     let head_before = tenant_head(&kw).await;
 
@@ -122,4 +124,50 @@ async fn unauthenticated_flood_leaves_the_tenants_chain_alone() {
         during_p99 <= idle * 2 + Duration::from_millis(500),
         "legitimate p99 {during_p99:?} during the flood vs {idle:?} idle"
     );
+    if let Some(cap) = &cap {
+        cap.assert_no_oom_kill("unauthenticated_flood_leaves_the_tenants_chain_alone");
+    }
+}
+
+/// `--memory-budget` too small for the sandbox pool, the module cache,
+/// bodies in flight and client streams: the enclave refuses to start (exit
+/// status 2) and names the flag and what it cannot hold.
+#[test]
+fn an_enclave_refuses_to_start_with_a_memory_budget_that_cannot_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |mib: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args([
+                "enclave",
+                "--mode",
+                "mock",
+                "--exit-on-stdin-close",
+                "--memory-budget",
+                mib,
+            ])
+            .arg("--socket")
+            .arg(dir.path().join("enclave.sock"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run keyward enclave")
+    };
+    let refused = run("200");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--memory-budget 200 MiB cannot hold 4 policy sandbox slots"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("raise --memory-budget"), "{stderr}");
+    // The minimum the message names is accepted (the enclave starts, then
+    // exits when its closed standard input is seen).
+    let needed = stderr
+        .split("needs at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the message names the minimum");
+    let started = run(needed);
+    let stderr = String::from_utf8_lossy(&started.stderr);
+    assert!(!stderr.contains("cannot hold"), "{stderr}");
+    assert_ne!(started.status.code(), Some(2), "{stderr}");
 }

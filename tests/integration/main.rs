@@ -12,6 +12,13 @@
 //! `keyward-sdk`. Operations that only need the enclave's request handling
 //! (keys, aliases, tags, rotation, lifecycle, cryptography) are tested in
 //! process, which is much cheaper: `tests/inprocess`.
+//!
+//! The tests of hostile policy modules and floods (`policy_sandbox::`
+//! hostile modules and memory-grow bombs, `abuse::` flood) run the enclave
+//! with `--memory-budget 512` inside a 512 MiB memory cgroup without swap
+//! and assert that nothing in it was OOM-killed ([`memcap`]; needs root;
+//! without a writable memory cgroup they warn loudly, and fail under
+//! `CI=true`).
 
 mod abuse;
 mod api;
@@ -28,6 +35,7 @@ mod deletion_clock;
 mod errors;
 mod fairness;
 mod harness;
+mod memcap;
 mod metrics;
 mod persistence;
 mod policies;

@@ -63,7 +63,9 @@ async fn hostile_modules_are_refused_at_upload_or_deny_every_use() {
     let names = hostile_policy_modules();
     assert!(names.len() >= 14, "hostile modules in tests/data: {names:?}");
     let mut sandbox = Sandbox::new();
+    crate::memcap::budget_for_cap(&mut sandbox);
     let kw = sandbox.start().await;
+    let cap = crate::memcap::MemoryCap::for_enclave(kw.enclave_pid);
     let kms = kw.client();
     let mut refused = Vec::new();
     let mut denying = Vec::new();
@@ -163,6 +165,9 @@ async fn hostile_modules_are_refused_at_upload_or_deny_every_use() {
         }
     }
     eprintln!("refused at upload: {refused:?}\nattached, denying: {denying:?}");
+    if let Some(cap) = &cap {
+        cap.assert_no_oom_kill("hostile_modules_are_refused_at_upload_or_deny_every_use");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +349,9 @@ async fn memory_grow_bombs_do_not_grow_the_enclave() {
     const CONCURRENCY: usize = 4;
     const SLACK: u64 = 64 * 1024 * 1024;
     let mut sandbox = Sandbox::new();
+    crate::memcap::budget_for_cap(&mut sandbox);
     let kw = sandbox.start().await;
+    let cap = crate::memcap::MemoryCap::for_enclave(kw.enclave_pid);
     let kms = kw.client();
     let key_id = create_key(&kms, "memory bomb").await;
     let ciphertext = encrypt(&kms, &key_id, b"bomb", None).await;
@@ -403,6 +410,9 @@ async fn memory_grow_bombs_do_not_grow_the_enclave() {
         mib(baseline),
         mib(after)
     );
+    if let Some(cap) = &cap {
+        cap.assert_no_oom_kill("memory_grow_bombs_do_not_grow_the_enclave");
+    }
 }
 
 /// Decisions are independent through the whole service: the isolation probe

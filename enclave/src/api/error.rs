@@ -74,6 +74,7 @@ pub fn refusal(refusal: &crate::tls::serve::Refusal) -> ApiResponse {
         Refusal::BodyUnreadable => KmsError::Validation("The request body could not be read.".into()),
         Refusal::BodyTimeout => KmsError::RequestTimeout("The request body did not arrive in time.".into()),
         Refusal::Unavailable => KmsError::Internal,
+        Refusal::Busy => KmsError::Throttling("Too many request bodies in flight; retry.".into()),
     };
     error.to_response()
 }

@@ -76,6 +76,9 @@ pub enum Refusal {
     BodyTimeout,
     /// The service cannot take the request (not booted, no host link).
     Unavailable,
+    /// The bodies in flight fill [`Limits::body_budget`] and none finished
+    /// within [`Limits::body_timeout`].
+    Busy,
 }
 
 /// Renders a [`Refusal`] as the answer the client gets.
@@ -92,6 +95,20 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub max_body: usize,
     pub max_headers: usize,
+    /// Bytes of request bodies being read or handled at once, over all
+    /// connections (a semaphore of KiB, from [`body_budget`]; `None`:
+    /// unbounded). A request reserves its declared length (`max_body` when
+    /// it declares none) before its body is read and holds it until it is
+    /// answered; one that waits longer than `body_timeout` is refused
+    /// ([`Refusal::Busy`]). The enclave sizes it from `--memory-budget`.
+    pub body_budget: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A [`Limits::body_budget`] of `bytes` (rounded down to KiB).
+pub fn body_budget(bytes: usize) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS),
+    ))
 }
 
 impl Default for Limits {
@@ -103,6 +120,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_body: MAX_BODY,
             max_headers: MAX_HEADERS,
+            body_budget: None,
         }
     }
 }
@@ -203,6 +221,23 @@ async fn answer(
     if body.size_hint().lower() > limits.max_body as u64 {
         return refused(Refusal::BodyTooLarge(limits.max_body));
     }
+    // Held until the request is answered (its parsed form lives that long).
+    let _reserved = match &limits.body_budget {
+        Some(budget) => {
+            let declared = body
+                .size_hint()
+                .upper()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(limits.max_body)
+                .min(limits.max_body);
+            let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+            match tokio::time::timeout(limits.body_timeout, Arc::clone(budget).acquire_many_owned(kib)).await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_)) | Err(_) => return refused(Refusal::Busy),
+            }
+        }
+        None => None,
+    };
     let body = match tokio::time::timeout(limits.body_timeout, Limited::new(body, limits.max_body).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {

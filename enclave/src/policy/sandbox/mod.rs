@@ -131,7 +131,8 @@
 //! * stack: `MAX_WASM_STACK` bytes of wasm stack (deeper recursion traps).
 //!   Evaluations run on the caller's thread, so the caller's thread needs
 //!   comfortably more stack than this (Rust and tokio threads have 2 MiB);
-//! * concurrency: at most `MAX_CONCURRENT_EVALUATIONS` instances exist at
+//! * concurrency: at most the pool's slots (`--memory-budget` sizes them,
+//!   `PolicyEngine::with_slots`; at most `MAX_CONCURRENT_EVALUATIONS`) exist at
 //!   once; further callers wait up to `SLOT_WAIT` for one to finish, then deny.
 //!
 //! The engine has wasm threads and shared memory, memory64, multi-memory and
@@ -325,6 +326,21 @@ impl CompiledPolicy {
 impl PolicyEngine {
     pub fn new() -> Result<Self, PolicyError> {
         Self::build(Limits::PRODUCTION, config::PAGEMAP_SCAN)
+    }
+
+    /// The production engine with a pool of `slots` instances (at least 1,
+    /// at most `MAX_CONCURRENT_EVALUATIONS`), as `--memory-budget` sizes it.
+    pub fn with_slots(slots: u32) -> Result<Self, PolicyError> {
+        let limits = Limits {
+            slots: slots.clamp(1, MAX_CONCURRENT_EVALUATIONS),
+            ..Limits::PRODUCTION
+        };
+        Self::build(limits, config::PAGEMAP_SCAN)
+    }
+
+    /// Instances that may exist at once (the pool's slots).
+    pub fn slots(&self) -> u32 {
+        self.limits.slots
     }
 
     /// The production engine with other limits (tests shrink or stretch them).

@@ -103,6 +103,21 @@ async fn connect(
     (stream, task)
 }
 
+/// A TLS connection to a server answering with `handler`.
+async fn connect_with(
+    setup: &Setup,
+    config: Arc<ClientConfig>,
+    handler: Handler,
+) -> (TlsStream<DuplexStream>, JoinHandle<Result<(), ServeError>>) {
+    let (client_io, task) = spawn_server(setup, handler);
+    let name = ServerName::try_from("localhost".to_owned()).expect("server name");
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, client_io)
+        .await
+        .expect("handshake");
+    (stream, task)
+}
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn http_client(stream: TlsStream<DuplexStream>) -> (Sender, JoinHandle<Result<(), hyper::Error>>) {
@@ -540,4 +555,61 @@ async fn pipelined_requests_are_answered_one_at_a_time_in_order() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
     assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn bodies_in_flight_are_bounded_by_the_body_budget() {
+    let limits = Limits {
+        body_timeout: Duration::from_millis(300),
+        body_budget: Some(body_budget(4 * 1024)),
+        ..Limits::default()
+    };
+    let setup = setup(limits).await;
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let holding = {
+        let entered = Arc::clone(&entered);
+        let release = Arc::clone(&release);
+        handler(move |_request: ApiRequest| {
+            let entered = Arc::clone(&entered);
+            let release = Arc::clone(&release);
+            async move {
+                entered.notify_one();
+                release.notified().await;
+                ApiResponse {
+                    status: 200,
+                    error_type: None,
+                    body: b"{}".to_vec(),
+                    timing: Timing::default(),
+                }
+            }
+        })
+    };
+    let config = client_config(setup.identity.ca_certificate_der(), &[&rustls::version::TLS13]);
+    let body = || Full::new(Bytes::from(vec![b'a'; 3 * 1024]));
+
+    // A 3 KiB body is being handled: it holds 3 of the 4 KiB.
+    let (stream, _a) = connect_with(&setup, Arc::clone(&config), Arc::clone(&holding)).await;
+    let (mut first, _first_client) = http_client(stream).await;
+    let request = kms_request().body(body()).expect("request");
+    let held = tokio::spawn(async move { post(&mut first, request).await.0 });
+    tokio::time::timeout(Duration::from_secs(20), entered.notified())
+        .await
+        .expect("the first request reached the handler");
+
+    // Another 3 KiB body waits for it, then is refused as a throttle.
+    let (stream, _b) = connect_with(&setup, Arc::clone(&config), Arc::clone(&holding)).await;
+    let (mut second, _second_client) = http_client(stream).await;
+    let (status, _, error) = post(&mut second, kms_request().body(body()).expect("request")).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["__type"], "ThrottlingException");
+
+    // Once the first is answered, its share is free again.
+    release.notify_one();
+    assert_eq!(held.await.expect("first"), 200);
+    let (stream, _c) = connect_with(&setup, config, echo()).await;
+    let (mut third, _third_client) = http_client(stream).await;
+    let (status, _, echoed) = post(&mut third, kms_request().body(body()).expect("request")).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed["body_len"], 3 * 1024);
 }
