@@ -183,7 +183,36 @@ struct UpdateRequest {
     policy: PolicyParam,
 }
 
+/// The members a policy update may carry: a member this operation does not
+/// know (a misspelt one, or the policy wrapped in an object) would otherwise
+/// read as "no policy" and remove the protection the caller meant to set.
+const POLICY_MEMBERS: [&str; 5] = [
+    "RequireRecipient",
+    "AllowedPCRs",
+    "ImageSha384",
+    "AllowAnyEnclave",
+    "DryRun",
+];
+
+fn known_members_only(body: &Value, others: &[&str]) -> Result<(), KmsError> {
+    let Some(members) = body.as_object() else {
+        return Ok(());
+    };
+    match members
+        .keys()
+        .find(|m| !POLICY_MEMBERS.contains(&m.as_str()) && !others.contains(&m.as_str()))
+    {
+        Some(member) => Err(invalid(&format!(
+            "Unknown member {}: an attestation policy update names its members at the top level \
+             (RequireRecipient, AllowedPCRs, ImageSha384, AllowAnyEnclave); none of them removes the policy",
+            super::printable(member)
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub async fn update_key_attestation_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    known_members_only(&body, &["KeyId"])?;
     let req: UpdateRequest = parse(body)?;
     let new_policy = policy(req.policy)?;
     describe(&attestation::update_policy(ctx, req.key_id, new_policy).await?)
@@ -211,6 +240,7 @@ struct TenantPolicyResponse<'a> {
 /// `Keyward.UpdateTenantAttestationPolicy`: the tenant's default attestation
 /// policy (the same members as a key's; none removes it).
 pub async fn update_tenant_attestation_policy(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsError> {
+    known_members_only(&body, &[])?;
     let param: PolicyParam = parse(body)?;
     let new_policy = policy(param)?;
     attestation::update_tenant_policy(ctx, new_policy.clone()).await?;

@@ -244,3 +244,41 @@ async fn recipients_failing_a_check_are_refused_naming_the_check_and_the_key() {
     assert_eq!(generate["Decision"], "Error");
     assert_eq!(generate["KeyArn"], arn.as_str());
 }
+
+/// A policy update with a member the operation does not know (here the
+/// policy wrapped in an object, as CreateKey takes it) used to read as "no
+/// policy" and silently removed the key's protection; it is refused and the
+/// policy stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_update_with_an_unknown_member_is_refused_and_removes_nothing() {
+    let kw = Service::start().await;
+    let created = ok(
+        "CreateKey with a policy",
+        &call(
+            &kw,
+            "CreateKey",
+            json!({ "AttestationPolicy": { "AllowedPCRs": { "0": [pcr0()] } } }),
+        )
+        .await,
+    );
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().expect("KeyId").to_owned();
+    let wrapped = json!({ "KeyId": key_id, "AttestationPolicy": { "AllowedPCRs": { "0": [pcr0()] } } });
+    let message = refused(
+        "UpdateKeyAttestationPolicy with the policy wrapped",
+        &call(&kw, "Keyward.UpdateKeyAttestationPolicy", wrapped).await,
+        "ValidationException",
+    );
+    assert!(message.contains("Unknown member AttestationPolicy"), "{message}");
+    let misspelt = json!({ "AllowedPcrs": { "0": [pcr0()] } });
+    refused(
+        "UpdateTenantAttestationPolicy with a misspelt member",
+        &call(&kw, "Keyward.UpdateTenantAttestationPolicy", misspelt).await,
+        "ValidationException",
+    );
+    let described = ok(
+        "DescribeKeyAttestationPolicy",
+        &call(&kw, "Keyward.DescribeKeyAttestationPolicy", json!({ "KeyId": key_id })).await,
+    );
+    assert_eq!(described["RequireRecipient"], json!(true), "{described}");
+    assert_eq!(described["AllowedPCRs"]["0"], json!([pcr0()]), "{described}");
+}
