@@ -205,7 +205,7 @@ fn known_members_only(body: &Value, others: &[&str]) -> Result<(), KmsError> {
         Some(member) => Err(invalid(&format!(
             "Unknown member {}: an attestation policy update names its members at the top level \
              (RequireRecipient, AllowedPCRs, ImageSha384, AllowAnyEnclave); none of them removes the policy",
-            super::printable(member)
+            crate::text::printable(member)
         ))),
         None => Ok(()),
     }
