@@ -141,6 +141,7 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::GetAuditLog
         | O::GetTlsCertificateRequest
         | O::ImportTlsCertificate
+        | O::ExportBackup
         | O::UpdateTenantAttestationPolicy
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule
