@@ -132,3 +132,116 @@ async fn load_postgres(url: &str, records: &[LoadRecord]) -> Result<usize, LoadE
     driver.abort();
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use keyward_wire::{StoreOp, StoreResult};
+
+    use super::super::Store;
+    use super::*;
+
+    fn record(namespace: &str, key: &str, version: u64, value: &[u8]) -> LoadRecord {
+        LoadRecord {
+            namespace: namespace.into(),
+            key: key.into(),
+            version,
+            value: value.to_vec(),
+        }
+    }
+
+    /// A database of its own on the test server (load needs an empty table).
+    async fn fresh_postgres() -> Option<String> {
+        let url = super::super::tests::postgres_url()?;
+        let config: tokio_postgres::Config = url.parse().expect("a URL");
+        let (client, connection) = config.connect(NoTls).await.expect("connects");
+        tokio::spawn(connection);
+        let name = format!("keyward_load_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("creates a database");
+        let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+        let (server, _) = base.rsplit_once('/').expect("a database in the URL");
+        Some(match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        })
+    }
+
+    async fn locations() -> Vec<(StoreLocation, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut out = vec![(StoreLocation::Embedded(dir.path().join("store")), Some(dir))];
+        if let Some(url) = fresh_postgres().await {
+            out.push((StoreLocation::Postgres(url), None));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_backup_loads_at_its_versions_into_an_empty_store_only() {
+        for (location, _dir) in locations().await {
+            let records = vec![record("key", "t/k1", 7, b"sealed one"), record("alias", "t/a", 2, b"two")];
+            assert_eq!(load(&location, records.clone()).await.expect("loads"), 2, "{location}");
+
+            let store = Store::open(&location, None).await.expect("opens");
+            for r in &records {
+                let op = StoreOp::GetVersioned {
+                    namespace: r.namespace.clone(),
+                    key: r.key.clone(),
+                };
+                match store.call(op).await {
+                    StoreResult::Versioned { version, value } => {
+                        assert_eq!(version, r.version, "{location}");
+                        assert_eq!(value.map(|v| v.into_vec()), Some(r.value.clone()), "{location}");
+                    }
+                    other => panic!("{location}: {other:?}"),
+                }
+            }
+            drop(store);
+
+            // Not empty any more: refused, and nothing of it written.
+            let again = load(&location, vec![record("key", "t/k9", 1, b"x")]).await;
+            assert!(matches!(again, Err(LoadError::NotEmpty(_))), "{location}: {again:?}");
+            let store = Store::open(&location, None).await.expect("opens");
+            let op = StoreOp::GetVersioned {
+                namespace: "key".into(),
+                key: "t/k9".into(),
+            };
+            assert!(
+                matches!(store.call(op).await, StoreResult::Versioned { version: 0, value: None }),
+                "{location}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_with_only_a_deleted_record_is_not_empty_and_bad_records_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = StoreLocation::Embedded(dir.path().join("store"));
+        {
+            let store = Store::open(&location, None).await.expect("opens");
+            let put = StoreOp::Put {
+                namespace: "key".into(),
+                key: "gone".into(),
+                value: b"v".to_vec(),
+            };
+            store.call(put).await;
+            let delete = StoreOp::Delete {
+                namespace: "key".into(),
+                key: "gone".into(),
+            };
+            store.call(delete).await;
+        }
+        let refused = load(&location, vec![record("key", "t/k", 1, b"x")]).await;
+        assert!(matches!(refused, Err(LoadError::NotEmpty(_))), "{refused:?}");
+
+        let other = tempfile::tempdir().expect("tempdir");
+        let location = StoreLocation::Embedded(other.path().join("store"));
+        for bad in [record("key", "t/k", 0, b"x"), record("no/slash", "k", 1, b"x")] {
+            let refused = load(&location, vec![bad.clone()]).await;
+            assert!(matches!(refused, Err(LoadError::Invalid(..))), "{bad:?}: {refused:?}");
+        }
+    }
+}
