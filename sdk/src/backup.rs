@@ -17,8 +17,8 @@ use std::io::Write;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-pub use keyward_custody::backup as format;
 use format::{FILE_MAGIC, FilePage, FileRecord};
+pub use keyward_custody::backup as format;
 
 use crate::{Client, Error};
 

@@ -61,7 +61,11 @@ async fn the_operator_exports_every_sealed_record_under_a_signed_manifest() {
 
     let commitment = audit_public_key(&service).await;
     let pages = export_all(&service, 3).await;
-    assert!(pages.len() > 3, "a small Limit pages the backup ({} pages)", pages.len());
+    assert!(
+        pages.len() > 3,
+        "a small Limit pages the backup ({} pages)",
+        pages.len()
+    );
     let Verified {
         records,
         root_commitment,
@@ -114,7 +118,11 @@ async fn audit_chains_are_cut_at_the_head_the_backup_read() {
     let pages = export_all(&service, 1).await;
     let head_page = pages
         .iter()
-        .position(|p| p.records.iter().any(|r| r.namespace == "audit" && r.key == "operator/head"))
+        .position(|p| {
+            p.records
+                .iter()
+                .any(|r| r.namespace == "audit" && r.key == "operator/head")
+        })
         .expect("the operator's chain head is backed up");
     let verified = format::verify(pages, None).expect("verifies");
     let operator_records: Vec<&str> = verified
@@ -158,5 +166,8 @@ async fn only_the_operator_exports_and_a_forged_record_stops_the_export() {
         .await;
     refused.assert_error("an export over a forged record", 500, "KMSInternalException");
     let message = refused.json()["message"].as_str().unwrap_or_default().to_owned();
-    assert!(message.contains(&format!("key/{record}")), "names the record: {message}");
+    assert!(
+        message.contains(&format!("key/{record}")),
+        "names the record: {message}"
+    );
 }

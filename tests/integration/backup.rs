@@ -104,7 +104,10 @@ async fn a_backup_restored_into_a_new_data_dir_serves_every_key_alias_credential
         ciphertexts.push((key, plaintext, ciphertext));
     }
     // A tenant of the operator's, its KeyAdmin and a KeyUser credential.
-    let tenant = sdk(&kw, &kw.operator).create_tenant(TENANT).await.expect("CreateTenant");
+    let tenant = sdk(&kw, &kw.operator)
+        .create_tenant(TENANT)
+        .await
+        .expect("CreateTenant");
     let admin = Creds {
         access_key_id: tenant.access_key_id.clone(),
         secret: tenant.secret_access_key.expose().to_owned(),
@@ -183,7 +186,11 @@ async fn a_backup_restored_into_a_new_data_dir_serves_every_key_alias_credential
     let kw = target.start().await;
     let client = kw.client();
     for (i, (key, plaintext, ciphertext)) in ciphertexts.iter().enumerate() {
-        assert_eq!(&decrypt(&client, None, ciphertext, None).await, plaintext, "ciphertext under {key}");
+        assert_eq!(
+            &decrypt(&client, None, ciphertext, None).await,
+            plaintext,
+            "ciphertext under {key}"
+        );
         let described = client
             .describe_key()
             .key_id(format!("alias/restored-{i}"))
@@ -200,8 +207,17 @@ async fn a_backup_restored_into_a_new_data_dir_serves_every_key_alias_credential
         tenant_plain,
         "the tenant's KeyUser credential and ciphertext"
     );
-    let listed = sdk(&kw, &admin).list_access_keys().await.expect("the tenant's KeyAdmin credential");
-    assert!(listed.iter().any(|k| k.access_key_id == user.access_key_id), "{listed:?}");
-    let tenants = sdk(&kw, &kw.operator).list_tenants().await.expect("the operator's credential");
+    let listed = sdk(&kw, &admin)
+        .list_access_keys()
+        .await
+        .expect("the tenant's KeyAdmin credential");
+    assert!(
+        listed.iter().any(|k| k.access_key_id == user.access_key_id),
+        "{listed:?}"
+    );
+    let tenants = sdk(&kw, &kw.operator)
+        .list_tenants()
+        .await
+        .expect("the operator's credential");
     assert!(tenants.iter().any(|t| t.tenant_id == TENANT));
 }

@@ -119,7 +119,9 @@ impl PageManifest {
             .as_ref()
             .is_some_and(|d| d.len() != DEPLOYMENT_ID_LEN)
         {
-            return Err(BackupError::Malformed("manifest: deployment id of the wrong length".into()));
+            return Err(BackupError::Malformed(
+                "manifest: deployment id of the wrong length".into(),
+            ));
         }
         Ok(manifest)
     }
@@ -184,7 +186,8 @@ pub fn read_file(bytes: &[u8]) -> Result<Vec<FilePage>, BackupError> {
         .into_iter::<FilePage>()
         .enumerate()
     {
-        pages.push(page.map_err(|e| BackupError::Malformed(format!("page {i} does not decode (cut or altered): {e}")))?);
+        pages
+            .push(page.map_err(|e| BackupError::Malformed(format!("page {i} does not decode (cut or altered): {e}")))?);
     }
     Ok(pages)
 }

@@ -233,9 +233,8 @@ fn check(
 
 /// The custody boot record, which must commit to this root.
 fn boot_record(bytes: &[u8], commitment: &[u8]) -> Result<BootRecord, KmsError> {
-    let record = BootRecord::decode(bytes).map_err(|e| {
-        KmsError::InternalDetail(format!("The boot record does not decode ({e}); no backup was made."))
-    })?;
+    let record = BootRecord::decode(bytes)
+        .map_err(|e| KmsError::InternalDetail(format!("The boot record does not decode ({e}); no backup was made.")))?;
     if record.commitment.as_bytes() != commitment {
         return Err(KmsError::InternalDetail(
             "The boot record commits to another root than the one this enclave runs with; no backup was made.".into(),

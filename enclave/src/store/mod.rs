@@ -441,12 +441,21 @@ impl<'a> Records<'a> {
             StoreResult::Error(e) => return Err(StoreError::Host(e)),
             other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
         };
-        check_page(entries.iter().map(|e| e.key.as_str()), entries.len(), "", start_after, limit)?;
+        check_page(
+            entries.iter().map(|e| e.key.as_str()),
+            entries.len(),
+            "",
+            start_after,
+            limit,
+        )?;
         entries
             .into_iter()
             .map(|e| {
                 if e.version == 0 {
-                    return Err(StoreError::Protocol(format!("{namespace}/{} has a value at version 0", e.key)));
+                    return Err(StoreError::Protocol(format!(
+                        "{namespace}/{} has a value at version 0",
+                        e.key
+                    )));
                 }
                 Ok((e.key, e.version, e.value.into_vec()))
             })

@@ -42,7 +42,10 @@ pub async fn load(location: &StoreLocation, records: Vec<LoadRecord>) -> Result<
         check_namespace(&r.namespace).map_err(|e| LoadError::Invalid(name(), e))?;
         check_key(&r.key).map_err(|e| LoadError::Invalid(name(), e))?;
         if r.version == 0 || i64::try_from(r.version).is_err() {
-            return Err(LoadError::Invalid(name(), format!("version {} out of range", r.version)));
+            return Err(LoadError::Invalid(
+                name(),
+                format!("version {} out of range", r.version),
+            ));
         }
     }
     match location {
@@ -61,7 +64,8 @@ fn load_embedded(dir: &Path, records: &[LoadRecord]) -> Result<usize, LoadError>
     let failed = |e: String| LoadError::Failed(shown.clone(), e);
     legacy::refuse_sled(dir).map_err(StoreOpenError::from)?;
     std::fs::create_dir_all(dir).map_err(|e| StoreOpenError::Open(shown.clone(), e.to_string()))?;
-    let mut conn = embedded::open_writer(&embedded::Embedded::file(dir)).map_err(|e| StoreOpenError::Open(shown.clone(), e))?;
+    let mut conn =
+        embedded::open_writer(&embedded::Embedded::file(dir)).map_err(|e| StoreOpenError::Open(shown.clone(), e))?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| failed(e.to_string()))?;
@@ -182,7 +186,10 @@ mod tests {
     #[tokio::test]
     async fn a_backup_loads_at_its_versions_into_an_empty_store_only() {
         for (location, _dir) in locations().await {
-            let records = vec![record("key", "t/k1", 7, b"sealed one"), record("alias", "t/a", 2, b"two")];
+            let records = vec![
+                record("key", "t/k1", 7, b"sealed one"),
+                record("alias", "t/a", 2, b"two"),
+            ];
             assert_eq!(load(&location, records.clone()).await.expect("loads"), 2, "{location}");
 
             let store = Store::open(&location, None).await.expect("opens");
@@ -210,7 +217,13 @@ mod tests {
                 key: "t/k9".into(),
             };
             assert!(
-                matches!(store.call(op).await, StoreResult::Versioned { version: 0, value: None }),
+                matches!(
+                    store.call(op).await,
+                    StoreResult::Versioned {
+                        version: 0,
+                        value: None
+                    }
+                ),
                 "{location}"
             );
         }

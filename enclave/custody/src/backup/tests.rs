@@ -213,7 +213,10 @@ fn a_bad_signature_is_refused() {
     let last = pages[2].signature.len() - 1;
     pages[2].signature[last] ^= 1;
     let error = refused(pages);
-    assert!(error.contains("page 2 (first record alias/t/alias/a (version 1))"), "{error}");
+    assert!(
+        error.contains("page 2 (first record alias/t/alias/a (version 1))"),
+        "{error}"
+    );
 
     // A manifest edited after signing (a record dropped from its list, so
     // the file's records would match it) fails its signature.
@@ -234,7 +237,10 @@ fn re_ordered_records_or_pages_are_refused() {
     let mut pages = export(&key, 1, &store("a"), 3);
     pages[0].records.swap(1, 2);
     let error = refused(pages);
-    assert!(error.contains("key/t/k2 (version 1): is not the record the manifest lists here"), "{error}");
+    assert!(
+        error.contains("key/t/k2 (version 1): is not the record the manifest lists here"),
+        "{error}"
+    );
 
     let mut pages = export(&key, 1, &store("a"), 2);
     pages.swap(1, 2);
@@ -253,11 +259,17 @@ fn re_ordered_records_or_pages_are_refused() {
     let extra = pages[0].clone();
     pages.push(extra);
     let error = refused(pages);
-    assert!(error.contains("boot/custody (version 1): follows the backup's last page"), "{error}");
+    assert!(
+        error.contains("boot/custody (version 1): follows the backup's last page"),
+        "{error}"
+    );
 
     // A record added to a page.
     let mut pages = export(&key, 1, &store("a"), 2);
     pages[0].records.push(record("key", "t/k9", 1, b"new"));
     let error = refused(pages);
-    assert!(error.contains("key/t/k9 (version 1): is not in the manifest"), "{error}");
+    assert!(
+        error.contains("key/t/k9 (version 1): is not in the manifest"),
+        "{error}"
+    );
 }

@@ -85,7 +85,12 @@ pub(crate) struct RestoreArgs {
     /// The backup file (`kmsctl backup --out`).
     pub(crate) file: PathBuf,
     /// The data dir to restore into: the embedded store `<DIR>/store`.
-    #[arg(long, value_name = "DIR", required_unless_present = "store", conflicts_with = "store")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
     pub(crate) data_dir: Option<PathBuf>,
     /// The store to restore into: `postgres://…` or the embedded store's directory.
     #[arg(long, value_name = "URL|PATH")]

@@ -59,8 +59,7 @@ pub(crate) fn restore(args: &RestoreArgs) -> Result<(), Failure> {
         .as_deref()
         .map(crate::audit::read_pinned_key)
         .transpose()?;
-    let bytes =
-        std::fs::read(&args.file).map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?;
+    let bytes = std::fs::read(&args.file).map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?;
     let refused = |e: format::BackupError| Failure::Mismatch(format!("backup {} refused: {e}", args.file.display()));
     let pages = format::read_file(&bytes).map_err(refused)?;
     drop(bytes);
