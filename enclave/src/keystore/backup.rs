@@ -46,6 +46,17 @@ pub const NAMESPACES: &[&str] = &[
 /// Most sealed bytes in one page (a page always holds at least one record).
 pub const MAX_PAGE_BYTES: usize = 4 << 20;
 
+/// Records asked of the host per store call: the reply is one wire frame
+/// (at most `keyward_wire::MAX_FRAME_LEN`, 4 MiB), and a policy module may
+/// be 1 MiB, other records tens of KiB at most.
+fn store_batch(namespace: &str) -> u32 {
+    if namespace == crate::policy::modules::NAMESPACE {
+        2
+    } else {
+        64
+    }
+}
+
 /// Where the next page starts and what it chains to; opaque to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupMarker {
@@ -114,12 +125,12 @@ pub async fn export(ctx: &Ctx<'_>, marker: Option<BackupMarker>, limit: u32) -> 
     let end = NAMESPACES.len();
     while (state.cursor.namespace as usize) < end && records.len() < limit as usize && bytes < MAX_PAGE_BYTES {
         let namespace = NAMESPACES[state.cursor.namespace as usize];
-        let want = limit - records.len() as u32;
+        let want = (limit - records.len() as u32).min(store_batch(namespace));
         let page = ctx
             .records
             .list_stored(namespace, state.cursor.after.as_deref(), want)
             .await?;
-        let exhausted = page.len() < want.min(crate::store::MAX_LIST) as usize;
+        let exhausted = page.len() < want as usize;
         let mut stopped = false;
         for (key, version, value) in page {
             state.cursor.after = Some(key.clone());
@@ -287,5 +298,18 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), NAMESPACES.len(), "a namespace is listed twice");
+    }
+
+    /// A store call's reply fits one wire frame even when every record it
+    /// lists is as large as records of that namespace get (policy modules:
+    /// 1 MiB of module plus its sealed record's envelope).
+    #[test]
+    fn a_store_page_of_the_largest_records_fits_a_frame() {
+        let frame = keyward_wire::MAX_FRAME_LEN as usize;
+        let module = crate::policy::sandbox::MAX_MODULE_BYTES + 64 * 1024;
+        assert!(store_batch(crate::policy::modules::NAMESPACE) as usize * module < frame);
+        for namespace in NAMESPACES {
+            assert!(store_batch(namespace) as usize * 60 * 1024 < frame, "{namespace}");
+        }
     }
 }
