@@ -14,6 +14,7 @@ mod api;
 mod asymmetric;
 mod attested_release;
 mod audit_attested;
+mod backup;
 mod cluster;
 mod custody;
 mod deletion_clock;

@@ -27,6 +27,7 @@ mod attestation_policy;
 mod attested_channel;
 mod audit;
 mod auth;
+mod backup;
 mod byok;
 mod cluster;
 mod compat;

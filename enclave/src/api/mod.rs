@@ -31,6 +31,7 @@ pub mod aliases;
 pub mod asymmetric;
 pub mod attestation_ops;
 pub mod audit_log;
+pub mod backup;
 pub mod crypto;
 pub mod custody;
 pub mod error;
@@ -404,6 +405,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::TestPolicy => policies::test_policy(ctx, body).await,
         O::GetTlsCertificateRequest => tls_ops::get_tls_certificate_request(ctx, body).await,
         O::ImportTlsCertificate => tls_ops::import_tls_certificate(ctx, body).await,
+        O::ExportBackup => backup::export_backup(ctx, body).await,
         // Served before authentication by `handle` (`custody::serve`).
         O::InitCustody | O::GetUnsealDocument | O::Unseal => Err(KmsError::UnknownOperation(format!(
             "{op} is served by the request entry point, before authentication"

@@ -144,6 +144,7 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::InitCustody
         | O::GetUnsealDocument
         | O::Unseal
+        | O::ExportBackup
         | O::UpdateTenantAttestationPolicy
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule

@@ -66,6 +66,39 @@ pub(crate) enum Command {
     /// The enclave's TLS certificate, operator-CA path (operator credentials).
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Write a backup of the whole store to one file (operator credentials,
+    /// a Ready service): the sealed records and the enclave's signed manifest.
+    Backup {
+        /// The backup file to create (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty store (no service, no credentials:
+    /// run it before starting Keyward on the store). Verifies the manifest's
+    /// signature and every record first; a backup that was altered, truncated
+    /// or mixed with another is refused naming the first bad record.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The backup file (`kmsctl backup --out`).
+    pub(crate) file: PathBuf,
+    /// The data dir to restore into: the embedded store `<DIR>/store`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The store to restore into: `postgres://…` or the embedded store's directory.
+    #[arg(long, value_name = "URL|PATH")]
+    pub(crate) store: Option<String>,
+    /// Refuse the backup unless its root commitment is this audit public key
+    /// (PEM or DER SubjectPublicKeyInfo, as pinned for `audit verify`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) expect_commitment: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

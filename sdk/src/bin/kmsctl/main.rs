@@ -15,6 +15,7 @@
 mod args;
 mod attest;
 mod audit;
+mod backup;
 mod keys;
 mod output;
 mod policy;
@@ -77,6 +78,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    // Restore talks to a store, not to a service: no credentials.
+    if let Command::Restore(args) = &cli.command {
+        return backup::restore(args);
+    }
     let credential = |name: &str| {
         std::env::var(name)
             .ok()
@@ -131,5 +136,7 @@ async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>)
         Command::Policy(command) => policy::policy(client, command).await,
         Command::Key(command) => keys::key(client, command).await,
         Command::Tls(command) => tls::tls(client, command).await,
+        Command::Backup { out } => backup::backup(client, &out).await,
+        Command::Restore(_) => Err(Failure::Usage("restore runs without a service".into())),
     }
 }
