@@ -147,10 +147,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let endpoint = local_endpoint(address, &options);
     starts.borrow_and_update();
     let ceremony = async {
-        let outcome = custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?;
-        persistent_status(&link, &endpoint, READY_TIMEOUT)
+        let ready = custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?;
+        persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
             .await
-            .map(|status| (outcome, status))
+            .map(|status| (ready.outcome, status))
     };
     let (outcome, status) = tokio::select! {
         result = ceremony => match result {
@@ -177,7 +177,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         custodian.warning(),
         match outcome {
             Outcome::Genesis => "a new deployment was created",
-            Outcome::Unsealed => "unsealed with it",
+            Outcome::Unsealed | Outcome::AlreadyReady => "unsealed with it",
         }
     );
     println!("Keyward is ready at {}", endpoint_url(address, &options));
@@ -248,38 +248,37 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
     .collect()
 }
 
-/// The enclave's status once its persistent TLS identity (a sealed record,
-/// loaded after the transition to Ready) is served: until then it reports
-/// the in-memory identity of the sealed state. A connection attempt makes
-/// the enclave load it.
+/// The enclave's status once it is Ready and serves its persistent TLS
+/// identity (a sealed record, loaded once the root is there) rather than
+/// `sealed_ca_pem`, the in-memory one of the sealed state. A fresh
+/// connection makes an enclave that has not loaded it yet do so.
 async fn persistent_status(
     link: &keyward_proxy::EnclaveLink,
     endpoint: &str,
+    sealed_ca_pem: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<keyward_wire::EnclaveStatus> {
     const TICK: Duration = Duration::from_millis(50);
-    let sealed = link
-        .status(Duration::from_secs(10))
-        .await
-        .map_err(|e| anyhow::anyhow!("the enclave's status: {e}"))?;
-    let probe = keyward_sdk::Client::unauthenticated(endpoint)
-        .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(sealed.ca_certificate_pem.clone())))
-        .map(|c| c.with_timeout(Duration::from_secs(5)))
-        .map_err(|e| anyhow::anyhow!("a client for {endpoint}: {e}"))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let status = link
             .status(Duration::from_secs(10))
             .await
             .map_err(|e| anyhow::anyhow!("the enclave's status: {e}"))?;
-        if !status.ca_certificate_pem.is_empty() && status.ca_certificate_pem != sealed.ca_certificate_pem {
+        if status.health == "ok"
+            && !status.ca_certificate_pem.is_empty()
+            && Some(status.ca_certificate_pem.as_str()) != sealed_ca_pem
+        {
             return Ok(status);
         }
         if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("the enclave did not load its TLS identity within {timeout:?} of becoming ready");
+            anyhow::bail!("the enclave did not serve its TLS identity within {timeout:?} of becoming ready");
         }
-        // Its handshake fails once the enclave serves the persistent identity.
-        let _ = probe.get_unseal_document(b"probe").await;
+        // A new connection (whatever its handshake's outcome) has the
+        // enclave load its identity.
+        if let Ok(probe) = keyward_sdk::Client::unauthenticated(endpoint) {
+            let _ = probe.with_timeout(Duration::from_secs(5)).get_unseal_document(b"probe").await;
+        }
         tokio::time::sleep(TICK).await;
     }
 }

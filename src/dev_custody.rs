@@ -53,6 +53,15 @@ pub enum Outcome {
     Genesis,
     /// The dev custodian's share unsealed it.
     Unsealed,
+    /// It was Ready already (nothing sent).
+    AlreadyReady,
+}
+
+/// A finished ceremony: what it did, and the CA of the in-memory TLS
+/// identity the sealed enclave served (`None` if it was Ready already).
+pub struct Ready {
+    pub outcome: Outcome,
+    pub sealed_ca_pem: Option<String>,
 }
 
 /// The dev custodian of one `keyward dev` node.
@@ -96,7 +105,7 @@ impl DevCustodian {
     /// Makes a freshly started (sealed) enclave Ready: genesis when this
     /// custodian has no share yet, else unseal with it. An enclave not
     /// reachable yet is tried again until `timeout`; a refusal is final.
-    pub async fn make_ready(&self, link: &EnclaveLink, endpoint: &str, timeout: Duration) -> anyhow::Result<Outcome> {
+    pub async fn make_ready(&self, link: &EnclaveLink, endpoint: &str, timeout: Duration) -> anyhow::Result<Ready> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.attempt(link, endpoint).await {
@@ -112,7 +121,7 @@ impl DevCustodian {
         }
     }
 
-    async fn attempt(&self, link: &EnclaveLink, endpoint: &str) -> Result<Outcome, Attempt> {
+    async fn attempt(&self, link: &EnclaveLink, endpoint: &str) -> Result<Ready, Attempt> {
         // The sealed enclave serves an in-memory TLS identity; its CA comes
         // over the host link. (Trusting it proves nothing: what protects the
         // share is the attested session key it is sealed to.)
@@ -120,20 +129,32 @@ impl DevCustodian {
             .status(CALL_TIMEOUT)
             .await
             .map_err(|e| Attempt::Retry(anyhow::anyhow!("the enclave's status: {e}")))?;
+        if status.health == "ok" {
+            return Ok(Ready {
+                outcome: Outcome::AlreadyReady,
+                sealed_ca_pem: None,
+            });
+        }
         if status.ca_certificate_pem.is_empty() {
             return Err(Attempt::Retry(anyhow::anyhow!(
                 "the enclave serves no TLS identity yet"
             )));
         }
         let client = Client::unauthenticated(endpoint)
-            .and_then(|c| c.with_tls(TlsOptions::default().with_ca_bundle(status.ca_certificate_pem.into_bytes())))
+            .and_then(|c| {
+                c.with_tls(TlsOptions::default().with_ca_bundle(status.ca_certificate_pem.clone().into_bytes()))
+            })
             .map(|c| c.with_timeout(CALL_TIMEOUT))
             .map_err(|e| Attempt::Fatal(anyhow::anyhow!("a client for {endpoint}: {e}")))?;
-        if self.dir.join(SHARE_FILE).exists() {
-            self.unseal(&client).await
+        let outcome = if self.dir.join(SHARE_FILE).exists() {
+            self.unseal(&client).await?
         } else {
-            self.genesis(&client).await
-        }
+            self.genesis(&client).await?
+        };
+        Ok(Ready {
+            outcome,
+            sealed_ca_pem: Some(status.ca_certificate_pem),
+        })
     }
 
     async fn genesis(&self, client: &Client) -> Result<Outcome, Attempt> {
