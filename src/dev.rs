@@ -277,7 +277,10 @@ async fn persistent_status(
         // A new connection (whatever its handshake's outcome) has the
         // enclave load its identity.
         if let Ok(probe) = keyward_sdk::Client::unauthenticated(endpoint) {
-            let _ = probe.with_timeout(Duration::from_secs(5)).get_unseal_document(b"probe").await;
+            let _ = probe
+                .with_timeout(Duration::from_secs(5))
+                .get_unseal_document(b"probe")
+                .await;
         }
         tokio::time::sleep(TICK).await;
     }
