@@ -32,6 +32,8 @@ pub struct Enclave {
     /// A TLS identity made in memory at start, served while sealed (the
     /// persistent one is a sealed record: it needs the root).
     sealed_tls: OnceCell<Arc<crate::tls::LiveTls>>,
+    /// Wakes the sweep when the enclave becomes Ready (its first sweep).
+    ready: tokio::sync::Notify,
     /// Live host connections, for work no request carries (the sweep).
     links: std::sync::Mutex<Vec<std::sync::Weak<dyn StoreTransport>>>,
     sweeper_started: std::sync::atomic::AtomicBool,
@@ -93,6 +95,7 @@ impl Enclave {
             keyring: OnceCell::new(),
             custody: tokio::sync::Mutex::new(None),
             sealed_tls: OnceCell::new(),
+            ready: tokio::sync::Notify::new(),
             links: Default::default(),
             sweeper_started: Default::default(),
             rate_limiter,
@@ -148,6 +151,8 @@ impl Enclave {
         if self.keyring.set(keyring).is_err() {
             tracing::error!("a second keyring was offered to a ready enclave; ignored");
         }
+        // The sweep runs at once: what fell due while sealed is done now.
+        self.ready.notify_one();
     }
 
     /// Genesis (`Keyward.InitCustody`): only while awaiting it; Ready after.
@@ -278,8 +283,12 @@ impl Enclave {
             tokio::spawn(async move {
                 loop {
                     enclave.sweep_once().await;
-                    // A periodic timer, not synchronisation.
-                    tokio::time::sleep(SWEEP_INTERVAL).await;
+                    // A periodic timer, not synchronisation; becoming Ready
+                    // sweeps at once.
+                    tokio::select! {
+                        () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                        () = enclave.ready.notified() => {}
+                    }
                 }
             });
         }

@@ -111,7 +111,7 @@ impl Service {
     /// The unseal message `custodian` would send now: a fresh nonce, the
     /// current session's document (`Keyward.GetUnsealDocument`), verified
     /// against this enclave's mock root and PCR0 and bound to the share
-    /// (`seal_share_for`). `Err` with the reason when the document or the
+    /// (`seal_share_for`, as of the enclave's clock). `Err` with the reason when the document or the
     /// share is refused on the custodian's side.
     pub async fn unseal_message(&self, package: &SharePackage, key: &CustodyKey) -> Result<Vec<u8>, String> {
         let nonce = crate::random_bytes(32);
@@ -128,8 +128,16 @@ impl Service {
         let body = response.json();
         let document = unb64(body["Document"].as_str().ok_or("no Document")?);
         let share = key.open_share(package).map_err(|e| e.to_string())?;
-        let message = keyward_sdk::custody::seal_share_for(&document, self.anchor(), &nonce, &expected_pcrs(), &share)
-            .map_err(|e| e.to_string())?;
+        // As of the enclave's (possibly shifted) clock, which dates its documents.
+        let message = keyward_sdk::custody::seal_share_for_at(
+            &document,
+            self.anchor(),
+            &nonce,
+            &expected_pcrs(),
+            &share,
+            self.now(),
+        )
+        .map_err(|e| e.to_string())?;
         message.to_bytes().map_err(|e| e.to_string())
     }
 
