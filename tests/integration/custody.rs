@@ -548,3 +548,51 @@ async fn keyward_dev_creates_its_custodian_then_unseals_every_start_with_it() {
     let found = find_secrets(&sb.data_dir(), &logs, &[("the root key (the 1-of-1 share)", root)]);
     assert!(found.is_empty(), "secrets found: {found:#?}");
 }
+
+/// A `keyward dev` node on a store that already holds a deployment (here
+/// the first node's embedded store, the first node stopped) has no share
+/// of its own: genesis is refused and the launcher stops, naming
+/// `--dev-custodian-dir`; given the first node's dev custodian it unseals
+/// and serves the first node's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_node_on_another_nodes_store_needs_that_nodes_custodian() {
+    let mut first = Sandbox::new();
+    let mut kw = first.start().await;
+    let key = create_key(&kw.client(), "first node").await;
+    let plaintext = random_bytes(32);
+    let ciphertext = encrypt(&kw.client(), &key, &plaintext, None).await;
+    kw.stop();
+    drop(kw);
+
+    let mut second = Sandbox::new();
+    second.creds = first.creds.clone();
+    second.operator = first.operator.clone();
+    let store = first.store_dir().display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--store",
+            &store,
+        ])
+        .arg("--data-dir")
+        .arg(second.data_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run keyward dev");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("genesis (Keyward.InitCustody) was refused") && stderr.contains("--dev-custodian-dir"),
+        "{stderr}"
+    );
+    assert!(!second.dev_custodian_dir().join("custodian.share").exists());
+
+    second.extra_args = vec!["--store".into(), store];
+    second.unseal_with_custodian_of(&first);
+    let kw = second.start().await;
+    assert_eq!(decrypt(&kw.client(), Some(&key), &ciphertext, None).await, plaintext);
+}
