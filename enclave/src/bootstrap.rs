@@ -283,7 +283,7 @@ pub enum Unsealed {
     /// Still sealed: `received` of `threshold` shares.
     NeedMore { received: usize, threshold: usize },
     /// The M-th share rebuilt the committed root: Ready with this keyring.
-    Ready(Keyring),
+    Ready(Box<Keyring>),
 }
 
 /// Takes one unseal message of the current session. A refusal is recorded
@@ -335,7 +335,7 @@ pub async fn unseal(
         .map_err(|e| BootError::NotNow(e.to_string()))?;
     custody.session = None;
     tracing::info!(deployment = %deployment_hex(&record.deployment_id), "unsealed: ready");
-    Ok(Unsealed::Ready(keyring))
+    Ok(Unsealed::Ready(Box::new(keyring)))
 }
 
 /// Why there is no unseal session to take a message or give a document.

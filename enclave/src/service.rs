@@ -200,7 +200,7 @@ impl Enclave {
                     .as_ref()
                     .and_then(|record| record.shamir().ok())
                     .map_or(0, |(threshold, _)| usize::from(threshold));
-                self.become_ready(keyring);
+                self.become_ready(*keyring);
                 Ok(bootstrap::UnsealAnswer {
                     received: threshold,
                     threshold,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use keyward_custody::share::SharePackage;
+use keyward_custody::share::{SharePackage, ShareSecret};
 use keyward_custody::suite::PublicKey;
 use keyward_sdk::custody::CustodyKey;
 use serde_json::{Value, json};
@@ -114,6 +114,13 @@ impl Service {
     /// (`seal_share_for`, as of the enclave's clock). `Err` with the reason when the document or the
     /// share is refused on the custodian's side.
     pub async fn unseal_message(&self, package: &SharePackage, key: &CustodyKey) -> Result<Vec<u8>, String> {
+        let share = key.open_share(package).map_err(|e| e.to_string())?;
+        self.unseal_message_of(&share).await
+    }
+
+    /// [`Service::unseal_message`] for a share given as is (a forged or
+    /// foreign one, for tests of refusals).
+    pub async fn unseal_message_of(&self, share: &ShareSecret) -> Result<Vec<u8>, String> {
         let nonce = crate::random_bytes(32);
         let response = self
             .custody_call("GetUnsealDocument", &json!({ "Nonce": b64(&nonce) }))
@@ -127,18 +134,36 @@ impl Service {
         }
         let body = response.json();
         let document = unb64(body["Document"].as_str().ok_or("no Document")?);
-        let share = key.open_share(package).map_err(|e| e.to_string())?;
         // As of the enclave's (possibly shifted) clock, which dates its documents.
         let message = keyward_sdk::custody::seal_share_for_at(
             &document,
             self.anchor(),
             &nonce,
             &expected_pcrs(),
-            &share,
+            share,
             self.now(),
         )
         .map_err(|e| e.to_string())?;
         message.to_bytes().map_err(|e| e.to_string())
+    }
+
+    /// The current unseal session's public key, read from its document
+    /// without verifying it (the test owns the enclave): for messages the
+    /// custodian's library would refuse to make.
+    pub async fn unseal_session_key(&self) -> PublicKey {
+        let response = self
+            .custody_call("GetUnsealDocument", &json!({ "Nonce": b64(&[7u8; 16]) }))
+            .await;
+        assert_eq!(
+            response.status,
+            200,
+            "GetUnsealDocument: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let document = unb64(response.json()["Document"].as_str().expect("Document"));
+        let cose = keyward_enclave::attestation::document::parse_cose(&document).expect("COSE_Sign1");
+        let payload = keyward_enclave::attestation::document::parse_payload(&cose.payload).expect("a document");
+        PublicKey::from_slice(&payload.public_key.expect("public_key")).expect("an X25519 key")
     }
 
     /// `Keyward.Unseal` of an encoded message.
