@@ -471,6 +471,13 @@ async fn kmsctl_unseal_refuses_wrong_pcr_wrong_key_and_another_deployments_share
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     let out = unseal(&a, work, &work.join("missing.share"), &file(&alice, ".key"), &pcr0);
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    // --attest-pcr0 cannot apply to a sealed service: refused, not ignored.
+    let mut args = vec!["--attest-pcr0".to_string(), pcr0.clone()];
+    args.extend(unseal_args(&a, &a_share, &file(&alice, ".key"), &pcr0));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kmsctl(&a, work, &args);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("--expected-pcr"), "{:?}", text(&out));
 
     // The right share.
     let out = unseal(&a, work, &a_share, &file(&alice, ".key"), &pcr0);

@@ -136,6 +136,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 /// `kmsctl init` and `kmsctl unseal`: unauthenticated calls to a sealed service.
 fn run_custody(cli: Cli) -> Result<(), Failure> {
+    if cli.attest_pcr0.is_some() || cli.attest_root.is_some() {
+        // A sealed service answers nothing but the custody operations, so the attested channel
+        // cannot be set up; unseal verifies the enclave itself (--expected-pcr).
+        return Err(Failure::Usage(
+            "--attest-pcr0/--attest-root do not apply to init and unseal (a sealed service cannot attest its TLS \
+             key); unseal verifies the enclave's attestation itself with --expected-pcr"
+                .into(),
+        ));
+    }
     let mut tls = keyward_sdk::TlsOptions::default();
     if let Some(path) = &cli.ca_bundle {
         let pem = std::fs::read(path).map_err(|e| Failure::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
