@@ -229,7 +229,11 @@ pub async fn genesis(
         custody.state = CustodyState::unusable(BOOT_RECORD_MISSING.to_owned());
         return Err(BootError::NotNow(format!("genesis is refused: {BOOT_RECORD_MISSING}")));
     }
-    let outcome = crate::custody::genesis::genesis(request, nsm, now)?;
+    let outcome = crate::custody::genesis::genesis(request, nsm, now).map_err(|e| {
+        tracing::warn!(error = %e, "genesis: refused; still awaiting genesis");
+        custody.state.refused(&e, 0);
+        e
+    })?;
     let put = StoreOp::CasPut {
         namespace: record::NAMESPACE.into(),
         key: record::RECORD_KEY.into(),

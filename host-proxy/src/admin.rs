@@ -42,12 +42,19 @@ pub fn router(state: AdminState) -> Router {
 /// status); `enclave unavailable` (503) when it does not answer.
 async fn healthz(State(state): State<AdminState>) -> Response {
     if !state.link.ping(ENCLAVE_TIMEOUT).await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response();
+        return health(None).into_response();
     }
-    match state.link.status(ENCLAVE_TIMEOUT).await {
-        Ok(status) if status.health == "ok" => (StatusCode::OK, "ok\n").into_response(),
-        Ok(status) if status.health == "sealed" => (StatusCode::SERVICE_UNAVAILABLE, "sealed\n").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response(),
+    let status = state.link.status(ENCLAVE_TIMEOUT).await.ok();
+    health(status.as_ref().map(|s| s.health.as_str())).into_response()
+}
+
+/// `/healthz`'s answer to what the enclave reported (`None`: it did not
+/// answer): only an enclave that says `ok` is healthy.
+fn health(reported: Option<&str>) -> (StatusCode, &'static str) {
+    match reported {
+        Some("ok") => (StatusCode::OK, "ok\n"),
+        Some("sealed") => (StatusCode::SERVICE_UNAVAILABLE, "sealed\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n"),
     }
 }
 
@@ -76,5 +83,21 @@ async fn ca_pem(State(state): State<AdminState>) -> Response {
             response
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::health;
+
+    #[test]
+    fn healthz_says_sealed_with_503_until_the_enclave_is_ready() {
+        assert_eq!(health(Some("sealed")), (StatusCode::SERVICE_UNAVAILABLE, "sealed\n"));
+        assert_eq!(health(Some("ok")), (StatusCode::OK, "ok\n"));
+        // An enclave that does not answer, or says something else.
+        assert_eq!(health(None).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(health(Some("")).0, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -342,3 +342,41 @@ async fn bad_genesis_parameters_are_refused_and_leave_it_awaiting_genesis() {
     kw.init_custody(1, &[key], None).await;
     assert!(kw.enclave().is_ready());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_sealed_an_in_memory_tls_identity_is_served_and_the_persistent_one_returns_once_ready() {
+    let refuse = keyward_enclave::api::error::refusal;
+    let kw = Service::start_uninitialised().await;
+    assert!(kw.enclave().status().ca_certificate_pem.is_empty());
+    kw.enclave().sealed_tls(refuse).await.expect("an in-memory identity");
+    let sealed_ca = kw.enclave().status().ca_certificate_pem;
+    assert!(sealed_ca.contains("BEGIN CERTIFICATE"), "{sealed_ca}");
+    assert!(
+        kw.enclave().tls_loaded().is_none(),
+        "no persistent identity while sealed"
+    );
+
+    let (_, custodians) = two_of_three(&kw).await;
+    let persistent_ca = kw.enclave().status().ca_certificate_pem;
+    assert!(
+        kw.enclave().tls_loaded().is_some(),
+        "genesis loads the persistent identity"
+    );
+    assert_ne!(persistent_ca, sealed_ca);
+
+    let kw = kw.restart_sealed().await;
+    kw.enclave().sealed_tls(refuse).await.expect("an in-memory identity");
+    let sealed_again = kw.enclave().status().ca_certificate_pem;
+    assert_ne!(
+        sealed_again, persistent_ca,
+        "the persistent key is not readable while sealed"
+    );
+    assert_ne!(sealed_again, sealed_ca, "made afresh at every start");
+    assert_eq!(kw.unseal_with(&custodians[0]).await.json()["State"], "Sealed");
+    assert_eq!(kw.unseal_with(&custodians[1]).await.json()["State"], "Ready");
+    assert_eq!(
+        kw.enclave().status().ca_certificate_pem,
+        persistent_ca,
+        "the same persistent identity after the unseal"
+    );
+}

@@ -216,15 +216,8 @@ async fn load_tls(enclave: &Enclave, transport: &dyn StoreTransport) {
 /// by `bootstrap` (the 503's "last refusal") and logged.
 fn refusal(step: &'static str, error: BootError) -> KmsError {
     match error {
-        BootError::Custody(e) => {
-            if matches!(
-                e,
-                CustodyError::Threshold { .. } | CustodyError::DuplicateCustodian { .. }
-            ) {
-                tracing::warn!(error = %e, step, "custody: refused");
-            }
-            custody_error(&e)
-        }
+        // Logged, and recorded in the state, where refused (`bootstrap`).
+        BootError::Custody(e) => custody_error(&e),
         BootError::NotNow(message) => {
             tracing::warn!(reason = %message, step, "custody: refused");
             KmsError::Validation(message)
