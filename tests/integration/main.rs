@@ -32,6 +32,7 @@ mod byok;
 mod cluster;
 mod compat;
 mod crash;
+mod custody;
 mod deletion_clock;
 mod errors;
 mod fairness;
