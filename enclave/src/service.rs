@@ -47,6 +47,9 @@ pub struct Enclave {
     pub(crate) policy_scheduler: crate::policy::scheduler::Scheduler,
     /// Sealed records as the store last confirmed them (`store/cache.rs`).
     pub(crate) record_cache: crate::store::RecordCache,
+    /// The enclave's own connections out through the host (custody key
+    /// service, cluster peers): `src/outbound`.
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -97,6 +100,7 @@ impl Enclave {
             next_link: Default::default(),
             policy_scheduler,
             record_cache: Default::default(),
+            outbound: Default::default(),
         }
     }
 

@@ -116,8 +116,7 @@ impl Args {
         }
         let mut outbound = Vec::new();
         for endpoint in self.custody_endpoint.iter().chain(&self.join_peer) {
-            let target =
-                crate::outbound::target_of(endpoint).ok_or_else(|| ArgsError::Endpoint(endpoint.clone()))?;
+            let target = crate::outbound::target_of(endpoint).ok_or_else(|| ArgsError::Endpoint(endpoint.clone()))?;
             outbound.push(target);
         }
         Ok(ProxyConfig {

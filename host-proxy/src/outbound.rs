@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn endpoints_name_their_target() {
-        assert_eq!(target_of("https://kms.example:8443").as_deref(), Some("kms.example:8443"));
+        assert_eq!(
+            target_of("https://kms.example:8443").as_deref(),
+            Some("kms.example:8443")
+        );
         assert_eq!(target_of("https://kms.example/").as_deref(), Some("kms.example:443"));
         assert_eq!(target_of("127.0.0.1:7800").as_deref(), Some("127.0.0.1:7800"));
         assert_eq!(target_of("http://kms.example:80"), None);
