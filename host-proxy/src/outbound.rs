@@ -68,7 +68,7 @@ pub async fn open(config: &OutboundConfig, id: u64, target: String, tx: mpsc::Se
             let _ = tx.send(frame).await;
         }
     };
-    if target.len() > MAX_TARGET_LEN || !config.targets.iter().any(|t| *t == target) {
+    if target.len() > MAX_TARGET_LEN || !config.targets.contains(&target) {
         let shown: String = target.chars().take(80).collect();
         return failed(format!(
             "the host does not connect to {shown:?}: not a configured --custody-endpoint or --join-peer"

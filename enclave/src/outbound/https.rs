@@ -132,7 +132,7 @@ impl HttpsClient {
         &self.endpoint
     }
 
-    /// `POST /` with `headers` (lower-case names; `host` is added) and
+    /// `POST /` with `headers` (lower-case names; `host` is added unless given) and
     /// `body`, on a fresh connection; the answer's status and body (at most
     /// [`MAX_RESPONSE`] bytes).
     pub async fn post(&self, headers: &[(String, String)], body: Vec<u8>) -> Result<Answer, HttpsError> {
@@ -164,10 +164,10 @@ impl HttpsClient {
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut request = hyper::Request::builder()
-            .method("POST")
-            .uri("/")
-            .header("host", self.endpoint.authority());
+        let mut request = hyper::Request::builder().method("POST").uri("/");
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            request = request.header("host", self.endpoint.authority());
+        }
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
