@@ -187,18 +187,29 @@ where
     write_task.abort();
 }
 
-/// Boots the keyring and loads the TLS identity through `transport` (once).
-async fn ensure_tls(enclave: &Enclave, transport: &dyn StoreTransport) -> Option<Arc<crate::tls::LiveTls>> {
+/// The TLS identity to serve: the persistent one (loaded through
+/// `transport` once Ready), or while sealed the in-memory one
+/// (`Enclave::sealed_tls`), so the custody operations can be reached.
+pub(crate) async fn ensure_tls(enclave: &Enclave, transport: &dyn StoreTransport) -> Option<Arc<crate::tls::LiveTls>> {
     if let Some(live) = enclave.tls_loaded() {
         return Some(Arc::clone(live));
     }
-    let keyring = enclave.keyring(transport).await.ok()?;
-    let records = Records::new(transport, &keyring.sealer);
-    enclave
-        .tls(&records, crate::api::error::refusal)
-        .await
-        .ok()
-        .map(Arc::clone)
+    match enclave.keyring(transport).await {
+        Ok(keyring) => {
+            let records = Records::new(transport, &keyring.sealer);
+            enclave
+                .tls(&records, crate::api::error::refusal)
+                .await
+                .ok()
+                .map(Arc::clone)
+        }
+        Err(crate::bootstrap::BootError::Sealed(_)) => enclave
+            .sealed_tls(crate::api::error::refusal)
+            .await
+            .ok()
+            .map(Arc::clone),
+        Err(_) => None,
+    }
 }
 
 /// Serves one client stream: its header, then the client's TLS session

@@ -1,5 +1,6 @@
 //! The proxy's admin listener (`--admin-listen`, plain HTTP, meant for the
-//! host only): `GET /healthz` (the enclave answers and has its TLS identity),
+//! host only): `GET /healthz` (`ok`: the enclave answers, has its TLS identity
+//! and is Ready; `sealed` while it waits for genesis or an unseal),
 //! `GET /metrics` (Prometheus text, [`crate::metrics`]) and `GET /ca.pem`
 //! (the enclave CA certificate, as the enclave reports it; the host could
 //! substitute it, so a client that must not trust the host pins the
@@ -36,11 +37,17 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// `ok` (200) when the enclave answers and is Ready; `sealed` (503) while
+/// it waits for genesis or an unseal (the enclave says which, in its
+/// status); `enclave unavailable` (503) when it does not answer.
 async fn healthz(State(state): State<AdminState>) -> Response {
-    if state.link.ping(ENCLAVE_TIMEOUT).await {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response()
+    if !state.link.ping(ENCLAVE_TIMEOUT).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response();
+    }
+    match state.link.status(ENCLAVE_TIMEOUT).await {
+        Ok(status) if status.health == "ok" => (StatusCode::OK, "ok\n").into_response(),
+        Ok(status) if status.health == "sealed" => (StatusCode::SERVICE_UNAVAILABLE, "sealed\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response(),
     }
 }
 

@@ -51,7 +51,7 @@ pub(super) fn principal(tenant: &str) -> Principal {
 }
 
 pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
-    let keyring = enclave.keyring(store).await.expect("boots");
+    let keyring = enclave.ready_for_tests(store).await.expect("boots");
     if tenant != crate::auth::OPERATOR {
         // The tenant, as the operator would have created it (of a fresh generation).
         let generation = crate::keystore::tenants::new_generation(&crate::nsm::MockNsm).expect("random");

@@ -141,6 +141,9 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::GetAuditLog
         | O::GetTlsCertificateRequest
         | O::ImportTlsCertificate
+        | O::InitCustody
+        | O::GetUnsealDocument
+        | O::Unseal
         | O::UpdateTenantAttestationPolicy
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule
