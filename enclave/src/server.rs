@@ -103,6 +103,8 @@ where
     enclave.attach(weak);
     // Outbound connections (custody key service, cluster peers) are asked for here.
     enclave.outbound.attach(tx.clone());
+    // `--custody kms`: ask the custody key service for the root.
+    enclave.start_key_service_unseal();
     // Boot and load the TLS identity as soon as a host link is up.
     {
         let (enclave, link) = (Arc::clone(&enclave), Arc::clone(&link));

@@ -14,13 +14,14 @@ use std::time::Duration;
 use keyward_enclave::Enclave;
 use keyward_enclave::attestation::mock::MockPki;
 use keyward_enclave::clock::SystemClock;
+use keyward_enclave::config::CustodyCredential;
 use keyward_enclave::custody::CustodyError;
 use keyward_enclave::custody::kms::{self, KeyService, KmsGenesis};
 use keyward_enclave::custody::record::{CustodyMethod, RootCommitment};
 use keyward_enclave::custody::state::CustodyState;
 use keyward_enclave::nsm::{Nsm, NsmError};
 use keyward_enclave::outbound::https::{Endpoint, HttpsClient, pinned_client_config};
-use keyward_enclave::outbound::kms::{KmsClient, ServiceCredential};
+use keyward_enclave::outbound::kms::KmsClient;
 use keyward_enclave::outbound::{BoxedStream, Connect, ConnectFuture};
 use keyward_enclave::secret::Key256;
 use serde_json::json;
@@ -140,11 +141,11 @@ fn client(custody: &Service, connector: Arc<ToCustody>, ca_pem: &str) -> KmsClie
     KmsClient::new(
         https,
         keyward_test_support::REGION.to_string(),
-        ServiceCredential {
+        Arc::new(CustodyCredential {
             access_key_id: custody.creds.access_key_id.clone(),
             secret_access_key: Zeroizing::new(custody.creds.secret.clone()),
             session_token: None,
-        },
+        }),
         Arc::new(SystemClock),
     )
 }
@@ -281,4 +282,108 @@ async fn a_custody_endpoint_under_another_ca_is_refused() {
         Err(CustodyError::CustodyService(reason)) => assert!(reason.contains("TLS"), "{reason}"),
         other => panic!("expected a TLS refusal, got {:?}", other.map(|_| ())),
     }
+}
+
+/// An enclave of ours (mock mode, our PCR0) over `store`, attesting under
+/// the custody instance's trusted mock root.
+fn enclave_of_ours(custody: &Service, pcr0: &[u8]) -> Enclave {
+    let config = keyward_test_support::enclave::mock_config(keyward_test_support::enclave::mock_args(), None, None);
+    Enclave::new(
+        config,
+        Box::new(WorkloadNsm {
+            pki: Arc::clone(&custody.pki),
+            pcrs: BTreeMap::from([(0, pcr0.to_vec())]),
+        }),
+        Arc::new(SystemClock),
+    )
+}
+
+/// The same through the enclave's start-up path: genesis makes it Ready
+/// and writes the boot record; a restarted enclave over the same store
+/// starts Sealed and becomes Ready by the custody key service alone; after
+/// the custody key's policy changed, a restarted enclave stays Sealed and
+/// its 503 message gives the service's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enclave_is_sealed_until_the_custody_service_releases_its_root() {
+    let custody = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: custody.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&custody, &connector).await;
+    let service = client(&custody, Arc::clone(&connector), &ca_pem);
+    let key_id = create_key(&custody.client(), "root custody").await;
+    let pcr0 = random_bytes(48);
+    set_policy(&custody, &key_id, &pcr0).await;
+    let store = keyward_enclave::store::MemoryStore::new();
+
+    let first = enclave_of_ours(&custody, &pcr0);
+    assert!(first.keyring(&*store).await.is_err(), "a new enclave starts sealed");
+    let request = KmsGenesis {
+        key_arn: keyward_test_support::key_arn(&key_id),
+        endpoint: ENDPOINT.to_string(),
+        operator_key: None,
+    };
+    let answer = first
+        .init_custody_kms_with(&*store, &request, &service)
+        .await
+        .expect("genesis");
+    assert!(first.is_ready());
+    assert!(answer.packages.is_empty());
+    let committed = audit_key(&first, &store).await;
+    drop(first);
+
+    // Restart: Sealed until the custody key service releases the same root.
+    let second = enclave_of_ours(&custody, &pcr0);
+    assert!(
+        second.keyring(&*store).await.is_err(),
+        "a restarted enclave starts sealed"
+    );
+    assert!(second.unseal_by_key_service(&*store, &service).await.expect("unseal"));
+    assert!(second.is_ready());
+    assert_eq!(
+        audit_key(&second, &store).await,
+        committed,
+        "another root after the restart"
+    );
+    drop(second);
+
+    // The custody key now releases to another image only: Sealed, with the reason.
+    set_policy(&custody, &key_id, &random_bytes(48)).await;
+    let third = enclave_of_ours(&custody, &pcr0);
+    assert!(second_attempt_fails(&third, &store, &service).await);
+    match third.keyring(&*store).await {
+        Err(keyward_enclave::bootstrap::BootError::Sealed(message)) => {
+            assert!(message.contains("AccessDeniedException"), "{message}");
+            assert!(message.contains("PCR0"), "{message}");
+        }
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("the enclave became ready after the custody key's policy changed"),
+    }
+    assert!(!third.is_ready());
+}
+
+/// The audit signing key a Ready enclave's root derives.
+async fn audit_key(enclave: &Enclave, store: &Arc<keyward_enclave::store::MemoryStore>) -> Vec<u8> {
+    let keyring = enclave.keyring(&**store).await.expect("ready");
+    keyring
+        .hierarchy
+        .audit_signing_key()
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec()
+}
+
+async fn second_attempt_fails(
+    enclave: &Enclave,
+    store: &Arc<keyward_enclave::store::MemoryStore>,
+    service: &KmsClient,
+) -> bool {
+    matches!(
+        enclave.unseal_by_key_service(&**store, service).await,
+        Err(keyward_enclave::bootstrap::BootError::Custody(
+            CustodyError::CustodyService(_)
+        ))
+    )
 }

@@ -15,10 +15,10 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use super::https::HttpsClient;
 use crate::clock::Clock;
+use crate::config::CustodyCredential;
 use crate::custody::kms::{
     DataKeyAnswer, DataKeyRequest, DecryptRequest, KEY_SPEC, KeyService, ServiceError, ServiceFuture,
 };
@@ -26,41 +26,16 @@ use crate::custody::kms::{
 /// The Recipient key encryption algorithm (the one AWS KMS supports).
 pub const RECIPIENT_ALGORITHM: &str = "RSAES_OAEP_SHA_256";
 
-/// A credential for the custody key service. The secret is wiped on drop
-/// and never printed.
-pub struct ServiceCredential {
-    pub access_key_id: String,
-    pub secret_access_key: Zeroizing<String>,
-    pub session_token: Option<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for ServiceCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceCredential")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The region of a key ARN (`arn:aws:kms:REGION:ACCOUNT:key/ID`).
-pub fn region_of_arn(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_partition), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
-        _ => None,
-    }
-}
-
 /// The custody key service's client.
 pub struct KmsClient {
     https: HttpsClient,
     region: String,
-    credential: ServiceCredential,
+    credential: Arc<CustodyCredential>,
     clock: Arc<dyn Clock>,
 }
 
 impl KmsClient {
-    pub fn new(https: HttpsClient, region: String, credential: ServiceCredential, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(https: HttpsClient, region: String, credential: Arc<CustodyCredential>, clock: Arc<dyn Clock>) -> Self {
         KmsClient {
             https,
             region,
@@ -211,21 +186,5 @@ impl KeyService for KmsClient {
                 .await?;
             blob(&answer, "CiphertextForRecipient", "Decrypt")
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::region_of_arn;
-
-    #[test]
-    fn the_region_comes_from_the_key_arn() {
-        assert_eq!(
-            region_of_arn("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
-            Some("eu-west-1")
-        );
-        assert_eq!(region_of_arn("arn:aws-cn:kms:cn-north-1:1:key/x"), Some("cn-north-1"));
-        assert_eq!(region_of_arn("1234abcd-12ab-34cd"), None);
-        assert_eq!(region_of_arn("arn:aws:s3:::bucket"), None);
     }
 }
