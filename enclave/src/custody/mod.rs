@@ -13,6 +13,8 @@
 //! - [`session`]: an **unseal session**: an ephemeral HPKE key bound into an
 //!   attestation document; M valid, distinct shares sealed to it rebuild the
 //!   root, which must match the commitment. Never half-unsealed.
+//! - [`join`]: cluster join: a Ready node releases the root to an attested
+//!   sealed node of the same deployment.
 //! - [`kms`]: custody by an AWS-KMS-compatible key service: the root is a
 //!   data key generated and released (with a Recipient) to this enclave only.
 //! - [`state`]: the **Sealed → Ready** state machine and what the API
@@ -24,6 +26,7 @@
 //! "Wiring left".
 
 pub mod genesis;
+pub mod join;
 pub mod kms;
 pub mod record;
 pub mod session;
@@ -108,4 +111,8 @@ pub enum CustodyError {
     /// What the custody key service or a peer released does not open.
     #[error("the released root cannot be opened: {0}")]
     Recipient(String),
+    /// A cluster join refused (by the peer: the joiner's document; by the
+    /// joiner: the package).
+    #[error("cluster join refused: {0}")]
+    Join(String),
 }
