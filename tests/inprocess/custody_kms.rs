@@ -387,3 +387,57 @@ async fn second_attempt_fails(
         ))
     )
 }
+
+/// The enclave's side of an outbound stream: the host asked over the link
+/// (`OutboundOpen`) hands a stream with the outbound header to the
+/// enclave's client-stream entry point, which gives it to the waiting
+/// request instead of serving TLS on it; bytes then pass both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_stream_handed_over_by_the_host_reaches_the_request_that_asked() {
+    use tokio::io::AsyncReadExt;
+
+    let node = Service::start().await;
+    let enclave = node.shared_enclave();
+    let (tx, mut host) = tokio::sync::mpsc::channel(4);
+    enclave.outbound.attach(tx);
+    let opening = {
+        let enclave = Arc::clone(&enclave);
+        tokio::spawn(async move { enclave.outbound.open("peer.example:7800").await })
+    };
+    let frame = tokio::time::timeout(Duration::from_secs(10), host.recv())
+        .await
+        .expect("asked in time")
+        .expect("a frame");
+    let id = match keyward_wire::decode(&frame[4..]) {
+        Ok(keyward_wire::Frame::OutboundOpen { id, target }) => {
+            assert_eq!(target, "peer.example:7800");
+            id
+        }
+        other => panic!("expected OutboundOpen, got {other:?}"),
+    };
+    let (mut near, far) = tokio::io::duplex(1024);
+    let permit = Arc::new(tokio::sync::Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .expect("permit");
+    tokio::spawn(keyward_enclave::server::serve_client_stream(
+        far,
+        Arc::clone(&enclave),
+        permit,
+    ));
+    near.write_all(&keyward_wire::encode_outbound_header(id))
+        .await
+        .expect("header");
+    near.write_all(b"server hello").await.expect("write");
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), opening)
+        .await
+        .expect("handed over in time")
+        .expect("joins")
+        .expect("a stream");
+    let mut got = [0u8; 12];
+    stream.read_exact(&mut got).await.expect("read");
+    assert_eq!(&got, b"server hello");
+    stream.write_all(b"client hello").await.expect("write");
+    near.read_exact(&mut got).await.expect("read");
+    assert_eq!(&got, b"client hello");
+}
