@@ -278,6 +278,51 @@ pub async fn kms_unseal(
     Ok(keyring)
 }
 
+/// Cluster join: a Ready peer released the root in `package` to
+/// `session`; it must match the boot record's commitment. Then Ready with
+/// this keyring; a refusal leaves the custody Sealed with the reason.
+pub async fn joined(
+    custody: &mut Custody,
+    session: crate::custody::join::JoinSession,
+    package: &[u8],
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Keyring, BootError> {
+    let Some(record) = custody.record.as_ref() else {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    };
+    let root = match session.finish(package, record) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster join: the released root was refused; still sealed");
+            custody.state.refused(&e, 0);
+            return Err(e.into());
+        }
+    };
+    let keyring = Keyring::new(root);
+    {
+        let records = Records::new(transport, &keyring.sealer);
+        provision_dev(&records, nsm, dev, now).await?;
+    }
+    custody
+        .state
+        .unsealed(record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    custody.session = None;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "joined the cluster: ready");
+    Ok(keyring)
+}
+
+/// The boot record as stored (`None`: none); an unreadable one is an error.
+pub async fn read_boot_record(transport: &dyn StoreTransport) -> Result<Option<BootRecord>, BootError> {
+    match get_raw(transport, record::NAMESPACE, record::RECORD_KEY).await? {
+        Some(bytes) => Ok(Some(BootRecord::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
 /// Refuses genesis unless the custody awaits it over an empty store.
 async fn may_start_genesis(custody: &mut Custody, transport: &dyn StoreTransport) -> Result<(), BootError> {
     if !custody.state.awaits_genesis() {

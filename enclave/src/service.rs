@@ -312,6 +312,88 @@ impl Enclave {
         });
     }
 
+    /// A Ready node's side of cluster join (`Keyward.JoinCluster`): the
+    /// root, sealed to the join key of `document` once the document is
+    /// verified against this node's own image PCRs (`custody::join`).
+    pub async fn release_root_for_join(
+        &self,
+        transport: &dyn StoreTransport,
+        document: &[u8],
+    ) -> Result<(crate::custody::DeploymentId, Vec<u8>), bootstrap::BootError> {
+        let Some(keyring) = self.keyring.get() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this node is sealed: it has no root to release".into(),
+            ));
+        };
+        let Some(verifier) = self.verifier() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this node has no attestation trust anchor to verify a joining node".into(),
+            ));
+        };
+        let record = match crate::bootstrap::read_boot_record(transport).await? {
+            Some(record) => record,
+            None => return Err(bootstrap::BootError::NotNow("this node has no boot record".into())),
+        };
+        let allowed = crate::custody::join::own_measurements(&*self.nsm)?;
+        let package = crate::custody::join::release(
+            keyring.hierarchy.root(),
+            &record,
+            verifier,
+            document,
+            &allowed,
+            self.config.allow_debug_attestation,
+            self.clock.now(),
+        )?;
+        Ok((
+            record.deployment_id,
+            package.to_bytes().map_err(crate::custody::CustodyError::from)?,
+        ))
+    }
+
+    /// A sealed node joins its cluster: asks the Ready peer behind `peer`
+    /// for the root with a fresh attested join key; Ready if the root
+    /// matches the boot record's commitment, else Sealed with the reason.
+    pub async fn join_through(
+        &self,
+        transport: &dyn StoreTransport,
+        peer: &crate::outbound::https::HttpsClient,
+    ) -> Result<(), bootstrap::BootError> {
+        if self.is_ready() {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        }
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        };
+        let Some(record) = state.record.as_ref() else {
+            return Err(bootstrap::BootError::NotNow(bootstrap::not_unsealing(&state.state)));
+        };
+        let session = crate::custody::join::JoinSession::start(record);
+        let document = session.document(&*self.nsm)?;
+        let package = match crate::outbound::join::request_root(peer, &document).await {
+            Ok(package) => package,
+            Err(reason) => {
+                let error = crate::custody::CustodyError::Join(reason);
+                tracing::warn!(error = %error, "cluster join failed; still sealed");
+                state.state.refused(&error, 0);
+                return Err(error.into());
+            }
+        };
+        let keyring = bootstrap::joined(
+            state,
+            session,
+            &package,
+            &*self.nsm,
+            transport,
+            self.dev_credentials(),
+            now,
+        )
+        .await?;
+        self.become_ready(keyring);
+        Ok(())
+    }
+
     /// One unseal message (`Keyward.Unseal`) of the current session; the
     /// M-th valid share makes the enclave Ready.
     pub async fn unseal(

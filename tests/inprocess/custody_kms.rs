@@ -35,9 +35,9 @@ const ENDPOINT: &str = "https://localhost:7800";
 
 /// Client streams to the custody instance: a duplex pipe whose far end the
 /// custody enclave serves as the host would hand it a client connection.
-struct ToCustody {
-    enclave: Arc<Enclave>,
-    targets: std::sync::Mutex<Vec<String>>,
+pub(crate) struct ToCustody {
+    pub(crate) enclave: Arc<Enclave>,
+    pub(crate) targets: std::sync::Mutex<Vec<String>>,
 }
 
 impl Connect for ToCustody {
@@ -64,9 +64,9 @@ impl Connect for ToCustody {
 
 /// The NSM of the enclave whose root is in custody: documents under the
 /// custody instance's trusted mock root, with these PCRs.
-struct WorkloadNsm {
-    pki: Arc<MockPki>,
-    pcrs: BTreeMap<u8, Vec<u8>>,
+pub(crate) struct WorkloadNsm {
+    pub(crate) pki: Arc<MockPki>,
+    pub(crate) pcrs: BTreeMap<u8, Vec<u8>>,
 }
 
 impl Nsm for WorkloadNsm {
@@ -103,7 +103,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The custody instance's CA certificate (PEM), once its TLS identity is
 /// loaded (a first client stream loads it).
-async fn custody_ca(custody: &Service, connector: &ToCustody) -> String {
+pub(crate) async fn custody_ca(custody: &Service, connector: &ToCustody) -> String {
     drop(connector.connect("warm-up:0").await);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

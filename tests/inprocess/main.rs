@@ -15,6 +15,7 @@ mod asymmetric;
 mod attested_release;
 mod audit_attested;
 mod cluster;
+mod custody_join;
 mod custody_kms;
 mod deletion_clock;
 mod hmac;

@@ -106,6 +106,7 @@ pub async fn serve(
         Operation::InitCustody => init_custody(enclave, body, transport).await,
         Operation::GetUnsealDocument => get_unseal_document(enclave, body, transport).await,
         Operation::Unseal => unseal(enclave, body, transport).await,
+        Operation::JoinCluster => join_cluster(enclave, body, transport).await,
         _ => Err(KmsError::UnknownOperation(format!("{op} is not a custody operation"))),
     }
 }
@@ -248,6 +249,28 @@ async fn init_custody_kms(
         root_commitment: b64(answer.record.commitment.as_bytes()),
         state: STATE_READY,
     })
+}
+
+/// `Keyward.JoinCluster {Document}` (a Ready node; unauthenticated: the
+/// document authenticates the joiner): the root sealed to the attested
+/// join key, `{Package, DeploymentId}`.
+async fn join_cluster(enclave: &Enclave, body: Value, transport: &dyn StoreTransport) -> Result<Value, KmsError> {
+    let document = body
+        .get("Document")
+        .and_then(Value::as_str)
+        .and_then(|text| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).ok())
+        .filter(|bytes| !bytes.is_empty() && bytes.len() <= 16 * 1024)
+        .ok_or_else(|| {
+            KmsError::Validation("Document must be a base64 attestation document (at most 16 KiB)".into())
+        })?;
+    let (deployment, package) = enclave
+        .release_root_for_join(transport, &document)
+        .await
+        .map_err(|e| refusal("join", e))?;
+    Ok(serde_json::json!({
+        "DeploymentId": deployment_hex(&deployment),
+        "Package": b64(&package),
+    }))
 }
 
 /// Once Ready, loads the persistent TLS identity (new client streams use

@@ -17,6 +17,7 @@
 //! the expected name); a failure reason the host sends is only shown.
 
 pub mod https;
+pub mod join;
 pub mod kms;
 
 use std::collections::HashMap;
