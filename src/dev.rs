@@ -112,6 +112,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(120),
         },
+        outbound: Vec::new(),
     })
     .await?;
     let address = proxy.local_addr()?;

@@ -212,6 +212,123 @@ pub async fn genesis(
     dev: DevCredentials<'_>,
     now: i64,
 ) -> Result<Genesis, BootError> {
+    may_start_genesis(custody, transport).await?;
+    let outcome = crate::custody::genesis::genesis(request, nsm, now).map_err(|e| {
+        tracing::warn!(error = %e, "genesis: refused; still awaiting genesis");
+        custody.state.refused(&e, 0);
+        e
+    })?;
+    commit_genesis(custody, outcome, nsm, transport, dev, now).await
+}
+
+/// Genesis of a KMS custody (`--custody kms`), only while awaiting it: the
+/// custody key service generates the root and releases it to this enclave
+/// (`custody::kms::genesis`); then as [`genesis`].
+pub async fn kms_genesis(
+    custody: &mut Custody,
+    request: &crate::custody::kms::KmsGenesis,
+    service: &dyn crate::custody::kms::KeyService,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Genesis, BootError> {
+    may_start_genesis(custody, transport).await?;
+    let outcome = crate::custody::kms::genesis(request, service, nsm, now).await?;
+    commit_genesis(custody, outcome, nsm, transport, dev, now).await
+}
+
+/// Unseal by the custody key service (`--custody kms`): `Decrypt` with a
+/// Recipient, the root checked against the commitment, then Ready with
+/// this keyring. A refusal or an unreachable service leaves the custody
+/// Sealed with the reason (shown in the 503 message) and is logged.
+pub async fn kms_unseal(
+    custody: &mut Custody,
+    service: &dyn crate::custody::kms::KeyService,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Keyring, BootError> {
+    let Some(record) = custody.record.as_ref() else {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    };
+    if !matches!(record.custody, CustodyMethod::Kms { .. }) || custody.state.is_ready() {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    }
+    let root = match crate::custody::kms::unseal(record, service, nsm).await {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!(error = %e, "unseal by the custody key service failed; still sealed");
+            let _ = custody.state.custody_service_failed(e.to_string());
+            return Err(e.into());
+        }
+    };
+    let keyring = Keyring::new(root);
+    {
+        let records = Records::new(transport, &keyring.sealer);
+        if let Err(e) = provision_dev(&records, nsm, dev, now).await {
+            let _ = custody
+                .state
+                .custody_service_failed(format!("the root matched but start-up failed: {e}"));
+            return Err(e);
+        }
+    }
+    custody
+        .state
+        .unsealed(record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "unsealed by the custody key service: ready");
+    Ok(keyring)
+}
+
+/// Cluster join: a Ready peer released the root in `package` to
+/// `session`; it must match the boot record's commitment. Then Ready with
+/// this keyring; a refusal leaves the custody Sealed with the reason.
+pub async fn joined(
+    custody: &mut Custody,
+    session: crate::custody::join::JoinSession,
+    package: &[u8],
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Keyring, BootError> {
+    let Some(record) = custody.record.as_ref() else {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    };
+    let root = match session.finish(package, record) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster join: the released root was refused; still sealed");
+            custody.state.refused(&e, 0);
+            return Err(e.into());
+        }
+    };
+    let keyring = Keyring::new(root);
+    {
+        let records = Records::new(transport, &keyring.sealer);
+        provision_dev(&records, nsm, dev, now).await?;
+    }
+    custody
+        .state
+        .unsealed(record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    custody.session = None;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "joined the cluster: ready");
+    Ok(keyring)
+}
+
+/// The boot record as stored (`None`: none); an unreadable one is an error.
+pub async fn read_boot_record(transport: &dyn StoreTransport) -> Result<Option<BootRecord>, BootError> {
+    match get_raw(transport, record::NAMESPACE, record::RECORD_KEY).await? {
+        Some(bytes) => Ok(Some(BootRecord::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Refuses genesis unless the custody awaits it over an empty store.
+async fn may_start_genesis(custody: &mut Custody, transport: &dyn StoreTransport) -> Result<(), BootError> {
     if !custody.state.awaits_genesis() {
         return Err(BootError::NotNow(match &custody.record {
             Some(record) => format!(
@@ -229,11 +346,20 @@ pub async fn genesis(
         custody.state = CustodyState::unusable(BOOT_RECORD_MISSING.to_owned());
         return Err(BootError::NotNow(format!("genesis is refused: {BOOT_RECORD_MISSING}")));
     }
-    let outcome = crate::custody::genesis::genesis(request, nsm, now).map_err(|e| {
-        tracing::warn!(error = %e, "genesis: refused; still awaiting genesis");
-        custody.state.refused(&e, 0);
-        e
-    })?;
+    Ok(())
+}
+
+/// Stores a genesis outcome (the boot record by compare-and-swap on its
+/// absence, the operator's credential, the dev credentials) and makes the
+/// custody Ready.
+async fn commit_genesis(
+    custody: &mut Custody,
+    outcome: crate::custody::genesis::GenesisOutcome,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Genesis, BootError> {
     let put = StoreOp::CasPut {
         namespace: record::NAMESPACE.into(),
         key: record::RECORD_KEY.into(),
@@ -283,6 +409,8 @@ pub async fn genesis(
 }
 
 /// Where an unseal stands after a message was accepted.
+// Built and moved once per accepted unseal message: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Unsealed {
     /// Still sealed: `received` of `threshold` shares.
     NeedMore { received: usize, threshold: usize },

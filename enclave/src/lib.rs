@@ -41,6 +41,7 @@ pub mod keystore;
 pub mod locks;
 pub mod metrics;
 pub mod nsm;
+pub mod outbound;
 pub mod policy;
 pub mod seal;
 pub mod secret;

@@ -101,6 +101,10 @@ where
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let weak: std::sync::Weak<LinkTransport> = Arc::downgrade(&link);
     enclave.attach(weak);
+    // Outbound connections (custody key service, cluster peers) are asked for here.
+    enclave.outbound.attach(tx.clone());
+    // `--custody kms`: ask the custody key service for the root.
+    enclave.start_key_service_unseal();
     // Boot and load the TLS identity as soon as a host link is up.
     {
         let (enclave, link) = (Arc::clone(&enclave), Arc::clone(&link));
@@ -154,6 +158,9 @@ where
                         let _ = tx.send(frame).await;
                     }
                 });
+            }
+            Frame::OutboundFailed { id, reason } => {
+                enclave.outbound.failed(id, reason);
             }
             Frame::Invalidate { hints } => {
                 for hint in hints {
@@ -215,8 +222,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client_addr =
-        match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_header(&mut stream)).await {
-            Ok(Ok(addr)) => addr,
+        match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_start(&mut stream)).await {
+            Ok(Ok(keyward_wire::StreamStart::Client(addr))) => addr,
+            Ok(Ok(keyward_wire::StreamStart::Outbound(id))) => {
+                // The enclave's own connection out: handed to its waiting
+                // request, which runs a TLS client on it (src/outbound).
+                enclave.outbound.deliver(id, Box::new(stream));
+                drop(permit);
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "client stream without a valid header; closing");
                 return;

@@ -58,6 +58,11 @@ pub struct Enclave {
     pub(crate) policy_scheduler: crate::policy::scheduler::Scheduler,
     /// Sealed records as the store last confirmed them (`store/cache.rs`).
     pub(crate) record_cache: crate::store::RecordCache,
+    /// The enclave's own connections out through the host (custody key
+    /// service, cluster peers): `src/outbound`.
+    pub outbound: Arc<crate::outbound::Outbound>,
+    /// Whether the `--custody kms` unseal task was started.
+    key_service_unseal: std::sync::atomic::AtomicBool,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -111,6 +116,8 @@ impl Enclave {
             next_link: Default::default(),
             policy_scheduler,
             record_cache: Default::default(),
+            outbound: Default::default(),
+            key_service_unseal: Default::default(),
         }
     }
 
@@ -171,6 +178,220 @@ impl Enclave {
         let genesis = bootstrap::genesis(state, request, &*self.nsm, transport, self.dev_credentials(), now).await?;
         self.become_ready(genesis.keyring);
         Ok(genesis.answer)
+    }
+
+    /// The custody key service's client (`--custody kms`), through the
+    /// host's outbound streams; `None` with Shamir custody.
+    pub fn key_service(&self) -> Option<crate::outbound::kms::KmsClient> {
+        let kms = self.config.custody_kms.as_ref()?;
+        let endpoint = match crate::outbound::https::Endpoint::parse(&kms.endpoint) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                tracing::error!(error = %e, "--custody-endpoint");
+                return None;
+            }
+        };
+        let tls = match crate::outbound::https::pinned_client_config(&kms.ca_pem) {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(error = %e, "--custody-ca");
+                return None;
+            }
+        };
+        let connector: Arc<dyn crate::outbound::Connect> = self.outbound.clone();
+        Some(crate::outbound::kms::KmsClient::new(
+            crate::outbound::https::HttpsClient::new(endpoint, tls, connector),
+            kms.region.clone(),
+            Arc::clone(&kms.credential),
+            Arc::clone(&self.clock),
+        ))
+    }
+
+    /// Genesis with the custody key service (`Keyward.InitCustody` under
+    /// `--custody kms`): only while awaiting it; Ready after.
+    pub async fn init_custody_kms(
+        &self,
+        transport: &dyn StoreTransport,
+        operator_key: Option<keyward_custody::suite::PublicKey>,
+    ) -> Result<bootstrap::GenesisAnswer, bootstrap::BootError> {
+        let (Some(kms), Some(service)) = (self.config.custody_kms.as_ref(), self.key_service()) else {
+            return Err(bootstrap::BootError::NotNow(
+                "this enclave does not run --custody kms".into(),
+            ));
+        };
+        let request = crate::custody::kms::KmsGenesis {
+            key_arn: kms.key_arn.clone(),
+            endpoint: kms.endpoint.clone(),
+            operator_key,
+        };
+        self.init_custody_kms_with(transport, &request, &service).await
+    }
+
+    /// [`Enclave::init_custody_kms`] with `service` as the custody key service.
+    pub async fn init_custody_kms_with(
+        &self,
+        transport: &dyn StoreTransport,
+        request: &crate::custody::kms::KmsGenesis,
+        service: &dyn crate::custody::kms::KeyService,
+    ) -> Result<bootstrap::GenesisAnswer, bootstrap::BootError> {
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this deployment is already initialised; genesis runs once".into(),
+            ));
+        };
+        let genesis = bootstrap::kms_genesis(
+            state,
+            request,
+            service,
+            &*self.nsm,
+            transport,
+            self.dev_credentials(),
+            now,
+        )
+        .await?;
+        self.become_ready(genesis.keyring);
+        Ok(genesis.answer)
+    }
+
+    /// One unseal attempt by the custody key service `service` (`--custody
+    /// kms`): Ready when it released the committed root; otherwise Sealed
+    /// with the reason. `Ok(false)` when there is nothing to do (Ready, or
+    /// not a KMS custody).
+    pub async fn unseal_by_key_service(
+        &self,
+        transport: &dyn StoreTransport,
+        service: &dyn crate::custody::kms::KeyService,
+    ) -> Result<bool, bootstrap::BootError> {
+        if self.is_ready() {
+            return Ok(false);
+        }
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Ok(false);
+        };
+        let is_kms = state
+            .record
+            .as_ref()
+            .is_some_and(|r| matches!(r.custody, crate::custody::record::CustodyMethod::Kms { .. }));
+        if !is_kms || state.state.is_ready() {
+            return Ok(false);
+        }
+        let keyring = bootstrap::kms_unseal(state, service, &*self.nsm, transport, self.dev_credentials(), now).await?;
+        self.become_ready(keyring);
+        Ok(true)
+    }
+
+    /// Under `--custody kms`, keeps asking the custody key service for the
+    /// root (over the first live host link) until Ready: at once, then
+    /// backing off up to a minute between attempts. Each failure's reason
+    /// is the 503's message meanwhile.
+    pub fn start_key_service_unseal(self: &Arc<Self>) {
+        if self.config.custody_kms.is_none() || self.key_service_unseal.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let enclave = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(service) = enclave.key_service() else { return };
+            let mut backoff = std::time::Duration::from_secs(1);
+            while !enclave.is_ready() {
+                if let Some(link) = enclave.store_link() {
+                    match enclave.unseal_by_key_service(&*link, &service).await {
+                        Ok(_) if enclave.is_ready() => return,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "custody key service unseal: retrying"),
+                    }
+                }
+                // Retry back-off against an unreachable or refusing service.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+            }
+        });
+    }
+
+    /// A Ready node's side of cluster join (`Keyward.JoinCluster`): the
+    /// root, sealed to the join key of `document` once the document is
+    /// verified against this node's own image PCRs (`custody::join`).
+    pub async fn release_root_for_join(
+        &self,
+        transport: &dyn StoreTransport,
+        document: &[u8],
+    ) -> Result<(crate::custody::DeploymentId, Vec<u8>), bootstrap::BootError> {
+        let Some(keyring) = self.keyring.get() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this node is sealed: it has no root to release".into(),
+            ));
+        };
+        let Some(verifier) = self.verifier() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this node has no attestation trust anchor to verify a joining node".into(),
+            ));
+        };
+        let record = match crate::bootstrap::read_boot_record(transport).await? {
+            Some(record) => record,
+            None => return Err(bootstrap::BootError::NotNow("this node has no boot record".into())),
+        };
+        let allowed = crate::custody::join::own_measurements(&*self.nsm)?;
+        let package = crate::custody::join::release(
+            keyring.hierarchy.root(),
+            &record,
+            verifier,
+            document,
+            &allowed,
+            self.config.allow_debug_attestation,
+            self.clock.now(),
+        )?;
+        Ok((
+            record.deployment_id,
+            package.to_bytes().map_err(crate::custody::CustodyError::from)?,
+        ))
+    }
+
+    /// A sealed node joins its cluster: asks the Ready peer behind `peer`
+    /// for the root with a fresh attested join key; Ready if the root
+    /// matches the boot record's commitment, else Sealed with the reason.
+    pub async fn join_through(
+        &self,
+        transport: &dyn StoreTransport,
+        peer: &crate::outbound::https::HttpsClient,
+    ) -> Result<(), bootstrap::BootError> {
+        if self.is_ready() {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        }
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        };
+        let Some(record) = state.record.as_ref() else {
+            return Err(bootstrap::BootError::NotNow(bootstrap::not_unsealing(&state.state)));
+        };
+        let session = crate::custody::join::JoinSession::start(record);
+        let document = session.document(&*self.nsm)?;
+        let package = match crate::outbound::join::request_root(peer, &document).await {
+            Ok(package) => package,
+            Err(reason) => {
+                let error = crate::custody::CustodyError::Join(reason);
+                tracing::warn!(error = %error, "cluster join failed; still sealed");
+                state.state.refused(&error, 0);
+                return Err(error.into());
+            }
+        };
+        let keyring = bootstrap::joined(
+            state,
+            session,
+            &package,
+            &*self.nsm,
+            transport,
+            self.dev_credentials(),
+            now,
+        )
+        .await?;
+        self.become_ready(keyring);
+        Ok(())
     }
 
     /// One unseal message (`Keyward.Unseal`) of the current session; the

@@ -158,6 +158,7 @@ fn world() -> World {
         mock_pcrs: Vec::new(),
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
+        custody: Default::default(),
     };
     let config = args.validate(|_| None).expect("config");
     let clock: Arc<dyn keyward_enclave::clock::Clock> = Arc::new(keyward_enclave::clock::SystemClock);

@@ -352,6 +352,12 @@ impl Service {
         &self.enclave
     }
 
+    /// The enclave under test, shared (to serve client streams on it:
+    /// `keyward_enclave::server::serve_client_stream`).
+    pub fn shared_enclave(&self) -> Arc<Enclave> {
+        Arc::clone(&self.enclave)
+    }
+
     /// The enclave's current time: the real time shifted by `clock_offset`.
     pub fn now(&self) -> SystemTime {
         shifted_now(self.clock_offset)

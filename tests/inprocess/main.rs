@@ -17,6 +17,8 @@ mod audit_attested;
 mod backup;
 mod cluster;
 mod custody;
+mod custody_join;
+mod custody_kms;
 mod deletion_clock;
 mod hmac;
 mod lifecycle;

@@ -14,6 +14,8 @@
 //!   one share to that session;
 //! - [`backup`]: the **backup manifest** the enclave signs with the audit key
 //!   (the root commitment) and the backup file `kmsctl` writes and restores;
+//! - [`join`]: the **join package**, the root sealed by a Ready node to a
+//!   sealed node of the same deployment whose attestation it verified;
 //! - [`operator`]: the **operator credential package**, the operator's first
 //!   secret access key encrypted to the operator's key at genesis.
 //!
@@ -29,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod join;
 pub mod operator;
 pub mod share;
 pub mod suite;

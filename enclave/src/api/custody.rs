@@ -106,12 +106,16 @@ pub async fn serve(
         Operation::InitCustody => init_custody(enclave, body, transport).await,
         Operation::GetUnsealDocument => get_unseal_document(enclave, body, transport).await,
         Operation::Unseal => unseal(enclave, body, transport).await,
+        Operation::JoinCluster => join_cluster(enclave, body, transport).await,
         _ => Err(KmsError::UnknownOperation(format!("{op} is not a custody operation"))),
     }
 }
 
 async fn init_custody(enclave: &Enclave, body: Value, transport: &dyn StoreTransport) -> Result<Value, KmsError> {
     let request: InitCustodyRequest = parse(body)?;
+    if enclave.config.custody_kms.is_some() {
+        return init_custody_kms(enclave, request, transport).await;
+    }
     let threshold = required("threshold", request.threshold)?;
     let keys = required("custodianPublicKeys", request.custodian_public_keys)?;
     length("custodianPublicKeys", keys.len(), 1, MAX_CUSTODIANS)?;
@@ -199,6 +203,74 @@ async fn unseal(enclave: &Enclave, body: Value, transport: &dyn StoreTransport) 
         threshold: answer.threshold,
         state: if answer.ready { STATE_READY } else { STATE_SEALED },
     })
+}
+
+/// Genesis under `--custody kms`: no custodians; the custody key service
+/// generates the root and releases it to this enclave.
+async fn init_custody_kms(
+    enclave: &Enclave,
+    request: InitCustodyRequest,
+    transport: &dyn StoreTransport,
+) -> Result<Value, KmsError> {
+    if request.threshold.is_some() || request.custodian_public_keys.is_some() {
+        return Err(KmsError::Validation(
+            "this enclave keeps its root with a custody key service (--custody kms): genesis takes no \
+             Threshold or CustodianPublicKeys"
+                .into(),
+        ));
+    }
+    let operator_key = request
+        .operator_public_key
+        .as_deref()
+        .map(|key| public_key("operatorPublicKey", key))
+        .transpose()?;
+    if operator_key.is_none() && enclave.config.mode == Mode::Nitro {
+        return Err(KmsError::Validation(
+            "OperatorPublicKey is required in nitro mode: the operator's first credential is sealed to it \
+             (kmsctl init --operator-key OPERATOR.pub)."
+                .into(),
+        ));
+    }
+    let answer = enclave
+        .init_custody_kms(transport, operator_key)
+        .await
+        .map_err(|e| refusal("genesis", e))?;
+    let operator_credential = answer
+        .operator
+        .as_ref()
+        .map(|package| package.to_bytes().map(|bytes| b64(&bytes)))
+        .transpose()
+        .map_err(|e| internal("the operator credential did not encode", &e))?;
+    load_tls(enclave, transport).await;
+    render(&InitCustodyResponse {
+        deployment_id: deployment_hex(&answer.record.deployment_id),
+        share_packages: Vec::new(),
+        operator_credential,
+        root_commitment: b64(answer.record.commitment.as_bytes()),
+        state: STATE_READY,
+    })
+}
+
+/// `Keyward.JoinCluster {Document}` (a Ready node; unauthenticated: the
+/// document authenticates the joiner): the root sealed to the attested
+/// join key, `{Package, DeploymentId}`.
+async fn join_cluster(enclave: &Enclave, body: Value, transport: &dyn StoreTransport) -> Result<Value, KmsError> {
+    let document = body
+        .get("Document")
+        .and_then(Value::as_str)
+        .and_then(|text| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).ok())
+        .filter(|bytes| !bytes.is_empty() && bytes.len() <= 16 * 1024)
+        .ok_or_else(|| {
+            KmsError::Validation("Document must be a base64 attestation document (at most 16 KiB)".into())
+        })?;
+    let (deployment, package) = enclave
+        .release_root_for_join(transport, &document)
+        .await
+        .map_err(|e| refusal("join", e))?;
+    Ok(serde_json::json!({
+        "DeploymentId": deployment_hex(&deployment),
+        "Package": b64(&package),
+    }))
 }
 
 /// Once Ready, loads the persistent TLS identity (new client streams use

@@ -407,7 +407,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::ImportTlsCertificate => tls_ops::import_tls_certificate(ctx, body).await,
         O::ExportBackup => backup::export_backup(ctx, body).await,
         // Served before authentication by `handle` (`custody::serve`).
-        O::InitCustody | O::GetUnsealDocument | O::Unseal => Err(KmsError::UnknownOperation(format!(
+        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Err(KmsError::UnknownOperation(format!(
             "{op} is served by the request entry point, before authentication"
         ))),
     }

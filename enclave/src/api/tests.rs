@@ -37,6 +37,7 @@ pub(super) fn enclave() -> Enclave {
         mock_pcrs: Vec::new(),
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
+        custody: Default::default(),
     };
     let config = args.validate(|_| None).expect("valid config");
     Enclave::new(config, Box::new(MockNsm), Arc::new(SystemClock))

@@ -142,6 +142,7 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::GetTlsCertificateRequest
         | O::ImportTlsCertificate
         | O::InitCustody
+        | O::JoinCluster
         | O::GetUnsealDocument
         | O::Unseal
         | O::ExportBackup

@@ -66,7 +66,7 @@ operations! {
         PutKeyPolicyModule, GetKeyPolicyModule, DeleteKeyPolicyModule,
         PutTenantPolicyModule, DeleteTenantPolicyModule, TestPolicy,
         GetTlsCertificateRequest, ImportTlsCertificate,
-        InitCustody, GetUnsealDocument, Unseal, ExportBackup,
+        InitCustody, GetUnsealDocument, Unseal, ExportBackup, JoinCluster,
     ],
 }
 
@@ -101,7 +101,7 @@ impl Operation {
     pub fn is_custody(self) -> bool {
         matches!(
             self,
-            Operation::InitCustody | Operation::GetUnsealDocument | Operation::Unseal
+            Operation::InitCustody | Operation::GetUnsealDocument | Operation::Unseal | Operation::JoinCluster
         )
     }
 
@@ -124,8 +124,9 @@ mod tests {
     #[test]
     fn the_list_is_complete_and_round_trips() {
         assert_eq!(Operation::ALL.iter().filter(|op| op.is_aws()).count(), 37);
-        assert_eq!(Operation::ALL.iter().filter(|op| !op.is_aws()).count(), 26);
-        assert_eq!(Operation::ALL.iter().filter(|op| op.is_custody()).count(), 3);
+        assert_eq!(Operation::ALL.iter().filter(|op| !op.is_aws()).count(), 27);
+        assert_eq!(Operation::ALL.iter().filter(|op| op.is_custody()).count(), 4);
+        assert_eq!(Operation::JoinCluster.target(), "Keyward.JoinCluster");
         assert_eq!(Operation::Unseal.target(), "Keyward.Unseal");
         for op in Operation::ALL {
             assert_eq!(Operation::from_target(op.target()), Some(*op));
