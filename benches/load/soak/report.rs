@@ -120,7 +120,8 @@ pub(crate) fn timeline(
         "seconds", "requests", "errors", "p50 ms", "p99 ms", "proxy RSS", "enclave RSS", "kills", "restarts"
     );
     let mut from = Duration::ZERO;
-    while from < load {
+    // (A last interval shorter than half a second is left out.)
+    while from + Duration::from_millis(500) < load {
         let to = from + every;
         let inside = |at: Duration| at >= from && at < to;
         let of: Vec<&Event> = events.iter().filter(|e| inside(e.at)).collect();
