@@ -54,9 +54,11 @@ fn count(outcomes: &Outcomes, kind: String) {
 fn kind_of(outcome: &anyhow::Result<(u16, Bytes)>) -> String {
     match outcome {
         Ok((status, body)) => {
-            let kind = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t).to_owned()));
+            let kind = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+                v["__type"]
+                    .as_str()
+                    .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+            });
             match kind {
                 Some(kind) => kind,
                 None => format!("HTTP {status}"),
@@ -97,7 +99,14 @@ async fn scenario(args: &AbuseArgs, endpoint: &Endpoint, dev: &Signer, operator:
         Scenario::Flood => dev.clone(),
         Scenario::Neighbour => {
             let id: String = (0..12).map(|i| char::from(b'1' + (i % 9) as u8)).collect();
-            let created = call(&mut conn, endpoint, operator, "Keyward.CreateTenant", &json!({ "TenantId": id })).await?;
+            let created = call(
+                &mut conn,
+                endpoint,
+                operator,
+                "Keyward.CreateTenant",
+                &json!({ "TenantId": id }),
+            )
+            .await?;
             let field = |v: &Value, name: &str| v[name].as_str().map(str::to_owned).context("CreateTenant's answer");
             Signer {
                 access_key_id: field(&created, "AccessKeyId")?,
@@ -108,8 +117,14 @@ async fn scenario(args: &AbuseArgs, endpoint: &Endpoint, dev: &Signer, operator:
     };
     // The victim's key and ciphertext (a tenant's first credential is a
     // KeyAdmin: its KeyUser makes the Decrypts).
-    let key = call(&mut conn, endpoint, &victim_signer, "TrentService.CreateKey", &json!({})).await?["KeyMetadata"]
-        ["KeyId"]
+    let key = call(
+        &mut conn,
+        endpoint,
+        &victim_signer,
+        "TrentService.CreateKey",
+        &json!({}),
+    )
+    .await?["KeyMetadata"]["KeyId"]
         .as_str()
         .context("CreateKey's KeyId")?
         .to_owned();
@@ -124,7 +139,10 @@ async fn scenario(args: &AbuseArgs, endpoint: &Endpoint, dev: &Signer, operator:
         .await?;
         Signer {
             access_key_id: created["AccessKeyId"].as_str().context("AccessKeyId")?.to_owned(),
-            secret: created["SecretAccessKey"].as_str().context("SecretAccessKey")?.to_owned(),
+            secret: created["SecretAccessKey"]
+                .as_str()
+                .context("SecretAccessKey")?
+                .to_owned(),
             region: dev.region.clone(),
         }
     } else {
@@ -211,7 +229,11 @@ async fn scenario(args: &AbuseArgs, endpoint: &Endpoint, dev: &Signer, operator:
                 "       the victim's errors: idle {}, abused {} (first: {})",
                 idle.errors,
                 abused.errors,
-                abused.first_error.as_deref().or(idle.first_error.as_deref()).unwrap_or("-")
+                abused
+                    .first_error
+                    .as_deref()
+                    .or(idle.first_error.as_deref())
+                    .unwrap_or("-")
             );
         }
         let (i, a) = (idle.percentile_ms(99.0), abused.percentile_ms(99.0));
@@ -457,7 +479,11 @@ impl Hog {
                         )
                     } else {
                         n = (n + 1) % hog.blobs.len();
-                        ("TrentService.Decrypt", json!({ "CiphertextBlob": hog.blobs[n] }), "Decrypt")
+                        (
+                            "TrentService.Decrypt",
+                            json!({ "CiphertextBlob": hog.blobs[n] }),
+                            "Decrypt",
+                        )
                     };
                     let prepared = Prepared {
                         endpoint: endpoint.clone(),

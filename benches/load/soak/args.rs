@@ -153,7 +153,10 @@ mod tests {
     #[test]
     fn zero_means_never_and_bad_numbers_are_refused() -> anyhow::Result<()> {
         let args = parse(&["--kill-every", "0", "--store-restart-every", "0", "--rate", "0"])?;
-        assert_eq!((args.kill_every, args.store_restart_every, args.rate), (None, None, None));
+        assert_eq!(
+            (args.kill_every, args.store_restart_every, args.rate),
+            (None, None, None)
+        );
         let defaults = parse(&[])?;
         assert_eq!(defaults.kill_every, Some(Duration::from_secs(30)));
         assert_eq!(defaults.duration, Duration::from_secs(180));

@@ -54,7 +54,11 @@ pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
     );
     let mut target = Target::spawn(&args).await?;
-    println!("service started: proxy pid {}, enclave pid {}", target.proxy_pid(), target.enclave_pid());
+    println!(
+        "service started: proxy pid {}, enclave pid {}",
+        target.proxy_pid(),
+        target.enclave_pid()
+    );
     let outcome = soak(&args, &mut target).await;
     // A failed soak keeps its data dir and logs.
     let kept = target.stop(args.keep || outcome.is_err());
@@ -162,18 +166,28 @@ async fn chaos(
     let mut next_renew = started + RENEW_DOCUMENT_EVERY;
     let mock_dir = target.mock_attestation_dir();
     loop {
-        let wake = [Some(next_sample), Some(next_renew), next_kill, next_store, Some(shared.until)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(shared.until);
+        let wake = [
+            Some(next_sample),
+            Some(next_renew),
+            next_kill,
+            next_store,
+            Some(shared.until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(shared.until);
         tokio::time::sleep_until(wake.into()).await;
         let now = Instant::now();
         if now >= shared.until {
             return Ok(());
         }
         if now >= next_sample {
-            samples.push(Sample::take(now.duration_since(started), target.proxy_pid(), target.enclave_pid()));
+            samples.push(Sample::take(
+                now.duration_since(started),
+                target.proxy_pid(),
+                target.enclave_pid(),
+            ));
             next_sample += args.sample_every;
         }
         if now >= next_renew {

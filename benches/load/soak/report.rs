@@ -149,7 +149,10 @@ pub(crate) fn timeline(
             mib(rss(|s| s.proxy_kib)),
             mib(rss(|s| s.enclave_kib)),
             count("enclave"),
-            disruptions.iter().filter(|d| inside(d.at) && !d.what.starts_with("enclave")).count(),
+            disruptions
+                .iter()
+                .filter(|d| inside(d.at) && !d.what.starts_with("enclave"))
+                .count(),
         );
         from = to;
     }
@@ -174,7 +177,10 @@ pub(crate) fn disruptions(disruptions: &[Disruption]) {
         .map(|k| format!("{:.0}", k as f64 / 1024.0))
         .collect();
     if !peaks.is_empty() {
-        println!("peak RSS (VmHWM) of each killed enclave, in order, MiB: {}", peaks.join(" "));
+        println!(
+            "peak RSS (VmHWM) of each killed enclave, in order, MiB: {}",
+            peaks.join(" ")
+        );
     }
 }
 

@@ -22,8 +22,14 @@ const ATTEMPTS: usize = 20;
 const CONNECTIONS: usize = 16;
 
 enum Item {
-    Key { tenant: Arc<Tenant>, key_id: String },
-    Ciphertext { tenant: Arc<Tenant>, acked: Arc<AckedCiphertext> },
+    Key {
+        tenant: Arc<Tenant>,
+        key_id: String,
+    },
+    Ciphertext {
+        tenant: Arc<Tenant>,
+        acked: Arc<AckedCiphertext>,
+    },
 }
 
 /// What the check found.
@@ -53,7 +59,14 @@ fn transient(status: u16, body: &Value) -> bool {
 async fn check(item: &Item, conn: &mut Option<Conn>, slot: &EndpointSlot) -> Outcome {
     let answered = match item {
         Item::Key { tenant, key_id } => {
-            call_json(conn, slot, &tenant.admin, "TrentService.DescribeKey", &json!({ "KeyId": key_id })).await
+            call_json(
+                conn,
+                slot,
+                &tenant.admin,
+                "TrentService.DescribeKey",
+                &json!({ "KeyId": key_id }),
+            )
+            .await
         }
         Item::Ciphertext { tenant, acked } => {
             call_json(

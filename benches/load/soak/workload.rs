@@ -235,7 +235,9 @@ pub(crate) async fn setup_tenants(
         let (id, admin, user) = if i == 0 {
             ("dev".to_owned(), dev.clone(), dev.clone())
         } else {
-            let id: String = (0..12).map(|_| char::from(b'0' + rand::thread_rng().gen_range(0..10u8))).collect();
+            let id: String = (0..12)
+                .map(|_| char::from(b'0' + rand::thread_rng().gen_range(0..10u8)))
+                .collect();
             let created = must(
                 &mut conn,
                 slot,
@@ -266,7 +268,14 @@ pub(crate) async fn setup_tenants(
         };
         let create = |description: String| json!({ "Description": description });
         let key = str_field(
-            &must(&mut conn, slot, &admin, "TrentService.CreateKey", &create(format!("soak {id}"))).await?,
+            &must(
+                &mut conn,
+                slot,
+                &admin,
+                "TrentService.CreateKey",
+                &create(format!("soak {id}")),
+            )
+            .await?,
             &["KeyMetadata", "KeyId"],
         )?;
         let policy_key = str_field(
@@ -411,7 +420,11 @@ pub(crate) async fn worker(tenant: Arc<Tenant>, shared: Arc<Shared>) -> Vec<Even
 fn error_kind(status: u16, body: &[u8]) -> String {
     let kind = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t).to_owned()))
+        .and_then(|v| {
+            v["__type"]
+                .as_str()
+                .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+        })
         .unwrap_or_else(|| "(no __type)".into());
     format!("HTTP {status} {kind}")
 }
@@ -490,7 +503,11 @@ async fn one(op: SoakOp, tenant: &Tenant, shared: &Shared, conn: &mut Option<Con
         .await
         .map_err(|e| {
             let text = format!("{e:#}");
-            if text == "timeout" { text } else { "transport".to_owned() }
+            if text == "timeout" {
+                text
+            } else {
+                "transport".to_owned()
+            }
         })?;
     if status != 200 {
         return Err(error_kind(status, &body));
@@ -530,7 +547,10 @@ impl Check {
                 let (plaintext, from) = match plaintext {
                     Some(p) => (p, SoakOp::Encrypt),
                     None => (
-                        out["Plaintext"].as_str().and_then(unb64).ok_or("200 without Plaintext")?,
+                        out["Plaintext"]
+                            .as_str()
+                            .and_then(unb64)
+                            .ok_or("200 without Plaintext")?,
                         SoakOp::GenerateDataKey,
                     ),
                 };
@@ -546,8 +566,14 @@ impl Check {
                     from,
                 }));
             }
-            Check::Decrypted { acked, recipient: false } => {
-                let plaintext = out["Plaintext"].as_str().and_then(unb64).ok_or("200 without Plaintext")?;
+            Check::Decrypted {
+                acked,
+                recipient: false,
+            } => {
+                let plaintext = out["Plaintext"]
+                    .as_str()
+                    .and_then(unb64)
+                    .ok_or("200 without Plaintext")?;
                 if plaintext != acked.plaintext {
                     return Err("WRONG PLAINTEXT".into());
                 }
