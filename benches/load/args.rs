@@ -12,9 +12,12 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(
     name = "keyward-load",
-    about = "Load generator for Keyward / AWS-KMS-compatible endpoints, with a TLS echo baseline."
+    about = "Load generator for Keyward / AWS-KMS-compatible endpoints, with a TLS echo baseline.",
+    args_conflicts_with_subcommands = true
 )]
 struct RawArgs {
+    #[command(subcommand)]
+    command: Option<Scenario>,
     /// The endpoint to drive (e.g. https://127.0.0.1:7800).
     #[arg(long, conflicts_with = "spawn")]
     endpoint: Option<String>,
@@ -91,7 +94,27 @@ struct RawArgs {
     rounds: usize,
 }
 
-/// The command line, validated.
+// The scenarios that are not a benchmark run. (No doc comment: clap would print it.)
+#[derive(clap::Subcommand, Debug)]
+enum Scenario {
+    /// A soak: mixed load from several tenants while the enclave is killed
+    /// (SIGKILL) every --kill-every seconds and the store restarted every
+    /// --store-restart-every seconds; at the end every acknowledged CreateKey
+    /// and Encrypt is checked. Exits non-zero if one was lost.
+    Soak(crate::soak::args::SoakRawArgs),
+    /// Abuse scenarios (issue 21): a tenant's Decrypt latency idle and under
+    /// an unauthenticated flood or a noisy neighbour, as p99 ratios.
+    Abuse(crate::abuse::args::AbuseRawArgs),
+}
+
+/// What to run: a benchmark (the default), a soak or an abuse scenario.
+pub(crate) enum Invocation {
+    Bench(Args),
+    Soak(crate::soak::args::SoakArgs),
+    Abuse(crate::abuse::args::AbuseArgs),
+}
+
+/// The command line of a benchmark run, validated.
 #[derive(Debug)]
 pub(crate) struct Args {
     /// The endpoint to drive (e.g. https://127.0.0.1:7800).
@@ -147,11 +170,16 @@ pub(crate) struct Args {
     pub(crate) rounds: usize,
 }
 
-impl Args {
+impl Invocation {
     /// Parses the process's arguments (clap prints usage and exits on a syntax error) and
     /// validates them.
-    pub(crate) fn from_env() -> anyhow::Result<Args> {
-        Args::try_from(RawArgs::parse())
+    pub(crate) fn from_env() -> anyhow::Result<Invocation> {
+        let mut raw = RawArgs::parse();
+        Ok(match raw.command.take() {
+            Some(Scenario::Soak(soak)) => Invocation::Soak(soak.validate()?),
+            Some(Scenario::Abuse(abuse)) => Invocation::Abuse(abuse.validate()?),
+            None => Invocation::Bench(Args::try_from(raw)?),
+        })
     }
 }
 
@@ -182,6 +210,7 @@ impl TryFrom<RawArgs> for Args {
             }
         }
         let RawArgs {
+            command: _,
             endpoint,
             ca_bundle,
             plain_http,

@@ -31,12 +31,14 @@
 //! the client's own cost is the same against the service and the baseline.
 #![forbid(unsafe_code)]
 
+mod abuse;
 mod args;
 mod baseline;
 mod client;
 mod report;
 mod service;
 mod setup;
+mod soak;
 mod stats;
 mod tls;
 
@@ -44,7 +46,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-use args::{Args, Op};
+use args::{Args, Invocation, Op};
 use baseline::Baseline;
 use client::{Endpoint, Prepared, Signer, drive, env_signer};
 use report::{Row, header, print_row, print_table};
@@ -53,9 +55,13 @@ use setup::{Setup, populate};
 use stats::{peak_rss_kib, rss_kib};
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::from_env()?;
+    let invocation = Invocation::from_env()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(run(args))
+    match invocation {
+        Invocation::Bench(args) => runtime.block_on(run(args)),
+        Invocation::Soak(args) => runtime.block_on(soak::run(args)),
+        Invocation::Abuse(args) => runtime.block_on(abuse::run(args)),
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -119,11 +119,10 @@ async fn unauthenticated_flood_leaves_the_tenants_chain_alone() {
         head_before + 1 + during.len() as u64,
         "the tenant's chain holds only the tenant's requests"
     );
-    // Generous bound for a shared 2-core machine; the numbers are printed.
-    assert!(
-        during_p99 <= idle * 2 + Duration::from_millis(500),
-        "legitimate p99 {during_p99:?} during the flood vs {idle:?} idle"
-    );
+    // The latency (the 2x-idle-p99 target) is measured, not asserted:
+    // `keyward-load abuse --scenario flood` (BENCHMARKS.md). Asserted: every
+    // legitimate request succeeded (`legitimate`), the chain holds none of
+    // the flood, and the flood was counted.
     if let Some(cap) = &cap {
         cap.assert_no_oom_kill("unauthenticated_flood_leaves_the_tenants_chain_alone");
     }
