@@ -123,9 +123,9 @@ impl Target {
             }
             tokio::time::sleep(PROBE_EVERY).await;
         }
-        // Issue 18: a restarted enclave starts Sealed. Its unseal step goes
-        // here (the dev custodian's share at `<data-dir>/dev-custodian/`,
-        // through `keyward_sdk::custody::unseal_with_share`), before readiness.
+        // A restarted enclave starts Sealed; `keyward dev`'s supervisor
+        // unseals it with the dev custodian's share (`<data-dir>/dev-custodian/`,
+        // `keyward_sdk::custody::unseal_with_share`): readiness covers that.
         self.wait_ready(deadline).await?;
         Ok(Disruption {
             what: "enclave SIGKILL",
