@@ -59,6 +59,7 @@ POSTMASTER=$(head -n 1 "$KEYWARD_TEST_POSTGRES_DIR/data/postmaster.pid")
 start_node() {
   local i=$1 dir=$DIR/node$1
   mkdir -p "$dir"
+  : >"$dir/stdout"
   "$BIN/keyward" dev --store "$KEYWARD_TEST_POSTGRES_URL" \
     --listen "127.0.0.1:$((PORT_BASE + i))" --admin-listen "127.0.0.1:$((PORT_BASE + 10 + i))" \
     --data-dir "$dir/data" --tenant-rate-limit 4000000000 >>"$dir/stdout" 2>>"$dir/stderr" &
