@@ -7,7 +7,8 @@
 //! entry is hot and the change lands at any phase of its 500 ms re-validation), then the writer
 //! disables the key, and the reader goes on decrypting until one Decrypt is refused with
 //! `DisabledException`: the delay is from the writer's acknowledgement to that refusal (its
-//! resolution is one Decrypt round trip). Then the writer enables the key again and the reader
+//! resolution is one Decrypt round trip), and when the last Decrypt still answered had been sent
+//! (what the bound speaks of: requests that start after the change). Then the writer enables the key again and the reader
 //! decrypts until one Decrypt succeeds (the same delay for a change the other way). A Decrypt
 //! answered `KMSInternalException` is neither answer: it is counted and the reader goes on.
 
@@ -54,11 +55,17 @@ impl Reader {
         }
     }
 
-    /// Decrypts until the answer is `want`: the time from `since` to that answer.
-    async fn until(&mut self, signer: &Signer, want: Seen, since: Instant) -> anyhow::Result<Duration> {
+    /// Decrypts until the answer is `want`: the time from `since` to that
+    /// answer, and from `since` to the sending of the last answer that was
+    /// not (zero if none was).
+    async fn until(&mut self, signer: &Signer, want: Seen, since: Instant) -> anyhow::Result<(Duration, Duration)> {
+        let mut last_stale = Duration::ZERO;
         loop {
-            if self.decrypt(signer).await? == want {
-                return Ok(since.elapsed());
+            let sent = since.elapsed();
+            match self.decrypt(signer).await? {
+                seen if seen == want => return Ok((since.elapsed(), last_stale)),
+                Seen::Failed => {}
+                _ => last_stale = sent,
             }
             if since.elapsed() > GIVE_UP {
                 bail!("the reader did not see {want:?} within {GIVE_UP:?}");
@@ -105,10 +112,11 @@ pub(crate) async fn measure(endpoints: &[Endpoint], signer: &Signer, samples: us
         writer.host, reader.decrypt.endpoint.host
     );
     let (mut disabled, mut enabled, mut acknowledged) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stale = Vec::new();
     for sample in 0..samples {
         if sample > 0 {
             write("TrentService.EnableKey", json!({"KeyId": key})).await?;
-            enabled.push(reader.until(signer, Seen::Decrypted, Instant::now()).await?);
+            enabled.push(reader.until(signer, Seen::Decrypted, Instant::now()).await?.0);
         }
         let pause = Duration::from_millis(rand::random::<u64>() % 1000);
         let started = Instant::now();
@@ -121,11 +129,17 @@ pub(crate) async fn measure(endpoints: &[Endpoint], signer: &Signer, samples: us
         write("TrentService.DisableKey", json!({"KeyId": key})).await?;
         let acked = Instant::now();
         acknowledged.push(acked - sent);
-        disabled.push(reader.until(signer, Seen::Disabled, acked).await?);
+        let (refused, last_stale) = reader.until(signer, Seen::Disabled, acked).await?;
+        disabled.push(refused);
+        stale.push(last_stale);
     }
     report(
         "DisableKey acknowledged on the writer -> first Decrypt refused on the reader",
         disabled,
+    );
+    report(
+        "DisableKey acknowledged on the writer -> the last Decrypt answered on the reader was sent (0: none)",
+        stale,
     );
     report(
         "EnableKey acknowledged on the writer -> first Decrypt answered on the reader",
