@@ -79,8 +79,17 @@ pub(crate) async fn measure(endpoints: &[Endpoint], signer: &Signer, samples: us
         bail!("--invalidation needs two endpoints: --endpoint WRITER,READER");
     };
     let mut w = connect(writer).await?;
-    let mut write =
-        async |target: &'static str, request: serde_json::Value| call(&mut w, writer, signer, target, &request).await;
+    // The writer's calls are idempotent: one answered KMSInternalException
+    // (the audit chain contending with other nodes) is retried, a few times.
+    let mut write = async |target: &'static str, request: serde_json::Value| {
+        let mut tries = 0;
+        loop {
+            match call(&mut w, writer, signer, target, &request).await {
+                Err(e) if tries < 5 && format!("{e:#}").contains("KMSInternalException") => tries += 1,
+                result => return result,
+            }
+        }
+    };
     let created = write(
         "TrentService.CreateKey",
         json!({"Description": "keyward-load invalidation"}),
