@@ -10,7 +10,8 @@
 #
 # Environment (defaults): BIN (target/release), DIR (/tmp/keyward-cluster:
 # data dirs, logs and every keyward-load output), PORT_BASE (17800: node i
-# serves on PORT_BASE+i, its admin listener on PORT_BASE+10+i), ROUNDS (2:
+# serves on PORT_BASE+i, its admin listener on PORT_BASE+10+i), ROUNDS (2;
+# 0 runs the invalidation only:
 # the sequence N = 1, 2, 3 repeated), CONCURRENCY (64 connections in all,
 # spread over the nodes), DURATION (8 s measured), WARMUP (2 s), SAMPLES (100).
 #
