@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Parser;
 
+use crate::stats::Measured;
+
 // The command line as given. (No doc comment: clap would print it in `--help`.)
 #[derive(Parser, Debug)]
 #[command(
@@ -18,9 +20,11 @@ use clap::Parser;
 struct RawArgs {
     #[command(subcommand)]
     command: Option<Scenario>,
-    /// The endpoint to drive (e.g. https://127.0.0.1:7800).
-    #[arg(long, conflicts_with = "spawn")]
-    endpoint: Option<String>,
+    /// The endpoint to drive (e.g. https://127.0.0.1:7800); several,
+    /// comma-separated, are the nodes of one cluster: the setup runs on the
+    /// first, the connections are spread over all of them.
+    #[arg(long, value_delimiter = ',', conflicts_with = "spawn")]
+    endpoint: Vec<String>,
     /// The CA certificates (PEM) to trust for --endpoint, instead of any
     /// system root (default: the file named by AWS_CA_BUNDLE). With --spawn,
     /// the service's `<data-dir>/tls/ca.pem` is used.
@@ -45,7 +49,9 @@ struct RawArgs {
     #[arg(long)]
     keyward_bin: Option<PathBuf>,
     /// Operations, comma-separated: generate-data-key, encrypt, decrypt,
-    /// decrypt-policy, recipient-decrypt, or all.
+    /// decrypt-policy, recipient-decrypt, create-key, mixed (generate-data-key
+    /// on half the connections, decrypt on the other half), or all (the first
+    /// five).
     #[arg(long, value_delimiter = ',', default_value = "generate-data-key")]
     op: Vec<String>,
     /// Connections (one request in flight on each), comma-separated.
@@ -83,9 +89,19 @@ struct RawArgs {
     #[arg(long)]
     policy_module: Option<PathBuf>,
     /// Extra pids whose peak RSS (VmHWM) and CPU time per request to
-    /// report, for --endpoint.
+    /// report, for --endpoint: PID or LABEL=PID (the CPU times of pids with
+    /// the same label are added up).
     #[arg(long, value_delimiter = ',')]
-    pid: Vec<u32>,
+    pid: Vec<String>,
+    /// As --pid, counting each process with all its descendants (e.g. the
+    /// PostgreSQL postmaster and its backends).
+    #[arg(long, value_delimiter = ',')]
+    pid_tree: Vec<String>,
+    /// Instead of load runs: measure N times how long after a DisableKey on
+    /// the first --endpoint (once acknowledged) a Decrypt on the second is
+    /// refused, the second decrypting back to back before and after.
+    #[arg(long, value_name = "N", requires = "endpoint")]
+    invalidation: Option<usize>,
     /// Run the whole sequence (every operation at every concurrency) this
     /// many times, interleaved, and report the median of the
     /// decrypt-policy / decrypt ratios: drift of a shared machine then hits
@@ -117,8 +133,9 @@ pub(crate) enum Invocation {
 /// The command line of a benchmark run, validated.
 #[derive(Debug)]
 pub(crate) struct Args {
-    /// The endpoint to drive (e.g. https://127.0.0.1:7800).
-    pub(crate) endpoint: Option<String>,
+    /// The endpoints to drive (e.g. https://127.0.0.1:7800): the nodes of one
+    /// cluster.
+    pub(crate) endpoint: Vec<String>,
     /// The CA certificates (PEM) to trust for --endpoint (--ca-bundle, else
     /// the file AWS_CA_BUNDLE names).
     pub(crate) ca_bundle: Option<PathBuf>,
@@ -160,9 +177,11 @@ pub(crate) struct Args {
     /// tenant>}`, with and without the policy, which is what the
     /// `context-tenant` example requires.
     pub(crate) policy_module: Option<PathBuf>,
-    /// Extra pids whose peak RSS (VmHWM) and CPU time per request to
+    /// Extra processes whose peak RSS (VmHWM) and CPU time per request to
     /// report, for --endpoint.
-    pub(crate) pid: Vec<u32>,
+    pub(crate) pid: Vec<Measured>,
+    /// --invalidation N: the number of samples.
+    pub(crate) invalidation: Option<usize>,
     /// Run the whole sequence (every operation at every concurrency) this
     /// many times, interleaved, and report the median of the
     /// decrypt-policy / decrypt ratios: drift of a shared machine then hits
@@ -204,6 +223,9 @@ impl TryFrom<RawArgs> for Args {
         if !(1..=4096).contains(&raw.size) {
             bail!("--size must be 1-4096");
         }
+        if raw.invalidation.is_some_and(|n| n == 0 || raw.endpoint.len() < 2) {
+            bail!("--invalidation N needs N >= 1 and two endpoints (--endpoint WRITER,READER)");
+        }
         for (flag, seconds) in [("--duration", raw.duration), ("--warmup", raw.warmup)] {
             if Duration::try_from_secs_f64(seconds).is_err() {
                 bail!("{flag} must be a number of seconds, 0 or more");
@@ -229,8 +251,13 @@ impl TryFrom<RawArgs> for Args {
             mock_attestation_dir,
             policy_module,
             pid,
+            pid_tree,
+            invalidation,
             rounds,
         } = raw;
+        let pid = (pid.iter().map(|p| Measured::parse(p, false)))
+            .chain(pid_tree.iter().map(|p| Measured::parse(p, true)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let ca_bundle = match (ca_bundle, plain_http || spawn) {
             (Some(path), _) => Some(path),
             (None, false) => std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from),
@@ -255,6 +282,7 @@ impl TryFrom<RawArgs> for Args {
             mock_attestation_dir,
             policy_module,
             pid,
+            invalidation,
             rounds,
         })
     }
@@ -267,6 +295,8 @@ pub(crate) enum Op {
     Decrypt,
     DecryptPolicy,
     RecipientDecrypt,
+    CreateKey,
+    Mixed,
 }
 
 impl Op {
@@ -286,6 +316,8 @@ impl Op {
             "decrypt" => vec![Op::Decrypt],
             "decrypt-policy" => vec![Op::DecryptPolicy],
             "recipient-decrypt" => vec![Op::RecipientDecrypt],
+            "create-key" => vec![Op::CreateKey],
+            "mixed" => vec![Op::Mixed],
             other => bail!("unknown --op {other:?}"),
         })
     }
@@ -297,12 +329,24 @@ impl Op {
             Op::Decrypt => "decrypt",
             Op::DecryptPolicy => "decrypt-policy",
             Op::RecipientDecrypt => "recipient-decrypt",
+            Op::CreateKey => "create-key",
+            Op::Mixed => "mixed",
+        }
+    }
+
+    /// The single operations a run of this one sends, spread over the
+    /// connections.
+    pub(crate) fn parts(self) -> Vec<Op> {
+        match self {
+            Op::Mixed => vec![Op::GenerateDataKey, Op::Decrypt],
+            op => vec![op],
         }
     }
 
     pub(crate) fn target(self) -> &'static str {
         match self {
-            Op::GenerateDataKey => "TrentService.GenerateDataKey",
+            Op::GenerateDataKey | Op::Mixed => "TrentService.GenerateDataKey",
+            Op::CreateKey => "TrentService.CreateKey",
             Op::Encrypt => "TrentService.Encrypt",
             Op::Decrypt | Op::DecryptPolicy | Op::RecipientDecrypt => "TrentService.Decrypt",
         }
@@ -337,6 +381,41 @@ mod tests {
         );
         let plain = parse(&["--spawn", "--plain-http"])?;
         assert!(plain.plain_http && plain.ca_bundle.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_cluster_is_several_endpoints_and_invalidation_needs_two() -> anyhow::Result<()> {
+        let args = parse(&[
+            "--endpoint",
+            "https://127.0.0.1:17801,https://127.0.0.1:17802",
+            "--op",
+            "mixed,create-key",
+            "--pid",
+            "proxy=10,enclave=11,12",
+            "--pid-tree",
+            "postgres=13",
+        ])?;
+        assert_eq!(args.endpoint.len(), 2);
+        assert_eq!(args.ops, [Op::Mixed, Op::CreateKey]);
+        assert_eq!(Op::Mixed.parts(), [Op::GenerateDataKey, Op::Decrypt]);
+        let labels: Vec<(&str, u32, bool)> = args.pid.iter().map(|m| (m.label.as_str(), m.pid, m.tree)).collect();
+        assert_eq!(
+            labels,
+            [
+                ("proxy", 10, false),
+                ("enclave", 11, false),
+                ("pid 12", 12, false),
+                ("postgres", 13, true)
+            ]
+        );
+        assert!(parse(&["--pid", "proxy=x"]).is_err());
+
+        let invalidation = parse(&["--endpoint", "https://a:1,https://b:2", "--invalidation", "100"])?;
+        assert_eq!(invalidation.invalidation, Some(100));
+        assert!(parse(&["--endpoint", "https://a:1", "--invalidation", "100"]).is_err());
+        assert!(parse(&["--endpoint", "https://a:1,https://b:2", "--invalidation", "0"]).is_err());
+        assert!(parse(&["--invalidation", "5"]).is_err(), "needs endpoints");
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 
 use crate::args::Args;
-use crate::stats::{CLOCK_TICKS_PER_SECOND, cpu_ticks};
+use crate::stats::{CLOCK_TICKS_PER_SECOND, Measured};
 use crate::tls::ClientTls;
 
 /// Who signs: an access key and its secret.
@@ -202,39 +202,53 @@ impl RunResult {
     }
 }
 
-/// `concurrency` connections, each sending `prepared` back to back; the CPU
-/// time of this process and of `pids` is read at both ends of the measured
-/// window.
+/// `concurrency` connections, connection i sending `prepared[i % len]` back
+/// to back; the CPU time of this process and of `pids` is read at both ends
+/// of the measured window (added up per label).
 pub(crate) async fn drive(
-    prepared: &Prepared,
+    prepared: &[Prepared],
     signer: &Signer,
     concurrency: usize,
     args: &Args,
-    pids: &[(String, u32)],
+    pids: &[Measured],
 ) -> anyhow::Result<RunResult> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let measured = Duration::from_secs_f64(args.duration);
     let mut conns = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        conns.push(connect(&prepared.endpoint).await?);
+    for (_, prepared) in (0..concurrency).zip(prepared.iter().cycle()) {
+        conns.push((connect(&prepared.endpoint).await?, prepared.clone()));
     }
     let start = Instant::now() + Duration::from_millis(50);
     let (from, until) = (start + warmup, start + warmup + measured);
-    let mut measured_pids = vec![("client".to_owned(), std::process::id())];
+    let mut measured_pids = vec![Measured {
+        label: "client".to_owned(),
+        pid: std::process::id(),
+        tree: false,
+    }];
     measured_pids.extend(pids.iter().cloned());
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(from.into()).await;
-        let before: Vec<Option<u64>> = measured_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+        let before: Vec<Option<u64>> = measured_pids.iter().map(Measured::cpu_ticks).collect();
         tokio::time::sleep_until(until.into()).await;
-        measured_pids
-            .into_iter()
-            .zip(before)
-            .filter_map(|((name, pid), before)| Some((name, cpu_ticks(pid)?.checked_sub(before?)?)))
-            .collect::<Vec<(String, u64)>>()
+        let mut sums: Vec<(String, u64)> = Vec::new();
+        for (m, before) in measured_pids.into_iter().zip(before) {
+            let Some(ticks) = m
+                .cpu_ticks()
+                .zip(before)
+                .and_then(|(after, before)| after.checked_sub(before))
+            else {
+                continue;
+            };
+            match sums.iter_mut().find(|(label, _)| *label == m.label) {
+                Some((_, sum)) => *sum += ticks,
+                None => sums.push((m.label, ticks)),
+            }
+        }
+        sums
     });
     let mut tasks = Vec::with_capacity(concurrency);
-    for mut conn in conns {
-        let (prepared, signer) = (prepared.clone(), signer.clone());
+    for (mut conn, prepared) in conns {
+        let signer = signer.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let mut latencies = Vec::with_capacity(4096);

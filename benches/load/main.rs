@@ -20,6 +20,14 @@
 //! # benchmark of an old build that served plain HTTP, against the former
 //! # plain-HTTP axum echo (Keyward itself has no plain-HTTP path)
 //! keyward-load --spawn --plain-http --keyward-bin old/target/release/keyward --op decrypt
+//! # a cluster: connections spread over three nodes (the setup on the first),
+//! # CPU per request of their processes (same labels are added up)
+//! keyward-load --endpoint https://127.0.0.1:17801,https://127.0.0.1:17802,https://127.0.0.1:17803 \
+//!     --ca-bundle all-nodes-ca.pem --op mixed,create-key --no-baseline \
+//!     --pid proxy=PID1,enclave=PID2,... --pid-tree postgres=POSTMASTER_PID
+//! # how long a DisableKey on node 1 takes to be enforced on node 2, 100 times
+//! keyward-load --endpoint https://127.0.0.1:17801,https://127.0.0.1:17802 --ca-bundle all-nodes-ca.pem \
+//!     --invalidation 100
 //! # the price of a policy module, five interleaved rounds (median ratios)
 //! keyward-load --spawn --op decrypt,decrypt-policy --concurrency 16,64 \
 //!     --rounds 5 --no-baseline --policy-module context_tenant.wasm
@@ -35,6 +43,7 @@ mod abuse;
 mod args;
 mod baseline;
 mod client;
+mod invalidation;
 mod report;
 mod service;
 mod setup;
@@ -52,16 +61,33 @@ use client::{Endpoint, Prepared, Signer, drive, env_signer};
 use report::{Row, header, print_row, print_table};
 use service::Service;
 use setup::{Setup, populate};
-use stats::{peak_rss_kib, rss_kib};
+use stats::{Measured, peak_rss_kib, rss_kib};
 
 fn main() -> anyhow::Result<()> {
     let invocation = Invocation::from_env()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match invocation {
-        Invocation::Bench(args) => runtime.block_on(run(args)),
+        Invocation::Bench(args) => match args.invalidation {
+            Some(samples) => runtime.block_on(async {
+                let endpoints = endpoints(&args)?;
+                invalidation::measure(&endpoints, &env_signer(&args.region)?, samples).await
+            }),
+            None => runtime.block_on(run(args)),
+        },
         Invocation::Soak(args) => runtime.block_on(soak::run(args)),
         Invocation::Abuse(args) => runtime.block_on(abuse::run(args)),
     }
+}
+
+/// The `--endpoint`s, trusting the `--ca-bundle`.
+fn endpoints(args: &Args) -> anyhow::Result<Vec<Endpoint>> {
+    let ca_pem = match &args.ca_bundle {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    (args.endpoint.iter())
+        .map(|url| Endpoint::new(url, args.plain_http, ca_pem.as_deref()))
+        .collect()
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -83,28 +109,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     println!("{}", header());
 
-    let target = match (&service, &args.endpoint) {
-        (Some(s), _) => Some((s.endpoint.clone(), s.signer.clone(), Some(s.mock_attestation_dir()))),
-        (None, Some(url)) => {
-            let ca_pem = match &args.ca_bundle {
-                Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
-                None => None,
-            };
-            Some((
-                Endpoint::new(url, args.plain_http, ca_pem.as_deref())?,
-                env_signer(&args.region)?,
-                args.mock_attestation_dir.clone(),
-            ))
-        }
-        (None, None) if args.baseline => None,
-        (None, None) => bail!("give --endpoint URL, --spawn or --baseline"),
+    let target = match &service {
+        Some(s) => Some((
+            vec![s.endpoint.clone()],
+            s.signer.clone(),
+            Some(s.mock_attestation_dir()),
+        )),
+        None if !args.endpoint.is_empty() => Some((
+            endpoints(&args)?,
+            env_signer(&args.region)?,
+            args.mock_attestation_dir.clone(),
+        )),
+        None if args.baseline => None,
+        None => bail!("give --endpoint URL, --spawn or --baseline"),
     };
 
     let setup = match &target {
-        Some((endpoint, signer, attestation_dir)) => {
-            let setup = Setup::prepare(endpoint, signer, attestation_dir.as_deref(), &args.ops, &args).await?;
+        Some((endpoints, signer, attestation_dir)) => {
+            let first = endpoints.first().context("no endpoint")?;
+            let setup = Setup::prepare(first, signer, attestation_dir.as_deref(), &args.ops, &args).await?;
             if args.keys > 0 {
-                populate(endpoint, signer, args.keys).await?;
+                populate(first, signer, args.keys).await?;
             }
             Some(setup)
         }
@@ -112,9 +137,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Whose CPU time each run measures (besides this process's own).
-    let service_pids: Vec<(String, u32)> = match &service {
-        Some(s) => vec![("proxy".into(), s.proxy_pid), ("enclave".into(), s.enclave_pid)],
-        None => args.pid.iter().map(|p| (format!("pid {p}"), *p)).collect(),
+    let service_pids: Vec<Measured> = match &service {
+        Some(s) => [("proxy", s.proxy_pid), ("enclave", s.enclave_pid)]
+            .map(|(label, pid)| Measured {
+                label: label.into(),
+                pid,
+                tree: false,
+            })
+            .to_vec(),
+        None => args.pid.clone(),
     };
     for round in 0..args.rounds {
         for &op in &args.ops {
@@ -140,7 +171,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pids = service_pids;
     if !pids.is_empty() {
         let mut total = 0u64;
-        for (name, pid) in &pids {
+        for Measured { label: name, pid, .. } in &pids {
             match peak_rss_kib(*pid) {
                 Some(kib) => {
                     total += kib;
@@ -181,23 +212,19 @@ async fn run_one(
     op: Op,
     concurrency: usize,
     baseline: Option<&Baseline>,
-    target: &Option<(Endpoint, Signer, Option<PathBuf>)>,
+    target: &Option<(Vec<Endpoint>, Signer, Option<PathBuf>)>,
     setup: Option<&Setup>,
-    service_pids: &[(String, u32)],
+    service_pids: &[Measured],
     args: &Args,
 ) -> anyhow::Result<()> {
     let mut base_rps = None;
     if let Some(b) = baseline {
-        // The echo baseline gets the very same signed request as the service.
-        let body = match setup {
-            Some(s) => s.body(op)?,
-            None => Setup::standalone_body(op, args.size),
+        // The echo baseline gets the very same signed requests as the service.
+        let body = |part: Op| match setup {
+            Some(s) => s.body(part),
+            None => Ok(Setup::standalone_body(part, args.size)),
         };
-        let prepared = Prepared {
-            endpoint: b.endpoint.clone(),
-            target: op.target(),
-            body,
-        };
+        let prepared = prepared(std::slice::from_ref(&b.endpoint), op, body)?;
         let signer = target.as_ref().map(|t| t.1.clone()).unwrap_or_else(|| Signer {
             access_key_id: "AKIABASELINEBASELINE".into(),
             secret: "baseline".repeat(5),
@@ -215,12 +242,8 @@ async fn run_one(
         });
         print_row(rows.last().expect("a row was pushed"));
     }
-    if let (Some((endpoint, signer, _)), Some(setup)) = (target, setup) {
-        let prepared = Prepared {
-            endpoint: endpoint.clone(),
-            target: op.target(),
-            body: setup.body(op)?,
-        };
+    if let (Some((endpoints, signer, _)), Some(setup)) = (target, setup) {
+        let prepared = prepared(endpoints, op, |part| setup.body(part))?;
         let result = drive(&prepared, signer, concurrency, args, service_pids).await?;
         let ratio = base_rps.map(|b| result.throughput / b);
         rows.push(Row {
@@ -234,4 +257,25 @@ async fn run_one(
         print_row(rows.last().expect("a row was pushed"));
     }
     Ok(())
+}
+
+/// What the connections of a run of `op` send, connection i the i-th entry
+/// (cyclically): each part of `op` to each endpoint.
+fn prepared(
+    endpoints: &[Endpoint],
+    op: Op,
+    body: impl Fn(Op) -> anyhow::Result<bytes::Bytes>,
+) -> anyhow::Result<Vec<Prepared>> {
+    let mut all = Vec::new();
+    for part in op.parts() {
+        let body = body(part)?;
+        for endpoint in endpoints {
+            all.push(Prepared {
+                endpoint: endpoint.clone(),
+                target: part.target(),
+                body: body.clone(),
+            });
+        }
+    }
+    Ok(all)
 }

@@ -60,7 +60,9 @@ impl Setup {
             }
             None => None,
         };
-        let needs_ciphertext = ops.iter().any(|o| matches!(o, Op::Decrypt | Op::RecipientDecrypt));
+        let needs_ciphertext = ops
+            .iter()
+            .any(|o| matches!(o, Op::Decrypt | Op::RecipientDecrypt | Op::Mixed));
         let ciphertext = if needs_ciphertext {
             Some(client.encrypt(&key_id, &plaintext, encryption_context.as_ref()).await?)
         } else {
@@ -118,6 +120,8 @@ impl Setup {
         let missing = || anyhow::anyhow!("no setup for {}", op.name());
         let value = match op {
             Op::GenerateDataKey => json!({"KeyId": self.key_id, "KeySpec": "AES_256"}),
+            Op::CreateKey => json!({"Description": "keyward-load"}),
+            Op::Mixed => anyhow::bail!("mixed has a body per part (Op::parts)"),
             Op::Encrypt => json!({"KeyId": self.key_id, "Plaintext": b64(&self.plaintext)}),
             Op::Decrypt => json!({"CiphertextBlob": self.ciphertext.as_ref().ok_or_else(missing)?}),
             Op::DecryptPolicy => json!({"CiphertextBlob": self.policy_ciphertext.as_ref().ok_or_else(missing)?}),
@@ -144,7 +148,8 @@ impl Setup {
         // A ciphertext blob is 1 + 16 + 4 + 12 + size + 16 bytes.
         let blob = b64(&vec![1u8; 49 + size]);
         let value = match op {
-            Op::GenerateDataKey => json!({"KeyId": key, "KeySpec": "AES_256"}),
+            Op::GenerateDataKey | Op::Mixed => json!({"KeyId": key, "KeySpec": "AES_256"}),
+            Op::CreateKey => json!({"Description": "keyward-load"}),
             Op::Encrypt => json!({"KeyId": key, "Plaintext": b64(&vec![0x5a; size])}),
             Op::Decrypt | Op::DecryptPolicy => json!({"CiphertextBlob": blob}),
             Op::RecipientDecrypt => json!({

@@ -31,6 +31,70 @@ fn cpu_ticks_of(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The ppid of a process (`/proc/<pid>/stat` field 4).
+fn ppid_of(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// [`cpu_ticks`] of `pid` and of every live process descending from it.
+pub(crate) fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let mut stats = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            stats.push((p, ppid_of(&stat), cpu_ticks_of(&stat)));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut total = stats.iter().find(|(p, ..)| *p == pid)?.2?;
+    // Breadth first: a child's pid may be lower than its parent's.
+    let mut i = 0;
+    while let Some(&parent) = tree.get(i) {
+        for (p, ppid, ticks) in &stats {
+            if *ppid == Some(parent) && !tree.contains(p) {
+                tree.push(*p);
+                total += ticks.unwrap_or(0);
+            }
+        }
+        i += 1;
+    }
+    Some(total)
+}
+
+/// A process whose CPU time the runs measure, under a label (processes with
+/// the same label are added up), alone or with its descendants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Measured {
+    pub(crate) label: String,
+    pub(crate) pid: u32,
+    pub(crate) tree: bool,
+}
+
+impl Measured {
+    /// `PID` (labelled `pid PID`) or `LABEL=PID`.
+    pub(crate) fn parse(s: &str, tree: bool) -> anyhow::Result<Measured> {
+        let (label, pid) = match s.split_once('=') {
+            Some((label, pid)) => (label.trim().to_owned(), pid),
+            None => (format!("pid {}", s.trim()), s),
+        };
+        let pid = pid
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--pid: {s:?} is not PID or LABEL=PID"))?;
+        Ok(Measured { label, pid, tree })
+    }
+
+    pub(crate) fn cpu_ticks(&self) -> Option<u64> {
+        if self.tree {
+            tree_cpu_ticks(self.pid)
+        } else {
+            cpu_ticks(self.pid)
+        }
+    }
+}
+
 /// The median (the mean of the middle two for an even count); `None` for none.
 pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
@@ -55,6 +119,33 @@ mod tests {
         assert_eq!(cpu_ticks_of(stat), Some(1234));
         assert_eq!(cpu_ticks_of("4242 (truncated) S 1 2"), None);
         assert_eq!(cpu_ticks_of("no command name at all"), None);
+    }
+
+    #[test]
+    fn measured_processes_are_pid_or_label_and_pid() -> anyhow::Result<()> {
+        let plain = Measured::parse("42", false)?;
+        assert_eq!((plain.label.as_str(), plain.pid, plain.tree), ("pid 42", 42, false));
+        let labelled = Measured::parse("enclave=7", true)?;
+        assert_eq!(
+            (labelled.label.as_str(), labelled.pid, labelled.tree),
+            ("enclave", 7, true)
+        );
+        assert!(Measured::parse("enclave=", false).is_err());
+        assert!(Measured::parse("x", false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_tree_counts_at_least_its_root() {
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap_or_default();
+        assert_eq!(ppid_of(&stat), Some(std::os::unix::process::parent_id()));
+        // Alone first: the tree, read later, counts at least as much.
+        let alone = cpu_ticks(me);
+        let tree = tree_cpu_ticks(me);
+        assert!(tree.is_some() && alone.is_some());
+        assert!(tree >= alone, "{tree:?} < {alone:?}");
+        assert_eq!(tree_cpu_ticks(u32::MAX), None, "no such process");
     }
 
     #[test]

@@ -402,10 +402,7 @@ pub(crate) async fn worker(tenant: Arc<Tenant>, shared: Arc<Shared>) -> Vec<Even
         }
         serial += 1;
         let op = SoakOp::pick(rand::thread_rng().gen_range(0..100));
-        let error = match one(op, &tenant, &shared, &mut conn, serial).await {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        };
+        let error = one(op, &tenant, &shared, &mut conn, serial).await.err();
         events.push(Event {
             at: sent.duration_since(shared.started),
             op,
@@ -440,7 +437,7 @@ async fn one(op: SoakOp, tenant: &Tenant, shared: &Shared, conn: &mut Option<Con
             Check::KeyCreated,
         ),
         SoakOp::GenerateDataKey | SoakOp::Encrypt => {
-            let to_policy_key = op == SoakOp::Encrypt && serial % 4 == 0;
+            let to_policy_key = op == SoakOp::Encrypt && serial.is_multiple_of(4);
             let key = if to_policy_key {
                 tenant.policy_key.clone()
             } else {
