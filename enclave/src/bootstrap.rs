@@ -22,7 +22,8 @@ use crate::keystore::tenants;
 use crate::nsm::Nsm;
 use crate::seal::Sealer;
 use crate::secret::Key256;
-use crate::store::{Records, StoreError, StoreTransport};
+use crate::store::index::GLOBAL;
+use crate::store::{Index, Records, StoreError, StoreTransport};
 
 /// Store namespace for boot records (not sealed by the sealing key: they hold it).
 pub const BOOT_NAMESPACE: &str = "boot";
@@ -54,13 +55,24 @@ pub enum BootError {
 pub struct Keyring {
     pub hierarchy: Hierarchy,
     pub sealer: Sealer,
+    /// The authenticated index roots this enclave verified (issue 19).
+    pub index: Index,
 }
 
 impl Keyring {
     pub fn new(root: Key256) -> Self {
         let hierarchy = Hierarchy::new(root);
         let sealer = Sealer::new(hierarchy.sealing_key());
-        Keyring { hierarchy, sealer }
+        Keyring {
+            hierarchy,
+            sealer,
+            index: Index::new(),
+        }
+    }
+
+    /// Records over `transport`, checked against and kept in this keyring's index.
+    pub fn records<'a>(&'a self, transport: &'a dyn StoreTransport) -> Records<'a> {
+        Records::indexed(transport, &self.sealer, &self.index)
     }
 }
 
@@ -77,7 +89,7 @@ pub async fn boot(
     operator: Option<&DevCredential>,
     now: i64,
 ) -> Result<Keyring, BootError> {
-    let root = match mode {
+    let keyring = match mode {
         Mode::Mock => mock_root_key(nsm, transport, 2).await?,
         Mode::Nitro => {
             tracing::warn!(
@@ -85,11 +97,38 @@ pub async fn boot(
             );
             let mut bytes = [0u8; 32];
             nsm.fill_random(&mut bytes)?;
-            Key256::from_bytes(bytes)
+            let keyring = Keyring::new(Key256::from_bytes(bytes));
+            // Nothing of an earlier boot opens under this root: the index
+            // starts again over whatever root record is there.
+            let key = crate::store::index::root_key(GLOBAL);
+            let version = match transport
+                .call(StoreOp::GetVersioned {
+                    namespace: crate::store::index::NAMESPACE.into(),
+                    key: key.clone(),
+                })
+                .await?
+            {
+                StoreResult::Versioned { version, .. } => version,
+                other => return Err(StoreError::Protocol(format!("index root read answered {other:?}")).into()),
+            };
+            let (key, value) = crate::store::genesis(&keyring.sealer, GLOBAL, version + 1)?;
+            let put = StoreOp::CasPut {
+                namespace: crate::store::index::NAMESPACE.into(),
+                key,
+                expected: keyward_wire::Expected::Version(version),
+                value,
+            };
+            match transport.call(put).await? {
+                StoreResult::Committed(_) => {}
+                other => return Err(StoreError::Protocol(format!("index root write answered {other:?}")).into()),
+            }
+            keyring
         }
     };
-    let keyring = Keyring::new(root);
-    let records = Records::new(transport, &keyring.sealer);
+    let records = keyring.records(transport);
+    // The global index root must exist; with it known, every later read is
+    // checked against it (a hidden root is an omission from now on).
+    records.check_genesis().await?;
     if let Some(dev) = dev {
         ensure_dev_credential(
             &records,
@@ -115,7 +154,11 @@ fn mock_wrapping_key() -> Key256 {
 /// The mock root key from the store, created when there is none. Nodes of a
 /// cluster booting at once race to create it: the write must find no record
 /// (compare-and-swap), and the loser reads the winner's (`tries` bounds that).
-async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32) -> Result<Key256, BootError> {
+///
+/// The root key is created in one atomic batch with the genesis root of the
+/// authenticated index (epoch 1), so a store with a root key always has an
+/// index root: a missing one is an omission, refused at boot.
+async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32) -> Result<Keyring, BootError> {
     let get = StoreOp::Get {
         namespace: BOOT_NAMESPACE.into(),
         key: ROOT_KEY_RECORD.into(),
@@ -134,7 +177,7 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32
             tracing::warn!(
                 "MOCK MODE: root key unwrapped with the public dev-only key; this deployment protects nothing"
             );
-            root
+            root.map(Keyring::new)
         }
         StoreResult::Value(None) => {
             let mut bytes = [0u8; 32];
@@ -147,11 +190,23 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32
             let mut record = vec![MOCK_RECORD_VERSION];
             record.extend_from_slice(&nonce);
             record.extend_from_slice(&ct);
-            let put = StoreOp::CasPut {
-                namespace: BOOT_NAMESPACE.into(),
-                key: ROOT_KEY_RECORD.into(),
-                expected: keyward_wire::Expected::Absent,
-                value: record,
+            let keyring = Keyring::new(root);
+            let (genesis_key, genesis) = crate::store::genesis(&keyring.sealer, GLOBAL, 1)?;
+            let put = StoreOp::Batch {
+                writes: vec![
+                    keyward_wire::StoreWrite::Put {
+                        namespace: BOOT_NAMESPACE.into(),
+                        key: ROOT_KEY_RECORD.into(),
+                        expected: keyward_wire::Expected::Absent,
+                        value: record,
+                    },
+                    keyward_wire::StoreWrite::Put {
+                        namespace: crate::store::index::NAMESPACE.into(),
+                        key: genesis_key,
+                        expected: keyward_wire::Expected::Version(0),
+                        value: genesis,
+                    },
+                ],
             };
             match transport.call(put).await? {
                 StoreResult::Committed(_) => {}
@@ -163,7 +218,7 @@ async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32
                 other => return Err(StoreError::Protocol(format!("root key write answered {other:?}")).into()),
             }
             tracing::warn!("MOCK MODE: created a new root key, stored wrapped by the public dev-only key");
-            Ok(root)
+            Ok(keyring)
         }
         StoreResult::Error(e) => Err(StoreError::Host(e).into()),
         other => Err(StoreError::Protocol(format!("root key read answered {other:?}")).into()),

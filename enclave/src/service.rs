@@ -200,7 +200,7 @@ impl Enclave {
             .live_link()
             .ok_or_else(|| "no host connection for the audit log".to_string())?;
         let keyring = self.keyring(&*link).await.map_err(|e| e.to_string())?;
-        let records = crate::store::Records::new(&*link, &keyring.sealer);
+        let records = keyring.records(&*link);
         writer.append(&records, entries).await.map_err(|e| e.to_string())
     }
 
@@ -267,7 +267,13 @@ impl Enclave {
         keyward_wire::EnclaveStatus {
             ca_certificate_pem: tls.map(|t| t.ca_certificate_pem().to_owned()).unwrap_or_default(),
             tls_spki_sha256: tls.map(|t| t.spki_sha256().to_vec()).unwrap_or_default(),
-            metrics: self.metrics.snapshot(),
+            metrics: {
+                let mut metrics = self.metrics.snapshot();
+                if let Some(keyring) = self.keyring.get() {
+                    metrics.freshness_violations = keyring.index.violation_counts();
+                }
+                metrics
+            },
         }
     }
 
@@ -276,7 +282,7 @@ impl Enclave {
         let Ok(keyring) = self.keyring(&*link).await else {
             return;
         };
-        let records = crate::store::Records::new(&*link, &keyring.sealer);
+        let records = keyring.records(&*link);
         let now = self.clock.now().unix_timestamp();
         let mut events = Vec::new();
         if let Err(e) = crate::keystore::due::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await {
@@ -294,11 +300,28 @@ impl Enclave {
     /// cached entries early (the bound is `store::cache::REVALIDATE_AFTER`).
     pub fn invalidate(&self, namespace: &str, key: &str, version: u64) {
         self.record_cache.hint(namespace, key, version);
+        if namespace == crate::store::index::NAMESPACE
+            && let Some((scope, "root")) = key.split_once('/')
+            && let Some(keyring) = self.keyring.get()
+        {
+            keyring.index.expire(Some(scope));
+        }
     }
 
-    /// A hint that the host may have missed writes: drops every cached record.
+    /// A hint that the host may have missed writes: drops every cached
+    /// record and makes every index root be read again before its next use.
     pub fn invalidate_all(&self) {
         self.record_cache.clear();
+        if let Some(keyring) = self.keyring.get() {
+            keyring.index.expire(None);
+        }
+    }
+
+    /// The enclave's freshness epoch: the epoch of the global index root it
+    /// last verified (0 before boot). Monotonic while the enclave runs; what
+    /// custody and peers are to compare across restarts (issue 19 item 3).
+    pub fn freshness_epoch(&self) -> u64 {
+        self.keyring.get().map_or(0, |k| k.index.epoch())
     }
 
     /// Trusts `verifier`'s root for recipients' attestation documents.

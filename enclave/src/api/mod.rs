@@ -223,7 +223,7 @@ async fn serve(
         crate::bootstrap::BootError::Store(e) => KmsError::from(e),
         _ => KmsError::Internal,
     })?;
-    let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
+    let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache).with_index(&keyring.index);
     let now = enclave.clock.now();
     let principal = match auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await
     {
@@ -291,7 +291,7 @@ async fn serve(
     // reads. Otherwise the conflict is answered (`KmsError::Conflict`).
     let mut attempt = 1;
     loop {
-        let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
+        let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache).with_index(&keyring.index);
         let ctx = Ctx::new(enclave, keyring, records, principal.clone(), now).with_facts(facts.clone());
         if let Some(generation) = tenant_generation {
             ctx.set_tenant_generation(generation);
