@@ -28,6 +28,7 @@ use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
 use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
 
 use crate::Creds;
+use crate::tamper::TamperingStore;
 use crate::enclave::{attesting_enclave_and_pki, mock_args, mock_config};
 use crate::raw::RawResponse;
 use crate::sdk::{client_config, shifted_now};
@@ -37,10 +38,11 @@ use keyward_enclave::attestation::mock::MockPki;
 /// The host name clients of an in-process service sign for.
 pub const HOST: &str = "keyward.in-process";
 
-/// One connection's view of the shared store. A [`Service::restart`] drops
-/// it, so the stopped enclave's background work (audit appender, sweep)
-/// loses its store as a stopped process would.
-struct Link(Arc<MemoryStore>);
+/// One connection's view of the shared store (through the host, which may
+/// lie: [`TamperingStore`]). A [`Service::restart`] drops it, so the stopped
+/// enclave's background work (audit appender, sweep) loses its store as a
+/// stopped process would.
+struct Link(Arc<TamperingStore>);
 
 impl StoreTransport for Link {
     fn call(&self, op: StoreOp) -> StoreFuture<'_> {
@@ -106,6 +108,8 @@ pub struct Service {
     enclave: Arc<Enclave>,
     link: Arc<dyn StoreTransport>,
     store: Arc<MemoryStore>,
+    /// The host in front of the store: honest until a test tells it to lie.
+    host: Arc<TamperingStore>,
     pub creds: Creds,
     /// The operator's credential.
     pub operator: Creds,
@@ -127,8 +131,14 @@ impl Service {
     }
 
     async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
-        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
-        Self::start_linked(store, link, creds, operator, clock_offset).await
+        let host = TamperingStore::new(Arc::clone(&store));
+        Self::start_behind(host, creds, operator, clock_offset).await
+    }
+
+    async fn start_behind(host: Arc<TamperingStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
+        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&host)));
+        let store = Arc::clone(host.inner());
+        Self::start_linked(store, host, link, creds, operator, clock_offset).await
     }
 
     /// Another node of a cluster: a second enclave on this one's store, with
@@ -142,6 +152,7 @@ impl Service {
         });
         Self::start_linked(
             Arc::clone(&self.store),
+            TamperingStore::new(Arc::clone(&self.store)),
             link,
             self.creds.clone(),
             self.operator.clone(),
@@ -155,8 +166,14 @@ impl Service {
         &self.store
     }
 
+    /// The host between this enclave and its store, which lies when told to.
+    pub fn host(&self) -> &Arc<TamperingStore> {
+        &self.host
+    }
+
     async fn start_linked(
         store: Arc<MemoryStore>,
+        host: Arc<TamperingStore>,
         link: Arc<dyn StoreTransport>,
         creds: Creds,
         operator: Creds,
@@ -171,6 +188,7 @@ impl Service {
             enclave,
             link,
             store,
+            host,
             creds,
             operator,
             clock_offset,
@@ -214,6 +232,19 @@ impl Service {
             store, creds, operator, ..
         } = self;
         Self::start_on(store, creds, operator, clock_offset).await
+    }
+
+    /// Like [`Service::restart`], behind the same host, still telling the
+    /// lies it was told to tell.
+    pub async fn restart_behind_same_host(self) -> Service {
+        let Service {
+            host,
+            creds,
+            operator,
+            clock_offset,
+            ..
+        } = self;
+        Self::start_behind(host, creds, operator, clock_offset).await
     }
 
     /// The record keys of a store namespace (`key`, `alias`, ...), in order.

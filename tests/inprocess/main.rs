@@ -16,6 +16,7 @@ mod attested_release;
 mod audit_attested;
 mod cluster;
 mod deletion_clock;
+mod freshness;
 mod hmac;
 mod lifecycle;
 mod module_cache;

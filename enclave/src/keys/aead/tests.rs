@@ -182,6 +182,17 @@ async fn a_mock_root_key_wrapped_by_the_old_code_still_unwraps() {
         value: unhex(OLD_ROOT_RECORD),
     };
     store.call(put).await.expect("put");
+    // A store with a root key has the genesis root of its index (written
+    // with the root key since issue 19).
+    let known = crate::bootstrap::Keyring::new(crate::secret::Key256::from_slice(&unhex(OLD_ROOT)).expect("32 bytes"));
+    let (key, value) =
+        crate::store::genesis(&known.sealer, crate::store::index::GLOBAL, 1).expect("genesis");
+    let put = StoreOp::Put {
+        namespace: crate::store::index::NAMESPACE.into(),
+        key,
+        value,
+    };
+    store.call(put).await.expect("put");
     let keyring = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
     assert_eq!(hex::encode(keyring.hierarchy.root_for_tests().expose()), OLD_ROOT);
 }
