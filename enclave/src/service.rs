@@ -50,7 +50,19 @@ pub struct Enclave {
 }
 
 /// One record waiting to be appended, and who waits for it.
-type AuditJob = (AuditEntry, oneshot::Sender<Result<(), String>>);
+type AuditJob = (AuditEntry, oneshot::Sender<Result<(), AuditFailure>>);
+
+/// Why an audit record was not appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditFailure {
+    /// The host store contradicted the authenticated index (a hidden or
+    /// older chain head, a rolled-back index root): appends are refused
+    /// until it serves the state the enclave knows, never restarted.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Records appended per store batch at most.
 const AUDIT_BATCH: usize = 512;
@@ -163,16 +175,16 @@ impl Enclave {
     }
 
     /// Appends `entry` to its chain; `Ok` once the record is durable.
-    pub async fn audit(&self, entry: AuditEntry) -> Result<(), String> {
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), AuditFailure> {
         let (done, wait) = oneshot::channel();
         self.audit_tx
             .send((entry, done))
             .await
-            .map_err(|_| "the audit appender stopped".to_string())?;
+            .map_err(|_| AuditFailure::Failed("the audit appender stopped".into()))?;
         match tokio::time::timeout(AUDIT_TIMEOUT, wait).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the audit appender dropped the record".into()),
-            Err(_) => Err("the audit record was not written in time".into()),
+            Ok(Err(_)) => Err(AuditFailure::Failed("the audit appender dropped the record".into())),
+            Err(_) => Err(AuditFailure::Failed("the audit record was not written in time".into())),
         }
     }
 
@@ -195,13 +207,19 @@ impl Enclave {
         }
     }
 
-    async fn write_audit(&self, writer: &mut ChainWriter, entries: Vec<AuditEntry>) -> Result<(), String> {
+    async fn write_audit(&self, writer: &mut ChainWriter, entries: Vec<AuditEntry>) -> Result<(), AuditFailure> {
         let link = self
             .live_link()
-            .ok_or_else(|| "no host connection for the audit log".to_string())?;
-        let keyring = self.keyring(&*link).await.map_err(|e| e.to_string())?;
+            .ok_or_else(|| AuditFailure::Failed("no host connection for the audit log".into()))?;
+        let keyring = self
+            .keyring(&*link)
+            .await
+            .map_err(|e| AuditFailure::Failed(e.to_string()))?;
         let records = keyring.records(&*link);
-        writer.append(&records, entries).await.map_err(|e| e.to_string())
+        writer.append(&records, entries).await.map_err(|e| match e {
+            crate::store::StoreError::Freshness { .. } => AuditFailure::Refused(e.to_string()),
+            e => AuditFailure::Failed(e.to_string()),
+        })
     }
 
     fn live_link(&self) -> Option<Arc<dyn StoreTransport>> {

@@ -146,14 +146,38 @@ impl TamperingStore {
                     .inner
                     .call(StoreOp::ListVersioned {
                         namespace: namespace.clone(),
-                        prefix,
-                        start_after,
+                        prefix: prefix.clone(),
+                        start_after: start_after.clone(),
                         limit,
                     })
                     .await?;
                 let StoreResult::Records { entries, next } = answer else {
                     return Ok(answer);
                 };
+                // Records served as of a snapshot are listed as then, even
+                // when the real store has deleted them since.
+                let revived: Vec<VersionedEntry> = {
+                    let lies = self.lies();
+                    lies.pinned
+                        .iter()
+                        .filter(|((ns, key), _)| {
+                            ns == &namespace
+                                && key.starts_with(&prefix)
+                                && start_after.as_deref().is_none_or(|a| key.as_str() > a)
+                                && !entries.iter().any(|e| &e.key == key)
+                        })
+                        .filter_map(|((_, key), s)| {
+                            s.value.as_ref().map(|v| VersionedEntry {
+                                key: key.clone(),
+                                version: s.version,
+                                value: ByteBuf::from(v.clone()),
+                            })
+                        })
+                        .collect()
+                };
+                let mut entries = entries;
+                entries.extend(revived);
+                entries.sort_by(|a, b| a.key.cmp(&b.key));
                 let mut served: Vec<VersionedEntry> = entries
                     .into_iter()
                     .filter_map(|e| match self.lie_about(&namespace, &e.key) {

@@ -369,10 +369,12 @@ async fn a_hidden_audit_head_stops_appends_instead_of_starting_a_new_chain() {
         .send()
         .await
         .expect_err("an append without its head is refused");
-    assert_eq!(
-        refused.as_service_error().and_then(|e| e.meta().code()),
-        Some("KMSInternalException"),
-        "{refused:?}"
+    let service_err = refused.as_service_error().expect("a service error");
+    assert_eq!(service_err.meta().code(), Some("KMSInternalException"), "{refused:?}");
+    let message = service_err.meta().message().unwrap_or_default();
+    assert!(
+        message.contains("audit log refused") && message.contains(&format!("audit/{ACCOUNT}/head")),
+        "{message}"
     );
     assert!(violations(&service) > counted, "counted in the metrics");
     assert_eq!(service.audit_chain_len(ACCOUNT).await, chain, "nothing appended");
@@ -417,7 +419,7 @@ async fn listings_the_host_trims_or_reorders_are_refused() {
     assert!(service.enclave().status().metrics.freshness_violations.omission > counted);
     service.host().honest();
 
-    // A record served under another identity does not authenticate.
+    // A record served under another identity is not the one the index holds.
     service
         .host()
         .serve_as("key", &key_record(&keys[0]), "key", &key_record(&keys[2]));
@@ -429,7 +431,10 @@ async fn listings_the_host_trims_or_reorders_are_refused() {
         .and_then(|e| e.meta().message())
         .unwrap_or_default()
         .to_owned();
-    assert!(message.contains("does not authenticate"), "{message}");
+    assert!(
+        message.contains(&format!("key/{}", key_record(&keys[0]))) && message.contains("substitution"),
+        "{message}"
+    );
     service.host().honest();
     must("ListKeys when honest", kms.list_keys().send().await);
 }

@@ -130,6 +130,12 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
             // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
             None => match enclave.audit(audit).await {
                 Ok(()) => result,
+                Err(crate::service::AuditFailure::Refused(e)) => {
+                    tracing::error!(error = %e, "audit append refused: the store contradicts the index");
+                    Err(KmsError::InternalDetail(format!(
+                        "The audit log refused to append: {e}: the store was rolled back or a record was hidden. Nothing was released."
+                    )))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "audit append failed; answering with an internal error");
                     Err(KmsError::Internal)
