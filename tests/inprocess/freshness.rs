@@ -419,7 +419,8 @@ async fn listings_the_host_trims_or_reorders_are_refused() {
     assert!(service.enclave().status().metrics.freshness_violations.omission > counted);
     service.host().honest();
 
-    // A record served under another identity is not the one the index holds.
+    // A record served under another identity does not authenticate (the
+    // seal binds the identity; the index is checked after).
     service
         .host()
         .serve_as("key", &key_record(&keys[0]), "key", &key_record(&keys[2]));
@@ -432,7 +433,7 @@ async fn listings_the_host_trims_or_reorders_are_refused() {
         .unwrap_or_default()
         .to_owned();
     assert!(
-        message.contains(&format!("key/{}", key_record(&keys[0]))) && message.contains("substitution"),
+        message.contains(&format!("key/{}", key_record(&keys[0]))) && message.contains("does not authenticate"),
         "{message}"
     );
     service.host().honest();

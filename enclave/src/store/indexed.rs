@@ -184,18 +184,34 @@ impl Records<'_> {
     }
 
     /// Loads bucket `bucket` of `scope`, which must hash to `digest`.
-    async fn load_bucket(&self, index: &Index, scope: &str, bucket: u8, digest: [u8; 32]) -> Result<Bucket, StoreError> {
+    /// `None`: the store has another bucket because the root moved on
+    /// (another node wrote); the caller looks again.
+    async fn load_bucket(
+        &self,
+        index: &Index,
+        scope: &str,
+        bucket: u8,
+        digest: [u8; 32],
+    ) -> Result<Option<Bucket>, StoreError> {
         let key = bucket_key(scope, bucket);
         let (version, sealed) = self.fetch(NAMESPACE, &key).await?;
-        let Some(bytes) = sealed.filter(|b| sha256(b) == digest) else {
-            return Err(index.violation(
-                Violation::Omission,
-                &format!("{NAMESPACE}/{key}"),
-                "the bucket its root names".into(),
-                format!("version {version} with other contents, or absent"),
-            ));
-        };
-        self.install_bucket(index, scope, bucket, version, &bytes)
+        if let Some(bytes) = sealed.as_deref().filter(|b| sha256(b) == digest) {
+            return self.install_bucket(index, scope, bucket, version, bytes).map(Some);
+        }
+        // Read after the bucket: a root naming another bucket explains it.
+        let (_, root) = self.read_root(index, scope).await?;
+        if root.digest(bucket) != digest {
+            return Ok(None);
+        }
+        Err(index.violation(
+            Violation::Omission,
+            &format!("{NAMESPACE}/{key}"),
+            "the bucket its root names".into(),
+            match sealed {
+                Some(_) => format!("version {version} with other contents"),
+                None => "absent".into(),
+            },
+        ))
     }
 
     fn install_bucket(
@@ -242,14 +258,15 @@ impl Records<'_> {
         })
     }
 
-    /// The entry of `place` under `root` (a root as served).
-    async fn entry_in(&self, index: &Index, place: &Place, root: &Root) -> Result<Option<Entry>, StoreError> {
+    /// The entry of `place` under `root` (a root as served; `None`: the
+    /// root moved on meanwhile, look again).
+    async fn entry_in(&self, index: &Index, place: &Place, root: &Root) -> Result<Option<Option<Entry>>, StoreError> {
         if place.head {
-            return Ok(root.head);
+            return Ok(Some(root.head));
         }
         let digest = root.digest(place.bucket);
         if digest == [0; 32] {
-            return Ok(None);
+            return Ok(Some(None));
         }
         let loaded = index
             .slot(&place.scope)
@@ -258,9 +275,12 @@ impl Records<'_> {
             .and_then(|s| s.buckets.get(&place.bucket).filter(|b| b.digest == digest).cloned());
         let bucket = match loaded {
             Some(b) => b,
-            None => self.load_bucket(index, &place.scope, place.bucket, digest).await?,
+            None => match self.load_bucket(index, &place.scope, place.bucket, digest).await? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
         };
-        Ok(bucket.entries.get(&place.identity).copied())
+        Ok(Some(bucket.entries.get(&place.identity).copied()))
     }
 
     /// Checks a served record (`version`, sealed bytes or absent) against
@@ -287,7 +307,9 @@ impl Records<'_> {
             if before != after {
                 continue;
             }
-            let entry = self.entry_in(index, &place, &root).await?;
+            let Some(entry) = self.entry_in(index, &place, &root).await? else {
+                continue;
+            };
             if matches(entry, version, sealed.as_deref()) {
                 return Ok(Some((version, sealed)));
             }
@@ -334,6 +356,15 @@ impl Records<'_> {
         let listed: HashSet<String> = entries.iter().map(|e| e.key.clone()).collect();
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
+            // One that does not authenticate is reported in place by the caller.
+            if self
+                .sealer
+                .open(namespace, &entry.key, entry.version, &entry.value)
+                .is_err()
+            {
+                out.push(entry);
+                continue;
+            }
             match self
                 .verify_read(namespace, &entry.key, entry.version, Some(&entry.value))
                 .await?
@@ -351,7 +382,17 @@ impl Records<'_> {
             return Ok(out);
         };
         self.ensure_root(index, &scope).await?;
-        self.load_all_buckets(index, &scope).await?;
+        let mut tries = 0;
+        while !self.load_all_buckets(index, &scope).await? {
+            tries += 1;
+            if tries >= SANDWICH_TRIES {
+                return Err(StoreError::Conflict {
+                    record: format!("{NAMESPACE}/{}", buckets_prefix(&scope)),
+                    expected: 0,
+                    found: 0,
+                });
+            }
+        }
         let wanted = format!("{namespace}/{prefix}");
         let held: BTreeSet<String> = {
             let slot = index.slot(&scope);
@@ -382,12 +423,13 @@ impl Records<'_> {
         Ok(out)
     }
 
-    /// Loads every bucket of `scope` its root names that is not loaded.
-    async fn load_all_buckets(&self, index: &Index, scope: &str) -> Result<(), StoreError> {
+    /// Loads every bucket of `scope` its root names that is not loaded;
+    /// false if the root moved on meanwhile.
+    async fn load_all_buckets(&self, index: &Index, scope: &str) -> Result<bool, StoreError> {
         let missing: Vec<(u8, [u8; 32])> = {
             let slot = index.slot(scope);
             let state = slot.lock();
-            let Some(state) = state.as_ref() else { return Ok(()) };
+            let Some(state) = state.as_ref() else { return Ok(true) };
             (0..=u8::MAX)
                 .filter(|b| !state.has_bucket(*b))
                 .map(|b| (b, state.root.digest(b)))
@@ -418,11 +460,12 @@ impl Records<'_> {
                 .lock()
                 .as_ref()
                 .is_some_and(|s| s.buckets.get(&bucket).is_some_and(|b| b.digest == digest));
-            if !loaded {
-                self.load_bucket(index, scope, bucket, digest).await?;
+            if !loaded && self.load_bucket(index, scope, bucket, digest).await?.is_none() {
+                // The root moved on: look again under the new one.
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The scopes a batch of `writes` touches: each indexed record's, and a

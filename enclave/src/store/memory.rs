@@ -72,6 +72,26 @@ impl MemoryStore {
         self.lock().remove(&(namespace.to_owned(), key.to_owned()));
     }
 
+    /// Tampering, for tests: puts a record back as it was (`version`, bytes
+    /// or none), as a host restoring an older copy of its store would.
+    pub fn restore(&self, namespace: &str, key: &str, version: u64, value: Option<Vec<u8>>) {
+        let mut map = self.lock();
+        let id = (namespace.to_owned(), key.to_owned());
+        if version == 0 {
+            map.remove(&id);
+        } else {
+            map.insert(id, Slot { version, value });
+        }
+    }
+
+    /// Every record identity with its version and bytes, in key order.
+    pub fn records(&self) -> Vec<((String, String), (u64, Option<Vec<u8>>))> {
+        self.lock()
+            .iter()
+            .map(|(id, slot)| (id.clone(), (slot.version, slot.value.clone())))
+            .collect()
+    }
+
     /// A record's version and bytes as stored (version 0: never written).
     pub fn raw(&self, namespace: &str, key: &str) -> (u64, Option<Vec<u8>>) {
         self.lock()

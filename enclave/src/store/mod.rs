@@ -187,31 +187,45 @@ impl<'a> Records<'a> {
         if let Some(cache) = self.cache
             && let Some((version, sealed)) = cache.fresh(namespace, key)
         {
-            let current = self
-                .verify_read(namespace, key, version, sealed.as_deref().map(Vec::as_slice))
-                .await?
-                .is_none();
             let opened = sealed
                 .as_deref()
-                .filter(|_| current)
                 .map(|bytes| self.open(namespace, key, version, bytes))
                 .transpose();
             match opened {
-                Ok(value) if current => {
-                    self.note(namespace, key, version, value.is_some());
-                    return Ok((version, value));
+                Ok(value) => {
+                    let current = self
+                        .verify_read(namespace, key, version, sealed.as_deref().map(Vec::as_slice))
+                        .await?
+                        .is_none();
+                    if current {
+                        self.note(namespace, key, version, value.is_some());
+                        return Ok((version, value));
+                    }
+                    // Not current (written since): ask the host.
+                    cache.forget(namespace, key);
                 }
-                // Never serve a cached entry that does not open or is not
-                // current; ask the host.
-                _ => cache.forget(namespace, key),
+                // Never serve a cached entry that does not open; ask the host.
+                Err(_) => cache.forget(namespace, key),
             }
         }
         let asked = std::time::Instant::now();
-        let (version, sealed) = self.fetch_verified(namespace, key).await?;
-        let value = sealed
+        let (version, sealed) = self.fetch(namespace, key).await?;
+        // Authentic first (a record altered, moved or served under another
+        // version says so), then current.
+        let mut value = sealed
             .as_deref()
             .map(|bytes| self.open(namespace, key, version, bytes))
             .transpose()?;
+        let (version, sealed) = match self.verify_read(namespace, key, version, sealed.as_deref()).await? {
+            None => (version, sealed),
+            Some((newer, sealed)) => {
+                value = sealed
+                    .as_deref()
+                    .map(|bytes| self.open(namespace, key, newer, bytes))
+                    .transpose()?;
+                (newer, sealed)
+            }
+        };
         if let Some(cache) = self.cache {
             cache.confirm(namespace, key, version, sealed, asked);
         }
