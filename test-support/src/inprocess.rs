@@ -28,11 +28,11 @@ use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
 use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
 
 use crate::Creds;
-use crate::tamper::TamperingStore;
 use crate::enclave::{attesting_enclave_and_pki, mock_args, mock_config};
 use crate::raw::RawResponse;
 use crate::sdk::{client_config, shifted_now};
 use crate::sigv4::{api_headers, sign_headers, target};
+use crate::tamper::TamperingStore;
 use keyward_enclave::attestation::mock::MockPki;
 
 /// The host name clients of an in-process service sign for.

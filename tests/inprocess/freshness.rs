@@ -37,7 +37,11 @@ fn violations(service: &Service) -> u64 {
 
 /// Asserts that a failed SDK call is the freshness refusal naming `record`.
 #[track_caller]
-fn assert_refused<T: std::fmt::Debug, E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+fn assert_refused<
+    T: std::fmt::Debug,
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+>(
     what: &str,
     result: Result<T, aws_sdk_kms::error::SdkError<E, R>>,
     record: &str,
@@ -61,7 +65,11 @@ async fn roll_back_after<F: std::future::Future<Output = ()>>(service: &Service,
     let before = service.host().snapshot(namespace, key);
     assert!(before.value.is_some(), "{namespace}/{key} exists before");
     op.await;
-    assert_ne!(service.host().snapshot(namespace, key), before, "{namespace}/{key} changed");
+    assert_ne!(
+        service.host().snapshot(namespace, key),
+        before,
+        "{namespace}/{key} changed"
+    );
     service.host().serve(namespace, key, before);
     service.enclave().invalidate_all();
 }
@@ -169,7 +177,11 @@ async fn key_state_changes_are_not_undone_by_a_rollback() {
     .await;
     assert_refused(
         "Encrypt under a disabled key served enabled",
-        kms.encrypt().key_id(&key).plaintext(Blob::new(b"x".to_vec())).send().await,
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
         &format!("key/{}", key_record(&key)),
     );
     service.host().honest();
@@ -179,13 +191,21 @@ async fn key_state_changes_are_not_undone_by_a_rollback() {
     roll_back_after(&service, "key", &key_record(&key), async {
         must(
             "ScheduleKeyDeletion",
-            kms.schedule_key_deletion().key_id(&key).pending_window_in_days(7).send().await,
+            kms.schedule_key_deletion()
+                .key_id(&key)
+                .pending_window_in_days(7)
+                .send()
+                .await,
         );
     })
     .await;
     assert_refused(
         "Encrypt under a key pending deletion served enabled",
-        kms.encrypt().key_id(&key).plaintext(Blob::new(b"x".to_vec())).send().await,
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
         &format!("key/{}", key_record(&key)),
     );
     service.host().honest();
@@ -217,8 +237,9 @@ async fn key_state_changes_are_not_undone_by_a_rollback() {
 
     // DeleteKeyPolicyModule: the module removed comes back.
     let key = create_key(&kms, "with a module").await;
-    let wasm = wat::parse_file(keyward_test_support::policies::workspace_root().join("tests/data/policy_allow_all.wat"))
-        .expect("the allow-all module parses");
+    let wasm =
+        wat::parse_file(keyward_test_support::policies::workspace_root().join("tests/data/policy_allow_all.wat"))
+            .expect("the allow-all module parses");
     let put = service
         .signed_call(
             "Keyward.PutKeyPolicyModule",
@@ -262,11 +283,9 @@ async fn deleted_imported_key_material_stays_deleted_under_a_rollback() {
             .send()
             .await,
     );
-    let wrapped = keyward_sdk::import::wrap_key_material(
-        params.public_key().expect("public key").as_ref(),
-        &random_bytes(32),
-    )
-    .expect("wraps");
+    let wrapped =
+        keyward_sdk::import::wrap_key_material(params.public_key().expect("public key").as_ref(), &random_bytes(32))
+            .expect("wraps");
     must(
         "ImportKeyMaterial",
         kms.import_key_material()
@@ -287,7 +306,11 @@ async fn deleted_imported_key_material_stays_deleted_under_a_rollback() {
     .await;
     assert_refused(
         "Encrypt with revoked material served back",
-        kms.encrypt().key_id(&key).plaintext(Blob::new(b"x".to_vec())).send().await,
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
         &format!("key/{}", key_record(&key)),
     );
 }
@@ -307,7 +330,11 @@ async fn a_disabled_tenant_stays_disabled_under_a_rollback() {
     .await;
     assert_refused(
         "Encrypt by a disabled tenant served enabled",
-        kms.encrypt().key_id(&key).plaintext(Blob::new(b"x".to_vec())).send().await,
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
         &format!("tenant/{ACCOUNT}"),
     );
 }
@@ -340,7 +367,11 @@ async fn rolling_back_the_index_with_the_record_is_a_rollback_too() {
     let counted = service.enclave().status().metrics.freshness_violations.rollback;
     assert_refused(
         "Encrypt with the key and its index rolled back",
-        kms.encrypt().key_id(&key).plaintext(Blob::new(b"x".to_vec())).send().await,
+        kms.encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
         &format!("index/{ACCOUNT}/root"),
     );
     assert!(service.enclave().status().metrics.freshness_violations.rollback > counted);

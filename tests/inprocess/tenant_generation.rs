@@ -65,7 +65,7 @@ fn global(namespace: &str, key: &str) -> bool {
     }
 }
 
-type Records = Vec<((String, String), (u64, Option<Vec<u8>>))>;
+type Records = Vec<keyward_enclave::store::StoredRecord>;
 
 /// Puts every global record back as it was in `before`: a host restoring an
 /// older copy of that part of its store, consistently (index included).
@@ -96,7 +96,10 @@ async fn a_tenant_record_destroyed_by_the_host_is_not_free_to_create_again() {
         .await;
     assert_eq!(again.status, 500, "{}", String::from_utf8_lossy(&again.body));
     let message = again.json()["message"].as_str().unwrap_or_default().to_owned();
-    assert!(message.contains(&format!("tenant/{TENANT}")) && message.contains("omission"), "{message}");
+    assert!(
+        message.contains(&format!("tenant/{TENANT}")) && message.contains("omission"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

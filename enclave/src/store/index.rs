@@ -323,7 +323,12 @@ impl Index {
 
     /// The epoch of `scope` as last verified (0: never read, or no root).
     pub fn scope_epoch(&self, scope: &str) -> u64 {
-        let slot = self.slots.lock().unwrap_or_else(PoisonError::into_inner).get(scope).cloned();
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(scope)
+            .cloned();
         slot.and_then(|s| s.lock().as_ref().map(|st| st.version)).unwrap_or(0)
     }
 
@@ -364,13 +369,7 @@ impl Index {
     }
 
     /// Counts and logs a detected violation; the error to answer with.
-    pub fn violation(
-        &self,
-        kind: Violation,
-        record: &str,
-        expected: String,
-        served: String,
-    ) -> super::StoreError {
+    pub fn violation(&self, kind: Violation, record: &str, expected: String, served: String) -> super::StoreError {
         self.violations[kind.slot()].fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             kind = kind.label(),

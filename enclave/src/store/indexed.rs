@@ -163,11 +163,7 @@ impl Records<'_> {
 
     /// Reads the root of `scope` unless this enclave holds one (stale or not).
     async fn known_root(&self, index: &Index, scope: &str) -> Result<(), StoreError> {
-        let known = index
-            .slot(scope)
-            .lock()
-            .as_ref()
-            .is_some_and(|s| s.confirmed.is_some());
+        let known = index.slot(scope).lock().as_ref().is_some_and(|s| s.confirmed.is_some());
         if !known {
             self.read_root(index, scope).await?;
         }
@@ -352,7 +348,11 @@ impl Records<'_> {
             return Ok(entries);
         };
         let full = entries.len() >= limit as usize;
-        let upper = if full { entries.last().map(|e| e.key.clone()) } else { None };
+        let upper = if full {
+            entries.last().map(|e| e.key.clone())
+        } else {
+            None
+        };
         let listed: HashSet<String> = entries.iter().map(|e| e.key.clone()).collect();
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -544,7 +544,9 @@ impl Records<'_> {
             for (b, mut bucket) in buckets {
                 let key = bucket_key(scope, b);
                 let next = bucket.version + 1;
-                let bytes = self.sealer.seal(NAMESPACE, &key, next, &encode(&key, &bucket.entries)?)?;
+                let bytes = self
+                    .sealer
+                    .seal(NAMESPACE, &key, next, &encode(&key, &bucket.entries)?)?;
                 plan.ops.push(StoreWrite::Put {
                     namespace: NAMESPACE.into(),
                     key,

@@ -20,6 +20,9 @@ struct Slot {
 
 type Map = BTreeMap<(String, String), Slot>;
 
+/// A record as [`MemoryStore::records`] lists it: (namespace, key), (version, bytes).
+pub type StoredRecord = ((String, String), (u64, Option<Vec<u8>>));
+
 #[derive(Default)]
 pub struct MemoryStore {
     map: Mutex<Map>,
@@ -85,7 +88,7 @@ impl MemoryStore {
     }
 
     /// Every record identity with its version and bytes, in key order.
-    pub fn records(&self) -> Vec<((String, String), (u64, Option<Vec<u8>>))> {
+    pub fn records(&self) -> Vec<StoredRecord> {
         self.lock()
             .iter()
             .map(|(id, slot)| (id.clone(), (slot.version, slot.value.clone())))

@@ -34,8 +34,8 @@ mod memory;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use keyward_wire::{Expected, StoreOp, StoreResult, StoreWrite};
 use serde::Serialize;
@@ -44,7 +44,7 @@ use serde::de::DeserializeOwned;
 pub use cache::RecordCache;
 pub use index::Index;
 pub use indexed::genesis;
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, StoredRecord};
 
 use crate::seal::{SealError, Sealer};
 

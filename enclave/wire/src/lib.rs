@@ -23,8 +23,8 @@ mod status;
 mod stream;
 pub use operation::{Operation, actions};
 pub use status::{
-    EnclaveStatus, FreshnessViolations, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot, RequestCount,
-    operation_label, outcome_label,
+    EnclaveStatus, FreshnessViolations, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot,
+    RequestCount, operation_label, outcome_label,
 };
 pub use stream::{MAX_STREAM_ADDR, STREAM_MAGIC, encode_stream_header, read_stream_header};
 

@@ -185,8 +185,7 @@ async fn a_mock_root_key_wrapped_by_the_old_code_still_unwraps() {
     // A store with a root key has the genesis root of its index (written
     // with the root key since issue 19).
     let known = crate::bootstrap::Keyring::new(crate::secret::Key256::from_slice(&unhex(OLD_ROOT)).expect("32 bytes"));
-    let (key, value) =
-        crate::store::genesis(&known.sealer, crate::store::index::GLOBAL, 1).expect("genesis");
+    let (key, value) = crate::store::genesis(&known.sealer, crate::store::index::GLOBAL, 1).expect("genesis");
     let put = StoreOp::Put {
         namespace: crate::store::index::NAMESPACE.into(),
         key,
