@@ -322,7 +322,7 @@ impl Enclave {
             && let Some((scope, "root")) = key.split_once('/')
             && let Some(keyring) = self.keyring.get()
         {
-            keyring.index.expire(Some(scope));
+            keyring.index.hint(scope, version);
         }
     }
 

@@ -368,6 +368,23 @@ impl Index {
         }
     }
 
+    /// A hint that the root of `scope` is at `version` (untrusted): makes
+    /// it be re-read before its next use if this enclave knows an older one.
+    pub fn hint(&self, scope: &str, version: u64) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(scope)
+            .cloned();
+        if let Some(slot) = slot
+            && let Some(state) = slot.lock().as_mut()
+            && state.version < version
+        {
+            state.confirmed = None;
+        }
+    }
+
     /// Counts and logs a detected violation; the error to answer with.
     pub fn violation(&self, kind: Violation, record: &str, expected: String, served: String) -> super::StoreError {
         self.violations[kind.slot()].fetch_add(1, Ordering::Relaxed);
