@@ -335,7 +335,9 @@ impl Records<'_> {
     /// Checks a listing page against the index: every entry current (a
     /// newer one replaces it, one deleted meanwhile is dropped), and, for a
     /// listing within one scope, no record the index holds in the range
-    /// left out.
+    /// left out. `before`: the version of the scope's root read just before
+    /// the page was fetched, if it was. `None` back: list again, after a
+    /// read of the root ([`Records::listing_scope_root`]).
     pub(super) async fn verify_page(
         &self,
         namespace: &str,
@@ -343,9 +345,10 @@ impl Records<'_> {
         start_after: Option<&str>,
         limit: u32,
         entries: Vec<VersionedEntry>,
-    ) -> Result<Vec<VersionedEntry>, StoreError> {
+        before: Option<u64>,
+    ) -> Result<Option<Vec<VersionedEntry>>, StoreError> {
         let Some(index) = self.index else {
-            return Ok(entries);
+            return Ok(Some(entries));
         };
         let full = entries.len() >= limit as usize;
         let upper = if full {
@@ -379,48 +382,62 @@ impl Records<'_> {
             }
         }
         let Some(scope) = index::listing_scope(namespace, prefix) else {
-            return Ok(out);
+            return Ok(Some(out));
         };
-        self.ensure_root(index, &scope).await?;
-        let mut tries = 0;
-        while !self.load_all_buckets(index, &scope).await? {
-            tries += 1;
-            if tries >= SANDWICH_TRIES {
-                return Err(StoreError::Conflict {
-                    record: format!("{NAMESPACE}/{}", buckets_prefix(&scope)),
-                    expected: 0,
-                    found: 0,
-                });
+        // With `before`, the page was fetched after a read of the root at
+        // `before`; read it again: unchanged, the page must be complete.
+        let after = match before {
+            Some(_) => Some(self.read_root(index, &scope).await?.0),
+            None => {
+                self.ensure_root(index, &scope).await?;
+                None
             }
+        };
+        if !self.load_all_buckets(index, &scope).await? {
+            return Ok(None);
         }
         let wanted = format!("{namespace}/{prefix}");
-        let held: BTreeSet<String> = {
+        let (missing, at) = {
             let slot = index.slot(&scope);
             let state = slot.lock();
             let Some(state) = state.as_ref() else {
-                return Ok(out);
+                return Ok(Some(out));
             };
-            (0..=u8::MAX)
+            let missing: BTreeMap<String, u64> = (0..=u8::MAX)
                 .filter_map(|b| state.bucket(b))
-                .flat_map(|b| b.entries.keys())
-                .filter(|id| id.starts_with(&wanted))
-                .map(|id| id[namespace.len() + 1..].to_owned())
-                .filter(|k| start_after.is_none_or(|a| k.as_str() > a))
-                .filter(|k| upper.as_deref().is_none_or(|u| k.as_str() <= u))
-                .filter(|k| !listed.contains(k))
-                .collect()
+                .flat_map(|b| b.entries.iter())
+                .filter(|(id, _)| id.starts_with(&wanted))
+                .map(|(id, e)| (id[namespace.len() + 1..].to_owned(), e.version))
+                .filter(|(k, _)| start_after.is_none_or(|a| k.as_str() > a))
+                .filter(|(k, _)| upper.as_deref().is_none_or(|u| k.as_str() <= u))
+                .filter(|(k, _)| !listed.contains(k))
+                .collect();
+            (missing, state.version)
         };
-        for key in held {
-            if let (version, Some(_)) = self.fetch_verified(namespace, &key).await? {
-                return Err(index.violation(
-                    Violation::Omission,
-                    &format!("{namespace}/{key}"),
-                    format!("version {version} in the listing of {namespace}/{prefix}"),
-                    "left out of the listing".into(),
-                ));
-            }
+        let Some((key, version)) = missing.into_iter().next() else {
+            return Ok(Some(out));
+        };
+        match (before, after) {
+            // The root did not move around the page: the host left it out.
+            (Some(b), Some(a)) if a == b && at == a => Err(index.violation(
+                Violation::Omission,
+                &format!("{namespace}/{key}"),
+                format!("version {version} in the listing of {namespace}/{prefix}"),
+                "left out of the listing".into(),
+            )),
+            // Perhaps written after the page was read: list again between
+            // two reads of the root.
+            _ => Ok(None),
         }
-        Ok(out)
+    }
+
+    /// Reads the root of the scope a listing lies in (before fetching its
+    /// page again); `None` when it lies in none or there is no index.
+    pub(super) async fn listing_scope_root(&self, namespace: &str, prefix: &str) -> Result<Option<u64>, StoreError> {
+        match (self.index, index::listing_scope(namespace, prefix)) {
+            (Some(index), Some(scope)) => Ok(Some(self.read_root(index, &scope).await?.0)),
+            _ => Ok(None),
+        }
     }
 
     /// Loads every bucket of `scope` its root names that is not loaded;

@@ -491,25 +491,45 @@ impl<'a> Records<'a> {
         limit: u32,
     ) -> Result<Vec<(String, Result<T, StoreError>)>, StoreError> {
         let limit = limit.min(MAX_LIST);
-        let op = StoreOp::ListVersioned {
-            namespace: namespace.into(),
-            prefix: prefix.into(),
-            start_after: start_after.map(str::to_owned),
-            limit,
+        let mut before = None;
+        let mut tries = 0;
+        let entries = loop {
+            let op = StoreOp::ListVersioned {
+                namespace: namespace.into(),
+                prefix: prefix.into(),
+                start_after: start_after.map(str::to_owned),
+                limit,
+            };
+            let entries = match self.transport.call(op).await? {
+                StoreResult::Records { entries, .. } => entries,
+                StoreResult::Error(e) => return Err(StoreError::Host(e)),
+                other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
+            };
+            check_page(
+                entries.iter().map(|e| e.key.as_str()),
+                entries.len(),
+                prefix,
+                start_after,
+                limit,
+            )?;
+            if let Some(entries) = self
+                .verify_page(namespace, prefix, start_after, limit, entries, before)
+                .await?
+            {
+                break entries;
+            }
+            // The index holds a record the page does not: list again between
+            // two reads of the scope's root (bounded; then a conflict).
+            tries += 1;
+            if tries > 4 {
+                return Err(StoreError::Conflict {
+                    record: format!("{namespace}/{prefix}"),
+                    expected: 0,
+                    found: 0,
+                });
+            }
+            before = self.listing_scope_root(namespace, prefix).await?;
         };
-        let entries = match self.transport.call(op).await? {
-            StoreResult::Records { entries, .. } => entries,
-            StoreResult::Error(e) => return Err(StoreError::Host(e)),
-            other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
-        };
-        check_page(
-            entries.iter().map(|e| e.key.as_str()),
-            entries.len(),
-            prefix,
-            start_after,
-            limit,
-        )?;
-        let entries = self.verify_page(namespace, prefix, start_after, limit, entries).await?;
         Ok(entries
             .into_iter()
             .map(|entry| {
