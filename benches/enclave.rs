@@ -383,7 +383,7 @@ fn bench_ctx<'a>(
     enclave: &'a keyward_enclave::Enclave,
     store: &'a keyward_enclave::store::MemoryStore,
 ) -> keyward_enclave::api::Ctx<'a> {
-    let keyring = runtime.block_on(enclave.keyring(store)).expect("keyring");
+    let keyring = runtime.block_on(enclave.ready_for_tests(store)).expect("keyring");
     keyward_enclave::api::Ctx::new(
         enclave,
         keyring,

@@ -12,6 +12,8 @@ use keyward_enclave::config::{
     ENV_DEV_SECRET_ACCESS_KEY, valid_access_key_id, valid_tenant_id,
 };
 use keyward_proxy::{EnclaveEndpoint, ForwardConfig, Proxy, ProxyConfig, StoreLocation};
+
+use crate::dev_custody::{DevCustodian, Outcome};
 use tokio::sync::watch;
 
 /// Options of `keyward dev`, validated.
@@ -36,6 +38,9 @@ pub struct DevOptions {
     pub memory_budget: Option<u64>,
     /// PCR values of the mock NSM, `INDEX=HEX`.
     pub mock_pcrs: Vec<String>,
+    /// The dev custodian's directory (`None`: `<data_dir>/dev-custodian`;
+    /// [`crate::dev_custody`]).
+    pub dev_custodian_dir: Option<PathBuf>,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -69,8 +74,16 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let operator = dev_credential(ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY)?;
     let socket = data_dir.join("enclave.sock");
     let exe = std::env::current_exe().context("locating the keyward executable")?;
+    let custodian = DevCustodian::new(
+        options.dev_custodian_dir.clone(),
+        &data_dir,
+        &options.mock_pcrs,
+        options.mock_clock_offset,
+    )?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Counts enclave process starts: each new one starts sealed.
+    let (starts_tx, mut starts) = watch::channel(0u64);
     let supervisor = tokio::spawn(supervise(
         exe,
         enclave_args(&socket, &data_dir, &options),
@@ -84,6 +97,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             ),
         ],
         stop_rx.clone(),
+        starts_tx,
     ));
 
     let streams = keyward_enclave::config::default_tls_socket(&socket);
@@ -98,6 +112,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(120),
         },
+        outbound: Vec::new(),
     })
     .await?;
     let address = proxy.local_addr()?;
@@ -128,23 +143,71 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    // The enclave starts sealed: genesis (first start) or unseal, through
+    // the dev custodian.
+    let endpoint = local_endpoint(address, &options);
+    starts.borrow_and_update();
+    let ceremony = async {
+        let ready = custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?;
+        persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
+            .await
+            .map(|status| (ready.outcome, status))
+    };
+    let (outcome, status) = tokio::select! {
+        result = ceremony => match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                let _ = supervisor.await;
+                return Err(e);
+            }
+        },
+        () = keyward_proxy::stop_signal() => {
+            let _ = stop_tx.send(true);
+            let _ = supervisor.await;
+            return Ok(());
+        }
+    };
+    tracing::warn!("{}", custodian.warning());
     // The enclave CA certificate, what clients trust (`--ca-bundle`).
-    let status = link
-        .status(Duration::from_secs(10))
-        .await
-        .map_err(|e| anyhow::anyhow!("the enclave's status: {e}"))?;
-    if status.ca_certificate_pem.is_empty() {
-        let _ = stop_tx.send(true);
-        anyhow::bail!("the enclave has no TLS identity");
-    }
     let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
     print_banner(address, admin, &ca_path, &status, &options, &credential, &operator);
+    println!();
+    println!(
+        "{} ({})",
+        custodian.warning(),
+        match outcome {
+            Outcome::Genesis => "a new deployment was created",
+            Outcome::Unsealed | Outcome::AlreadyReady => "unsealed with it",
+        }
+    );
+    println!("Keyward is ready at {}", endpoint_url(address, &options));
+
+    // A crashed enclave is restarted sealed: unseal it again.
+    let keeper = {
+        let link = std::sync::Arc::clone(&link);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = starts.changed() => if changed.is_err() { return },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                starts.borrow_and_update();
+                match custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await {
+                    Ok(_) => tracing::info!("the restarted enclave was unsealed by the dev custodian"),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "the restarted enclave stays sealed"),
+                }
+            }
+        })
+    };
 
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     let served = server.await;
     let _ = supervisor.await;
+    keeper.abort();
     match served {
         Ok(result) => result.map_err(Into::into),
         Err(e) => Err(anyhow::anyhow!("proxy task failed: {e}")),
@@ -186,8 +249,53 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
     .collect()
 }
 
-/// Runs the enclave child until told to stop, restarting it whenever it dies.
-async fn supervise(exe: PathBuf, args: Vec<String>, env: [(&'static str, String); 4], mut stop: watch::Receiver<bool>) {
+/// The enclave's status once it is Ready and serves its persistent TLS
+/// identity (a sealed record, loaded once the root is there) rather than
+/// `sealed_ca_pem`, the in-memory one of the sealed state. A fresh
+/// connection makes an enclave that has not loaded it yet do so.
+async fn persistent_status(
+    link: &keyward_proxy::EnclaveLink,
+    endpoint: &str,
+    sealed_ca_pem: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<keyward_wire::EnclaveStatus> {
+    const TICK: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = link
+            .status(Duration::from_secs(10))
+            .await
+            .map_err(|e| anyhow::anyhow!("the enclave's status: {e}"))?;
+        if status.health == "ok"
+            && !status.ca_certificate_pem.is_empty()
+            && Some(status.ca_certificate_pem.as_str()) != sealed_ca_pem
+        {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("the enclave did not serve its TLS identity within {timeout:?} of becoming ready");
+        }
+        // A new connection (whatever its handshake's outcome) has the
+        // enclave load its identity.
+        if let Ok(probe) = keyward_sdk::Client::unauthenticated(endpoint) {
+            let _ = probe
+                .with_timeout(Duration::from_secs(5))
+                .get_unseal_document(b"probe")
+                .await;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// Runs the enclave child until told to stop, restarting it whenever it
+/// dies; `starts` counts the processes started.
+async fn supervise(
+    exe: PathBuf,
+    args: Vec<String>,
+    env: [(&'static str, String); 4],
+    mut stop: watch::Receiver<bool>,
+    starts: watch::Sender<u64>,
+) {
     let mut quick_failures = 0u32;
     loop {
         if *stop.borrow() {
@@ -212,6 +320,7 @@ async fn supervise(exe: PathBuf, args: Vec<String>, env: [(&'static str, String)
         // Standard input stays open while we live: the child exits when it closes.
         let stdin = child.stdin.take();
         println!("enclave process started: pid {}", child.id().unwrap_or(0));
+        starts.send_modify(|n| *n += 1);
         let exited = tokio::select! {
             status = child.wait() => Some(status),
             _ = stop.wait_for(|s| *s) => None,
@@ -355,8 +464,23 @@ fn print_banner(
     println!();
     println!("The enclave CA certificate ({}):", ca_path.display());
     print!("{}", status.ca_certificate_pem);
-    println!();
-    println!("Keyward is ready at {endpoint}");
+}
+
+/// Where this launcher reaches its own endpoint: `https://127.0.0.1:PORT`
+/// (or `[::1]`) for an unspecified listen address when the certificate
+/// names it (no `--tls-name`, or one of them is that address), else
+/// [`endpoint_url`].
+fn local_endpoint(address: SocketAddr, options: &DevOptions) -> String {
+    if address.ip().is_unspecified() {
+        let loopback = if address.is_ipv4() { "127.0.0.1" } else { "::1" };
+        if options.tls_names.is_empty() || options.tls_names.iter().any(|n| n == loopback) {
+            return match address {
+                SocketAddr::V4(_) => format!("https://{loopback}:{}", address.port()),
+                SocketAddr::V6(_) => format!("https://[{loopback}]:{}", address.port()),
+            };
+        }
+    }
+    endpoint_url(address, options)
 }
 
 /// `https://HOST:PORT`: an unspecified listen address is shown as the

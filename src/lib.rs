@@ -9,3 +9,4 @@
 #![forbid(unsafe_code)]
 
 pub mod dev;
+pub mod dev_custody;

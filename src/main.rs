@@ -62,6 +62,13 @@ enum Command {
         /// A PCR value of the mock NSM, `INDEX=HEX` (repeatable).
         #[arg(long = "mock-pcr", value_name = "INDEX=HEX")]
         mock_pcrs: Vec<String>,
+        /// The dev custodian's directory: its key (created on first start,
+        /// mode 0600) and share package, with which every start unseals the
+        /// enclave. Default: `<DATA_DIR>/dev-custodian`. A node started on
+        /// another node's `--store` (a cluster) needs that node's
+        /// directory. Development only: whoever reads it can unseal.
+        #[arg(long, value_name = "DIR")]
+        dev_custodian_dir: Option<PathBuf>,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
@@ -98,6 +105,7 @@ fn main() -> std::process::ExitCode {
             tenant_rate_limit,
             memory_budget,
             mock_pcrs,
+            dev_custodian_dir,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             admin_listen,
@@ -110,6 +118,7 @@ fn main() -> std::process::ExitCode {
             tenant_rate_limit,
             memory_budget,
             mock_pcrs,
+            dev_custodian_dir,
         })),
         Command::Proxy(args) => match args.validate() {
             Ok(config) => runtime.block_on(keyward_proxy::run(config)).map_err(Into::into),

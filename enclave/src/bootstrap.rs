@@ -1,22 +1,30 @@
-//! Boot: obtain the root key, then make sure the bootstrap tenant exists.
+//! Start-up: the enclave starts **Sealed** and gets its root key only
+//! through its custody (docs/custody.md): *genesis* on the first start of
+//! a deployment, an *unseal* (M custodians' shares) on every later start.
+//! The same code runs in mock and nitro mode; only the NSM and the
+//! attestation root under it differ.
 //!
-//! * **Mock mode** keeps the root key in the host store wrapped by a fixed,
-//!   published dev-only key ([`MOCK_WRAPPING_CONTEXT`]); anyone with the data
-//!   dir can unwrap it. That is what mock mode is for, and it says so loudly.
-//! * **Nitro mode** generates the root key from the NSM and keeps it in memory
-//!   only, until the attested unseal capability lands: nothing it seals
-//!   survives a restart, and it never accepts a mock-wrapped root key.
-//!
-//! An existing root-key record that does not unwrap is fatal: the enclave never
-//! replaces it, because that would silently orphan every record sealed under it.
+//! * [`read_custody`] reads the boot record (`boot/custody`, raw: it is not
+//!   sealed, it is read before any key exists) and gives the state at start.
+//!   No record over a store that already holds sealed records is **never**
+//!   genesis (that would orphan every record): Sealed, saying the boot
+//!   record is missing. A data directory of the older mock format (a root
+//!   key wrapped by a public dev-only key, `boot/root-key`) is refused with
+//!   a message to start afresh.
+//! * [`genesis`] and [`unseal`] are the only ways to a [`Keyring`]; the
+//!   caller keeps it once they return one (Ready). A refusal leaves the
+//!   state Sealed with the reason, never half-unsealed.
 
 use keyward_wire::{StoreOp, StoreResult};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::auth::credentials::{self, CredentialRecord, Role};
-use crate::config::{DevCredential, Mode};
-use crate::keys::aead::{self, NONCE_LEN, TAG_LEN};
+use crate::config::DevCredential;
+use crate::custody::genesis::ShamirGenesis;
+use crate::custody::record::{self, BootRecord, CustodyMethod};
+use crate::custody::session::{UnsealProgress, UnsealSession};
+use crate::custody::state::CustodyState;
+use crate::custody::{CustodyError, deployment_hex};
 use crate::keys::hierarchy::Hierarchy;
 use crate::keystore::tenants;
 use crate::nsm::Nsm;
@@ -25,30 +33,57 @@ use crate::secret::Key256;
 use crate::store::index::GLOBAL;
 use crate::store::{Index, Records, StoreError, StoreTransport};
 
-/// Store namespace for boot records (not sealed by the sealing key: they hold it).
+/// Store namespace for boot records (not sealed by the sealing key: they
+/// hold what comes before it).
 pub const BOOT_NAMESPACE: &str = "boot";
-const ROOT_KEY_RECORD: &str = "root-key";
+/// The root key of the older mock format (wrapped by a public dev-only key).
+const OLD_ROOT_KEY_RECORD: &str = "root-key";
 const DEV_CREDENTIAL_POINTER: &str = "dev-credential";
 const DEV_OPERATOR_POINTER: &str = "dev-operator-credential";
 
-/// The dev-only wrapping key is SHA-256 of this public string. It protects
-/// nothing against anyone who reads this source; it only keeps the mock root
-/// key from sitting in the data dir as raw bytes.
-pub const MOCK_WRAPPING_CONTEXT: &[u8] = b"keyward/v1/mock-mode-root-key-wrapping/NOT-SECRET/DEV-ONLY";
-const MOCK_AAD: &[u8] = b"keyward/v1/root-key/mock";
-const MOCK_RECORD_VERSION: u8 = 0x4d; // 'M'
+/// Namespaces of sealed records: any entry in one means the store belongs
+/// to a deployment, so a missing boot record is never a new deployment.
+const SEALED_NAMESPACES: &[&str] = &[
+    "key",
+    "cred",
+    "tenant-cred",
+    "tenant",
+    "audit",
+    "alias",
+    "policy",
+    "import",
+    "tls",
+    crate::store::index::NAMESPACE,
+];
+
+/// What an enclave over a data directory of the older mock format answers.
+pub const OLD_DATA_DIR: &str = "this data directory was made by an older Keyward: its root key is wrapped by the \
+     public dev-only key (`boot/root-key`), a format this build no longer reads because it protects nothing. Start \
+     afresh with an empty data directory (`keyward dev --data-dir NEW_DIR`; the keys of the old one cannot be \
+     carried over), or keep running the older Keyward for it.";
+
+/// What an enclave over sealed records without a boot record answers.
+pub const BOOT_RECORD_MISSING: &str = "the boot record is missing (`boot/custody`) but the store already holds \
+     sealed records: refusing to start a new deployment over them, which would orphan every record. Restore the \
+     boot record (or the whole data directory) from a backup (docs/custody.md).";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BootError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the stored root key does not unwrap; refusing to replace it (data dir from another build or tampered)")]
-    RootKeyForged,
     #[error("the NSM failed: {0}")]
     Nsm(#[from] crate::nsm::NsmError),
-    #[error("the new root key could not be wrapped")]
-    RootKeyWrap,
+    /// No root yet: what the enclave waits for (the 503's message).
+    #[error("{0}")]
+    Sealed(String),
+    /// A custody step refused (a wrong share, bad genesis parameters, …).
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
+    /// A custody operation that does not apply to the current state
+    /// (genesis of an initialised deployment, an unseal while Ready, …).
+    #[error("{0}")]
+    NotNow(String),
 }
 
 /// Everything keyed by the root: derived keys and the sealer.
@@ -81,148 +116,464 @@ struct DevPointer {
     access_key_id: String,
 }
 
-pub async fn boot(
-    mode: Mode,
-    nsm: &dyn Nsm,
-    transport: &dyn StoreTransport,
-    dev: Option<&DevCredential>,
-    operator: Option<&DevCredential>,
-    now: i64,
-) -> Result<Keyring, BootError> {
-    let keyring = match mode {
-        Mode::Mock => mock_root_key(nsm, transport, 2).await?,
-        Mode::Nitro => {
-            tracing::warn!(
-                "nitro mode: root key is ephemeral until attested unseal is configured; records do not survive a restart"
-            );
-            let mut bytes = [0u8; 32];
-            nsm.fill_random(&mut bytes)?;
-            let keyring = Keyring::new(Key256::from_bytes(bytes));
-            // Nothing of an earlier boot opens under this root: the index
-            // starts again over whatever root record is there.
-            let key = crate::store::index::root_key(GLOBAL);
-            let version = match transport
-                .call(StoreOp::GetVersioned {
-                    namespace: crate::store::index::NAMESPACE.into(),
-                    key: key.clone(),
-                })
-                .await?
-            {
-                StoreResult::Versioned { version, .. } => version,
-                other => return Err(StoreError::Protocol(format!("index root read answered {other:?}")).into()),
-            };
-            let (key, value) = crate::store::genesis(&keyring.sealer, GLOBAL, version + 1)?;
-            let put = StoreOp::CasPut {
-                namespace: crate::store::index::NAMESPACE.into(),
-                key,
-                expected: keyward_wire::Expected::Version(version),
-                value,
-            };
-            match transport.call(put).await? {
-                StoreResult::Committed(_) => {}
-                other => return Err(StoreError::Protocol(format!("index root write answered {other:?}")).into()),
+/// The enclave's custody at run time: the state, the boot record it read
+/// (or wrote at genesis), and the current unseal session of a Shamir
+/// custody (its key exists in memory only).
+#[derive(Debug)]
+pub struct Custody {
+    pub state: CustodyState,
+    pub record: Option<BootRecord>,
+    pub session: Option<UnsealSession>,
+}
+
+/// The dev credentials `keyward dev` provisions (mock mode) each time the
+/// enclave becomes Ready.
+#[derive(Clone, Copy)]
+pub struct DevCredentials<'a> {
+    pub tenant: Option<&'a DevCredential>,
+    pub operator: Option<&'a DevCredential>,
+}
+
+/// Reads the boot record through `transport` and gives the custody at
+/// start: awaiting genesis (no record, an empty store), awaiting shares
+/// (Shamir, with a fresh unseal session), awaiting the custody service
+/// (KMS), or sealed for good (unreadable record, missing record over
+/// sealed records, old mock format).
+pub async fn read_custody(nsm: &dyn Nsm, transport: &dyn StoreTransport) -> Result<Custody, BootError> {
+    let custody = match get_raw(transport, record::NAMESPACE, record::RECORD_KEY).await? {
+        Some(bytes) => match BootRecord::decode(&bytes) {
+            Ok(record) => {
+                let state = CustodyState::at_start(Ok(Some(&record)));
+                let session = match record.custody {
+                    CustodyMethod::Shamir { .. } => Some(UnsealSession::start(&record, nsm)?),
+                    CustodyMethod::Kms { .. } => None,
+                };
+                tracing::info!(
+                    deployment = %deployment_hex(&record.deployment_id),
+                    custody = record.custody.name(),
+                    "sealed: waiting to be unsealed"
+                );
+                Custody {
+                    state,
+                    record: Some(record),
+                    session,
+                }
             }
-            keyring
+            Err(e) => {
+                tracing::error!(error = %e, "sealed: the boot record cannot be read");
+                Custody {
+                    state: CustodyState::at_start(Err(&e)),
+                    record: None,
+                    session: None,
+                }
+            }
+        },
+        None => {
+            let state = if get_raw(transport, BOOT_NAMESPACE, OLD_ROOT_KEY_RECORD).await?.is_some() {
+                tracing::error!("sealed: a data directory of the older mock format (boot/root-key)");
+                CustodyState::unusable(OLD_DATA_DIR.to_owned())
+            } else if holds_sealed_records(transport).await? {
+                tracing::error!("sealed: no boot record, but the store holds sealed records");
+                CustodyState::unusable(BOOT_RECORD_MISSING.to_owned())
+            } else {
+                tracing::info!("sealed: a new deployment, waiting for genesis (kmsctl init)");
+                CustodyState::at_start(Ok(None))
+            };
+            Custody {
+                state,
+                record: None,
+                session: None,
+            }
         }
     };
-    let records = keyring.records(transport);
-    // The global index root must exist; with it known, every later read is
-    // checked against it (a hidden root is an omission from now on).
+    Ok(custody)
+}
+
+/// What genesis gives: the keyring (the root stays in it) and the answer.
+pub struct Genesis {
+    pub keyring: Keyring,
+    pub answer: GenesisAnswer,
+}
+
+/// What genesis answers: nothing secret (the shares and the operator's
+/// secret travel only sealed to their holders).
+#[derive(Debug)]
+pub struct GenesisAnswer {
+    pub record: BootRecord,
+    pub packages: Vec<keyward_custody::share::SharePackage>,
+    pub operator: Option<keyward_custody::operator::OperatorCredentialPackage>,
+}
+
+/// Where an unseal stands after an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsealAnswer {
+    pub received: usize,
+    pub threshold: usize,
+    pub ready: bool,
+}
+
+/// Genesis of a Shamir custody, only while awaiting it: a new root split
+/// among the custodians, the boot record stored (compare-and-swap on its
+/// absence: of two racing geneses one wins), the operator's first
+/// credential stored under the new root, the dev credentials (mock mode).
+/// `custody` is Ready afterwards; on any refusal it is unchanged.
+pub async fn genesis(
+    custody: &mut Custody,
+    request: &ShamirGenesis,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Genesis, BootError> {
+    may_start_genesis(custody, transport).await?;
+    let outcome = crate::custody::genesis::genesis(request, nsm, now).map_err(|e| {
+        tracing::warn!(error = %e, "genesis: refused; still awaiting genesis");
+        custody.state.refused(&e, 0);
+        e
+    })?;
+    commit_genesis(custody, outcome, nsm, transport, dev, now).await
+}
+
+/// Genesis of a KMS custody (`--custody kms`), only while awaiting it: the
+/// custody key service generates the root and releases it to this enclave
+/// (`custody::kms::genesis`); then as [`genesis`].
+pub async fn kms_genesis(
+    custody: &mut Custody,
+    request: &crate::custody::kms::KmsGenesis,
+    service: &dyn crate::custody::kms::KeyService,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Genesis, BootError> {
+    may_start_genesis(custody, transport).await?;
+    let outcome = crate::custody::kms::genesis(request, service, nsm, now).await?;
+    commit_genesis(custody, outcome, nsm, transport, dev, now).await
+}
+
+/// Unseal by the custody key service (`--custody kms`): `Decrypt` with a
+/// Recipient, the root checked against the commitment, then Ready with
+/// this keyring. A refusal or an unreachable service leaves the custody
+/// Sealed with the reason (shown in the 503 message) and is logged.
+pub async fn kms_unseal(
+    custody: &mut Custody,
+    service: &dyn crate::custody::kms::KeyService,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Keyring, BootError> {
+    let Some(record) = custody.record.as_ref() else {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    };
+    if !matches!(record.custody, CustodyMethod::Kms { .. }) || custody.state.is_ready() {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    }
+    let root = match crate::custody::kms::unseal(record, service, nsm).await {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!(error = %e, "unseal by the custody key service failed; still sealed");
+            let _ = custody.state.custody_service_failed(e.to_string());
+            return Err(e.into());
+        }
+    };
+    let keyring = Keyring::new(root);
+    {
+        let records = keyring.records(transport);
+        if let Err(e) = start_ready(&records, nsm, dev, now).await {
+            let _ = custody
+                .state
+                .custody_service_failed(format!("the root matched but start-up failed: {e}"));
+            return Err(e);
+        }
+    }
+    custody
+        .state
+        .unsealed(record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "unsealed by the custody key service: ready");
+    Ok(keyring)
+}
+
+/// Cluster join: a Ready peer released the root in `package` to
+/// `session`; it must match the boot record's commitment. Then Ready with
+/// this keyring; a refusal leaves the custody Sealed with the reason.
+pub async fn joined(
+    custody: &mut Custody,
+    session: crate::custody::join::JoinSession,
+    package: &[u8],
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Keyring, BootError> {
+    let Some(record) = custody.record.as_ref() else {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    };
+    let root = match session.finish(package, record) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster join: the released root was refused; still sealed");
+            custody.state.refused(&e, 0);
+            return Err(e.into());
+        }
+    };
+    let keyring = Keyring::new(root);
+    {
+        let records = keyring.records(transport);
+        start_ready(&records, nsm, dev, now).await?;
+    }
+    custody
+        .state
+        .unsealed(record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    custody.session = None;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "joined the cluster: ready");
+    Ok(keyring)
+}
+
+/// The boot record as stored (`None`: none); an unreadable one is an error.
+pub async fn read_boot_record(transport: &dyn StoreTransport) -> Result<Option<BootRecord>, BootError> {
+    match get_raw(transport, record::NAMESPACE, record::RECORD_KEY).await? {
+        Some(bytes) => Ok(Some(BootRecord::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Refuses genesis unless the custody awaits it over an empty store.
+async fn may_start_genesis(custody: &mut Custody, transport: &dyn StoreTransport) -> Result<(), BootError> {
+    if !custody.state.awaits_genesis() {
+        return Err(BootError::NotNow(match &custody.record {
+            Some(record) => format!(
+                "this deployment is already initialised (deployment {}); genesis runs once",
+                deployment_hex(&record.deployment_id)
+            ),
+            None => match custody.state.sealed_response() {
+                Some(sealed) => format!("genesis is refused: {}", sealed.message),
+                None => "this deployment is already initialised; genesis runs once".to_owned(),
+            },
+        }));
+    }
+    // The store was empty at start; make sure it still is.
+    if holds_sealed_records(transport).await? {
+        custody.state = CustodyState::unusable(BOOT_RECORD_MISSING.to_owned());
+        return Err(BootError::NotNow(format!("genesis is refused: {BOOT_RECORD_MISSING}")));
+    }
+    Ok(())
+}
+
+/// Stores a genesis outcome (the boot record by compare-and-swap on its
+/// absence, the operator's credential, the dev credentials) and makes the
+/// custody Ready.
+async fn commit_genesis(
+    custody: &mut Custody,
+    outcome: crate::custody::genesis::GenesisOutcome,
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Genesis, BootError> {
+    let crate::custody::genesis::GenesisOutcome {
+        root,
+        record,
+        packages,
+        operator,
+    } = outcome;
+    let keyring = Keyring::new(root);
+    // The boot record and the genesis root of the authenticated index
+    // (epoch 1) in one atomic batch: a store with a boot record always has
+    // an index root, so a missing one is an omission, refused at unseal.
+    let (index_key, index_root) = crate::store::genesis(&keyring.sealer, GLOBAL, 1)?;
+    let put = StoreOp::Batch {
+        writes: vec![
+            keyward_wire::StoreWrite::Put {
+                namespace: record::NAMESPACE.into(),
+                key: record::RECORD_KEY.into(),
+                expected: keyward_wire::Expected::Absent,
+                value: record.encode()?,
+            },
+            keyward_wire::StoreWrite::Put {
+                namespace: crate::store::index::NAMESPACE.into(),
+                key: index_key,
+                expected: keyward_wire::Expected::Version(0),
+                value: index_root,
+            },
+        ],
+    };
+    match transport.call(put).await? {
+        StoreResult::Committed(_) => {}
+        StoreResult::Conflict { .. } => {
+            return Err(BootError::NotNow(
+                "another node initialised this deployment first; restart this one and unseal it".into(),
+            ));
+        }
+        StoreResult::Error(e) => return Err(StoreError::Host(e).into()),
+        other => return Err(StoreError::Protocol(format!("boot record write answered {other:?}")).into()),
+    }
+    {
+        let records = keyring.records(transport);
+        records.check_genesis().await?;
+        if let Some(grant) = &operator {
+            credentials::store_credential(&records, &grant.record(now)).await?;
+            tracing::info!(access_key_id = %grant.access_key_id, "genesis: the operator's first credential stored");
+        }
+        provision_dev(&records, nsm, dev, now).await?;
+    }
+    custody
+        .state
+        .genesis_complete(&record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    custody.record = Some(record.clone());
+    custody.session = None;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "genesis complete: ready");
+    Ok(Genesis {
+        keyring,
+        answer: GenesisAnswer {
+            record,
+            packages,
+            operator: operator.map(|grant| grant.package.clone()),
+        },
+    })
+}
+
+/// Where an unseal stands after a message was accepted.
+// Built and moved once per accepted unseal message: the size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Unsealed {
+    /// Still sealed: `received` of `threshold` shares.
+    NeedMore { received: usize, threshold: usize },
+    /// The M-th share rebuilt the committed root: Ready with this keyring.
+    Ready(Box<Keyring>),
+}
+
+/// Takes one unseal message of the current session. A refusal is recorded
+/// in the state (shown in the 503 message) and logged; the M-th valid share
+/// makes the custody Ready, only after the root matched the commitment and
+/// the dev credentials (mock mode) are in place.
+pub async fn unseal(
+    custody: &mut Custody,
+    message: &[u8],
+    nsm: &dyn Nsm,
+    transport: &dyn StoreTransport,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Unsealed, BootError> {
+    let (Some(session), Some(record)) = (custody.session.as_mut(), custody.record.as_ref()) else {
+        return Err(BootError::NotNow(not_unsealing(&custody.state)));
+    };
+    let root = match session.accept(message) {
+        Ok(UnsealProgress::NeedMore { received, threshold }) => {
+            custody
+                .state
+                .share_accepted(received, threshold)
+                .map_err(|e| BootError::NotNow(e.to_string()))?;
+            return Ok(Unsealed::NeedMore { received, threshold });
+        }
+        Ok(UnsealProgress::Unsealed(root)) => root,
+        Err(e) => {
+            let received = session.progress().0;
+            tracing::warn!(error = %e, received, "unseal: a message was refused; still sealed");
+            custody.state.refused(&e, received);
+            return Err(e.into());
+        }
+    };
+    let keyring = Keyring::new(root);
+    let provisioned = {
+        let records = keyring.records(transport);
+        start_ready(&records, nsm, dev, now).await
+    };
+    if let Err(e) = provisioned {
+        // The session is spent: a fresh one, so the custodians can retry.
+        tracing::error!(error = %e, "unseal: the root matched but start-up failed; still sealed");
+        custody.session = Some(UnsealSession::start(record, nsm)?);
+        custody.state = CustodyState::at_start(Ok(Some(record)));
+        return Err(e);
+    }
+    custody
+        .state
+        .unsealed(record)
+        .map_err(|e| BootError::NotNow(e.to_string()))?;
+    custody.session = None;
+    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "unsealed: ready");
+    Ok(Unsealed::Ready(Box::new(keyring)))
+}
+
+/// Why there is no unseal session to take a message or give a document.
+pub fn not_unsealing(state: &CustodyState) -> String {
+    if state.is_ready() {
+        "the service is not sealed".to_owned()
+    } else if state.awaits_genesis() {
+        "this deployment has not been initialised: there is nothing to unseal (kmsctl init)".to_owned()
+    } else {
+        match state.sealed_response() {
+            Some(sealed) => format!("there is no unseal session: {}", sealed.message),
+            None => "there is no unseal session".to_owned(),
+        }
+    }
+}
+
+/// What every unseal (shares, custody key service, cluster join) does
+/// before Ready: the global index root must exist (a store with a boot
+/// record and without it had it hidden by the host, or is from before the
+/// authenticated index: refused, still sealed), then the dev credentials.
+async fn start_ready(records: &Records<'_>, nsm: &dyn Nsm, dev: DevCredentials<'_>, now: i64) -> Result<(), BootError> {
     records.check_genesis().await?;
-    if let Some(dev) = dev {
+    provision_dev(records, nsm, dev, now).await
+}
+
+async fn provision_dev(
+    records: &Records<'_>,
+    nsm: &dyn Nsm,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<(), BootError> {
+    if let Some(tenant) = dev.tenant {
         ensure_dev_credential(
-            &records,
+            records,
             nsm,
-            dev,
+            tenant,
             vec![Role::KeyAdmin, Role::KeyUser],
             DEV_CREDENTIAL_POINTER,
             now,
         )
         .await?;
     }
-    if let Some(operator) = operator {
-        ensure_dev_credential(&records, nsm, operator, vec![Role::Operator], DEV_OPERATOR_POINTER, now).await?;
+    if let Some(operator) = dev.operator {
+        ensure_dev_credential(records, nsm, operator, vec![Role::Operator], DEV_OPERATOR_POINTER, now).await?;
     }
-    Ok(keyring)
+    Ok(())
 }
 
-/// The dev-only wrapping key: SHA-256 of [`MOCK_WRAPPING_CONTEXT`].
-fn mock_wrapping_key() -> Key256 {
-    Key256::from_bytes(Sha256::digest(MOCK_WRAPPING_CONTEXT).into())
-}
-
-/// The mock root key from the store, created when there is none. Nodes of a
-/// cluster booting at once race to create it: the write must find no record
-/// (compare-and-swap), and the loser reads the winner's (`tries` bounds that).
-///
-/// The root key is created in one atomic batch with the genesis root of the
-/// authenticated index (epoch 1), so a store with a root key always has an
-/// index root: a missing one is an omission, refused at boot.
-async fn mock_root_key(nsm: &dyn Nsm, transport: &dyn StoreTransport, tries: u32) -> Result<Keyring, BootError> {
+/// A record's bytes as stored, unsealed (boot records only).
+async fn get_raw(transport: &dyn StoreTransport, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let get = StoreOp::Get {
-        namespace: BOOT_NAMESPACE.into(),
-        key: ROOT_KEY_RECORD.into(),
+        namespace: namespace.into(),
+        key: key.into(),
     };
     match transport.call(get).await? {
-        StoreResult::Value(Some(wrapped)) => {
-            let (version, rest) = wrapped.split_first().ok_or(BootError::RootKeyForged)?;
-            if *version != MOCK_RECORD_VERSION || rest.len() != NONCE_LEN + 32 + TAG_LEN {
-                return Err(BootError::RootKeyForged);
-            }
-            let (nonce, ct) = rest.split_at(NONCE_LEN);
-            let plain = aead::open(&mock_wrapping_key(), nonce, MOCK_AAD, ct).map_err(|_| BootError::RootKeyForged)?;
-            let root = Key256::from_slice(&plain).ok_or(BootError::RootKeyForged);
-            let mut plain = plain;
-            zeroize::Zeroize::zeroize(&mut plain);
-            tracing::warn!(
-                "MOCK MODE: root key unwrapped with the public dev-only key; this deployment protects nothing"
-            );
-            root.map(Keyring::new)
-        }
-        StoreResult::Value(None) => {
-            let mut bytes = [0u8; 32];
-            nsm.fill_random(&mut bytes)?;
-            let root = Key256::from_bytes(bytes);
-            let mut nonce = [0u8; NONCE_LEN];
-            nsm.fill_random(&mut nonce)?;
-            let ct = aead::seal(&mock_wrapping_key(), &nonce, MOCK_AAD, root.expose())
-                .map_err(|_| BootError::RootKeyWrap)?;
-            let mut record = vec![MOCK_RECORD_VERSION];
-            record.extend_from_slice(&nonce);
-            record.extend_from_slice(&ct);
-            let keyring = Keyring::new(root);
-            let (genesis_key, genesis) = crate::store::genesis(&keyring.sealer, GLOBAL, 1)?;
-            let put = StoreOp::Batch {
-                writes: vec![
-                    keyward_wire::StoreWrite::Put {
-                        namespace: BOOT_NAMESPACE.into(),
-                        key: ROOT_KEY_RECORD.into(),
-                        expected: keyward_wire::Expected::Absent,
-                        value: record,
-                    },
-                    keyward_wire::StoreWrite::Put {
-                        namespace: crate::store::index::NAMESPACE.into(),
-                        key: genesis_key,
-                        expected: keyward_wire::Expected::Version(0),
-                        value: genesis,
-                    },
-                ],
-            };
-            match transport.call(put).await? {
-                StoreResult::Committed(_) => {}
-                StoreResult::Conflict { .. } if tries > 1 => {
-                    tracing::info!("another node created the root key first; using it");
-                    return Box::pin(mock_root_key(nsm, transport, tries - 1)).await;
-                }
-                StoreResult::Error(e) => return Err(StoreError::Host(e).into()),
-                other => return Err(StoreError::Protocol(format!("root key write answered {other:?}")).into()),
-            }
-            tracing::warn!("MOCK MODE: created a new root key, stored wrapped by the public dev-only key");
-            Ok(keyring)
-        }
-        StoreResult::Error(e) => Err(StoreError::Host(e).into()),
-        other => Err(StoreError::Protocol(format!("root key read answered {other:?}")).into()),
+        StoreResult::Value(value) => Ok(value.map(serde_bytes::ByteBuf::into_vec)),
+        StoreResult::Error(e) => Err(StoreError::Host(e)),
+        other => Err(StoreError::Protocol(format!("boot record read answered {other:?}"))),
     }
+}
+
+/// Whether any namespace of sealed records (or `boot`) has an entry.
+async fn holds_sealed_records(transport: &dyn StoreTransport) -> Result<bool, StoreError> {
+    for namespace in SEALED_NAMESPACES.iter().chain(&[BOOT_NAMESPACE]) {
+        let list = StoreOp::List {
+            namespace: (*namespace).into(),
+            prefix: String::new(),
+            start_after: None,
+            limit: 1,
+        };
+        match transport.call(list).await? {
+            StoreResult::Entries(entries) if entries.is_empty() => {}
+            StoreResult::Entries(_) => return Ok(true),
+            StoreResult::Error(e) => return Err(StoreError::Host(e)),
+            other => return Err(StoreError::Protocol(format!("store listing answered {other:?}"))),
+        }
+    }
+    Ok(false)
 }
 
 /// Makes `dev` the one dev credential of its kind (`pointer` names the
@@ -260,78 +611,4 @@ async fn ensure_dev_credential(
     };
     records.put(BOOT_NAMESPACE, pointer, &pointer_record).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::nsm::MockNsm;
-    use crate::store::MemoryStore;
-
-    #[tokio::test]
-    async fn mock_root_key_persists_and_is_never_replaced_when_forged() {
-        let store = MemoryStore::new();
-        let first = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
-        let again = boot(Mode::Mock, &MockNsm, &*store, None, None, 0)
-            .await
-            .expect("boots again");
-        assert!(*first.hierarchy.sealing_key() == *again.hierarchy.sealing_key());
-        // The root key is not stored in the clear.
-        let root = *first.hierarchy.root_for_tests().expose();
-        assert!(store.all_values().iter().all(|v| !v.windows(32).any(|w| w == root)));
-        // A tampered root-key record is fatal, not replaced.
-        let mut wrapped = store.all_values().remove(0);
-        let last = wrapped.len() - 1;
-        wrapped[last] ^= 1;
-        let put = StoreOp::Put {
-            namespace: BOOT_NAMESPACE.into(),
-            key: ROOT_KEY_RECORD.into(),
-            value: wrapped,
-        };
-        store.call(put).await.expect("put");
-        assert!(matches!(
-            boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await,
-            Err(BootError::RootKeyForged)
-        ));
-    }
-
-    /// A node that looked before another node created the root key: its
-    /// creation must not replace the other's (both would then seal under
-    /// different keys); it takes the one that is there.
-    #[tokio::test]
-    async fn a_node_that_lost_the_race_to_create_the_root_key_uses_the_winners() {
-        struct LateReader {
-            store: std::sync::Arc<MemoryStore>,
-            hidden: std::sync::atomic::AtomicBool,
-        }
-        impl StoreTransport for LateReader {
-            fn call(&self, op: StoreOp) -> crate::store::StoreFuture<'_> {
-                if matches!(&op, StoreOp::Get { namespace, .. } if namespace == BOOT_NAMESPACE)
-                    && !self.hidden.swap(true, std::sync::atomic::Ordering::SeqCst)
-                {
-                    return Box::pin(async { Ok(StoreResult::Value(None)) });
-                }
-                self.store.call(op)
-            }
-        }
-        let store = MemoryStore::new();
-        let winner = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
-        let late = LateReader {
-            store: std::sync::Arc::clone(&store),
-            hidden: Default::default(),
-        };
-        let loser = boot(Mode::Mock, &MockNsm, &late, None, None, 0).await.expect("boots");
-        assert!(*winner.hierarchy.sealing_key() == *loser.hierarchy.sealing_key());
-        assert_eq!(store.raw(BOOT_NAMESPACE, ROOT_KEY_RECORD).0, 1, "written once");
-    }
-
-    #[tokio::test]
-    async fn nitro_mode_never_reads_the_mock_root_key() {
-        let store = MemoryStore::new();
-        let mock = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
-        let nitro = boot(Mode::Nitro, &MockNsm, &*store, None, None, 0)
-            .await
-            .expect("boots");
-        assert!(*mock.hierarchy.sealing_key() != *nitro.hierarchy.sealing_key());
-    }
 }

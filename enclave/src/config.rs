@@ -1,9 +1,13 @@
 //! Enclave configuration: raw command-line arguments ([`Args`]) are validated
 //! into an [`EnclaveConfig`] before anything starts.
 
+pub mod custody;
+
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
+
+pub use custody::{CustodyArgs, CustodyCredential, CustodyKind, KmsCustody};
 
 /// Where the enclave runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +81,9 @@ pub struct Args {
     /// enclave never outlives it).
     #[arg(long)]
     pub exit_on_stdin_close: bool,
+    /// How the root is kept (`--custody shamir|kms` and the KMS flags).
+    #[command(flatten)]
+    pub custody: CustodyArgs,
 }
 
 /// Environment variables carrying the mock-mode bootstrap credential.
@@ -142,6 +149,8 @@ pub struct EnclaveConfig {
     /// Mock mode: the operator's credential (`KEYWARD_DEV_OPERATOR_*`).
     pub dev_operator: Option<DevCredential>,
     pub exit_on_stdin_close: bool,
+    /// `--custody kms`: the key service holding the root (`None`: Shamir).
+    pub custody_kms: Option<std::sync::Arc<KmsCustody>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +190,8 @@ pub enum ConfigError {
     Budget(#[from] crate::budget::BudgetError),
     #[error("--memory-budget not given and the enclave's memory is unknown (/proc/meminfo: {0})")]
     MemTotal(String),
+    #[error(transparent)]
+    Custody(#[from] custody::CustodyConfigError),
 }
 
 /// Checks a tenant id: 12 decimal digits.
@@ -310,6 +321,7 @@ impl Args {
                 (tenant, operator)
             }
         };
+        let custody_kms = self.custody.validate(&env)?.map(std::sync::Arc::new);
         Ok(EnclaveConfig {
             mode: self.mode,
             listen,
@@ -326,6 +338,7 @@ impl Args {
             allow_debug_attestation: self.allow_debug_attestation,
             dev_operator,
             exit_on_stdin_close: self.exit_on_stdin_close,
+            custody_kms,
         })
     }
 }
@@ -352,6 +365,7 @@ mod tests {
             mock_pcrs: Vec::new(),
             allow_debug_attestation: false,
             exit_on_stdin_close: false,
+            custody: Default::default(),
         }
     }
 

@@ -52,6 +52,9 @@ pub enum KmsError {
     Conflict(String),
     /// `DependencyTimeoutException` (503): the host store did not answer.
     DependencyTimeout(String),
+    /// `ServiceUnavailableException` (503): the enclave is sealed (no root
+    /// yet); the message says what it waits for and how to unseal it.
+    Sealed(String),
 }
 
 impl KmsError {
@@ -60,6 +63,7 @@ impl KmsError {
             KmsError::Serialization(m)
             | KmsError::UnknownOperation(m)
             | KmsError::Validation(m)
+            | KmsError::Sealed(m)
             | KmsError::NotFound(m)
             | KmsError::InvalidCiphertext(m)
             | KmsError::InvalidKeyUsage(m)

@@ -41,6 +41,7 @@ pub mod keystore;
 pub mod locks;
 pub mod metrics;
 pub mod nsm;
+pub mod outbound;
 pub mod policy;
 pub mod seal;
 pub mod secret;
@@ -85,7 +86,7 @@ pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
     let (nsm, anchor): (Box<dyn nsm::Nsm>, TrustAnchor) = match config.mode {
         Mode::Mock => {
             tracing::warn!(
-                "MOCK MODE: no enclave isolation, a mock NSM and a root key wrapped by a public dev-only key. \
+                "MOCK MODE: no enclave isolation, a mock NSM and a mock attestation root on disk. \
                  Never use mock mode for real keys."
             );
             let pki = match &config.data_dir {
@@ -116,6 +117,8 @@ pub async fn run(config: EnclaveConfig) -> Result<(), RunError> {
     let tls_listen = config.tls_listen.clone();
     let max_streams = config.max_client_streams;
     let exit_on_stdin_close = config.exit_on_stdin_close;
+    // Sealed until genesis or an unseal (`bootstrap`): the boot record is
+    // read through the first host link, the same way in both modes.
     let enclave = Arc::new(Enclave::new(config, nsm, clock).with_verifier(Verifier::new(anchor)));
     let stop = shutdown_signal(exit_on_stdin_close);
     let streams = Arc::new(tokio::sync::Semaphore::new(max_streams));

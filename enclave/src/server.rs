@@ -101,6 +101,10 @@ where
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let weak: std::sync::Weak<LinkTransport> = Arc::downgrade(&link);
     enclave.attach(weak);
+    // Outbound connections (custody key service, cluster peers) are asked for here.
+    enclave.outbound.attach(tx.clone());
+    // `--custody kms`: ask the custody key service for the root.
+    enclave.start_key_service_unseal();
     // Boot and load the TLS identity as soon as a host link is up.
     {
         let (enclave, link) = (Arc::clone(&enclave), Arc::clone(&link));
@@ -155,6 +159,9 @@ where
                     }
                 });
             }
+            Frame::OutboundFailed { id, reason } => {
+                enclave.outbound.failed(id, reason);
+            }
             Frame::Invalidate { hints } => {
                 for hint in hints {
                     match hint {
@@ -182,18 +189,29 @@ where
     write_task.abort();
 }
 
-/// Boots the keyring and loads the TLS identity through `transport` (once).
-async fn ensure_tls(enclave: &Enclave, transport: &dyn StoreTransport) -> Option<Arc<crate::tls::LiveTls>> {
+/// The TLS identity to serve: the persistent one (loaded through
+/// `transport` once Ready), or while sealed the in-memory one
+/// (`Enclave::sealed_tls`), so the custody operations can be reached.
+pub(crate) async fn ensure_tls(enclave: &Enclave, transport: &dyn StoreTransport) -> Option<Arc<crate::tls::LiveTls>> {
     if let Some(live) = enclave.tls_loaded() {
         return Some(Arc::clone(live));
     }
-    let keyring = enclave.keyring(transport).await.ok()?;
-    let records = keyring.records(transport);
-    enclave
-        .tls(&records, crate::api::error::refusal)
-        .await
-        .ok()
-        .map(Arc::clone)
+    match enclave.keyring(transport).await {
+        Ok(keyring) => {
+            let records = keyring.records(transport);
+            enclave
+                .tls(&records, crate::api::error::refusal)
+                .await
+                .ok()
+                .map(Arc::clone)
+        }
+        Err(crate::bootstrap::BootError::Sealed(_)) => enclave
+            .sealed_tls(crate::api::error::refusal)
+            .await
+            .ok()
+            .map(Arc::clone),
+        Err(_) => None,
+    }
 }
 
 /// Serves one client stream: its header, then the client's TLS session
@@ -204,8 +222,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client_addr =
-        match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_header(&mut stream)).await {
-            Ok(Ok(addr)) => addr,
+        match tokio::time::timeout(STREAM_HEADER_TIMEOUT, keyward_wire::read_stream_start(&mut stream)).await {
+            Ok(Ok(keyward_wire::StreamStart::Client(addr))) => addr,
+            Ok(Ok(keyward_wire::StreamStart::Outbound(id))) => {
+                // The enclave's own connection out: handed to its waiting
+                // request, which runs a TLS client on it (src/outbound).
+                enclave.outbound.deliver(id, Box::new(stream));
+                drop(permit);
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "client stream without a valid header; closing");
                 return;

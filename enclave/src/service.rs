@@ -14,6 +14,7 @@ use crate::bootstrap::{self, Keyring};
 use crate::clock::Clock;
 use crate::config::EnclaveConfig;
 use crate::nsm::Nsm;
+use crate::secret::Key256;
 use crate::store::StoreTransport;
 
 pub struct Enclave {
@@ -22,7 +23,17 @@ pub struct Enclave {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) credentials: CredentialCache,
     pub(crate) locks: crate::locks::RecordLocks,
+    /// The keyring: filled once, by the transition to Ready (genesis or
+    /// unseal, `bootstrap`); empty while sealed.
     keyring: OnceCell<Keyring>,
+    /// The custody state, read from the store on first use (`None` until
+    /// then); the lock also serialises genesis and unseal steps.
+    custody: tokio::sync::Mutex<Option<bootstrap::Custody>>,
+    /// A TLS identity made in memory at start, served while sealed (the
+    /// persistent one is a sealed record: it needs the root).
+    sealed_tls: OnceCell<Arc<crate::tls::LiveTls>>,
+    /// Wakes the sweep when the enclave becomes Ready (its first sweep).
+    ready: tokio::sync::Notify,
     /// Live host connections, for work no request carries (the sweep).
     links: std::sync::Mutex<Vec<std::sync::Weak<dyn StoreTransport>>>,
     sweeper_started: std::sync::atomic::AtomicBool,
@@ -47,6 +58,11 @@ pub struct Enclave {
     pub(crate) policy_scheduler: crate::policy::scheduler::Scheduler,
     /// Sealed records as the store last confirmed them (`store/cache.rs`).
     pub(crate) record_cache: crate::store::RecordCache,
+    /// The enclave's own connections out through the host (custody key
+    /// service, cluster peers): `src/outbound`.
+    pub outbound: Arc<crate::outbound::Outbound>,
+    /// Whether the `--custody kms` unseal task was started.
+    key_service_unseal: std::sync::atomic::AtomicBool,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -94,6 +110,9 @@ impl Enclave {
             credentials: CredentialCache::default(),
             locks: Default::default(),
             keyring: OnceCell::new(),
+            custody: tokio::sync::Mutex::new(None),
+            sealed_tls: OnceCell::new(),
+            ready: tokio::sync::Notify::new(),
             links: Default::default(),
             sweeper_started: Default::default(),
             rate_limiter,
@@ -109,31 +128,379 @@ impl Enclave {
             next_link: Default::default(),
             policy_scheduler,
             record_cache: Default::default(),
+            outbound: Default::default(),
+            key_service_unseal: Default::default(),
         }
     }
 
-    /// The keyring, booting it through `transport` on first use. A failed boot
-    /// is retried by the next caller.
+    /// The keyring once Ready. While sealed: `BootError::Sealed` with what
+    /// the enclave waits for (reading the boot record through `transport`
+    /// on first use; a failed read is retried by the next caller).
     pub async fn keyring(&self, transport: &dyn StoreTransport) -> Result<&Keyring, bootstrap::BootError> {
-        self.keyring
-            .get_or_try_init(|| async {
-                let now = self.clock.now().unix_timestamp();
-                let keyring = bootstrap::boot(
-                    self.config.mode,
-                    &*self.nsm,
-                    transport,
-                    self.config.dev_credential.as_ref(),
-                    self.config.dev_operator.as_ref(),
-                    now,
-                )
-                .await;
-                match &keyring {
-                    Ok(_) => tracing::info!("enclave booted"),
-                    Err(e) => tracing::error!(error = %e, "enclave boot failed"),
+        if let Some(keyring) = self.keyring.get() {
+            return Ok(keyring);
+        }
+        let custody = self.custody(transport).await?;
+        if let Some(keyring) = self.keyring.get() {
+            return Ok(keyring);
+        }
+        let message = custody
+            .as_ref()
+            .and_then(|c| c.state.sealed_response())
+            .map(|sealed| sealed.message)
+            .unwrap_or_else(|| "Keyward is sealed.".to_owned());
+        Err(bootstrap::BootError::Sealed(message))
+    }
+
+    /// The custody state, locked (read from the store on first use). Hold
+    /// it across a genesis or unseal step: steps never interleave.
+    pub async fn custody(
+        &self,
+        transport: &dyn StoreTransport,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<bootstrap::Custody>>, bootstrap::BootError> {
+        let mut custody = self.custody.lock().await;
+        if custody.is_none() && self.keyring.get().is_none() {
+            *custody = Some(bootstrap::read_custody(&*self.nsm, transport).await?);
+        }
+        Ok(custody)
+    }
+
+    /// Ready: `keyring` becomes the enclave's, for good (this process).
+    fn become_ready(&self, keyring: Keyring) {
+        if self.keyring.set(keyring).is_err() {
+            tracing::error!("a second keyring was offered to a ready enclave; ignored");
+        }
+        // The sweep runs at once: what fell due while sealed is done now.
+        self.ready.notify_one();
+    }
+
+    /// Genesis (`Keyward.InitCustody`): only while awaiting it; Ready after.
+    pub async fn init_custody(
+        &self,
+        transport: &dyn StoreTransport,
+        request: &crate::custody::genesis::ShamirGenesis,
+    ) -> Result<bootstrap::GenesisAnswer, bootstrap::BootError> {
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this deployment is already initialised; genesis runs once".into(),
+            ));
+        };
+        let genesis = bootstrap::genesis(state, request, &*self.nsm, transport, self.dev_credentials(), now).await?;
+        self.become_ready(genesis.keyring);
+        Ok(genesis.answer)
+    }
+
+    /// The custody key service's client (`--custody kms`), through the
+    /// host's outbound streams; `None` with Shamir custody.
+    pub fn key_service(&self) -> Option<crate::outbound::kms::KmsClient> {
+        let kms = self.config.custody_kms.as_ref()?;
+        let endpoint = match crate::outbound::https::Endpoint::parse(&kms.endpoint) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                tracing::error!(error = %e, "--custody-endpoint");
+                return None;
+            }
+        };
+        let tls = match crate::outbound::https::pinned_client_config(&kms.ca_pem) {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(error = %e, "--custody-ca");
+                return None;
+            }
+        };
+        let connector: Arc<dyn crate::outbound::Connect> = self.outbound.clone();
+        Some(crate::outbound::kms::KmsClient::new(
+            crate::outbound::https::HttpsClient::new(endpoint, tls, connector),
+            kms.region.clone(),
+            Arc::clone(&kms.credential),
+            Arc::clone(&self.clock),
+        ))
+    }
+
+    /// Genesis with the custody key service (`Keyward.InitCustody` under
+    /// `--custody kms`): only while awaiting it; Ready after.
+    pub async fn init_custody_kms(
+        &self,
+        transport: &dyn StoreTransport,
+        operator_key: Option<keyward_custody::suite::PublicKey>,
+    ) -> Result<bootstrap::GenesisAnswer, bootstrap::BootError> {
+        let (Some(kms), Some(service)) = (self.config.custody_kms.as_ref(), self.key_service()) else {
+            return Err(bootstrap::BootError::NotNow(
+                "this enclave does not run --custody kms".into(),
+            ));
+        };
+        let request = crate::custody::kms::KmsGenesis {
+            key_arn: kms.key_arn.clone(),
+            endpoint: kms.endpoint.clone(),
+            operator_key,
+        };
+        self.init_custody_kms_with(transport, &request, &service).await
+    }
+
+    /// [`Enclave::init_custody_kms`] with `service` as the custody key service.
+    pub async fn init_custody_kms_with(
+        &self,
+        transport: &dyn StoreTransport,
+        request: &crate::custody::kms::KmsGenesis,
+        service: &dyn crate::custody::kms::KeyService,
+    ) -> Result<bootstrap::GenesisAnswer, bootstrap::BootError> {
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this deployment is already initialised; genesis runs once".into(),
+            ));
+        };
+        let genesis = bootstrap::kms_genesis(
+            state,
+            request,
+            service,
+            &*self.nsm,
+            transport,
+            self.dev_credentials(),
+            now,
+        )
+        .await?;
+        self.become_ready(genesis.keyring);
+        Ok(genesis.answer)
+    }
+
+    /// One unseal attempt by the custody key service `service` (`--custody
+    /// kms`): Ready when it released the committed root; otherwise Sealed
+    /// with the reason. `Ok(false)` when there is nothing to do (Ready, or
+    /// not a KMS custody).
+    pub async fn unseal_by_key_service(
+        &self,
+        transport: &dyn StoreTransport,
+        service: &dyn crate::custody::kms::KeyService,
+    ) -> Result<bool, bootstrap::BootError> {
+        if self.is_ready() {
+            return Ok(false);
+        }
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Ok(false);
+        };
+        let is_kms = state
+            .record
+            .as_ref()
+            .is_some_and(|r| matches!(r.custody, crate::custody::record::CustodyMethod::Kms { .. }));
+        if !is_kms || state.state.is_ready() {
+            return Ok(false);
+        }
+        let keyring = bootstrap::kms_unseal(state, service, &*self.nsm, transport, self.dev_credentials(), now).await?;
+        self.become_ready(keyring);
+        Ok(true)
+    }
+
+    /// Under `--custody kms`, keeps asking the custody key service for the
+    /// root (over the first live host link) until Ready: at once, then
+    /// backing off up to a minute between attempts. Each failure's reason
+    /// is the 503's message meanwhile.
+    pub fn start_key_service_unseal(self: &Arc<Self>) {
+        if self.config.custody_kms.is_none() || self.key_service_unseal.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let enclave = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(service) = enclave.key_service() else { return };
+            let mut backoff = std::time::Duration::from_secs(1);
+            while !enclave.is_ready() {
+                if let Some(link) = enclave.store_link() {
+                    match enclave.unseal_by_key_service(&*link, &service).await {
+                        Ok(_) if enclave.is_ready() => return,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "custody key service unseal: retrying"),
+                    }
                 }
-                keyring
-            })
-            .await
+                // Retry back-off against an unreachable or refusing service.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+            }
+        });
+    }
+
+    /// A Ready node's side of cluster join (`Keyward.JoinCluster`): the
+    /// root, sealed to the join key of `document` once the document is
+    /// verified against this node's own image PCRs (`custody::join`).
+    pub async fn release_root_for_join(
+        &self,
+        transport: &dyn StoreTransport,
+        document: &[u8],
+    ) -> Result<(crate::custody::DeploymentId, Vec<u8>), bootstrap::BootError> {
+        let Some(keyring) = self.keyring.get() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this node is sealed: it has no root to release".into(),
+            ));
+        };
+        let Some(verifier) = self.verifier() else {
+            return Err(bootstrap::BootError::NotNow(
+                "this node has no attestation trust anchor to verify a joining node".into(),
+            ));
+        };
+        let record = match crate::bootstrap::read_boot_record(transport).await? {
+            Some(record) => record,
+            None => return Err(bootstrap::BootError::NotNow("this node has no boot record".into())),
+        };
+        let allowed = crate::custody::join::own_measurements(&*self.nsm)?;
+        let package = crate::custody::join::release(
+            keyring.hierarchy.root(),
+            &record,
+            verifier,
+            document,
+            &allowed,
+            self.config.allow_debug_attestation,
+            self.clock.now(),
+        )?;
+        Ok((
+            record.deployment_id,
+            package.to_bytes().map_err(crate::custody::CustodyError::from)?,
+        ))
+    }
+
+    /// A sealed node joins its cluster: asks the Ready peer behind `peer`
+    /// for the root with a fresh attested join key; Ready if the root
+    /// matches the boot record's commitment, else Sealed with the reason.
+    pub async fn join_through(
+        &self,
+        transport: &dyn StoreTransport,
+        peer: &crate::outbound::https::HttpsClient,
+    ) -> Result<(), bootstrap::BootError> {
+        if self.is_ready() {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        }
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        };
+        let Some(record) = state.record.as_ref() else {
+            return Err(bootstrap::BootError::NotNow(bootstrap::not_unsealing(&state.state)));
+        };
+        let session = crate::custody::join::JoinSession::start(record);
+        let document = session.document(&*self.nsm)?;
+        let package = match crate::outbound::join::request_root(peer, &document).await {
+            Ok(package) => package,
+            Err(reason) => {
+                let error = crate::custody::CustodyError::Join(reason);
+                tracing::warn!(error = %error, "cluster join failed; still sealed");
+                state.state.refused(&error, 0);
+                return Err(error.into());
+            }
+        };
+        let keyring = bootstrap::joined(
+            state,
+            session,
+            &package,
+            &*self.nsm,
+            transport,
+            self.dev_credentials(),
+            now,
+        )
+        .await?;
+        self.become_ready(keyring);
+        Ok(())
+    }
+
+    /// One unseal message (`Keyward.Unseal`) of the current session; the
+    /// M-th valid share makes the enclave Ready.
+    pub async fn unseal(
+        &self,
+        transport: &dyn StoreTransport,
+        message: &[u8],
+    ) -> Result<bootstrap::UnsealAnswer, bootstrap::BootError> {
+        if self.is_ready() {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        }
+        let now = self.clock.now().unix_timestamp();
+        let mut custody = self.custody(transport).await?;
+        let Some(state) = custody.as_mut() else {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        };
+        match bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await? {
+            bootstrap::Unsealed::NeedMore { received, threshold } => Ok(bootstrap::UnsealAnswer {
+                received,
+                threshold,
+                ready: false,
+            }),
+            bootstrap::Unsealed::Ready(keyring) => {
+                let threshold = state
+                    .record
+                    .as_ref()
+                    .and_then(|record| record.shamir().ok())
+                    .map_or(0, |(threshold, _)| usize::from(threshold));
+                self.become_ready(*keyring);
+                Ok(bootstrap::UnsealAnswer {
+                    received: threshold,
+                    threshold,
+                    ready: true,
+                })
+            }
+        }
+    }
+
+    /// An attestation document binding the current unseal session
+    /// (`Keyward.GetUnsealDocument`), echoing `nonce`: the deployment id,
+    /// the document, and the shares received of the threshold.
+    pub async fn unseal_document(
+        &self,
+        transport: &dyn StoreTransport,
+        nonce: &[u8],
+    ) -> Result<(crate::custody::DeploymentId, Vec<u8>, usize, usize), bootstrap::BootError> {
+        if self.is_ready() {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        }
+        let custody = self.custody(transport).await?;
+        let Some(custody) = custody.as_ref() else {
+            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
+        };
+        let (Some(session), Some(record)) = (custody.session.as_ref(), custody.record.as_ref()) else {
+            return Err(bootstrap::BootError::NotNow(bootstrap::not_unsealing(&custody.state)));
+        };
+        let document = session.attestation_document(&*self.nsm, nonce)?;
+        let (received, threshold) = session.progress();
+        Ok((record.deployment_id, document, received, threshold))
+    }
+
+    /// Genesis 1-of-1 for a fresh custodian key nobody keeps, when not
+    /// Ready yet: for unit tests, benchmarks and fuzz targets that need a
+    /// Ready enclave and never restart it. Then the keyring.
+    pub async fn ready_for_tests(&self, transport: &dyn StoreTransport) -> Result<&Keyring, bootstrap::BootError> {
+        if !self.is_ready() {
+            let request = crate::custody::genesis::ShamirGenesis {
+                threshold: 1,
+                custodians: vec![keyward_custody::suite::PrivateKey::generate().public_key()],
+                operator_key: None,
+            };
+            self.init_custody(transport, &request).await?;
+        }
+        self.keyring(transport).await
+    }
+
+    /// Whether the enclave has its root (genesis or unseal done).
+    pub fn is_ready(&self) -> bool {
+        self.keyring.get().is_some()
+    }
+
+    /// What `/healthz` reports: `ok` when Ready, `sealed` otherwise.
+    pub fn health(&self) -> &'static str {
+        if self.is_ready() {
+            crate::custody::state::HEALTH_READY
+        } else {
+            crate::custody::state::HEALTH_SEALED
+        }
+    }
+
+    /// The dev credentials of mock mode, provisioned at every transition to Ready.
+    pub(crate) fn dev_credentials(&self) -> bootstrap::DevCredentials<'_> {
+        bootstrap::DevCredentials {
+            tenant: self.config.dev_credential.as_ref(),
+            operator: self.config.dev_operator.as_ref(),
+        }
     }
 
     /// Registers a live host connection and, on the first one, starts the
@@ -149,8 +516,12 @@ impl Enclave {
             tokio::spawn(async move {
                 loop {
                     enclave.sweep_once().await;
-                    // A periodic timer, not synchronisation.
-                    tokio::time::sleep(SWEEP_INTERVAL).await;
+                    // A periodic timer, not synchronisation; becoming Ready
+                    // sweeps at once.
+                    tokio::select! {
+                        () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                        () = enclave.ready.notified() => {}
+                    }
                 }
             });
         }
@@ -278,10 +649,48 @@ impl Enclave {
         self.tls.get()
     }
 
+    /// The TLS state served while sealed: an identity made in memory on
+    /// first use (a fresh CA and leaf for the configured names, never
+    /// stored), so custodians and the operator can reach the custody
+    /// operations. Its CA is what `status()` reports until Ready.
+    pub async fn sealed_tls(
+        &self,
+        refuse: crate::tls::Refuser,
+    ) -> Result<&Arc<crate::tls::LiveTls>, crate::tls::TlsError> {
+        self.sealed_tls
+            .get_or_try_init(|| async {
+                let mut key = [0u8; 32];
+                self.nsm
+                    .fill_random(&mut key)
+                    .map_err(|e| crate::tls::TlsError::Store(crate::store::StoreError::Protocol(e.to_string())))?;
+                let sealer = crate::seal::Sealer::new(Arc::new(Key256::from_bytes(key)));
+                zeroize::Zeroize::zeroize(&mut key);
+                let memory = crate::store::MemoryStore::new();
+                let records = crate::store::Records::new(&*memory, &sealer);
+                let live = crate::tls::LiveTls::load(
+                    &records,
+                    &self.config.tls_names,
+                    time::OffsetDateTime::now_utc(),
+                    crate::tls::Limits {
+                        body_budget: Some(crate::tls::serve::body_budget(self.config.budget.body_bytes_in_flight)),
+                        ..crate::tls::Limits::default()
+                    },
+                    refuse,
+                )
+                .await?;
+                tracing::info!(
+                    spki_sha256 = %hex::encode(live.spki_sha256()),
+                    "sealed: serving an in-memory TLS identity until ready"
+                );
+                Ok(Arc::new(live))
+            })
+            .await
+    }
+
     /// What the host may know: the CA certificate, the serving key's SPKI
     /// hash and the aggregated request metrics.
     pub fn status(&self) -> keyward_wire::EnclaveStatus {
-        let tls = self.tls.get();
+        let tls = self.tls.get().or_else(|| self.sealed_tls.get());
         keyward_wire::EnclaveStatus {
             ca_certificate_pem: tls.map(|t| t.ca_certificate_pem().to_owned()).unwrap_or_default(),
             tls_spki_sha256: tls.map(|t| t.spki_sha256().to_vec()).unwrap_or_default(),
@@ -292,6 +701,7 @@ impl Enclave {
                 }
                 metrics
             },
+            health: self.health().to_owned(),
         }
     }
 

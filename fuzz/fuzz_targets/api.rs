@@ -158,6 +158,7 @@ fn world() -> World {
         mock_pcrs: Vec::new(),
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
+        custody: Default::default(),
     };
     let config = args.validate(|_| None).expect("config");
     let clock: Arc<dyn keyward_enclave::clock::Clock> = Arc::new(keyward_enclave::clock::SystemClock);
@@ -176,7 +177,7 @@ fn world() -> World {
     let store = MemoryStore::default();
     let mut placeholders = Vec::new();
     runtime.block_on(async {
-        let keyring = enclave.keyring(&store).await.expect("boots");
+        let keyring = enclave.ready_for_tests(&store).await.expect("boots");
         // The tenant, as the operator creates it (`api::handle` refuses a
         // tenant principal whose tenant record is missing or disabled).
         let operator = Ctx::new(
@@ -250,7 +251,7 @@ fuzz_target!(|data: &[u8]| {
 
     let store = world.snapshot.snapshot();
     let result = world.runtime.block_on(async {
-        let keyring = world.enclave.keyring(&store).await.expect("booted");
+        let keyring = world.enclave.ready_for_tests(&store).await.expect("booted");
         // As `api::handle` does after authentication.
         let op = Operation::from_target(target).ok_or_else(|| KmsError::UnknownOperation("unknown".into()))?;
         authorize::authorize(&principal, op)?;

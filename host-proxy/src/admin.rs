@@ -1,5 +1,6 @@
 //! The proxy's admin listener (`--admin-listen`, plain HTTP, meant for the
-//! host only): `GET /healthz` (the enclave answers and has its TLS identity),
+//! host only): `GET /healthz` (`ok`: the enclave answers, has its TLS identity
+//! and is Ready; `sealed` while it waits for genesis or an unseal),
 //! `GET /metrics` (Prometheus text, [`crate::metrics`]) and `GET /ca.pem`
 //! (the enclave CA certificate, as the enclave reports it; the host could
 //! substitute it, so a client that must not trust the host pins the
@@ -36,11 +37,24 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// `ok` (200) when the enclave answers and is Ready; `sealed` (503) while
+/// it waits for genesis or an unseal (the enclave says which, in its
+/// status); `enclave unavailable` (503) when it does not answer.
 async fn healthz(State(state): State<AdminState>) -> Response {
-    if state.link.ping(ENCLAVE_TIMEOUT).await {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response()
+    if !state.link.ping(ENCLAVE_TIMEOUT).await {
+        return health(None).into_response();
+    }
+    let status = state.link.status(ENCLAVE_TIMEOUT).await.ok();
+    health(status.as_ref().map(|s| s.health.as_str())).into_response()
+}
+
+/// `/healthz`'s answer to what the enclave reported (`None`: it did not
+/// answer): only an enclave that says `ok` is healthy.
+fn health(reported: Option<&str>) -> (StatusCode, &'static str) {
+    match reported {
+        Some("ok") => (StatusCode::OK, "ok\n"),
+        Some("sealed") => (StatusCode::SERVICE_UNAVAILABLE, "sealed\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n"),
     }
 }
 
@@ -69,5 +83,21 @@ async fn ca_pem(State(state): State<AdminState>) -> Response {
             response
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, "enclave unavailable\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::health;
+
+    #[test]
+    fn healthz_says_sealed_with_503_until_the_enclave_is_ready() {
+        assert_eq!(health(Some("sealed")), (StatusCode::SERVICE_UNAVAILABLE, "sealed\n"));
+        assert_eq!(health(Some("ok")), (StatusCode::OK, "ok\n"));
+        // An enclave that does not answer, or says something else.
+        assert_eq!(health(None).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(health(Some("")).0, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -51,6 +51,15 @@ pub struct Args {
     /// Long-lived connections to the enclave (1-64).
     #[arg(long, default_value_t = 4)]
     pub enclave_connections: usize,
+    /// The custody key service of `--custody kms` (`https://HOST[:PORT]`):
+    /// the one endpoint besides `--join-peer` the host lets the enclave
+    /// connect to. The host only relays bytes: TLS ends in the enclave.
+    #[arg(long, value_name = "URL")]
+    pub custody_endpoint: Option<String>,
+    /// A cluster peer's client address (`HOST:PORT` or `https://HOST:PORT`)
+    /// a sealed enclave may join from (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join_peer: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,8 @@ pub enum ArgsError {
     MaxConnections,
     #[error("--enclave-tls-socket is only valid with --enclave-socket")]
     TlsSocketWithoutSocket,
+    #[error("{0} is not an https://HOST[:PORT] or HOST:PORT endpoint")]
+    Endpoint(String),
 }
 
 impl Args {
@@ -103,6 +114,11 @@ impl Args {
         if self.max_connections == 0 {
             return Err(ArgsError::MaxConnections);
         }
+        let mut outbound = Vec::new();
+        for endpoint in self.custody_endpoint.iter().chain(&self.join_peer) {
+            let target = crate::outbound::target_of(endpoint).ok_or_else(|| ArgsError::Endpoint(endpoint.clone()))?;
+            outbound.push(target);
+        }
         Ok(ProxyConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -117,6 +133,7 @@ impl Args {
                 max_connections: self.max_connections,
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             },
+            outbound,
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod forward;
 pub mod link;
 pub mod metrics;
+pub mod outbound;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -52,6 +53,9 @@ pub struct ProxyConfig {
     /// How client connections are forwarded (to the enclave's client-stream
     /// endpoint).
     pub forward: ForwardConfig,
+    /// `host:port` targets the enclave may ask the host to connect to
+    /// (outbound streams: `--custody-endpoint`, `--join-peer`).
+    pub outbound: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +91,12 @@ impl Proxy {
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|e| ProxyError::Listen(config.admin_listen, e))?;
-        let link = EnclaveLink::start(config.enclave, store, config.connections);
+        let outbound = outbound::OutboundConfig {
+            targets: config.outbound,
+            streams: config.forward.endpoint.clone(),
+            idle_timeout: config.forward.idle_timeout,
+        };
+        let link = EnclaveLink::start_with_outbound(config.enclave, store, config.connections, outbound);
         Ok(Proxy {
             listener,
             admin,

@@ -22,6 +22,7 @@ use keyward_wire::{EnclaveStatus, Frame, PROTOCOL_VERSION, StoreResult, read_fra
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::outbound::OutboundConfig;
 use crate::store::Store;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,8 +84,26 @@ pub struct EnclaveLink {
 }
 
 impl EnclaveLink {
-    /// Starts `connections` connection managers (at least one).
+    /// Starts `connections` connection managers (at least one); the enclave
+    /// may open no outbound connection.
     pub fn start(endpoint: EnclaveEndpoint, store: Store, connections: usize) -> Arc<Self> {
+        let outbound = OutboundConfig {
+            targets: Vec::new(),
+            streams: endpoint.clone(),
+            idle_timeout: Duration::from_secs(60),
+        };
+        Self::start_with_outbound(endpoint, store, connections, outbound)
+    }
+
+    /// Starts `connections` connection managers (at least one) that serve
+    /// the enclave's outbound connections as `outbound` allows.
+    pub fn start_with_outbound(
+        endpoint: EnclaveEndpoint,
+        store: Store,
+        connections: usize,
+        outbound: OutboundConfig,
+    ) -> Arc<Self> {
+        let outbound = Arc::new(outbound);
         let (generation, _) = watch::channel(0);
         let link = Arc::new(EnclaveLink {
             slots: (0..connections.max(1)).map(|_| RwLock::new(None)).collect(),
@@ -92,7 +111,13 @@ impl EnclaveLink {
             generation,
         });
         for slot in 0..link.slots.len() {
-            tokio::spawn(manage(Arc::downgrade(&link), slot, endpoint.clone(), store.clone()));
+            tokio::spawn(manage(
+                Arc::downgrade(&link),
+                slot,
+                endpoint.clone(),
+                store.clone(),
+                Arc::clone(&outbound),
+            ));
         }
         link
     }
@@ -186,7 +211,13 @@ impl EnclaveLink {
 }
 
 /// Keeps one slot connected for as long as the link exists.
-async fn manage(link: std::sync::Weak<EnclaveLink>, slot: usize, endpoint: EnclaveEndpoint, store: Store) {
+async fn manage(
+    link: std::sync::Weak<EnclaveLink>,
+    slot: usize,
+    endpoint: EnclaveEndpoint,
+    store: Store,
+    outbound: Arc<OutboundConfig>,
+) {
     let mut backoff = Duration::from_millis(20);
     loop {
         if link.strong_count() == 0 {
@@ -194,12 +225,12 @@ async fn manage(link: std::sync::Weak<EnclaveLink>, slot: usize, endpoint: Encla
         }
         let connected = match &endpoint {
             EnclaveEndpoint::Unix(path) => match tokio::net::UnixStream::connect(path).await {
-                Ok(s) => run_connection(&link, slot, s, &store).await,
+                Ok(s) => run_connection(&link, slot, s, &store, &outbound).await,
                 Err(e) => Err(e.to_string()),
             },
             EnclaveEndpoint::Vsock { cid, port } => {
                 match tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await {
-                    Ok(s) => run_connection(&link, slot, s, &store).await,
+                    Ok(s) => run_connection(&link, slot, s, &store, &outbound).await,
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -293,6 +324,7 @@ async fn run_connection<S>(
     slot: usize,
     stream: S,
     store: &Store,
+    outbound: &Arc<OutboundConfig>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -372,6 +404,10 @@ where
                         });
                     }
                 }
+            }
+            Frame::OutboundOpen { id, target } => {
+                let (outbound, tx) = (Arc::clone(outbound), tx.clone());
+                tokio::spawn(async move { crate::outbound::open(&outbound, id, target, tx).await });
             }
             _ => {
                 tracing::warn!(slot, "enclave sent an unexpected frame; reconnecting");

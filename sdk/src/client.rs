@@ -57,6 +57,8 @@ pub struct Client {
     secret_access_key: Secret,
     timeout: Duration,
     clock_offset_secs: i64,
+    /// Requests go out unsigned ([`Client::unauthenticated`]).
+    unsigned: bool,
 }
 
 impl fmt::Debug for Client {
@@ -131,7 +133,19 @@ impl Client {
             secret_access_key: Secret::from(secret_access_key),
             timeout: DEFAULT_TIMEOUT,
             clock_offset_secs: 0,
+            unsigned: false,
         })
+    }
+
+    /// A client without a credential, for the operations a sealed service
+    /// answers unauthenticated (`Keyward.InitCustody`,
+    /// `Keyward.GetUnsealDocument`, `Keyward.Unseal`: [`crate::custody`]).
+    /// Its requests carry no SigV4 signature; any other operation is
+    /// refused by the service.
+    pub fn unauthenticated(endpoint: &str) -> Result<Self, Error> {
+        let mut client = Client::new(endpoint, "us-east-1", "", "")?;
+        client.unsigned = true;
+        Ok(client)
     }
 
     /// Checks the server's certificate as `options` say (a CA bundle
@@ -426,6 +440,17 @@ impl Client {
             (CONTENT_TYPE_HEADER.as_str(), CONTENT_TYPE),
             ("x-amz-target", target),
         ];
+        if self.unsigned {
+            let mut builder = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(self.uri.clone());
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            return builder
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| Error::Request(e.to_string()));
+        }
         let identity = Credentials::new(
             self.access_key_id.as_str(),
             self.secret_access_key.expose(),

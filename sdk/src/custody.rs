@@ -19,6 +19,12 @@
 //!   (`"keyward/v1/unseal:" ‖ deployment id ‖ SHA-256(public_key)`), and
 //!   seals the share to that key: only that enclave, in that session, can
 //!   read it.
+//! - **The service calls.** [`Client::init_custody`](crate::Client::init_custody),
+//!   [`Client::get_unseal_document`](crate::Client::get_unseal_document),
+//!   [`Client::unseal`](crate::Client::unseal) (unauthenticated:
+//!   [`Client::unauthenticated`](crate::Client::unauthenticated)) and
+//!   [`unseal_with_share`], the one unseal path of `kmsctl unseal` and
+//!   `keyward dev`.
 //! - **The operator credential.** Genesis seals the operator's first secret
 //!   access key to the operator's key ([`OperatorCredentialPackage`]);
 //!   [`CustodyKey::open_operator_credential`] opens it locally.
@@ -57,6 +63,12 @@ pub use keyward_custody::{DeploymentId, FormatError, deployment_hex};
 use crate::Secret;
 use crate::attestation::{AttestationError, TrustAnchor, verify_enclave_document};
 
+mod service;
+pub use service::{
+    ExpectedPcrs, InitCustodyOutput, InitCustodyRequest, STATE_READY, STATE_SEALED, UnsealDocument, UnsealProgress,
+    unseal_with_share, unseal_with_share_at,
+};
+
 /// RFC 8410 SubjectPublicKeyInfo of an X25519 key, before its 32 bytes.
 const X25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00];
 /// RFC 8410 PKCS#8 (v1) of an X25519 key, before its 32 bytes.
@@ -78,8 +90,8 @@ const MAX_FILE_LEN: u64 = 64 * 1024;
 pub enum CustodyError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    /// A private key file is never overwritten.
-    #[error("{0} already exists; refusing to overwrite a key file")]
+    /// A key or package file is never overwritten.
+    #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
     /// Not a PEM file of the expected kind.
     #[error("{path}: {reason}")]
@@ -97,6 +109,9 @@ pub enum CustodyError {
     /// The enclave unseals another deployment than the share's.
     #[error("the enclave unseals deployment {enclave}, but this share is for deployment {share}: nothing was sent")]
     WrongDeployment { share: String, enclave: String },
+    /// The service refused a call or could not be reached.
+    #[error(transparent)]
+    Service(#[from] crate::Error),
 }
 
 /// A custodian's or operator's X25519 key pair.
@@ -243,6 +258,28 @@ pub fn operator_credential_pem(package: &OperatorCredentialPackage) -> Result<St
 pub fn operator_credential_from_pem(text: &str) -> Result<OperatorCredentialPackage, String> {
     let bytes = unarmor(OPERATOR_CREDENTIAL_LABEL, text)?;
     OperatorCredentialPackage::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
+/// Reads an operator credential package file.
+pub fn read_operator_credential(path: &Path) -> Result<OperatorCredentialPackage, CustodyError> {
+    let text = read_small(path)?;
+    operator_credential_from_pem(&text).map_err(|reason| file_error(path, reason))
+}
+
+/// Writes `text` (a package or public key PEM) to a new file `path`; an
+/// existing file is never overwritten.
+pub fn write_new_file(path: &Path, text: &str) -> Result<(), CustodyError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => CustodyError::Exists(path.to_owned()),
+            _ => io(path, source),
+        })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io(path, source))
 }
 
 /// Verifies the sealed enclave's unseal-session document and seals `share`

@@ -106,6 +106,7 @@
 
 pub mod attestation;
 pub mod audit;
+pub mod backup;
 pub mod channel;
 mod client;
 pub mod custody;

@@ -35,6 +35,7 @@ pub fn mock_args() -> Args {
         mock_pcrs: Vec::new(),
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
+        custody: Default::default(),
     }
 }
 

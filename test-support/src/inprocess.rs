@@ -28,12 +28,14 @@ use keyward_enclave::store::{MemoryStore, StoreFuture, StoreTransport};
 use keyward_wire::{ApiRequest, ApiResponse, StoreOp, StoreResult};
 
 use crate::Creds;
+use crate::custody::Custodian;
 use crate::enclave::{attesting_enclave_and_pki, mock_args, mock_config};
 use crate::raw::RawResponse;
 use crate::sdk::{client_config, shifted_now};
 use crate::sigv4::{api_headers, sign_headers, target};
 use crate::tamper::TamperingStore;
 use keyward_enclave::attestation::mock::MockPki;
+use keyward_sdk::custody::CustodyKey;
 
 /// The host name clients of an in-process service sign for.
 pub const HOST: &str = "keyward.in-process";
@@ -120,25 +122,65 @@ pub struct Service {
     pub pki: Arc<MockPki>,
     /// The enclave's mock NSM (its PKI is the one the enclave trusts).
     nsm: Arc<MockAttestingNsm>,
+    /// The custodian of the 1-of-1 genesis `start` ran (`None` for a
+    /// deployment the test initialised itself): `restart` and `peer`
+    /// unseal with it.
+    custodian: Option<Arc<Custodian>>,
+}
+
+/// How a new enclave of [`Service`] comes up.
+enum Boot {
+    /// Genesis 1-of-1 with a new custodian key (an empty store).
+    Genesis,
+    /// Unsealed by this custodian (a store with a deployment).
+    Unseal(Arc<Custodian>),
+    /// Left sealed (awaiting genesis, or its custodians).
+    Sealed,
 }
 
 impl Service {
     /// A fresh enclave over an empty in-memory store, with the real time.
     /// Call inside a multi-threaded tokio runtime (the enclave spawns its
     /// audit appender and sweep on it; policy decisions block in place).
+    /// Runs genesis (1-of-1, a custodian key the service keeps), so the
+    /// enclave is Ready.
     pub async fn start() -> Service {
-        Self::start_on(MemoryStore::new(), Creds::random(), Creds::random(), 0).await
+        Self::start_on(MemoryStore::new(), Creds::random(), Creds::random(), 0, Boot::Genesis).await
     }
 
-    async fn start_on(store: Arc<MemoryStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
+    /// A fresh enclave over an empty store, left sealed awaiting genesis
+    /// (`Keyward.InitCustody`, [`Service::init_custody`]).
+    pub async fn start_uninitialised() -> Service {
+        Self::start_on(MemoryStore::new(), Creds::random(), Creds::random(), 0, Boot::Sealed).await
+    }
+
+    /// A fresh enclave over `store` (whatever it holds), left sealed: for
+    /// tests of what the enclave makes of a store at start.
+    pub async fn start_sealed_on(store: Arc<MemoryStore>) -> Service {
+        Self::start_on(store, Creds::random(), Creds::random(), 0, Boot::Sealed).await
+    }
+
+    async fn start_on(
+        store: Arc<MemoryStore>,
+        creds: Creds,
+        operator: Creds,
+        clock_offset: i64,
+        boot: Boot,
+    ) -> Service {
         let host = TamperingStore::new(Arc::clone(&store));
-        Self::start_behind(host, creds, operator, clock_offset).await
+        Self::start_behind(host, creds, operator, clock_offset, boot).await
     }
 
-    async fn start_behind(host: Arc<TamperingStore>, creds: Creds, operator: Creds, clock_offset: i64) -> Service {
+    async fn start_behind(
+        host: Arc<TamperingStore>,
+        creds: Creds,
+        operator: Creds,
+        clock_offset: i64,
+        boot: Boot,
+    ) -> Service {
         let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&host)));
         let store = Arc::clone(host.inner());
-        Self::start_linked(store, host, link, creds, operator, clock_offset).await
+        Self::start_linked(store, host, link, creds, operator, clock_offset, boot).await
     }
 
     /// Another node of a cluster: a second enclave on this one's store, with
@@ -157,6 +199,7 @@ impl Service {
             self.creds.clone(),
             self.operator.clone(),
             self.clock_offset,
+            self.custodian.clone().map_or(Boot::Sealed, Boot::Unseal),
         )
         .await
     }
@@ -178,13 +221,13 @@ impl Service {
         creds: Creds,
         operator: Creds,
         clock_offset: i64,
+        boot: Boot,
     ) -> Service {
         let config = mock_config(mock_args(), Some(&creds), Some(&operator));
         let (enclave, nsm, pki) = attesting_enclave_and_pki(config, clock_offset);
         let enclave = Arc::new(enclave);
-        enclave.keyring(&*link).await.expect("the enclave boots");
         enclave.attach(Arc::downgrade(&link));
-        Service {
+        let mut service = Service {
             enclave,
             link,
             store,
@@ -194,6 +237,50 @@ impl Service {
             clock_offset,
             pki: Arc::new(pki),
             nsm,
+            custodian: None,
+        };
+        match boot {
+            Boot::Genesis => {
+                let key = CustodyKey::generate();
+                let mut genesis = service.init_custody(1, &[key.public_key()], None).await;
+                let package = genesis.packages.remove(0);
+                service.custodian = Some(Arc::new(Custodian { key, package }));
+            }
+            Boot::Unseal(custodian) => {
+                let response = service.unseal_with(&custodian).await;
+                assert_eq!(
+                    response.status,
+                    200,
+                    "unseal: {}",
+                    String::from_utf8_lossy(&response.body)
+                );
+                assert!(service.enclave.is_ready(), "1-of-1: ready after one share");
+                service.custodian = Some(custodian);
+            }
+            Boot::Sealed => {}
+        }
+        service
+    }
+
+    /// A request with no signature (the custody operations'), target as given.
+    pub(crate) async fn unsigned_call(&self, target: &str, body: &[u8]) -> RawResponse {
+        let request = ApiRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: api_headers(HOST, target)
+                .into_iter()
+                .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v.into_bytes())))
+                .collect(),
+            body: body.to_vec(),
+            client_addr: None,
+        };
+        let answer = keyward_enclave::api::handle(&self.enclave, request, &*self.link).await;
+        RawResponse {
+            status: answer.status,
+            headers: vec![("content-type".into(), "application/x-amz-json-1.1".into())],
+            body: answer.body,
         }
     }
 
@@ -229,9 +316,51 @@ impl Service {
     /// on the same data dir.
     pub async fn restart(self, clock_offset: i64) -> Service {
         let Service {
-            store, creds, operator, ..
+            store,
+            creds,
+            operator,
+            custodian,
+            ..
         } = self;
-        Self::start_on(store, creds, operator, clock_offset).await
+        let boot = custodian.map_or(Boot::Sealed, Boot::Unseal);
+        Self::start_on(store, creds, operator, clock_offset, boot).await
+    }
+
+    /// Stops this enclave and starts a new one on the same store that
+    /// stays sealed (a restart nobody has unsealed yet).
+    pub async fn restart_sealed(self) -> Service {
+        let Service {
+            store,
+            creds,
+            operator,
+            clock_offset,
+            custodian,
+            ..
+        } = self;
+        let mut service = Self::start_on(store, creds, operator, clock_offset, Boot::Sealed).await;
+        service.custodian = custodian;
+        service
+    }
+
+    /// Like [`Service::restart_sealed`], behind the same host, still telling
+    /// the lies it was told to tell.
+    pub async fn restart_sealed_behind_same_host(self) -> Service {
+        let Service {
+            host,
+            creds,
+            operator,
+            clock_offset,
+            custodian,
+            ..
+        } = self;
+        let mut service = Self::start_behind(host, creds, operator, clock_offset, Boot::Sealed).await;
+        service.custodian = custodian;
+        service
+    }
+
+    /// The custodian of the genesis [`Service::start`] ran.
+    pub fn custodian(&self) -> Option<&Custodian> {
+        self.custodian.as_deref()
     }
 
     /// Like [`Service::restart`], behind the same host, still telling the
@@ -242,9 +371,11 @@ impl Service {
             creds,
             operator,
             clock_offset,
+            custodian,
             ..
         } = self;
-        Self::start_behind(host, creds, operator, clock_offset).await
+        let boot = custodian.map_or(Boot::Sealed, Boot::Unseal);
+        Self::start_behind(host, creds, operator, clock_offset, boot).await
     }
 
     /// The record keys of a store namespace (`key`, `alias`, ...), in order.
@@ -274,6 +405,12 @@ impl Service {
     /// The enclave under test.
     pub fn enclave(&self) -> &Enclave {
         &self.enclave
+    }
+
+    /// The enclave under test, shared (to serve client streams on it:
+    /// `keyward_enclave::server::serve_client_stream`).
+    pub fn shared_enclave(&self) -> Arc<Enclave> {
+        Arc::clone(&self.enclave)
     }
 
     /// The enclave's current time: the real time shifted by `clock_offset`.

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
+pub mod custody;
 pub mod enclave;
 pub mod inprocess;
 pub mod kmstool_cms;

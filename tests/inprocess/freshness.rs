@@ -470,3 +470,43 @@ async fn listings_the_host_trims_or_reorders_are_refused() {
     service.host().honest();
     must("ListKeys when honest", kms.list_keys().send().await);
 }
+
+/// Genesis writes the global index root with the boot record; a store with
+/// the boot record and without that root (hidden by the host) is refused at
+/// unseal: the enclave stays sealed, names the missing root, and unseals once
+/// the root is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unseal_over_a_store_without_its_global_index_root_is_refused() {
+    let service = Service::start().await;
+    let kms = service.client();
+    let key = create_key(&kms, "made before the unseal").await;
+    let root = service.host().snapshot("index", "@global/root");
+    assert!(root.value.is_some(), "genesis wrote the global index root");
+    assert!(
+        service.host().snapshot("boot", "custody").value.is_some(),
+        "genesis wrote the boot record"
+    );
+    let service = service.restart_sealed_behind_same_host().await;
+    let custodian = service.custodian().expect("a 1-of-1 genesis");
+    service.host().hide("index", "@global/root");
+    let r = service.unseal_with(custodian).await;
+    assert_ne!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert!(body.contains("index/@global/root"), "{body}");
+    assert!(!service.enclave().is_ready());
+
+    service.host().honest();
+    let r = service.unseal_with(custodian).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(service.enclave().is_ready());
+    must(
+        "Encrypt after the unseal",
+        service
+            .client()
+            .encrypt()
+            .key_id(&key)
+            .plaintext(Blob::new(b"x".to_vec()))
+            .send()
+            .await,
+    );
+}

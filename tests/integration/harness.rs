@@ -110,6 +110,20 @@ impl Sandbox {
         .await
     }
 
+    /// `<data-dir>/dev-custodian`: the dev custodian's key and share
+    /// (`keyward dev`'s 1-of-1 custody).
+    pub fn dev_custodian_dir(&self) -> PathBuf {
+        self.data_dir().join("dev-custodian")
+    }
+
+    /// This node will unseal with `first`'s dev custodian
+    /// (`--dev-custodian-dir`): a node on another node's `--store`, until
+    /// cluster join exists.
+    pub fn unseal_with_custodian_of(&mut self, first: &Sandbox) {
+        self.extra_args.push("--dev-custodian-dir".into());
+        self.extra_args.push(first.dev_custodian_dir().display().to_string());
+    }
+
     /// The host's embedded sealed-record store (`<data-dir>/store`, SQLite).
     /// Only valid while no service runs on this sandbox.
     pub fn store_dir(&self) -> PathBuf {

@@ -269,16 +269,60 @@ pub struct Split {
     pub stream_recorder: Recorder,
     enclave: Proc,
     pub url: String,
-    /// The enclave CA certificate (from the proxy's admin `/ca.pem`).
+    /// The proxy's admin listener (`/healthz`, `/ca.pem`), `127.0.0.1:PORT`.
+    pub admin: String,
+    /// The enclave CA certificate (from the proxy's admin `/ca.pem`): the
+    /// persistent one once Ready, the sealed enclave's in-memory one before.
     pub ca_pem: String,
     pub operator: Creds,
     pub creds: Creds,
     pub data_dir: PathBuf,
+    /// Enclave starts so far (each has its own log file).
+    enclave_starts: usize,
     _dir: tempfile::TempDir,
 }
 
+/// `keyward enclave` (mock mode) on `data_dir`, with the dev credentials.
+fn enclave_command(data_dir: &Path, enclave_socket: &Path, creds: &Creds, operator: &Creds) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command
+        .args(["enclave", "--mode", "mock", "--exit-on-stdin-close", "--socket"])
+        .arg(enclave_socket)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("KEYWARD_DEV_ACCESS_KEY_ID", &creds.access_key_id)
+        .env("KEYWARD_DEV_SECRET_ACCESS_KEY", &creds.secret)
+        .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
+        .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
+        .env("RUST_LOG", "info");
+    command
+}
+
 impl Split {
+    /// Both processes, the enclave made Ready by a 1-of-1 genesis (as
+    /// `keyward dev` does on first start) whose custodian key is dropped.
     pub async fn start() -> Split {
+        let mut split = Split::start_sealed().await;
+        let custodian = keyward_sdk::custody::CustodyKey::generate();
+        let request = keyward_sdk::custody::InitCustodyRequest {
+            threshold: 1,
+            custodians: vec![custodian.public_key()],
+            operator_key: None,
+        };
+        let output = split
+            .custody_client()
+            .init_custody(&request)
+            .await
+            .unwrap_or_else(|e| panic!("genesis: {e}"));
+        assert_eq!(output.state, "Ready");
+        split.await_ready_ca().await;
+        split
+    }
+
+    /// Both processes; the enclave stays sealed (awaiting genesis or, on a
+    /// data dir with a deployment, its custodians). `ca_pem` is the sealed
+    /// enclave's in-memory CA.
+    pub async fn start_sealed() -> Split {
         let dir = tempfile::Builder::new()
             .prefix("keyward-split-")
             .tempdir()
@@ -292,22 +336,12 @@ impl Split {
         let recorder_socket = data_dir.join("recorder.sock");
         let recorder_tls_socket = data_dir.join("recorder-tls.sock");
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        command
-            .args(["enclave", "--mode", "mock", "--exit-on-stdin-close", "--socket"])
-            .arg(&enclave_socket)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("KEYWARD_DEV_ACCESS_KEY_ID", &creds.access_key_id)
-            .env("KEYWARD_DEV_SECRET_ACCESS_KEY", &creds.secret)
-            .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
-            .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
-            .env("RUST_LOG", "info");
+        let command = enclave_command(&data_dir, &enclave_socket, &creds, &operator);
         let mut enclave = Proc::spawn(
             "keyward enclave",
             command,
             Watch::Stderr,
-            dir.path().join("enclave.log"),
+            dir.path().join("enclave-1.log"),
         );
         enclave.wait_for(ENCLAVE_READY).await;
 
@@ -351,11 +385,84 @@ impl Split {
             stream_recorder,
             enclave,
             url: format!("https://{addr}"),
+            admin,
             ca_pem,
             creds,
             operator,
             data_dir,
+            enclave_starts: 1,
             _dir: dir,
+        }
+    }
+
+    /// An unauthenticated SDK client for the custody operations, trusting
+    /// the current `ca_pem`.
+    pub fn custody_client(&self) -> keyward_sdk::Client {
+        keyward_sdk::Client::unauthenticated(&self.url)
+            .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(self.ca_pem.clone())))
+            .map(|c| c.with_timeout(REQUEST_TIMEOUT))
+            .expect("a custody client")
+    }
+
+    /// Once the enclave is Ready: waits (bounded) until the proxy reports
+    /// its persistent CA instead of the sealed one, and trusts it.
+    pub async fn await_ready_ca(&mut self) {
+        let sealed = std::mem::take(&mut self.ca_pem);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ca = fetch_ca(&self.admin).await;
+            if ca != sealed {
+                self.ca_pem = ca;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the enclave kept serving its sealed TLS identity"
+            );
+            // A new connection has a Ready enclave load its identity.
+            if let Ok(probe) = keyward_sdk::Client::unauthenticated(&self.url) {
+                let _ = probe.with_timeout(REQUEST_TIMEOUT).get_unseal_document(b"probe").await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The proxy's `/healthz`: status and body.
+    pub async fn healthz(&self) -> (u16, String) {
+        let headers = vec![("host".to_string(), self.admin.clone())];
+        let response = crate::harness::http_request(&self.admin, "GET", "/healthz", &headers, b"").await;
+        (
+            response.status,
+            String::from_utf8_lossy(&response.body).trim().to_owned(),
+        )
+    }
+
+    /// SIGKILLs the enclave (the proxy stays) and starts a new enclave
+    /// process on the same data dir and socket; it starts sealed. Then
+    /// trusts the new enclave's sealed CA.
+    pub async fn kill9_and_restart_enclave(&mut self) {
+        if let Some(child) = self.enclave.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.enclave.child = None;
+        self.enclave_starts += 1;
+        let socket = self.data_dir.join("enclave.sock");
+        let command = enclave_command(&self.data_dir, &socket, &self.creds, &self.operator);
+        let log = self._dir.path().join(format!("enclave-{}.log", self.enclave_starts));
+        self.enclave = Proc::spawn("keyward enclave", command, Watch::Stderr, log);
+        self.enclave.wait_for(ENCLAVE_READY).await;
+        // The proxy reconnects; the new enclave serves a new sealed CA.
+        let old = self.ca_pem.clone();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ca = fetch_ca(&self.admin).await;
+            if ca != old {
+                self.ca_pem = ca;
+                return;
+            }
+            assert!(Instant::now() < deadline, "the restarted enclave's CA never showed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -389,12 +496,14 @@ impl Split {
     }
 
     /// Both processes' logs so far (the proxy's stdout and stderr, the
-    /// enclave's stderr).
+    /// stderr of every enclave process started).
     pub fn logs(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (self.proxy.name, self.proxy.log()),
-            (self.enclave.name, self.enclave.log()),
-        ]
+        let mut logs = vec![(self.proxy.name, self.proxy.log())];
+        for i in 1..=self.enclave_starts {
+            let path = self._dir.path().join(format!("enclave-{i}.log"));
+            logs.push((self.enclave.name, std::fs::read_to_string(path).unwrap_or_default()));
+        }
+        logs
     }
 }
 

@@ -61,6 +61,7 @@ async fn two_nodes_share_keys_through_postgres() {
     second.creds = first.creds.clone();
     second.operator = first.operator.clone();
     second.extra_args = first.extra_args.clone();
+    second.unseal_with_custodian_of(&first);
 
     let mut a = first.start().await;
     let key = create_key(&a.client(), "shared").await;

@@ -19,6 +19,7 @@
 //! expectations. No input panics.
 #![forbid(unsafe_code)]
 
+pub mod cms;
 pub mod document;
 pub mod mock;
 pub mod verify;

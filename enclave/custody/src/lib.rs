@@ -12,6 +12,10 @@
 //! - [`unseal`]: the attestation `user_data` that binds an unseal session's
 //!   key ([`unseal::session_binding`]) and the **unseal message** carrying
 //!   one share to that session;
+//! - [`backup`]: the **backup manifest** the enclave signs with the audit key
+//!   (the root commitment) and the backup file `kmsctl` writes and restores;
+//! - [`join`]: the **join package**, the root sealed by a Ready node to a
+//!   sealed node of the same deployment whose attestation it verified;
 //! - [`operator`]: the **operator credential package**, the operator's first
 //!   secret access key encrypted to the operator's key at genesis.
 //!
@@ -26,6 +30,8 @@
 //! files, opening packages, sealing a share for an attested session) do.
 #![forbid(unsafe_code)]
 
+pub mod backup;
+pub mod join;
 pub mod operator;
 pub mod share;
 pub mod suite;

@@ -39,6 +39,7 @@ impl KmsError {
             KmsError::RequestTimeout(_) => "RequestTimeoutException",
             KmsError::Internal | KmsError::InternalDetail(_) | KmsError::Conflict(_) => "KMSInternalException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
+            KmsError::Sealed(_) => crate::custody::state::SEALED_ERROR_TYPE,
         }
     }
 
@@ -46,6 +47,7 @@ impl KmsError {
         match self {
             KmsError::Internal | KmsError::InternalDetail(_) | KmsError::Conflict(_) => 500,
             KmsError::DependencyTimeout(_) => 503,
+            KmsError::Sealed(_) => crate::custody::state::SEALED_STATUS,
             KmsError::DryRunOperation(_) => 412,
             KmsError::PayloadTooLarge(_) => 413,
             KmsError::RequestTimeout(_) => 408,

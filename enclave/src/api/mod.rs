@@ -31,7 +31,9 @@ pub mod aliases;
 pub mod asymmetric;
 pub mod attestation_ops;
 pub mod audit_log;
+pub mod backup;
 pub mod crypto;
+pub mod custody;
 pub mod error;
 pub mod import;
 pub mod keys;
@@ -80,6 +82,9 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
         };
         let mut notes = AuditNotes::default();
         let mut unauthenticated = None;
+        let custody_op = header(&request, "x-amz-target")
+            .and_then(|target| Operation::from_target(&target))
+            .filter(|op| op.is_custody());
         let result = serve(
             enclave,
             &request,
@@ -112,6 +117,16 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
             }
         }
         let result = match unauthenticated {
+            // Sealed: no root, so no audit chain to append to. What was
+            // refused is in the log (custody steps log their refusals).
+            _ if !enclave.is_ready() => {
+                if let Err(e) = &result
+                    && custody_op.is_none()
+                {
+                    tracing::debug!(error = %e.message(), "answered while sealed");
+                }
+                result
+            }
             // Not authenticated: no tenant's chain, and a record in the
             // operator's only when sampled (`auth::failures`).
             Some(Verdict::Reject { sample: Some(since) }) => {
@@ -224,7 +239,17 @@ async fn serve(
             audit,
         );
     }
+    // The custody operations come before authentication: while sealed no
+    // credential can be read, and their inputs authenticate themselves.
+    let target = header(request, "x-amz-target").unwrap_or_default();
+    if let Some(op) = Operation::from_target(&target).filter(|op| op.is_custody()) {
+        tracing::Span::current().record("op", op.target());
+        audit.operation = op.target().to_owned();
+        return custody::serve(enclave, op, parse_body(&request.body)?, transport).await;
+    }
     let keyring = enclave.keyring(transport).await.map_err(|e| match e {
+        // Sealed: 503 ServiceUnavailableException saying how to unseal.
+        crate::bootstrap::BootError::Sealed(message) => KmsError::Sealed(message),
         // A store the enclave refuses (e.g. of an older record format) says why.
         crate::bootstrap::BootError::Store(e) => KmsError::from(e),
         _ => KmsError::Internal,
@@ -386,6 +411,11 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::TestPolicy => policies::test_policy(ctx, body).await,
         O::GetTlsCertificateRequest => tls_ops::get_tls_certificate_request(ctx, body).await,
         O::ImportTlsCertificate => tls_ops::import_tls_certificate(ctx, body).await,
+        O::ExportBackup => backup::export_backup(ctx, body).await,
+        // Served before authentication by `handle` (`custody::serve`).
+        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Err(KmsError::UnknownOperation(format!(
+            "{op} is served by the request entry point, before authentication"
+        ))),
     }
 }
 

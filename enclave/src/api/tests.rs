@@ -37,6 +37,7 @@ pub(super) fn enclave() -> Enclave {
         mock_pcrs: Vec::new(),
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
+        custody: Default::default(),
     };
     let config = args.validate(|_| None).expect("valid config");
     Enclave::new(config, Box::new(MockNsm), Arc::new(SystemClock))
@@ -51,7 +52,7 @@ pub(super) fn principal(tenant: &str) -> Principal {
 }
 
 pub(super) async fn ctx<'a>(enclave: &'a Enclave, store: &'a MemoryStore, tenant: &str) -> Ctx<'a> {
-    let keyring = enclave.keyring(store).await.expect("boots");
+    let keyring = enclave.ready_for_tests(store).await.expect("boots");
     if tenant != crate::auth::OPERATOR {
         // The tenant, as the operator would have created it (of a fresh generation).
         let generation = crate::keystore::tenants::new_generation(&crate::nsm::MockNsm).expect("random");

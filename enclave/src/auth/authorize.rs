@@ -30,6 +30,9 @@ pub fn need(op: Operation) -> Need {
     match op {
         O::CreateTenant | O::ListTenants | O::DisableTenant | O::EnableTenant => Need::Operator,
         O::GetTlsCertificateRequest | O::ImportTlsCertificate => Need::Operator,
+        O::ExportBackup => Need::Operator,
+        // Served before authentication (`api::custody`); never authorized here.
+        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Need::Operator,
         O::GetAuditLog | O::GetAttestationDocument => Need::Anyone,
         O::UpdateKeyAttestationPolicy
         | O::UpdateTenantAttestationPolicy

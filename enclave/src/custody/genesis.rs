@@ -123,16 +123,7 @@ pub fn genesis(request: &ShamirGenesis, nsm: &dyn Nsm, now: i64) -> Result<Genes
     };
     record.check()?;
     let operator = match &request.operator_key {
-        Some(key) => {
-            let (access_key_id, secret_access_key) = crate::auth::credentials::generate_access_key();
-            let package =
-                OperatorCredentialPackage::seal(&deployment_id, &access_key_id, secret_access_key.as_bytes(), key)?;
-            Some(OperatorGrant {
-                access_key_id,
-                secret_access_key,
-                package,
-            })
-        }
+        Some(key) => Some(grant_operator(&deployment_id, key)?),
         None => None,
     };
     tracing::info!(
@@ -146,6 +137,17 @@ pub fn genesis(request: &ShamirGenesis, nsm: &dyn Nsm, now: i64) -> Result<Genes
         record,
         packages,
         operator,
+    })
+}
+
+/// The operator's first credential of `deployment_id`, sealed to `key`.
+pub fn grant_operator(deployment_id: &DeploymentId, key: &PublicKey) -> Result<OperatorGrant, CustodyError> {
+    let (access_key_id, secret_access_key) = crate::auth::credentials::generate_access_key();
+    let package = OperatorCredentialPackage::seal(deployment_id, &access_key_id, secret_access_key.as_bytes(), key)?;
+    Ok(OperatorGrant {
+        access_key_id,
+        secret_access_key,
+        package,
     })
 }
 

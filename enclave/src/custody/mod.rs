@@ -13,6 +13,10 @@
 //! - [`session`]: an **unseal session**: an ephemeral HPKE key bound into an
 //!   attestation document; M valid, distinct shares sealed to it rebuild the
 //!   root, which must match the commitment. Never half-unsealed.
+//! - [`join`]: cluster join: a Ready node releases the root to an attested
+//!   sealed node of the same deployment.
+//! - [`kms`]: custody by an AWS-KMS-compatible key service: the root is a
+//!   data key generated and released (with a Recipient) to this enclave only.
 //! - [`state`]: the **Sealed → Ready** state machine and what the API
 //!   answers while sealed.
 //!
@@ -22,6 +26,8 @@
 //! "Wiring left".
 
 pub mod genesis;
+pub mod join;
+pub mod kms;
 pub mod record;
 pub mod session;
 pub mod state;
@@ -99,4 +105,14 @@ pub enum CustodyError {
     /// The session already yielded its root.
     #[error("this unseal session is finished")]
     SessionFinished,
+    /// The custody key service refused or could not be reached.
+    #[error("the custody key service did not release the root: {0}")]
+    CustodyService(String),
+    /// What the custody key service or a peer released does not open.
+    #[error("the released root cannot be opened: {0}")]
+    Recipient(String),
+    /// A cluster join refused (by the peer: the joiner's document; by the
+    /// joiner: the package).
+    #[error("cluster join refused: {0}")]
+    Join(String),
 }

@@ -32,6 +32,10 @@ pub enum SealedReason {
     },
     /// The boot record cannot be read: nothing can unseal it.
     InvalidBootRecord(String),
+    /// The store cannot be used as it is (no boot record over sealed
+    /// records, or a data directory of an older format): neither genesis
+    /// nor an unseal can start; the message says what to do.
+    Unusable(String),
 }
 
 /// Sealed or Ready.
@@ -91,6 +95,26 @@ impl CustodyState {
             reason,
             last_refusal: None,
         }
+    }
+
+    /// Sealed for good (until the store is repaired): `problem` says why
+    /// and what to do. Genesis is refused in this state.
+    pub fn unusable(problem: String) -> CustodyState {
+        CustodyState::Sealed {
+            reason: SealedReason::Unusable(problem),
+            last_refusal: None,
+        }
+    }
+
+    /// Waiting for genesis (no boot record, an empty store).
+    pub fn awaits_genesis(&self) -> bool {
+        matches!(
+            self,
+            CustodyState::Sealed {
+                reason: SealedReason::AwaitingGenesis,
+                ..
+            }
+        )
     }
 
     pub fn is_ready(&self) -> bool {
@@ -218,6 +242,7 @@ impl CustodyState {
                 "Keyward is sealed: its boot record cannot be read ({problem}). Restore the data directory from a \
                  backup (docs/custody.md)."
             ),
+            SealedReason::Unusable(problem) => format!("Keyward is sealed: {problem}"),
         };
         if let Some(refusal) = last_refusal {
             message.push_str(" Last refusal: ");
@@ -242,6 +267,7 @@ impl CustodyState {
                     format!("sealed, awaiting the custody service of deployment {deployment}")
                 }
                 SealedReason::InvalidBootRecord(_) => "sealed with an invalid boot record".into(),
+                SealedReason::Unusable(_) => "sealed with a store it cannot use".into(),
             },
         };
         StateError { action, state }

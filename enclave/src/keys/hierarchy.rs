@@ -73,6 +73,12 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
+    /// The root itself: only for releasing it to an attested node of the
+    /// same deployment (`custody::join`).
+    pub(crate) fn root(&self) -> &Key256 {
+        &self.root
+    }
+
     pub fn new(root: Key256) -> Self {
         let sealing = Arc::new(derive(&root, INFO_SEALING, b""));
         let audit_signing = derive_signing_key(&root);

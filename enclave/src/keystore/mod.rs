@@ -13,6 +13,7 @@ pub mod aliases;
 pub mod asymmetric;
 pub mod attestation;
 pub mod audit_log;
+pub mod backup;
 pub mod credentials;
 pub mod crypto;
 pub mod due;

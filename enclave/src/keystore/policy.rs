@@ -141,6 +141,11 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::GetAuditLog
         | O::GetTlsCertificateRequest
         | O::ImportTlsCertificate
+        | O::InitCustody
+        | O::JoinCluster
+        | O::GetUnsealDocument
+        | O::Unseal
+        | O::ExportBackup
         | O::UpdateTenantAttestationPolicy
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule

@@ -141,12 +141,13 @@ pub struct Place {
 }
 
 /// The scope of a record, `None` for records the index does not cover: the
-/// index itself, the unsealed mock root key, and audit records (the hash
-/// chain under the indexed head covers them).
+/// index itself, the unsealed boot record (`boot/custody`, written with the
+/// global root at genesis and read before any key exists), and audit records
+/// (the hash chain under the indexed head covers them).
 pub fn place(namespace: &str, key: &str) -> Option<Place> {
     let (scope, head) = match namespace {
         NAMESPACE => return None,
-        "boot" if key == "root-key" => return None,
+        "boot" if key == "custody" => return None,
         "audit" => {
             let (chain, rest) = key.split_once('/')?;
             if rest != "head" {

@@ -627,9 +627,9 @@ impl Records<'_> {
         }
     }
 
-    /// Checks that the global root exists (a store with a root key and
+    /// Checks that the global root exists (a store with a boot record and
     /// without it was either emptied of it by the host or is from before the
-    /// index): at boot.
+    /// index): at genesis and at every unseal.
     pub async fn check_genesis(&self) -> Result<(), StoreError> {
         let Some(index) = self.index else { return Ok(()) };
         let (version, _) = self.read_root(index, GLOBAL).await?;
@@ -637,7 +637,7 @@ impl Records<'_> {
             return Err(index.violation(
                 Violation::Omission,
                 &format!("{NAMESPACE}/{}", root_key(GLOBAL)),
-                "the store's index root (the store has a root key)".into(),
+                "the store's index root (the store has a boot record)".into(),
                 "absent (hidden by the host, or a data dir from before the authenticated index)".into(),
             ));
         }

@@ -542,6 +542,56 @@ impl<'a> Records<'a> {
             .collect())
     }
 
+    /// The stored bytes of the records of `namespace` strictly after
+    /// `start_after`, in key order, at most `limit`, **unopened** (for a
+    /// backup, which hands the host's own bytes back to it): key, version,
+    /// bytes. The page is checked to be what was asked for; the bytes are
+    /// the caller's to authenticate.
+    pub async fn list_stored(
+        &self,
+        namespace: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+        let limit = limit.min(MAX_LIST);
+        let op = StoreOp::ListVersioned {
+            namespace: namespace.into(),
+            prefix: String::new(),
+            start_after: start_after.map(str::to_owned),
+            limit,
+        };
+        let entries = match self.transport.call(op).await? {
+            StoreResult::Records { entries, .. } => entries,
+            StoreResult::Error(e) => return Err(StoreError::Host(e)),
+            other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
+        };
+        check_page(
+            entries.iter().map(|e| e.key.as_str()),
+            entries.len(),
+            "",
+            start_after,
+            limit,
+        )?;
+        entries
+            .into_iter()
+            .map(|e| {
+                if e.version == 0 {
+                    return Err(StoreError::Protocol(format!(
+                        "{namespace}/{} has a value at version 0",
+                        e.key
+                    )));
+                }
+                Ok((e.key, e.version, e.value.into_vec()))
+            })
+            .collect()
+    }
+
+    /// The stored bytes of one record, unopened (boot records, which are
+    /// stored in the clear), with its version.
+    pub async fn get_stored(&self, namespace: &str, key: &str) -> Result<(u64, Option<Vec<u8>>), StoreError> {
+        self.fetch(namespace, key).await
+    }
+
     /// Records whose key starts with `prefix`, strictly after `start_after`, in
     /// key order, at most `limit`. Every entry is authenticated, and the page is
     /// checked to be what was asked for.

@@ -144,4 +144,4 @@ fn subject_params(names: &[TlsName]) -> Result<rcgen::CertificateParams, TlsErro
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -26,7 +26,10 @@ pub use status::{
     EnclaveStatus, FreshnessViolations, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot,
     RequestCount, operation_label, outcome_label,
 };
-pub use stream::{MAX_STREAM_ADDR, STREAM_MAGIC, encode_stream_header, read_stream_header};
+pub use stream::{
+    MAX_STREAM_ADDR, OUTBOUND_MAGIC, STREAM_MAGIC, StreamStart, encode_outbound_header, encode_stream_header,
+    read_stream_header, read_stream_start,
+};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -71,6 +74,17 @@ pub enum Frame {
     /// copies early. An untrusted hint, never answered: the enclave's bound
     /// on staleness comes from re-reading, not from these.
     Invalidate { hints: Vec<StoreHint> },
+    /// Enclave → host: open a TCP connection to `target` (`host:port`) and
+    /// hand it to the enclave as an outbound stream (header
+    /// [`encode_outbound_header`]`(id)` on the client-stream endpoint). The
+    /// host connects only to targets it was configured with
+    /// (`--custody-endpoint`, `--join-peer`); the enclave runs TLS with
+    /// pinned roots on the stream, so the host relays ciphertext only.
+    OutboundOpen { id: u64, target: String },
+    /// Host → enclave: the outbound connection `id` could not be opened
+    /// (refused target, connection failure); the text is for logs and for
+    /// the sealed reason. Success is the stream itself.
+    OutboundFailed { id: u64, reason: String },
 }
 
 /// One invalidation hint of [`Frame::Invalidate`].
@@ -546,6 +560,8 @@ mod tests {
                     },
                 }
             }),
+            (any::<u64>(), ".{0,30}").prop_map(|(id, target)| Frame::OutboundOpen { id, target }),
+            (any::<u64>(), ".{0,30}").prop_map(|(id, reason)| Frame::OutboundFailed { id, reason }),
         ]
     }
 

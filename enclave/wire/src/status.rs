@@ -47,6 +47,10 @@ pub struct EnclaveStatus {
     #[serde(with = "serde_bytes")]
     pub tls_spki_sha256: Vec<u8>,
     pub metrics: MetricsSnapshot,
+    /// What the proxy's `/healthz` reports: `ok` when the enclave is
+    /// Ready, `sealed` while it waits for genesis or an unseal (HTTP 503).
+    #[serde(default)]
+    pub health: String,
 }
 
 /// Cumulative request metrics since the enclave started.

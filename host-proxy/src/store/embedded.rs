@@ -141,7 +141,7 @@ impl Backend for Embedded {
     }
 }
 
-fn open_writer(file: &Path) -> Result<Connection, String> {
+pub(crate) fn open_writer(file: &Path) -> Result<Connection, String> {
     let conn = Connection::open(file).map_err(|e| e.to_string())?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))

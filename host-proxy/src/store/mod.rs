@@ -8,6 +8,8 @@
 //!   many requests in one durable (fsync'd) transaction;
 //! * [`postgres`]: a PostgreSQL database shared by the nodes of a cluster.
 //!
+//! [`load`] fills an empty store from a verified backup (`kmsctl restore`).
+//!
 //! Either way, a write is durable before its reply is sent: the future that
 //! [`Store::call`] returns completes only after the backend's commit
 //! returned (SQLite: after the WAL's `fdatasync`; PostgreSQL: after its
@@ -30,6 +32,7 @@
 
 pub mod embedded;
 pub mod legacy;
+pub mod load;
 pub mod postgres;
 mod request;
 
@@ -44,6 +47,7 @@ use keyward_wire::{StoreOp, StoreResult};
 use tokio::sync::broadcast;
 
 pub use embedded::Embedded;
+pub use load::{LoadError, LoadRecord, load};
 pub use postgres::Postgres;
 
 /// Longest namespace or key accepted from the enclave.

@@ -125,7 +125,7 @@ impl Postgres {
     }
 }
 
-async fn create_schema(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+pub(crate) async fn create_schema(client: &mut Client) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     // Several nodes may start at once: one creates, the others wait and see it.
     tx.execute("SELECT pg_advisory_xact_lock(7306071563150504247)", &[])

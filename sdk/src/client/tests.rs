@@ -412,3 +412,104 @@ async fn a_pinned_key_is_required_and_the_connection_reports_its_key() -> TestRe
     assert!(matches!(client.list_access_keys().await, Err(Error::Transport(_))));
     Ok(())
 }
+
+// --- custody calls ---
+
+/// A genesis answer (`Keyward.InitCustody` JSON) for `packages`, as the
+/// enclave would give it.
+fn init_custody_answer(
+    deployment: &str,
+    packages: &[crate::custody::SharePackage],
+    operator: Option<&crate::custody::OperatorCredentialPackage>,
+) -> &'static str {
+    use base64::Engine as _;
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut answer = serde_json::json!({
+        "DeploymentId": deployment,
+        "SharePackages": packages.iter().map(|p| b64(p.to_bytes().expect("CBOR"))).collect::<Vec<_>>(),
+        "RootCommitment": b64(packages[0].root_commitment.clone()),
+        "State": "Ready",
+    });
+    if let Some(operator) = operator {
+        answer["OperatorCredential"] = b64(operator.to_bytes().expect("CBOR")).into();
+    }
+    Box::leak(answer.to_string().into_boxed_str())
+}
+
+/// `init_custody` sends unsigned, and accepts an answer only if every
+/// package is the one asked for: swapped packages, a missing operator
+/// credential or one sealed to another key are refused.
+#[tokio::test]
+async fn init_custody_is_unsigned_and_checks_every_package() -> TestResult {
+    use crate::custody::{CustodyKey, InitCustodyRequest, deployment_hex};
+    use keyward_enclave::custody::genesis::{ShamirGenesis, genesis};
+    let custodians: Vec<CustodyKey> = (0..2).map(|_| CustodyKey::generate()).collect();
+    let operator = CustodyKey::generate();
+    let request = InitCustodyRequest {
+        threshold: 2,
+        custodians: custodians.iter().map(CustodyKey::public_key).collect(),
+        operator_key: Some(operator.public_key()),
+    };
+    let outcome = genesis(
+        &ShamirGenesis {
+            threshold: 2,
+            custodians: request.custodians.clone(),
+            operator_key: request.operator_key,
+        },
+        &keyward_enclave::nsm::MockNsm,
+        0,
+    )?;
+    let deployment = deployment_hex(&outcome.record.deployment_id);
+    let grant = outcome.operator.as_ref().map(|g| &g.package);
+    let swapped = [outcome.packages[1].clone(), outcome.packages[0].clone()];
+    let other_operator = genesis(
+        &ShamirGenesis {
+            threshold: 1,
+            custodians: vec![CustodyKey::generate().public_key()],
+            operator_key: Some(CustodyKey::generate().public_key()),
+        },
+        &keyward_enclave::nsm::MockNsm,
+        0,
+    )?;
+    let (endpoint, server) = serve(vec![
+        (200, init_custody_answer(&deployment, &outcome.packages, grant)),
+        (200, init_custody_answer(&deployment, &swapped, grant)),
+        (200, init_custody_answer(&deployment, &outcome.packages, None)),
+        (
+            200,
+            init_custody_answer(
+                &deployment,
+                &outcome.packages,
+                other_operator.operator.as_ref().map(|g| &g.package),
+            ),
+        ),
+    ])
+    .await?;
+    let client = Client::unauthenticated(&endpoint)?.with_tls(crate::tls::test_identity::options())?;
+    let output = client.init_custody(&request).await?;
+    assert_eq!(deployment_hex(&output.deployment_id), deployment);
+    assert_eq!(output.share_packages, outcome.packages);
+    let (access_key_id, _) =
+        operator.open_operator_credential(output.operator_credential.as_ref().expect("credential"))?;
+    assert_eq!(Some(access_key_id.as_str()), grant.map(|g| g.access_key_id.as_str()));
+
+    let refused = client.init_custody(&request).await.expect_err("swapped packages");
+    assert!(refused.to_string().contains("swapped or altered"), "{refused}");
+    let refused = client.init_custody(&request).await.expect_err("no operator credential");
+    assert!(refused.to_string().contains("no OperatorCredential"), "{refused}");
+    let refused = client.init_custody(&request).await.expect_err("another operator key");
+    assert!(
+        refused.to_string().contains("not sealed to the operator key"),
+        "{refused}"
+    );
+
+    let seen = server.await?;
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter()
+            .all(|s| s.target == "Keyward.InitCustody" && s.authorization.is_empty())
+    );
+    assert_eq!(seen[0].body["Threshold"], 2);
+    assert_eq!(seen[0].body["CustodianPublicKeys"].as_array().map(Vec::len), Some(2));
+    Ok(())
+}

@@ -84,9 +84,6 @@ const OLD_VERSIONS: &str = r#"[{"nonce":[83,169,221,0,235,90,0,105,246,106,146,1
 const OLD_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000001";
 /// `keys::blob::seal`: material [0x44; 32], key 00000000-0000-4000-8000-000000000001 version 7, context purpose=vector.
 const OLD_BLOB: &str = "010000000000004000800000000000000100000007b33923eb377a092e3306dc2be6a53ee6e5fa44cde87a144695623a2d8f7dc5681c588b62bb802000a6fa02200caf288fc30839e70da2f9";
-/// `bootstrap`'s mock root-key record, and the root key it holds.
-const OLD_ROOT_RECORD: &str = "4de53f70a05e2804dcaabdf44ff9b7941b59adb53bd9f2f0b92d08e8fad1d51b435030af16c4261b7dbff9d9fd92cd06b58d29e08674763cfb31bd0732";
-const OLD_ROOT: &str = "bf88e8295636c92b45b94e7c2233a3d0b38bfafd041c583ab77bd256e8577ffa";
 
 /// Record format 1 (before store versions were bound into the associated
 /// data) is refused, with how to start fresh, rather than misread; the
@@ -164,34 +161,4 @@ fn blobs_sealed_by_the_old_code_still_open() {
     aad.extend_from_slice(&context.canonical());
     assert_eq!(seal(&material, &nonce, &aad, opened.expose()).expect("seals"), ct);
     assert!(blob::open(&sealed, &material, &EncryptionContext::default()).is_err());
-}
-
-#[tokio::test]
-async fn a_mock_root_key_wrapped_by_the_old_code_still_unwraps() {
-    use keyward_wire::StoreOp;
-
-    use crate::bootstrap::{BOOT_NAMESPACE, boot};
-    use crate::config::Mode;
-    use crate::nsm::MockNsm;
-    use crate::store::{MemoryStore, StoreTransport};
-
-    let store = MemoryStore::new();
-    let put = StoreOp::Put {
-        namespace: BOOT_NAMESPACE.into(),
-        key: "root-key".into(),
-        value: unhex(OLD_ROOT_RECORD),
-    };
-    store.call(put).await.expect("put");
-    // A store with a root key has the genesis root of its index (written
-    // with the root key since issue 19).
-    let known = crate::bootstrap::Keyring::new(crate::secret::Key256::from_slice(&unhex(OLD_ROOT)).expect("32 bytes"));
-    let (key, value) = crate::store::genesis(&known.sealer, crate::store::index::GLOBAL, 1).expect("genesis");
-    let put = StoreOp::Put {
-        namespace: crate::store::index::NAMESPACE.into(),
-        key,
-        value,
-    };
-    store.call(put).await.expect("put");
-    let keyring = boot(Mode::Mock, &MockNsm, &*store, None, None, 0).await.expect("boots");
-    assert_eq!(hex::encode(keyring.hierarchy.root_for_tests().expose()), OLD_ROOT);
 }

@@ -9,8 +9,10 @@ use keyward_sdk::Role;
 #[command(
     name = "kmsctl",
     version,
-    about = "Administer a Keyward KMS: tenants, access keys, the audit log and key policy modules.",
-    after_help = "Credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.\n\
+    about = "Administer a Keyward KMS: root-key custody (genesis, unseal), tenants, access keys, the audit log and \
+             key policy modules.",
+    after_help = "Credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (not needed by `custodian`, \
+                  `init`, `unseal` and `operator`).\n\
                   Exit codes: 0 success, 1 service error, invalid audit chain or unexpected policy decision, \
                   2 usage error."
 )]
@@ -48,6 +50,54 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
+    /// Custodian keys (offline; docs/custody.md).
+    #[command(subcommand)]
+    Custodian(CustodianCommand),
+    /// Genesis of a new deployment (the service must be sealed, awaiting
+    /// genesis): the enclave creates the root key, splits it M-of-N and
+    /// seals each share to its custodian's key; writes
+    /// DIR/custodian-<i>.share (and DIR/operator.credential). Nothing
+    /// written is secret without the custodians' (operator's) private keys.
+    Init {
+        /// A custodian's public key file (X25519, PEM); repeat for each,
+        /// in order: the first is custodian 1.
+        #[arg(long = "custodian", value_name = "FILE.pub", required = true)]
+        custodians: Vec<PathBuf>,
+        /// M: how many custodians' shares an unseal needs.
+        #[arg(long, value_name = "M")]
+        threshold: u8,
+        /// The operator's public key file (X25519, PEM): the operator's
+        /// first credential is sealed to it (required in nitro mode).
+        #[arg(long, value_name = "FILE.pub")]
+        operator_key: Option<PathBuf>,
+        /// Directory for the share packages and the operator credential
+        /// (created if missing; existing files are never overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// A custodian's unseal step: verifies the sealed enclave's attestation
+    /// (root, --expected-pcr, a fresh nonce, the session binding) and only
+    /// then sends the share, sealed to the attested session key. Prints
+    /// how many shares the enclave holds and its state.
+    Unseal {
+        /// The custodian's share package (custodian-<i>.share).
+        #[arg(long, value_name = "FILE")]
+        share: PathBuf,
+        /// The custodian's private key (X25519, PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// A PCR the enclave must have, INDEX=HEX (repeat for more; at least one).
+        #[arg(long = "expected-pcr", value_name = "INDEX=HEX", required = true)]
+        expected_pcrs: Vec<String>,
+        /// The attestation root certificate (PEM). Default: the AWS Nitro
+        /// Enclaves root. A mock-mode Keyward's is
+        /// `<data-dir>/mock-attestation/root.crt.pem`.
+        #[arg(long, value_name = "FILE")]
+        attestation_root: Option<PathBuf>,
+    },
+    /// The operator's side of genesis (offline).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Tenants (operator credentials).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -66,6 +116,66 @@ pub(crate) enum Command {
     /// The enclave's TLS certificate, operator-CA path (operator credentials).
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Write a backup of the whole store to one file (operator credentials,
+    /// a Ready service): the sealed records and the enclave's signed manifest.
+    Backup {
+        /// The backup file to create (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty store (no service, no credentials:
+    /// run it before starting Keyward on the store). Verifies the manifest's
+    /// signature and every record first; a backup that was altered, truncated
+    /// or mixed with another is refused naming the first bad record.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The backup file (`kmsctl backup --out`).
+    pub(crate) file: PathBuf,
+    /// The data dir to restore into: the embedded store `<DIR>/store`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The store to restore into: `postgres://…` or the embedded store's directory.
+    #[arg(long, value_name = "URL|PATH")]
+    pub(crate) store: Option<String>,
+    /// Refuse the backup unless its root commitment is this audit public key
+    /// (PEM or DER SubjectPublicKeyInfo, as pinned for `audit verify`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) expect_commitment: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CustodianCommand {
+    /// Generate an X25519 key pair: NAME.key (private, mode 0600, never
+    /// overwritten; keep it offline) and NAME.pub (for `kmsctl init
+    /// --custodian`). Also used for the operator's key (--operator-key).
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum OperatorCommand {
+    /// Open the operator credential genesis sealed to the operator's key;
+    /// prints `export AWS_ACCESS_KEY_ID=…` and `export
+    /// AWS_SECRET_ACCESS_KEY=…` lines for the operator's environment.
+    Credential {
+        /// The operator credential package (operator.credential).
+        #[arg(long, value_name = "FILE")]
+        package: PathBuf,
+        /// The operator's private key (X25519, PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +348,65 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["kmsctl", "access-key", "create", "--role", "Operator"]).is_err());
         assert!(Cli::try_parse_from(["kmsctl", "tenant", "create"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn custody_subcommands_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["kmsctl", "custodian", "keygen", "--out", "alice"])?;
+        assert!(
+            matches!(cli.command, Command::Custodian(CustodianCommand::Keygen { ref out }) if out.as_os_str() == "alice")
+        );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "init",
+            "--custodian",
+            "a.pub",
+            "--custodian",
+            "b.pub",
+            "--threshold",
+            "2",
+            "--out",
+            "d",
+        ])?;
+        assert!(
+            matches!(cli.command, Command::Init { ref custodians, threshold: 2, operator_key: None, .. } if custodians.len() == 2)
+        );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "unseal",
+            "--share",
+            "s",
+            "--key",
+            "k",
+            "--expected-pcr",
+            "0=aa",
+            "--expected-pcr",
+            "1=bb",
+        ])?;
+        assert!(
+            matches!(cli.command, Command::Unseal { ref expected_pcrs, attestation_root: None, .. } if expected_pcrs.len() == 2)
+        );
+        let cli = Cli::try_parse_from(["kmsctl", "operator", "credential", "--package", "p", "--key", "k"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Operator(OperatorCommand::Credential { .. })
+        ));
+        assert!(Cli::try_parse_from(["kmsctl", "init", "--threshold", "1", "--out", "d"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "kmsctl",
+                "init",
+                "--custodian",
+                "a.pub",
+                "--threshold",
+                "0x",
+                "--out",
+                "d"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["kmsctl", "unseal", "--share", "s", "--key", "k"]).is_err());
         Ok(())
     }
 

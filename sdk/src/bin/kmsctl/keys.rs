@@ -41,28 +41,11 @@ async fn import_key(
     attestation_root: Option<&Path>,
     valid_to: Option<&str>,
 ) -> Result<(), Failure> {
-    use keyward_sdk::attestation::TrustAnchor;
     use keyward_sdk::import::Expiry;
     let usage = |what: String| Failure::Usage(what);
     let material = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| usage(format!("{}: {e}", file.display())))?);
-    let mut pcrs = std::collections::BTreeMap::new();
-    for pcr in expected_pcrs {
-        let (index, value) = pcr
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--expected-pcr {pcr}: expected INDEX=HEX")))?;
-        let index: u8 = index
-            .parse()
-            .map_err(|_| usage(format!("--expected-pcr {pcr}: the index is not a number")))?;
-        let value = hex::decode(value).map_err(|_| usage(format!("--expected-pcr {pcr}: the value is not hex")))?;
-        pcrs.insert(index, value);
-    }
-    let anchor = match attestation_root {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-            TrustAnchor::from_pem(&pem).map_err(|e| usage(format!("{}: {e}", path.display())))?
-        }
-        None => TrustAnchor::aws_nitro_root().map_err(|e| usage(format!("the AWS Nitro root: {e}")))?,
-    };
+    let pcrs = crate::custody::expected_pcrs(expected_pcrs)?;
+    let anchor = crate::custody::anchor(attestation_root)?;
     let expiry = match valid_to {
         None => Expiry::Never,
         Some(text) => {

@@ -1,8 +1,10 @@
-//! `kmsctl`: administer a Keyward KMS from the command line — tenants,
-//! access keys, the audit log (listing and verification), and key policy
-//! modules (WebAssembly, `policies/ABI.md`).
+//! `kmsctl`: administer a Keyward KMS from the command line — root-key
+//! custody (custodian keys, genesis, unseal, the operator credential;
+//! docs/custody.md), tenants, access keys, the audit log (listing and
+//! verification), and key policy modules (WebAssembly, `policies/ABI.md`).
 //!
-//! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+//! Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`
+//! (the custody commands need none: [`custody`]).
 //! `--attest-pcr0 HEX` makes every command first verify the enclave's
 //! attestation and that the TLS connection ends in it ([`attest`]).
 //! Exit codes: 0 success, 1 service or verification failure, 2 usage error.
@@ -15,6 +17,8 @@
 mod args;
 mod attest;
 mod audit;
+mod backup;
+mod custody;
 mod keys;
 mod output;
 mod policy;
@@ -77,6 +81,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    // Restore talks to a store, not to a service: no credentials.
+    if let Command::Restore(args) = &cli.command {
+        return backup::restore(args);
+    }
+    match cli.command {
+        Command::Custodian(args::CustodianCommand::Keygen { out }) => return custody::keygen(&out),
+        Command::Operator(args::OperatorCommand::Credential { package, key }) => {
+            return custody::operator_credential(&package, &key);
+        }
+        Command::Init { .. } | Command::Unseal { .. } => return run_custody(cli),
+        _ => {}
+    }
     let credential = |name: &str| {
         std::env::var(name)
             .ok()
@@ -123,6 +139,48 @@ fn run(cli: Cli) -> Result<(), Failure> {
     })
 }
 
+/// `kmsctl init` and `kmsctl unseal`: unauthenticated calls to a sealed service.
+fn run_custody(cli: Cli) -> Result<(), Failure> {
+    if cli.attest_pcr0.is_some() || cli.attest_root.is_some() {
+        // A sealed service answers nothing but the custody operations, so the attested channel
+        // cannot be set up; unseal verifies the enclave itself (--expected-pcr).
+        return Err(Failure::Usage(
+            "--attest-pcr0/--attest-root do not apply to init and unseal (a sealed service cannot attest its TLS \
+             key); unseal verifies the enclave's attestation itself with --expected-pcr"
+                .into(),
+        ));
+    }
+    let mut tls = keyward_sdk::TlsOptions::default();
+    if let Some(path) = &cli.ca_bundle {
+        let pem = std::fs::read(path).map_err(|e| Failure::Usage(format!("--ca-bundle {}: {e}", path.display())))?;
+        tls = tls.with_ca_bundle(pem);
+    }
+    let client = Client::unauthenticated(&cli.endpoint)
+        .and_then(|client| client.with_tls(tls))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Service(Error::Transport(format!("starting the runtime: {e}"))))?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Init {
+                custodians,
+                threshold,
+                operator_key,
+                out,
+            } => custody::init(&client, &custodians, threshold, operator_key.as_deref(), &out).await,
+            Command::Unseal {
+                share,
+                key,
+                expected_pcrs,
+                attestation_root,
+            } => custody::unseal(&client, &share, &key, &expected_pcrs, attestation_root.as_deref()).await,
+            _ => Err(Failure::Usage("not a custody command".into())),
+        }
+    })
+}
+
 async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>) -> Result<(), Failure> {
     match command {
         Command::Tenant(command) => tenants::tenant(client, command).await,
@@ -131,5 +189,10 @@ async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>)
         Command::Policy(command) => policy::policy(client, command).await,
         Command::Key(command) => keys::key(client, command).await,
         Command::Tls(command) => tls::tls(client, command).await,
+        Command::Backup { out } => backup::backup(client, &out).await,
+        Command::Restore(_) => Err(Failure::Usage("restore runs without a service".into())),
+        Command::Custodian(_) | Command::Init { .. } | Command::Unseal { .. } | Command::Operator(_) => Err(
+            Failure::Usage("custody commands need no credential and are run before this".into()),
+        ),
     }
 }

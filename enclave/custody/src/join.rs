@@ -1,0 +1,164 @@
+//! Cluster join: a Ready node releases the root to a sealed node of the same
+//! deployment whose attestation document it verified (docs/custody.md,
+//! "Adding a node").
+//!
+//! The joiner makes a fresh X25519 key and an attestation document with
+//! `public_key` = that key and `user_data` = [`join_binding`] (the
+//! deployment and the key's SHA-256). The peer, after verifying the document
+//! against the deployment's allowed measurements, seals the root to the key
+//! in a [`JoinPackage`]: HPKE of this crate's suite with
+//! `info = "keyward/v1/custody/join" ‖ deployment ‖ key id` and the header
+//! as associated data. The joiner opens it and checks the root against its
+//! boot record's commitment before using it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::suite::{self, KEY_LEN, PrivateKey, PublicKey};
+use crate::{DEPLOYMENT_ID_LEN, DeploymentId, FORMAT_VERSION, FormatError, Versioned, bind, from_cbor, to_cbor};
+
+/// Prefix of the joiner's attestation `user_data`.
+pub const JOIN_BINDING_PREFIX: &[u8] = b"keyward/v1/custody/join:";
+/// HPKE `info` label of a join package.
+pub const JOIN_INFO: &[u8] = b"keyward/v1/custody/join";
+/// HPKE associated-data label of a join package.
+pub const JOIN_AAD: &[u8] = b"keyward/v1/custody/join-header";
+/// The root's length.
+pub const ROOT_LEN: usize = 32;
+
+/// SHA-256 of the joiner's public key.
+pub fn key_id(key: &PublicKey) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The `user_data` of the joiner's document.
+pub fn join_binding(deployment_id: &DeploymentId, key: &PublicKey) -> Vec<u8> {
+    let mut out = JOIN_BINDING_PREFIX.to_vec();
+    out.extend_from_slice(deployment_id);
+    out.extend_from_slice(&key_id(key));
+    out
+}
+
+/// Reads a [`join_binding`]: the deployment and key id it names.
+pub fn parse_join_binding(user_data: &[u8]) -> Option<(DeploymentId, [u8; 32])> {
+    let rest = user_data.strip_prefix(JOIN_BINDING_PREFIX)?;
+    if rest.len() != DEPLOYMENT_ID_LEN + 32 {
+        return None;
+    }
+    let (deployment, key) = rest.split_at(DEPLOYMENT_ID_LEN);
+    Some((deployment.try_into().ok()?, key.try_into().ok()?))
+}
+
+/// The root on its way from a Ready peer to a joiner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinPackage {
+    pub format: u8,
+    #[serde(with = "serde_bytes")]
+    pub deployment_id: DeploymentId,
+    #[serde(with = "serde_bytes")]
+    pub key_id: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub enc: [u8; KEY_LEN],
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl Versioned for JoinPackage {
+    fn format(&self) -> u8 {
+        self.format
+    }
+}
+
+impl JoinPackage {
+    /// Seals `root` of `deployment_id` to the joiner's key.
+    pub fn seal(
+        deployment_id: &DeploymentId,
+        root: &[u8; ROOT_LEN],
+        joiner: &PublicKey,
+    ) -> Result<JoinPackage, FormatError> {
+        let mut package = JoinPackage {
+            format: FORMAT_VERSION,
+            deployment_id: *deployment_id,
+            key_id: key_id(joiner),
+            enc: [0; KEY_LEN],
+            ciphertext: Vec::new(),
+        };
+        let sealed = suite::seal(joiner, &package.info(), &package.aad(), root, "join package")?;
+        package.enc = sealed.enc;
+        package.ciphertext = sealed.ciphertext;
+        Ok(package)
+    }
+
+    /// Opens the package with the joiner's key: the root (wiped on drop).
+    /// The caller checks the deployment and the root's commitment.
+    pub fn open(&self, joiner: &PrivateKey) -> Result<Zeroizing<Vec<u8>>, FormatError> {
+        if self.key_id != key_id(&joiner.public_key()) {
+            return Err(FormatError::Undecryptable("join package (sealed to another key)"));
+        }
+        let root = suite::open(
+            joiner,
+            &self.enc,
+            &self.info(),
+            &self.aad(),
+            &self.ciphertext,
+            "join package",
+        )?;
+        if root.len() != ROOT_LEN {
+            return Err(FormatError::Malformed("join package"));
+        }
+        Ok(root)
+    }
+
+    fn info(&self) -> Vec<u8> {
+        bind(JOIN_INFO, &[&self.deployment_id, &self.key_id])
+    }
+
+    fn aad(&self) -> Vec<u8> {
+        bind(JOIN_AAD, &[&[self.format], &self.deployment_id, &self.key_id])
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
+        to_cbor(self, "join package")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<JoinPackage, FormatError> {
+        from_cbor(bytes, "join package")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_opens_for_its_key_only_and_every_header_field_is_bound() {
+        let deployment = [7u8; DEPLOYMENT_ID_LEN];
+        let joiner = PrivateKey::generate();
+        let root = [0x42u8; ROOT_LEN];
+        let package = JoinPackage::seal(&deployment, &root, &joiner.public_key()).expect("seals");
+        let bytes = package.to_bytes().expect("encodes");
+        let back = JoinPackage::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back.open(&joiner).expect("opens").as_slice(), &root);
+        assert!(back.open(&PrivateKey::generate()).is_err(), "another key opened it");
+        let mut other_deployment = back.clone();
+        other_deployment.deployment_id = [8; DEPLOYMENT_ID_LEN];
+        assert!(other_deployment.open(&joiner).is_err());
+        let mut altered = back;
+        altered.ciphertext[0] ^= 1;
+        assert!(altered.open(&joiner).is_err());
+    }
+
+    #[test]
+    fn bindings_round_trip_and_other_purposes_do_not_parse() {
+        let key = PrivateKey::generate().public_key();
+        let binding = join_binding(&[3; DEPLOYMENT_ID_LEN], &key);
+        assert_eq!(
+            parse_join_binding(&binding),
+            Some(([3; DEPLOYMENT_ID_LEN], key_id(&key)))
+        );
+        let unseal = crate::unseal::session_binding(&[3; DEPLOYMENT_ID_LEN], &key);
+        assert_eq!(parse_join_binding(&unseal), None);
+        assert_eq!(parse_join_binding(&binding[..binding.len() - 1]), None);
+    }
+}

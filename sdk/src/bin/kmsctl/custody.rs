@@ -1,0 +1,237 @@
+//! Root-key custody (docs/custody.md): `kmsctl custodian keygen`, `kmsctl init`, `kmsctl unseal`,
+//! `kmsctl operator credential`. None of them needs a credential: key generation and opening the
+//! operator credential are offline, and the sealed service answers genesis and unseal
+//! unauthenticated (their inputs authenticate themselves).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use keyward_sdk::Client;
+use keyward_sdk::attestation::TrustAnchor;
+use keyward_sdk::custody::{
+    CustodyError, CustodyKey, InitCustodyRequest, deployment_hex, operator_credential_pem, read_operator_credential,
+    read_public_pem, read_share_package, share_package_pem, unseal_with_share, write_new_file, write_public_pem,
+};
+
+use crate::Failure;
+
+/// How a custody failure ends kmsctl: unreadable files are usage errors (exit 2); a package that
+/// does not open, a refused document and a refused call are failures (exit 1).
+fn failure(e: CustodyError) -> Failure {
+    match e {
+        CustodyError::Service(e) => Failure::Service(e),
+        e @ (CustodyError::Io { .. } | CustodyError::File { .. } | CustodyError::Exists(_)) => {
+            Failure::Usage(e.to_string())
+        }
+        other => Failure::Refused(other.to_string()),
+    }
+}
+
+/// `NAME` + `suffix` (NAME may itself contain dots).
+fn with_suffix(name: &Path, suffix: &str) -> PathBuf {
+    let mut s = OsString::from(name.as_os_str());
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `kmsctl custodian keygen --out NAME`.
+pub(crate) fn keygen(out: &Path) -> Result<(), Failure> {
+    let private = with_suffix(out, ".key");
+    let public = with_suffix(out, ".pub");
+    let key = CustodyKey::generate();
+    key.write_private_pem(&private).map_err(failure)?;
+    write_public_pem(&key.public_key(), &public).map_err(failure)?;
+    println!(
+        "private key  {} (mode 0600: keep it offline, never share it)",
+        private.display()
+    );
+    println!(
+        "public key   {} (give it to the operator for `kmsctl init`)",
+        public.display()
+    );
+    println!("fingerprint  {}", hex::encode(key.public_key().as_bytes()));
+    Ok(())
+}
+
+/// `kmsctl init --custodian A.pub ... --threshold M [--operator-key OP.pub] --out DIR`.
+pub(crate) async fn init(
+    client: &Client,
+    custodian_files: &[PathBuf],
+    threshold: u8,
+    operator_key: Option<&Path>,
+    out: &Path,
+) -> Result<(), Failure> {
+    let custodians = custodian_files
+        .iter()
+        .map(|path| read_public_pem(path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failure)?;
+    if threshold == 0 || usize::from(threshold) > custodians.len() {
+        return Err(Failure::Usage(format!(
+            "--threshold {threshold}: must be between 1 and the number of custodians ({})",
+            custodians.len()
+        )));
+    }
+    let operator = operator_key.map(read_public_pem).transpose().map_err(failure)?;
+    // Genesis cannot be repeated: make sure every file can be written before asking for it.
+    std::fs::create_dir_all(out).map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+    let share_paths: Vec<PathBuf> = (1..=custodians.len())
+        .map(|i| out.join(format!("custodian-{i}.share")))
+        .collect();
+    let operator_path = out.join("operator.credential");
+    let commitment_path = out.join("root-commitment.pem");
+    let targets = share_paths
+        .iter()
+        .chain(operator.is_some().then_some(&operator_path))
+        .chain([&commitment_path]);
+    for path in targets {
+        if path.exists() {
+            return Err(Failure::Usage(format!(
+                "{} already exists; refusing to overwrite it (choose another --out)",
+                path.display()
+            )));
+        }
+    }
+    let output = client
+        .init_custody(&InitCustodyRequest {
+            threshold,
+            custodians,
+            operator_key: operator,
+        })
+        .await?;
+    let mut files = Vec::new();
+    for (path, package) in share_paths.iter().zip(&output.share_packages) {
+        files.push((path.clone(), share_package_pem(package).map_err(failure)?));
+    }
+    if let Some(package) = &output.operator_credential {
+        files.push((operator_path, operator_credential_pem(package).map_err(failure)?));
+    }
+    files.push((commitment_path, root_commitment_pem(&output.root_commitment)));
+    let mut unwritten = Vec::new();
+    for (path, text) in &files {
+        match write_new_file(path, text) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("kmsctl: {e}");
+                unwritten.push((path, text));
+            }
+        }
+    }
+    println!("deployment       {}", deployment_hex(&output.deployment_id));
+    println!(
+        "root commitment  {} (the audit public key, SPKI DER, base64)",
+        base64_of(&output.root_commitment)
+    );
+    println!(
+        "custody          Shamir {threshold} of {} (state {})",
+        output.share_packages.len(),
+        output.state
+    );
+    if !unwritten.is_empty() {
+        // Genesis happened and cannot be repeated: print what could not be saved.
+        for (path, text) in unwritten {
+            println!("--- {} (could not be written) ---", path.display());
+            print!("{text}");
+        }
+        return Err(Failure::Mismatch(
+            "genesis succeeded but some files could not be written; their contents are printed above".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The root commitment (an SPKI DER) as `PUBLIC KEY` PEM, what `kmsctl audit verify --public-key`
+/// pins.
+fn root_commitment_pem(der: &[u8]) -> String {
+    let body = base64_of(der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+/// `--expected-pcr INDEX=HEX` values.
+pub(crate) fn expected_pcrs(values: &[String]) -> Result<BTreeMap<u8, Vec<u8>>, Failure> {
+    let usage = |what: String| Failure::Usage(what);
+    let mut pcrs = BTreeMap::new();
+    for pcr in values {
+        let (index, value) = pcr
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--expected-pcr {pcr}: expected INDEX=HEX")))?;
+        let index: u8 = index
+            .parse()
+            .map_err(|_| usage(format!("--expected-pcr {pcr}: the index is not a number")))?;
+        let value = hex::decode(value).map_err(|_| usage(format!("--expected-pcr {pcr}: the value is not hex")))?;
+        if value.is_empty() {
+            return Err(usage(format!("--expected-pcr {pcr}: the value is empty")));
+        }
+        if pcrs.insert(index, value).is_some() {
+            return Err(usage(format!("--expected-pcr: PCR{index} is given twice")));
+        }
+    }
+    Ok(pcrs)
+}
+
+/// `--attestation-root PEM`, or the AWS Nitro Enclaves root.
+pub(crate) fn anchor(attestation_root: Option<&Path>) -> Result<TrustAnchor, Failure> {
+    let usage = |what: String| Failure::Usage(what);
+    match attestation_root {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            TrustAnchor::from_pem(&pem).map_err(|e| usage(format!("{}: {e}", path.display())))
+        }
+        None => TrustAnchor::aws_nitro_root().map_err(|e| usage(format!("the AWS Nitro root: {e}"))),
+    }
+}
+
+/// `kmsctl unseal --share FILE --key KEY --expected-pcr 0=HEX [--attestation-root PEM]`.
+pub(crate) async fn unseal(
+    client: &Client,
+    share: &Path,
+    key: &Path,
+    expected: &[String],
+    attestation_root: Option<&Path>,
+) -> Result<(), Failure> {
+    let pcrs = expected_pcrs(expected)?;
+    let anchor = anchor(attestation_root)?;
+    let package = read_share_package(share).map_err(failure)?;
+    let key = CustodyKey::read_private_pem(key).map_err(failure)?;
+    let progress = unseal_with_share(client, &package, &key, &pcrs, anchor)
+        .await
+        .map_err(failure)?;
+    println!(
+        "custodian {}'s share accepted for deployment {}: {} of {} shares; state {}",
+        package.custodian_index,
+        deployment_hex(&package.deployment_id),
+        progress.received,
+        progress.threshold,
+        progress.state
+    );
+    if progress.is_ready() {
+        println!("the service is unsealed and ready");
+    }
+    Ok(())
+}
+
+/// `kmsctl operator credential --package FILE --key OP.key`.
+pub(crate) fn operator_credential(package: &Path, key: &Path) -> Result<(), Failure> {
+    let package = read_operator_credential(package).map_err(failure)?;
+    let key = CustodyKey::read_private_pem(key).map_err(failure)?;
+    let (access_key_id, secret) = key.open_operator_credential(&package).map_err(failure)?;
+    println!(
+        "# operator credential of deployment {}",
+        deployment_hex(&package.deployment_id)
+    );
+    println!("export AWS_ACCESS_KEY_ID={access_key_id}");
+    println!("export AWS_SECRET_ACCESS_KEY={}", secret.expose());
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Cluster join (issue 18 item 4), in process: node 1 is Ready; node 3, a
+//! new enclave on the same store, starts Sealed and asks node 1 for the
+//! root with `Keyward.JoinCluster` over HTTPS (node 1's CA pinned, a real
+//! client stream into node 1); node 1 verifies node 3's attestation
+//! document against its own image's PCRs and seals the root to it. A node
+//! whose mock PCR0 differs is refused and stays Sealed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyward_enclave::Enclave;
+use keyward_enclave::attestation::mock::default_pcrs;
+use keyward_enclave::bootstrap::BootError;
+use keyward_enclave::clock::SystemClock;
+use keyward_enclave::outbound::https::{Endpoint, HttpsClient, pinned_client_config};
+
+use crate::custody_kms::{ToCustody, WorkloadNsm, custody_ca};
+use crate::support::Service;
+
+fn node(first: &Service, pcrs: BTreeMap<u8, Vec<u8>>) -> Enclave {
+    let config = keyward_test_support::enclave::mock_config(keyward_test_support::enclave::mock_args(), None, None);
+    Enclave::new(
+        config,
+        Box::new(WorkloadNsm {
+            pki: Arc::clone(&first.pki),
+            pcrs,
+        }),
+        Arc::new(SystemClock),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_node_joins_from_a_ready_one_and_another_image_is_refused() {
+    let first = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &connector).await;
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://localhost:7800").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        connector,
+    );
+    let store = Arc::clone(first.store());
+
+    // Another image (PCR0 differs): refused by node 1; still Sealed, with the reason.
+    let mut other = default_pcrs();
+    other.insert(0, vec![0x5a; 48]);
+    let impostor = node(&first, other);
+    match impostor.join_through(&*store, &peer).await {
+        Err(e) => assert!(e.to_string().contains("PCR0"), "{e}"),
+        Ok(()) => panic!("a node of another image joined"),
+    }
+    assert!(!impostor.is_ready());
+    match impostor.keyring(&*store).await {
+        Err(BootError::Sealed(message)) => assert!(message.contains("PCR0"), "{message}"),
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("the impostor is ready"),
+    }
+
+    // Node 3, the same image: sealed, joins, and has node 1's root.
+    let third = node(&first, default_pcrs());
+    assert!(third.keyring(&*store).await.is_err(), "a new node starts sealed");
+    third.join_through(&*store, &peer).await.expect("joins");
+    assert!(third.is_ready());
+    let theirs = first.enclave().keyring(&*store).await.expect("node 1 is ready");
+    let ours = third.keyring(&*store).await.expect("node 3 is ready");
+    assert_eq!(
+        ours.hierarchy.audit_signing_key().verifying_key(),
+        theirs.hierarchy.audit_signing_key().verifying_key(),
+        "node 3 has another root"
+    );
+}
