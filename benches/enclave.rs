@@ -56,6 +56,68 @@ fn record_sealing(c: &mut Criterion) {
     });
 }
 
+/// The authenticated index (issue 19): a record read and a read-modify-write
+/// of one record, with and without the index, over the in-memory store, in a
+/// tenant scope holding `RECORDS` records (about 4 per bucket). Reads are
+/// new `Records` each time (as each request is), without the record cache:
+/// the index's share is the bucket lookup, the hash of the sealed bytes, and
+/// a root read once per 500 ms; a write adds a bucket and the root (8 KiB)
+/// to the batch, both sealed.
+fn authenticated_index(c: &mut Criterion) {
+    use keyward_enclave::bootstrap::Keyring;
+    use keyward_enclave::store::MemoryStore;
+    const RECORDS: usize = 1000;
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let mut group = c.benchmark_group("index");
+    for indexed in [false, true] {
+        let store = MemoryStore::new();
+        let keyring = Keyring::new(Key256::generate());
+        runtime.block_on(async {
+            for i in 0..RECORDS {
+                index_records(&store, &keyring, indexed)
+                    .put("key", &format!("{BENCH_TENANT}/{i:04}"), &vec![1u8; 512])
+                    .await
+                    .expect("put");
+            }
+        });
+        let label = if indexed { "indexed" } else { "unindexed" };
+        group.bench_function(format!("read-512B/{label}"), |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(
+                        index_records(&store, &keyring, indexed).get::<Vec<u8>>("key", &format!("{BENCH_TENANT}/0500")),
+                    )
+                    .expect("get")
+            })
+        });
+        group.bench_function(format!("read-modify-write-512B/{label}"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let r = index_records(&store, &keyring, indexed);
+                    let key = format!("{BENCH_TENANT}/0500");
+                    let value: Vec<u8> = r.get("key", &key).await.expect("get").expect("exists");
+                    r.put("key", &key, &value).await.expect("put")
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Records over `store`, checked against `keyring`'s index or not.
+fn index_records<'a>(
+    store: &'a keyward_enclave::store::MemoryStore,
+    keyring: &'a keyward_enclave::bootstrap::Keyring,
+    indexed: bool,
+) -> keyward_enclave::store::Records<'a> {
+    let records = keyward_enclave::store::Records::new(store, &keyring.sealer);
+    if indexed {
+        records.with_index(&keyring.index)
+    } else {
+        records
+    }
+}
+
 fn frame_codec(c: &mut Criterion) {
     let frame = Frame::Request {
         id: 42,
@@ -325,7 +387,7 @@ fn bench_ctx<'a>(
     keyward_enclave::api::Ctx::new(
         enclave,
         keyring,
-        keyward_enclave::store::Records::new(store, &keyring.sealer),
+        keyring.records(store),
         bench_principal(),
         time::OffsetDateTime::now_utc(),
     )
@@ -514,6 +576,7 @@ criterion_group!(
     benches,
     ciphertext_blob,
     record_sealing,
+    authenticated_index,
     frame_codec,
     attestation,
     operations,

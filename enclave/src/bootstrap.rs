@@ -30,7 +30,8 @@ use crate::keystore::tenants;
 use crate::nsm::Nsm;
 use crate::seal::Sealer;
 use crate::secret::Key256;
-use crate::store::{Records, StoreError, StoreTransport};
+use crate::store::index::GLOBAL;
+use crate::store::{Index, Records, StoreError, StoreTransport};
 
 /// Store namespace for boot records (not sealed by the sealing key: they
 /// hold what comes before it).
@@ -52,6 +53,7 @@ const SEALED_NAMESPACES: &[&str] = &[
     "policy",
     "import",
     "tls",
+    crate::store::index::NAMESPACE,
 ];
 
 /// What an enclave over a data directory of the older mock format answers.
@@ -88,13 +90,24 @@ pub enum BootError {
 pub struct Keyring {
     pub hierarchy: Hierarchy,
     pub sealer: Sealer,
+    /// The authenticated index roots this enclave verified (issue 19).
+    pub index: Index,
 }
 
 impl Keyring {
     pub fn new(root: Key256) -> Self {
         let hierarchy = Hierarchy::new(root);
         let sealer = Sealer::new(hierarchy.sealing_key());
-        Keyring { hierarchy, sealer }
+        Keyring {
+            hierarchy,
+            sealer,
+            index: Index::new(),
+        }
+    }
+
+    /// Records over `transport`, checked against and kept in this keyring's index.
+    pub fn records<'a>(&'a self, transport: &'a dyn StoreTransport) -> Records<'a> {
+        Records::indexed(transport, &self.sealer, &self.index)
     }
 }
 
@@ -266,8 +279,8 @@ pub async fn kms_unseal(
     };
     let keyring = Keyring::new(root);
     {
-        let records = Records::new(transport, &keyring.sealer);
-        if let Err(e) = provision_dev(&records, nsm, dev, now).await {
+        let records = keyring.records(transport);
+        if let Err(e) = start_ready(&records, nsm, dev, now).await {
             let _ = custody
                 .state
                 .custody_service_failed(format!("the root matched but start-up failed: {e}"));
@@ -307,8 +320,8 @@ pub async fn joined(
     };
     let keyring = Keyring::new(root);
     {
-        let records = Records::new(transport, &keyring.sealer);
-        provision_dev(&records, nsm, dev, now).await?;
+        let records = keyring.records(transport);
+        start_ready(&records, nsm, dev, now).await?;
     }
     custody
         .state
@@ -360,11 +373,32 @@ async fn commit_genesis(
     dev: DevCredentials<'_>,
     now: i64,
 ) -> Result<Genesis, BootError> {
-    let put = StoreOp::CasPut {
-        namespace: record::NAMESPACE.into(),
-        key: record::RECORD_KEY.into(),
-        expected: keyward_wire::Expected::Absent,
-        value: outcome.record.encode()?,
+    let crate::custody::genesis::GenesisOutcome {
+        root,
+        record,
+        packages,
+        operator,
+    } = outcome;
+    let keyring = Keyring::new(root);
+    // The boot record and the genesis root of the authenticated index
+    // (epoch 1) in one atomic batch: a store with a boot record always has
+    // an index root, so a missing one is an omission, refused at unseal.
+    let (index_key, index_root) = crate::store::genesis(&keyring.sealer, GLOBAL, 1)?;
+    let put = StoreOp::Batch {
+        writes: vec![
+            keyward_wire::StoreWrite::Put {
+                namespace: record::NAMESPACE.into(),
+                key: record::RECORD_KEY.into(),
+                expected: keyward_wire::Expected::Absent,
+                value: record.encode()?,
+            },
+            keyward_wire::StoreWrite::Put {
+                namespace: crate::store::index::NAMESPACE.into(),
+                key: index_key,
+                expected: keyward_wire::Expected::Version(0),
+                value: index_root,
+            },
+        ],
     };
     match transport.call(put).await? {
         StoreResult::Committed(_) => {}
@@ -376,15 +410,9 @@ async fn commit_genesis(
         StoreResult::Error(e) => return Err(StoreError::Host(e).into()),
         other => return Err(StoreError::Protocol(format!("boot record write answered {other:?}")).into()),
     }
-    let crate::custody::genesis::GenesisOutcome {
-        root,
-        record,
-        packages,
-        operator,
-    } = outcome;
-    let keyring = Keyring::new(root);
     {
-        let records = Records::new(transport, &keyring.sealer);
+        let records = keyring.records(transport);
+        records.check_genesis().await?;
         if let Some(grant) = &operator {
             credentials::store_credential(&records, &grant.record(now)).await?;
             tracing::info!(access_key_id = %grant.access_key_id, "genesis: the operator's first credential stored");
@@ -451,8 +479,8 @@ pub async fn unseal(
     };
     let keyring = Keyring::new(root);
     let provisioned = {
-        let records = Records::new(transport, &keyring.sealer);
-        provision_dev(&records, nsm, dev, now).await
+        let records = keyring.records(transport);
+        start_ready(&records, nsm, dev, now).await
     };
     if let Err(e) = provisioned {
         // The session is spent: a fresh one, so the custodians can retry.
@@ -482,6 +510,15 @@ pub fn not_unsealing(state: &CustodyState) -> String {
             None => "there is no unseal session".to_owned(),
         }
     }
+}
+
+/// What every unseal (shares, custody key service, cluster join) does
+/// before Ready: the global index root must exist (a store with a boot
+/// record and without it had it hidden by the host, or is from before the
+/// authenticated index: refused, still sealed), then the dev credentials.
+async fn start_ready(records: &Records<'_>, nsm: &dyn Nsm, dev: DevCredentials<'_>, now: i64) -> Result<(), BootError> {
+    records.check_genesis().await?;
+    provision_dev(records, nsm, dev, now).await
 }
 
 async fn provision_dev(

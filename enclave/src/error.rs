@@ -124,6 +124,9 @@ impl From<crate::store::StoreError> for KmsError {
             StoreError::Seal(SealError::Forged(_)) => KmsError::InternalDetail(format!(
                 "The host store served a record that does not authenticate: {e}. Nothing was released."
             )),
+            StoreError::Freshness { .. } => KmsError::InternalDetail(format!(
+                "{e}: the store was rolled back or a record was hidden. Nothing was released."
+            )),
             StoreError::Unavailable(_) => {
                 KmsError::DependencyTimeout("The key store did not answer in time. Retry the request.".into())
             }

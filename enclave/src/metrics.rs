@@ -115,6 +115,7 @@ impl RequestMetrics {
             histograms,
             unauthenticated_rejected: inner.unauthenticated_rejected,
             unauthenticated_throttled: inner.unauthenticated_throttled,
+            freshness_violations: Default::default(),
         }
     }
 }

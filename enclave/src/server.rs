@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
 use crate::service::Enclave;
-use crate::store::{Records, StoreError, StoreFuture, StoreTransport};
+use crate::store::{StoreError, StoreFuture, StoreTransport};
 
 /// How long a client stream has to send its header.
 const STREAM_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,7 +198,7 @@ pub(crate) async fn ensure_tls(enclave: &Enclave, transport: &dyn StoreTransport
     }
     match enclave.keyring(transport).await {
         Ok(keyring) => {
-            let records = Records::new(transport, &keyring.sealer);
+            let records = keyring.records(transport);
             enclave
                 .tls(&records, crate::api::error::refusal)
                 .await

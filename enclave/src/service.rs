@@ -66,7 +66,19 @@ pub struct Enclave {
 }
 
 /// One record waiting to be appended, and who waits for it.
-type AuditJob = (AuditEntry, oneshot::Sender<Result<(), String>>);
+type AuditJob = (AuditEntry, oneshot::Sender<Result<(), AuditFailure>>);
+
+/// Why an audit record was not appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditFailure {
+    /// The host store contradicted the authenticated index (a hidden or
+    /// older chain head, a rolled-back index root): appends are refused
+    /// until it serves the state the enclave knows, never restarted.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Records appended per store batch at most.
 const AUDIT_BATCH: usize = 512;
@@ -534,16 +546,16 @@ impl Enclave {
     }
 
     /// Appends `entry` to its chain; `Ok` once the record is durable.
-    pub async fn audit(&self, entry: AuditEntry) -> Result<(), String> {
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), AuditFailure> {
         let (done, wait) = oneshot::channel();
         self.audit_tx
             .send((entry, done))
             .await
-            .map_err(|_| "the audit appender stopped".to_string())?;
+            .map_err(|_| AuditFailure::Failed("the audit appender stopped".into()))?;
         match tokio::time::timeout(AUDIT_TIMEOUT, wait).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the audit appender dropped the record".into()),
-            Err(_) => Err("the audit record was not written in time".into()),
+            Ok(Err(_)) => Err(AuditFailure::Failed("the audit appender dropped the record".into())),
+            Err(_) => Err(AuditFailure::Failed("the audit record was not written in time".into())),
         }
     }
 
@@ -566,13 +578,19 @@ impl Enclave {
         }
     }
 
-    async fn write_audit(&self, writer: &mut ChainWriter, entries: Vec<AuditEntry>) -> Result<(), String> {
+    async fn write_audit(&self, writer: &mut ChainWriter, entries: Vec<AuditEntry>) -> Result<(), AuditFailure> {
         let link = self
             .live_link()
-            .ok_or_else(|| "no host connection for the audit log".to_string())?;
-        let keyring = self.keyring(&*link).await.map_err(|e| e.to_string())?;
-        let records = crate::store::Records::new(&*link, &keyring.sealer);
-        writer.append(&records, entries).await.map_err(|e| e.to_string())
+            .ok_or_else(|| AuditFailure::Failed("no host connection for the audit log".into()))?;
+        let keyring = self
+            .keyring(&*link)
+            .await
+            .map_err(|e| AuditFailure::Failed(e.to_string()))?;
+        let records = keyring.records(&*link);
+        writer.append(&records, entries).await.map_err(|e| match e {
+            crate::store::StoreError::Freshness { .. } => AuditFailure::Refused(e.to_string()),
+            e => AuditFailure::Failed(e.to_string()),
+        })
     }
 
     fn live_link(&self) -> Option<Arc<dyn StoreTransport>> {
@@ -676,7 +694,13 @@ impl Enclave {
         keyward_wire::EnclaveStatus {
             ca_certificate_pem: tls.map(|t| t.ca_certificate_pem().to_owned()).unwrap_or_default(),
             tls_spki_sha256: tls.map(|t| t.spki_sha256().to_vec()).unwrap_or_default(),
-            metrics: self.metrics.snapshot(),
+            metrics: {
+                let mut metrics = self.metrics.snapshot();
+                if let Some(keyring) = self.keyring.get() {
+                    metrics.freshness_violations = keyring.index.violation_counts();
+                }
+                metrics
+            },
             health: self.health().to_owned(),
         }
     }
@@ -686,7 +710,7 @@ impl Enclave {
         let Ok(keyring) = self.keyring(&*link).await else {
             return;
         };
-        let records = crate::store::Records::new(&*link, &keyring.sealer);
+        let records = keyring.records(&*link);
         let now = self.clock.now().unix_timestamp();
         let mut events = Vec::new();
         if let Err(e) = crate::keystore::due::sweep(&records, &keyring.hierarchy, &self.locks, now, &mut events).await {
@@ -704,11 +728,28 @@ impl Enclave {
     /// cached entries early (the bound is `store::cache::REVALIDATE_AFTER`).
     pub fn invalidate(&self, namespace: &str, key: &str, version: u64) {
         self.record_cache.hint(namespace, key, version);
+        if namespace == crate::store::index::NAMESPACE
+            && let Some((scope, "root")) = key.split_once('/')
+            && let Some(keyring) = self.keyring.get()
+        {
+            keyring.index.hint(scope, version);
+        }
     }
 
-    /// A hint that the host may have missed writes: drops every cached record.
+    /// A hint that the host may have missed writes: drops every cached
+    /// record and makes every index root be read again before its next use.
     pub fn invalidate_all(&self) {
         self.record_cache.clear();
+        if let Some(keyring) = self.keyring.get() {
+            keyring.index.expire(None);
+        }
+    }
+
+    /// The enclave's freshness epoch: the epoch of the global index root it
+    /// last verified (0 before boot). Monotonic while the enclave runs; what
+    /// custody and peers are to compare across restarts (issue 19 item 3).
+    pub fn freshness_epoch(&self) -> u64 {
+        self.keyring.get().map_or(0, |k| k.index.epoch())
     }
 
     /// Trusts `verifier`'s root for recipients' attestation documents.

@@ -155,6 +155,11 @@ fn render_enclave(out: &mut String, snapshot: &MetricsSnapshot) {
             "keyward_unauthenticated_requests_total{{outcome=\"{outcome}\"}} {count}"
         );
     }
+    out.push_str("# HELP keyward_freshness_violations Answers refused because the host store contradicted the enclave's authenticated index (a rolled-back, hidden or substituted record), by kind, counted in the enclave.\n");
+    out.push_str("# TYPE keyward_freshness_violations counter\n");
+    for (kind, count) in snapshot.freshness_violations.labelled() {
+        let _ = writeln!(out, "keyward_freshness_violations_total{{kind=\"{kind}\"}} {count}");
+    }
     out.push_str("# HELP keyward_requests Requests served, by operation and outcome (ok or the AWS error type), counted in the enclave.\n");
     out.push_str("# TYPE keyward_requests counter\n");
     for r in &snapshot.requests {
@@ -246,6 +251,11 @@ mod tests {
             }],
             unauthenticated_rejected: 5,
             unauthenticated_throttled: 9,
+            freshness_violations: keyward_wire::FreshnessViolations {
+                omission: 0,
+                rollback: 3,
+                substitution: 0,
+            },
         };
         m.connection_opened();
         let text = m.render(3, 4, Some(&snapshot));
@@ -270,6 +280,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"keyward_unauthenticated_requests_total{outcome="throttled"} 9"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"keyward_freshness_violations_total{kind="rollback"} 3"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -33,16 +33,18 @@ use crate::enclave::{attesting_enclave_and_pki, mock_args, mock_config};
 use crate::raw::RawResponse;
 use crate::sdk::{client_config, shifted_now};
 use crate::sigv4::{api_headers, sign_headers, target};
+use crate::tamper::TamperingStore;
 use keyward_enclave::attestation::mock::MockPki;
 use keyward_sdk::custody::CustodyKey;
 
 /// The host name clients of an in-process service sign for.
 pub const HOST: &str = "keyward.in-process";
 
-/// One connection's view of the shared store. A [`Service::restart`] drops
-/// it, so the stopped enclave's background work (audit appender, sweep)
-/// loses its store as a stopped process would.
-struct Link(Arc<MemoryStore>);
+/// One connection's view of the shared store (through the host, which may
+/// lie: [`TamperingStore`]). A [`Service::restart`] drops it, so the stopped
+/// enclave's background work (audit appender, sweep) loses its store as a
+/// stopped process would.
+struct Link(Arc<TamperingStore>);
 
 impl StoreTransport for Link {
     fn call(&self, op: StoreOp) -> StoreFuture<'_> {
@@ -108,6 +110,8 @@ pub struct Service {
     enclave: Arc<Enclave>,
     link: Arc<dyn StoreTransport>,
     store: Arc<MemoryStore>,
+    /// The host in front of the store: honest until a test tells it to lie.
+    host: Arc<TamperingStore>,
     pub creds: Creds,
     /// The operator's credential.
     pub operator: Creds,
@@ -163,8 +167,20 @@ impl Service {
         clock_offset: i64,
         boot: Boot,
     ) -> Service {
-        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&store)));
-        Self::start_linked(store, link, creds, operator, clock_offset, boot).await
+        let host = TamperingStore::new(Arc::clone(&store));
+        Self::start_behind(host, creds, operator, clock_offset, boot).await
+    }
+
+    async fn start_behind(
+        host: Arc<TamperingStore>,
+        creds: Creds,
+        operator: Creds,
+        clock_offset: i64,
+        boot: Boot,
+    ) -> Service {
+        let link: Arc<dyn StoreTransport> = Arc::new(Link(Arc::clone(&host)));
+        let store = Arc::clone(host.inner());
+        Self::start_linked(store, host, link, creds, operator, clock_offset, boot).await
     }
 
     /// Another node of a cluster: a second enclave on this one's store, with
@@ -178,6 +194,7 @@ impl Service {
         });
         Self::start_linked(
             Arc::clone(&self.store),
+            TamperingStore::new(Arc::clone(&self.store)),
             link,
             self.creds.clone(),
             self.operator.clone(),
@@ -192,8 +209,14 @@ impl Service {
         &self.store
     }
 
+    /// The host between this enclave and its store, which lies when told to.
+    pub fn host(&self) -> &Arc<TamperingStore> {
+        &self.host
+    }
+
     async fn start_linked(
         store: Arc<MemoryStore>,
+        host: Arc<TamperingStore>,
         link: Arc<dyn StoreTransport>,
         creds: Creds,
         operator: Creds,
@@ -208,6 +231,7 @@ impl Service {
             enclave,
             link,
             store,
+            host,
             creds,
             operator,
             clock_offset,
@@ -318,9 +342,40 @@ impl Service {
         service
     }
 
+    /// Like [`Service::restart_sealed`], behind the same host, still telling
+    /// the lies it was told to tell.
+    pub async fn restart_sealed_behind_same_host(self) -> Service {
+        let Service {
+            host,
+            creds,
+            operator,
+            clock_offset,
+            custodian,
+            ..
+        } = self;
+        let mut service = Self::start_behind(host, creds, operator, clock_offset, Boot::Sealed).await;
+        service.custodian = custodian;
+        service
+    }
+
     /// The custodian of the genesis [`Service::start`] ran.
     pub fn custodian(&self) -> Option<&Custodian> {
         self.custodian.as_deref()
+    }
+
+    /// Like [`Service::restart`], behind the same host, still telling the
+    /// lies it was told to tell.
+    pub async fn restart_behind_same_host(self) -> Service {
+        let Service {
+            host,
+            creds,
+            operator,
+            clock_offset,
+            custodian,
+            ..
+        } = self;
+        let boot = custodian.map_or(Boot::Sealed, Boot::Unseal);
+        Self::start_behind(host, creds, operator, clock_offset, boot).await
     }
 
     /// The record keys of a store namespace (`key`, `alias`, ...), in order.

@@ -16,6 +16,8 @@
 //!   `expect_error`, `create_key`, `encrypt`, ...).
 //! * [`sigv4`]: signing raw requests; [`raw`]: raw AWS JSON responses.
 //! * [`tls`]: TLS clients trusting a deployment's enclave CA.
+//! * [`tamper`]: a host store that lies on request (omits, rolls back,
+//!   swaps, reorders), in front of every in-process service.
 //! * [`random`], [`b64`] and the example policy modules ([`policies`]).
 //!
 //! The enclave's own unit tests cannot use this crate (it depends on
@@ -32,6 +34,7 @@ pub mod random;
 pub mod raw;
 pub mod sdk;
 pub mod sigv4;
+pub mod tamper;
 pub mod tls;
 
 pub use b64::{b64, unb64};

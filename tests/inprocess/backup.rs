@@ -97,6 +97,11 @@ async fn the_operator_exports_every_sealed_record_under_a_signed_manifest() {
             // The audit chain grew since (the export itself is audited).
             continue;
         }
+        if record.namespace == "index" && record.key.ends_with("/root") {
+            // An index root carries its scope's audit head: it moved with
+            // the chain (and is exported with the head as the chain was cut).
+            continue;
+        }
         assert_eq!((version, value.as_deref()), (record.version, Some(&record.value[..])));
     }
 

@@ -20,6 +20,7 @@ mod custody;
 mod custody_join;
 mod custody_kms;
 mod deletion_clock;
+mod freshness;
 mod hmac;
 mod lifecycle;
 mod module_cache;

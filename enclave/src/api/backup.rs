@@ -106,6 +106,7 @@ mod tests {
                 after: Some("t/k".into()),
             },
             audit_cut: Some(("operator".into(), 9)),
+            audit_heads: vec![("@global".into(), 12, [5; 32])],
         };
         let text = encode_marker(&marker).expect("encodes");
         assert_eq!(decode_marker(&text).expect("decodes"), marker);

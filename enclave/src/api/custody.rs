@@ -19,7 +19,7 @@ use crate::config::Mode;
 use crate::custody::CustodyError;
 use crate::custody::genesis::ShamirGenesis;
 use crate::service::Enclave;
-use crate::store::{Records, StoreTransport};
+use crate::store::StoreTransport;
 
 /// `Keyward.InitCustody`.
 #[derive(Debug, Deserialize)]
@@ -277,7 +277,7 @@ async fn join_cluster(enclave: &Enclave, body: Value, transport: &dyn StoreTrans
 /// it; a failure is retried by the next stream).
 async fn load_tls(enclave: &Enclave, transport: &dyn StoreTransport) {
     if let Ok(keyring) = enclave.keyring(transport).await {
-        let records = Records::new(transport, &keyring.sealer);
+        let records = keyring.records(transport);
         if let Err(e) = enclave.tls(&records, super::error::refusal).await {
             tracing::warn!(error = %e, "ready, but the TLS identity did not load yet");
         }

@@ -145,6 +145,12 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
             // Fail closed: a request whose audit record cannot be made durable is not answered with its result.
             None => match enclave.audit(audit).await {
                 Ok(()) => result,
+                Err(crate::service::AuditFailure::Refused(e)) => {
+                    tracing::error!(error = %e, "audit append refused: the store contradicts the index");
+                    Err(KmsError::InternalDetail(format!(
+                        "The audit log refused to append: {e}: the store was rolled back or a record was hidden. Nothing was released."
+                    )))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "audit append failed; answering with an internal error");
                     Err(KmsError::Internal)
@@ -248,7 +254,7 @@ async fn serve(
         crate::bootstrap::BootError::Store(e) => KmsError::from(e),
         _ => KmsError::Internal,
     })?;
-    let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
+    let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache).with_index(&keyring.index);
     let now = enclave.clock.now();
     let principal = match auth::authenticate(&signed, &enclave.credentials, &records, &enclave.config.region, now).await
     {
@@ -316,7 +322,7 @@ async fn serve(
     // reads. Otherwise the conflict is answered (`KmsError::Conflict`).
     let mut attempt = 1;
     loop {
-        let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache);
+        let records = Records::cached(transport, &keyring.sealer, &enclave.record_cache).with_index(&keyring.index);
         let ctx = Ctx::new(enclave, keyring, records, principal.clone(), now).with_facts(facts.clone());
         if let Some(generation) = tenant_generation {
             ctx.set_tenant_generation(generation);

@@ -41,6 +41,7 @@ pub const NAMESPACES: &[&str] = &[
     crate::keys::import::NAMESPACE,
     crate::tls::NAMESPACE,
     crate::audit::chain::NAMESPACE,
+    crate::store::index::NAMESPACE,
 ];
 
 /// Most sealed bytes in one page (a page always holds at least one record).
@@ -71,6 +72,12 @@ pub struct BackupMarker {
     /// The head sequence of the audit chain being exported: records past
     /// it are left out.
     pub audit_cut: Option<(String, u64)>,
+    /// The audit heads exported so far: (index scope, store version,
+    /// SHA-256 of the stored bytes). Each scope's index root is exported
+    /// with its head entry set to these, so a restored store's index
+    /// matches the chains as cut.
+    #[serde(default)]
+    pub audit_heads: Vec<(String, u64, [u8; 32])>,
 }
 
 /// One record of a page: its identity, version and stored bytes.
@@ -116,6 +123,7 @@ pub async fn export(ctx: &Ctx<'_>, marker: Option<BackupMarker>, limit: u32) -> 
             count: 0,
             cursor: Cursor::START,
             audit_cut: None,
+            audit_heads: Vec::new(),
         },
     };
     let from = state.cursor.clone();
@@ -136,6 +144,19 @@ pub async fn export(ctx: &Ctx<'_>, marker: Option<BackupMarker>, limit: u32) -> 
             state.cursor.after = Some(key.clone());
             let sealed = check(ctx, namespace, &key, version, &value, &commitment, &mut state.audit_cut)?;
             let Some(sealed) = sealed else { continue };
+            if namespace == crate::audit::chain::NAMESPACE
+                && let Some(place) = crate::store::index::place(namespace, &key)
+                && place.head
+            {
+                state
+                    .audit_heads
+                    .push((place.scope, version, Sha256::digest(&value).into()));
+            }
+            let value = if namespace == crate::store::index::NAMESPACE && key.ends_with("/root") {
+                with_exported_head(ctx, &key, version, &value, &state.audit_heads)?
+            } else {
+                value
+            };
             bytes += value.len();
             entries.push(Entry {
                 namespace: namespace.to_owned(),
@@ -242,6 +263,45 @@ fn check(
     }
 }
 
+/// An index root as exported: the stored root with its audit head entry
+/// set to the head this backup exported for the scope (none: none), sealed
+/// again at the same version. The chains are cut at the heads the backup
+/// read, while the root read later already holds newer heads (every page is
+/// audited); a restored store must hold a root that matches its chains.
+fn with_exported_head(
+    ctx: &Ctx<'_>,
+    key: &str,
+    version: u64,
+    value: &[u8],
+    heads: &[(String, u64, [u8; 32])],
+) -> Result<Vec<u8>, KmsError> {
+    let namespace = crate::store::index::NAMESPACE;
+    let plain = Zeroizing::new(
+        ctx.keyring
+            .sealer
+            .open(namespace, key, version, value)
+            .map_err(|e| KmsError::from(StoreError::Seal(e)))?,
+    );
+    let mut root: crate::store::index::Root = serde_cbor::from_slice(&plain)
+        .map_err(|e| KmsError::from(StoreError::Decode(format!("{namespace}/{key}: {e}"))))?;
+    let head = heads
+        .iter()
+        .find(|(scope, _, _)| *scope == root.scope)
+        .map(|(_, version, hash)| crate::store::index::Entry {
+            version: *version,
+            hash: *hash,
+        });
+    if head == root.head {
+        return Ok(value.to_vec());
+    }
+    root.head = head;
+    let plain = serde_cbor::to_vec(&root).map_err(|_| KmsError::Internal)?;
+    ctx.keyring
+        .sealer
+        .seal(namespace, key, version, &plain)
+        .map_err(|e| KmsError::from(StoreError::Seal(e)))
+}
+
 /// The custody boot record, which must commit to this root.
 fn boot_record(bytes: &[u8], commitment: &[u8]) -> Result<BootRecord, KmsError> {
     let record = BootRecord::decode(bytes)
@@ -289,6 +349,7 @@ mod tests {
             "import",
             "tls",
             "audit",
+            "index",
             crate::custody::record::NAMESPACE,
         ];
         for namespace in written {

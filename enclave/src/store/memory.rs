@@ -20,6 +20,9 @@ struct Slot {
 
 type Map = BTreeMap<(String, String), Slot>;
 
+/// A record as [`MemoryStore::records`] lists it: (namespace, key), (version, bytes).
+pub type StoredRecord = ((String, String), (u64, Option<Vec<u8>>));
+
 #[derive(Default)]
 pub struct MemoryStore {
     map: Mutex<Map>,
@@ -70,6 +73,26 @@ impl MemoryStore {
     /// as a host that deletes it for real would (it reads as never written).
     pub fn destroy(&self, namespace: &str, key: &str) {
         self.lock().remove(&(namespace.to_owned(), key.to_owned()));
+    }
+
+    /// Tampering, for tests: puts a record back as it was (`version`, bytes
+    /// or none), as a host restoring an older copy of its store would.
+    pub fn restore(&self, namespace: &str, key: &str, version: u64, value: Option<Vec<u8>>) {
+        let mut map = self.lock();
+        let id = (namespace.to_owned(), key.to_owned());
+        if version == 0 {
+            map.remove(&id);
+        } else {
+            map.insert(id, Slot { version, value });
+        }
+    }
+
+    /// Every record identity with its version and bytes, in key order.
+    pub fn records(&self) -> Vec<StoredRecord> {
+        self.lock()
+            .iter()
+            .map(|(id, slot)| (id.clone(), (slot.version, slot.value.clone())))
+            .collect()
     }
 
     /// A record's version and bytes as stored (version 0: never written).

@@ -27,20 +27,24 @@
 //! [`cache::REVALIDATE_AFTER`] ago; see `cache.rs` for the bound.
 
 pub mod cache;
+pub mod index;
+mod indexed;
 mod memory;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use keyward_wire::{Expected, StoreOp, StoreResult, StoreWrite};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use cache::RecordCache;
-pub use memory::MemoryStore;
+pub use index::Index;
+pub use indexed::genesis;
+pub use memory::{MemoryStore, StoredRecord};
 
 use crate::seal::{SealError, Sealer};
 
@@ -76,6 +80,18 @@ pub enum StoreError {
     /// nothing was written.
     #[error("record {record} was changed concurrently (read at version {expected}, the store has {found})")]
     Conflict { record: String, expected: u64, found: u64 },
+    /// The host served state the authenticated index contradicts (a
+    /// rollback, an omission, a substituted version): nothing is released.
+    #[error(
+        "the host store served {record} as {served}, but the enclave's authenticated index holds {expected} ({kind})",
+        kind = kind.label()
+    )]
+    Freshness {
+        kind: index::Violation,
+        record: String,
+        expected: String,
+        served: String,
+    },
 }
 
 pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<StoreResult, StoreError>> + Send + 'a>>;
@@ -102,6 +118,9 @@ pub struct Records<'a> {
     transport: &'a dyn StoreTransport,
     sealer: &'a Sealer,
     cache: Option<&'a RecordCache>,
+    /// The authenticated index every read is checked against and every
+    /// write updates; `None` only in tests of the store layer itself.
+    index: Option<&'a Index>,
     read_set: Mutex<HashMap<Identity, Seen>>,
     /// Writes committed through this value.
     writes: AtomicU32,
@@ -116,6 +135,7 @@ impl<'a> Records<'a> {
             transport,
             sealer,
             cache: None,
+            index: None,
             read_set: Mutex::new(HashMap::new()),
             writes: AtomicU32::new(0),
             conflicted: AtomicBool::new(false),
@@ -128,6 +148,23 @@ impl<'a> Records<'a> {
         Records {
             cache: Some(cache),
             ..Records::new(transport, sealer)
+        }
+    }
+
+    /// Records checked against and kept in `index` (every `Records` of a
+    /// running enclave: its keyring's index).
+    pub fn indexed(transport: &'a dyn StoreTransport, sealer: &'a Sealer, index: &'a Index) -> Self {
+        Records {
+            index: Some(index),
+            ..Records::new(transport, sealer)
+        }
+    }
+
+    /// These records, checked against and kept in `index`.
+    pub fn with_index(self, index: &'a Index) -> Self {
+        Records {
+            index: Some(index),
+            ..self
         }
     }
 
@@ -156,8 +193,16 @@ impl<'a> Records<'a> {
                 .transpose();
             match opened {
                 Ok(value) => {
-                    self.note(namespace, key, version, value.is_some());
-                    return Ok((version, value));
+                    let current = self
+                        .verify_read(namespace, key, version, sealed.as_deref().map(Vec::as_slice))
+                        .await?
+                        .is_none();
+                    if current {
+                        self.note(namespace, key, version, value.is_some());
+                        return Ok((version, value));
+                    }
+                    // Not current (written since): ask the host.
+                    cache.forget(namespace, key);
                 }
                 // Never serve a cached entry that does not open; ask the host.
                 Err(_) => cache.forget(namespace, key),
@@ -165,10 +210,22 @@ impl<'a> Records<'a> {
         }
         let asked = std::time::Instant::now();
         let (version, sealed) = self.fetch(namespace, key).await?;
-        let value = sealed
+        // Authentic first (a record altered, moved or served under another
+        // version says so), then current.
+        let mut value = sealed
             .as_deref()
             .map(|bytes| self.open(namespace, key, version, bytes))
             .transpose()?;
+        let (version, sealed) = match self.verify_read(namespace, key, version, sealed.as_deref()).await? {
+            None => (version, sealed),
+            Some((newer, sealed)) => {
+                value = sealed
+                    .as_deref()
+                    .map(|bytes| self.open(namespace, key, newer, bytes))
+                    .transpose()?;
+                (newer, sealed)
+            }
+        };
         if let Some(cache) = self.cache {
             cache.confirm(namespace, key, version, sealed, asked);
         }
@@ -246,7 +303,7 @@ impl<'a> Records<'a> {
         let seen = match self.seen(namespace, key) {
             Some(seen) => seen,
             None => {
-                let (version, value) = self.fetch(namespace, key).await?;
+                let (version, value) = self.fetch_verified(namespace, key).await?;
                 Seen {
                     version,
                     exists: value.is_some(),
@@ -274,6 +331,28 @@ impl<'a> Records<'a> {
         }
         let read: Vec<Option<Seen>> = writes.iter().map(|w| self.seen(&w.namespace, &w.key)).collect();
         let mut expected: Vec<u64> = read.iter().map(|s| s.map_or(0, |s| s.version)).collect();
+        // The index scopes the batch touches, each held for this node's
+        // writes until the batch is answered (they all rewrite its root).
+        let scopes = match self.index {
+            Some(_) => Records::scopes_of(&writes),
+            None => Default::default(),
+        };
+        let mut held = Vec::with_capacity(scopes.len());
+        if let Some(index) = self.index {
+            for scope in &scopes {
+                held.push(Arc::clone(&index.slot(scope).writer).lock_owned().await);
+            }
+            // A record written without being read first is expected at the
+            // version the index holds.
+            for (i, w) in writes.iter().enumerate() {
+                if read[i].is_none()
+                    && let Some(place) = index::place(&w.namespace, &w.key)
+                    && let Some(entry) = self.entry(index, &place).await?
+                {
+                    expected[i] = entry.version;
+                }
+            }
+        }
         for _ in 0..BLIND_WRITE_TRIES {
             let mut sealed = Vec::with_capacity(writes.len());
             let mut ops = Vec::with_capacity(writes.len());
@@ -302,6 +381,14 @@ impl<'a> Records<'a> {
                     }
                 }
             }
+            let plan = match self.index {
+                Some(index) => Some(self.plan_index(index, &scopes, &writes, &sealed, &expected).await?),
+                None => None,
+            };
+            let records_written = ops.len();
+            if let Some(plan) = &plan {
+                ops.extend(plan.ops.iter().cloned());
+            }
             let op = match (ops.len(), ops.pop()) {
                 (
                     1,
@@ -326,13 +413,19 @@ impl<'a> Records<'a> {
             let asked = std::time::Instant::now();
             match self.transport.call(op).await? {
                 StoreResult::Committed(versions) => {
-                    let wanted: Vec<u64> = expected.iter().map(|v| v + 1).collect();
+                    let mut wanted: Vec<u64> = expected.iter().map(|v| v + 1).collect();
+                    if let Some(plan) = &plan {
+                        wanted.extend(Records::plan_versions(plan));
+                    }
                     if versions != wanted {
                         return Err(StoreError::Protocol(format!(
                             "the store committed versions {versions:?}, not {wanted:?}"
                         )));
                     }
                     self.writes.fetch_add(1, Ordering::AcqRel);
+                    if let (Some(index), Some(plan)) = (self.index, plan) {
+                        Records::install_plan(index, plan, asked);
+                    }
                     for ((w, version), bytes) in writes.iter().zip(wanted).zip(sealed) {
                         self.note(&w.namespace, &w.key, version, bytes.is_some());
                         if let Some(cache) = self.cache {
@@ -343,6 +436,16 @@ impl<'a> Records<'a> {
                 }
                 StoreResult::Conflict { index, version, .. } => {
                     let i = index as usize;
+                    if i >= records_written && i < records_written + plan.as_ref().map_or(0, |p| p.ops.len()) {
+                        // Another node moved an index record of a scope:
+                        // read its root again and plan the batch anew.
+                        if let Some(index) = self.index {
+                            for scope in &scopes {
+                                index.expire(Some(scope));
+                            }
+                        }
+                        continue;
+                    }
                     let Some(w) = writes.get(i) else {
                         return Err(StoreError::Protocol("conflict on a write not in the batch".into()));
                     };
@@ -388,24 +491,45 @@ impl<'a> Records<'a> {
         limit: u32,
     ) -> Result<Vec<(String, Result<T, StoreError>)>, StoreError> {
         let limit = limit.min(MAX_LIST);
-        let op = StoreOp::ListVersioned {
-            namespace: namespace.into(),
-            prefix: prefix.into(),
-            start_after: start_after.map(str::to_owned),
-            limit,
+        let mut before = None;
+        let mut tries = 0;
+        let entries = loop {
+            let op = StoreOp::ListVersioned {
+                namespace: namespace.into(),
+                prefix: prefix.into(),
+                start_after: start_after.map(str::to_owned),
+                limit,
+            };
+            let entries = match self.transport.call(op).await? {
+                StoreResult::Records { entries, .. } => entries,
+                StoreResult::Error(e) => return Err(StoreError::Host(e)),
+                other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
+            };
+            check_page(
+                entries.iter().map(|e| e.key.as_str()),
+                entries.len(),
+                prefix,
+                start_after,
+                limit,
+            )?;
+            if let Some(entries) = self
+                .verify_page(namespace, prefix, start_after, limit, entries, before)
+                .await?
+            {
+                break entries;
+            }
+            // The index holds a record the page does not: list again between
+            // two reads of the scope's root (bounded; then a conflict).
+            tries += 1;
+            if tries > 4 {
+                return Err(StoreError::Conflict {
+                    record: format!("{namespace}/{prefix}"),
+                    expected: 0,
+                    found: 0,
+                });
+            }
+            before = self.listing_scope_root(namespace, prefix).await?;
         };
-        let entries = match self.transport.call(op).await? {
-            StoreResult::Records { entries, .. } => entries,
-            StoreResult::Error(e) => return Err(StoreError::Host(e)),
-            other => return Err(StoreError::Protocol(format!("unexpected answer to list: {other:?}"))),
-        };
-        check_page(
-            entries.iter().map(|e| e.key.as_str()),
-            entries.len(),
-            prefix,
-            start_after,
-            limit,
-        )?;
         Ok(entries
             .into_iter()
             .map(|entry| {

@@ -230,3 +230,152 @@ fn an_entry_counts_as_confirmed_when_it_was_asked_for_not_when_the_answer_came()
     cache.confirm("audit", "h", 1, Some(vec![1]), now);
     assert!(cache.fresh("audit", "h").is_none());
 }
+
+// ------------------------------------------------ the authenticated index
+
+/// Two nodes on one store: one sealer, each its own index (its own memory).
+fn nodes() -> (Arc<MemoryStore>, Sealer, Index, Index) {
+    (MemoryStore::new(), sealer(), Index::new(), Index::new())
+}
+
+#[tokio::test]
+async fn an_older_version_or_a_hidden_record_is_a_violation_not_data() {
+    let (store, sealer, index, _) = nodes();
+    let records = || Records::indexed(&*store, &sealer, &index);
+    records().put("key", "t/k", &1u32).await.expect("put");
+    let old = store.raw("key", "t/k");
+    records().put("key", "t/k", &2u32).await.expect("put");
+    // Served back at its own (older) version: authentic, but not current.
+    store.restore("key", "t/k", old.0, old.1.clone());
+    let err = records().get::<u32>("key", "t/k").await.expect_err("rollback");
+    assert!(
+        matches!(&err, StoreError::Freshness { kind: index::Violation::Rollback, record, expected, served }
+            if record == "key/t/k" && expected == "version 2" && served == "version 1"),
+        "{err}"
+    );
+    // Hidden: an omission, also for a deletion (it must not become a no-op).
+    store.destroy("key", "t/k");
+    let err = records().get::<u32>("key", "t/k").await.expect_err("omission");
+    assert!(
+        matches!(
+            err,
+            StoreError::Freshness {
+                kind: index::Violation::Omission,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = records().delete("key", "t/k").await.expect_err("omission");
+    assert!(
+        matches!(
+            err,
+            StoreError::Freshness {
+                kind: index::Violation::Omission,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let counts = index.violation_counts();
+    assert_eq!((counts.rollback, counts.omission), (1, 2));
+}
+
+#[tokio::test]
+async fn another_nodes_newer_root_is_accepted_and_an_older_one_refused() {
+    let (store, sealer, a, b) = nodes();
+    Records::indexed(&*store, &sealer, &a)
+        .put("key", "t/k", &1u32)
+        .await
+        .expect("a writes");
+    // b learns the scope, then a writes again: b sees the newer record
+    // (its root is re-read when the record disagrees), never the older.
+    assert_eq!(
+        Records::indexed(&*store, &sealer, &b)
+            .get::<u32>("key", "t/k")
+            .await
+            .expect("b reads"),
+        Some(1)
+    );
+    let root = store.raw("index", "t/root");
+    Records::indexed(&*store, &sealer, &a)
+        .put("key", "t/k", &2u32)
+        .await
+        .expect("a writes again");
+    assert_eq!(
+        Records::indexed(&*store, &sealer, &b)
+            .get::<u32>("key", "t/k")
+            .await
+            .expect("b reads"),
+        Some(2)
+    );
+    assert_eq!(b.scope_epoch("t"), 2);
+    // b writes on top of a's root (CAS on the root it verified).
+    Records::indexed(&*store, &sealer, &b)
+        .put("alias", "t/x", &9u32)
+        .await
+        .expect("b writes");
+    // The host puts the older root back: both nodes refuse it.
+    store.restore("index", "t/root", root.0, root.1);
+    a.expire(None);
+    let err = Records::indexed(&*store, &sealer, &a)
+        .get::<u32>("key", "t/k")
+        .await
+        .expect_err("older root");
+    assert!(
+        matches!(&err, StoreError::Freshness { kind: index::Violation::Rollback, record, .. } if record == "index/t/root"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_listing_must_hold_every_record_the_index_holds() {
+    let (store, sealer, index, _) = nodes();
+    let records = || Records::indexed(&*store, &sealer, &index);
+    for k in ["t/a", "t/b", "t/c"] {
+        records().put("alias", k, &1u32).await.expect("put");
+    }
+    assert_eq!(
+        records()
+            .list::<u32>("alias", "t/", None, 10)
+            .await
+            .expect("lists")
+            .len(),
+        3
+    );
+    // A full page ends at its last key: what lies beyond is not missing.
+    assert_eq!(
+        records()
+            .list::<u32>("alias", "t/", None, 2)
+            .await
+            .expect("lists")
+            .len(),
+        2
+    );
+    let hidden = store.raw("alias", "t/b");
+    store.destroy("alias", "t/b");
+    let err = records()
+        .list::<u32>("alias", "t/", None, 10)
+        .await
+        .expect_err("omitted");
+    assert!(
+        matches!(
+            err,
+            StoreError::Freshness {
+                kind: index::Violation::Omission,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    store.restore("alias", "t/b", hidden.0, hidden.1);
+    records().delete("alias", "t/b").await.expect("deleted for real");
+    assert_eq!(
+        records()
+            .list::<u32>("alias", "t/", None, 10)
+            .await
+            .expect("lists")
+            .len(),
+        2
+    );
+}

@@ -23,8 +23,8 @@ mod status;
 mod stream;
 pub use operation::{Operation, actions};
 pub use status::{
-    EnclaveStatus, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot, RequestCount,
-    operation_label, outcome_label,
+    EnclaveStatus, FreshnessViolations, HistogramKind, HistogramSample, LATENCY_BOUNDS_MICROS, MetricsSnapshot,
+    RequestCount, operation_label, outcome_label,
 };
 pub use stream::{
     MAX_STREAM_ADDR, OUTBOUND_MAGIC, STREAM_MAGIC, StreamStart, encode_outbound_header, encode_stream_header,

@@ -66,6 +66,33 @@ pub struct MetricsSnapshot {
     /// address's or claimed access key id's share.
     #[serde(default)]
     pub unauthenticated_throttled: u64,
+    /// Answers the enclave refused because the host store contradicted its
+    /// authenticated index (issue 19), by kind.
+    #[serde(default)]
+    pub freshness_violations: FreshnessViolations,
+}
+
+/// Freshness violations detected, by kind (the fixed `kind` labels of
+/// `keyward_freshness_violations_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreshnessViolations {
+    /// A record (or index root, or listing entry) the index holds was served absent.
+    pub omission: u64,
+    /// An older version, a deleted record, or an older index root was served.
+    pub rollback: u64,
+    /// Bytes the index does not hold at that version were served.
+    pub substitution: u64,
+}
+
+impl FreshnessViolations {
+    /// `(kind label, count)` for each kind.
+    pub fn labelled(&self) -> [(&'static str, u64); 3] {
+        [
+            ("omission", self.omission),
+            ("rollback", self.rollback),
+            ("substitution", self.substitution),
+        ]
+    }
 }
 
 /// Requests answered with one outcome.
