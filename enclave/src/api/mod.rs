@@ -335,6 +335,11 @@ async fn serve(
         };
         if result.is_err() && attempt < CONFLICT_TRIES && ctx.records.conflicted_before_writing() {
             tracing::info!(attempt, "store conflict before any write; running the request again");
+            // Random back-off against the other writer (another node's request
+            // CASes the same index root), not synchronisation: 0..attempt ms.
+            let ceiling = attempt.saturating_mul(1000);
+            let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling);
+            tokio::time::sleep(std::time::Duration::from_micros(u64::from(wait))).await;
             attempt += 1;
             continue;
         }
@@ -344,7 +349,7 @@ async fn serve(
 }
 
 /// Runs of one request that conflicted before writing anything, at most.
-const CONFLICT_TRIES: u32 = 8;
+const CONFLICT_TRIES: u32 = 16;
 
 /// Runs `op` for `ctx.principal`, who must already be authenticated and
 /// authorized for it (as [`handle`] does); public for the fuzz targets
