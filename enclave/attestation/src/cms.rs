@@ -6,8 +6,8 @@
 //! checks the structure and algorithms and returns the parts; decrypting
 //! them (RSA-OAEP with the recipient's private key, then AES-256-CBC) is the
 //! recipient's job: the enclave opens the root its custody key service
-//! releases (`custody::kms`). The same checks as `keyward-sdk`'s
-//! `recipient` module, whose parser this is.
+//! releases (`custody::kms`), and `keyward-sdk`'s `recipient` module opens
+//! a workload's `CiphertextForRecipient` with this same parser.
 //!
 //! Trust: the input is attacker-controlled (the host relays it, and CMS
 //! EnvelopedData is not authenticated); parsing is bounded
