@@ -13,7 +13,7 @@ use keyward_enclave::config::{
 };
 use keyward_proxy::{EnclaveEndpoint, ForwardConfig, Proxy, ProxyConfig, StoreLocation};
 
-use crate::dev_custody::{DevCustodian, Outcome};
+use crate::dev_custody::{Custody, DevCustodian, Outcome};
 use tokio::sync::watch;
 
 /// Options of `keyward dev`, validated.
@@ -41,6 +41,9 @@ pub struct DevOptions {
     /// The dev custodian's directory (`None`: `<data_dir>/dev-custodian`;
     /// [`crate::dev_custody`]).
     pub dev_custodian_dir: Option<PathBuf>,
+    /// `--custody kms …`: the root is kept by a key service instead of the
+    /// dev custodian ([`crate::dev_kms`]).
+    pub custody: keyward_enclave::config::CustodyArgs,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -74,12 +77,27 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let operator = dev_credential(ENV_DEV_OPERATOR_ACCESS_KEY_ID, ENV_DEV_OPERATOR_SECRET_ACCESS_KEY)?;
     let socket = data_dir.join("enclave.sock");
     let exe = std::env::current_exe().context("locating the keyward executable")?;
-    let custodian = DevCustodian::new(
-        options.dev_custodian_dir.clone(),
-        &data_dir,
-        &options.mock_pcrs,
-        options.mock_clock_offset,
-    )?;
+    // Checked here (flags, CA file, AWS_* credential) so a bad flag stops
+    // the launcher instead of a crash-looping enclave.
+    let kms = options
+        .custody
+        .clone()
+        .validate(&|name| std::env::var(name).ok())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let custodian = match &kms {
+        Some(_) if options.dev_custodian_dir.is_some() => {
+            anyhow::bail!("--dev-custodian-dir is for the dev custodian; --custody kms keeps the root elsewhere")
+        }
+        Some(kms) => Custody::KeyService(crate::dev_kms::KeyServiceCustody::new(kms)),
+        None => Custody::Dev(DevCustodian::new(
+            options.dev_custodian_dir.clone(),
+            &data_dir,
+            &options.mock_pcrs,
+            options.mock_clock_offset,
+        )?),
+    };
+    let outbound = crate::dev_kms::outbound_targets(kms.as_ref())?;
+    drop(kms);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Counts enclave process starts: each new one starts sealed.
@@ -112,7 +130,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(120),
         },
-        outbound: Vec::new(),
+        outbound,
     })
     .await?;
     let address = proxy.local_addr()?;
@@ -168,14 +186,14 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    tracing::warn!("{}", custodian.warning());
+    custodian.log_notice();
     // The enclave CA certificate, what clients trust (`--ca-bundle`).
     let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
     print_banner(address, admin, &ca_path, &status, &options, &credential, &operator);
     println!();
     println!(
         "{} ({})",
-        custodian.warning(),
+        custodian.notice(),
         match outcome {
             Outcome::Genesis => "a new deployment was created",
             Outcome::Unsealed | Outcome::AlreadyReady => "unsealed with it",
@@ -195,7 +213,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 }
                 starts.borrow_and_update();
                 match custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await {
-                    Ok(_) => tracing::info!("the restarted enclave was unsealed by the dev custodian"),
+                    Ok(_) => tracing::info!("the restarted enclave was Ready again (unsealed by its custody)"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "the restarted enclave stays sealed"),
                 }
             }
@@ -246,6 +264,7 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
     .chain(options.memory_budget.map(|mib| format!("--memory-budget={mib}")))
     .chain(options.mock_pcrs.iter().map(|p| format!("--mock-pcr={p}")))
     .chain(options.tls_names.iter().map(|n| format!("--tls-name={n}")))
+    .chain(crate::dev_kms::enclave_args(&options.custody))
     .collect()
 }
 

@@ -270,3 +270,38 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Who makes a started enclave Ready in `keyward dev`: the dev custodian
+/// (Shamir 1-of-1), or the custody key service (`--custody kms`,
+/// [`crate::dev_kms`]).
+pub enum Custody {
+    Dev(DevCustodian),
+    KeyService(crate::dev_kms::KeyServiceCustody),
+}
+
+impl Custody {
+    /// See [`DevCustodian::make_ready`] and
+    /// [`crate::dev_kms::KeyServiceCustody::make_ready`].
+    pub async fn make_ready(&self, link: &EnclaveLink, endpoint: &str, timeout: Duration) -> anyhow::Result<Ready> {
+        match self {
+            Custody::Dev(custodian) => custodian.make_ready(link, endpoint, timeout).await,
+            Custody::KeyService(service) => service.make_ready(link, endpoint, timeout).await,
+        }
+    }
+
+    /// What keeps the root, printed (and logged) at every start: the dev
+    /// custodian's loud warning, or the key service.
+    pub fn notice(&self) -> String {
+        match self {
+            Custody::Dev(custodian) => custodian.warning(),
+            Custody::KeyService(service) => service.notice(),
+        }
+    }
+
+    pub fn log_notice(&self) {
+        match self {
+            Custody::Dev(custodian) => tracing::warn!("{}", custodian.warning()),
+            Custody::KeyService(service) => tracing::info!("{}", service.notice()),
+        }
+    }
+}

@@ -10,3 +10,4 @@
 
 pub mod dev;
 pub mod dev_custody;
+pub mod dev_kms;

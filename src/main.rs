@@ -69,6 +69,13 @@ enum Command {
         /// directory. Development only: whoever reads it can unseal.
         #[arg(long, value_name = "DIR")]
         dev_custodian_dir: Option<PathBuf>,
+        // Custody of the root by an AWS-KMS-compatible key service instead
+        // of the dev custodian (`--custody kms --custody-key ARN
+        // --custody-endpoint URL --custody-ca PEM`, credential from
+        // `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`): passed to the
+        // enclave, and the endpoint to the proxy (docs/custody.md).
+        #[command(flatten)]
+        custody: keyward_enclave::config::CustodyArgs,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
@@ -106,6 +113,7 @@ fn main() -> std::process::ExitCode {
             memory_budget,
             mock_pcrs,
             dev_custodian_dir,
+            custody,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             admin_listen,
@@ -119,6 +127,7 @@ fn main() -> std::process::ExitCode {
             memory_budget,
             mock_pcrs,
             dev_custodian_dir,
+            custody,
         })),
         Command::Proxy(args) => match args.validate() {
             Ok(config) => runtime.block_on(keyward_proxy::run(config)).map_err(Into::into),

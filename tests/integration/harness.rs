@@ -51,6 +51,9 @@ pub struct Sandbox {
     pub operator: Creds,
     /// Extra `keyward dev` arguments for every start (e.g. `--tenant-rate-limit=2`).
     pub extra_args: Vec<String>,
+    /// Extra environment variables of `keyward dev` for every start (e.g.
+    /// the `AWS_*` credential of `--custody-credentials env`).
+    pub extra_env: Vec<(String, String)>,
     starts: usize,
 }
 
@@ -66,6 +69,7 @@ impl Sandbox {
             creds: Creds::random(),
             operator: Creds::random(),
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
             starts: 0,
         }
     }
@@ -105,6 +109,7 @@ impl Sandbox {
             &self.operator,
             &log_path,
             &extra,
+            &self.extra_env,
             offset_seconds,
         )
         .await
@@ -187,6 +192,7 @@ impl Keyward {
         operator: &Creds,
         log_path: &Path,
         extra_args: &[String],
+        extra_env: &[(String, String)],
         clock_offset: i64,
     ) -> Keyward {
         let log = std::fs::File::create(log_path).expect("create stderr log");
@@ -204,6 +210,7 @@ impl Keyward {
             .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
             .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
             .env("RUST_LOG", "info")
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

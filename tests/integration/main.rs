@@ -33,6 +33,7 @@ mod cluster;
 mod compat;
 mod crash;
 mod custody;
+mod custody_kms;
 mod deletion_clock;
 mod errors;
 mod fairness;

@@ -98,6 +98,14 @@ struct InitCustodyBody {
     operator_public_key: Option<String>,
 }
 
+/// `Keyward.InitCustody` of a service under `--custody kms`: no custodians.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InitKeyServiceCustodyBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operator_public_key: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct InitCustodyResponse {
@@ -146,6 +154,32 @@ fn base64_field(operation: &str, field: &str, text: &str) -> Result<Vec<u8>, Err
     STANDARD
         .decode(text)
         .map_err(|e| decode_error(operation, format!("{field} is not base64: {e}")))
+}
+
+/// The `OperatorCredential` of a genesis answer: present iff an operator
+/// key was given, and sealed to that key for this deployment.
+fn operator_credential(
+    text: Option<&str>,
+    operator_key: Option<PublicKey>,
+    deployment_id: &DeploymentId,
+) -> Result<Option<OperatorCredentialPackage>, Error> {
+    let fail = |reason: String| decode_error(INIT_CUSTODY, reason);
+    match (text, operator_key) {
+        (None, None) => Ok(None),
+        (Some(text), Some(key)) => {
+            let bytes = base64_field(INIT_CUSTODY, "OperatorCredential", text)?;
+            let package = OperatorCredentialPackage::from_bytes(&bytes)
+                .map_err(|e| fail(format!("the operator credential: {e}")))?;
+            if package.operator_key != key || package.deployment_id != *deployment_id {
+                return Err(fail(
+                    "the operator credential is not sealed to the operator key for this deployment".into(),
+                ));
+            }
+            Ok(Some(package))
+        }
+        (None, Some(_)) => Err(fail("no OperatorCredential although an operator key was given".into())),
+        (Some(_), None) => Err(fail("an OperatorCredential although no operator key was given".into())),
+    }
 }
 
 impl Client {
@@ -216,25 +250,49 @@ impl Client {
             }
             share_packages.push(package);
         }
-        let operator_credential = match (&response.operator_credential, request.operator_key) {
-            (None, None) => None,
-            (Some(text), Some(key)) => {
-                let bytes = base64_field(INIT_CUSTODY, "OperatorCredential", text)?;
-                let package = OperatorCredentialPackage::from_bytes(&bytes)
-                    .map_err(|e| fail(format!("the operator credential: {e}")))?;
-                if package.operator_key != key || package.deployment_id != deployment_id {
-                    return Err(fail(
-                        "the operator credential is not sealed to the operator key for this deployment".into(),
-                    ));
-                }
-                Some(package)
-            }
-            (None, Some(_)) => return Err(fail("no OperatorCredential although an operator key was given".into())),
-            (Some(_), None) => return Err(fail("an OperatorCredential although no operator key was given".into())),
-        };
+        let operator_credential = operator_credential(
+            response.operator_credential.as_deref(),
+            request.operator_key,
+            &deployment_id,
+        )?;
         Ok(InitCustodyOutput {
             deployment_id,
             share_packages,
+            operator_credential,
+            root_commitment,
+            state: response.state,
+        })
+    }
+
+    /// `Keyward.InitCustody` of a service whose root a custody key service
+    /// keeps (`--custody kms`): the enclave has the key service generate the
+    /// root and release it to it alone; there are no share packages. The
+    /// operator credential, iff `operator_key` is given, must be sealed to it.
+    pub async fn init_key_service_custody(&self, operator_key: Option<PublicKey>) -> Result<InitCustodyOutput, Error> {
+        let body = InitKeyServiceCustodyBody {
+            operator_public_key: operator_key.map(|k| STANDARD.encode(k.as_bytes())),
+        };
+        let response: InitCustodyResponse = self
+            .call(&format!("{KEYWARD_TARGET_PREFIX}{INIT_CUSTODY}"), &body)
+            .await?;
+        let fail = |reason: String| decode_error(INIT_CUSTODY, reason);
+        let deployment_id = keyward_custody::parse_deployment_hex(&response.deployment_id).ok_or_else(|| {
+            fail(format!(
+                "DeploymentId {:?} is not 32 hex digits",
+                response.deployment_id
+            ))
+        })?;
+        if !response.share_packages.is_empty() {
+            return Err(fail(
+                "share packages from a custody key service genesis (expected none)".into(),
+            ));
+        }
+        let root_commitment = base64_field(INIT_CUSTODY, "RootCommitment", &response.root_commitment)?;
+        let operator_credential =
+            operator_credential(response.operator_credential.as_deref(), operator_key, &deployment_id)?;
+        Ok(InitCustodyOutput {
+            deployment_id,
+            share_packages: Vec::new(),
             operator_credential,
             root_commitment,
             state: response.state,
