@@ -65,7 +65,7 @@ use crate::attestation::{AttestationError, TrustAnchor, verify_enclave_document}
 
 mod service;
 pub use service::{
-    ExpectedPcrs, InitCustodyOutput, InitCustodyRequest, STATE_READY, STATE_SEALED, UnsealDocument, UnsealProgress,
+    ExpectedPcrs, InitCustodyOutput, InitCustodyRequest, ReshareCustodyOutput, ReshareCustodyRequest, STATE_READY, STATE_SEALED, UnsealDocument, UnsealProgress,
     unseal_with_share, unseal_with_share_at,
 };
 

@@ -19,6 +19,7 @@ mod cluster;
 mod custody;
 mod custody_join;
 mod custody_kms;
+mod custody_reshare;
 mod deletion_clock;
 mod freshness;
 mod hmac;

@@ -338,7 +338,7 @@ fn internal(what: &str, error: &dyn std::fmt::Display) -> KmsError {
 }
 
 /// A base64 raw 32-byte X25519 public key.
-fn public_key(field: &str, value: &str) -> Result<PublicKey, KmsError> {
+pub(super) fn public_key(field: &str, value: &str) -> Result<PublicKey, KmsError> {
     let bytes = blob(field, value)?;
     PublicKey::from_slice(&bytes).map_err(|_| {
         KmsError::Validation(format!(

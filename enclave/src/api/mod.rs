@@ -42,6 +42,7 @@ pub mod mac;
 pub mod params;
 pub mod policies;
 pub mod recipient;
+pub mod reshare;
 pub mod rotation;
 pub mod tags;
 pub mod tenants;
@@ -417,6 +418,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::GetTlsCertificateRequest => tls_ops::get_tls_certificate_request(ctx, body).await,
         O::ImportTlsCertificate => tls_ops::import_tls_certificate(ctx, body).await,
         O::ExportBackup => backup::export_backup(ctx, body).await,
+        O::ReshareCustody => reshare::reshare_custody(ctx, body).await,
         // Served before authentication by `handle` (`custody::serve`).
         O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Err(KmsError::UnknownOperation(format!(
             "{op} is served by the request entry point, before authentication"

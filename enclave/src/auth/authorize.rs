@@ -30,7 +30,7 @@ pub fn need(op: Operation) -> Need {
     match op {
         O::CreateTenant | O::ListTenants | O::DisableTenant | O::EnableTenant => Need::Operator,
         O::GetTlsCertificateRequest | O::ImportTlsCertificate => Need::Operator,
-        O::ExportBackup => Need::Operator,
+        O::ExportBackup | O::ReshareCustody => Need::Operator,
         // Served before authentication (`api::custody`); never authorized here.
         O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Need::Operator,
         O::GetAuditLog | O::GetAttestationDocument => Need::Anyone,

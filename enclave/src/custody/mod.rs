@@ -17,6 +17,8 @@
 //!   sealed node of the same deployment.
 //! - [`kms`]: custody by an AWS-KMS-compatible key service: the root is a
 //!   data key generated and released (with a Recipient) to this enclave only.
+//! - [`reshare`]: a Ready enclave's root split anew for a new custodian
+//!   set (same deployment and commitment, new share digests).
 //! - [`state`]: the **Sealed → Ready** state machine and what the API
 //!   answers while sealed.
 //!
@@ -29,6 +31,7 @@ pub mod genesis;
 pub mod join;
 pub mod kms;
 pub mod record;
+pub mod reshare;
 pub mod session;
 pub mod state;
 

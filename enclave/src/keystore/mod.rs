@@ -16,6 +16,7 @@ pub mod audit_log;
 pub mod backup;
 pub mod credentials;
 pub mod crypto;
+pub mod custody;
 pub mod due;
 pub mod import;
 pub mod keys;

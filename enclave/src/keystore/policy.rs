@@ -146,6 +146,7 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::GetUnsealDocument
         | O::Unseal
         | O::ExportBackup
+        | O::ReshareCustody
         | O::UpdateTenantAttestationPolicy
         | O::PutTenantPolicyModule
         | O::DeleteTenantPolicyModule

@@ -592,6 +592,38 @@ impl<'a> Records<'a> {
         self.fetch(namespace, key).await
     }
 
+    /// Replaces a record stored in the clear that the index does not cover
+    /// (the boot record), by compare-and-swap: written only if it is still
+    /// at `version` (as [`Records::get_stored`] read it). `Ok(false)`: it
+    /// was not, and nothing was written.
+    pub async fn replace_stored(
+        &self,
+        namespace: &str,
+        key: &str,
+        version: u64,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        if index::place(namespace, key).is_some() {
+            return Err(StoreError::Protocol(format!(
+                "{namespace}/{key} is covered by the index: it is written sealed, not replaced in the clear"
+            )));
+        }
+        let op = StoreOp::CasPut {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            expected: Expected::Version(version),
+            value,
+        };
+        match self.transport.call(op).await? {
+            StoreResult::Committed(_) => Ok(true),
+            StoreResult::Conflict { .. } => Ok(false),
+            StoreResult::Error(e) => Err(StoreError::Host(e)),
+            other => Err(StoreError::Protocol(format!(
+                "{namespace}/{key} compare-and-swap answered {other:?}"
+            ))),
+        }
+    }
+
     /// Records whose key starts with `prefix`, strictly after `start_after`, in
     /// key order, at most `limit`. Every entry is authenticated, and the page is
     /// checked to be what was asked for.

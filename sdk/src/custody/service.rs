@@ -44,6 +44,26 @@ pub struct InitCustodyRequest {
     pub operator_key: Option<PublicKey>,
 }
 
+/// What `Keyward.ReshareCustody` asks for: the new M'-of-N' custodians.
+#[derive(Debug, Clone)]
+pub struct ReshareCustodyRequest {
+    /// M', the shares the next unseal needs (1 ≤ M' ≤ N' ≤ 16).
+    pub threshold: u8,
+    /// The new custodians' public keys; custodian *i* is the key at position *i − 1*.
+    pub custodians: Vec<PublicKey>,
+}
+
+/// What a re-share returned, checked against the request.
+#[derive(Debug, Clone)]
+pub struct ReshareCustodyOutput {
+    /// The same deployment as before.
+    pub deployment_id: DeploymentId,
+    /// One per new custodian, in the order of the request.
+    pub share_packages: Vec<SharePackage>,
+    /// The same root commitment as before (the root did not change).
+    pub root_commitment: Vec<u8>,
+}
+
 /// What genesis returned, checked against the request.
 #[derive(Debug, Clone)]
 pub struct InitCustodyOutput {
@@ -117,6 +137,14 @@ struct InitCustodyResponse {
     state: String,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReshareCustodyResponse {
+    deployment_id: String,
+    share_packages: Vec<String>,
+    root_commitment: String,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct NonceBody {
@@ -140,6 +168,7 @@ struct MessageBody {
 }
 
 const INIT_CUSTODY: &str = "InitCustody";
+const RESHARE_CUSTODY: &str = "ReshareCustody";
 const GET_UNSEAL_DOCUMENT: &str = "GetUnsealDocument";
 const UNSEAL: &str = "Unseal";
 
@@ -154,6 +183,52 @@ fn base64_field(operation: &str, field: &str, text: &str) -> Result<Vec<u8>, Err
     STANDARD
         .decode(text)
         .map_err(|e| decode_error(operation, format!("{field} is not base64: {e}")))
+}
+
+/// The share packages of a genesis or re-share answer, each checked to be
+/// the one asked for: one per custodian, sealed to that custodian's key at
+/// its index, all of one deployment, threshold, size and root commitment.
+fn checked_packages(
+    operation: &str,
+    texts: &[String],
+    custodians: &[PublicKey],
+    threshold: u8,
+    deployment_id: &DeploymentId,
+    root_commitment: &[u8],
+) -> Result<Vec<SharePackage>, Error> {
+    let fail = |reason: String| decode_error(operation, reason);
+    if texts.len() != custodians.len() {
+        return Err(fail(format!(
+            "{} share packages for {} custodians",
+            texts.len(),
+            custodians.len()
+        )));
+    }
+    let n = custodians.len();
+    let mut packages = Vec::with_capacity(n);
+    for (i, (text, key)) in texts.iter().zip(custodians).enumerate() {
+        let bytes = base64_field(operation, "SharePackages", text)?;
+        let package = SharePackage::from_bytes(&bytes).map_err(|e| fail(format!("share package {}: {e}", i + 1)))?;
+        let expected = (*deployment_id, i + 1, usize::from(threshold), n, *key, root_commitment);
+        let got = (
+            package.deployment_id,
+            usize::from(package.custodian_index),
+            usize::from(package.threshold),
+            usize::from(package.custodians),
+            package.custodian_key,
+            package.root_commitment.as_slice(),
+        );
+        if got != expected {
+            return Err(fail(format!(
+                "share package {} is not custodian {}'s of this {threshold}-of-{n} deployment {} (swapped or altered)",
+                i + 1,
+                i + 1,
+                deployment_hex(deployment_id)
+            )));
+        }
+        packages.push(package);
+    }
+    Ok(packages)
 }
 
 /// The `OperatorCredential` of a genesis answer: present iff an operator
@@ -210,46 +285,14 @@ impl Client {
             ))
         })?;
         let root_commitment = base64_field(INIT_CUSTODY, "RootCommitment", &response.root_commitment)?;
-        if response.share_packages.len() != request.custodians.len() {
-            return Err(fail(format!(
-                "{} share packages for {} custodians",
-                response.share_packages.len(),
-                request.custodians.len()
-            )));
-        }
-        let n = request.custodians.len();
-        let mut share_packages = Vec::with_capacity(n);
-        for (i, (text, key)) in response.share_packages.iter().zip(&request.custodians).enumerate() {
-            let bytes = base64_field(INIT_CUSTODY, "SharePackages", text)?;
-            let package =
-                SharePackage::from_bytes(&bytes).map_err(|e| fail(format!("share package {}: {e}", i + 1)))?;
-            let expected = (
-                deployment_id,
-                i + 1,
-                usize::from(request.threshold),
-                n,
-                *key,
-                root_commitment.as_slice(),
-            );
-            let got = (
-                package.deployment_id,
-                usize::from(package.custodian_index),
-                usize::from(package.threshold),
-                usize::from(package.custodians),
-                package.custodian_key,
-                package.root_commitment.as_slice(),
-            );
-            if got != expected {
-                return Err(fail(format!(
-                    "share package {} is not custodian {}'s of this {}-of-{n} deployment {} (swapped or altered)",
-                    i + 1,
-                    i + 1,
-                    request.threshold,
-                    deployment_hex(&deployment_id)
-                )));
-            }
-            share_packages.push(package);
-        }
+        let share_packages = checked_packages(
+            INIT_CUSTODY,
+            &response.share_packages,
+            &request.custodians,
+            request.threshold,
+            &deployment_id,
+            &root_commitment,
+        )?;
         let operator_credential = operator_credential(
             response.operator_credential.as_deref(),
             request.operator_key,
@@ -296,6 +339,57 @@ impl Client {
             operator_credential,
             root_commitment,
             state: response.state,
+        })
+    }
+
+    /// `Keyward.ReshareCustody` (operator credentials): the Ready service
+    /// splits its root anew for `request`'s custodians and replaces its
+    /// boot record; the old shares no longer unseal it. The answer is
+    /// checked as [`Client::init_custody`]'s is. `expected_commitment`,
+    /// when given, must be the answer's root commitment (the deployment's
+    /// pinned audit key).
+    pub async fn reshare_custody(
+        &self,
+        request: &ReshareCustodyRequest,
+        expected_commitment: Option<&[u8]>,
+    ) -> Result<ReshareCustodyOutput, Error> {
+        let body = InitCustodyBody {
+            threshold: request.threshold,
+            custodian_public_keys: request
+                .custodians
+                .iter()
+                .map(|k| STANDARD.encode(k.as_bytes()))
+                .collect(),
+            operator_public_key: None,
+        };
+        let response: ReshareCustodyResponse = self
+            .call(&format!("{KEYWARD_TARGET_PREFIX}{RESHARE_CUSTODY}"), &body)
+            .await?;
+        let fail = |reason: String| decode_error(RESHARE_CUSTODY, reason);
+        let deployment_id = keyward_custody::parse_deployment_hex(&response.deployment_id).ok_or_else(|| {
+            fail(format!(
+                "DeploymentId {:?} is not 32 hex digits",
+                response.deployment_id
+            ))
+        })?;
+        let root_commitment = base64_field(RESHARE_CUSTODY, "RootCommitment", &response.root_commitment)?;
+        if expected_commitment.is_some_and(|expected| expected != root_commitment.as_slice()) {
+            return Err(fail(
+                "the answer's root commitment is not the expected one (another deployment?)".into(),
+            ));
+        }
+        let share_packages = checked_packages(
+            RESHARE_CUSTODY,
+            &response.share_packages,
+            &request.custodians,
+            request.threshold,
+            &deployment_id,
+            &root_commitment,
+        )?;
+        Ok(ReshareCustodyOutput {
+            deployment_id,
+            share_packages,
+            root_commitment,
         })
     }
 
