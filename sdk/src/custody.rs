@@ -65,8 +65,8 @@ use crate::attestation::{AttestationError, TrustAnchor, verify_enclave_document}
 
 mod service;
 pub use service::{
-    ExpectedPcrs, InitCustodyOutput, InitCustodyRequest, ReshareCustodyOutput, ReshareCustodyRequest, STATE_READY, STATE_SEALED, UnsealDocument, UnsealProgress,
-    unseal_with_share, unseal_with_share_at,
+    ExpectedPcrs, InitCustodyOutput, InitCustodyRequest, ReshareCustodyOutput, ReshareCustodyRequest, STATE_READY,
+    STATE_SEALED, UnsealDocument, UnsealProgress, unseal_with_share, unseal_with_share_at,
 };
 
 /// RFC 8410 SubjectPublicKeyInfo of an X25519 key, before its 32 bytes.

@@ -25,9 +25,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn unb64(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .expect("base64")
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
 }
 
 /// A 2-of-3 genesis on a fresh enclave; the custodians, in order.
@@ -82,11 +80,16 @@ async fn after_a_reshare_old_shares_are_refused_and_the_new_ones_unseal_the_same
     let (version_before, _) = boot_record(&kw).await;
 
     let dave = CustodyKey::generate();
-    let r = reshare(&kw, &kw.operator, &reshare_body(2, &[&old[0].key, &dave])).await;
+    let mut body = reshare_body(2, &[&old[0].key, &dave]);
+    body["ExpectedRootCommitment"] = b64(&genesis.root_commitment).into();
+    let r = reshare(&kw, &kw.operator, &body).await;
     assert_eq!(r.status, 200, "ReshareCustody: {}", text(&r));
     let answer = r.json();
     assert_eq!(answer["DeploymentId"], genesis.deployment_id.as_str());
-    assert_eq!(unb64(answer["RootCommitment"].as_str().expect("commitment")), genesis.root_commitment);
+    assert_eq!(
+        unb64(answer["RootCommitment"].as_str().expect("commitment")),
+        genesis.root_commitment
+    );
     assert_eq!(answer["Threshold"], 2);
     assert_eq!(answer["Custodians"], 2);
     let packages: Vec<SharePackage> = answer["SharePackages"]
@@ -99,10 +102,7 @@ async fn after_a_reshare_old_shares_are_refused_and_the_new_ones_unseal_the_same
     assert_eq!(packages[0].custodian_key, old[0].key.public_key());
     assert_eq!(packages[1].custodian_key, dave.public_key());
     assert!(dave.open_share(&packages[1]).is_ok(), "Dave opens his package");
-    assert!(
-        old[1].key.open_share(&packages[1]).is_err(),
-        "Bob opens Dave's package"
-    );
+    assert!(old[1].key.open_share(&packages[1]).is_err(), "Bob opens Dave's package");
     let (version_after, _) = boot_record(&kw).await;
     assert_eq!(version_after, version_before + 1, "the boot record is replaced once");
     // Still Ready, and audited in the operator's chain.
@@ -111,13 +111,27 @@ async fn after_a_reshare_old_shares_are_refused_and_the_new_ones_unseal_the_same
         .signed_call_as(&kw.operator, "Keyward.GetAuditLog", br#"{"Limit": 1000}"#)
         .await;
     assert_eq!(log.status, 200, "{}", text(&log));
-    assert!(text(&log).contains("Keyward.ReshareCustody"), "not audited: {}", text(&log));
+    assert!(
+        text(&log).contains("Keyward.ReshareCustody"),
+        "not audited: {}",
+        text(&log)
+    );
 
     let kw = kw.restart_sealed().await;
     // Indexes 1 and 2 exist with new digests; index 3 no longer exists.
     for (who, custodian, error, says) in [
-        ("Alice's old", &old[0], "InvalidCiphertextException", "does not match the boot record"),
-        ("Bob's", &old[1], "InvalidCiphertextException", "does not match the boot record"),
+        (
+            "Alice's old",
+            &old[0],
+            "InvalidCiphertextException",
+            "does not match the boot record",
+        ),
+        (
+            "Bob's",
+            &old[1],
+            "InvalidCiphertextException",
+            "does not match the boot record",
+        ),
         ("Carol's", &old[2], "ValidationException", "custodian 3 does not exist"),
     ] {
         let r = kw.unseal_with(custodian).await;
@@ -151,14 +165,19 @@ async fn only_the_operator_may_reshare() {
     let before = boot_record(&kw).await;
     let r = reshare(&kw, &kw.creds, &reshare_body(1, &[&CustodyKey::generate()])).await;
     r.assert_error("ReshareCustody by a tenant", 400, "AccessDeniedException");
-    assert_eq!(boot_record(&kw).await, before, "a refused re-share changed the boot record");
+    assert_eq!(
+        boot_record(&kw).await,
+        before,
+        "a refused re-share changed the boot record"
+    );
     let kw = kw.restart_sealed().await;
     assert_eq!(kw.unseal_with(&old[0]).await.json()["State"], "Sealed");
     assert_eq!(kw.unseal_with(&old[2]).await.json()["State"], "Ready");
 }
 
 /// Threshold 0, above the custodians, a repeated key, no custodians, too
-/// many: `ValidationException`, and nothing changes.
+/// many, another deployment's commitment: `ValidationException`, and
+/// nothing changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_threshold_or_custodian_set_is_refused_and_changes_nothing() {
     let kw = Service::start_uninitialised().await;
@@ -181,6 +200,15 @@ async fn a_bad_threshold_or_custodian_set_is_refused_and_changes_nothing() {
             "threshold",
         ),
         (
+            "another deployment's root commitment",
+            json!({
+                "Threshold": 1,
+                "CustodianPublicKeys": [b64(a.public_key().as_bytes())],
+                "ExpectedRootCommitment": b64(&[4u8; 91]),
+            }),
+            "ExpectedRootCommitment is not this deployment's",
+        ),
+        (
             "a key of 31 bytes",
             json!({ "Threshold": 1, "CustodianPublicKeys": [b64(&[7u8; 31])] }),
             "32-byte",
@@ -190,7 +218,11 @@ async fn a_bad_threshold_or_custodian_set_is_refused_and_changes_nothing() {
         r.assert_error(what, 400, "ValidationException");
         assert!(text(&r).contains(says), "{what}: {}", text(&r));
     }
-    assert_eq!(boot_record(&kw).await, before, "a refused re-share changed the boot record");
+    assert_eq!(
+        boot_record(&kw).await,
+        before,
+        "a refused re-share changed the boot record"
+    );
     let kw = kw.restart_sealed().await;
     assert_eq!(kw.unseal_with(&old[1]).await.json()["State"], "Sealed");
     assert_eq!(kw.unseal_with(&old[0]).await.json()["State"], "Ready");

@@ -603,3 +603,154 @@ async fn a_dev_node_on_another_nodes_store_needs_that_nodes_custodian() {
     let kw = second.start().await;
     assert_eq!(decrypt(&kw.client(), Some(&key), &ciphertext, None).await, plaintext);
 }
+
+/// `kmsctl custodian reshare` with the operator's credential: Bob and
+/// Carol leave, Dave joins (2 of 2 with Alice). After the enclave is
+/// killed and restarted, Bob's old share is refused and Alice's and Dave's
+/// new shares unseal the same deployment. Without a credential the
+/// command is a usage error, and a pinned commitment of another
+/// deployment is refused before any file is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kmsctl_custodian_reshare_replaces_the_custodians_and_old_shares_are_refused() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let work = work.path();
+    let mut split = Split::start_sealed().await;
+    let custodians: Vec<PathBuf> = ["alice", "bob", "carol"].iter().map(|n| keygen(work, n)).collect();
+    let operator = keygen(work, "operator");
+    let dave = keygen(work, "dave");
+    let stdout = init_2_of_3(&split, work, &custodians, &operator);
+    let deployment = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deployment"))
+        .map(|rest| rest.trim().to_owned())
+        .unwrap_or_else(|| panic!("no deployment line: {stdout}"));
+    let genesis = work.join("genesis");
+    let out = kmsctl_offline(&[
+        "operator",
+        "credential",
+        "--package",
+        &genesis.join("operator.credential").display().to_string(),
+        "--key",
+        &file(&operator, ".key"),
+    ]);
+    let stdout = succeeded("operator credential", &out);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("no {name}: {stdout}"))
+            .to_owned()
+    };
+    let (operator_id, operator_secret) = (field("AWS_ACCESS_KEY_ID"), field("AWS_SECRET_ACCESS_KEY"));
+    split.await_ready_ca().await;
+    let client = split.client();
+    let key = create_key(&client, "outlives bob and carol").await;
+    let plaintext = random_bytes(48);
+    let ciphertext = encrypt(&client, &key, &plaintext, None).await;
+
+    let reshare_args = |out: &Path, commitment: &Path| -> Vec<String> {
+        vec![
+            "custodian".into(),
+            "reshare".into(),
+            "--custodian".into(),
+            file(&custodians[0], ".pub"),
+            "--custodian".into(),
+            file(&dave, ".pub"),
+            "--threshold".into(),
+            "2".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--expect-commitment".into(),
+            commitment.display().to_string(),
+        ]
+    };
+    let run = |args: &[String], creds: Option<(&str, &str)>| {
+        let ca = work.join("ca.pem");
+        std::fs::write(&ca, &split.ca_pem).expect("write the CA");
+        let mut command = Command::new(kmsctl_path());
+        command
+            .arg("--endpoint")
+            .arg(&split.url)
+            .arg("--ca-bundle")
+            .arg(&ca)
+            .args(args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("KEYWARD_ENDPOINT");
+        if let Some((id, secret)) = creds {
+            command
+                .env("AWS_ACCESS_KEY_ID", id)
+                .env("AWS_SECRET_ACCESS_KEY", secret);
+        }
+        command.output().expect("run kmsctl")
+    };
+    let commitment = genesis.join("root-commitment.pem");
+    let new_dir = work.join("reshared");
+
+    // No credential: a usage error, nothing asked.
+    let out = run(&reshare_args(&new_dir, &commitment), None);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    // A pinned commitment of another deployment: refused, nothing written.
+    let other = work.join("other-commitment.der");
+    let other_root = keyward_enclave::secret::Key256::generate();
+    std::fs::write(
+        &other,
+        keyward_enclave::keys::hierarchy::audit_public_key_der(&other_root).expect("an audit key"),
+    )
+    .expect("write");
+    let out = run(
+        &reshare_args(&work.join("refused"), &other),
+        Some((&operator_id, &operator_secret)),
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("not this deployment's root commitment"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!work.join("refused").join("custodian-1.share").exists());
+
+    let out = run(
+        &reshare_args(&new_dir, &commitment),
+        Some((&operator_id, &operator_secret)),
+    );
+    let stdout = succeeded("kmsctl custodian reshare", &out);
+    assert!(stdout.contains(&deployment), "{stdout}");
+    assert!(stdout.contains("Shamir 2 of 2"), "{stdout}");
+    assert!(new_dir.join("custodian-1.share").is_file() && new_dir.join("custodian-2.share").is_file());
+    assert!(!new_dir.join("custodian-3.share").exists());
+
+    split.kill9_and_restart_enclave().await;
+    let pcr0 = mock_pcr0_hex();
+    let out = unseal(
+        &split,
+        work,
+        &genesis.join("custodian-2.share"),
+        &file(&custodians[1], ".key"),
+        &pcr0,
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("does not match the boot record"),
+        "{:?}",
+        text(&out)
+    );
+    let out = unseal(
+        &split,
+        work,
+        &new_dir.join("custodian-1.share"),
+        &file(&custodians[0], ".key"),
+        &pcr0,
+    );
+    assert!(succeeded("alice's new share", &out).contains("1 of 2 shares; state Sealed"));
+    let out = unseal(
+        &split,
+        work,
+        &new_dir.join("custodian-2.share"),
+        &file(&dave, ".key"),
+        &pcr0,
+    );
+    assert!(succeeded("dave's share", &out).contains("2 of 2 shares; state Ready"));
+    split.await_ready_ca().await;
+    assert_eq!(decrypt(&split.client(), None, &ciphertext, None).await, plaintext);
+}

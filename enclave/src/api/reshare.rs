@@ -6,7 +6,8 @@
 //! raw 32-byte X25519 keys, N' ≤ 16, distinct; custodian `i` is the `i`-th).
 //! Response: `DeploymentId`, `SharePackages` (base64 CBOR, in the order of
 //! the keys), `RootCommitment` (base64 SPKI DER, unchanged), `Threshold`,
-//! `Custodians`.
+//! `Custodians`. With `ExpectedRootCommitment` (base64 SPKI DER) another
+//! deployment's enclave refuses before changing anything.
 
 use keyward_custody::{MAX_CUSTODIANS, deployment_hex};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use super::custody::public_key;
 use super::error::KmsError;
-use super::params::{b64, length, parse, render, required};
+use super::params::{b64, blob, length, parse, render, required};
 use crate::context::Ctx;
 use crate::custody::reshare::Reshare;
 use crate::keystore::custody::reshare_custody as reshare;
@@ -24,6 +25,9 @@ use crate::keystore::custody::reshare_custody as reshare;
 struct ReshareCustodyRequest {
     threshold: Option<i64>,
     custodian_public_keys: Option<Vec<String>>,
+    /// Base64 SPKI DER: if given, the deployment's root commitment must be
+    /// this one (the caller's pinned audit key), or nothing changes.
+    expected_root_commitment: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,12 +49,17 @@ pub async fn reshare_custody(ctx: &Ctx<'_>, body: Value) -> Result<Value, KmsErr
         .iter()
         .map(|key| public_key("custodianPublicKeys", key))
         .collect::<Result<Vec<_>, _>>()?;
+    let expected_commitment = request
+        .expected_root_commitment
+        .as_deref()
+        .map(|text| blob("expectedRootCommitment", text))
+        .transpose()?;
     let request = Reshare {
         // Out of range (negative, huge) is refused by the domain as 0.
         threshold: usize::try_from(threshold).unwrap_or(0),
         custodians,
     };
-    let outcome = reshare(ctx, &request).await?;
+    let outcome = reshare(ctx, &request, expected_commitment.as_deref()).await?;
     let share_packages = outcome
         .packages
         .iter()

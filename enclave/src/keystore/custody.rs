@@ -13,17 +13,29 @@ use crate::error::KmsError;
 
 /// Re-shares the root among `request`'s custodians; answers the new boot
 /// record and one share package per custodian. The old shares no longer
-/// match the boot record's digests once this returns.
-pub async fn reshare_custody(ctx: &Ctx<'_>, request: &Reshare) -> Result<ReshareOutcome, KmsError> {
+/// match the boot record's digests once this returns. With
+/// `expected_commitment` (the caller's pinned audit key), the deployment
+/// must commit to it, or nothing changes.
+pub async fn reshare_custody(
+    ctx: &Ctx<'_>,
+    request: &Reshare,
+    expected_commitment: Option<&[u8]>,
+) -> Result<ReshareOutcome, KmsError> {
     let (version, stored) = ctx.records.get_stored(NAMESPACE, RECORD_KEY).await?;
     let Some(bytes) = stored else {
         return Err(KmsError::InvalidState(
             "this deployment has no boot record to re-share; nothing was changed".into(),
         ));
     };
-    let current = BootRecord::decode(&bytes).map_err(|e| {
-        KmsError::InternalDetail(format!("the boot record does not decode ({e}); nothing was changed"))
-    })?;
+    let current = BootRecord::decode(&bytes)
+        .map_err(|e| KmsError::InternalDetail(format!("the boot record does not decode ({e}); nothing was changed")))?;
+    if expected_commitment.is_some_and(|expected| expected != current.commitment.as_bytes()) {
+        return Err(KmsError::Validation(
+            "ExpectedRootCommitment is not this deployment's root commitment (another deployment?); nothing was \
+             changed"
+                .into(),
+        ));
+    }
     let outcome = reshare(ctx.keyring.hierarchy.root(), &current, request).map_err(|e| match e {
         CustodyError::Threshold { .. } | CustodyError::DuplicateCustodian { .. } => KmsError::Validation(e.to_string()),
         CustodyError::CustodyMethod { .. } => KmsError::UnsupportedOperation(format!(
@@ -39,7 +51,11 @@ pub async fn reshare_custody(ctx: &Ctx<'_>, request: &Reshare) -> Result<Reshare
         .record
         .encode()
         .map_err(|e| KmsError::InternalDetail(format!("the new boot record does not encode: {e}")))?;
-    if !ctx.records.replace_stored(NAMESPACE, RECORD_KEY, version, encoded).await? {
+    if !ctx
+        .records
+        .replace_stored(NAMESPACE, RECORD_KEY, version, encoded)
+        .await?
+    {
         return Err(KmsError::Conflict(
             "the boot record changed while re-sharing (another re-share at the same time?); nothing was changed: \
              run it again"

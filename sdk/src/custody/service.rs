@@ -137,6 +137,15 @@ struct InitCustodyResponse {
     state: String,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReshareCustodyBody {
+    threshold: u8,
+    custodian_public_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_root_commitment: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ReshareCustodyResponse {
@@ -345,22 +354,23 @@ impl Client {
     /// `Keyward.ReshareCustody` (operator credentials): the Ready service
     /// splits its root anew for `request`'s custodians and replaces its
     /// boot record; the old shares no longer unseal it. The answer is
-    /// checked as [`Client::init_custody`]'s is. `expected_commitment`,
-    /// when given, must be the answer's root commitment (the deployment's
-    /// pinned audit key).
+    /// checked as [`Client::init_custody`]'s is. `expected_commitment`
+    /// (the deployment's pinned audit key, SPKI DER), when given, goes with
+    /// the request: an enclave of another deployment refuses before
+    /// changing anything, and the answer must carry it too.
     pub async fn reshare_custody(
         &self,
         request: &ReshareCustodyRequest,
         expected_commitment: Option<&[u8]>,
     ) -> Result<ReshareCustodyOutput, Error> {
-        let body = InitCustodyBody {
+        let body = ReshareCustodyBody {
             threshold: request.threshold,
             custodian_public_keys: request
                 .custodians
                 .iter()
                 .map(|k| STANDARD.encode(k.as_bytes()))
                 .collect(),
-            operator_public_key: None,
+            expected_root_commitment: expected_commitment.map(|c| STANDARD.encode(c)),
         };
         let response: ReshareCustodyResponse = self
             .call(&format!("{KEYWARD_TARGET_PREFIX}{RESHARE_CUSTODY}"), &body)

@@ -161,6 +161,28 @@ pub(crate) enum CustodianCommand {
         #[arg(long, value_name = "NAME")]
         out: PathBuf,
     },
+    /// Replace the custodians of a Ready deployment (operator credentials):
+    /// the enclave splits its root anew M-of-N for these custodians and
+    /// writes DIR/custodian-<i>.share; the old shares no longer unseal it.
+    /// M old shares still rebuild the root offline: docs/custody.md,
+    /// "Replacing a custodian by re-sharing".
+    Reshare {
+        /// A new custodian's public key file (X25519, PEM); repeat for
+        /// each, in order: the first is custodian 1.
+        #[arg(long = "custodian", value_name = "FILE.pub", required = true)]
+        custodians: Vec<PathBuf>,
+        /// M: how many of the new custodians' shares an unseal needs.
+        #[arg(long, value_name = "M")]
+        threshold: u8,
+        /// Directory for the new share packages (created if missing;
+        /// existing files are never overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The deployment's root commitment (the audit public key, PEM or
+        /// DER, e.g. genesis's root-commitment.pem): the answer must carry it.
+        #[arg(long, value_name = "FILE")]
+        expect_commitment: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -372,6 +394,24 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Init { ref custodians, threshold: 2, operator_key: None, .. } if custodians.len() == 2)
         );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "custodian",
+            "reshare",
+            "--custodian",
+            "a.pub",
+            "--custodian",
+            "d.pub",
+            "--threshold",
+            "2",
+            "--out",
+            "new",
+        ])?;
+        assert!(matches!(
+            cli.command,
+            Command::Custodian(CustodianCommand::Reshare { ref custodians, threshold: 2, expect_commitment: None, .. })
+                if custodians.len() == 2
+        ));
         let cli = Cli::try_parse_from([
             "kmsctl",
             "unseal",

@@ -1,7 +1,8 @@
 //! Root-key custody (docs/custody.md): `kmsctl custodian keygen`, `kmsctl init`, `kmsctl unseal`,
-//! `kmsctl operator credential`. None of them needs a credential: key generation and opening the
-//! operator credential are offline, and the sealed service answers genesis and unseal
-//! unauthenticated (their inputs authenticate themselves).
+//! `kmsctl operator credential`, `kmsctl custodian reshare`. Only the last needs a credential (the
+//! operator's, against a Ready service): key generation and opening the operator credential are
+//! offline, and the sealed service answers genesis and unseal unauthenticated (their inputs
+//! authenticate themselves).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 use keyward_sdk::Client;
 use keyward_sdk::attestation::TrustAnchor;
 use keyward_sdk::custody::{
-    CustodyError, CustodyKey, InitCustodyRequest, deployment_hex, operator_credential_pem, read_operator_credential,
-    read_public_pem, read_share_package, share_package_pem, unseal_with_share, write_new_file, write_public_pem,
+    CustodyError, CustodyKey, InitCustodyRequest, ReshareCustodyRequest, deployment_hex, operator_credential_pem,
+    read_operator_credential, read_public_pem, read_share_package, share_package_pem, unseal_with_share,
+    write_new_file, write_public_pem,
 };
 
 use crate::Failure;
@@ -62,17 +64,7 @@ pub(crate) async fn init(
     operator_key: Option<&Path>,
     out: &Path,
 ) -> Result<(), Failure> {
-    let custodians = custodian_files
-        .iter()
-        .map(|path| read_public_pem(path))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(failure)?;
-    if threshold == 0 || usize::from(threshold) > custodians.len() {
-        return Err(Failure::Usage(format!(
-            "--threshold {threshold}: must be between 1 and the number of custodians ({})",
-            custodians.len()
-        )));
-    }
+    let custodians = custodian_keys(custodian_files, threshold)?;
     let operator = operator_key.map(read_public_pem).transpose().map_err(failure)?;
     // Genesis cannot be repeated: make sure every file can be written before asking for it.
     std::fs::create_dir_all(out).map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
@@ -136,6 +128,89 @@ pub(crate) async fn init(
         }
         return Err(Failure::Mismatch(
             "genesis succeeded but some files could not be written; their contents are printed above".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads custodian public key files and checks `threshold` against their number (a usage error).
+fn custodian_keys(files: &[PathBuf], threshold: u8) -> Result<Vec<keyward_sdk::custody::PublicKey>, Failure> {
+    let custodians = files
+        .iter()
+        .map(|path| read_public_pem(path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failure)?;
+    if threshold == 0 || usize::from(threshold) > custodians.len() {
+        return Err(Failure::Usage(format!(
+            "--threshold {threshold}: must be between 1 and the number of custodians ({})",
+            custodians.len()
+        )));
+    }
+    Ok(custodians)
+}
+
+/// `DIR/custodian-<i>.share` for `n` custodians, none of which may exist yet.
+fn new_share_paths(out: &Path, n: usize) -> Result<Vec<PathBuf>, Failure> {
+    std::fs::create_dir_all(out).map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+    let paths: Vec<PathBuf> = (1..=n).map(|i| out.join(format!("custodian-{i}.share"))).collect();
+    for path in &paths {
+        if path.exists() {
+            return Err(Failure::Usage(format!(
+                "{} already exists; refusing to overwrite it (choose another --out)",
+                path.display()
+            )));
+        }
+    }
+    Ok(paths)
+}
+
+/// `kmsctl custodian reshare --custodian A.pub ... --threshold M --out DIR [--expect-commitment FILE]`
+/// (operator credentials, a Ready service).
+pub(crate) async fn reshare(
+    client: &Client,
+    custodian_files: &[PathBuf],
+    threshold: u8,
+    out: &Path,
+    expect_commitment: Option<&Path>,
+) -> Result<(), Failure> {
+    let custodians = custodian_keys(custodian_files, threshold)?;
+    let expected = expect_commitment.map(crate::audit::read_pinned_key).transpose()?;
+    // The old shares stop working once the service answers: make sure every file can be written first.
+    let share_paths = new_share_paths(out, custodians.len())?;
+    let output = client
+        .reshare_custody(&ReshareCustodyRequest { threshold, custodians }, expected.as_deref())
+        .await?;
+    let mut unwritten = Vec::new();
+    for (path, package) in share_paths.iter().zip(&output.share_packages) {
+        let text = share_package_pem(package).map_err(failure)?;
+        match write_new_file(path, &text) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("kmsctl: {e}");
+                unwritten.push((path, text));
+            }
+        }
+    }
+    println!("deployment       {}", deployment_hex(&output.deployment_id));
+    println!(
+        "root commitment  {} (unchanged: the root is the same)",
+        base64_of(&output.root_commitment)
+    );
+    println!(
+        "custody          Shamir {threshold} of {}: the old shares no longer unseal this deployment",
+        output.share_packages.len()
+    );
+    println!(
+        "note             as many old shares as the old threshold still rebuild the root offline; if shares \
+         may be compromised, move the keys to a new deployment (docs/custody.md)"
+    );
+    if !unwritten.is_empty() {
+        for (path, text) in unwritten {
+            println!("--- {} (could not be written) ---", path.display());
+            print!("{text}");
+        }
+        return Err(Failure::Mismatch(
+            "the re-share succeeded but some files could not be written; their contents are printed above".into(),
         ));
     }
     Ok(())

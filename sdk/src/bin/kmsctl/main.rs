@@ -191,6 +191,12 @@ async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>)
         Command::Tls(command) => tls::tls(client, command).await,
         Command::Backup { out } => backup::backup(client, &out).await,
         Command::Restore(_) => Err(Failure::Usage("restore runs without a service".into())),
+        Command::Custodian(args::CustodianCommand::Reshare {
+            custodians,
+            threshold,
+            out,
+            expect_commitment,
+        }) => custody::reshare(client, &custodians, threshold, &out, expect_commitment.as_deref()).await,
         Command::Custodian(_) | Command::Init { .. } | Command::Unseal { .. } | Command::Operator(_) => Err(
             Failure::Usage("custody commands need no credential and are run before this".into()),
         ),
