@@ -1,5 +1,7 @@
 //! `kmsctl audit`: list the caller's audit records, one escaped line each, or fetch the whole chain
-//! and verify it, against a pinned audit public key when one is given.
+//! and verify it, against a pinned audit public key when one is given, and with `--state FILE`
+//! against the head remembered there from earlier verifications (`audit::HeadMemory`: a rollback
+//! or a fork exits 1 and leaves the file as it was).
 
 use std::borrow::Cow;
 use std::path::Path;
