@@ -330,22 +330,45 @@ pub fn verify_chain(records: &[AuditRecord], head: &Head, public_key_spki_der: &
             sequence: head.sequence,
         });
     }
-    let bad_signature = AuditError::BadSignature {
-        sequence: head.sequence,
-    };
-    let message = head_message(&head.chain, head.sequence, &previous_raw).ok_or(bad_signature.clone())?;
-    let signature = base64::engine::general_purpose::STANDARD
-        .decode(head.signature.trim())
-        .ok()
-        .and_then(|der| Signature::from_der(&der).ok())
-        .ok_or(bad_signature.clone())?;
-    key.verify(&message, &signature).map_err(|_| bad_signature)?;
+    verify_signature(head, &previous_raw, &key)?;
 
     Ok(Verified {
         chain: head.chain.clone(),
         records: count,
         head_hash: head.hash.clone(),
     })
+}
+
+/// Verifies only the signature of `head` (chain, sequence and hash, signed
+/// by `public_key_spki_der`), without the records: what a verifier can check
+/// of a head it received alone, e.g. with a [`crate::AuditLogPage`]
+/// (the hash must be the canonical lowercase hex the enclave writes).
+pub fn verify_head(head: &Head, public_key_spki_der: &[u8]) -> Result<(), AuditError> {
+    let key = VerifyingKey::from_public_key_der(public_key_spki_der)
+        .map_err(|e| AuditError::InvalidPublicKey(e.to_string()))?;
+    let bad_signature = AuditError::BadSignature {
+        sequence: head.sequence,
+    };
+    let raw: [u8; 32] = hex::decode(&head.hash)
+        .ok()
+        .filter(|raw| hex::encode(raw) == head.hash)
+        .and_then(|raw| raw.try_into().ok())
+        .ok_or(bad_signature)?;
+    verify_signature(head, &raw, &key)
+}
+
+/// The head's signature over its chain, sequence and `hash_raw`.
+fn verify_signature(head: &Head, hash_raw: &[u8; 32], key: &VerifyingKey) -> Result<(), AuditError> {
+    let bad_signature = AuditError::BadSignature {
+        sequence: head.sequence,
+    };
+    let message = head_message(&head.chain, head.sequence, hash_raw).ok_or(bad_signature.clone())?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(head.signature.trim())
+        .ok()
+        .and_then(|der| Signature::from_der(&der).ok())
+        .ok_or(bad_signature.clone())?;
+    key.verify(&message, &signature).map_err(|_| bad_signature)
 }
 
 /// The SubjectPublicKeyInfo DER of a P-256 public key given as DER or as
@@ -444,6 +467,10 @@ fn length_prefixed(hasher: &mut Sha256, s: &str) -> Option<()> {
 fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
+
+mod memory;
+
+pub use memory::{FreshnessError, HeadMemory, Observation, RememberedHead, STATE_FORMAT, StateError};
 
 #[cfg(test)]
 mod tests;

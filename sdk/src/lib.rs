@@ -61,12 +61,31 @@
 //! accepted are exactly records `1..=n` of one chain, in order, unaltered,
 //! with none missing, none corrupt and none added past the head, and that the
 //! head — chain name, sequence `n` and hash of record `n` — was signed by the
-//! holder of that key's private half (the enclave). What it cannot see: a
-//! host that replays an *older*, genuinely signed head together with the
-//! records up to it (rollback); and if the key itself came from the host (the
+//! holder of that key's private half (the enclave). What one verification
+//! cannot see: a host that serves an *older*, genuinely signed head together
+//! with the records up to it (rollback, e.g. after restarting the enclave on
+//! an older copy of its store); [`audit::HeadMemory`] closes that for heads
+//! newer than one it verified before: it remembers the last verified head per
+//! deployment and chain in a local file and reports a lower sequence as
+//! [`audit::FreshnessError::Rollback`], another record at the remembered
+//! sequence as [`audit::FreshnessError::Fork`] (`kmsctl audit verify
+//! --state FILE`). And if the key itself came from the host (the
 //! `AuditPublicKey` field of a response), a host that substitutes both key
 //! and chain. Obtain the key out of band (e.g. from an attested enclave) and
 //! pin it to close the latter.
+//!
+//! ```no_run
+//! # async fn demo(client: keyward_sdk::Client, pinned_key_der: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+//! use keyward_sdk::audit::{FreshnessError, HeadMemory};
+//! let mut memory = HeadMemory::open("/var/lib/my-verifier/audit-heads.json")?;
+//! let chain = client.fetch_audit_chain().await?;
+//! match memory.verify_chain(&chain.records, &chain.head, &pinned_key_der) {
+//!     Ok((verified, seen)) => println!("{} records, {seen:?}", verified.records),
+//!     Err(e @ (FreshnessError::Rollback { .. } | FreshnessError::Fork { .. })) => eprintln!("{e}"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! Secrets the service returns (`SecretAccessKey`) are held in [`Secret`],
 //! which zeroizes its memory on drop and never prints its content in `Debug`;

@@ -861,3 +861,117 @@ async fn kmsctl_audit_verify_accepts_the_chain_and_names_a_deleted_record() {
         "kmsctl names record {bad}: {stderr}"
     );
 }
+
+/// Issue 19 item 3: `kmsctl audit verify --state` remembers the signed head
+/// it verified; after the host puts an older copy of the data dir back (the
+/// enclave restarts on it and signs the older head genuinely), the same
+/// command reports the rollback and exits 1, leaving the memory as it was;
+/// once the restored chain has grown past the remembered head, it is a fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kmsctl_audit_verify_with_state_reports_a_rolled_back_store() {
+    let mut sb = Sandbox::new();
+    let mut kw = sb.start().await;
+    let tenant = create_tenant(&kw).await;
+    let head_now = |kw: &Keyward| {
+        let client = sdk(kw, &tenant.admin);
+        async move { sdk_ok("GetAuditLog", client.get_audit_log(None, None, Some(1), None).await) }
+    };
+    let page = head_now(&kw).await;
+    let key_file = sb.data_dir().with_file_name("audit-key.der");
+    std::fs::write(&key_file, unb64(&page.audit_public_key)).expect("write the audit key");
+    // The verifier's memory lives with the verifier, outside the host's data dir.
+    let state = sb.data_dir().with_file_name("verifier").join("audit-heads.json");
+    let (key_arg, state_arg) = (
+        key_file.to_str().expect("utf-8 path").to_owned(),
+        state.to_str().expect("utf-8 path").to_owned(),
+    );
+    let verify = |kw: &Keyward| {
+        kmsctl(
+            kw,
+            &tenant.admin,
+            &["audit", "verify", "--public-key", &key_arg, "--state", &state_arg],
+        )
+    };
+    let ok = |out: &std::process::Output, says: &str| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "kmsctl audit verify: {stdout} {stderr}");
+        assert!(stdout.contains("audit chain OK") && stdout.contains(says), "{stdout}");
+    };
+    ok(&verify(&kw), "first seen for this chain and key");
+
+    // The host keeps a copy of the data dir (store and dev custodian alike).
+    kw.stop();
+    drop(kw);
+    let snapshot = sb.data_dir().with_file_name("data-copy");
+    copy_dir(&sb.data_dir(), &snapshot);
+
+    // Life goes on: the chain grows, and the verifier sees it grow.
+    let mut kw = sb.start().await;
+    ok(&verify(&kw), "extends the one last seen");
+    ok(&verify(&kw), "extends the one last seen");
+    let remembered = serde_json::from_slice::<Value>(&std::fs::read(&state).expect("state file"))
+        .expect("state file is JSON")["Heads"][0]["Sequence"]
+        .as_u64()
+        .expect("a remembered sequence");
+    kw.stop();
+    drop(kw);
+
+    // The host puts the copy back: the enclave starts on the older store and
+    // signs its (older, genuine) head.
+    std::fs::remove_dir_all(sb.data_dir()).expect("remove the data dir");
+    copy_dir(&snapshot, &sb.data_dir());
+    let kw = sb.start().await;
+    let state_before = std::fs::read(&state).expect("state file");
+    let out = verify(&kw);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a rollback fails the verification: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("ROLLBACK of audit chain \"{}\"", tenant.id))
+            && stderr.contains(&format!("sequence {remembered}"))
+            && stderr.contains(&state_arg),
+        "kmsctl names the rollback, the remembered head and the memory: {stderr}"
+    );
+    assert!(!stderr.contains("audit chain OK"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&state).expect("state file"),
+        state_before,
+        "the memory is unchanged"
+    );
+
+    // Requests on the restored store grow the chain past the remembered
+    // sequence, along another history: a fork at the remembered head.
+    let mut served = head_now(&kw).await.head.sequence;
+    let mut requests = 0;
+    while served <= remembered + 1 {
+        requests += 1;
+        assert!(requests < 64, "the chain does not grow: head at {served}");
+        served = head_now(&kw).await.head.sequence;
+    }
+    let out = verify(&kw);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a fork fails the verification: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "FORK of audit chain \"{}\" at sequence {remembered}",
+            tenant.id
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&state).expect("state file"),
+        state_before,
+        "the memory is unchanged"
+    );
+
+    // A corrupt memory is refused before anything is sent (usage error).
+    std::fs::write(&state, b"{\"Format\": \"keyward/audit-heads/v1\", \"Heads\": [").expect("write");
+    let out = verify(&kw);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is corrupt") && stderr.contains(&state_arg), "{stderr}");
+}

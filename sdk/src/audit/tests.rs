@@ -66,7 +66,7 @@ fn spec_hash(r: &AuditRecord) -> String {
     hex::encode(Sha256::digest(&pre))
 }
 
-fn spec_head(chain: &str, sequence: u64, hash: &str, key: &SigningKey) -> Head {
+pub(super) fn spec_head(chain: &str, sequence: u64, hash: &str, key: &SigningKey) -> Head {
     let mut msg = b"keyward/audit-head/v1\0".to_vec();
     lp(&mut msg, chain);
     msg.extend_from_slice(&sequence.to_be_bytes());
@@ -81,7 +81,7 @@ fn spec_head(chain: &str, sequence: u64, hash: &str, key: &SigningKey) -> Head {
 }
 
 /// Sets sequences, links and hashes of `records` in place; returns the signed head.
-fn seal(records: &mut [AuditRecord], chain: &str, key: &SigningKey) -> Head {
+pub(super) fn seal(records: &mut [AuditRecord], chain: &str, key: &SigningKey) -> Head {
     let mut previous = "0".repeat(64);
     for (i, r) in records.iter_mut().enumerate() {
         r.sequence = i as u64 + 1;
@@ -93,7 +93,7 @@ fn seal(records: &mut [AuditRecord], chain: &str, key: &SigningKey) -> Head {
     spec_head(chain, records.len() as u64, &previous, key)
 }
 
-fn record(i: u64) -> AuditRecord {
+pub(super) fn record(i: u64) -> AuditRecord {
     let allowed = !i.is_multiple_of(3);
     AuditRecord {
         time: 1_714_000_000_000 + i * 1_000,
@@ -135,11 +135,11 @@ fn record(i: u64) -> AuditRecord {
     }
 }
 
-fn key(seed: u8) -> SigningKey {
+pub(super) fn key(seed: u8) -> SigningKey {
     SigningKey::from_slice(&[seed; 32]).expect("a valid P-256 scalar")
 }
 
-fn public_der(key: &SigningKey) -> Vec<u8> {
+pub(super) fn public_der(key: &SigningKey) -> Vec<u8> {
     key.verifying_key()
         .to_public_key_der()
         .expect("SPKI")
@@ -147,7 +147,7 @@ fn public_der(key: &SigningKey) -> Vec<u8> {
         .to_vec()
 }
 
-fn chain_of(chain: &str, n: u64, key: &SigningKey) -> (Vec<AuditRecord>, Head) {
+pub(super) fn chain_of(chain: &str, n: u64, key: &SigningKey) -> (Vec<AuditRecord>, Head) {
     let mut records: Vec<AuditRecord> = (1..=n).map(record).collect();
     let head = seal(&mut records, chain, key);
     (records, head)

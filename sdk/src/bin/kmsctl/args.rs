@@ -282,6 +282,12 @@ pub(crate) enum AuditCommand {
         /// AuditPublicKey of the response is used, which the host could replace.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        /// Remember the verified head of each chain in FILE (a local file,
+        /// created if absent) and fail on a head older than, or forked from,
+        /// the one remembered: a rolled-back store. Without it a rollback to
+        /// an older signed head cannot be seen.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
     },
 }
 

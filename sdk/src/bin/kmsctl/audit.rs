@@ -1,11 +1,13 @@
 //! `kmsctl audit`: list the caller's audit records, one escaped line each, or fetch the whole chain
-//! and verify it, against a pinned audit public key when one is given.
+//! and verify it, against a pinned audit public key when one is given, and with `--state FILE`
+//! against the head remembered there from earlier verifications (`audit::HeadMemory`: a rollback
+//! or a fork exits 1 and leaves the file as it was).
 
 use std::borrow::Cow;
 use std::path::Path;
 
 use keyward_sdk::Client;
-use keyward_sdk::audit::{self, AuditRecord};
+use keyward_sdk::audit::{self, AuditRecord, FreshnessError, HeadMemory, Observation, Verified};
 
 use crate::Failure;
 use crate::args::AuditCommand;
@@ -17,7 +19,17 @@ pub(crate) fn read_pinned_key(path: &Path) -> Result<Vec<u8>, Failure> {
     audit::public_key_spki_der(&bytes).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
 }
 
-pub(crate) async fn audit(client: &Client, command: AuditCommand, pinned_key: Option<Vec<u8>>) -> Result<(), Failure> {
+/// Opens the `--state` head memory; an unreadable or corrupt file is a usage error.
+pub(crate) fn open_memory(path: &Path) -> Result<HeadMemory, Failure> {
+    HeadMemory::open(path).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub(crate) async fn audit(
+    client: &Client,
+    command: AuditCommand,
+    pinned_key: Option<Vec<u8>>,
+    memory: Option<HeadMemory>,
+) -> Result<(), Failure> {
     match command {
         AuditCommand::List { start, end } => {
             for record in client.audit_records(start, end).await? {
@@ -42,16 +54,49 @@ pub(crate) async fn audit(client: &Client, command: AuditCommand, pinned_key: Op
                     chain.audit_public_key.clone()
                 }
             };
-            let verified = chain.verify_with(&key).map_err(Failure::Invalid)?;
-            println!(
-                "audit chain OK: {} {} records, head {}",
-                clean(&verified.chain),
-                verified.records,
-                verified.head_hash
-            );
+            let Some(mut memory) = memory else {
+                let verified = chain.verify_with(&key).map_err(Failure::Invalid)?;
+                print_ok(&verified);
+                eprintln!(
+                    "note: no --state given: the head is not remembered, so a host serving an older signed head \
+                     (a rolled-back store) cannot be told apart; remember heads with --state FILE"
+                );
+                return Ok(());
+            };
+            let (verified, observation) = match memory.verify_chain(&chain.records, &chain.head, &key) {
+                Ok(done) => done,
+                Err(FreshnessError::Chain(e)) => return Err(Failure::Invalid(e)),
+                Err(e @ (FreshnessError::Rollback { .. } | FreshnessError::Fork { .. })) => {
+                    return Err(Failure::Stale(format!(
+                        "{} (the head verified before is remembered in {}; it was left unchanged)",
+                        clean(&e.to_string()),
+                        memory.path().display()
+                    )));
+                }
+                Err(e) => return Err(Failure::Stale(format!("kmsctl: {}", clean(&e.to_string())))),
+            };
+            print_ok(&verified);
+            let path = memory.path().display();
+            match observation {
+                Observation::First => println!("head remembered in {path} (first seen for this chain and key)"),
+                Observation::Unchanged => println!("head unchanged since last seen ({path})"),
+                Observation::Extended { from } => {
+                    println!("head extends the one last seen at sequence {from}; remembered in {path}")
+                }
+                other => println!("head remembered in {path} ({other:?})"),
+            }
         }
     }
     Ok(())
+}
+
+fn print_ok(verified: &Verified) {
+    println!(
+        "audit chain OK: {} {} records, head {}",
+        clean(&verified.chain),
+        verified.records,
+        verified.head_hash
+    );
 }
 
 /// One tab-separated line: sequence, time, chain, decision, operation,

@@ -28,7 +28,7 @@ mod tls;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use keyward_sdk::audit::AuditError;
+use keyward_sdk::audit::{AuditError, HeadMemory};
 use keyward_sdk::{Client, Error};
 
 use args::{AuditCommand, Cli, Command};
@@ -46,6 +46,9 @@ pub(crate) enum Failure {
     Mismatch(String),
     /// Exit 1: `--attest-pcr0` refused the endpoint; nothing else was sent.
     Refused(String),
+    /// Exit 1: `audit verify --state` saw a rollback or a fork, or could not
+    /// write the memory (printed as is).
+    Stale(String),
 }
 
 impl From<Error> for Failure {
@@ -71,6 +74,10 @@ fn main() -> ExitCode {
                 Some(sequence) => eprintln!("audit chain INVALID at record {sequence}: {}", e.what()),
                 None => eprintln!("kmsctl: {e}"),
             }
+            ExitCode::from(1)
+        }
+        Err(Failure::Stale(message)) => {
+            eprintln!("{message}");
             ExitCode::from(1)
         }
         Err(Failure::Mismatch(message)) | Err(Failure::Refused(message)) => {
@@ -115,10 +122,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .map_err(usage)?;
     drop(secret);
 
-    // Read a pinned key before any network call, so a bad file is a usage error.
-    let pinned_key = match &cli.command {
-        Command::Audit(AuditCommand::Verify { public_key: Some(path) }) => Some(audit::read_pinned_key(path)?),
-        _ => None,
+    // Read a pinned key and the head memory before any network call, so a
+    // bad file is a usage error.
+    let (pinned_key, memory) = match &cli.command {
+        Command::Audit(AuditCommand::Verify { public_key, state }) => (
+            public_key.as_deref().map(audit::read_pinned_key).transpose()?,
+            state.as_deref().map(audit::open_memory).transpose()?,
+        ),
+        _ => (None, None),
     };
     // The same for --attest-pcr0 / --attest-root.
     let attestation = attest::expected(cli.attest_pcr0.as_deref(), cli.attest_root.as_deref())?;
@@ -135,7 +146,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Some(expected) => attest::attested(&client, expected).await?,
             None => client,
         };
-        execute(&client, cli.command, pinned_key).await
+        execute(&client, cli.command, pinned_key, memory).await
     })
 }
 
@@ -181,11 +192,16 @@ fn run_custody(cli: Cli) -> Result<(), Failure> {
     })
 }
 
-async fn execute(client: &Client, command: Command, pinned_key: Option<Vec<u8>>) -> Result<(), Failure> {
+async fn execute(
+    client: &Client,
+    command: Command,
+    pinned_key: Option<Vec<u8>>,
+    memory: Option<HeadMemory>,
+) -> Result<(), Failure> {
     match command {
         Command::Tenant(command) => tenants::tenant(client, command).await,
         Command::AccessKey(command) => tenants::access_key(client, command).await,
-        Command::Audit(command) => audit::audit(client, command, pinned_key).await,
+        Command::Audit(command) => audit::audit(client, command, pinned_key, memory).await,
         Command::Policy(command) => policy::policy(client, command).await,
         Command::Key(command) => keys::key(client, command).await,
         Command::Tls(command) => tls::tls(client, command).await,
