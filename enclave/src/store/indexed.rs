@@ -264,17 +264,19 @@ impl Records<'_> {
         if digest == [0; 32] {
             return Ok(Some(None));
         }
-        let loaded = index
-            .slot(&place.scope)
-            .lock()
-            .as_ref()
-            .and_then(|s| s.buckets.get(&place.bucket).filter(|b| b.digest == digest).cloned());
-        let bucket = match loaded {
+        // The entry is copied out of a loaded bucket, not the bucket.
+        let loaded = index.slot(&place.scope).lock().as_ref().and_then(|s| {
+            s.buckets
+                .get(&place.bucket)
+                .filter(|b| b.digest == digest)
+                .map(|b| b.entries.get(&place.identity).copied())
+        });
+        if let Some(entry) = loaded {
+            return Ok(Some(entry));
+        }
+        let bucket = match self.load_bucket(index, &place.scope, place.bucket, digest).await? {
             Some(b) => b,
-            None => match self.load_bucket(index, &place.scope, place.bucket, digest).await? {
-                Some(b) => b,
-                None => return Ok(None),
-            },
+            None => return Ok(None),
         };
         Ok(Some(bucket.entries.get(&place.identity).copied()))
     }
@@ -532,26 +534,37 @@ impl Records<'_> {
             for (p, _) in &list {
                 self.entry(index, p).await?;
             }
-            let Some(state) = index.slot(scope).lock().clone() else {
-                return Err(StoreError::Conflict {
-                    record: format!("{NAMESPACE}/{}", root_key(scope)),
-                    expected: 0,
-                    found: 0,
-                });
+            // Only the root and the buckets this batch changes are copied
+            // out of the scope's state (not every loaded bucket: a write
+            // copied all 256 of them, ~18x a plain write; BENCHMARKS.md).
+            let (version, mut root, mut buckets) = {
+                let slot = index.slot(scope);
+                let guard = slot.lock();
+                let Some(state) = guard.as_ref() else {
+                    return Err(StoreError::Conflict {
+                        record: format!("{NAMESPACE}/{}", root_key(scope)),
+                        expected: 0,
+                        found: 0,
+                    });
+                };
+                if list.is_empty() && state.version > 0 {
+                    continue;
+                }
+                let buckets: BTreeMap<u8, Bucket> = list
+                    .iter()
+                    .filter(|(p, _)| !p.head)
+                    .map(|(p, _)| (p.bucket, state.bucket(p.bucket).cloned().unwrap_or_default()))
+                    .collect();
+                (state.version, state.root.clone(), buckets)
             };
-            if list.is_empty() && state.version > 0 {
-                continue;
-            }
-            let mut root = state.root.clone();
-            let mut buckets: BTreeMap<u8, Bucket> = BTreeMap::new();
             for (p, entry) in list {
                 if p.head {
                     root.head = entry;
                     continue;
                 }
-                let bucket = buckets
-                    .entry(p.bucket)
-                    .or_insert_with(|| state.bucket(p.bucket).cloned().unwrap_or_default());
+                let Some(bucket) = buckets.get_mut(&p.bucket) else {
+                    continue;
+                };
                 match entry {
                     Some(e) => bucket.entries.insert(p.identity, e),
                     None => bucket.entries.remove(&p.identity),
@@ -576,7 +589,7 @@ impl Records<'_> {
                 installs.push((b, bucket));
             }
             let key = root_key(scope);
-            let next = state.version + 1;
+            let next = version + 1;
             root.epoch = next;
             let bytes = self.sealer.seal(NAMESPACE, &key, next, &encode(&key, &root)?)?;
             plan.installs.push(Install {
@@ -589,7 +602,7 @@ impl Records<'_> {
             plan.ops.push(StoreWrite::Put {
                 namespace: NAMESPACE.into(),
                 key,
-                expected: Expected::Version(state.version),
+                expected: Expected::Version(version),
                 value: bytes,
             });
         }
