@@ -314,7 +314,8 @@ pub async fn joined(
         Ok(root) => root,
         Err(e) => {
             tracing::warn!(error = %e, "cluster join: the released root was refused; still sealed");
-            custody.state.refused(&e, 0);
+            let received = custody.session.as_ref().map_or(0, |s| s.progress().0);
+            custody.state.refused(&e, received);
             return Err(e.into());
         }
     };
