@@ -13,6 +13,7 @@ use keyward_enclave::config::{
 };
 use keyward_proxy::{EnclaveEndpoint, ForwardConfig, Proxy, ProxyConfig, StoreLocation};
 
+use crate::dev_cluster::{Plan, Registry};
 use crate::dev_custody::{DevCustodian, Outcome};
 use tokio::sync::watch;
 
@@ -80,13 +81,39 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         &options.mock_pcrs,
         options.mock_clock_offset,
     )?;
+    // The cluster's shared records (`dev_cluster`): one mock attestation
+    // root for every node, and where a node without a share joins from.
+    let registry = Registry::open(&store).await?;
+    registry.share_mock_root(&data_dir).await?;
+    let plan = registry.plan(custodian.has_share(), None).await?;
+    let mut enclave_args = enclave_args(&socket, &data_dir, &options);
+    let mut outbound = Vec::new();
+    if let Plan::Join(peers) = &plan {
+        if peers.is_empty() {
+            anyhow::bail!(
+                "this store already holds a deployment, this node has no dev custodian share ({}), and no Ready \
+                 node of the cluster is registered in the store to join from: start a node that can unseal it \
+                 first (the one that created it), or start this one with --dev-custodian-dir pointing at the \
+                 dev-custodian directory of the node that created it",
+                custodian.dir().display()
+            );
+        }
+        let ca = crate::dev_cluster::write_join_ca(&data_dir, peers)?;
+        enclave_args.push(format!("--join-ca={}", ca.display()));
+        for peer in peers {
+            enclave_args.push(format!("--join-peer={}", peer.endpoint));
+            if let Some(target) = keyward_proxy::outbound::target_of(&peer.endpoint) {
+                outbound.push(target);
+            }
+        }
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Counts enclave process starts: each new one starts sealed.
     let (starts_tx, mut starts) = watch::channel(0u64);
     let supervisor = tokio::spawn(supervise(
         exe,
-        enclave_args(&socket, &data_dir, &options),
+        enclave_args,
         [
             (ENV_DEV_ACCESS_KEY_ID, credential.access_key_id.clone()),
             (ENV_DEV_SECRET_ACCESS_KEY, credential.secret_access_key.to_string()),
@@ -112,7 +139,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(120),
         },
-        outbound: Vec::new(),
+        outbound,
     })
     .await?;
     let address = proxy.local_addr()?;
@@ -144,11 +171,23 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         }
     }
     // The enclave starts sealed: genesis (first start) or unseal, through
-    // the dev custodian.
+    // the dev custodian; or, on a store with a deployment and no share
+    // here, it joins the cluster from a Ready peer by itself (`--join-peer`).
     let endpoint = local_endpoint(address, &options);
     starts.borrow_and_update();
     let ceremony = async {
-        let ready = custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?;
+        let ready = match &plan {
+            Plan::Custodian => custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?,
+            Plan::Join(peers) => {
+                println!(
+                    "Keyward is sealed at {} (admin http://{admin}): this node has no dev custodian share; it joins \
+                     the cluster from a Ready peer ({}) and stays sealed until one releases the root",
+                    endpoint_url(address, &options),
+                    peers.iter().map(|p| p.endpoint.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                wait_joined(&link).await
+            }
+        };
         persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
             .await
             .map(|status| (ready.outcome, status))
@@ -168,24 +207,30 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    tracing::warn!("{}", custodian.warning());
+    if outcome != Outcome::Joined {
+        tracing::warn!("{}", custodian.warning());
+    }
     // The enclave CA certificate, what clients trust (`--ca-bundle`).
     let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
     print_banner(address, admin, &ca_path, &status, &options, &credential, &operator);
     println!();
-    println!(
-        "{} ({})",
-        custodian.warning(),
-        match outcome {
-            Outcome::Genesis => "a new deployment was created",
-            Outcome::Unsealed | Outcome::AlreadyReady => "unsealed with it",
-        }
-    );
+    match outcome {
+        Outcome::Joined => println!(
+            "dev cluster: joined the cluster from a Ready peer (cluster join by attestation; no dev custodian here)"
+        ),
+        Outcome::Genesis => println!("{} (a new deployment was created)", custodian.warning()),
+        Outcome::Unsealed | Outcome::AlreadyReady => println!("{} (unsealed with it)", custodian.warning()),
+    }
+    // Registered for nodes that join later (a hint; see `dev_cluster`).
+    if let Err(e) = registry.register(&endpoint, &status.ca_certificate_pem).await {
+        tracing::warn!(error = %format!("{e:#}"), "dev cluster: could not register this node in the store");
+    }
     println!("Keyward is ready at {}", endpoint_url(address, &options));
 
     // A crashed enclave is restarted sealed: unseal it again.
     let keeper = {
         let link = std::sync::Arc::clone(&link);
+        let endpoint = endpoint.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -194,6 +239,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                     _ = stop.wait_for(|s| *s) => return,
                 }
                 starts.borrow_and_update();
+                if matches!(plan, Plan::Join(_)) {
+                    tracing::info!("the restarted enclave joins the cluster from a Ready peer by itself (--join-peer)");
+                    continue;
+                }
                 match custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await {
                     Ok(_) => tracing::info!("the restarted enclave was unsealed by the dev custodian"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "the restarted enclave stays sealed"),
@@ -204,6 +253,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
+    registry.deregister(&endpoint).await;
     let _ = stop_tx.send(true);
     let served = server.await;
     let _ = supervisor.await;
@@ -247,6 +297,29 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
     .chain(options.mock_pcrs.iter().map(|p| format!("--mock-pcr={p}")))
     .chain(options.tls_names.iter().map(|n| format!("--tls-name={n}")))
     .collect()
+}
+
+/// Waits (without a deadline: a refused node stays sealed, saying why in
+/// its 503) until the enclave is Ready by cluster join; the CA of the
+/// in-memory TLS identity it served while sealed.
+async fn wait_joined(link: &keyward_proxy::EnclaveLink) -> crate::dev_custody::Ready {
+    const TICK: Duration = Duration::from_millis(100);
+    let mut sealed_ca_pem = None;
+    loop {
+        if let Ok(status) = link.status(Duration::from_secs(10)).await {
+            if status.health == "ok" {
+                return crate::dev_custody::Ready {
+                    outcome: Outcome::Joined,
+                    sealed_ca_pem,
+                };
+            }
+            if !status.ca_certificate_pem.is_empty() {
+                sealed_ca_pem = Some(status.ca_certificate_pem);
+            }
+        }
+        // Polling the enclave's status, not synchronisation.
+        tokio::time::sleep(TICK).await;
+    }
 }
 
 /// The enclave's status once it is Ready and serves its persistent TLS

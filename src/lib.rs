@@ -9,4 +9,5 @@
 #![forbid(unsafe_code)]
 
 pub mod dev;
+pub mod dev_cluster;
 pub mod dev_custody;

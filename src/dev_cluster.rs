@@ -1,0 +1,264 @@
+//! The dev cluster of `keyward dev`: what the nodes started with one
+//! `--store` share through it, host-side, as clear records of the
+//! namespace [`NAMESPACE`] (the enclave never reads, indexes or backs them
+//! up; the launcher writes them, not the enclave):
+//!
+//! * `mock-attestation-root`: the mock attestation root (certificate and
+//!   key). The first node publishes its own; every later node adopts it
+//!   into `<data-dir>/mock-attestation/` before its enclave starts. The
+//!   mock root stands for AWS's one global Nitro root: each node's enclave
+//!   still issues its own intermediate and leaf under it, and a peer
+//!   verifies a joiner's document with the same code as in nitro mode.
+//! * `node/<endpoint>`: each Ready node's client endpoint and the
+//!   deployment's CA certificate (cluster nodes share the sealed TLS
+//!   identity): where a node without a dev-custodian share joins from
+//!   (the enclave's `--join-peer` and `--join-ca`).
+//!
+//! Both are hints the host can change at will: a wrong record makes a join
+//! fail, nothing more. What protects the root is the peer's check of the
+//! joiner's attestation document and the joiner's check of the root
+//! against its boot record's commitment. Mock mode protects nothing
+//! anyway: whoever reads the store (or the data dir) has the mock root's
+//! key and can forge documents.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use keyward_enclave::attestation::mock::{MOCK_DIR, MockPki, ROOT_CERT_FILE, ROOT_KEY_FILE};
+use keyward_proxy::{Store, StoreLocation};
+use keyward_wire::{Expected, StoreOp, StoreResult};
+use serde::{Deserialize, Serialize};
+
+/// The host-side namespace of the dev cluster's records.
+pub const NAMESPACE: &str = "dev-cluster";
+/// The published mock attestation root.
+pub const MOCK_ROOT_RECORD: &str = "mock-attestation-root";
+/// Prefix of the nodes' endpoint records.
+pub const NODE_PREFIX: &str = "node/";
+/// The most recently registered peers a joiner asks (older records of
+/// nodes long gone are not tried).
+pub const MAX_PEERS: usize = 16;
+/// Where a joining node keeps the peers' CA (its `--join-ca`).
+pub const JOIN_CA_FILE: &str = "join-ca.pem";
+
+/// The mock root as published. Not secret: a mock root protects nothing.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+struct MockRoot {
+    certificate_pem: String,
+    key_pem: String,
+}
+
+/// A registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// `https://HOST:PORT`, as the node reaches itself.
+    pub endpoint: String,
+    /// The deployment's CA certificate (PEM) the node serves once Ready.
+    pub ca_pem: String,
+    /// Unix seconds of the registration.
+    pub registered: u64,
+}
+
+/// The dev cluster's records in the shared store.
+pub struct Registry {
+    store: Store,
+}
+
+/// What the launcher does with the store's deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// This node's dev custodian: genesis (empty store) or unseal (its share).
+    Custodian,
+    /// No share here and a deployment in the store: join from these peers.
+    Join(Vec<Peer>),
+}
+
+impl Registry {
+    /// Opens the store at `location` (its own connection, besides the proxy's).
+    pub async fn open(location: &StoreLocation) -> anyhow::Result<Registry> {
+        let store = Store::open(location, None).await?;
+        Ok(Registry { store })
+    }
+
+    async fn call(&self, op: StoreOp) -> anyhow::Result<StoreResult> {
+        match self.store.call(op).await {
+            StoreResult::Error(e) => anyhow::bail!("the store failed: {e}"),
+            result => Ok(result),
+        }
+    }
+
+    async fn get(&self, namespace: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let op = StoreOp::Get {
+            namespace: namespace.into(),
+            key: key.into(),
+        };
+        match self.call(op).await? {
+            StoreResult::Value(value) => Ok(value.map(|v| v.into_vec())),
+            other => anyhow::bail!("the store answered a read with {other:?}"),
+        }
+    }
+
+    /// Whether the store holds a deployment (a boot record).
+    pub async fn has_deployment(&self) -> anyhow::Result<bool> {
+        use keyward_enclave::custody::record::{NAMESPACE as BOOT, RECORD_KEY};
+        Ok(self.get(BOOT, RECORD_KEY).await?.is_some())
+    }
+
+    /// Gives this node the cluster's mock attestation root: publishes this
+    /// data dir's (created if missing) when none is published, else adopts
+    /// the published one into `<data_dir>/mock-attestation/`. Call before
+    /// the enclave starts. `true` when the data dir's root was replaced.
+    pub async fn share_mock_root(&self, data_dir: &Path) -> anyhow::Result<bool> {
+        MockPki::load_or_create(data_dir).context("the mock attestation root")?;
+        let dir = data_dir.join(MOCK_DIR);
+        let local = MockRoot {
+            certificate_pem: read(&dir.join(ROOT_CERT_FILE))?,
+            key_pem: read(&dir.join(ROOT_KEY_FILE))?,
+        };
+        let publish = StoreOp::CasPut {
+            namespace: NAMESPACE.into(),
+            key: MOCK_ROOT_RECORD.into(),
+            expected: Expected::Absent,
+            value: serde_json::to_vec(&local)?,
+        };
+        match self.call(publish).await? {
+            StoreResult::Committed(_) => {
+                tracing::info!("dev cluster: published this node's mock attestation root in the store");
+                return Ok(false);
+            }
+            StoreResult::Conflict { .. } => {}
+            other => anyhow::bail!("the store answered a write with {other:?}"),
+        }
+        let bytes = self
+            .get(NAMESPACE, MOCK_ROOT_RECORD)
+            .await?
+            .context("the published mock attestation root vanished")?;
+        let published: MockRoot =
+            serde_json::from_slice(&bytes).context("the store's mock attestation root record does not parse")?;
+        if published == local {
+            return Ok(false);
+        }
+        install_root(&dir, &published)?;
+        println!(
+            "dev cluster: adopted the cluster's mock attestation root from the store into {}",
+            dir.display()
+        );
+        Ok(true)
+    }
+
+    /// The registered nodes other than `own` (`https://HOST:PORT`), most
+    /// recent first, at most [`MAX_PEERS`].
+    pub async fn peers(&self, own: Option<&str>) -> anyhow::Result<Vec<Peer>> {
+        let op = StoreOp::List {
+            namespace: NAMESPACE.into(),
+            prefix: NODE_PREFIX.into(),
+            start_after: None,
+            limit: 1024,
+        };
+        let entries = match self.call(op).await? {
+            StoreResult::Entries(entries) => entries,
+            other => anyhow::bail!("the store answered a listing with {other:?}"),
+        };
+        let mut peers: Vec<Peer> = entries
+            .into_iter()
+            .filter_map(|(_, value)| serde_json::from_slice::<Peer>(&value).ok())
+            .filter(|p| Some(p.endpoint.as_str()) != own && p.ca_pem.contains("-----BEGIN CERTIFICATE-----"))
+            .collect();
+        peers.sort_by(|a, b| b.registered.cmp(&a.registered));
+        peers.truncate(MAX_PEERS);
+        Ok(peers)
+    }
+
+    /// What this node does: its own custodian when it has a share or the
+    /// store has no deployment yet, else join from the registered peers.
+    pub async fn plan(&self, has_share: bool, own: Option<&str>) -> anyhow::Result<Plan> {
+        if has_share || !self.has_deployment().await? {
+            return Ok(Plan::Custodian);
+        }
+        Ok(Plan::Join(self.peers(own).await?))
+    }
+
+    /// Registers this Ready node: `endpoint` and the CA it serves.
+    pub async fn register(&self, endpoint: &str, ca_pem: &str) -> anyhow::Result<()> {
+        let peer = Peer {
+            endpoint: endpoint.to_owned(),
+            ca_pem: ca_pem.to_owned(),
+            registered: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let op = StoreOp::Put {
+            namespace: NAMESPACE.into(),
+            key: format!("{NODE_PREFIX}{endpoint}"),
+            value: serde_json::to_vec(&peer)?,
+        };
+        self.call(op).await.map(|_| ())
+    }
+
+    /// Removes this node's record (on a clean stop).
+    pub async fn deregister(&self, endpoint: &str) {
+        let op = StoreOp::Delete {
+            namespace: NAMESPACE.into(),
+            key: format!("{NODE_PREFIX}{endpoint}"),
+        };
+        if let Err(e) = self.call(op).await {
+            tracing::warn!(error = %format!("{e:#}"), "dev cluster: could not remove this node's record");
+        }
+    }
+}
+
+/// Writes the peers' CA certificates (deduplicated) to
+/// `<data_dir>/join-ca.pem`: the enclave's `--join-ca`.
+pub fn write_join_ca(data_dir: &Path, peers: &[Peer]) -> anyhow::Result<PathBuf> {
+    let mut bundle = String::new();
+    for peer in peers {
+        if !bundle.contains(peer.ca_pem.trim()) {
+            bundle.push_str(peer.ca_pem.trim());
+            bundle.push('\n');
+        }
+    }
+    let path = data_dir.join(JOIN_CA_FILE);
+    replace_file(&path, bundle.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Replaces the mock root in `dir` by `root`, checked first (the key must
+/// match the certificate) in a scratch directory.
+fn install_root(dir: &Path, root: &MockRoot) -> anyhow::Result<()> {
+    let scratch = dir.join("adopting");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    replace_file(&scratch.join(ROOT_KEY_FILE), root.key_pem.as_bytes(), 0o600)?;
+    replace_file(&scratch.join(ROOT_CERT_FILE), root.certificate_pem.as_bytes(), 0o644)?;
+    MockPki::from_root_files(&scratch).context("the store's mock attestation root is unusable")?;
+    for file in [ROOT_KEY_FILE, ROOT_CERT_FILE] {
+        std::fs::rename(scratch.join(file), dir.join(file))
+            .with_context(|| format!("installing {}", dir.join(file).display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Writes `bytes` to `path` whole (a sibling file renamed over it).
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
