@@ -184,9 +184,7 @@ impl Registry {
         let peer = Peer {
             endpoint: endpoint.to_owned(),
             ca_pem: ca_pem.to_owned(),
-            registered: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            registered: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         };
         let op = StoreOp::Put {
             namespace: NAMESPACE.into(),

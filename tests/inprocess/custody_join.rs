@@ -165,3 +165,51 @@ async fn a_node_without_a_deployment_has_nothing_to_join() {
     }
     assert!(!fresh.enclave().is_ready());
 }
+
+/// A peer whose connection hangs until released.
+struct Hanging(Arc<tokio::sync::Notify>);
+
+impl Connect for Hanging {
+    fn connect<'a>(&'a self, target: &'a str) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            self.0.notified().await;
+            Err(OutboundError::Timeout(target.to_string()))
+        })
+    }
+}
+
+/// Custodians unseal a node while its join is in flight (the join does not
+/// hold the custody state across its call to the peer), and a node whose
+/// join failed is still unsealed by its custodians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custodians_unseal_a_node_while_it_tries_to_join() {
+    let first = Service::start().await;
+    let custodian = first.custodian().expect("the genesis custodian");
+    let sealed = Arc::new(Service::start_sealed_on(Arc::clone(first.store())).await);
+    let store = Arc::clone(first.store());
+    let own = ToCustody {
+        enclave: sealed.shared_enclave(),
+        targets: Default::default(),
+    };
+    let ca_pem = custody_ca(&sealed, &own).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://127.0.0.1:9").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        Arc::new(Hanging(Arc::clone(&release))),
+    );
+    let joining = {
+        let (sealed, store) = (Arc::clone(&sealed), Arc::clone(&store));
+        tokio::spawn(async move { sealed.enclave().join_from(&*store, &[peer]).await })
+    };
+    let unsealed = tokio::time::timeout(std::time::Duration::from_secs(30), sealed.unseal_with(custodian))
+        .await
+        .expect("the unseal waited for the join's peer");
+    assert_eq!(unsealed.status, 200, "{}", String::from_utf8_lossy(&unsealed.body));
+    assert!(sealed.enclave().is_ready());
+    release.notify_one();
+    joining
+        .await
+        .expect("join task")
+        .expect("Ready (by the custodians) ends the join");
+}

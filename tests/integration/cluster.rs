@@ -109,7 +109,11 @@ async fn nodes_without_a_custodian_join_from_a_ready_peer_and_another_image_is_r
         assert!(log.contains("joined the cluster: ready"), "not Ready by join:\n{log}");
         // Ready by join, not by a custodian share: it has none.
         assert!(!sb.dev_custodian_dir().exists(), "{} has a dev custodian", node.url);
-        assert_eq!(root_of(sb), root_of(&sandboxes[0]), "the cluster's mock root was not adopted");
+        assert_eq!(
+            root_of(sb),
+            root_of(&sandboxes[0]),
+            "the cluster's mock root was not adopted"
+        );
         // The cluster shares one TLS identity: node 1's CA.
         assert_eq!(node.ca_pem, n1.ca_pem);
     }

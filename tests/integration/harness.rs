@@ -276,7 +276,9 @@ impl Keyward {
         let mut enclave_pid = None;
         let mut admin = None;
         while url.is_none() || enclave_pid.is_none() {
-            let line = kw.next_line_until(deadline, "the ready (or sealed) and enclave pid lines").await;
+            let line = kw
+                .next_line_until(deadline, "the ready (or sealed) and enclave pid lines")
+                .await;
             if until == Until::Sealed
                 && let Some((u, a)) = parse_sealed(&line)
             {
