@@ -260,3 +260,87 @@ fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("keyward-dev-cluster-")
+            .tempdir()
+            .expect("temp dir")
+    }
+
+    #[tokio::test]
+    async fn the_first_node_publishes_its_mock_root_and_later_nodes_adopt_it() {
+        let dir = temp();
+        let store = StoreLocation::Embedded(dir.path().join("store"));
+        let registry = Registry::open(&store).await.expect("store");
+        let (first, second) = (dir.path().join("one"), dir.path().join("two"));
+        std::fs::create_dir_all(&second).expect("dir");
+        assert!(!registry.share_mock_root(&first).await.expect("publish"));
+        // The second data dir had a root of its own: replaced.
+        MockPki::load_or_create(&second).expect("own root");
+        let cert = |d: &Path| std::fs::read(d.join(MOCK_DIR).join(ROOT_CERT_FILE)).expect("cert");
+        assert_ne!(cert(&first), cert(&second));
+        assert!(registry.share_mock_root(&second).await.expect("adopt"));
+        assert_eq!(cert(&first), cert(&second));
+        MockPki::from_root_files(&second.join(MOCK_DIR)).expect("a usable root");
+        // Again: nothing to change.
+        assert!(!registry.share_mock_root(&second).await.expect("adopt"));
+        // None of this is a deployment.
+        assert!(!registry.has_deployment().await.expect("read"));
+        assert_eq!(registry.plan(false, None).await.expect("plan"), Plan::Custodian);
+        // A boot record: a node without a share joins; one with a share unseals.
+        let boot = StoreOp::Put {
+            namespace: keyward_enclave::custody::record::NAMESPACE.into(),
+            key: keyward_enclave::custody::record::RECORD_KEY.into(),
+            value: b"a boot record".to_vec(),
+        };
+        registry.call(boot).await.expect("put");
+        assert_eq!(registry.plan(false, None).await.expect("plan"), Plan::Join(Vec::new()));
+        assert_eq!(registry.plan(true, None).await.expect("plan"), Plan::Custodian);
+    }
+
+    #[tokio::test]
+    async fn peers_are_the_registered_nodes_but_this_one_newest_first() {
+        let dir = temp();
+        let store = StoreLocation::Embedded(dir.path().join("store"));
+        let registry = Registry::open(&store).await.expect("store");
+        let ca = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+        for (i, endpoint) in ["https://127.0.0.1:1", "https://127.0.0.1:2", "https://127.0.0.1:3"]
+            .iter()
+            .enumerate()
+        {
+            let peer = Peer {
+                endpoint: (*endpoint).into(),
+                ca_pem: ca.into(),
+                registered: 100 + i as u64,
+            };
+            let op = StoreOp::Put {
+                namespace: NAMESPACE.into(),
+                key: format!("{NODE_PREFIX}{endpoint}"),
+                value: serde_json::to_vec(&peer).expect("json"),
+            };
+            registry.call(op).await.expect("put");
+        }
+        let junk = StoreOp::Put {
+            namespace: NAMESPACE.into(),
+            key: format!("{NODE_PREFIX}junk"),
+            value: b"not json".to_vec(),
+        };
+        registry.call(junk).await.expect("put");
+        let peers = registry.peers(Some("https://127.0.0.1:2")).await.expect("peers");
+        let endpoints: Vec<&str> = peers.iter().map(|p| p.endpoint.as_str()).collect();
+        assert_eq!(endpoints, ["https://127.0.0.1:3", "https://127.0.0.1:1"]);
+        registry.deregister("https://127.0.0.1:3").await;
+        registry.register("https://127.0.0.1:4", ca).await.expect("register");
+        let peers = registry.peers(None).await.expect("peers");
+        assert_eq!(peers.first().map(|p| p.endpoint.as_str()), Some("https://127.0.0.1:4"));
+        assert!(peers.iter().all(|p| p.endpoint != "https://127.0.0.1:3"));
+        let path = write_join_ca(dir.path(), &peers).expect("join ca");
+        let bundle = std::fs::read_to_string(path).expect("read");
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1, "{bundle}");
+    }
+}
