@@ -47,17 +47,22 @@ pub enum JoinConfigError {
 /// `https://HOST:PORT` for a `--join-peer` value (`HOST:PORT` or an
 /// `https://` URL with a port or without, 443); `None` if malformed.
 pub fn peer_url(value: &str) -> Option<String> {
-    let url = if value.contains("://") {
-        value.trim_end_matches('/').to_owned()
-    } else {
-        format!("https://{value}")
+    let (authority, default_port) = match value.split_once("://") {
+        Some(("https", rest)) => (rest.strip_suffix('/').unwrap_or(rest), Some(443)),
+        Some(_) => return None,
+        None => (value, None),
     };
-    let endpoint = crate::outbound::https::Endpoint::parse(&url).ok()?;
-    if !value.contains("://") && !value.contains(':') {
-        // A bare host: the port must be given.
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ', '[', ']']) {
         return None;
     }
-    Some(format!("https://{}", endpoint.target()))
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()?),
+        None => (authority, default_port?),
+    };
+    if host.is_empty() || rustls::pki_types::ServerName::try_from(host.to_string()).is_err() {
+        return None;
+    }
+    Some(format!("https://{host}:{port}"))
 }
 
 impl JoinArgs {
@@ -78,8 +83,13 @@ impl JoinArgs {
         }
         let path = self.join_ca.ok_or(JoinConfigError::MissingCa)?;
         let ca_pem = std::fs::read(&path).map_err(|e| JoinConfigError::Ca(path.clone(), e.to_string()))?;
-        crate::outbound::https::pinned_client_config(&ca_pem)
+        use rustls::pki_types::pem::PemObject as _;
+        let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| JoinConfigError::Ca(path.clone(), e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(JoinConfigError::Ca(path, "no PEM CERTIFICATE in it".into()));
+        }
         Ok(Some(JoinConfig { peers, ca_pem }))
     }
 }
