@@ -165,7 +165,7 @@ impl Registry {
             .filter_map(|(_, value)| serde_json::from_slice::<Peer>(&value).ok())
             .filter(|p| Some(p.endpoint.as_str()) != own && p.ca_pem.contains("-----BEGIN CERTIFICATE-----"))
             .collect();
-        peers.sort_by(|a, b| b.registered.cmp(&a.registered));
+        peers.sort_by_key(|p| std::cmp::Reverse(p.registered));
         peers.truncate(MAX_PEERS);
         Ok(peers)
     }
