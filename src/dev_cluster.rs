@@ -78,6 +78,9 @@ impl Registry {
     /// Opens the store at `location` (its own connection, besides the proxy's).
     pub async fn open(location: &StoreLocation) -> anyhow::Result<Registry> {
         let store = Store::open(location, None).await?;
+        // As the proxy does: nothing is written into a store of the older
+        // sealed-record format.
+        store.refuse_old_records(location).await?;
         Ok(Registry { store })
     }
 

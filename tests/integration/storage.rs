@@ -50,8 +50,9 @@ async fn enclave_sigkill_under_load_on_postgres() {
 }
 
 /// Two `keyward dev` nodes, each with its own data dir and port, on one
-/// PostgreSQL database: a key created on one is used on the other, and both
-/// survive a restart of the first.
+/// PostgreSQL database (the second joins the first's cluster): a key
+/// created on one is used on the other, and both survive a restart of the
+/// first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_keys_through_postgres() {
     let Some(url) = fresh_database().await else { return };
@@ -61,7 +62,6 @@ async fn two_nodes_share_keys_through_postgres() {
     second.creds = first.creds.clone();
     second.operator = first.operator.clone();
     second.extra_args = first.extra_args.clone();
-    second.unseal_with_custodian_of(&first);
 
     let mut a = first.start().await;
     let key = create_key(&a.client(), "shared").await;
