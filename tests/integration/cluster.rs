@@ -124,6 +124,21 @@ async fn nodes_without_a_custodian_join_from_a_ready_peer_and_another_image_is_r
     assert_eq!(decrypt(&n3.client(), None, &after, None).await, plaintext);
     assert_eq!(decrypt(&n2.client(), None, &after, None).await, plaintext);
 
+    // Node 3's enclave dies: the launcher restarts it, sealed, and it joins
+    // again by itself.
+    let old = n3.enclave_pid;
+    let kill = std::process::Command::new("kill")
+        .args(["-9", &old.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -9 {old} failed");
+    assert_ne!(n3.wait_for_enclave_restart(Duration::from_secs(60)).await, old);
+    n3.wait_healthy(Duration::from_secs(60)).await;
+    assert_eq!(decrypt(&n3.client(), None, &after, None).await, plaintext);
+    let log = std::fs::read_to_string(sandboxes[2].log_files().last().expect("a log")).expect("the log");
+    assert_eq!(log.matches("joined the cluster: ready").count(), 2, "{log}");
+    assert!(!sandboxes[2].dev_custodian_dir().exists());
+
     // Another image: refused by its peers, sealed with the reason.
     let mut fourth = Sandbox::new();
     fourth.creds = sandboxes[0].creds.clone();
