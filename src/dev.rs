@@ -85,28 +85,14 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     // root for every node, and where a node without a share joins from.
     let registry = Registry::open(&store).await?;
     registry.share_mock_root(&data_dir).await?;
-    let plan = registry.plan(custodian.has_share(), None).await?;
+    // A fixed --listen port names this node's own (stale) record: not a peer.
+    let own = (options.listen.port() != 0).then(|| local_endpoint(options.listen, &options));
+    let plan = registry
+        .plan(custodian.has_share(), custodian.dir(), own.as_deref())
+        .await?;
     let mut enclave_args = enclave_args(&socket, &data_dir, &options);
-    let mut outbound = Vec::new();
-    if let Plan::Join(peers) = &plan {
-        if peers.is_empty() {
-            anyhow::bail!(
-                "this store already holds a deployment, this node has no dev custodian share ({}), and no Ready \
-                 node of the cluster is registered in the store to join from: start a node that can unseal it \
-                 first (the one that created it), or start this one with --dev-custodian-dir pointing at the \
-                 dev-custodian directory of the node that created it",
-                custodian.dir().display()
-            );
-        }
-        let ca = crate::dev_cluster::write_join_ca(&data_dir, peers)?;
-        enclave_args.push(format!("--join-ca={}", ca.display()));
-        for peer in peers {
-            enclave_args.push(format!("--join-peer={}", peer.endpoint));
-            if let Some(target) = keyward_proxy::outbound::target_of(&peer.endpoint) {
-                outbound.push(target);
-            }
-        }
-    }
+    let (join_args, outbound) = crate::dev_cluster::join_flags(&data_dir, &plan)?;
+    enclave_args.extend(join_args);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Counts enclave process starts: each new one starts sealed.
@@ -185,7 +171,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                     endpoint_url(address, &options),
                     peers.iter().map(|p| p.endpoint.as_str()).collect::<Vec<_>>().join(", ")
                 );
-                wait_joined(&link).await
+                crate::dev_cluster::wait_joined(&link).await
             }
         };
         persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
@@ -297,29 +283,6 @@ fn enclave_args(socket: &Path, data_dir: &Path, options: &DevOptions) -> Vec<Str
     .chain(options.mock_pcrs.iter().map(|p| format!("--mock-pcr={p}")))
     .chain(options.tls_names.iter().map(|n| format!("--tls-name={n}")))
     .collect()
-}
-
-/// Waits (without a deadline: a refused node stays sealed, saying why in
-/// its 503) until the enclave is Ready by cluster join; the CA of the
-/// in-memory TLS identity it served while sealed.
-async fn wait_joined(link: &keyward_proxy::EnclaveLink) -> crate::dev_custody::Ready {
-    const TICK: Duration = Duration::from_millis(100);
-    let mut sealed_ca_pem = None;
-    loop {
-        if let Ok(status) = link.status(Duration::from_secs(10)).await {
-            if status.health == "ok" {
-                return crate::dev_custody::Ready {
-                    outcome: Outcome::Joined,
-                    sealed_ca_pem,
-                };
-            }
-            if !status.ca_certificate_pem.is_empty() {
-                sealed_ca_pem = Some(status.ca_certificate_pem);
-            }
-        }
-        // Polling the enclave's status, not synchronisation.
-        tokio::time::sleep(TICK).await;
-    }
 }
 
 /// The enclave's status once it is Ready and serves its persistent TLS

@@ -173,13 +173,24 @@ impl Registry {
         Ok(peers)
     }
 
-    /// What this node does: its own custodian when it has a share or the
-    /// store has no deployment yet, else join from the registered peers.
-    pub async fn plan(&self, has_share: bool, own: Option<&str>) -> anyhow::Result<Plan> {
+    /// What this node does: its own custodian (in `custodian_dir`) when it
+    /// has a share or the store has no deployment yet, else join from the
+    /// registered peers; refused when there is none to join from.
+    pub async fn plan(&self, has_share: bool, custodian_dir: &Path, own: Option<&str>) -> anyhow::Result<Plan> {
         if has_share || !self.has_deployment().await? {
             return Ok(Plan::Custodian);
         }
-        Ok(Plan::Join(self.peers(own).await?))
+        let peers = self.peers(own).await?;
+        if peers.is_empty() {
+            anyhow::bail!(
+                "this store already holds a deployment, this node has no dev custodian share ({}), and no Ready \
+                 node of the cluster is registered in the store to join from: start a node that can unseal it \
+                 first (the one that created it), or start this one with --dev-custodian-dir pointing at the \
+                 dev-custodian directory of the node that created it",
+                custodian_dir.display()
+            );
+        }
+        Ok(Plan::Join(peers))
     }
 
     /// Registers this Ready node: `endpoint` and the CA it serves.
@@ -206,6 +217,47 @@ impl Registry {
         if let Err(e) = self.call(op).await {
             tracing::warn!(error = %format!("{e:#}"), "dev cluster: could not remove this node's record");
         }
+    }
+}
+
+/// The enclave's `--join-peer`/`--join-ca` flags and the proxy's outbound
+/// targets for `plan` (none unless it joins).
+pub fn join_flags(data_dir: &Path, plan: &Plan) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let Plan::Join(peers) = plan else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let ca = write_join_ca(data_dir, peers)?;
+    let mut args = vec![format!("--join-ca={}", ca.display())];
+    let mut targets = Vec::new();
+    for peer in peers {
+        args.push(format!("--join-peer={}", peer.endpoint));
+        if let Some(target) = keyward_proxy::outbound::target_of(&peer.endpoint) {
+            targets.push(target);
+        }
+    }
+    Ok((args, targets))
+}
+
+/// Waits (without a deadline: a refused node stays sealed, saying why in
+/// its 503) until the enclave is Ready by cluster join; the CA of the
+/// in-memory TLS identity it served while sealed.
+pub async fn wait_joined(link: &keyward_proxy::EnclaveLink) -> crate::dev_custody::Ready {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut sealed_ca_pem = None;
+    loop {
+        if let Ok(status) = link.status(std::time::Duration::from_secs(10)).await {
+            if status.health == "ok" {
+                return crate::dev_custody::Ready {
+                    outcome: crate::dev_custody::Outcome::Joined,
+                    sealed_ca_pem,
+                };
+            }
+            if !status.ca_certificate_pem.is_empty() {
+                sealed_ca_pem = Some(status.ca_certificate_pem);
+            }
+        }
+        // Polling the enclave's status, not synchronisation.
+        tokio::time::sleep(TICK).await;
     }
 }
 
@@ -294,7 +346,10 @@ mod tests {
         assert!(!registry.share_mock_root(&second).await.expect("adopt"));
         // None of this is a deployment.
         assert!(!registry.has_deployment().await.expect("read"));
-        assert_eq!(registry.plan(false, None).await.expect("plan"), Plan::Custodian);
+        assert_eq!(
+            registry.plan(false, dir.path(), None).await.expect("plan"),
+            Plan::Custodian
+        );
         // A boot record: a node without a share joins; one with a share unseals.
         let boot = StoreOp::Put {
             namespace: keyward_enclave::custody::record::NAMESPACE.into(),
@@ -302,8 +357,29 @@ mod tests {
             value: b"a boot record".to_vec(),
         };
         registry.call(boot).await.expect("put");
-        assert_eq!(registry.plan(false, None).await.expect("plan"), Plan::Join(Vec::new()));
-        assert_eq!(registry.plan(true, None).await.expect("plan"), Plan::Custodian);
+        let refused = registry.plan(false, dir.path(), None).await.expect_err("no peer");
+        assert!(refused.to_string().contains("--dev-custodian-dir"), "{refused}");
+        assert_eq!(
+            registry.plan(true, dir.path(), None).await.expect("plan"),
+            Plan::Custodian
+        );
+        registry
+            .register(
+                "https://127.0.0.1:7",
+                "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+            )
+            .await
+            .expect("register");
+        let Plan::Join(peers) = registry.plan(false, dir.path(), None).await.expect("plan") else {
+            panic!("a node without a share does not join");
+        };
+        let (args, targets) = join_flags(dir.path(), &Plan::Join(peers)).expect("flags");
+        assert!(
+            args.contains(&"--join-peer=https://127.0.0.1:7".to_string()),
+            "{args:?}"
+        );
+        assert!(args.iter().any(|a| a.starts_with("--join-ca=")), "{args:?}");
+        assert_eq!(targets, ["127.0.0.1:7"]);
     }
 
     #[tokio::test]
