@@ -358,6 +358,7 @@ impl Enclave {
             &allowed,
             self.config.allow_debug_attestation,
             self.clock.now(),
+            keyring.index.epoch(),
         )?;
         Ok((
             record.deployment_id,

@@ -213,3 +213,52 @@ async fn custodians_unseal_a_node_while_it_tries_to_join() {
         .expect("join task")
         .expect("Ready (by the custodians) ends the join");
 }
+
+/// Issue 19 through cluster join: the join package carries the releasing
+/// peer's epoch (its global index root's), so a joining node that the host
+/// serves an older store (an older global root) refuses it and stays
+/// sealed, saying so; served the current store it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_refuses_a_store_older_than_its_peer_has_seen() {
+    let first = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &connector).await;
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://localhost:7800").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        connector,
+    );
+    // The global root before a write of the global scope (a new tenant).
+    let old_root = first.host().snapshot("index", "@global/root");
+    let body = serde_json::json!({ "TenantId": "444455556666" }).to_string();
+    let created = first
+        .signed_call_as(&first.operator, "Keyward.CreateTenant", body.as_bytes())
+        .await;
+    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
+    let peer_epoch = first.enclave().freshness_epoch();
+    assert!(peer_epoch > 1, "the global root moved: {peer_epoch}");
+
+    let host = keyward_test_support::tamper::TamperingStore::new(Arc::clone(first.store()));
+    host.serve("index", "@global/root", old_root);
+    let third = node(&first, default_pcrs());
+    match third.join_through(&*host, &peer).await {
+        Err(e) => assert!(e.to_string().contains("older store"), "{e}"),
+        Ok(()) => panic!("joined over a rolled-back store"),
+    }
+    assert!(!third.is_ready());
+    match third.keyring(&*host).await {
+        Err(BootError::Sealed(message)) => assert!(message.contains("rollback"), "{message}"),
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("ready over a rolled-back store"),
+    }
+
+    host.honest();
+    third
+        .join_through(&*host, &peer)
+        .await
+        .expect("joins the current store");
+    assert!(third.freshness_epoch() >= peer_epoch);
+}
