@@ -58,13 +58,13 @@ POSTMASTER=$(head -n 1 "$KEYWARD_TEST_POSTGRES_DIR/data/postmaster.pid")
 # Node i: `keyward dev` on the shared store, its own ports and data dir;
 # waits for its ready line.
 start_node() {
-  local i=$1 dir=$DIR/node$1 custodian=()
+  local i=$1 dir=$DIR/node$1
   mkdir -p "$dir"
   : >"$dir/stdout"
-  # Nodes 2 and 3 unseal with node 1's dev custodian (no join at start yet:
-  # docs/custody.md, "keyward dev").
-  if [ "$i" -gt 1 ]; then custodian=(--dev-custodian-dir "$DIR/node1/data/dev-custodian"); fi
-  "$BIN/keyward" dev --store "$KEYWARD_TEST_POSTGRES_URL" "${custodian[@]}" \
+  # Node 1 creates the deployment (its dev custodian); nodes 2 and 3 have
+  # no share and join the cluster from a Ready peer (docs/custody.md,
+  # "keyward dev").
+  "$BIN/keyward" dev --store "$KEYWARD_TEST_POSTGRES_URL" \
     --listen "127.0.0.1:$((PORT_BASE + i))" --admin-listen "127.0.0.1:$((PORT_BASE + 10 + i))" \
     --data-dir "$dir/data" --tenant-rate-limit 4000000000 >>"$dir/stdout" 2>>"$dir/stderr" &
   PROXY[i]=$!

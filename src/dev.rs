@@ -13,6 +13,7 @@ use keyward_enclave::config::{
 };
 use keyward_proxy::{EnclaveEndpoint, ForwardConfig, Proxy, ProxyConfig, StoreLocation};
 
+use crate::dev_cluster::{Plan, Registry};
 use crate::dev_custody::{Custody, DevCustodian, Outcome};
 use tokio::sync::watch;
 
@@ -96,15 +97,30 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             options.mock_clock_offset,
         )?),
     };
-    let outbound = crate::dev_kms::outbound_targets(kms.as_ref())?;
+    let mut outbound = crate::dev_kms::outbound_targets(kms.as_ref())?;
     drop(kms);
+    // The cluster's shared records (`dev_cluster`): one mock attestation
+    // root for every node, and where a node without a share joins from.
+    let registry = Registry::open(&store).await?;
+    registry.share_mock_root(&data_dir).await?;
+    // A fixed --listen port names this node's own (stale) record: not a peer.
+    let own = (options.listen.port() != 0).then(|| local_endpoint(options.listen, &options));
+    let plan = match &custodian {
+        Custody::Dev(dev) => registry.plan(dev.has_share(), dev.dir(), own.as_deref()).await?,
+        // The enclave gets its root from the key service by itself.
+        Custody::KeyService(_) => Plan::Custodian,
+    };
+    let mut enclave_args = enclave_args(&socket, &data_dir, &options);
+    let (join_args, join_targets) = crate::dev_cluster::join_flags(&data_dir, &plan)?;
+    enclave_args.extend(join_args);
+    outbound.extend(join_targets);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Counts enclave process starts: each new one starts sealed.
     let (starts_tx, mut starts) = watch::channel(0u64);
     let supervisor = tokio::spawn(supervise(
         exe,
-        enclave_args(&socket, &data_dir, &options),
+        enclave_args,
         [
             (ENV_DEV_ACCESS_KEY_ID, credential.access_key_id.clone()),
             (ENV_DEV_SECRET_ACCESS_KEY, credential.secret_access_key.to_string()),
@@ -162,11 +178,23 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         }
     }
     // The enclave starts sealed: genesis (first start) or unseal, through
-    // the dev custodian.
+    // the dev custodian; or, on a store with a deployment and no share
+    // here, it joins the cluster from a Ready peer by itself (`--join-peer`).
     let endpoint = local_endpoint(address, &options);
     starts.borrow_and_update();
     let ceremony = async {
-        let ready = custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?;
+        let ready = match &plan {
+            Plan::Custodian => custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?,
+            Plan::Join(peers) => {
+                println!(
+                    "Keyward is sealed at {} (admin http://{admin}): this node has no dev custodian share; it joins \
+                     the cluster from a Ready peer ({}) and stays sealed until one releases the root",
+                    endpoint_url(address, &options),
+                    peers.iter().map(|p| p.endpoint.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                crate::dev_cluster::wait_joined(&link).await
+            }
+        };
         persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
             .await
             .map(|status| (ready.outcome, status))
@@ -186,24 +214,30 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    custodian.log_notice();
+    if outcome != Outcome::Joined {
+        custodian.log_notice();
+    }
     // The enclave CA certificate, what clients trust (`--ca-bundle`).
     let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
     print_banner(address, admin, &ca_path, &status, &options, &credential, &operator);
     println!();
-    println!(
-        "{} ({})",
-        custodian.notice(),
-        match outcome {
-            Outcome::Genesis => "a new deployment was created",
-            Outcome::Unsealed | Outcome::AlreadyReady => "unsealed with it",
-        }
-    );
+    match outcome {
+        Outcome::Joined => println!(
+            "dev cluster: joined the cluster from a Ready peer (cluster join by attestation; no dev custodian here)"
+        ),
+        Outcome::Genesis => println!("{} (a new deployment was created)", custodian.notice()),
+        Outcome::Unsealed | Outcome::AlreadyReady => println!("{} (unsealed with it)", custodian.notice()),
+    }
+    // Registered for nodes that join later (a hint; see `dev_cluster`).
+    if let Err(e) = registry.register(&endpoint, &status.ca_certificate_pem).await {
+        tracing::warn!(error = %format!("{e:#}"), "dev cluster: could not register this node in the store");
+    }
     println!("Keyward is ready at {}", endpoint_url(address, &options));
 
     // A crashed enclave is restarted sealed: unseal it again.
     let keeper = {
         let link = std::sync::Arc::clone(&link);
+        let endpoint = endpoint.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -212,6 +246,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                     _ = stop.wait_for(|s| *s) => return,
                 }
                 starts.borrow_and_update();
+                if matches!(plan, Plan::Join(_)) {
+                    tracing::info!("the restarted enclave joins the cluster from a Ready peer by itself (--join-peer)");
+                    continue;
+                }
                 match custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await {
                     Ok(_) => tracing::info!("the restarted enclave was Ready again (unsealed by its custody)"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "the restarted enclave stays sealed"),
@@ -222,6 +260,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
+    registry.deregister(&endpoint).await;
     let _ = stop_tx.send(true);
     let served = server.await;
     let _ = supervisor.await;

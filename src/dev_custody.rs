@@ -15,8 +15,9 @@
 //!   session key.
 //!
 //! `<dir>` is `<data-dir>/dev-custodian` unless `--dev-custodian-dir` says
-//! otherwise: a second node of a cluster (same `--store`) is pointed at the
-//! first node's directory, until cluster join exists.
+//! otherwise. A node of a cluster (same `--store`) without a share of its
+//! own needs none: it joins from a Ready peer (`dev_cluster`); pointing it
+//! at the first node's directory still works.
 //!
 //! Anyone who can read `<dir>` can unseal the deployment: this protects
 //! nothing, and the launcher says so.
@@ -55,6 +56,9 @@ pub enum Outcome {
     Unsealed,
     /// It was Ready already (nothing sent).
     AlreadyReady,
+    /// A Ready peer of the cluster released the root to it (no share
+    /// here; `dev_cluster`).
+    Joined,
 }
 
 /// A finished ceremony: what it did, and the CA of the in-memory TLS
@@ -102,6 +106,12 @@ impl DevCustodian {
         &self.dir
     }
 
+    /// Whether this custodian holds a share (it unseals; else genesis, or
+    /// cluster join on a store that already holds a deployment).
+    pub fn has_share(&self) -> bool {
+        self.dir.join(SHARE_FILE).exists()
+    }
+
     /// Makes a freshly started (sealed) enclave Ready: genesis when this
     /// custodian has no share yet, else unseal with it. An enclave not
     /// reachable yet is tried again until `timeout`; a refusal is final.
@@ -146,7 +156,7 @@ impl DevCustodian {
             })
             .map(|c| c.with_timeout(CALL_TIMEOUT))
             .map_err(|e| Attempt::Fatal(anyhow::anyhow!("a client for {endpoint}: {e}")))?;
-        let outcome = if self.dir.join(SHARE_FILE).exists() {
+        let outcome = if self.has_share() {
             self.unseal(&client).await?
         } else {
             self.genesis(&client).await?
@@ -177,9 +187,9 @@ impl DevCustodian {
         let output = client.init_custody(&request).await.map_err(|e| match e {
             keyward_sdk::Error::Transport(_) | keyward_sdk::Error::Timeout(_) => Attempt::Retry(e.into()),
             other => Attempt::Fatal(anyhow::anyhow!(
-                "genesis (Keyward.InitCustody) was refused: {other}. If this store already holds a deployment \
-                 (a node started on another node's --store), start this node with --dev-custodian-dir pointing at \
-                 the dev-custodian directory of the node that created it"
+                "genesis (Keyward.InitCustody) was refused: {other}. If another node created this store's \
+                 deployment meanwhile, start this node again: it joins the cluster from a Ready peer (or give it \
+                 --dev-custodian-dir pointing at the dev-custodian directory of the node that created it)"
             )),
         })?;
         let package = output

@@ -9,5 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod dev;
+pub mod dev_cluster;
 pub mod dev_custody;
 pub mod dev_kms;

@@ -310,25 +310,45 @@ pub async fn joined(
     let Some(record) = custody.record.as_ref() else {
         return Err(BootError::NotNow(not_unsealing(&custody.state)));
     };
-    let root = match session.finish(package, record) {
-        Ok(root) => root,
+    let (root, peer_epoch) = match session.finish(package, record) {
+        Ok(released) => released,
         Err(e) => {
             tracing::warn!(error = %e, "cluster join: the released root was refused; still sealed");
-            custody.state.refused(&e, 0);
+            let received = custody.session.as_ref().map_or(0, |s| s.progress().0);
+            custody.state.refused(&e, received);
             return Err(e.into());
         }
     };
     let keyring = Keyring::new(root);
-    {
-        let records = keyring.records(transport);
-        start_ready(&records, nsm, dev, now).await?;
+    let records = keyring.records(transport);
+    records.check_genesis().await?;
+    // The peer's freshness state: the store must not be older than the
+    // global index root the releasing peer had verified (issue 19), checked
+    // before anything is written.
+    let epoch = keyring.index.epoch();
+    if epoch < peer_epoch {
+        let e = CustodyError::Join(format!(
+            "this node is served the store at epoch {epoch}, but the peer that released the root has seen epoch \
+             {peer_epoch}: the host serves this node an older store (a rollback); refusing it"
+        ));
+        tracing::error!(error = %e, "cluster join: still sealed");
+        let received = custody.session.as_ref().map_or(0, |s| s.progress().0);
+        custody.state.refused(&e, received);
+        return Err(e.into());
     }
+    provision_dev(&records, nsm, dev, now).await?;
+    drop(records);
     custody
         .state
         .unsealed(record)
         .map_err(|e| BootError::NotNow(e.to_string()))?;
     custody.session = None;
-    tracing::info!(deployment = %deployment_hex(&record.deployment_id), "joined the cluster: ready");
+    tracing::info!(
+        deployment = %deployment_hex(&record.deployment_id),
+        epoch,
+        peer_epoch,
+        "joined the cluster: ready"
+    );
     Ok(keyring)
 }
 

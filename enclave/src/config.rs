@@ -2,12 +2,14 @@
 //! into an [`EnclaveConfig`] before anything starts.
 
 pub mod custody;
+pub mod join;
 
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
 pub use custody::{CustodyArgs, CustodyCredential, CustodyKind, KmsCustody};
+pub use join::{JoinArgs, JoinConfig};
 
 /// Where the enclave runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +86,9 @@ pub struct Args {
     /// How the root is kept (`--custody shamir|kms` and the KMS flags).
     #[command(flatten)]
     pub custody: CustodyArgs,
+    /// Cluster join at start (`--join-peer`, `--join-ca`).
+    #[command(flatten)]
+    pub join: JoinArgs,
 }
 
 /// Environment variables carrying the mock-mode bootstrap credential.
@@ -151,6 +156,8 @@ pub struct EnclaveConfig {
     pub exit_on_stdin_close: bool,
     /// `--custody kms`: the key service holding the root (`None`: Shamir).
     pub custody_kms: Option<std::sync::Arc<KmsCustody>>,
+    /// `--join-peer`: the Ready peers to join from while sealed (`None`: none).
+    pub join: Option<std::sync::Arc<JoinConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +199,8 @@ pub enum ConfigError {
     MemTotal(String),
     #[error(transparent)]
     Custody(#[from] custody::CustodyConfigError),
+    #[error(transparent)]
+    Join(#[from] join::JoinConfigError),
 }
 
 /// Checks a tenant id: 12 decimal digits.
@@ -322,6 +331,7 @@ impl Args {
             }
         };
         let custody_kms = self.custody.validate(&env)?.map(std::sync::Arc::new);
+        let join = self.join.validate()?.map(std::sync::Arc::new);
         Ok(EnclaveConfig {
             mode: self.mode,
             listen,
@@ -339,6 +349,7 @@ impl Args {
             dev_operator,
             exit_on_stdin_close: self.exit_on_stdin_close,
             custody_kms,
+            join,
         })
     }
 }
@@ -366,6 +377,7 @@ mod tests {
             allow_debug_attestation: false,
             exit_on_stdin_close: false,
             custody: Default::default(),
+            join: Default::default(),
         }
     }
 

@@ -36,6 +36,7 @@ pub mod config;
 pub mod context;
 pub mod custody;
 pub mod error;
+pub mod joining;
 pub mod keys;
 pub mod keystore;
 pub mod locks;

@@ -105,6 +105,8 @@ where
     enclave.outbound.attach(tx.clone());
     // `--custody kms`: ask the custody key service for the root.
     enclave.start_key_service_unseal();
+    // `--join-peer`: ask a Ready peer of the cluster for the root.
+    enclave.start_join();
     // Boot and load the TLS identity as soon as a host link is up.
     {
         let (enclave, link) = (Arc::clone(&enclave), Arc::clone(&link));

@@ -63,6 +63,8 @@ pub struct Enclave {
     pub outbound: Arc<crate::outbound::Outbound>,
     /// Whether the `--custody kms` unseal task was started.
     key_service_unseal: std::sync::atomic::AtomicBool,
+    /// Whether the `--join-peer` join task was started (`joining`).
+    pub(crate) join_started: std::sync::atomic::AtomicBool,
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -130,6 +132,7 @@ impl Enclave {
             record_cache: Default::default(),
             outbound: Default::default(),
             key_service_unseal: Default::default(),
+            join_started: Default::default(),
         }
     }
 
@@ -166,7 +169,7 @@ impl Enclave {
     }
 
     /// Ready: `keyring` becomes the enclave's, for good (this process).
-    fn become_ready(&self, keyring: Keyring) {
+    pub(crate) fn become_ready(&self, keyring: Keyring) {
         if self.keyring.set(keyring).is_err() {
             tracing::error!("a second keyring was offered to a ready enclave; ignored");
         }
@@ -355,55 +358,12 @@ impl Enclave {
             &allowed,
             self.config.allow_debug_attestation,
             self.clock.now(),
+            keyring.index.epoch(),
         )?;
         Ok((
             record.deployment_id,
             package.to_bytes().map_err(crate::custody::CustodyError::from)?,
         ))
-    }
-
-    /// A sealed node joins its cluster: asks the Ready peer behind `peer`
-    /// for the root with a fresh attested join key; Ready if the root
-    /// matches the boot record's commitment, else Sealed with the reason.
-    pub async fn join_through(
-        &self,
-        transport: &dyn StoreTransport,
-        peer: &crate::outbound::https::HttpsClient,
-    ) -> Result<(), bootstrap::BootError> {
-        if self.is_ready() {
-            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
-        }
-        let now = self.clock.now().unix_timestamp();
-        let mut custody = self.custody(transport).await?;
-        let Some(state) = custody.as_mut() else {
-            return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
-        };
-        let Some(record) = state.record.as_ref() else {
-            return Err(bootstrap::BootError::NotNow(bootstrap::not_unsealing(&state.state)));
-        };
-        let session = crate::custody::join::JoinSession::start(record);
-        let document = session.document(&*self.nsm)?;
-        let package = match crate::outbound::join::request_root(peer, &document).await {
-            Ok(package) => package,
-            Err(reason) => {
-                let error = crate::custody::CustodyError::Join(reason);
-                tracing::warn!(error = %error, "cluster join failed; still sealed");
-                state.state.refused(&error, 0);
-                return Err(error.into());
-            }
-        };
-        let keyring = bootstrap::joined(
-            state,
-            session,
-            &package,
-            &*self.nsm,
-            transport,
-            self.dev_credentials(),
-            now,
-        )
-        .await?;
-        self.become_ready(keyring);
-        Ok(())
     }
 
     /// One unseal message (`Keyward.Unseal`) of the current session; the

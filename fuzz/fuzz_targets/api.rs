@@ -159,6 +159,7 @@ fn world() -> World {
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
         custody: Default::default(),
+        join: Default::default(),
     };
     let config = args.validate(|_| None).expect("config");
     let clock: Arc<dyn keyward_enclave::clock::Clock> = Arc::new(keyward_enclave::clock::SystemClock);

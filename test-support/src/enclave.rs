@@ -36,6 +36,7 @@ pub fn mock_args() -> Args {
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
         custody: Default::default(),
+        join: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ use keyward_enclave::attestation::mock::default_pcrs;
 use keyward_enclave::bootstrap::BootError;
 use keyward_enclave::clock::SystemClock;
 use keyward_enclave::outbound::https::{Endpoint, HttpsClient, pinned_client_config};
+use keyward_enclave::outbound::{Connect, ConnectFuture, OutboundError};
 
 use crate::custody_kms::{ToCustody, WorkloadNsm, custody_ca};
 use crate::support::Service;
@@ -71,4 +72,193 @@ async fn a_sealed_node_joins_from_a_ready_one_and_another_image_is_refused() {
         theirs.hierarchy.audit_signing_key().verifying_key(),
         "node 3 has another root"
     );
+}
+
+/// A peer the host cannot reach.
+struct Unreachable;
+
+impl Connect for Unreachable {
+    fn connect<'a>(&'a self, target: &'a str) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            Err(OutboundError::Refused {
+                target: target.to_string(),
+                reason: "connection refused".into(),
+            })
+        })
+    }
+}
+
+/// The start-up path's round over the `--join-peer`s: a peer that is down
+/// is followed by the next; a round in which no peer releases the root
+/// leaves the node Sealed with the last failure in its 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_over_the_peers_skips_one_that_is_down() {
+    let first = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &connector).await;
+    let tls = pinned_client_config(ca_pem.as_bytes()).expect("pinned roots");
+    let down = HttpsClient::new(
+        Endpoint::parse("https://127.0.0.1:9").expect("endpoint"),
+        Arc::clone(&tls),
+        Arc::new(Unreachable),
+    );
+    let up = HttpsClient::new(
+        Endpoint::parse("https://localhost:7800").expect("endpoint"),
+        tls,
+        connector,
+    );
+    let store = Arc::clone(first.store());
+
+    let third = node(&first, default_pcrs());
+    match third.join_from(&*store, std::slice::from_ref(&down)).await {
+        Err(e) => assert!(e.to_string().contains("connection refused"), "{e}"),
+        Ok(()) => panic!("joined through an unreachable peer"),
+    }
+    match third.keyring(&*store).await {
+        Err(BootError::Sealed(message)) => {
+            assert!(
+                message.contains("cluster join") && message.contains("127.0.0.1:9"),
+                "{message}"
+            )
+        }
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("ready without a peer"),
+    }
+
+    third
+        .join_from(&*store, &[down, up])
+        .await
+        .expect("joins from the second peer");
+    assert!(third.is_ready());
+    let theirs = first.enclave().keyring(&*store).await.expect("node 1 is ready");
+    let ours = third.keyring(&*store).await.expect("node 3 is ready");
+    assert_eq!(
+        ours.hierarchy.audit_signing_key().verifying_key(),
+        theirs.hierarchy.audit_signing_key().verifying_key()
+    );
+}
+
+/// A node whose store awaits genesis has nothing to join: the round says
+/// so (`NotNow`) instead of asking peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_deployment_has_nothing_to_join() {
+    let fresh = Service::start_uninitialised().await;
+    // Any CA will do: the round stops before connecting (here the sealed
+    // node's in-memory one).
+    let own = ToCustody {
+        enclave: fresh.shared_enclave(),
+        targets: Default::default(),
+    };
+    let ca_pem = custody_ca(&fresh, &own).await;
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://127.0.0.1:9").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        Arc::new(Unreachable),
+    );
+    let store = Arc::clone(fresh.store());
+    match fresh.enclave().join_from(&*store, &[peer]).await {
+        Err(BootError::NotNow(why)) => assert!(why.contains("not been initialised"), "{why}"),
+        other => panic!("expected NotNow, got {:?}", other.err().map(|e| e.to_string())),
+    }
+    assert!(!fresh.enclave().is_ready());
+}
+
+/// A peer whose connection hangs until released.
+struct Hanging(Arc<tokio::sync::Notify>);
+
+impl Connect for Hanging {
+    fn connect<'a>(&'a self, target: &'a str) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            self.0.notified().await;
+            Err(OutboundError::Timeout(target.to_string()))
+        })
+    }
+}
+
+/// Custodians unseal a node while its join is in flight (the join does not
+/// hold the custody state across its call to the peer), and a node whose
+/// join failed is still unsealed by its custodians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custodians_unseal_a_node_while_it_tries_to_join() {
+    let first = Service::start().await;
+    let custodian = first.custodian().expect("the genesis custodian");
+    let sealed = Arc::new(Service::start_sealed_on(Arc::clone(first.store())).await);
+    let store = Arc::clone(first.store());
+    let own = ToCustody {
+        enclave: sealed.shared_enclave(),
+        targets: Default::default(),
+    };
+    let ca_pem = custody_ca(&sealed, &own).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://127.0.0.1:9").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        Arc::new(Hanging(Arc::clone(&release))),
+    );
+    let joining = {
+        let (sealed, store) = (Arc::clone(&sealed), Arc::clone(&store));
+        tokio::spawn(async move { sealed.enclave().join_from(&*store, &[peer]).await })
+    };
+    let unsealed = tokio::time::timeout(std::time::Duration::from_secs(30), sealed.unseal_with(custodian))
+        .await
+        .expect("the unseal waited for the join's peer");
+    assert_eq!(unsealed.status, 200, "{}", String::from_utf8_lossy(&unsealed.body));
+    assert!(sealed.enclave().is_ready());
+    release.notify_one();
+    joining
+        .await
+        .expect("join task")
+        .expect("Ready (by the custodians) ends the join");
+}
+
+/// Issue 19 through cluster join: the join package carries the releasing
+/// peer's epoch (its global index root's), so a joining node that the host
+/// serves an older store (an older global root) refuses it and stays
+/// sealed, saying so; served the current store it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_refuses_a_store_older_than_its_peer_has_seen() {
+    let first = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &connector).await;
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://localhost:7800").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        connector,
+    );
+    // The global root before a write of the global scope (a new tenant).
+    let old_root = first.host().snapshot("index", "@global/root");
+    let body = serde_json::json!({ "TenantId": "444455556666" }).to_string();
+    let created = first
+        .signed_call_as(&first.operator, "Keyward.CreateTenant", body.as_bytes())
+        .await;
+    assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
+    let peer_epoch = first.enclave().freshness_epoch();
+    assert!(peer_epoch > 1, "the global root moved: {peer_epoch}");
+
+    let host = keyward_test_support::tamper::TamperingStore::new(Arc::clone(first.store()));
+    host.serve("index", "@global/root", old_root);
+    let third = node(&first, default_pcrs());
+    match third.join_through(&*host, &peer).await {
+        Err(e) => assert!(e.to_string().contains("older store"), "{e}"),
+        Ok(()) => panic!("joined over a rolled-back store"),
+    }
+    assert!(!third.is_ready());
+    match third.keyring(&*host).await {
+        Err(BootError::Sealed(message)) => assert!(message.contains("rollback"), "{message}"),
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("ready over a rolled-back store"),
+    }
+
+    host.honest();
+    third
+        .join_through(&*host, &peer)
+        .await
+        .expect("joins the current store");
+    assert!(third.freshness_epoch() >= peer_epoch);
 }

@@ -5,6 +5,10 @@
 //! acknowledged, and a PostgreSQL restart under load fails requests cleanly
 //! and loses nothing acknowledged.
 //!
+//! Nodes 2 and 3 get the root by cluster join: no dev custodian of their
+//! own, a Ready peer found through the store releases it to their attested
+//! enclave; a node of another image is refused and stays sealed.
+//!
 //! Needs `KEYWARD_TEST_POSTGRES_URL` (see `storage.rs`); the restart test
 //! starts a PostgreSQL server of its own (`.ci/postgres.sh`).
 
@@ -33,14 +37,10 @@ fn cluster_sandboxes(url: &str, n: usize) -> Vec<Sandbox> {
         sb.operator = all[0].operator.clone();
         all.push(sb);
     }
+    // Nothing else: node 1 creates the deployment (its dev custodian), the
+    // others join it from a Ready peer (issue 17's contract).
     for sb in &mut all {
         sb.extra_args = vec!["--store".into(), url.to_owned()];
-    }
-    // Until cluster join exists, the other nodes unseal with node 1's dev
-    // custodian.
-    let (first, rest) = all.split_at_mut(1);
-    for sb in rest {
-        sb.unseal_with_custodian_of(&first[0]);
     }
     all
 }
@@ -77,6 +77,100 @@ fn code_of<E: ProvideErrorMetadata>(result: &Result<impl std::fmt::Debug, SdkErr
         Err(SdkError::ServiceError(se)) => se.err().code().map(str::to_owned),
         _ => None,
     }
+}
+
+/// Issue 18 item 4 with real processes: nodes 2 and 3, started with only
+/// `--store`, `--listen` and `--data-dir`, start sealed (no dev custodian
+/// share, a store with a deployment) and become Ready by cluster join — a
+/// Ready peer found through the store releases the root to their attested
+/// enclave, under the cluster's one mock attestation root — and serve what
+/// node 1 created. A fourth node whose mock PCR0 differs is refused by its
+/// peers and stays sealed (`/healthz` sealed, the API's 503 naming why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_without_a_custodian_join_from_a_ready_peer_and_another_image_is_refused() {
+    let Some(url) = fresh_database().await else { return };
+    let mut sandboxes = cluster_sandboxes(&url, 3);
+    let n1 = sandboxes[0].start().await;
+    let key = create_key(&n1.client(), "created before the join").await;
+    let plaintext = random_bytes(32);
+    let before = encrypt(&n1.client(), &key, &plaintext, None).await;
+    let mut n2 = sandboxes[1].start().await;
+    let mut n3 = sandboxes[2].start().await;
+    let printed = [n2.stdout_lines(), n3.stdout_lines()];
+
+    let root_of = |sb: &Sandbox| {
+        std::fs::read(sb.data_dir().join("mock-attestation").join("root.crt.pem")).expect("the mock root")
+    };
+    for ((sb, node), lines) in [(&sandboxes[1], &n2), (&sandboxes[2], &n3)].into_iter().zip(&printed) {
+        let said = |text: &str| lines.iter().any(|l| l.contains(text));
+        assert!(said("Keyward is sealed at "), "{lines:?}");
+        assert!(said("joined the cluster from a Ready peer"), "{lines:?}");
+        let log = std::fs::read_to_string(sb.log_files().last().expect("a log")).expect("the log");
+        assert!(log.contains("joined the cluster: ready"), "not Ready by join:\n{log}");
+        // Ready by join, not by a custodian share: it has none.
+        assert!(!sb.dev_custodian_dir().exists(), "{} has a dev custodian", node.url);
+        assert_eq!(
+            root_of(sb),
+            root_of(&sandboxes[0]),
+            "the cluster's mock root was not adopted"
+        );
+        // The cluster shares one TLS identity: node 1's CA.
+        assert_eq!(node.ca_pem, n1.ca_pem);
+    }
+    // A key created on node 1 decrypts on node 3, before and after the join.
+    assert_eq!(decrypt(&n3.client(), Some(&key), &before, None).await, plaintext);
+    let later = create_key(&n1.client(), "created after the join").await;
+    let after = encrypt(&n1.client(), &later, &plaintext, None).await;
+    assert_eq!(decrypt(&n3.client(), None, &after, None).await, plaintext);
+    assert_eq!(decrypt(&n2.client(), None, &after, None).await, plaintext);
+
+    // Node 3's enclave dies: the launcher restarts it, sealed, and it joins
+    // again by itself.
+    let old = n3.enclave_pid;
+    let kill = std::process::Command::new("kill")
+        .args(["-9", &old.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -9 {old} failed");
+    assert_ne!(n3.wait_for_enclave_restart(Duration::from_secs(60)).await, old);
+    n3.wait_healthy(Duration::from_secs(60)).await;
+    assert_eq!(decrypt(&n3.client(), None, &after, None).await, plaintext);
+    let log = std::fs::read_to_string(sandboxes[2].log_files().last().expect("a log")).expect("the log");
+    assert_eq!(log.matches("joined the cluster: ready").count(), 2, "{log}");
+    assert!(!sandboxes[2].dev_custodian_dir().exists());
+
+    // Another image: refused by its peers, sealed with the reason.
+    let mut fourth = Sandbox::new();
+    fourth.creds = sandboxes[0].creds.clone();
+    fourth.operator = sandboxes[0].operator.clone();
+    fourth.extra_args = vec![
+        "--store".into(),
+        url.clone(),
+        "--mock-pcr".into(),
+        format!("0={}", "5a".repeat(48)),
+    ];
+    let n4 = fourth.start_sealed().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let refusal = loop {
+        tick.tick().await;
+        let answer = n4.signed_call("ListKeys", b"{}").await;
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        assert_eq!(answer.status, 503, "{body}");
+        assert!(body.contains("ServiceUnavailableException"), "{body}");
+        if body.contains("cluster join refused") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no join refusal in the 503: {body}");
+    };
+    assert!(refusal.contains("PCR0"), "{refusal}");
+    let health = n4.admin_get("/healthz").await;
+    assert_eq!(health.status, 503);
+    assert!(String::from_utf8_lossy(&health.body).contains("sealed"));
+    assert!(!fourth.dev_custodian_dir().exists());
+    let log = std::fs::read_to_string(fourth.log_files().last().expect("a log")).expect("the log");
+    assert!(log.contains("cluster join failed; still sealed"), "{log}");
+    assert!(!log.contains("joined the cluster: ready"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

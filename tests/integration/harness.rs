@@ -37,6 +37,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READY_MARKER: &str = "Keyward is ready at ";
+/// The line of a node that waits, sealed, to join its cluster.
+const SEALED_MARKER: &str = "Keyward is sealed at ";
 const ADMIN_MARKER: &str = "  admin              http://";
 const ENCLAVE_MARKER: &str = "enclave process started: pid ";
 
@@ -95,6 +97,18 @@ impl Sandbox {
     /// `offset_seconds` (`--mock-clock-offset`). The returned service's
     /// clients sign with the same shifted time.
     pub async fn start_with_clock_offset(&mut self, offset_seconds: i64) -> Keyward {
+        self.start_until(offset_seconds, Until::Ready).await
+    }
+
+    /// Starts `keyward dev` on a node that waits, sealed, to join its
+    /// cluster (no dev custodian share, a store with a deployment): returns
+    /// once it printed its sealed line and the enclave's pid line. Its
+    /// `ca_pem` is the sealed enclave's in-memory CA (admin `/ca.pem`).
+    pub async fn start_sealed(&mut self) -> Keyward {
+        self.start_until(0, Until::Sealed).await
+    }
+
+    async fn start_until(&mut self, offset_seconds: i64, until: Until) -> Keyward {
         self.starts += 1;
         let log_path = self.dir.path().join(format!("keyward-{}.stderr.log", self.starts));
         let mut extra = if offset_seconds == 0 {
@@ -111,6 +125,7 @@ impl Sandbox {
             &extra,
             &self.extra_env,
             offset_seconds,
+            until,
         )
         .await
     }
@@ -122,8 +137,8 @@ impl Sandbox {
     }
 
     /// This node will unseal with `first`'s dev custodian
-    /// (`--dev-custodian-dir`): a node on another node's `--store`, until
-    /// cluster join exists.
+    /// (`--dev-custodian-dir`) instead of joining `first`'s cluster from a
+    /// Ready peer.
     pub fn unseal_with_custodian_of(&mut self, first: &Sandbox) {
         self.extra_args.push("--dev-custodian-dir".into());
         self.extra_args.push(first.dev_custodian_dir().display().to_string());
@@ -179,6 +194,23 @@ fn parse_admin_addr(line: &str) -> Option<String> {
     Some(rest.split_whitespace().next()?.to_string())
 }
 
+/// What [`Keyward::start`] waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Ready,
+    Sealed,
+}
+
+/// The URL and admin address of a sealed node's line: `Keyward is sealed
+/// at https://ADDR (admin http://ADMIN): …`.
+fn parse_sealed(line: &str) -> Option<(String, String)> {
+    let rest = &line[line.find(SEALED_MARKER)? + SEALED_MARKER.len()..];
+    let mut words = rest.split_whitespace();
+    let url = words.next()?.to_string();
+    let admin = rest.split_once("(admin http://")?.1.split(')').next()?.to_string();
+    Some((url, admin))
+}
+
 fn parse_ready_url(line: &str) -> Option<String> {
     let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
     let url = rest.split_whitespace().next()?;
@@ -194,6 +226,7 @@ impl Keyward {
         extra_args: &[String],
         extra_env: &[(String, String)],
         clock_offset: i64,
+        until: Until,
     ) -> Keyward {
         let log = std::fs::File::create(log_path).expect("create stderr log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
@@ -250,8 +283,15 @@ impl Keyward {
         let mut enclave_pid = None;
         let mut admin = None;
         while url.is_none() || enclave_pid.is_none() {
-            let line = kw.next_line_until(deadline, "the ready and enclave pid lines").await;
-            if let Some(u) = parse_ready_url(&line) {
+            let line = kw
+                .next_line_until(deadline, "the ready (or sealed) and enclave pid lines")
+                .await;
+            if until == Until::Sealed
+                && let Some((u, a)) = parse_sealed(&line)
+            {
+                url = Some(u);
+                admin = Some(a);
+            } else if let Some(u) = parse_ready_url(&line).filter(|_| until == Until::Ready) {
                 url = Some(u);
             } else if let Some(p) = parse_enclave_pid(&line) {
                 enclave_pid = Some(p);
@@ -265,8 +305,17 @@ impl Keyward {
             .unwrap_or_else(|| panic!("ready url is not https://: {url}"))
             .to_string();
         kw.admin_addr = admin.expect("the admin line precedes the ready line");
-        let ca_path = data_dir.join("tls").join("ca.pem");
-        kw.ca_pem = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()));
+        kw.ca_pem = match until {
+            Until::Ready => {
+                let ca_path = data_dir.join("tls").join("ca.pem");
+                std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()))
+            }
+            Until::Sealed => {
+                let ca = kw.admin_get("/ca.pem").await;
+                assert_eq!(ca.status, 200, "admin /ca.pem of a sealed node");
+                String::from_utf8(ca.body).expect("a PEM")
+            }
+        };
         assert!(
             kw.addr.starts_with("127.0.0.1:"),
             "listening on {} instead of 127.0.0.1",

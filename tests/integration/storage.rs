@@ -1,6 +1,7 @@
 //! The service's store from the outside: `keyward dev --store
 //! postgres://…` (the crash test on PostgreSQL; two nodes sharing one
-//! database), and a data dir from the sled version refused by `keyward dev`.
+//! database), two nodes on one embedded store's path, and a data dir from
+//! the sled version refused by `keyward dev`.
 //!
 //! The PostgreSQL tests need `KEYWARD_TEST_POSTGRES_URL` (`.ci/postgres.sh`
 //! starts a server; `.ci/run` always does): without it they skip loudly, and
@@ -50,8 +51,9 @@ async fn enclave_sigkill_under_load_on_postgres() {
 }
 
 /// Two `keyward dev` nodes, each with its own data dir and port, on one
-/// PostgreSQL database: a key created on one is used on the other, and both
-/// survive a restart of the first.
+/// PostgreSQL database (the second joins the first's cluster): a key
+/// created on one is used on the other, and both survive a restart of the
+/// first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_keys_through_postgres() {
     let Some(url) = fresh_database().await else { return };
@@ -61,7 +63,6 @@ async fn two_nodes_share_keys_through_postgres() {
     second.creds = first.creds.clone();
     second.operator = first.operator.clone();
     second.extra_args = first.extra_args.clone();
-    second.unseal_with_custodian_of(&first);
 
     let mut a = first.start().await;
     let key = create_key(&a.client(), "shared").await;
@@ -88,6 +89,35 @@ async fn two_nodes_share_keys_through_postgres() {
         .await
         .expect("DescribeKey after restart");
     assert_eq!(described.key_metadata().map(|m| m.key_id()), Some(key.as_str()));
+}
+
+/// `--store` also takes the embedded engine's path: a second node on the
+/// first node's embedded store, running at the same time, joins the first
+/// node's cluster (no other flag) and serves its keys; what it encrypts
+/// decrypts on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_an_embedded_store_path_joins_the_first() {
+    let mut first = Sandbox::new();
+    let a = first.start().await;
+    let key = create_key(&a.client(), "embedded cluster").await;
+    let plaintext = random_bytes(32);
+    let ciphertext = encrypt(&a.client(), &key, &plaintext, None).await;
+
+    let mut second = Sandbox::new();
+    second.creds = first.creds.clone();
+    second.operator = first.operator.clone();
+    second.extra_args = vec!["--store".into(), first.store_dir().display().to_string()];
+    let mut b = second.start().await;
+    assert!(
+        b.stdout_lines()
+            .iter()
+            .any(|l| l.contains("joined the cluster from a Ready peer")),
+        "the second node did not join"
+    );
+    assert!(!second.dev_custodian_dir().exists());
+    assert_eq!(decrypt(&b.client(), Some(&key), &ciphertext, None).await, plaintext);
+    let from_b = encrypt(&b.client(), &key, &plaintext, None).await;
+    assert_eq!(decrypt(&a.client(), None, &from_b, None).await, plaintext);
 }
 
 #[test]

@@ -8,8 +8,11 @@
 //! against the deployment's allowed measurements, seals the root to the key
 //! in a [`JoinPackage`]: HPKE of this crate's suite with
 //! `info = "keyward/v1/custody/join" ‖ deployment ‖ key id` and the header
-//! as associated data. The joiner opens it and checks the root against its
-//! boot record's commitment before using it.
+//! as associated data. The sealed plaintext is the root ‖ the peer's
+//! freshness epoch (its global index root's, 8 bytes big-endian): the
+//! joiner refuses a store older than what the peer has seen (issue 19). The
+//! joiner opens it and checks the root against its boot record's commitment
+//! before using it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,6 +29,15 @@ pub const JOIN_INFO: &[u8] = b"keyward/v1/custody/join";
 pub const JOIN_AAD: &[u8] = b"keyward/v1/custody/join-header";
 /// The root's length.
 pub const ROOT_LEN: usize = 32;
+/// The sealed plaintext's length: the root and the peer's epoch.
+const PLAINTEXT_LEN: usize = ROOT_LEN + 8;
+
+/// What a join package releases: the root (wiped on drop) and the epoch of
+/// the releasing peer's global index root (0: it had read none).
+pub struct Released {
+    pub root: Zeroizing<Vec<u8>>,
+    pub epoch: u64,
+}
 
 /// SHA-256 of the joiner's public key.
 pub fn key_id(key: &PublicKey) -> [u8; 32] {
@@ -71,10 +83,12 @@ impl Versioned for JoinPackage {
 }
 
 impl JoinPackage {
-    /// Seals `root` of `deployment_id` to the joiner's key.
+    /// Seals `root` of `deployment_id`, with the releasing peer's `epoch`,
+    /// to the joiner's key.
     pub fn seal(
         deployment_id: &DeploymentId,
         root: &[u8; ROOT_LEN],
+        epoch: u64,
         joiner: &PublicKey,
     ) -> Result<JoinPackage, FormatError> {
         let mut package = JoinPackage {
@@ -84,19 +98,22 @@ impl JoinPackage {
             enc: [0; KEY_LEN],
             ciphertext: Vec::new(),
         };
-        let sealed = suite::seal(joiner, &package.info(), &package.aad(), root, "join package")?;
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(PLAINTEXT_LEN));
+        plaintext.extend_from_slice(root);
+        plaintext.extend_from_slice(&epoch.to_be_bytes());
+        let sealed = suite::seal(joiner, &package.info(), &package.aad(), &plaintext, "join package")?;
         package.enc = sealed.enc;
         package.ciphertext = sealed.ciphertext;
         Ok(package)
     }
 
-    /// Opens the package with the joiner's key: the root (wiped on drop).
-    /// The caller checks the deployment and the root's commitment.
-    pub fn open(&self, joiner: &PrivateKey) -> Result<Zeroizing<Vec<u8>>, FormatError> {
+    /// Opens the package with the joiner's key: the root and the peer's
+    /// epoch. The caller checks the deployment and the root's commitment.
+    pub fn open(&self, joiner: &PrivateKey) -> Result<Released, FormatError> {
         if self.key_id != key_id(&joiner.public_key()) {
             return Err(FormatError::Undecryptable("join package (sealed to another key)"));
         }
-        let root = suite::open(
+        let plaintext = suite::open(
             joiner,
             &self.enc,
             &self.info(),
@@ -104,10 +121,15 @@ impl JoinPackage {
             &self.ciphertext,
             "join package",
         )?;
-        if root.len() != ROOT_LEN {
+        if plaintext.len() != PLAINTEXT_LEN {
             return Err(FormatError::Malformed("join package"));
         }
-        Ok(root)
+        let (root, epoch) = plaintext.split_at(ROOT_LEN);
+        let epoch = u64::from_be_bytes(epoch.try_into().map_err(|_| FormatError::Malformed("join package"))?);
+        Ok(Released {
+            root: Zeroizing::new(root.to_vec()),
+            epoch,
+        })
     }
 
     fn info(&self) -> Vec<u8> {
@@ -136,10 +158,12 @@ mod tests {
         let deployment = [7u8; DEPLOYMENT_ID_LEN];
         let joiner = PrivateKey::generate();
         let root = [0x42u8; ROOT_LEN];
-        let package = JoinPackage::seal(&deployment, &root, &joiner.public_key()).expect("seals");
+        let package = JoinPackage::seal(&deployment, &root, 7_000_000_001, &joiner.public_key()).expect("seals");
         let bytes = package.to_bytes().expect("encodes");
         let back = JoinPackage::from_bytes(&bytes).expect("decodes");
-        assert_eq!(back.open(&joiner).expect("opens").as_slice(), &root);
+        let released = back.open(&joiner).expect("opens");
+        assert_eq!(released.root.as_slice(), &root);
+        assert_eq!(released.epoch, 7_000_000_001);
         assert!(back.open(&PrivateKey::generate()).is_err(), "another key opened it");
         let mut other_deployment = back.clone();
         other_deployment.deployment_id = [8; DEPLOYMENT_ID_LEN];

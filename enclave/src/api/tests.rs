@@ -38,6 +38,7 @@ pub(super) fn enclave() -> Enclave {
         allow_debug_attestation: false,
         exit_on_stdin_close: false,
         custody: Default::default(),
+        join: Default::default(),
     };
     let config = args.validate(|_| None).expect("valid config");
     Enclave::new(config, Box::new(MockNsm), Arc::new(SystemClock))

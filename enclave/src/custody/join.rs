@@ -66,8 +66,10 @@ impl JoinSession {
     }
 
     /// Opens the peer's package: the root, only if it is this deployment's
-    /// and matches `record`'s commitment. The session is spent either way.
-    pub fn finish(self, package: &[u8], record: &BootRecord) -> Result<Key256, CustodyError> {
+    /// and matches `record`'s commitment, and the peer's epoch (the global
+    /// index root it had verified: the joiner refuses an older store). The
+    /// session is spent either way.
+    pub fn finish(self, package: &[u8], record: &BootRecord) -> Result<(Key256, u64), CustodyError> {
         let package = JoinPackage::from_bytes(package)?;
         if package.deployment_id != record.deployment_id || package.deployment_id != self.deployment_id {
             return Err(CustodyError::WrongDeployment {
@@ -76,10 +78,11 @@ impl JoinSession {
                 found: deployment_hex(&package.deployment_id),
             });
         }
-        let bytes = package.open(&self.key)?;
-        let root = Key256::from_slice(&bytes).ok_or(CustodyError::Join("the released root is not 32 bytes".into()))?;
+        let released = package.open(&self.key)?;
+        let root =
+            Key256::from_slice(&released.root).ok_or(CustodyError::Join("the released root is not 32 bytes".into()))?;
         record.commitment.verify(&root)?;
-        Ok(root)
+        Ok((root, released.epoch))
     }
 }
 
@@ -103,7 +106,9 @@ pub fn own_measurements(nsm: &dyn Nsm) -> Result<BTreeMap<u8, Vec<Vec<u8>>>, Cus
 
 /// The peer's side: verifies the joiner's `document` (anchor, freshness at
 /// `now`, not debug unless `allow_debug`, PCRs as `allowed`) and its join
-/// binding for this deployment, then seals `root` to the document's key.
+/// binding for this deployment, then seals `root` and this peer's `epoch`
+/// (its global index root's) to the document's key.
+#[allow(clippy::too_many_arguments)]
 pub fn release(
     root: &Key256,
     record: &BootRecord,
@@ -112,6 +117,7 @@ pub fn release(
     allowed: &BTreeMap<u8, Vec<Vec<u8>>>,
     allow_debug: bool,
     now: time::OffsetDateTime,
+    epoch: u64,
 ) -> Result<JoinPackage, CustodyError> {
     if allowed.get(&0).is_none_or(Vec::is_empty) {
         return Err(CustodyError::Join(
@@ -157,7 +163,7 @@ pub fn release(
     }
     // Never release a root the boot record does not commit to.
     record.commitment.verify(root)?;
-    let package = JoinPackage::seal(&record.deployment_id, root.expose(), &public_key)?;
+    let package = JoinPackage::seal(&record.deployment_id, root.expose(), epoch, &public_key)?;
     tracing::info!(
         deployment = %deployment_hex(&record.deployment_id),
         module = %verified.module_id(),

@@ -79,6 +79,7 @@ impl Cluster {
             &allowed,
             false,
             time::OffsetDateTime::now_utc(),
+            5,
         )?;
         Ok(package.to_bytes()?)
     }
@@ -91,8 +92,9 @@ fn a_node_of_the_same_image_joins_and_gets_the_committed_root() {
     let session = JoinSession::start(cluster.record());
     let document = session.document(&joiner).expect("document");
     let package = cluster.release_by(&peer, &document).expect("released");
-    let root = session.finish(&package, cluster.record()).expect("joined");
+    let (root, epoch) = session.finish(&package, cluster.record()).expect("joined");
     assert!(root == cluster.outcome.root);
+    assert_eq!(epoch, 5, "the peer's epoch travels with the root");
 }
 
 #[test]
