@@ -122,8 +122,7 @@ impl Sandbox {
             &self.creds,
             &self.operator,
             &log_path,
-            &extra,
-            &self.extra_env,
+            (&extra, &self.extra_env),
             offset_seconds,
             until,
         )
@@ -223,8 +222,7 @@ impl Keyward {
         creds: &Creds,
         operator: &Creds,
         log_path: &Path,
-        extra_args: &[String],
-        extra_env: &[(String, String)],
+        (extra_args, extra_env): (&[String], &[(String, String)]),
         clock_offset: i64,
         until: Until,
     ) -> Keyward {
