@@ -41,6 +41,9 @@ pub struct DevOptions {
     /// The dev custodian's directory (`None`: `<data_dir>/dev-custodian`;
     /// [`crate::dev_custody`]).
     pub dev_custodian_dir: Option<PathBuf>,
+    /// `--accept-store-rollback`: unseal even if the store is older than
+    /// the dev custodian's checkpoint (audited by the enclave).
+    pub accept_store_rollback: bool,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -79,7 +82,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         &data_dir,
         &options.mock_pcrs,
         options.mock_clock_offset,
+        options.accept_store_rollback,
     )?;
+    let custodian = std::sync::Arc::new(custodian);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Counts enclave process starts: each new one starts sealed.
@@ -149,9 +154,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     starts.borrow_and_update();
     let ceremony = async {
         let ready = custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await?;
+        if let Outcome::StaleStore(_) = &ready.outcome {
+            return Ok((ready.outcome, None));
+        }
         persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
             .await
-            .map(|status| (ready.outcome, status))
+            .map(|status| (ready.outcome, Some(status)))
     };
     let (outcome, status) = tokio::select! {
         result = ceremony => match result {
@@ -168,6 +176,22 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let Some(status) = status else {
+        // The store is older than the dev custodian's checkpoint: stay
+        // sealed (503, `/healthz` sealed) until stopped.
+        if let Outcome::StaleStore(message) = &outcome {
+            tracing::error!(reason = %message, "the enclave stays sealed");
+            println!(
+                "Keyward stays SEALED: {message}\nRestore the latest store, or start with --accept-store-rollback \
+                 to accept this older state (audited)."
+            );
+        }
+        keyward_proxy::stop_signal().await;
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        let _ = supervisor.await;
+        return Ok(());
+    };
     tracing::warn!("{}", custodian.warning());
     // The enclave CA certificate, what clients trust (`--ca-bundle`).
     let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
@@ -178,15 +202,23 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         custodian.warning(),
         match outcome {
             Outcome::Genesis => "a new deployment was created",
-            Outcome::Unsealed | Outcome::AlreadyReady => "unsealed with it",
+            Outcome::Unsealed | Outcome::AlreadyReady | Outcome::StaleStore(_) => "unsealed with it",
         }
     );
+    // The dev custodian's checkpoint: at once, then every second.
+    let recorder = checkpoint_recorder(
+        std::sync::Arc::clone(&custodian),
+        &endpoint,
+        &status.ca_certificate_pem,
+        custodian.accepts_store_rollback() && outcome == Outcome::Unsealed,
+    )?;
     println!("Keyward is ready at {}", endpoint_url(address, &options));
 
     // A crashed enclave is restarted sealed: unseal it again.
     let keeper = {
         let link = std::sync::Arc::clone(&link);
         let mut stop = stop_rx.clone();
+        let custodian = std::sync::Arc::clone(&custodian);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -195,6 +227,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 }
                 starts.borrow_and_update();
                 match custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await {
+                    Ok(ready) if matches!(ready.outcome, Outcome::StaleStore(_)) => {
+                        tracing::error!(outcome = ?ready.outcome, "the restarted enclave stays sealed")
+                    }
                     Ok(_) => tracing::info!("the restarted enclave was unsealed by the dev custodian"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "the restarted enclave stays sealed"),
                 }
@@ -204,6 +239,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
+    // A last checkpoint before the enclave stops: the writes of this run.
+    recorder.stop().await;
     let _ = stop_tx.send(true);
     let served = server.await;
     let _ = supervisor.await;
@@ -212,6 +249,68 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         Ok(result) => result.map_err(Into::into),
         Err(e) => Err(anyhow::anyhow!("proxy task failed: {e}")),
     }
+}
+
+/// How often a running `keyward dev` records the dev custodian's checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The task recording the dev custodian's checkpoint.
+struct Recorder {
+    task: tokio::task::JoinHandle<()>,
+    custodian: std::sync::Arc<DevCustodian>,
+    client: keyward_sdk::Client,
+}
+
+impl Recorder {
+    /// Stops the periodic task and records once more (graceful stop).
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        match tokio::time::timeout(STOP_GRACE, self.custodian.record_checkpoint(&self.client, false)).await {
+            Ok(Ok(_)) => tracing::info!("dev custodian: checkpoint recorded before stopping"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "dev custodian: no checkpoint recorded before stopping"),
+            Err(_) => tracing::warn!("dev custodian: no checkpoint recorded before stopping (timed out)"),
+        }
+    }
+}
+
+/// Records the Ready enclave's signed checkpoint in the dev custodian's
+/// directory at once and every [`CHECKPOINT_EVERY`] (issue 19 item 3);
+/// `allow_older` for the first record after an accepted rollback.
+fn checkpoint_recorder(
+    custodian: std::sync::Arc<DevCustodian>,
+    endpoint: &str,
+    ca_pem: &str,
+    allow_older: bool,
+) -> anyhow::Result<Recorder> {
+    let client = keyward_sdk::Client::unauthenticated(endpoint)
+        .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(ca_pem.as_bytes().to_vec())))
+        .map(|c| c.with_timeout(Duration::from_secs(10)))
+        .map_err(|e| anyhow::anyhow!("a client for {endpoint}: {e}"))?;
+    let task = {
+        let custodian = std::sync::Arc::clone(&custodian);
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut allow_older = allow_older;
+            let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+            loop {
+                ticks.tick().await;
+                match custodian.record_checkpoint(&client, allow_older).await {
+                    Ok(_) => allow_older = false,
+                    Err(e @ keyward_sdk::custody::CustodyError::OlderCheckpoint(_)) => {
+                        tracing::error!(error = %e, "dev custodian: the service's store went back")
+                    }
+                    // Sealed (a restarting enclave) or unreachable: next tick.
+                    Err(e) => tracing::debug!(error = %e, "dev custodian: no checkpoint this time"),
+                }
+            }
+        })
+    };
+    Ok(Recorder {
+        task,
+        custodian,
+        client,
+    })
 }
 
 /// Writes the enclave CA certificate to `<data-dir>/tls/ca.pem`.

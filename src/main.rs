@@ -69,6 +69,11 @@ enum Command {
         /// directory. Development only: whoever reads it can unseal.
         #[arg(long, value_name = "DIR")]
         dev_custodian_dir: Option<PathBuf>,
+        /// Unseal even if the store is older than the dev custodian's
+        /// checkpoint (a rollback of the data dir): audited by the enclave.
+        /// Without it such a store stays sealed (docs/custody.md).
+        #[arg(long)]
+        accept_store_rollback: bool,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
@@ -106,6 +111,7 @@ fn main() -> std::process::ExitCode {
             memory_budget,
             mock_pcrs,
             dev_custodian_dir,
+            accept_store_rollback,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             admin_listen,
@@ -119,6 +125,7 @@ fn main() -> std::process::ExitCode {
             memory_budget,
             mock_pcrs,
             dev_custodian_dir,
+            accept_store_rollback,
         })),
         Command::Proxy(args) => match args.validate() {
             Ok(config) => runtime.block_on(keyward_proxy::run(config)).map_err(Into::into),

@@ -63,6 +63,10 @@ pub struct Enclave {
     pub outbound: Arc<crate::outbound::Outbound>,
     /// Whether the `--custody kms` unseal task was started.
     key_service_unseal: std::sync::atomic::AtomicBool,
+    /// Unseals refused because the store was older than the custodians'
+    /// checkpoint, (rollback, omission): counted here, since the keyring
+    /// of a refused unseal is dropped (`keyward_freshness_violations_total`).
+    stale_unseals: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -79,6 +83,9 @@ pub enum AuditFailure {
     #[error("{0}")]
     Failed(String),
 }
+
+/// How the audit record of an accepted store rollback begins (its reason).
+pub const ACCEPTED_ROLLBACK: &str = "a custodian accepted a store older than its checkpoint (--accept-store-rollback)";
 
 /// Records appended per store batch at most.
 const AUDIT_BATCH: usize = 512;
@@ -130,6 +137,7 @@ impl Enclave {
             record_cache: Default::default(),
             outbound: Default::default(),
             key_service_unseal: Default::default(),
+            stale_unseals: Default::default(),
         }
     }
 
@@ -421,19 +429,28 @@ impl Enclave {
         let Some(state) = custody.as_mut() else {
             return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
         };
-        match bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await? {
+        let unsealed = bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await;
+        if let Err(bootstrap::BootError::Custody(crate::custody::CustodyError::StaleStore { omission, .. })) = &unsealed
+        {
+            self.stale_unseals[usize::from(*omission)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        match unsealed? {
             bootstrap::Unsealed::NeedMore { received, threshold } => Ok(bootstrap::UnsealAnswer {
                 received,
                 threshold,
                 ready: false,
             }),
-            bootstrap::Unsealed::Ready(keyring) => {
+            bootstrap::Unsealed::Ready(keyring, accepted) => {
                 let threshold = state
                     .record
                     .as_ref()
                     .and_then(|record| record.shamir().ok())
                     .map_or(0, |(threshold, _)| usize::from(threshold));
+                drop(custody);
                 self.become_ready(*keyring);
+                if let Some(lags) = accepted {
+                    self.audit_accepted_rollback(&lags).await;
+                }
                 Ok(bootstrap::UnsealAnswer {
                     received: threshold,
                     threshold,
@@ -441,6 +458,65 @@ impl Enclave {
                 })
             }
         }
+    }
+
+    /// Appends to the operator's chain that a custodian accepted a store
+    /// older than its checkpoint (`--accept-store-rollback`): which scopes,
+    /// served vs seen epochs. A failure to append is logged (the enclave is
+    /// Ready already; the log line says what was accepted).
+    async fn audit_accepted_rollback(&self, lags: &str) {
+        let entry = AuditEntry {
+            time: (self.clock.now().unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            chain: crate::audit::record::OPERATOR_CHAIN.to_owned(),
+            role: "Custodian".to_owned(),
+            operation: keyward_wire::Operation::Unseal.target().to_owned(),
+            decision: crate::audit::record::ALLOW,
+            reason: format!("{ACCEPTED_ROLLBACK}: {lags}"),
+            ..Default::default()
+        };
+        if let Err(e) = self.audit(entry).await {
+            tracing::error!(error = %e, lags, "the audit record of an accepted store rollback was not written");
+        }
+    }
+
+    /// `Keyward.GetCheckpoint`: the store's index epochs now (the global
+    /// root's and every tenant scope's), signed with the audit key over
+    /// `keyward_custody::checkpoint::signed_message`. Ready only.
+    pub async fn signed_checkpoint(
+        &self,
+        transport: &dyn StoreTransport,
+    ) -> Result<keyward_custody::checkpoint::SignedCheckpoint, bootstrap::BootError> {
+        use p256::ecdsa::signature::Signer as _;
+        let Some(keyring) = self.keyring.get() else {
+            return Err(bootstrap::BootError::NotNow(
+                "the service is sealed: only a Ready enclave states a checkpoint".into(),
+            ));
+        };
+        let deployment = {
+            let custody = self.custody(transport).await?;
+            custody
+                .as_ref()
+                .and_then(|c| c.record.as_ref())
+                .map(|r| r.deployment_id)
+        };
+        let Some(deployment) = deployment else {
+            return Err(bootstrap::BootError::NotNow(
+                "this enclave has no custody boot record: there is no deployment to state a checkpoint of".into(),
+            ));
+        };
+        let checkpoint = keyring.records(transport).checkpoint(deployment).await?;
+        let bytes = checkpoint
+            .to_bytes()
+            .map_err(|e| bootstrap::BootError::Custody(e.into()))?;
+        let signature: p256::ecdsa::Signature = keyring
+            .hierarchy
+            .audit_signing_key()
+            .sign(&keyward_custody::checkpoint::signed_message(&bytes));
+        Ok(keyward_custody::checkpoint::SignedCheckpoint::new(
+            bytes,
+            signature.to_der().as_bytes().to_vec(),
+        ))
     }
 
     /// An attestation document binding the current unseal session
@@ -699,6 +775,9 @@ impl Enclave {
                 if let Some(keyring) = self.keyring.get() {
                     metrics.freshness_violations = keyring.index.violation_counts();
                 }
+                let stale = |i: usize| self.stale_unseals[i].load(std::sync::atomic::Ordering::Relaxed);
+                metrics.freshness_violations.rollback += stale(0);
+                metrics.freshness_violations.omission += stale(1);
                 metrics
             },
             health: self.health().to_owned(),

@@ -66,7 +66,7 @@ operations! {
         PutKeyPolicyModule, GetKeyPolicyModule, DeleteKeyPolicyModule,
         PutTenantPolicyModule, DeleteTenantPolicyModule, TestPolicy,
         GetTlsCertificateRequest, ImportTlsCertificate,
-        InitCustody, GetUnsealDocument, Unseal, ExportBackup, JoinCluster,
+        InitCustody, GetUnsealDocument, Unseal, ExportBackup, JoinCluster, GetCheckpoint,
     ],
 }
 
@@ -97,11 +97,16 @@ impl Operation {
 
     /// A custody operation (genesis and unseal, docs/custody.md): answered
     /// while the enclave is sealed, and unauthenticated (their inputs
-    /// authenticate themselves).
+    /// authenticate themselves; `GetCheckpoint`'s answer is signed by the
+    /// root commitment, and states only what the host already sees).
     pub fn is_custody(self) -> bool {
         matches!(
             self,
-            Operation::InitCustody | Operation::GetUnsealDocument | Operation::Unseal | Operation::JoinCluster
+            Operation::InitCustody
+                | Operation::GetUnsealDocument
+                | Operation::Unseal
+                | Operation::JoinCluster
+                | Operation::GetCheckpoint
         )
     }
 
