@@ -21,6 +21,7 @@ mod custody_join;
 mod custody_kms;
 mod deletion_clock;
 mod freshness;
+mod freshness_restart;
 mod hmac;
 mod lifecycle;
 mod module_cache;
