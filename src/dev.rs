@@ -181,9 +181,11 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         // sealed (503, `/healthz` sealed) until stopped.
         if let Outcome::StaleStore(message) = &outcome {
             tracing::error!(reason = %message, "the enclave stays sealed");
+            println!("  admin              http://{admin} (/healthz, /metrics)");
             println!(
-                "Keyward stays SEALED: {message}\nRestore the latest store, or start with --accept-store-rollback \
-                 to accept this older state (audited)."
+                "Keyward stays SEALED at {}: {message}\nRestore the latest store, or start with \
+                 --accept-store-rollback to accept this older state (audited).",
+                endpoint_url(address, &options)
             );
         }
         keyward_proxy::stop_signal().await;

@@ -126,7 +126,10 @@ impl Service {
         custodian: &Custodian,
         freshness: &keyward_custody::unseal::Freshness,
     ) -> Result<Vec<u8>, String> {
-        let share = custodian.key.open_share(&custodian.package).map_err(|e| e.to_string())?;
+        let share = custodian
+            .key
+            .open_share(&custodian.package)
+            .map_err(|e| e.to_string())?;
         self.unseal_message_with(&share, freshness).await
     }
 

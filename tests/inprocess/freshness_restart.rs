@@ -66,7 +66,9 @@ async fn a_store_older_in_the_global_scope_stays_sealed_and_the_override_is_audi
     let before = checkpoint(&kw).await;
     let copy = Arc::new(kw.store().snapshot());
     // A global-scope write: a new credential of the dev tenant.
-    let created = kw.signed_call("Keyward.CreateAccessKey", br#"{"Role": "KeyUser"}"#).await;
+    let created = kw
+        .signed_call("Keyward.CreateAccessKey", br#"{"Role": "KeyUser"}"#)
+        .await;
     assert_eq!(created.status, 200, "{}", String::from_utf8_lossy(&created.body));
     let seen = checkpoint(&kw).await;
     assert!(seen.global > before.global, "{seen:?} after {before:?}");
@@ -76,7 +78,10 @@ async fn a_store_older_in_the_global_scope_stays_sealed_and_the_override_is_audi
     let kw = kw.restart_sealed_on(copy).await;
     let (rollbacks, _) = violations(&kw);
     let r = unseal_stating(&kw, &seen, false).await;
-    let lag = format!("global scope epoch served {}, custodian saw {}", before.global, seen.global);
+    let lag = format!(
+        "global scope epoch served {}, custodian saw {}",
+        before.global, seen.global
+    );
     assert_stale("unseal over an older store", &r, &lag);
     assert!(!kw.enclave().is_ready());
     assert_eq!(kw.enclave().status().health, "sealed");

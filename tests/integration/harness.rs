@@ -37,6 +37,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READY_MARKER: &str = "Keyward is ready at ";
+/// What `keyward dev` prints instead when its store is older than the dev
+/// custodian's checkpoint (issue 19 item 3): it stays sealed.
+const SEALED_MARKER: &str = "Keyward stays SEALED at ";
 const ADMIN_MARKER: &str = "  admin              http://";
 const ENCLAVE_MARKER: &str = "enclave process started: pid ";
 
@@ -91,6 +94,20 @@ impl Sandbox {
     /// `offset_seconds` (`--mock-clock-offset`). The returned service's
     /// clients sign with the same shifted time.
     pub async fn start_with_clock_offset(&mut self, offset_seconds: i64) -> Keyward {
+        let kw = self.start_any(offset_seconds).await;
+        assert!(!kw.sealed, "keyward dev stayed sealed: {:?}", kw.stdout_seen);
+        kw
+    }
+
+    /// Starts `keyward dev` and waits until it says it is ready or that it
+    /// stays sealed (a store older than its custodian's checkpoint):
+    /// [`Keyward::sealed`] tells which. While sealed, `ca_pem` is the
+    /// in-memory CA of the sealed enclave (the admin `/ca.pem`).
+    pub async fn start_maybe_sealed(&mut self) -> Keyward {
+        self.start_any(0).await
+    }
+
+    async fn start_any(&mut self, offset_seconds: i64) -> Keyward {
         self.starts += 1;
         let log_path = self.dir.path().join(format!("keyward-{}.stderr.log", self.starts));
         let mut extra = if offset_seconds == 0 {
@@ -155,6 +172,8 @@ pub struct Keyward {
     pub clock_offset: i64,
     /// The pid from the most recent "enclave process started" line.
     pub enclave_pid: u32,
+    /// It said it stays sealed instead of ready (`SEALED_MARKER`).
+    pub sealed: bool,
     lines: mpsc::UnboundedReceiver<String>,
     /// Lines read but not yet consumed by a `wait_*`/`drain_*` call.
     pending: VecDeque<String>,
@@ -178,6 +197,12 @@ fn parse_ready_url(line: &str) -> Option<String> {
     let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
     let url = rest.split_whitespace().next()?;
     Some(url.trim_end_matches('/').to_string())
+}
+
+fn parse_sealed_url(line: &str) -> Option<String> {
+    let rest = &line[line.find(SEALED_MARKER)? + SEALED_MARKER.len()..];
+    let url = rest.split_whitespace().next()?;
+    Some(url.trim_end_matches(':').trim_end_matches('/').to_string())
 }
 
 impl Keyward {
@@ -231,6 +256,7 @@ impl Keyward {
             operator: operator.clone(),
             clock_offset,
             enclave_pid: 0,
+            sealed: false,
             lines: rx,
             pending: VecDeque::new(),
             stdout_seen: Vec::new(),
@@ -246,6 +272,9 @@ impl Keyward {
             let line = kw.next_line_until(deadline, "the ready and enclave pid lines").await;
             if let Some(u) = parse_ready_url(&line) {
                 url = Some(u);
+            } else if let Some(u) = parse_sealed_url(&line) {
+                url = Some(u);
+                kw.sealed = true;
             } else if let Some(p) = parse_enclave_pid(&line) {
                 enclave_pid = Some(p);
             } else if let Some(a) = parse_admin_addr(&line) {
@@ -258,8 +287,14 @@ impl Keyward {
             .unwrap_or_else(|| panic!("ready url is not https://: {url}"))
             .to_string();
         kw.admin_addr = admin.expect("the admin line precedes the ready line");
-        let ca_path = data_dir.join("tls").join("ca.pem");
-        kw.ca_pem = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()));
+        if kw.sealed {
+            let ca = kw.admin_get("/ca.pem").await;
+            assert_eq!(ca.status, 200, "the sealed enclave's CA (/ca.pem)");
+            kw.ca_pem = String::from_utf8_lossy(&ca.body).into_owned();
+        } else {
+            let ca_path = data_dir.join("tls").join("ca.pem");
+            kw.ca_pem = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()));
+        }
         assert!(
             kw.addr.starts_with("127.0.0.1:"),
             "listening on {} instead of 127.0.0.1",
