@@ -187,7 +187,10 @@ async fn a_backup_restored_into_a_new_data_dir_serves_every_key_alias_credential
     // backup's own audit records came after it): a restore is a rollback,
     // refused until the custodian accepts it (issue 19 item 3).
     let kw = target.start_maybe_sealed().await;
-    assert!(kw.sealed, "a restored (older) store came up without --accept-store-rollback");
+    assert!(
+        kw.sealed,
+        "a restored (older) store came up without --accept-store-rollback"
+    );
     drop(kw);
     target.extra_args.push("--accept-store-rollback".into());
     let kw = target.start().await;

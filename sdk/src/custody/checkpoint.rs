@@ -112,3 +112,86 @@ pub async fn fetch_and_record_checkpoint(
     let signed = client.get_checkpoint().await?;
     record_checkpoint(path, package, &signed, accept_store_rollback)
 }
+
+#[cfg(test)]
+mod tests {
+    use keyward_custody::checkpoint::signed_message;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::ecdsa::{Signature, SigningKey};
+    use p256::pkcs8::EncodePublicKey as _;
+
+    use super::*;
+    use crate::custody::CustodyKey;
+
+    const DEPLOYMENT: [u8; 16] = [5; 16];
+
+    fn key() -> SigningKey {
+        SigningKey::from_slice(&[9; 32]).expect("a key")
+    }
+
+    fn package(commitment: &SigningKey) -> SharePackage {
+        SharePackage {
+            format: 1,
+            deployment_id: DEPLOYMENT,
+            custodian_index: 1,
+            threshold: 1,
+            custodians: 1,
+            custodian_key: CustodyKey::generate().public_key(),
+            root_commitment: commitment.verifying_key().to_public_key_der().expect("spki").into_vec(),
+            enc: [0; 32],
+            ciphertext: Vec::new(),
+        }
+    }
+
+    fn signed(by: &SigningKey, global: u64, tenant: u64) -> SignedCheckpoint {
+        let checkpoint = Checkpoint::new(DEPLOYMENT, global, [("111122223333".to_owned(), tenant)].into());
+        let bytes = checkpoint.to_bytes().expect("encodes");
+        let signature: Signature = by.sign(&signed_message(&bytes));
+        SignedCheckpoint::new(bytes, signature.to_der().as_bytes().to_vec())
+    }
+
+    #[test]
+    fn only_newer_checkpoints_replace_the_kept_one_unless_a_rollback_was_accepted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state");
+        let package = package(&key());
+        assert_eq!(read_checkpoint(&path, &package).expect("no file yet"), None);
+
+        let first = record_checkpoint(&path, &package, &signed(&key(), 5, 3), false).expect("first");
+        assert!(matches!(first, Recorded::First(_)));
+        let newer = record_checkpoint(&path, &package, &signed(&key(), 6, 3), false).expect("newer");
+        assert!(matches!(newer, Recorded::Newer(_)));
+        // Newer globally but older in the tenant's scope: refused, kept as is.
+        let older = record_checkpoint(&path, &package, &signed(&key(), 7, 2), false);
+        let Err(CustodyError::OlderCheckpoint(lags)) = older else {
+            panic!("an older tenant scope was recorded: {older:?}");
+        };
+        assert!(
+            lags.contains("tenant scope 111122223333 epoch served 2, custodian saw 3"),
+            "{lags}"
+        );
+        let kept = read_checkpoint(&path, &package).expect("reads").expect("kept");
+        assert_eq!((kept.global, kept.epoch("111122223333")), (6, 3));
+        // After an accepted rollback, the older one is kept instead.
+        let accepted = record_checkpoint(&path, &package, &signed(&key(), 4, 1), true).expect("accepted");
+        assert!(matches!(accepted, Recorded::RolledBack { .. }));
+        assert_eq!(
+            read_checkpoint(&path, &package).expect("reads").expect("kept").global,
+            4
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_not_signed_by_the_commitment_is_refused_and_the_kept_file_is_verified_when_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state");
+        let package = package(&key());
+        let other = SigningKey::from_slice(&[8; 32]).expect("a key");
+        let forged = record_checkpoint(&path, &package, &signed(&other, 9, 9), false);
+        assert!(matches!(forged, Err(CustodyError::Checkpoint(_))), "{forged:?}");
+        assert!(!path.exists(), "nothing was written");
+        record_checkpoint(&path, &package, &signed(&key(), 1, 1), false).expect("records");
+        // The state file is checked again when read: one of another key is refused.
+        assert!(read_checkpoint(&path, &super::tests::package(&other)).is_err());
+    }
+}

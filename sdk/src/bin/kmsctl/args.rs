@@ -411,8 +411,41 @@ mod tests {
             "1=bb",
         ])?;
         assert!(
-            matches!(cli.command, Command::Unseal { ref expected_pcrs, attestation_root: None, .. } if expected_pcrs.len() == 2)
+            matches!(cli.command, Command::Unseal { ref expected_pcrs, attestation_root: None, state: None, accept_store_rollback: false, .. } if expected_pcrs.len() == 2)
         );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "unseal",
+            "--share",
+            "s",
+            "--key",
+            "k",
+            "--expected-pcr",
+            "0=aa",
+            "--state",
+            "alice.checkpoint",
+            "--accept-store-rollback",
+        ])?;
+        assert!(
+            matches!(cli.command, Command::Unseal { state: Some(ref state), accept_store_rollback: true, .. } if state.as_os_str() == "alice.checkpoint")
+        );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "custodian",
+            "checkpoint",
+            "--share",
+            "s",
+            "--state",
+            "alice.checkpoint",
+        ])?;
+        assert!(matches!(
+            cli.command,
+            Command::Custodian(CustodianCommand::Checkpoint {
+                accept_store_rollback: false,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["kmsctl", "custodian", "checkpoint", "--share", "s"]).is_err());
         let cli = Cli::try_parse_from(["kmsctl", "operator", "credential", "--package", "p", "--key", "k"])?;
         assert!(matches!(
             cli.command,
