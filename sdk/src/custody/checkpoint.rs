@@ -93,8 +93,13 @@ pub fn record_checkpoint(
         }
     };
     let pem = armor(CHECKPOINT_LABEL, &signed.to_bytes()?)?;
+    // Unique per writer: two `keyward dev` nodes sharing a custodian
+    // directory never write into each other's partial file.
     let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    partial.push(format!(".partial.{}.{nanos}", std::process::id()));
     let partial = std::path::PathBuf::from(partial);
     std::fs::write(&partial, pem).map_err(|source| io(&partial, source))?;
     std::fs::rename(&partial, path).map_err(|source| io(path, source))?;
