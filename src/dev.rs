@@ -212,7 +212,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         std::sync::Arc::clone(&custodian),
         &endpoint,
         &status.ca_certificate_pem,
-        custodian.accepts_store_rollback() && outcome == Outcome::Unsealed,
+        options.accept_store_rollback && outcome == Outcome::Unsealed,
     )?;
     println!("Keyward is ready at {}", endpoint_url(address, &options));
 

@@ -89,8 +89,10 @@ pub struct DevCustodian {
     /// dated by it.
     clock_offset: i64,
     /// `--accept-store-rollback`: unseal even a store older than the
-    /// checkpoint (the enclave audits it).
-    accept_store_rollback: bool,
+    /// checkpoint (the enclave audits it). For the first unseal of the run
+    /// only: a restart of a crashed enclave later in the run never accepts
+    /// a rollback.
+    accept_store_rollback: std::sync::atomic::AtomicBool,
 }
 
 impl DevCustodian {
@@ -114,7 +116,7 @@ impl DevCustodian {
             attestation_root: data_dir.join("mock-attestation").join("root.crt.pem"),
             expected_pcrs,
             clock_offset,
-            accept_store_rollback,
+            accept_store_rollback: std::sync::atomic::AtomicBool::new(accept_store_rollback),
         })
     }
 
@@ -138,11 +140,6 @@ impl DevCustodian {
         fetch_and_record_checkpoint(client, &package, &self.dir.join(CHECKPOINT_FILE), allow_older)
             .await
             .map(Some)
-    }
-
-    /// Whether this run accepts a store older than the checkpoint.
-    pub fn accepts_store_rollback(&self) -> bool {
-        self.accept_store_rollback
     }
 
     /// Makes a freshly started (sealed) enclave Ready: genesis when this
@@ -252,7 +249,7 @@ impl DevCustodian {
         let checkpoint = read_checkpoint(&self.dir.join(CHECKPOINT_FILE), &package).map_err(|e| fatal(e.into()))?;
         let freshness = Freshness {
             checkpoint,
-            accept_store_rollback: self.accept_store_rollback,
+            accept_store_rollback: self.accept_store_rollback.load(std::sync::atomic::Ordering::Acquire),
         };
         let unsealed = unseal_with_share_fresh_at(
             client,
@@ -289,6 +286,8 @@ impl DevCustodian {
                 progress.threshold
             )));
         }
+        self.accept_store_rollback
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(Outcome::Unsealed)
     }
 
