@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 seconds="${KEYWARD_FUZZ_SECONDS:-30}"
 cargo build --manifest-path fuzz/Cargo.toml --target-dir "$target_dir" --bins --locked
-for t in frame attestation_parse attestation_verify api policy_context; do
+for t in frame attestation_parse attestation_verify api custody_formats policy_context; do
   inputs=()
   case "$t" in
     policy_context) inputs+=(policies/contexts) ;;

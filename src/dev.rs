@@ -45,6 +45,9 @@ pub struct DevOptions {
     /// `--custody kms …`: the root is kept by a key service instead of the
     /// dev custodian ([`crate::dev_kms`]).
     pub custody: keyward_enclave::config::CustodyArgs,
+    /// `--accept-store-rollback`: unseal even if the store is older than
+    /// the dev custodian's checkpoint (audited by the enclave).
+    pub accept_store_rollback: bool,
 }
 
 /// The bootstrap tenant's credential and where it came from.
@@ -90,12 +93,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             anyhow::bail!("--dev-custodian-dir is for the dev custodian; --custody kms keeps the root elsewhere")
         }
         Some(kms) => Custody::KeyService(crate::dev_kms::KeyServiceCustody::new(kms)),
-        None => Custody::Dev(DevCustodian::new(
+        None => Custody::Dev(std::sync::Arc::new(DevCustodian::new(
             options.dev_custodian_dir.clone(),
             &data_dir,
             &options.mock_pcrs,
             options.mock_clock_offset,
-        )?),
+            options.accept_store_rollback,
+        )?)),
     };
     let mut outbound = crate::dev_kms::outbound_targets(kms.as_ref())?;
     drop(kms);
@@ -195,9 +199,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 crate::dev_cluster::wait_joined(&link).await
             }
         };
+        if let Outcome::StaleStore(_) = &ready.outcome {
+            return Ok((ready.outcome, None));
+        }
         persistent_status(&link, &endpoint, ready.sealed_ca_pem.as_deref(), READY_TIMEOUT)
             .await
-            .map(|status| (ready.outcome, status))
+            .map(|status| (ready.outcome, Some(status)))
     };
     let (outcome, status) = tokio::select! {
         result = ceremony => match result {
@@ -214,6 +221,24 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let Some(status) = status else {
+        // The store is older than the dev custodian's checkpoint: stay
+        // sealed (503, `/healthz` sealed) until stopped.
+        if let Outcome::StaleStore(message) = &outcome {
+            tracing::error!(reason = %message, "the enclave stays sealed");
+            println!("  admin              http://{admin} (/healthz, /metrics)");
+            println!(
+                "Keyward stays SEALED at {}: {message}\nRestore the latest store, or start with \
+                 --accept-store-rollback to accept this older state (audited).",
+                endpoint_url(address, &options)
+            );
+        }
+        keyward_proxy::stop_signal().await;
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        let _ = supervisor.await;
+        return Ok(());
+    };
     if outcome != Outcome::Joined {
         custodian.log_notice();
     }
@@ -221,17 +246,30 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let ca_path = write_ca(&data_dir, &status.ca_certificate_pem)?;
     print_banner(address, admin, &ca_path, &status, &options, &credential, &operator);
     println!();
-    match outcome {
+    match &outcome {
         Outcome::Joined => println!(
             "dev cluster: joined the cluster from a Ready peer (cluster join by attestation; no dev custodian here)"
         ),
         Outcome::Genesis => println!("{} (a new deployment was created)", custodian.notice()),
-        Outcome::Unsealed | Outcome::AlreadyReady => println!("{} (unsealed with it)", custodian.notice()),
+        Outcome::Unsealed | Outcome::AlreadyReady | Outcome::StaleStore(_) => {
+            println!("{} (unsealed with it)", custodian.notice())
+        }
     }
     // Registered for nodes that join later (a hint; see `dev_cluster`).
     if let Err(e) = registry.register(&endpoint, &status.ca_certificate_pem).await {
         tracing::warn!(error = %format!("{e:#}"), "dev cluster: could not register this node in the store");
     }
+    // The dev custodian's checkpoint: at once, then every second (a node
+    // that joined, or whose root a key service keeps, has none).
+    let recorder = match &custodian {
+        Custody::Dev(dev) if outcome != Outcome::Joined => Some(checkpoint_recorder(
+            std::sync::Arc::clone(dev),
+            &endpoint,
+            &status.ca_certificate_pem,
+            options.accept_store_rollback && outcome == Outcome::Unsealed,
+        )?),
+        _ => None,
+    };
     println!("Keyward is ready at {}", endpoint_url(address, &options));
 
     // A crashed enclave is restarted sealed: unseal it again.
@@ -251,6 +289,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                     continue;
                 }
                 match custodian.make_ready(&link, &endpoint, READY_TIMEOUT).await {
+                    Ok(ready) if matches!(ready.outcome, Outcome::StaleStore(_)) => {
+                        tracing::error!(outcome = ?ready.outcome, "the restarted enclave stays sealed")
+                    }
                     Ok(_) => tracing::info!("the restarted enclave was Ready again (unsealed by its custody)"),
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "the restarted enclave stays sealed"),
                 }
@@ -261,6 +302,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     keyward_proxy::stop_signal().await;
     tracing::info!("stopping");
     registry.deregister(&endpoint).await;
+    // A last checkpoint before the enclave stops: the writes of this run.
+    if let Some(recorder) = recorder {
+        recorder.stop().await;
+    }
     let _ = stop_tx.send(true);
     let served = server.await;
     let _ = supervisor.await;
@@ -269,6 +314,68 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         Ok(result) => result.map_err(Into::into),
         Err(e) => Err(anyhow::anyhow!("proxy task failed: {e}")),
     }
+}
+
+/// How often a running `keyward dev` records the dev custodian's checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The task recording the dev custodian's checkpoint.
+struct Recorder {
+    task: tokio::task::JoinHandle<()>,
+    custodian: std::sync::Arc<DevCustodian>,
+    client: keyward_sdk::Client,
+}
+
+impl Recorder {
+    /// Stops the periodic task and records once more (graceful stop).
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        match tokio::time::timeout(STOP_GRACE, self.custodian.record_checkpoint(&self.client, false)).await {
+            Ok(Ok(_)) => tracing::info!("dev custodian: checkpoint recorded before stopping"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "dev custodian: no checkpoint recorded before stopping"),
+            Err(_) => tracing::warn!("dev custodian: no checkpoint recorded before stopping (timed out)"),
+        }
+    }
+}
+
+/// Records the Ready enclave's signed checkpoint in the dev custodian's
+/// directory at once and every [`CHECKPOINT_EVERY`] (issue 19 item 3);
+/// `allow_older` for the first record after an accepted rollback.
+fn checkpoint_recorder(
+    custodian: std::sync::Arc<DevCustodian>,
+    endpoint: &str,
+    ca_pem: &str,
+    allow_older: bool,
+) -> anyhow::Result<Recorder> {
+    let client = keyward_sdk::Client::unauthenticated(endpoint)
+        .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(ca_pem.as_bytes().to_vec())))
+        .map(|c| c.with_timeout(Duration::from_secs(10)))
+        .map_err(|e| anyhow::anyhow!("a client for {endpoint}: {e}"))?;
+    let task = {
+        let custodian = std::sync::Arc::clone(&custodian);
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut allow_older = allow_older;
+            let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+            loop {
+                ticks.tick().await;
+                match custodian.record_checkpoint(&client, allow_older).await {
+                    Ok(_) => allow_older = false,
+                    Err(e @ keyward_sdk::custody::CustodyError::OlderCheckpoint(_)) => {
+                        tracing::error!(error = %e, "dev custodian: the service's store went back")
+                    }
+                    // Sealed (a restarting enclave) or unreachable: next tick.
+                    Err(e) => tracing::debug!(error = %e, "dev custodian: no checkpoint this time"),
+                }
+            }
+        })
+    };
+    Ok(Recorder {
+        task,
+        custodian,
+        client,
+    })
 }
 
 /// Writes the enclave CA certificate to `<data-dir>/tls/ca.pem`.

@@ -14,6 +14,13 @@
 //!   the expected mock PCRs, then sends the share sealed to the attested
 //!   session key.
 //!
+//! * **Freshness** (issue 19 item 3): the custodian remembers the newest
+//!   signed checkpoint (the store's index epochs) in `<dir>/checkpoint`,
+//!   never in the store. `keyward dev` records one after each genesis and
+//!   unseal, every second while running and on a graceful stop; each unseal
+//!   sends it, and an enclave whose store is older stays sealed
+//!   ([`Outcome::StaleStore`]) unless `--accept-store-rollback` was given.
+//!
 //! `<dir>` is `<data-dir>/dev-custodian` unless `--dev-custodian-dir` says
 //! otherwise. A node of a cluster (same `--store`) without a share of its
 //! own needs none: it joins from a Ready peer (`dev_cluster`); pointing it
@@ -30,8 +37,9 @@ use anyhow::Context as _;
 use keyward_proxy::link::EnclaveLink;
 use keyward_sdk::attestation::TrustAnchor;
 use keyward_sdk::custody::{
-    CustodyError, CustodyKey, InitCustodyRequest, deployment_hex, read_share_package, share_package_pem,
-    unseal_with_share_at, write_new_file, write_public_pem,
+    CustodyError, CustodyKey, Freshness, InitCustodyRequest, Recorded, deployment_hex, fetch_and_record_checkpoint,
+    read_checkpoint, read_share_package, share_package_pem, unseal_with_share_fresh_at, write_new_file,
+    write_public_pem,
 };
 use keyward_sdk::{Client, TlsOptions};
 
@@ -39,6 +47,10 @@ use keyward_sdk::{Client, TlsOptions};
 pub const KEY_FILE: &str = "custodian.key";
 pub const PUBLIC_KEY_FILE: &str = "custodian.pub";
 pub const SHARE_FILE: &str = "custodian.share";
+/// The newest signed checkpoint this custodian saw (`KEYWARD CHECKPOINT` PEM).
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// What the enclave's refusal of an older store says (its 503 message).
+const STALE_STORE: &str = "older than its custodian last saw";
 /// Default directory name under the data dir.
 pub const DEFAULT_DIR: &str = "dev-custodian";
 
@@ -48,7 +60,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// What brought the enclave to Ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A new deployment (1-of-1 genesis).
     Genesis,
@@ -59,6 +71,9 @@ pub enum Outcome {
     /// A Ready peer of the cluster released the root to it (no share
     /// here; `dev_cluster`).
     Joined,
+    /// The enclave refused the share's unseal: its store is older than this
+    /// custodian's checkpoint. It stays sealed; the message says which scope.
+    StaleStore(String),
 }
 
 /// A finished ceremony: what it did, and the CA of the in-memory TLS
@@ -77,6 +92,11 @@ pub struct DevCustodian {
     /// The enclave clock's shift (`--mock-clock-offset`): its documents are
     /// dated by it.
     clock_offset: i64,
+    /// `--accept-store-rollback`: unseal even a store older than the
+    /// checkpoint (the enclave audits it). For the first unseal of the run
+    /// only: a restart of a crashed enclave later in the run never accepts
+    /// a rollback.
+    accept_store_rollback: std::sync::atomic::AtomicBool,
 }
 
 impl DevCustodian {
@@ -87,6 +107,7 @@ impl DevCustodian {
         data_dir: &Path,
         mock_pcrs: &[String],
         clock_offset: i64,
+        accept_store_rollback: bool,
     ) -> anyhow::Result<DevCustodian> {
         let mut expected_pcrs = keyward_enclave::attestation::mock::default_pcrs();
         for arg in mock_pcrs {
@@ -99,6 +120,7 @@ impl DevCustodian {
             attestation_root: data_dir.join("mock-attestation").join("root.crt.pem"),
             expected_pcrs,
             clock_offset,
+            accept_store_rollback: std::sync::atomic::AtomicBool::new(accept_store_rollback),
         })
     }
 
@@ -110,6 +132,24 @@ impl DevCustodian {
     /// cluster join on a store that already holds a deployment).
     pub fn has_share(&self) -> bool {
         self.dir.join(SHARE_FILE).exists()
+    }
+
+    /// Records the Ready enclave's signed checkpoint in `<dir>/checkpoint`
+    /// if it is not older than the one there (`allow_older`: right after an
+    /// unseal that accepted a rollback). `Ok(None)`: no share yet.
+    pub async fn record_checkpoint(
+        &self,
+        client: &Client,
+        allow_older: bool,
+    ) -> Result<Option<Recorded>, CustodyError> {
+        let share = self.dir.join(SHARE_FILE);
+        if !share.exists() {
+            return Ok(None);
+        }
+        let package = read_share_package(&share)?;
+        fetch_and_record_checkpoint(client, &package, &self.dir.join(CHECKPOINT_FILE), allow_older)
+            .await
+            .map(Some)
     }
 
     /// Makes a freshly started (sealed) enclave Ready: genesis when this
@@ -216,18 +256,38 @@ impl DevCustodian {
             .map_err(fatal)?;
         let anchor = TrustAnchor::from_pem(&pem)
             .map_err(|e| fatal(anyhow::anyhow!("{}: {e}", self.attestation_root.display())))?;
-        let progress = unseal_with_share_at(client, &package, &key, &self.expected_pcrs, anchor, self.enclave_now())
-            .await
-            .map_err(|e| match e {
-                CustodyError::Service(keyward_sdk::Error::Transport(_) | keyward_sdk::Error::Timeout(_)) => {
-                    Attempt::Retry(e.into())
-                }
-                other => Attempt::Fatal(anyhow::anyhow!(
-                    "unsealing deployment {} with the dev custodian's share ({}): {other}",
-                    deployment_hex(&package.deployment_id),
-                    self.dir.display()
-                )),
-            })?;
+        let checkpoint = read_checkpoint(&self.dir.join(CHECKPOINT_FILE), &package).map_err(|e| fatal(e.into()))?;
+        let freshness = Freshness {
+            checkpoint,
+            accept_store_rollback: self.accept_store_rollback.load(std::sync::atomic::Ordering::Acquire),
+        };
+        let unsealed = unseal_with_share_fresh_at(
+            client,
+            &package,
+            &key,
+            &self.expected_pcrs,
+            anchor,
+            &freshness,
+            self.enclave_now(),
+        )
+        .await;
+        if let Err(CustodyError::Service(keyward_sdk::Error::Service {
+            message, status: 503, ..
+        })) = &unsealed
+            && message.contains(STALE_STORE)
+        {
+            return Ok(Outcome::StaleStore(message.clone()));
+        }
+        let progress = unsealed.map_err(|e| match e {
+            CustodyError::Service(keyward_sdk::Error::Transport(_) | keyward_sdk::Error::Timeout(_)) => {
+                Attempt::Retry(e.into())
+            }
+            other => Attempt::Fatal(anyhow::anyhow!(
+                "unsealing deployment {} with the dev custodian's share ({}): {other}",
+                deployment_hex(&package.deployment_id),
+                self.dir.display()
+            )),
+        })?;
         if !progress.is_ready() {
             return Err(fatal(anyhow::anyhow!(
                 "the enclave is still sealed after the dev custodian's share ({} of {} shares): \
@@ -236,6 +296,8 @@ impl DevCustodian {
                 progress.threshold
             )));
         }
+        self.accept_store_rollback
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(Outcome::Unsealed)
     }
 
@@ -285,7 +347,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// (Shamir 1-of-1), or the custody key service (`--custody kms`,
 /// [`crate::dev_kms`]).
 pub enum Custody {
-    Dev(DevCustodian),
+    Dev(std::sync::Arc<DevCustodian>),
     KeyService(crate::dev_kms::KeyServiceCustody),
 }
 

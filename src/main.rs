@@ -76,6 +76,11 @@ enum Command {
         // enclave, and the endpoint to the proxy (docs/custody.md).
         #[command(flatten)]
         custody: keyward_enclave::config::CustodyArgs,
+        /// Unseal even if the store is older than the dev custodian's
+        /// checkpoint (a rollback of the data dir): audited by the enclave.
+        /// Without it such a store stays sealed (docs/custody.md).
+        #[arg(long)]
+        accept_store_rollback: bool,
     },
     /// Run the enclave process (started by `keyward dev`; rarely run by hand).
     Enclave(keyward_enclave::Args),
@@ -114,6 +119,7 @@ fn main() -> std::process::ExitCode {
             mock_pcrs,
             dev_custodian_dir,
             custody,
+            accept_store_rollback,
         } => runtime.block_on(keyward::dev::run(keyward::dev::DevOptions {
             listen,
             admin_listen,
@@ -128,6 +134,7 @@ fn main() -> std::process::ExitCode {
             mock_pcrs,
             dev_custodian_dir,
             custody,
+            accept_store_rollback,
         })),
         Command::Proxy(args) => match args.validate() {
             Ok(config) => runtime.block_on(keyward_proxy::run(config)).map_err(Into::into),

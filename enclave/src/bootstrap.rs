@@ -462,8 +462,9 @@ async fn commit_genesis(
 pub enum Unsealed {
     /// Still sealed: `received` of `threshold` shares.
     NeedMore { received: usize, threshold: usize },
-    /// The M-th share rebuilt the committed root: Ready with this keyring.
-    Ready(Box<Keyring>),
+    /// The M-th share rebuilt the committed root: Ready with this keyring;
+    /// with the lags of a store rollback a custodian accepted (to audit).
+    Ready(Box<Keyring>, Option<String>),
 }
 
 /// Takes one unseal message of the current session. A refusal is recorded
@@ -497,25 +498,90 @@ pub async fn unseal(
             return Err(e.into());
         }
     };
+    let claim = session.claim();
     let keyring = Keyring::new(root);
     let provisioned = {
         let records = keyring.records(transport);
-        start_ready(&records, nsm, dev, now).await
+        ready_after_unseal(&records, record, &claim, nsm, dev, now).await
     };
-    if let Err(e) = provisioned {
-        // The session is spent: a fresh one, so the custodians can retry.
-        tracing::error!(error = %e, "unseal: the root matched but start-up failed; still sealed");
-        custody.session = Some(UnsealSession::start(record, nsm)?);
-        custody.state = CustodyState::at_start(Ok(Some(record)));
-        return Err(e);
-    }
+    let accepted = match provisioned {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            // The session is spent: a fresh one, so the custodians can retry.
+            tracing::error!(error = %e, "unseal: the root matched but start-up failed; still sealed");
+            custody.session = Some(UnsealSession::start(record, nsm)?);
+            custody.state = CustodyState::at_start(Ok(Some(record)));
+            if let BootError::Custody(stale @ CustodyError::StaleStore { .. }) = &e {
+                custody.state.refused(stale, 0);
+            }
+            return Err(e);
+        }
+    };
     custody
         .state
         .unsealed(record)
         .map_err(|e| BootError::NotNow(e.to_string()))?;
     custody.session = None;
     tracing::info!(deployment = %deployment_hex(&record.deployment_id), "unsealed: ready");
-    Ok(Unsealed::Ready(Box::new(keyring)))
+    Ok(Unsealed::Ready(Box::new(keyring), accepted))
+}
+
+/// The end of a Shamir unseal, before Ready: the global index root exists,
+/// the store is not older than the custodians' checkpoint (issue 19 item
+/// 3), then the dev credentials (the first write: never to a refused
+/// store). `Some(lags)`: older, and a custodian accepted it.
+async fn ready_after_unseal(
+    records: &Records<'_>,
+    record: &BootRecord,
+    claim: &crate::custody::session::Claim,
+    nsm: &dyn Nsm,
+    dev: DevCredentials<'_>,
+    now: i64,
+) -> Result<Option<String>, BootError> {
+    records.check_genesis().await?;
+    let accepted = check_fresh(records, record, claim).await?;
+    provision_dev(records, nsm, dev, now).await?;
+    Ok(accepted)
+}
+
+/// Compares the store's index epochs now with the highest checkpoint the
+/// custodians sent. `Ok(None)`: not older; `Ok(Some(lags))`: older, and a
+/// custodian sent `accept_store_rollback`; otherwise refused
+/// ([`CustodyError::StaleStore`]). A tenant the global index holds whose
+/// root is missing is refused too (an omission), checkpoint or not.
+async fn check_fresh(
+    records: &Records<'_>,
+    record: &BootRecord,
+    claim: &crate::custody::session::Claim,
+) -> Result<Option<String>, BootError> {
+    let (lags, omission) = match records.checkpoint(record.deployment_id).await {
+        Ok(served) => {
+            let Some(seen) = &claim.seen else { return Ok(None) };
+            let lags = seen.lags(&served);
+            if lags.is_empty() {
+                return Ok(None);
+            }
+            let omission = lags.iter().all(|lag| lag.served == 0);
+            let text: Vec<String> = lags.iter().map(ToString::to_string).collect();
+            (text.join("; "), omission)
+        }
+        Err(StoreError::Freshness {
+            kind,
+            record,
+            expected,
+            served,
+        }) => (
+            format!("{record}: expected {expected}, served {served}"),
+            kind == crate::store::index::Violation::Omission,
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if claim.accept_store_rollback {
+        tracing::warn!(lags = %lags, custodians = ?claim.custodians, "unseal: the store is older than its custodians' checkpoint; a custodian accepted the rollback (audited)");
+        return Ok(Some(lags));
+    }
+    tracing::error!(lags = %lags, custodians = ?claim.custodians, "unseal refused: the store is older than its custodians' checkpoint; still sealed");
+    Err(CustodyError::StaleStore { lags, omission }.into())
 }
 
 /// Why there is no unseal session to take a message or give a document.

@@ -17,6 +17,8 @@ use crate::nsm::Nsm;
 use crate::secret::Key256;
 use crate::store::StoreTransport;
 
+mod freshness;
+
 pub struct Enclave {
     pub(crate) config: EnclaveConfig,
     pub(crate) nsm: Box<dyn Nsm>,
@@ -65,6 +67,10 @@ pub struct Enclave {
     key_service_unseal: std::sync::atomic::AtomicBool,
     /// Whether the `--join-peer` join task was started (`joining`).
     pub(crate) join_started: std::sync::atomic::AtomicBool,
+    /// Unseals refused because the store was older than the custodians'
+    /// checkpoint, (rollback, omission): counted here, since the keyring
+    /// of a refused unseal is dropped (`keyward_freshness_violations_total`).
+    stale_unseals: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// One record waiting to be appended, and who waits for it.
@@ -81,6 +87,8 @@ pub enum AuditFailure {
     #[error("{0}")]
     Failed(String),
 }
+
+pub use freshness::ACCEPTED_ROLLBACK;
 
 /// Records appended per store batch at most.
 const AUDIT_BATCH: usize = 512;
@@ -133,6 +141,7 @@ impl Enclave {
             outbound: Default::default(),
             key_service_unseal: Default::default(),
             join_started: Default::default(),
+            stale_unseals: Default::default(),
         }
     }
 
@@ -381,19 +390,28 @@ impl Enclave {
         let Some(state) = custody.as_mut() else {
             return Err(bootstrap::BootError::NotNow("the service is not sealed".into()));
         };
-        match bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await? {
+        let unsealed = bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await;
+        if let Err(bootstrap::BootError::Custody(crate::custody::CustodyError::StaleStore { omission, .. })) = &unsealed
+        {
+            self.stale_unseals[usize::from(*omission)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        match unsealed? {
             bootstrap::Unsealed::NeedMore { received, threshold } => Ok(bootstrap::UnsealAnswer {
                 received,
                 threshold,
                 ready: false,
             }),
-            bootstrap::Unsealed::Ready(keyring) => {
+            bootstrap::Unsealed::Ready(keyring, accepted) => {
                 let threshold = state
                     .record
                     .as_ref()
                     .and_then(|record| record.shamir().ok())
                     .map_or(0, |(threshold, _)| usize::from(threshold));
+                drop(custody);
                 self.become_ready(*keyring);
+                if let Some(lags) = accepted {
+                    self.audit_accepted_rollback(&lags).await;
+                }
                 Ok(bootstrap::UnsealAnswer {
                     received: threshold,
                     threshold,
@@ -659,6 +677,9 @@ impl Enclave {
                 if let Some(keyring) = self.keyring.get() {
                     metrics.freshness_violations = keyring.index.violation_counts();
                 }
+                let stale = |i: usize| self.stale_unseals[i].load(std::sync::atomic::Ordering::Relaxed);
+                metrics.freshness_violations.rollback += stale(0);
+                metrics.freshness_violations.omission += stale(1);
                 metrics
             },
             health: self.health().to_owned(),

@@ -20,6 +20,40 @@ fn main() {
     frame_seeds(&root.join("seeds/frame"));
     attestation_seeds(root);
     api_seeds(&root.join("seeds/api"));
+    custody_seeds(&root.join("seeds/custody_formats"));
+}
+
+/// Unseal messages of format 1 and 2 and checkpoints (`custody_formats`).
+fn custody_seeds(dir: &Path) {
+    use keyward_custody::checkpoint::{Checkpoint, SignedCheckpoint};
+    use keyward_custody::share::ShareSecret;
+    use keyward_custody::suite::PrivateKey;
+    use keyward_custody::unseal::{Freshness, UnsealMessage};
+
+    let deployment = [7u8; 16];
+    let checkpoint = Checkpoint::new(
+        deployment,
+        42,
+        [("111122223333".to_owned(), 9), ("444455556666".to_owned(), 3)]
+            .into_iter()
+            .collect(),
+    );
+    let bytes = checkpoint.to_bytes().expect("a checkpoint");
+    write(dir, "checkpoint", &bytes);
+    let signed = SignedCheckpoint::new(bytes, vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]);
+    write(dir, "signed_checkpoint", &signed.to_bytes().expect("a signed checkpoint"));
+    let mut value = vec![1];
+    value.extend_from_slice(&[9; 32]);
+    let share = ShareSecret::new(deployment, 1, value).expect("a share");
+    let session = PrivateKey::generate().public_key();
+    let v1 = UnsealMessage::seal_format1(&share, &session).expect("format 1");
+    write(dir, "unseal_v1", &v1.to_bytes().expect("encodes"));
+    let freshness = Freshness {
+        checkpoint: Some(checkpoint),
+        accept_store_rollback: true,
+    };
+    let v2 = UnsealMessage::seal_with(&share, &session, &freshness).expect("format 2");
+    write(dir, "unseal_v2", &v2.to_bytes().expect("encodes"));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

@@ -63,10 +63,14 @@ pub use keyward_custody::{DeploymentId, FormatError, deployment_hex};
 use crate::Secret;
 use crate::attestation::{AttestationError, TrustAnchor, verify_enclave_document};
 
+mod checkpoint;
 mod service;
+pub use checkpoint::{CHECKPOINT_LABEL, Recorded, fetch_and_record_checkpoint, read_checkpoint, record_checkpoint};
+pub use keyward_custody::checkpoint::{Checkpoint, SignedCheckpoint};
+pub use keyward_custody::unseal::Freshness;
 pub use service::{
     ExpectedPcrs, InitCustodyOutput, InitCustodyRequest, ReshareCustodyOutput, ReshareCustodyRequest, STATE_READY,
-    STATE_SEALED, UnsealDocument, UnsealProgress, unseal_with_share, unseal_with_share_at,
+    STATE_SEALED, UnsealDocument, UnsealProgress, unseal_with_share, unseal_with_share_at, unseal_with_share_fresh_at,
 };
 
 /// RFC 8410 SubjectPublicKeyInfo of an X25519 key, before its 32 bytes.
@@ -112,6 +116,16 @@ pub enum CustodyError {
     /// The service refused a call or could not be reached.
     #[error(transparent)]
     Service(#[from] crate::Error),
+    /// A checkpoint that does not verify (signature, deployment, format).
+    #[error("the service's checkpoint was refused: {0}")]
+    Checkpoint(keyward_custody::checkpoint::CheckpointError),
+    /// The service states a checkpoint older than the one kept: its store
+    /// was rolled back (or the answer replayed). Not recorded.
+    #[error(
+        "the service's store is older than this custodian last saw: {0}. The checkpoint was not recorded \
+         (a rollback of the store; if it was accepted deliberately, record with --accept-store-rollback)"
+    )]
+    OlderCheckpoint(String),
 }
 
 /// A custodian's or operator's X25519 key pair.
@@ -308,6 +322,29 @@ pub fn seal_share_for_at(
     share: &ShareSecret,
     now: SystemTime,
 ) -> Result<UnsealMessage, CustodyError> {
+    seal_share_fresh_for_at(
+        document,
+        anchor,
+        nonce,
+        expected_pcrs,
+        share,
+        &keyward_custody::unseal::Freshness::default(),
+        now,
+    )
+}
+
+/// [`seal_share_for_at`] stating `freshness` (the custodian's last
+/// checkpoint, and whether it accepts a store rollback) in the format-2
+/// unseal message.
+pub fn seal_share_fresh_for_at(
+    document: &[u8],
+    anchor: TrustAnchor,
+    nonce: &[u8],
+    expected_pcrs: &BTreeMap<u8, Vec<u8>>,
+    share: &ShareSecret,
+    freshness: &keyward_custody::unseal::Freshness,
+    now: SystemTime,
+) -> Result<UnsealMessage, CustodyError> {
     let verified = verify_enclave_document(document, anchor, nonce, expected_pcrs, now)?;
     let public_key = verified
         .public_key()
@@ -330,7 +367,7 @@ pub fn seal_share_for_at(
             enclave: deployment_hex(&deployment),
         });
     }
-    Ok(UnsealMessage::seal(share, &public_key)?)
+    Ok(UnsealMessage::seal_with(share, &public_key, freshness)?)
 }
 
 fn armor(label: &str, bytes: &[u8]) -> Result<String, CustodyError> {

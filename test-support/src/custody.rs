@@ -118,9 +118,33 @@ impl Service {
         self.unseal_message_of(&share).await
     }
 
+    /// [`Service::unseal_message`] stating `freshness` (a checkpoint, the
+    /// rollback override): a format-2 message as `kmsctl unseal --state`
+    /// sends it.
+    pub async fn unseal_message_fresh(
+        &self,
+        custodian: &Custodian,
+        freshness: &keyward_custody::unseal::Freshness,
+    ) -> Result<Vec<u8>, String> {
+        let share = custodian
+            .key
+            .open_share(&custodian.package)
+            .map_err(|e| e.to_string())?;
+        self.unseal_message_with(&share, freshness).await
+    }
+
     /// [`Service::unseal_message`] for a share given as is (a forged or
     /// foreign one, for tests of refusals).
     pub async fn unseal_message_of(&self, share: &ShareSecret) -> Result<Vec<u8>, String> {
+        self.unseal_message_with(share, &keyward_custody::unseal::Freshness::default())
+            .await
+    }
+
+    async fn unseal_message_with(
+        &self,
+        share: &ShareSecret,
+        freshness: &keyward_custody::unseal::Freshness,
+    ) -> Result<Vec<u8>, String> {
         let nonce = crate::random_bytes(32);
         let response = self
             .custody_call("GetUnsealDocument", &json!({ "Nonce": b64(&nonce) }))
@@ -135,12 +159,13 @@ impl Service {
         let body = response.json();
         let document = unb64(body["Document"].as_str().ok_or("no Document")?);
         // As of the enclave's (possibly shifted) clock, which dates its documents.
-        let message = keyward_sdk::custody::seal_share_for_at(
+        let message = keyward_sdk::custody::seal_share_fresh_for_at(
             &document,
             self.anchor(),
             &nonce,
             &expected_pcrs(),
             share,
+            freshness,
             self.now(),
         )
         .map_err(|e| e.to_string())?;

@@ -342,6 +342,22 @@ impl Service {
         service
     }
 
+    /// Stops this enclave and starts a new, sealed one on `store` (e.g. an
+    /// old copy of this one's store: a whole-store rollback while the
+    /// enclave was down), keeping the custodian.
+    pub async fn restart_sealed_on(self, store: Arc<MemoryStore>) -> Service {
+        let Service {
+            creds,
+            operator,
+            clock_offset,
+            custodian,
+            ..
+        } = self;
+        let mut service = Self::start_on(store, creds, operator, clock_offset, Boot::Sealed).await;
+        service.custodian = custodian;
+        service
+    }
+
     /// Like [`Service::restart_sealed`], behind the same host, still telling
     /// the lies it was told to tell.
     pub async fn restart_sealed_behind_same_host(self) -> Service {

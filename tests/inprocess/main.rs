@@ -22,6 +22,7 @@ mod custody_kms;
 mod custody_reshare;
 mod deletion_clock;
 mod freshness;
+mod freshness_restart;
 mod hmac;
 mod lifecycle;
 mod module_cache;

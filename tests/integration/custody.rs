@@ -281,6 +281,23 @@ async fn genesis_2_of_3_survives_an_enclave_kill_and_unseals_with_two_shares() {
         ciphertexts.push((encrypt(&client, &key, &plaintext, None).await, plaintext));
     }
 
+    // Alice records the service's signed checkpoint (issue 19 item 3).
+    let state = work.join("alice.checkpoint");
+    let share_1 = genesis.join("custodian-1.share").display().to_string();
+    let state_arg = state.display().to_string();
+    let out = kmsctl(
+        &split,
+        work,
+        &["custodian", "checkpoint", "--share", &share_1, "--state", &state_arg],
+    );
+    let stdout = succeeded("alice's checkpoint", &out);
+    assert!(stdout.contains("first checkpoint of deployment"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(&state)
+            .expect("state file")
+            .contains("BEGIN KEYWARD CHECKPOINT")
+    );
+
     // SIGKILL the enclave; the new process is sealed.
     split.kill9_and_restart_enclave().await;
     assert_eq!(split.healthz().await, (503, "sealed".to_string()));
@@ -291,16 +308,19 @@ async fn genesis_2_of_3_survives_an_enclave_kill_and_unseals_with_two_shares() {
         (Some(503), Some("ServiceUnavailableException"))
     );
 
-    // Alice: 1 of 2, still sealed.
+    // Alice, stating her checkpoint (the store is not older): 1 of 2, still sealed.
     let pcr0 = mock_pcr0_hex();
-    let out = unseal(
+    let mut args = unseal_args(
         &split,
-        work,
         &genesis.join("custodian-1.share"),
         &file(&custodians[0], ".key"),
         &pcr0,
     );
+    args.extend(["--state".to_string(), state_arg.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kmsctl(&split, work, &args);
     let stdout = succeeded("alice's unseal", &out);
+    assert!(stdout.contains("sending this custodian's checkpoint"), "{stdout}");
     assert!(stdout.contains("1 of 2 shares; state Sealed"), "{stdout}");
     assert!(stdout.contains(&deployment), "{stdout}");
     assert_eq!(split.healthz().await.0, 503);

@@ -39,6 +39,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_MARKER: &str = "Keyward is ready at ";
 /// The line of a node that waits, sealed, to join its cluster.
 const SEALED_MARKER: &str = "Keyward is sealed at ";
+/// What `keyward dev` prints instead when its store is older than the dev
+/// custodian's checkpoint (issue 19 item 3): it stays sealed.
+const STALE_MARKER: &str = "Keyward stays SEALED at ";
 const ADMIN_MARKER: &str = "  admin              http://";
 const ENCLAVE_MARKER: &str = "enclave process started: pid ";
 
@@ -97,7 +100,17 @@ impl Sandbox {
     /// `offset_seconds` (`--mock-clock-offset`). The returned service's
     /// clients sign with the same shifted time.
     pub async fn start_with_clock_offset(&mut self, offset_seconds: i64) -> Keyward {
-        self.start_until(offset_seconds, Until::Ready).await
+        let kw = self.start_until(offset_seconds, Until::Ready).await;
+        assert!(!kw.sealed, "keyward dev stayed sealed: {:?}", kw.stdout_seen);
+        kw
+    }
+
+    /// Starts `keyward dev` and waits until it says it is ready or that it
+    /// stays sealed (a store older than its custodian's checkpoint):
+    /// [`Keyward::sealed`] tells which. While sealed, `ca_pem` is the
+    /// in-memory CA of the sealed enclave (the admin `/ca.pem`).
+    pub async fn start_maybe_sealed(&mut self) -> Keyward {
+        self.start_until(0, Until::Ready).await
     }
 
     /// Starts `keyward dev` on a node that waits, sealed, to join its
@@ -174,6 +187,8 @@ pub struct Keyward {
     pub clock_offset: i64,
     /// The pid from the most recent "enclave process started" line.
     pub enclave_pid: u32,
+    /// It said it stays sealed instead of ready (`STALE_MARKER`).
+    pub sealed: bool,
     lines: mpsc::UnboundedReceiver<String>,
     /// Lines read but not yet consumed by a `wait_*`/`drain_*` call.
     pending: VecDeque<String>,
@@ -214,6 +229,12 @@ fn parse_ready_url(line: &str) -> Option<String> {
     let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
     let url = rest.split_whitespace().next()?;
     Some(url.trim_end_matches('/').to_string())
+}
+
+fn parse_sealed_url(line: &str) -> Option<String> {
+    let rest = &line[line.find(STALE_MARKER)? + STALE_MARKER.len()..];
+    let url = rest.split_whitespace().next()?;
+    Some(url.trim_end_matches(':').trim_end_matches('/').to_string())
 }
 
 impl Keyward {
@@ -269,6 +290,7 @@ impl Keyward {
             operator: operator.clone(),
             clock_offset,
             enclave_pid: 0,
+            sealed: false,
             lines: rx,
             pending: VecDeque::new(),
             stdout_seen: Vec::new(),
@@ -291,6 +313,9 @@ impl Keyward {
                 admin = Some(a);
             } else if let Some(u) = parse_ready_url(&line).filter(|_| until == Until::Ready) {
                 url = Some(u);
+            } else if let Some(u) = parse_sealed_url(&line) {
+                url = Some(u);
+                kw.sealed = true;
             } else if let Some(p) = parse_enclave_pid(&line) {
                 enclave_pid = Some(p);
             } else if let Some(a) = parse_admin_addr(&line) {
@@ -303,17 +328,14 @@ impl Keyward {
             .unwrap_or_else(|| panic!("ready url is not https://: {url}"))
             .to_string();
         kw.admin_addr = admin.expect("the admin line precedes the ready line");
-        kw.ca_pem = match until {
-            Until::Ready => {
-                let ca_path = data_dir.join("tls").join("ca.pem");
-                std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()))
-            }
-            Until::Sealed => {
-                let ca = kw.admin_get("/ca.pem").await;
-                assert_eq!(ca.status, 200, "admin /ca.pem of a sealed node");
-                String::from_utf8(ca.body).expect("a PEM")
-            }
-        };
+        if until == Until::Sealed || kw.sealed {
+            let ca = kw.admin_get("/ca.pem").await;
+            assert_eq!(ca.status, 200, "the sealed enclave's CA (admin /ca.pem)");
+            kw.ca_pem = String::from_utf8(ca.body).expect("a PEM");
+        } else {
+            let ca_path = data_dir.join("tls").join("ca.pem");
+            kw.ca_pem = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{}: {e}", ca_path.display()));
+        }
         assert!(
             kw.addr.starts_with("127.0.0.1:"),
             "listening on {} instead of 127.0.0.1",

@@ -46,6 +46,7 @@ mod policy_sandbox;
 mod principals;
 mod recipient;
 mod roles;
+mod rollback;
 mod self_attestation;
 mod socket;
 mod split;

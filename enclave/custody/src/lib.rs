@@ -14,6 +14,9 @@
 //!   one share to that session;
 //! - [`backup`]: the **backup manifest** the enclave signs with the audit key
 //!   (the root commitment) and the backup file `kmsctl` writes and restores;
+//! - [`checkpoint`]: what a custodian last saw of the store (the epochs of
+//!   the index roots), signed by the enclave's audit key, carried in
+//!   format-2 unseal messages (freshness across restarts);
 //! - [`join`]: the **join package**, the root sealed by a Ready node to a
 //!   sealed node of the same deployment whose attestation it verified;
 //! - [`operator`]: the **operator credential package**, the operator's first
@@ -31,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod checkpoint;
 pub mod join;
 pub mod operator;
 pub mod share;
@@ -151,6 +155,8 @@ mod tests {
             let _ = operator::OperatorCredentialPackage::from_bytes(&bytes);
             let _ = share::ShareSecret::decode(&bytes);
             let _ = unseal::parse_session_binding(&bytes);
+            let _ = checkpoint::Checkpoint::from_bytes(&bytes);
+            let _ = checkpoint::SignedCheckpoint::from_bytes(&bytes);
         }
     }
 

@@ -90,8 +90,10 @@ pub struct UnsealResponse {
 pub const STATE_SEALED: &str = "Sealed";
 pub const STATE_READY: &str = "Ready";
 
-/// The largest unseal message accepted (a share message is ~150 bytes).
-const MAX_MESSAGE: usize = 4096;
+/// The largest unseal message accepted (a share message is ~150 bytes; a
+/// format-2 one carries a checkpoint of up to
+/// `keyward_custody::checkpoint::MAX_TENANTS` tenant scopes).
+const MAX_MESSAGE: usize = 512 * 1024;
 /// Nonce bounds of `Keyward.GetUnsealDocument` (as the NSM takes them).
 const MAX_NONCE: usize = 512;
 
@@ -107,6 +109,7 @@ pub async fn serve(
         Operation::GetUnsealDocument => get_unseal_document(enclave, body, transport).await,
         Operation::Unseal => unseal(enclave, body, transport).await,
         Operation::JoinCluster => join_cluster(enclave, body, transport).await,
+        Operation::GetCheckpoint => get_checkpoint(enclave, transport).await,
         _ => Err(KmsError::UnknownOperation(format!("{op} is not a custody operation"))),
     }
 }
@@ -202,6 +205,43 @@ async fn unseal(enclave: &Enclave, body: Value, transport: &dyn StoreTransport) 
         received: answer.received,
         threshold: answer.threshold,
         state: if answer.ready { STATE_READY } else { STATE_SEALED },
+    })
+}
+
+/// `Keyward.GetCheckpoint`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetCheckpointResponse {
+    pub deployment_id: String,
+    /// Epoch of the global index root (also inside `Checkpoint`).
+    pub global_epoch: u64,
+    /// Tenant scopes the checkpoint lists.
+    pub tenant_scopes: usize,
+    /// Base64 CBOR `SignedCheckpoint` (signed by the root commitment).
+    pub checkpoint: String,
+}
+
+/// `Keyward.GetCheckpoint {}` (Ready only; unauthenticated): the store's
+/// index epochs now, signed with the audit key, for custodians to keep
+/// (docs/custody.md, "Checkpoints"). Unauthenticated because custodians
+/// hold no credential and the answer is signed; it states the deployment
+/// id, the tenant ids and their write counts, which the host sees in its
+/// store anyway (THREAT-MODEL.md). Not audited: custodians poll it.
+async fn get_checkpoint(enclave: &Enclave, transport: &dyn StoreTransport) -> Result<Value, KmsError> {
+    let signed = enclave
+        .signed_checkpoint(transport)
+        .await
+        .map_err(|e| refusal("checkpoint", e))?;
+    let checkpoint = keyward_custody::checkpoint::Checkpoint::from_bytes(&signed.checkpoint)
+        .map_err(|e| internal("the checkpoint did not decode", &e))?;
+    let bytes = signed
+        .to_bytes()
+        .map_err(|e| internal("the checkpoint did not encode", &e))?;
+    render(&GetCheckpointResponse {
+        deployment_id: deployment_hex(&checkpoint.deployment_id),
+        global_epoch: checkpoint.global,
+        tenant_scopes: checkpoint.tenants.len(),
+        checkpoint: b64(&bytes),
     })
 }
 
@@ -315,6 +355,9 @@ fn custody_error(error: &CustodyError) -> KmsError {
         | C::CommitmentMismatch
         | C::Format(_) => KmsError::InvalidCiphertext(error.to_string()),
         C::Nsm(_) => KmsError::InternalDetail(error.to_string()),
+        // Still sealed, and staying so until the store is restored or a
+        // custodian accepts the rollback: the 503 every request gets.
+        C::StaleStore { .. } => KmsError::Sealed(error.to_string()),
         _ => KmsError::Validation(error.to_string()),
     }
 }

@@ -120,6 +120,9 @@ pub async fn handle(enclave: &Enclave, request: ApiRequest, transport: &dyn Stor
         let result = match unauthenticated {
             // Sealed: no root, so no audit chain to append to. What was
             // refused is in the log (custody steps log their refusals).
+            // Custodians poll their checkpoint: it changes nothing and is
+            // not audited.
+            _ if custody_op == Some(Operation::GetCheckpoint) => result,
             _ if !enclave.is_ready() => {
                 if let Err(e) = &result
                     && custody_op.is_none()
@@ -420,9 +423,11 @@ pub async fn dispatch(ctx: &Ctx<'_>, op: Operation, body: Value) -> Result<Value
         O::ExportBackup => backup::export_backup(ctx, body).await,
         O::ReshareCustody => reshare::reshare_custody(ctx, body).await,
         // Served before authentication by `handle` (`custody::serve`).
-        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Err(KmsError::UnknownOperation(format!(
-            "{op} is served by the request entry point, before authentication"
-        ))),
+        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster | O::GetCheckpoint => {
+            Err(KmsError::UnknownOperation(format!(
+                "{op} is served by the request entry point, before authentication"
+            )))
+        }
     }
 }
 

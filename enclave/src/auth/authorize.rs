@@ -32,7 +32,7 @@ pub fn need(op: Operation) -> Need {
         O::GetTlsCertificateRequest | O::ImportTlsCertificate => Need::Operator,
         O::ExportBackup | O::ReshareCustody => Need::Operator,
         // Served before authentication (`api::custody`); never authorized here.
-        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster => Need::Operator,
+        O::InitCustody | O::GetUnsealDocument | O::Unseal | O::JoinCluster | O::GetCheckpoint => Need::Operator,
         O::GetAuditLog | O::GetAttestationDocument => Need::Anyone,
         O::UpdateKeyAttestationPolicy
         | O::UpdateTenantAttestationPolicy

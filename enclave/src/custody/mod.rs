@@ -114,6 +114,19 @@ pub enum CustodyError {
     /// What the custody key service or a peer released does not open.
     #[error("the released root cannot be opened: {0}")]
     Recipient(String),
+    /// The store is older than a custodian's checkpoint (issue 19 item 3):
+    /// a rollback of the store while the enclave was down.
+    #[error(
+        "the store is older than its custodian last saw: {lags}. The host served an older copy of the store (a rollback) \
+         or hid a tenant's index root; the service stays sealed. Restore the latest store, or, to accept this older \
+         state (audited), unseal with `kmsctl unseal --accept-store-rollback` (`keyward dev --accept-store-rollback`)"
+    )]
+    StaleStore {
+        /// Each scope that lags (`<scope> epoch served N, custodian saw M`).
+        lags: String,
+        /// Only roots missing (no older one served).
+        omission: bool,
+    },
     /// A cluster join refused (by the peer: the joiner's document; by the
     /// joiner: the package).
     #[error("cluster join refused: {0}")]

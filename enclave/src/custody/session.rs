@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use keyward_custody::checkpoint::Checkpoint;
 use keyward_custody::share::ShareSecret;
 use keyward_custody::suite::{PrivateKey, PublicKey};
 use keyward_custody::unseal::{self, SessionId, UnsealMessage};
@@ -45,6 +46,18 @@ impl std::fmt::Debug for UnsealProgress {
     }
 }
 
+/// What the custodians whose shares rebuilt the root stated about
+/// freshness (format-2 unseal messages): the highest epoch of each scope
+/// any of them saw, and whether one of them accepts a store rollback.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Merged over the custodians (`None`: none sent a checkpoint).
+    pub seen: Option<Checkpoint>,
+    /// The custodians that sent a checkpoint.
+    pub custodians: Vec<u8>,
+    pub accept_store_rollback: bool,
+}
+
 /// An unseal session of a Shamir custody.
 pub struct UnsealSession {
     deployment_id: DeploymentId,
@@ -54,6 +67,10 @@ pub struct UnsealSession {
     key: PrivateKey,
     id: SessionId,
     received: BTreeMap<u8, ShareSecret>,
+    /// Each accepted custodian's freshness statement.
+    claims: BTreeMap<u8, unseal::Freshness>,
+    /// The merged claim of the shares that rebuilt the root.
+    claim: Option<Claim>,
     finished: bool,
 }
 
@@ -85,6 +102,8 @@ impl UnsealSession {
             key,
             id,
             received: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            claim: None,
             finished: false,
         })
     }
@@ -150,6 +169,8 @@ impl UnsealSession {
             keyward_custody::FormatError::Undecryptable(_) => CustodyError::Undecryptable,
             other => CustodyError::Format(other),
         })?;
+        // Authenticated by the decryption (it is in the associated data).
+        let freshness = message.freshness()?;
         if share.deployment_id() != &self.deployment_id {
             return Err(self.wrong_deployment("share", share.deployment_id()));
         }
@@ -170,6 +191,7 @@ impl UnsealSession {
             return Err(CustodyError::WrongShare { index });
         }
         self.received.insert(index, share);
+        self.claims.insert(index, freshness);
         let (received, threshold) = self.progress();
         tracing::info!(custodian = index, received, threshold, "unseal: share accepted");
         if received < threshold {
@@ -180,11 +202,19 @@ impl UnsealSession {
         // Whatever happens now, these shares are spent: a session never
         // keeps shares past an attempt to combine them.
         self.received.clear();
+        let claims = std::mem::take(&mut self.claims);
         let root = combined?;
         self.commitment.verify(&root)?;
         self.finished = true;
+        self.claim = Some(merge(claims));
         tracing::info!(deployment = %deployment_hex(&self.deployment_id), "unseal: root rebuilt and matches the commitment");
         Ok(UnsealProgress::Unsealed(root))
+    }
+
+    /// What the custodians whose shares rebuilt the root stated (after
+    /// [`UnsealProgress::Unsealed`]; before it, nothing).
+    pub fn claim(&self) -> Claim {
+        self.claim.clone().unwrap_or_default()
     }
 
     fn wrong_deployment(&self, what: &'static str, found: &DeploymentId) -> CustodyError {
@@ -194,4 +224,19 @@ impl UnsealSession {
             found: deployment_hex(found),
         }
     }
+}
+
+fn merge(claims: BTreeMap<u8, unseal::Freshness>) -> Claim {
+    let mut out = Claim::default();
+    for (index, freshness) in claims {
+        out.accept_store_rollback |= freshness.accept_store_rollback;
+        if let Some(checkpoint) = freshness.checkpoint {
+            out.custodians.push(index);
+            match &mut out.seen {
+                Some(seen) => seen.merge(&checkpoint),
+                None => out.seen = Some(checkpoint),
+            }
+        }
+    }
+    out
 }

@@ -77,6 +77,55 @@ fn two_of_three_unseal_with_shares_one_and_three() {
 }
 
 #[test]
+fn the_claim_merges_the_highest_epochs_of_the_custodians_that_unsealed() {
+    use keyward_custody::checkpoint::Checkpoint;
+    use keyward_custody::unseal::Freshness;
+    let d = Deployment::new(2, 3);
+    let deployment = d.record().deployment_id;
+    let mut session = UnsealSession::start(d.record(), &MockNsm).expect("session");
+    let stating = |index: usize, session: &UnsealSession, checkpoint: Checkpoint, accept: bool| {
+        let freshness = Freshness {
+            checkpoint: Some(checkpoint),
+            accept_store_rollback: accept,
+        };
+        UnsealMessage::seal_with(&d.share(index), &session.public_key(), &freshness)
+            .expect("seals")
+            .to_bytes()
+            .expect("encodes")
+    };
+    let a = Checkpoint::new(deployment, 9, [("111122223333".to_owned(), 2)].into());
+    let b = Checkpoint::new(
+        deployment,
+        4,
+        [("111122223333".to_owned(), 5), ("444455556666".to_owned(), 1)].into(),
+    );
+    assert_eq!(session.claim(), session::Claim::default(), "nothing before the root");
+    session.accept(&stating(1, &session, a, false)).expect("share 1");
+    unsealed(session.accept(&stating(3, &session, b, false)).expect("share 3"));
+    let claim = session.claim();
+    let seen = claim.seen.expect("a merged checkpoint");
+    assert_eq!(
+        (seen.global, seen.epoch("111122223333"), seen.epoch("444455556666")),
+        (9, 5, 1)
+    );
+    assert_eq!(claim.custodians, vec![1, 3]);
+    assert!(!claim.accept_store_rollback);
+
+    // One custodian's override is enough; format-1 messages state nothing.
+    let mut session = UnsealSession::start(d.record(), &MockNsm).expect("session");
+    let v1 = UnsealMessage::seal_format1(&d.share(2), &session.public_key())
+        .expect("seals")
+        .to_bytes()
+        .expect("encodes");
+    session.accept(&v1).expect("share 2");
+    let c = Checkpoint::new(deployment, 1, Default::default());
+    unsealed(session.accept(&stating(1, &session, c, true)).expect("share 1"));
+    let claim = session.claim();
+    assert!(claim.accept_store_rollback);
+    assert_eq!(claim.custodians, vec![1]);
+}
+
+#[test]
 fn one_of_one_unseals_with_its_share() {
     let d = Deployment::new(1, 1);
     let mut session = UnsealSession::start(d.record(), &MockNsm).expect("session");
@@ -147,7 +196,7 @@ fn a_share_of_another_deployment_is_refused() {
     let share = theirs.share(1);
     let value = share.value().to_vec();
     let disguised = ShareSecret::new(*share.deployment_id(), 1, value).expect("share");
-    let mut message = UnsealMessage::seal(&disguised, &session.public_key()).expect("seals");
+    let mut message = UnsealMessage::seal_format1(&disguised, &session.public_key()).expect("seals");
     message.deployment_id = ours.record().deployment_id;
     // Re-seal with our deployment in the header but their share inside.
     let inner = keyward_custody::suite::seal(

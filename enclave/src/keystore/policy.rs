@@ -143,6 +143,7 @@ pub fn acts_on_key(op: Operation) -> bool {
         | O::ImportTlsCertificate
         | O::InitCustody
         | O::JoinCluster
+        | O::GetCheckpoint
         | O::GetUnsealDocument
         | O::Unseal
         | O::ExportBackup

@@ -444,7 +444,7 @@ impl Records<'_> {
 
     /// Loads every bucket of `scope` its root names that is not loaded;
     /// false if the root moved on meanwhile.
-    async fn load_all_buckets(&self, index: &Index, scope: &str) -> Result<bool, StoreError> {
+    pub(super) async fn load_all_buckets(&self, index: &Index, scope: &str) -> Result<bool, StoreError> {
         let missing: Vec<(u8, [u8; 32])> = {
             let slot = index.slot(scope);
             let state = slot.lock();

@@ -27,6 +27,7 @@
 //! [`cache::REVALIDATE_AFTER`] ago; see `cache.rs` for the bound.
 
 pub mod cache;
+mod checkpoint;
 pub mod index;
 mod indexed;
 mod memory;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CustodyError, CustodyKey, DeploymentId, OperatorCredentialPackage, PublicKey, SharePackage, UnsealMessage,
-    deployment_hex, seal_share_for_at,
+    deployment_hex, seal_share_fresh_for_at,
 };
 use crate::attestation::TrustAnchor;
 use crate::{Client, Error, KEYWARD_TARGET_PREFIX};
@@ -180,6 +180,13 @@ const INIT_CUSTODY: &str = "InitCustody";
 const RESHARE_CUSTODY: &str = "ReshareCustody";
 const GET_UNSEAL_DOCUMENT: &str = "GetUnsealDocument";
 const UNSEAL: &str = "Unseal";
+const GET_CHECKPOINT: &str = "GetCheckpoint";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckpointResponse {
+    checkpoint: String,
+}
 
 fn decode_error(operation: &str, reason: String) -> Error {
     Error::Decode {
@@ -424,6 +431,21 @@ impl Client {
         })
     }
 
+    /// `Keyward.GetCheckpoint` (a Ready service; unauthenticated): the
+    /// store's index epochs now, signed by the root commitment. Not yet
+    /// verified: [`super::record_checkpoint`] verifies it.
+    pub async fn get_checkpoint(&self) -> Result<keyward_custody::checkpoint::SignedCheckpoint, Error> {
+        let response: CheckpointResponse = self
+            .call(
+                &format!("{KEYWARD_TARGET_PREFIX}{GET_CHECKPOINT}"),
+                &serde_json::json!({}),
+            )
+            .await?;
+        let bytes = base64_field(GET_CHECKPOINT, "Checkpoint", &response.checkpoint)?;
+        keyward_custody::checkpoint::SignedCheckpoint::from_bytes(&bytes)
+            .map_err(|e| decode_error(GET_CHECKPOINT, e.to_string()))
+    }
+
     /// `Keyward.Unseal`: sends one sealed share.
     pub async fn unseal(&self, message: &UnsealMessage) -> Result<UnsealProgress, Error> {
         let bytes = message
@@ -464,10 +486,43 @@ pub async fn unseal_with_share_at(
     anchor: TrustAnchor,
     now: SystemTime,
 ) -> Result<UnsealProgress, CustodyError> {
+    unseal_with_share_fresh_at(
+        client,
+        package,
+        key,
+        expected_pcrs,
+        anchor,
+        &super::Freshness::default(),
+        now,
+    )
+    .await
+}
+
+/// [`unseal_with_share_at`] stating `freshness` to the enclave: the
+/// custodian's last checkpoint ([`super::read_checkpoint`]), which the
+/// enclave compares with its store before it becomes Ready, and whether
+/// the custodian accepts a store older than it (audited).
+pub async fn unseal_with_share_fresh_at(
+    client: &Client,
+    package: &SharePackage,
+    key: &CustodyKey,
+    expected_pcrs: &ExpectedPcrs,
+    anchor: TrustAnchor,
+    freshness: &super::Freshness,
+    now: SystemTime,
+) -> Result<UnsealProgress, CustodyError> {
     let share = key.open_share(package)?;
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let document = client.get_unseal_document(&nonce).await?;
-    let message = seal_share_for_at(&document.document, anchor, &nonce, expected_pcrs, &share, now)?;
+    let message = seal_share_fresh_for_at(
+        &document.document,
+        anchor,
+        &nonce,
+        expected_pcrs,
+        &share,
+        freshness,
+        now,
+    )?;
     Ok(client.unseal(&message).await?)
 }

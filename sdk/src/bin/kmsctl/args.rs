@@ -94,6 +94,16 @@ pub(crate) enum Command {
         /// `<data-dir>/mock-attestation/root.crt.pem`.
         #[arg(long, value_name = "FILE")]
         attestation_root: Option<PathBuf>,
+        /// This custodian's checkpoint file (`kmsctl custodian checkpoint
+        /// --state`): the newest signed checkpoint it saw is sent with the
+        /// share, and the enclave stays sealed if its store is older. Once
+        /// Ready, the new checkpoint is recorded in it.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Accept a store older than the checkpoint (a rollback): the
+        /// enclave becomes Ready anyway and audits it. Deliberate only.
+        #[arg(long)]
+        accept_store_rollback: bool,
     },
     /// The operator's side of genesis (offline).
     #[command(subcommand)]
@@ -182,6 +192,22 @@ pub(crate) enum CustodianCommand {
         /// DER, e.g. genesis's root-commitment.pem): the answer must carry it.
         #[arg(long, value_name = "FILE")]
         expect_commitment: Option<PathBuf>,
+    },
+    /// Record what the (Ready) service's store is now: its signed
+    /// checkpoint (index epochs), verified against the share package's root
+    /// commitment, kept in --state if it is not older than the one there.
+    /// Run it regularly; `kmsctl unseal --state` sends it back at unseal.
+    Checkpoint {
+        /// The custodian's share package (names the deployment and the root
+        /// commitment the checkpoint must be signed by).
+        #[arg(long, value_name = "FILE")]
+        share: PathBuf,
+        /// The custodian's checkpoint file (created if missing).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Record an older checkpoint too (after a deliberately accepted rollback).
+        #[arg(long)]
+        accept_store_rollback: bool,
     },
 }
 
@@ -431,8 +457,41 @@ mod tests {
             "1=bb",
         ])?;
         assert!(
-            matches!(cli.command, Command::Unseal { ref expected_pcrs, attestation_root: None, .. } if expected_pcrs.len() == 2)
+            matches!(cli.command, Command::Unseal { ref expected_pcrs, attestation_root: None, state: None, accept_store_rollback: false, .. } if expected_pcrs.len() == 2)
         );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "unseal",
+            "--share",
+            "s",
+            "--key",
+            "k",
+            "--expected-pcr",
+            "0=aa",
+            "--state",
+            "alice.checkpoint",
+            "--accept-store-rollback",
+        ])?;
+        assert!(
+            matches!(cli.command, Command::Unseal { state: Some(ref state), accept_store_rollback: true, .. } if state.as_os_str() == "alice.checkpoint")
+        );
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "custodian",
+            "checkpoint",
+            "--share",
+            "s",
+            "--state",
+            "alice.checkpoint",
+        ])?;
+        assert!(matches!(
+            cli.command,
+            Command::Custodian(CustodianCommand::Checkpoint {
+                accept_store_rollback: false,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["kmsctl", "custodian", "checkpoint", "--share", "s"]).is_err());
         let cli = Cli::try_parse_from(["kmsctl", "operator", "credential", "--package", "p", "--key", "k"])?;
         assert!(matches!(
             cli.command,

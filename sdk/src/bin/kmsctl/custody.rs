@@ -7,13 +7,15 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use keyward_sdk::Client;
 use keyward_sdk::attestation::TrustAnchor;
 use keyward_sdk::custody::{
-    CustodyError, CustodyKey, InitCustodyRequest, ReshareCustodyRequest, deployment_hex, operator_credential_pem,
-    read_operator_credential, read_public_pem, read_share_package, share_package_pem, unseal_with_share,
-    write_new_file, write_public_pem,
+    CustodyError, CustodyKey, Freshness, InitCustodyRequest, Recorded, ReshareCustodyRequest, deployment_hex,
+    fetch_and_record_checkpoint, operator_credential_pem, read_checkpoint, read_operator_credential, read_public_pem,
+    read_share_package, share_package_pem, unseal_with_share, unseal_with_share_fresh_at, write_new_file,
+    write_public_pem,
 };
 
 use crate::Failure;
@@ -268,19 +270,49 @@ pub(crate) fn anchor(attestation_root: Option<&Path>) -> Result<TrustAnchor, Fai
     }
 }
 
-/// `kmsctl unseal --share FILE --key KEY --expected-pcr 0=HEX [--attestation-root PEM]`.
+/// `kmsctl unseal`'s `--state FILE` and `--accept-store-rollback`.
+pub(crate) struct UnsealFreshness<'a> {
+    pub(crate) state: Option<&'a Path>,
+    pub(crate) accept_store_rollback: bool,
+}
+
+/// `kmsctl unseal --share FILE --key KEY --expected-pcr 0=HEX [--attestation-root PEM] [--state FILE]
+/// [--accept-store-rollback]`.
 pub(crate) async fn unseal(
     client: &Client,
     share: &Path,
     key: &Path,
     expected: &[String],
     attestation_root: Option<&Path>,
+    freshness: UnsealFreshness<'_>,
 ) -> Result<(), Failure> {
     let pcrs = expected_pcrs(expected)?;
     let anchor = anchor(attestation_root)?;
     let package = read_share_package(share).map_err(failure)?;
     let key = CustodyKey::read_private_pem(key).map_err(failure)?;
-    let progress = unseal_with_share(client, &package, &key, &pcrs, anchor)
+    let checkpoint = match freshness.state {
+        Some(path) => read_checkpoint(path, &package).map_err(failure)?,
+        None => None,
+    };
+    match &checkpoint {
+        Some(c) => println!(
+            "sending this custodian's checkpoint: global epoch {}, {} tenant scopes",
+            c.global,
+            c.tenants.len()
+        ),
+        None if freshness.state.is_some() => {
+            println!("no checkpoint recorded yet: the store's freshness is not checked")
+        }
+        None => {}
+    }
+    if freshness.accept_store_rollback {
+        println!("--accept-store-rollback: the enclave becomes Ready even if its store is older (audited)");
+    }
+    let stated = Freshness {
+        checkpoint,
+        accept_store_rollback: freshness.accept_store_rollback,
+    };
+    let progress = unseal_with_share_fresh_at(client, &package, &key, &pcrs, anchor, &stated, SystemTime::now())
         .await
         .map_err(failure)?;
     println!(
@@ -293,8 +325,49 @@ pub(crate) async fn unseal(
     );
     if progress.is_ready() {
         println!("the service is unsealed and ready");
+        if let Some(path) = freshness.state {
+            match fetch_and_record_checkpoint(client, &package, path, freshness.accept_store_rollback).await {
+                Ok(recorded) => print_recorded(&recorded, path),
+                Err(e) => println!(
+                    "the new checkpoint was not recorded ({e}); run `kmsctl custodian checkpoint --share {} --state {}`",
+                    share.display(),
+                    path.display()
+                ),
+            }
+        }
     }
     Ok(())
+}
+
+/// `kmsctl custodian checkpoint --share FILE --state FILE [--accept-store-rollback]`.
+pub(crate) async fn checkpoint(
+    client: &Client,
+    share: &Path,
+    state: &Path,
+    accept_store_rollback: bool,
+) -> Result<(), Failure> {
+    let package = read_share_package(share).map_err(failure)?;
+    let recorded = fetch_and_record_checkpoint(client, &package, state, accept_store_rollback)
+        .await
+        .map_err(failure)?;
+    print_recorded(&recorded, state);
+    Ok(())
+}
+
+fn print_recorded(recorded: &Recorded, path: &Path) {
+    let c = recorded.checkpoint();
+    let what = match recorded {
+        Recorded::First(_) => "first checkpoint",
+        Recorded::Newer(_) => "checkpoint",
+        Recorded::RolledBack { .. } => "checkpoint (older: an accepted store rollback)",
+    };
+    println!(
+        "{what} of deployment {} recorded in {}: global epoch {}, {} tenant scopes",
+        deployment_hex(&c.deployment_id),
+        path.display(),
+        c.global,
+        c.tenants.len()
+    );
 }
 
 /// `kmsctl operator credential --package FILE --key OP.key`.

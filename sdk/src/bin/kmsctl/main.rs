@@ -97,7 +97,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Operator(args::OperatorCommand::Credential { package, key }) => {
             return custody::operator_credential(&package, &key);
         }
-        Command::Init { .. } | Command::Unseal { .. } => return run_custody(cli),
+        Command::Init { .. }
+        | Command::Unseal { .. }
+        | Command::Custodian(args::CustodianCommand::Checkpoint { .. }) => {
+            return run_custody(cli);
+        }
         _ => {}
     }
     let credential = |name: &str| {
@@ -186,7 +190,28 @@ fn run_custody(cli: Cli) -> Result<(), Failure> {
                 key,
                 expected_pcrs,
                 attestation_root,
-            } => custody::unseal(&client, &share, &key, &expected_pcrs, attestation_root.as_deref()).await,
+                state,
+                accept_store_rollback,
+            } => {
+                let freshness = custody::UnsealFreshness {
+                    state: state.as_deref(),
+                    accept_store_rollback,
+                };
+                custody::unseal(
+                    &client,
+                    &share,
+                    &key,
+                    &expected_pcrs,
+                    attestation_root.as_deref(),
+                    freshness,
+                )
+                .await
+            }
+            Command::Custodian(args::CustodianCommand::Checkpoint {
+                share,
+                state,
+                accept_store_rollback,
+            }) => custody::checkpoint(&client, &share, &state, accept_store_rollback).await,
             _ => Err(Failure::Usage("not a custody command".into())),
         }
     })
