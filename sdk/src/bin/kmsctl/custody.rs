@@ -14,8 +14,7 @@ use keyward_sdk::attestation::TrustAnchor;
 use keyward_sdk::custody::{
     CustodyError, CustodyKey, Freshness, InitCustodyRequest, Recorded, ReshareCustodyRequest, deployment_hex,
     fetch_and_record_checkpoint, operator_credential_pem, read_checkpoint, read_operator_credential, read_public_pem,
-    read_share_package, share_package_pem, unseal_with_share, unseal_with_share_fresh_at, write_new_file,
-    write_public_pem,
+    read_share_package, share_package_pem, unseal_with_share_fresh_at, write_new_file, write_public_pem,
 };
 
 use crate::Failure;
