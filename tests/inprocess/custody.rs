@@ -358,7 +358,11 @@ async fn a_genesis_without_custodians_is_refused_by_a_shamir_enclave() {
         let said = message(&r);
         assert!(said.contains("--custody shamir"), "{}", text(&r));
         assert!(said.contains("kmsctl init --custodian"), "{}", text(&r));
-        assert!(said.contains("only for an enclave started with --custody kms"), "{}", text(&r));
+        assert!(
+            said.contains("only for an enclave started with --custody kms"),
+            "{}",
+            text(&r)
+        );
         assert!(!kw.enclave().is_ready());
     }
     assert_eq!(kw.store().raw("boot", "custody").1, None, "no boot record was written");
