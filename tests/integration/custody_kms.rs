@@ -268,7 +268,9 @@ async fn keyward_dev_with_kms_custody_and_no_credential_stops_with_the_reason() 
 /// then writes the operator credential and the root commitment (no shares);
 /// `kmsctl operator credential` opens the credential, which lists and
 /// creates tenants, and `kmsctl audit verify` accepts the operator's chain
-/// under the written root commitment. A second genesis is refused.
+/// under the written root commitment. A second genesis is refused. A
+/// killed enclave then unseals through the key service by itself and the
+/// credential still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kmsctl_init_key_service_runs_genesis_of_a_custody_kms_enclave_and_the_operator_credential_works() {
     let work = tempfile::tempdir().expect("temp dir");
@@ -425,6 +427,23 @@ async fn kmsctl_init_key_service_runs_genesis_of_a_custody_kms_enclave_and_the_o
         .output()
         .expect("run kmsctl audit verify");
     succeeded("kmsctl audit verify --public-key root-commitment.pem", &out);
+
+    // The custody kmsctl created lasts: a killed enclave unseals through the
+    // key service by itself, and the operator credential still works.
+    split.kill9_and_restart_self_unsealing_enclave().await;
+    let operator_client = keyward_sdk::Client::new(&split.url, "us-east-1", &operator_id, &operator_secret)
+        .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(split.ca_pem.clone())))
+        .expect("operator client");
+    let tenants = operator_client
+        .list_tenants()
+        .await
+        .expect("ListTenants after the enclave restarted");
+    assert!(tenants.iter().any(|t| t.tenant_id == "444455556666"), "{tenants:?}");
+    let restarted_log = split.logs().pop().map(|(_, log)| log).unwrap_or_default();
+    assert!(
+        restarted_log.contains("unsealed by the custody key service"),
+        "{restarted_log}"
+    );
     drop(split);
     drop(custody);
     drop(custody_sandbox);

@@ -507,6 +507,38 @@ impl Split {
         }
     }
 
+    /// SIGKILLs the enclave and starts a new one on the same data dir that
+    /// unseals by itself (`--custody kms`); waits (bounded) until `/healthz`
+    /// says ok and the proxy serves the persistent CA `ca_pem` had before.
+    pub async fn kill9_and_restart_self_unsealing_enclave(&mut self) {
+        if let Some(child) = self.enclave.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.enclave.child = None;
+        self.enclave_starts += 1;
+        let socket = self.data_dir.join("enclave.sock");
+        let command = enclave_command(&self.data_dir, &socket, &self.creds, &self.operator, &self.options);
+        let log = self._dir.path().join(format!("enclave-{}.log", self.enclave_starts));
+        self.enclave = Proc::spawn("keyward enclave", command, Watch::Stderr, log);
+        self.enclave.wait_for(ENCLAVE_READY).await;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.healthz().await == (200, "ok".to_string()) && fetch_ca(&self.admin).await == self.ca_pem {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted enclave did not become ready with its persistent CA"
+            );
+            // A new connection has a Ready enclave load its identity.
+            if let Ok(probe) = keyward_sdk::Client::unauthenticated(&self.url) {
+                let _ = probe.with_timeout(REQUEST_TIMEOUT).get_unseal_document(b"probe").await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn client(&self) -> aws_sdk_kms::Client {
         self.client_as(&self.creds)
     }
