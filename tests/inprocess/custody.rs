@@ -343,6 +343,34 @@ async fn bad_genesis_parameters_are_refused_and_leave_it_awaiting_genesis() {
     assert!(kw.enclave().is_ready());
 }
 
+/// A key-service genesis (`kmsctl init --key-service`: no Threshold, no
+/// CustodianPublicKeys) sent to a Shamir enclave is refused with what to
+/// do instead, never a genesis without custodians; it still awaits genesis.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_genesis_without_custodians_is_refused_by_a_shamir_enclave() {
+    let kw = Service::start_uninitialised().await;
+    let operator = CustodyKey::generate().public_key();
+    let operator = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, operator.as_bytes());
+    let body = json!({ "OperatorPublicKey": operator });
+    for body in [body, json!({})] {
+        let r = kw.custody_call("InitCustody", &body).await;
+        r.assert_error("a key-service genesis of a Shamir enclave", 400, "ValidationException");
+        let said = message(&r);
+        assert!(said.contains("--custody shamir"), "{}", text(&r));
+        assert!(said.contains("kmsctl init --custodian"), "{}", text(&r));
+        assert!(
+            said.contains("only for an enclave started with --custody kms"),
+            "{}",
+            text(&r)
+        );
+        assert!(!kw.enclave().is_ready());
+    }
+    assert_eq!(kw.store().raw("boot", "custody").1, None, "no boot record was written");
+    let key = CustodyKey::generate().public_key();
+    kw.init_custody(1, &[key], None).await;
+    assert!(kw.enclave().is_ready());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn while_sealed_an_in_memory_tls_identity_is_served_and_the_persistent_one_returns_once_ready() {
     let refuse = keyward_enclave::api::error::refusal;

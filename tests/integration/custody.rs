@@ -21,7 +21,7 @@ fn mock_pcr0_hex() -> String {
 
 /// Runs `kmsctl ARGS` (no credential in its environment) against `split`,
 /// trusting its current CA.
-fn kmsctl(split: &Split, work: &Path, args: &[&str]) -> Output {
+pub(crate) fn kmsctl(split: &Split, work: &Path, args: &[&str]) -> Output {
     let ca = work.join("ca.pem");
     std::fs::write(&ca, &split.ca_pem).expect("write the CA");
     Command::new(kmsctl_path())
@@ -39,11 +39,11 @@ fn kmsctl(split: &Split, work: &Path, args: &[&str]) -> Output {
 }
 
 /// `kmsctl` with no endpoint (the offline commands).
-fn kmsctl_offline(args: &[&str]) -> Output {
+pub(crate) fn kmsctl_offline(args: &[&str]) -> Output {
     Command::new(kmsctl_path()).args(args).output().expect("run kmsctl")
 }
 
-fn text(out: &Output) -> (String, String) {
+pub(crate) fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -51,21 +51,21 @@ fn text(out: &Output) -> (String, String) {
 }
 
 #[track_caller]
-fn succeeded(what: &str, out: &Output) -> String {
+pub(crate) fn succeeded(what: &str, out: &Output) -> String {
     let (stdout, stderr) = text(out);
     assert!(out.status.success(), "{what}: {}\n{stdout}\n{stderr}", out.status);
     stdout
 }
 
 /// `kmsctl custodian keygen --out DIR/NAME`; returns the prefix.
-fn keygen(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn keygen(dir: &Path, name: &str) -> PathBuf {
     let prefix = dir.join(name);
     let out = kmsctl_offline(&["custodian", "keygen", "--out", &prefix.display().to_string()]);
     succeeded("custodian keygen", &out);
     prefix
 }
 
-fn file(prefix: &Path, suffix: &str) -> String {
+pub(crate) fn file(prefix: &Path, suffix: &str) -> String {
     format!("{}{suffix}", prefix.display())
 }
 
@@ -216,6 +216,25 @@ async fn genesis_2_of_3_survives_an_enclave_kill_and_unseals_with_two_shares() {
     let again = kmsctl_offline(&["custodian", "keygen", "--out", &custodians[0].display().to_string()]);
     assert_eq!(again.status.code(), Some(2), "{:?}", text(&again));
 
+    // A key-service genesis sent to this Shamir enclave: refused saying what to run, nothing written.
+    let wrong = work.join("wrong");
+    let out = kmsctl(
+        &split,
+        work,
+        &[
+            "init",
+            "--key-service",
+            "--operator-key",
+            &file(&operator, ".pub"),
+            "--out",
+            &wrong.display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(text(&out).1.contains("kmsctl init --custodian"), "{:?}", text(&out));
+    assert_eq!(std::fs::read_dir(&wrong).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(split.healthz().await, (503, "sealed".to_string()));
+
     let stdout = init_2_of_3(&split, work, &custodians, &operator);
     let deployment = stdout
         .lines()
@@ -228,22 +247,6 @@ async fn genesis_2_of_3_survives_an_enclave_kill_and_unseals_with_two_shares() {
     for i in 1..=3 {
         assert!(genesis.join(format!("custodian-{i}.share")).is_file());
     }
-    // A second genesis is refused.
-    let second = kmsctl(
-        &split,
-        work,
-        &[
-            "init",
-            "--custodian",
-            &file(&custodians[0], ".pub"),
-            "--threshold",
-            "1",
-            "--out",
-            &work.join("again").display().to_string(),
-        ],
-    );
-    assert_eq!(second.status.code(), Some(1), "{:?}", text(&second));
-
     // The operator's credential, opened locally, works.
     let out = kmsctl_offline(&[
         "operator",
@@ -271,6 +274,22 @@ async fn genesis_2_of_3_survives_an_enclave_kill_and_unseals_with_two_shares() {
         .list_tenants()
         .await
         .expect("ListTenants with the operator credential from genesis");
+    // A second genesis is refused (asked of the Ready enclave, trusting its persistent CA).
+    let second = kmsctl(
+        &split,
+        work,
+        &[
+            "init",
+            "--custodian",
+            &file(&custodians[0], ".pub"),
+            "--threshold",
+            "1",
+            "--out",
+            &work.join("again").display().to_string(),
+        ],
+    );
+    assert_eq!(second.status.code(), Some(1), "{:?}", text(&second));
+    assert!(text(&second).1.contains("already initialised"), "{:?}", text(&second));
 
     // Keys and ciphertexts.
     let client = split.client();

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::custody::{file, keygen, kmsctl, kmsctl_offline, succeeded, text};
 use crate::harness::{
     Keyward, RawResponse, Sandbox, api_headers, create_key, decrypt, encrypt, exchange, sign_headers,
 };
 use crate::principals::call_as;
+use crate::split::{Split, SplitOptions};
 
 /// How long a restarted enclave may take to become Ready, or to show a reason.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -255,4 +257,194 @@ async fn keyward_dev_with_kms_custody_and_no_credential_stops_with_the_reason() 
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+}
+
+/// Genesis of a `--custody kms` enclave by `kmsctl init --key-service`, the
+/// nitro-style path where the launcher does not run genesis: `keyward
+/// enclave --custody kms …` and `keyward proxy --custody-endpoint …` as
+/// separate processes ([`Split`]), a second `keyward dev` as the custody key
+/// service. A Shamir genesis (custodians) sent to it is refused saying what
+/// to run and writes nothing; `kmsctl init --key-service --operator-key`
+/// then writes the operator credential and the root commitment (no shares);
+/// `kmsctl operator credential` opens the credential, which lists and
+/// creates tenants, and `kmsctl audit verify` accepts the operator's chain
+/// under the written root commitment. A second genesis is refused. A
+/// killed enclave then unseals through the key service by itself and the
+/// credential still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kmsctl_init_key_service_runs_genesis_of_a_custody_kms_enclave_and_the_operator_credential_works() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let work = work.path();
+
+    // The custody service, with a key that releases only to our image's PCR0.
+    let mut custody_sandbox = Sandbox::new();
+    let custody = custody_sandbox.start().await;
+    let custody_key = create_key(&custody.client(), "root custody of a kmsctl genesis").await;
+    let custody_arn = Keyward::key_arn(&custody_key);
+    set_custody_policy(&custody, &custody_key, &mock_pcr0_hex()).await;
+
+    // Our enclave and proxy, started separately: nothing runs genesis but kmsctl.
+    let custody_ca = custody.data_dir.join("tls").join("ca.pem");
+    let options = SplitOptions {
+        enclave_args: vec![
+            "--custody=kms".into(),
+            format!("--custody-key={custody_arn}"),
+            format!("--custody-endpoint={}", custody.url),
+            format!("--custody-ca={}", custody_ca.display()),
+            "--custody-credentials=env".into(),
+        ],
+        enclave_env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), custody.creds.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), custody.creds.secret.clone()),
+        ],
+        proxy_args: vec![format!("--custody-endpoint={}", custody.url)],
+        mock_attestation_from: Some(custody.data_dir.join("mock-attestation")),
+    };
+    let mut split = Split::start_sealed_with(options).await;
+    assert_eq!(split.healthz().await, (503, "sealed".to_string()));
+    let operator = keygen(work, "operator");
+    let alice = keygen(work, "alice");
+
+    // Custodians for a key-service enclave: refused by the enclave, nothing written.
+    let wrong = work.join("wrong");
+    let out = kmsctl(
+        &split,
+        work,
+        &[
+            "init",
+            "--custodian",
+            &file(&alice, ".pub"),
+            "--threshold",
+            "1",
+            "--operator-key",
+            &file(&operator, ".pub"),
+            "--out",
+            &wrong.display().to_string(),
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        stderr.contains("--custody kms") && stderr.contains("kmsctl init --key-service"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&wrong).map(|d| d.count()).unwrap_or(0),
+        0,
+        "a refused genesis wrote files"
+    );
+    assert_eq!(split.healthz().await, (503, "sealed".to_string()));
+
+    // The key-service genesis.
+    let genesis = work.join("genesis");
+    let init_args = [
+        "init",
+        "--key-service",
+        "--operator-key",
+        &file(&operator, ".pub"),
+        "--out",
+        &genesis.display().to_string(),
+    ];
+    let stdout = succeeded("kmsctl init --key-service", &kmsctl(&split, work, &init_args));
+    let deployment = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deployment"))
+        .map(|rest| rest.trim().to_owned())
+        .unwrap_or_else(|| panic!("no deployment line: {stdout}"));
+    assert_eq!(deployment.len(), 32, "{stdout}");
+    assert!(stdout.contains("the custody key service"), "{stdout}");
+    assert!(stdout.contains("state Ready"), "{stdout}");
+    let mut written: Vec<String> = std::fs::read_dir(&genesis)
+        .expect("the genesis dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["operator.credential", "root-commitment.pem"], "{stdout}");
+
+    // The operator opens the credential locally; it works.
+    let out = kmsctl_offline(&[
+        "operator",
+        "credential",
+        "--package",
+        &genesis.join("operator.credential").display().to_string(),
+        "--key",
+        &file(&operator, ".key"),
+    ]);
+    let stdout = succeeded("operator credential", &out);
+    assert!(stdout.contains(&format!("deployment {deployment}")), "{stdout}");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("no {name}: {stdout}"))
+            .to_owned()
+    };
+    let (operator_id, operator_secret) = (field("AWS_ACCESS_KEY_ID"), field("AWS_SECRET_ACCESS_KEY"));
+    assert_ne!(
+        operator_id, split.operator.access_key_id,
+        "not the environment's dev operator"
+    );
+    split.await_ready_ca().await;
+    assert_eq!(split.healthz().await, (200, "ok".to_string()));
+    // A second genesis is refused (into a fresh dir: the files are not in the way; the
+    // Ready enclave serves its persistent CA now).
+    let again = work.join("again");
+    let mut second_args = init_args;
+    let again_arg = again.display().to_string();
+    second_args[5] = &again_arg;
+    let second = kmsctl(&split, work, &second_args);
+    assert_eq!(second.status.code(), Some(1), "{:?}", text(&second));
+    assert!(text(&second).1.contains("already initialised"), "{:?}", text(&second));
+
+    let operator_client = keyward_sdk::Client::new(&split.url, "us-east-1", &operator_id, &operator_secret)
+        .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(split.ca_pem.clone())))
+        .expect("operator client");
+    let created = operator_client
+        .create_tenant("444455556666")
+        .await
+        .expect("CreateTenant with the operator credential from genesis");
+    assert_eq!(created.tenant_id, "444455556666");
+    let tenants = operator_client
+        .list_tenants()
+        .await
+        .expect("ListTenants with the operator credential from genesis");
+    assert!(tenants.iter().any(|t| t.tenant_id == "444455556666"), "{tenants:?}");
+
+    // The root commitment written is the audit key: the operator's chain verifies under it.
+    let ca = work.join("ready-ca.pem");
+    std::fs::write(&ca, &split.ca_pem).expect("write the CA");
+    let out = std::process::Command::new(crate::audit::kmsctl_path())
+        .arg("--endpoint")
+        .arg(&split.url)
+        .arg("--ca-bundle")
+        .arg(&ca)
+        .args(["audit", "verify", "--public-key"])
+        .arg(genesis.join("root-commitment.pem"))
+        .env("AWS_ACCESS_KEY_ID", &operator_id)
+        .env("AWS_SECRET_ACCESS_KEY", &operator_secret)
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("KEYWARD_ENDPOINT")
+        .output()
+        .expect("run kmsctl audit verify");
+    succeeded("kmsctl audit verify --public-key root-commitment.pem", &out);
+
+    // The custody kmsctl created lasts: a killed enclave unseals through the
+    // key service by itself, and the operator credential still works.
+    split.kill9_and_restart_self_unsealing_enclave().await;
+    let operator_client = keyward_sdk::Client::new(&split.url, "us-east-1", &operator_id, &operator_secret)
+        .and_then(|c| c.with_tls(keyward_sdk::TlsOptions::default().with_ca_bundle(split.ca_pem.clone())))
+        .expect("operator client");
+    let tenants = operator_client
+        .list_tenants()
+        .await
+        .expect("ListTenants after the enclave restarted");
+    assert!(tenants.iter().any(|t| t.tenant_id == "444455556666"), "{tenants:?}");
+    let restarted_log = split.logs().pop().map(|(_, log)| log).unwrap_or_default();
+    assert!(
+        restarted_log.contains("unsealed by the custody key service"),
+        "{restarted_log}"
+    );
+    drop(split);
+    drop(custody);
+    drop(custody_sandbox);
 }

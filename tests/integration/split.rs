@@ -279,11 +279,35 @@ pub struct Split {
     pub data_dir: PathBuf,
     /// Enclave starts so far (each has its own log file).
     enclave_starts: usize,
+    /// What every enclave start (the first and each restart) gets besides the defaults.
+    options: SplitOptions,
     _dir: tempfile::TempDir,
 }
 
-/// `keyward enclave` (mock mode) on `data_dir`, with the dev credentials.
-fn enclave_command(data_dir: &Path, enclave_socket: &Path, creds: &Creds, operator: &Creds) -> Command {
+/// What a [`Split`] adds to the defaults, e.g. `--custody kms …` for the
+/// enclave and `--custody-endpoint` for the proxy.
+#[derive(Clone, Default)]
+pub struct SplitOptions {
+    /// Extra arguments of every `keyward enclave` start.
+    pub enclave_args: Vec<String>,
+    /// Extra environment of every `keyward enclave` start.
+    pub enclave_env: Vec<(String, String)>,
+    /// Extra arguments of `keyward proxy`.
+    pub proxy_args: Vec<String>,
+    /// A `mock-attestation/` directory copied into the data dir before the
+    /// enclave first starts (its documents then chain to that root).
+    pub mock_attestation_from: Option<PathBuf>,
+}
+
+/// `keyward enclave` (mock mode) on `data_dir`, with the dev credentials
+/// and `options`' extra arguments and environment.
+fn enclave_command(
+    data_dir: &Path,
+    enclave_socket: &Path,
+    creds: &Creds,
+    operator: &Creds,
+    options: &SplitOptions,
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
     command
         .args(["enclave", "--mode", "mock", "--exit-on-stdin-close", "--socket"])
@@ -294,7 +318,9 @@ fn enclave_command(data_dir: &Path, enclave_socket: &Path, creds: &Creds, operat
         .env("KEYWARD_DEV_SECRET_ACCESS_KEY", &creds.secret)
         .env("KEYWARD_DEV_OPERATOR_ACCESS_KEY_ID", &operator.access_key_id)
         .env("KEYWARD_DEV_OPERATOR_SECRET_ACCESS_KEY", &operator.secret)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .args(&options.enclave_args)
+        .envs(options.enclave_env.iter().map(|(k, v)| (k, v)));
     command
 }
 
@@ -323,6 +349,11 @@ impl Split {
     /// data dir with a deployment, its custodians). `ca_pem` is the sealed
     /// enclave's in-memory CA.
     pub async fn start_sealed() -> Split {
+        Split::start_sealed_with(SplitOptions::default()).await
+    }
+
+    /// [`Split::start_sealed`] with `options`.
+    pub async fn start_sealed_with(options: SplitOptions) -> Split {
         let dir = tempfile::Builder::new()
             .prefix("keyward-split-")
             .tempdir()
@@ -336,7 +367,15 @@ impl Split {
         let recorder_socket = data_dir.join("recorder.sock");
         let recorder_tls_socket = data_dir.join("recorder-tls.sock");
 
-        let command = enclave_command(&data_dir, &enclave_socket, &creds, &operator);
+        if let Some(from) = &options.mock_attestation_from {
+            let to = data_dir.join("mock-attestation");
+            std::fs::create_dir_all(&to).expect("mock-attestation dir");
+            for entry in std::fs::read_dir(from).expect("the mock-attestation dir to copy") {
+                let path = entry.expect("entry").path();
+                std::fs::copy(&path, to.join(path.file_name().expect("file name"))).expect("copy the mock root");
+            }
+        }
+        let command = enclave_command(&data_dir, &enclave_socket, &creds, &operator, &options);
         let mut enclave = Proc::spawn(
             "keyward enclave",
             command,
@@ -363,6 +402,7 @@ impl Split {
             .arg(&recorder_socket)
             .arg("--enclave-tls-socket")
             .arg(&recorder_tls_socket)
+            .args(&options.proxy_args)
             .env("RUST_LOG", "info");
         let mut proxy = Proc::spawn("keyward proxy", command, Watch::Stdout, dir.path().join("proxy.log"));
         let line = proxy.wait_for(PROXY_READY).await;
@@ -391,6 +431,7 @@ impl Split {
             operator,
             data_dir,
             enclave_starts: 1,
+            options,
             _dir: dir,
         }
     }
@@ -448,7 +489,7 @@ impl Split {
         self.enclave.child = None;
         self.enclave_starts += 1;
         let socket = self.data_dir.join("enclave.sock");
-        let command = enclave_command(&self.data_dir, &socket, &self.creds, &self.operator);
+        let command = enclave_command(&self.data_dir, &socket, &self.creds, &self.operator, &self.options);
         let log = self._dir.path().join(format!("enclave-{}.log", self.enclave_starts));
         self.enclave = Proc::spawn("keyward enclave", command, Watch::Stderr, log);
         self.enclave.wait_for(ENCLAVE_READY).await;
@@ -462,6 +503,38 @@ impl Split {
                 return;
             }
             assert!(Instant::now() < deadline, "the restarted enclave's CA never showed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs the enclave and starts a new one on the same data dir that
+    /// unseals by itself (`--custody kms`); waits (bounded) until `/healthz`
+    /// says ok and the proxy serves the persistent CA `ca_pem` had before.
+    pub async fn kill9_and_restart_self_unsealing_enclave(&mut self) {
+        if let Some(child) = self.enclave.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.enclave.child = None;
+        self.enclave_starts += 1;
+        let socket = self.data_dir.join("enclave.sock");
+        let command = enclave_command(&self.data_dir, &socket, &self.creds, &self.operator, &self.options);
+        let log = self._dir.path().join(format!("enclave-{}.log", self.enclave_starts));
+        self.enclave = Proc::spawn("keyward enclave", command, Watch::Stderr, log);
+        self.enclave.wait_for(ENCLAVE_READY).await;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.healthz().await == (200, "ok".to_string()) && fetch_ca(&self.admin).await == self.ca_pem {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted enclave did not become ready with its persistent CA"
+            );
+            // A new connection has a Ready enclave load its identity.
+            if let Ok(probe) = keyward_sdk::Client::unauthenticated(&self.url) {
+                let _ = probe.with_timeout(REQUEST_TIMEOUT).get_unseal_document(b"probe").await;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

@@ -119,6 +119,14 @@ async fn init_custody(enclave: &Enclave, body: Value, transport: &dyn StoreTrans
     if enclave.config.custody_kms.is_some() {
         return init_custody_kms(enclave, request, transport).await;
     }
+    if request.threshold.is_none() && request.custodian_public_keys.is_none() {
+        return Err(KmsError::Validation(
+            "this enclave keeps its root by custodians' shares (--custody shamir): genesis needs Threshold and \
+             CustodianPublicKeys (kmsctl init --custodian A.pub … --threshold M); a genesis without custodians \
+             (kmsctl init --key-service) is only for an enclave started with --custody kms"
+                .into(),
+        ));
+    }
     let threshold = required("threshold", request.threshold)?;
     let keys = required("custodianPublicKeys", request.custodian_public_keys)?;
     length("custodianPublicKeys", keys.len(), 1, MAX_CUSTODIANS)?;
@@ -255,7 +263,7 @@ async fn init_custody_kms(
     if request.threshold.is_some() || request.custodian_public_keys.is_some() {
         return Err(KmsError::Validation(
             "this enclave keeps its root with a custody key service (--custody kms): genesis takes no \
-             Threshold or CustodianPublicKeys"
+             Threshold or CustodianPublicKeys (kmsctl init --key-service --operator-key OPERATOR.pub)"
                 .into(),
         ));
     }

@@ -56,22 +56,42 @@ pub(crate) enum Command {
     /// Genesis of a new deployment (the service must be sealed, awaiting
     /// genesis): the enclave creates the root key, splits it M-of-N and
     /// seals each share to its custodian's key; writes
-    /// DIR/custodian-<i>.share (and DIR/operator.credential). Nothing
-    /// written is secret without the custodians' (operator's) private keys.
+    /// DIR/custodian-<i>.share (and DIR/operator.credential). With
+    /// --key-service (an enclave started with --custody kms) the custody
+    /// key service generates the root instead and there are no shares.
+    /// Writes DIR/root-commitment.pem either way. Nothing written is secret
+    /// without the custodians' (operator's) private keys.
     Init {
         /// A custodian's public key file (X25519, PEM); repeat for each,
         /// in order: the first is custodian 1.
-        #[arg(long = "custodian", value_name = "FILE.pub", required = true)]
+        #[arg(
+            long = "custodian",
+            value_name = "FILE.pub",
+            required_unless_present = "key_service",
+            conflicts_with = "key_service"
+        )]
         custodians: Vec<PathBuf>,
         /// M: how many custodians' shares an unseal needs.
-        #[arg(long, value_name = "M")]
-        threshold: u8,
+        #[arg(
+            long,
+            value_name = "M",
+            required_unless_present = "key_service",
+            conflicts_with = "key_service"
+        )]
+        threshold: Option<u8>,
+        /// Genesis of an enclave whose root a custody key service keeps
+        /// (`--custody kms`): no custodians, no threshold; the enclave has
+        /// the key service generate the root and release it to it alone.
+        /// Refused by an enclave under Shamir custody.
+        #[arg(long)]
+        key_service: bool,
         /// The operator's public key file (X25519, PEM): the operator's
         /// first credential is sealed to it (required in nitro mode).
         #[arg(long, value_name = "FILE.pub")]
         operator_key: Option<PathBuf>,
-        /// Directory for the share packages and the operator credential
-        /// (created if missing; existing files are never overwritten).
+        /// Directory for the share packages, the operator credential and
+        /// the root commitment (created if missing; existing files are
+        /// never overwritten).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -424,7 +444,7 @@ mod tests {
             "d",
         ])?;
         assert!(
-            matches!(cli.command, Command::Init { ref custodians, threshold: 2, operator_key: None, .. } if custodians.len() == 2)
+            matches!(cli.command, Command::Init { ref custodians, threshold: Some(2), key_service: false, operator_key: None, .. } if custodians.len() == 2)
         );
         let cli = Cli::try_parse_from([
             "kmsctl",
@@ -498,6 +518,7 @@ mod tests {
             Command::Operator(OperatorCommand::Credential { .. })
         ));
         assert!(Cli::try_parse_from(["kmsctl", "init", "--threshold", "1", "--out", "d"]).is_err());
+        assert!(Cli::try_parse_from(["kmsctl", "init", "--custodian", "a.pub", "--out", "d"]).is_err());
         assert!(
             Cli::try_parse_from([
                 "kmsctl",
@@ -512,6 +533,65 @@ mod tests {
             .is_err()
         );
         assert!(Cli::try_parse_from(["kmsctl", "unseal", "--share", "s", "--key", "k"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn init_parses_a_key_service_genesis_and_refuses_mixing_it_with_custodians() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "kmsctl",
+            "init",
+            "--key-service",
+            "--operator-key",
+            "operator.pub",
+            "--out",
+            "genesis",
+        ])?;
+        assert!(matches!(
+            cli.command,
+            Command::Init { ref custodians, threshold: None, key_service: true, operator_key: Some(ref op), ref out }
+                if custodians.is_empty() && op.as_os_str() == "operator.pub" && out.as_os_str() == "genesis"
+        ));
+        // Without an operator key too (mock mode; a nitro enclave refuses it).
+        let cli = Cli::try_parse_from(["kmsctl", "init", "--key-service", "--out", "d"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Init {
+                key_service: true,
+                operator_key: None,
+                ..
+            }
+        ));
+        // Custodians or a threshold with --key-service: a usage error, never a silent choice.
+        for mixed in [
+            &["kmsctl", "init", "--key-service", "--custodian", "a.pub", "--out", "d"][..],
+            &["kmsctl", "init", "--key-service", "--threshold", "1", "--out", "d"][..],
+            &[
+                "kmsctl",
+                "init",
+                "--key-service",
+                "--custodian",
+                "a.pub",
+                "--threshold",
+                "1",
+                "--out",
+                "d",
+            ][..],
+        ] {
+            let e = match Cli::try_parse_from(mixed) {
+                Err(e) => e,
+                Ok(_) => panic!("{mixed:?} parsed"),
+            };
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{mixed:?}: {e}");
+        }
+        // Neither custodians nor --key-service: which genesis is meant is not guessed.
+        let e = match Cli::try_parse_from(["kmsctl", "init", "--operator-key", "op.pub", "--out", "d"]) {
+            Err(e) => e,
+            Ok(_) => panic!("init without custodians or --key-service parsed"),
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
+        // --out is still required.
+        assert!(Cli::try_parse_from(["kmsctl", "init", "--key-service"]).is_err());
         Ok(())
     }
 

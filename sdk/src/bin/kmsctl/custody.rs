@@ -57,19 +57,33 @@ pub(crate) fn keygen(out: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `kmsctl init --custodian A.pub ... --threshold M [--operator-key OP.pub] --out DIR`.
+/// Which genesis `kmsctl init` asks for.
+pub(crate) enum Genesis<'a> {
+    /// `--custodian A.pub ... --threshold M`: an M-of-N Shamir custody.
+    Shamir { custodians: &'a [PathBuf], threshold: u8 },
+    /// `--key-service`: the enclave's custody key service (`--custody kms`) keeps the root.
+    KeyService,
+}
+
+/// `kmsctl init --custodian A.pub ... --threshold M [--operator-key OP.pub] --out DIR`, or
+/// `kmsctl init --key-service [--operator-key OP.pub] --out DIR`. Both write the operator
+/// credential and the root commitment the same way (and the share packages of a Shamir genesis).
 pub(crate) async fn init(
     client: &Client,
-    custodian_files: &[PathBuf],
-    threshold: u8,
+    genesis: Genesis<'_>,
     operator_key: Option<&Path>,
     out: &Path,
 ) -> Result<(), Failure> {
-    let custodians = custodian_keys(custodian_files, threshold)?;
+    let shamir = match genesis {
+        Genesis::Shamir { custodians, threshold } => Some((custodian_keys(custodians, threshold)?, threshold)),
+        Genesis::KeyService => None,
+    };
+    let custodian_count = shamir.as_ref().map_or(0, |(custodians, _)| custodians.len());
+    let shamir_threshold = shamir.as_ref().map(|(_, threshold)| *threshold);
     let operator = operator_key.map(read_public_pem).transpose().map_err(failure)?;
     // Genesis cannot be repeated: make sure every file can be written before asking for it.
     std::fs::create_dir_all(out).map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
-    let share_paths: Vec<PathBuf> = (1..=custodians.len())
+    let share_paths: Vec<PathBuf> = (1..=custodian_count)
         .map(|i| out.join(format!("custodian-{i}.share")))
         .collect();
     let operator_path = out.join("operator.credential");
@@ -86,13 +100,20 @@ pub(crate) async fn init(
             )));
         }
     }
-    let output = client
-        .init_custody(&InitCustodyRequest {
-            threshold,
-            custodians,
-            operator_key: operator,
-        })
-        .await?;
+    // A mismatch with the enclave's custody (custodians for a `--custody kms` enclave, none for a
+    // Shamir one) is refused by the enclave, saying which `kmsctl init` to run; nothing is written.
+    let output = match shamir {
+        Some((custodians, threshold)) => {
+            client
+                .init_custody(&InitCustodyRequest {
+                    threshold,
+                    custodians,
+                    operator_key: operator,
+                })
+                .await?
+        }
+        None => client.init_key_service_custody(operator).await?,
+    };
     let mut files = Vec::new();
     for (path, package) in share_paths.iter().zip(&output.share_packages) {
         files.push((path.clone(), share_package_pem(package).map_err(failure)?));
@@ -116,11 +137,18 @@ pub(crate) async fn init(
         "root commitment  {} (the audit public key, SPKI DER, base64)",
         base64_of(&output.root_commitment)
     );
-    println!(
-        "custody          Shamir {threshold} of {} (state {})",
-        output.share_packages.len(),
-        output.state
-    );
+    match shamir_threshold {
+        Some(threshold) => println!(
+            "custody          Shamir {threshold} of {} (state {})",
+            output.share_packages.len(),
+            output.state
+        ),
+        None => println!(
+            "custody          the custody key service (--custody kms): no shares; the enclave unseals \
+             through it at every start (state {})",
+            output.state
+        ),
+    }
     if !unwritten.is_empty() {
         // Genesis happened and cannot be repeated: print what could not be saved.
         for (path, text) in unwritten {

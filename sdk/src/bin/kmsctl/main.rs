@@ -182,9 +182,26 @@ fn run_custody(cli: Cli) -> Result<(), Failure> {
             Command::Init {
                 custodians,
                 threshold,
+                key_service,
                 operator_key,
                 out,
-            } => custody::init(&client, &custodians, threshold, operator_key.as_deref(), &out).await,
+            } => {
+                let genesis = match (key_service, threshold) {
+                    (true, _) => custody::Genesis::KeyService,
+                    (false, Some(threshold)) => custody::Genesis::Shamir {
+                        custodians: &custodians,
+                        threshold,
+                    },
+                    (false, None) => {
+                        return Err(Failure::Usage(
+                            "init needs --custodian FILE.pub ... --threshold M (Shamir custody) or --key-service \
+                             (an enclave started with --custody kms)"
+                                .into(),
+                        ));
+                    }
+                };
+                custody::init(&client, genesis, operator_key.as_deref(), &out).await
+            }
             Command::Unseal {
                 share,
                 key,
