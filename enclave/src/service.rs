@@ -359,6 +359,10 @@ impl Enclave {
             None => return Err(bootstrap::BootError::NotNow("this node has no boot record".into())),
         };
         let allowed = crate::custody::join::own_measurements(&*self.nsm)?;
+        // The store's epochs in every scope, read now (a rolled-back or
+        // hidden root is refused here: no release over a store this node
+        // sees as older), signed: the joiner's floor.
+        let checkpoint = self.signed_checkpoint(transport).await?;
         let package = crate::custody::join::release(
             keyring.hierarchy.root(),
             &record,
@@ -367,7 +371,7 @@ impl Enclave {
             &allowed,
             self.config.allow_debug_attestation,
             self.clock.now(),
-            keyring.index.epoch(),
+            &checkpoint,
         )?;
         Ok((
             record.deployment_id,
@@ -393,7 +397,7 @@ impl Enclave {
         let unsealed = bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await;
         if let Err(bootstrap::BootError::Custody(crate::custody::CustodyError::StaleStore { omission, .. })) = &unsealed
         {
-            self.stale_unseals[usize::from(*omission)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.count_stale_store(*omission);
         }
         match unsealed? {
             bootstrap::Unsealed::NeedMore { received, threshold } => Ok(bootstrap::UnsealAnswer {

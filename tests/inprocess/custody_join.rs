@@ -262,3 +262,78 @@ async fn a_joining_node_refuses_a_store_older_than_its_peer_has_seen() {
         .expect("joins the current store");
     assert!(third.freshness_epoch() >= peer_epoch);
 }
+
+/// Issue 19 item 3 through cluster join, per scope: the join package
+/// carries the releasing peer's signed checkpoint (every tenant scope's
+/// epoch), so a joining node served one tenant's index root rolled back
+/// alone (the global root intact) refuses the store, stays Sealed naming
+/// the tenant scope, and counts the violation; a hidden tenant root
+/// likewise (an omission). Served the current store, it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_refuses_a_tenant_scope_rolled_back_alone() {
+    use crate::support::{ACCOUNT, create_key, must};
+    let first = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &connector).await;
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://localhost:7800").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        connector,
+    );
+    let kms = first.client();
+    let key = create_key(&kms, "tenant scope moves alone").await;
+    let tenant_root = format!("{ACCOUNT}/root");
+    let old_root = first.host().snapshot("index", &tenant_root);
+    let global_before = first.host().snapshot("index", "@global/root");
+    // A write of the tenant scope only: its root moves, the global one not.
+    must("DisableKey", kms.disable_key().key_id(&key).send().await);
+    assert!(
+        first.host().snapshot("index", "@global/root") == global_before,
+        "the global root moved: the test would not isolate a tenant scope"
+    );
+
+    let host = keyward_test_support::tamper::TamperingStore::new(Arc::clone(first.store()));
+    host.serve("index", &tenant_root, old_root);
+    let third = node(&first, default_pcrs());
+    let rollbacks = third.status().metrics.freshness_violations.rollback;
+    match third.join_through(&*host, &peer).await {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains(&format!("tenant scope {ACCOUNT} epoch served")), "{text}");
+            assert!(!text.contains("global scope"), "{text}");
+        }
+        Ok(()) => panic!("joined over a tenant scope rolled back alone"),
+    }
+    assert!(!third.is_ready());
+    match third.keyring(&*host).await {
+        Err(BootError::Sealed(message)) => assert!(message.contains(&format!("tenant scope {ACCOUNT}")), "{message}"),
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("ready over a rolled-back tenant scope"),
+    }
+    assert_eq!(
+        third.status().metrics.freshness_violations.rollback,
+        rollbacks + 1,
+        "the refused join is counted"
+    );
+
+    // The tenant's root hidden: an omission, refused and counted too.
+    host.honest();
+    host.hide("index", &tenant_root);
+    let omissions = third.status().metrics.freshness_violations.omission;
+    match third.join_through(&*host, &peer).await {
+        Err(e) => assert!(e.to_string().contains(&format!("index/{ACCOUNT}/root")), "{e}"),
+        Ok(()) => panic!("joined with a tenant root hidden"),
+    }
+    assert!(!third.is_ready());
+    assert!(third.status().metrics.freshness_violations.omission > omissions);
+
+    host.honest();
+    third
+        .join_through(&*host, &peer)
+        .await
+        .expect("joins the current store");
+    assert!(third.is_ready());
+}
