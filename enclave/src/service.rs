@@ -359,20 +359,19 @@ impl Enclave {
             None => return Err(bootstrap::BootError::NotNow("this node has no boot record".into())),
         };
         let allowed = crate::custody::join::own_measurements(&*self.nsm)?;
-        // The store's epochs in every scope, read now (a rolled-back or
-        // hidden root is refused here: no release over a store this node
-        // sees as older), signed: the joiner's floor.
-        let checkpoint = self.signed_checkpoint(transport).await?;
-        let package = crate::custody::join::release(
-            keyring.hierarchy.root(),
+        let joiner = crate::custody::join::verify_joiner(
             &record,
             verifier,
             document,
             &allowed,
             self.config.allow_debug_attestation,
             self.clock.now(),
-            &checkpoint,
         )?;
+        // Only for a verified joiner: the store's epochs in every scope,
+        // read now (a rolled-back or hidden root is refused here: no release
+        // over a store this node sees as older), signed — the joiner's floor.
+        let checkpoint = self.signed_checkpoint(transport).await?;
+        let package = crate::custody::join::seal_for(keyring.hierarchy.root(), &record, &joiner, &checkpoint)?;
         Ok((
             record.deployment_id,
             package.to_bytes().map_err(crate::custody::CustodyError::from)?,

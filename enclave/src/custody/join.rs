@@ -113,11 +113,8 @@ pub fn own_measurements(nsm: &dyn Nsm) -> Result<BTreeMap<u8, Vec<Vec<u8>>>, Cus
     Ok(allowed)
 }
 
-/// The peer's side: verifies the joiner's `document` (anchor, freshness at
-/// `now`, not debug unless `allow_debug`, PCRs as `allowed`) and its join
-/// binding for this deployment, then seals `root` and this peer's signed
-/// `checkpoint` (`Keyward.GetCheckpoint`'s: every scope's epoch) to the
-/// document's key.
+/// The peer's side: [`verify_joiner`], then [`seal_for`] with this
+/// peer's signed `checkpoint`.
 #[allow(clippy::too_many_arguments)]
 pub fn release(
     root: &Key256,
@@ -129,6 +126,22 @@ pub fn release(
     now: time::OffsetDateTime,
     checkpoint: &SignedCheckpoint,
 ) -> Result<JoinPackage, CustodyError> {
+    let joiner = verify_joiner(record, verifier, document, allowed, allow_debug, now)?;
+    seal_for(root, record, &joiner, checkpoint)
+}
+
+/// Verifies a joiner's `document` (anchor, freshness at `now`, not debug
+/// unless `allow_debug`, PCRs as `allowed`) and its join binding for this
+/// deployment: the join key to seal to. Cheap enough to run before the
+/// peer does any store work for an unauthenticated request.
+pub fn verify_joiner(
+    record: &BootRecord,
+    verifier: &Verifier,
+    document: &[u8],
+    allowed: &BTreeMap<u8, Vec<Vec<u8>>>,
+    allow_debug: bool,
+    now: time::OffsetDateTime,
+) -> Result<PublicKey, CustodyError> {
     if allowed.get(&0).is_none_or(Vec::is_empty) {
         return Err(CustodyError::Join(
             "no allowed PCR0: a join policy must name the enclave image".into(),
@@ -171,12 +184,28 @@ pub fn release(
             "the joining enclave's document binds another key than it carries".into(),
         ));
     }
-    // Never release a root the boot record does not commit to.
-    record.commitment.verify(root)?;
-    let package = JoinPackage::seal(&record.deployment_id, root.expose(), checkpoint, &public_key)?;
     tracing::info!(
         deployment = %deployment_hex(&record.deployment_id),
         module = %verified.module_id(),
+        "cluster join: an attested node of the allowed image asks for the root"
+    );
+    Ok(public_key)
+}
+
+/// Seals `root` (only one `record` commits to) and this peer's signed
+/// `checkpoint` (`Keyward.GetCheckpoint`'s: every scope's epoch) to a
+/// verified joiner's key.
+pub fn seal_for(
+    root: &Key256,
+    record: &BootRecord,
+    joiner: &PublicKey,
+    checkpoint: &SignedCheckpoint,
+) -> Result<JoinPackage, CustodyError> {
+    // Never release a root the boot record does not commit to.
+    record.commitment.verify(root)?;
+    let package = JoinPackage::seal(&record.deployment_id, root.expose(), checkpoint, joiner)?;
+    tracing::info!(
+        deployment = %deployment_hex(&record.deployment_id),
         "cluster join: the root was released to an attested node"
     );
     Ok(package)
