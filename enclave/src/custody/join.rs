@@ -10,7 +10,8 @@
 //!   commitment and each peer's signed checkpoint against the same
 //!   commitment ([`JoinSession::open`]). One session (one key, one
 //!   document) asks every peer of a round.
-//! - Peer ([`release`]): verifies the document (chain to the pinned root,
+//! - Peer ([`verify_joiner`], then [`seal_for`]; [`release`] does both):
+//!   verifies the document (chain to the pinned root,
 //!   freshness, not debug, the allowed PCRs — by default its own image's,
 //!   [`own_measurements`]) and that it binds its key for this deployment;
 //!   then seals the root and its signed checkpoint (the store's epochs it
