@@ -295,13 +295,20 @@ pub async fn kms_unseal(
     Ok(keyring)
 }
 
-/// Cluster join: a Ready peer released the root in `package` to
-/// `session`; it must match the boot record's commitment. Then Ready with
-/// this keyring; a refusal leaves the custody Sealed with the reason.
+/// Cluster join: Ready peers released `root` (already checked against the
+/// boot record's commitment, `custody::join::JoinSession::open`) with
+/// their signed checkpoints, merged into `seen` (per scope the highest
+/// epoch any of the `peers` reported). The store must not be older than
+/// `seen` in any scope, nor hide a tenant's root — the same check as at
+/// unseal ([`check_fresh`]), before anything is written. Then Ready with
+/// this keyring; a refusal leaves the custody Sealed with the reason
+/// ([`CustodyError::StaleJoin`] for an older store).
+#[allow(clippy::too_many_arguments)]
 pub async fn joined(
     custody: &mut Custody,
-    session: crate::custody::join::JoinSession,
-    package: &[u8],
+    root: Key256,
+    seen: &keyward_custody::checkpoint::Checkpoint,
+    peers: usize,
     nsm: &dyn Nsm,
     transport: &dyn StoreTransport,
     dev: DevCredentials<'_>,
@@ -310,27 +317,13 @@ pub async fn joined(
     let Some(record) = custody.record.as_ref() else {
         return Err(BootError::NotNow(not_unsealing(&custody.state)));
     };
-    let (root, peer_epoch) = match session.finish(package, record) {
-        Ok(released) => released,
-        Err(e) => {
-            tracing::warn!(error = %e, "cluster join: the released root was refused; still sealed");
-            let received = custody.session.as_ref().map_or(0, |s| s.progress().0);
-            custody.state.refused(&e, received);
-            return Err(e.into());
-        }
-    };
     let keyring = Keyring::new(root);
     let records = keyring.records(transport);
     records.check_genesis().await?;
-    // The peer's freshness state: the store must not be older than the
-    // global index root the releasing peer had verified (issue 19), checked
-    // before anything is written.
-    let epoch = keyring.index.epoch();
-    if epoch < peer_epoch {
-        let e = CustodyError::Join(format!(
-            "this node is served the store at epoch {epoch}, but the peer that released the root has seen epoch \
-             {peer_epoch}: the host serves this node an older store (a rollback); refusing it"
-        ));
+    let refusal = store_lags(&records, record, Some(seen), "the peers")
+        .await?
+        .map(|(lags, omission)| CustodyError::StaleJoin { lags, omission, peers });
+    if let Some(e) = refusal {
         tracing::error!(error = %e, "cluster join: still sealed");
         let received = custody.session.as_ref().map_or(0, |s| s.progress().0);
         custody.state.refused(&e, received);
@@ -345,8 +338,9 @@ pub async fn joined(
     custody.session = None;
     tracing::info!(
         deployment = %deployment_hex(&record.deployment_id),
-        epoch,
-        peer_epoch,
+        epoch = keyring.index.epoch(),
+        peer_epoch = seen.global,
+        peers,
         "joined the cluster: ready"
     );
     Ok(keyring)
@@ -554,27 +548,8 @@ async fn check_fresh(
     record: &BootRecord,
     claim: &crate::custody::session::Claim,
 ) -> Result<Option<String>, BootError> {
-    let (lags, omission) = match records.checkpoint(record.deployment_id).await {
-        Ok(served) => {
-            let Some(seen) = &claim.seen else { return Ok(None) };
-            let lags = seen.lags(&served);
-            if lags.is_empty() {
-                return Ok(None);
-            }
-            let omission = lags.iter().all(|lag| lag.served == 0);
-            let text: Vec<String> = lags.iter().map(ToString::to_string).collect();
-            (text.join("; "), omission)
-        }
-        Err(StoreError::Freshness {
-            kind,
-            record,
-            expected,
-            served,
-        }) => (
-            format!("{record}: expected {expected}, served {served}"),
-            kind == crate::store::index::Violation::Omission,
-        ),
-        Err(e) => return Err(e.into()),
+    let Some((lags, omission)) = store_lags(records, record, claim.seen.as_ref(), "custodian").await? else {
+        return Ok(None);
     };
     if claim.accept_store_rollback {
         tracing::warn!(lags = %lags, custodians = ?claim.custodians, "unseal: the store is older than its custodians' checkpoint; a custodian accepted the rollback (audited)");
@@ -582,6 +557,41 @@ async fn check_fresh(
     }
     tracing::error!(lags = %lags, custodians = ?claim.custodians, "unseal refused: the store is older than its custodians' checkpoint; still sealed");
     Err(CustodyError::StaleStore { lags, omission }.into())
+}
+
+/// Where the store's index epochs now are older than `seen` (what
+/// custodians or peers saw, `seen_by` in the text): `None` when not older
+/// anywhere; else the lags (each scope, served vs seen) and whether only
+/// roots are missing. A tenant the global index holds whose root is
+/// missing is a lag too (an omission), `seen` or not.
+async fn store_lags(
+    records: &Records<'_>,
+    record: &BootRecord,
+    seen: Option<&keyward_custody::checkpoint::Checkpoint>,
+    seen_by: &str,
+) -> Result<Option<(String, bool)>, BootError> {
+    match records.checkpoint(record.deployment_id).await {
+        Ok(served) => {
+            let Some(seen) = seen else { return Ok(None) };
+            let lags = seen.lags(&served);
+            if lags.is_empty() {
+                return Ok(None);
+            }
+            let omission = lags.iter().all(|lag| lag.served == 0);
+            let text: Vec<String> = lags.iter().map(|lag| lag.describe(seen_by)).collect();
+            Ok(Some((text.join("; "), omission)))
+        }
+        Err(StoreError::Freshness {
+            kind,
+            record,
+            expected,
+            served,
+        }) => Ok(Some((
+            format!("{record}: expected {expected}, served {served}"),
+            kind == crate::store::index::Violation::Omission,
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Why there is no unseal session to take a message or give a document.

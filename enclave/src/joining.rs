@@ -3,13 +3,17 @@
 //! deployment for the root (`Keyward.JoinCluster` over an outbound HTTPS
 //! stream, the deployment's CA pinned) instead of waiting for custodians.
 //!
-//! * [`Enclave::join_through`]: one attempt with one peer — a fresh attested
-//!   join key (`custody::join::JoinSession`), the peer's package opened and
-//!   checked against the boot record's commitment (`bootstrap::joined`).
-//!   The custody lock is not held across the network call, so custodians
+//! * [`Enclave::join_from`]: one round over every peer, in order, with one
+//!   fresh attested join key (`custody::join::JoinSession`); each package
+//!   opened, its root checked against the boot record's commitment and its
+//!   signed checkpoint against the same commitment; a peer that is down or
+//!   refuses is skipped. Per scope the highest epoch of all the peers that
+//!   released is the floor for the store (`bootstrap::joined`, the unseal's
+//!   freshness check): older, or a tenant root missing, stays Sealed with
+//!   the reason (`keyward_freshness_violations_total`), nothing written.
+//!   The custody lock is not held across the network calls, so custodians
 //!   can unseal the node meanwhile (whichever comes first makes it Ready).
-//! * [`Enclave::join_from`]: one round over the peers, in order; a peer that
-//!   is down or refuses is followed by the next.
+//! * [`Enclave::join_through`]: the same with one peer.
 //! * [`Enclave::start_join`]: at start (the first host link), with
 //!   `--join-peer`: rounds until Ready, backing off from [`FIRST_RETRY`] to
 //!   [`MAX_RETRY`] between them. Each failure is logged and is the sealed
@@ -101,36 +105,28 @@ impl Enclave {
         });
     }
 
-    /// One round: each peer in turn until one releases the root. `Ok` once
+    /// One round: every peer is asked (in order, with one attested join
+    /// key) and each package that opens — the root matching the boot
+    /// record's commitment, the peer's checkpoint signed under it — counts:
+    /// per scope, the highest epoch any of them reports must not be newer
+    /// than the store this node is served (`bootstrap::joined`). `Ok` once
     /// Ready (by this join or otherwise); `NotNow` when there is nothing to
-    /// join; else the last peer's failure.
+    /// join; else why (no peer released the root, or the store is older).
+    ///
+    /// The host chooses which peers answer: the rule is "the highest epoch
+    /// among all peers that answered, and at least the releasing one's"
+    /// (THREAT-MODEL.md, "Rollback and omission across restarts").
     pub async fn join_from(&self, transport: &dyn StoreTransport, peers: &[HttpsClient]) -> Result<(), BootError> {
-        let mut last = None;
-        for peer in peers {
-            if self.is_ready() {
-                return Ok(());
-            }
-            match self.join_through(transport, peer).await {
-                Ok(()) => return Ok(()),
-                Err(BootError::NotNow(why)) if !self.is_ready() => return Err(BootError::NotNow(why)),
-                Err(_) if self.is_ready() => return Ok(()),
-                Err(e) => last = Some(e),
-            }
+        if peers.is_empty() {
+            return Err(BootError::Custody(CustodyError::Join("no --join-peer to ask".into())));
         }
-        Err(last.unwrap_or_else(|| BootError::Custody(CustodyError::Join("no --join-peer to ask".into()))))
-    }
-
-    /// A sealed node joins its cluster: asks the Ready peer behind `peer`
-    /// for the root with a fresh attested join key; Ready if the root
-    /// matches the boot record's commitment, else Sealed with the reason.
-    pub async fn join_through(&self, transport: &dyn StoreTransport, peer: &HttpsClient) -> Result<(), BootError> {
         if self.is_ready() {
-            return Err(BootError::NotNow("the service is not sealed".into()));
+            return Ok(());
         }
         let (session, document) = {
             let mut custody = self.custody(transport).await?;
             let Some(state) = custody.as_mut() else {
-                return Err(BootError::NotNow("the service is not sealed".into()));
+                return Ok(());
             };
             let Some(record) = state.record.as_ref() else {
                 return Err(BootError::NotNow(bootstrap::not_unsealing(&state.state)));
@@ -139,38 +135,79 @@ impl Enclave {
             let document = session.document(&*self.nsm)?;
             (session, document)
         };
-        // The custody lock is not held across the call: custodians may
+        // The custody lock is not held across the calls: custodians may
         // unseal meanwhile.
-        let answer = crate::outbound::join::request_root(peer, &document).await;
+        let mut answers = Vec::with_capacity(peers.len());
+        for peer in peers {
+            if self.is_ready() {
+                return Ok(());
+            }
+            let answer = crate::outbound::join::request_root(peer, &document).await;
+            answers.push((peer.endpoint().url.clone(), answer));
+        }
         let mut custody = self.custody(transport).await?;
         if self.is_ready() {
             return Ok(());
         }
         let Some(state) = custody.as_mut() else {
-            return Err(BootError::NotNow("the service is not sealed".into()));
+            return Ok(());
         };
-        let package = match answer {
-            Ok(package) => package,
-            Err(reason) => {
-                let error = CustodyError::Join(reason);
-                tracing::warn!(error = %error, "cluster join failed; still sealed");
-                let received = state.session.as_ref().map_or(0, |s| s.progress().0);
-                state.state.refused(&error, received);
-                return Err(error.into());
+        let Some(record) = state.record.as_ref() else {
+            return Err(BootError::NotNow(bootstrap::not_unsealing(&state.state)));
+        };
+        let mut released: Option<(crate::secret::Key256, keyward_custody::checkpoint::Checkpoint)> = None;
+        let mut answered = 0usize;
+        let mut last = None;
+        for (peer, answer) in answers {
+            let opened = answer
+                .map_err(CustodyError::Join)
+                .and_then(|package| session.open(&package, record));
+            match opened {
+                Ok((root, checkpoint)) => {
+                    answered += 1;
+                    match &mut released {
+                        Some((_, seen)) => seen.merge(&checkpoint),
+                        None => released = Some((root, checkpoint)),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, peer = %peer, "cluster join: this peer's answer was refused");
+                    last = Some(e);
+                }
             }
+        }
+        let Some((root, seen)) = released else {
+            let error = last.unwrap_or_else(|| CustodyError::Join("no peer answered".into()));
+            tracing::warn!(error = %error, "cluster join failed; still sealed");
+            let received = state.session.as_ref().map_or(0, |s| s.progress().0);
+            state.state.refused(&error, received);
+            return Err(error.into());
         };
         let now = self.clock.now().unix_timestamp();
-        let keyring = bootstrap::joined(
+        let joined = bootstrap::joined(
             state,
-            session,
-            &package,
+            root,
+            &seen,
+            answered,
             &*self.nsm,
             transport,
             self.dev_credentials(),
             now,
         )
-        .await?;
-        self.become_ready(keyring);
+        .await;
+        if let Err(BootError::Custody(CustodyError::StaleJoin { omission, .. })) = &joined {
+            self.count_stale_store(*omission);
+        }
+        self.become_ready(joined?);
         Ok(())
+    }
+
+    /// A sealed node joins its cluster through the one Ready peer behind
+    /// `peer` ([`Enclave::join_from`] with one peer).
+    pub async fn join_through(&self, transport: &dyn StoreTransport, peer: &HttpsClient) -> Result<(), BootError> {
+        if self.is_ready() {
+            return Err(BootError::NotNow("the service is not sealed".into()));
+        }
+        self.join_from(transport, std::slice::from_ref(peer)).await
     }
 }

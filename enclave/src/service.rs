@@ -359,16 +359,19 @@ impl Enclave {
             None => return Err(bootstrap::BootError::NotNow("this node has no boot record".into())),
         };
         let allowed = crate::custody::join::own_measurements(&*self.nsm)?;
-        let package = crate::custody::join::release(
-            keyring.hierarchy.root(),
+        let joiner = crate::custody::join::verify_joiner(
             &record,
             verifier,
             document,
             &allowed,
             self.config.allow_debug_attestation,
             self.clock.now(),
-            keyring.index.epoch(),
         )?;
+        // Only for a verified joiner: the store's epochs in every scope,
+        // read now (a rolled-back or hidden root is refused here: no release
+        // over a store this node sees as older), signed — the joiner's floor.
+        let checkpoint = self.signed_checkpoint(transport).await?;
+        let package = crate::custody::join::seal_for(keyring.hierarchy.root(), &record, &joiner, &checkpoint)?;
         Ok((
             record.deployment_id,
             package.to_bytes().map_err(crate::custody::CustodyError::from)?,
@@ -393,7 +396,7 @@ impl Enclave {
         let unsealed = bootstrap::unseal(state, message, &*self.nsm, transport, self.dev_credentials(), now).await;
         if let Err(bootstrap::BootError::Custody(crate::custody::CustodyError::StaleStore { omission, .. })) = &unsealed
         {
-            self.stale_unseals[usize::from(*omission)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.count_stale_store(*omission);
         }
         match unsealed? {
             bootstrap::Unsealed::NeedMore { received, threshold } => Ok(bootstrap::UnsealAnswer {

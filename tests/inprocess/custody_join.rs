@@ -215,7 +215,7 @@ async fn custodians_unseal_a_node_while_it_tries_to_join() {
 }
 
 /// Issue 19 through cluster join: the join package carries the releasing
-/// peer's epoch (its global index root's), so a joining node that the host
+/// peer's signed checkpoint (its global root's epoch among it), so a joining node that the host
 /// serves an older store (an older global root) refuses it and stays
 /// sealed, saying so; served the current store it joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +261,152 @@ async fn a_joining_node_refuses_a_store_older_than_its_peer_has_seen() {
         .await
         .expect("joins the current store");
     assert!(third.freshness_epoch() >= peer_epoch);
+}
+
+/// Issue 19 item 3 through cluster join, per scope: the join package
+/// carries the releasing peer's signed checkpoint (every tenant scope's
+/// epoch), so a joining node served one tenant's index root rolled back
+/// alone (the global root intact) refuses the store, stays Sealed naming
+/// the tenant scope, and counts the violation; a hidden tenant root
+/// likewise (an omission). Served the current store, it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_refuses_a_tenant_scope_rolled_back_alone() {
+    use crate::support::{ACCOUNT, create_key, must};
+    let first = Service::start().await;
+    let connector = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &connector).await;
+    let peer = HttpsClient::new(
+        Endpoint::parse("https://localhost:7800").expect("endpoint"),
+        pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+        connector,
+    );
+    let kms = first.client();
+    let key = create_key(&kms, "tenant scope moves alone").await;
+    let tenant_root = format!("{ACCOUNT}/root");
+    let old_root = first.host().snapshot("index", &tenant_root);
+    let global_before = first.host().snapshot("index", "@global/root");
+    // A write of the tenant scope only: its root moves, the global one not.
+    must("DisableKey", kms.disable_key().key_id(&key).send().await);
+    assert!(
+        first.host().snapshot("index", "@global/root") == global_before,
+        "the global root moved: the test would not isolate a tenant scope"
+    );
+
+    let host = keyward_test_support::tamper::TamperingStore::new(Arc::clone(first.store()));
+    host.serve("index", &tenant_root, old_root);
+    let third = node(&first, default_pcrs());
+    let rollbacks = third.status().metrics.freshness_violations.rollback;
+    match third.join_through(&*host, &peer).await {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains(&format!("tenant scope {ACCOUNT} epoch served")), "{text}");
+            assert!(!text.contains("global scope"), "{text}");
+        }
+        Ok(()) => panic!("joined over a tenant scope rolled back alone"),
+    }
+    assert!(!third.is_ready());
+    match third.keyring(&*host).await {
+        Err(BootError::Sealed(message)) => assert!(message.contains(&format!("tenant scope {ACCOUNT}")), "{message}"),
+        Err(other) => panic!("expected Sealed, got {other}"),
+        Ok(_) => panic!("ready over a rolled-back tenant scope"),
+    }
+    assert_eq!(
+        third.status().metrics.freshness_violations.rollback,
+        rollbacks + 1,
+        "the refused join is counted"
+    );
+
+    // The tenant's root hidden: an omission, refused and counted too.
+    host.honest();
+    host.hide("index", &tenant_root);
+    let omissions = third.status().metrics.freshness_violations.omission;
+    match third.join_through(&*host, &peer).await {
+        Err(e) => assert!(e.to_string().contains(&format!("index/{ACCOUNT}/root")), "{e}"),
+        Ok(()) => panic!("joined with a tenant root hidden"),
+    }
+    assert!(!third.is_ready());
+    assert!(third.status().metrics.freshness_violations.omission > omissions);
+
+    host.honest();
+    third
+        .join_through(&*host, &peer)
+        .await
+        .expect("joins the current store");
+    assert!(third.is_ready());
+}
+
+/// The joiner takes, per scope, the highest epoch of every peer that
+/// answered, not only the releasing one's: node 2 (joined earlier) is then
+/// served a tenant's root rolled back to a state newer than any it read of
+/// that scope (it believes it: the limit THREAT-MODEL.md states), while
+/// node 1 wrote the newer root. A joiner served the rolled-back store and
+/// asking node 2 first, then node 1, refuses it, though node 2 released
+/// the root; asking node 2 alone it would not know better.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_takes_the_newest_epoch_among_all_answering_peers() {
+    use crate::support::{ACCOUNT, create_key, must};
+    use keyward_enclave::attestation::verify::{TrustAnchor, Verifier};
+    use keyward_enclave::store::StoreTransport;
+    let first = Service::start().await;
+    let to_first = Arc::new(ToCustody {
+        enclave: first.shared_enclave(),
+        targets: Default::default(),
+    });
+    let ca_pem = custody_ca(&first, &to_first).await;
+    let peer_of = |connector: Arc<ToCustody>| {
+        HttpsClient::new(
+            Endpoint::parse("https://localhost:7800").expect("endpoint"),
+            pinned_client_config(ca_pem.as_bytes()).expect("pinned roots"),
+            connector,
+        )
+    };
+    let one = peer_of(Arc::clone(&to_first));
+
+    // Node 2: joins from node 1, then serves joiners over its own host.
+    let host_two = keyward_test_support::tamper::TamperingStore::new(Arc::clone(first.store()));
+    let link_two: Arc<dyn StoreTransport> = host_two.clone();
+    let anchor = TrustAnchor::from_der(first.pki.root_der()).expect("anchor");
+    let second = Arc::new(node(&first, default_pcrs()).with_verifier(Verifier::new(anchor)));
+    second.attach(Arc::downgrade(&link_two));
+    second.join_through(&*host_two, &one).await.expect("node 2 joins");
+    let to_second = Arc::new(ToCustody {
+        enclave: Arc::clone(&second),
+        targets: Default::default(),
+    });
+    // Node 2 serves the deployment's TLS identity once it loaded it.
+    drop(to_second.connect("warm-up:0").await);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while second.status().ca_certificate_pem != ca_pem {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 2 never served the deployment's CA"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let two = peer_of(to_second);
+
+    // Node 1 writes the tenant scope twice; node 2 is then served the root
+    // of the first write.
+    let kms = first.client();
+    let key = create_key(&kms, "written by node 1").await;
+    let tenant_root = format!("{ACCOUNT}/root");
+    let old_root = first.host().snapshot("index", &tenant_root);
+    must("DisableKey", kms.disable_key().key_id(&key).send().await);
+    host_two.serve("index", &tenant_root, old_root.clone());
+
+    let host = keyward_test_support::tamper::TamperingStore::new(Arc::clone(first.store()));
+    host.serve("index", &tenant_root, old_root);
+    let third = node(&first, default_pcrs());
+    match third.join_from(&*host, &[two, one]).await {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains(&format!("tenant scope {ACCOUNT} epoch served")), "{text}");
+            assert!(text.contains("2 peer(s) answered"), "{text}");
+        }
+        Ok(()) => panic!("joined below the newest epoch an answering peer reported"),
+    }
+    assert!(!third.is_ready());
 }

@@ -68,18 +68,25 @@ pub struct Lag {
     pub seen: u64,
 }
 
-impl std::fmt::Display for Lag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Lag {
+    /// The lag, naming who saw the newer epoch (`"custodian"`, `"peers"`).
+    pub fn describe(&self, seen_by: &str) -> String {
         let scope = if self.scope == GLOBAL_SCOPE {
             "global scope".to_owned()
         } else {
             format!("tenant scope {}", self.scope)
         };
         if self.served == 0 {
-            write!(f, "{scope} root missing (omitted), custodian saw epoch {}", self.seen)
+            format!("{scope} root missing (omitted), {seen_by} saw epoch {}", self.seen)
         } else {
-            write!(f, "{scope} epoch served {}, custodian saw {}", self.served, self.seen)
+            format!("{scope} epoch served {}, {seen_by} saw {}", self.served, self.seen)
         }
+    }
+}
+
+impl std::fmt::Display for Lag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe("custodian"))
     }
 }
 

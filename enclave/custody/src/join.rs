@@ -8,18 +8,26 @@
 //! against the deployment's allowed measurements, seals the root to the key
 //! in a [`JoinPackage`]: HPKE of this crate's suite with
 //! `info = "keyward/v1/custody/join" ‖ deployment ‖ key id` and the header
-//! as associated data. The sealed plaintext is the root ‖ the peer's
-//! freshness epoch (its global index root's, 8 bytes big-endian): the
-//! joiner refuses a store older than what the peer has seen (issue 19). The
-//! joiner opens it and checks the root against its boot record's commitment
-//! before using it.
+//! as associated data (the format byte among it). The sealed plaintext is
+//! the root ‖ the peer's [`SignedCheckpoint`] (CBOR): the epochs of the
+//! global and of every tenant scope's index root the peer reads now, signed
+//! with the deployment's audit key. The joiner checks the root against its
+//! boot record's commitment and the checkpoint's signature against the
+//! same commitment, and refuses a store older than the peers have seen in
+//! any scope (issue 19).
+//!
+//! Format [`JOIN_PACKAGE_FORMAT`] (2). Format 1 (root ‖ the peer's global
+//! epoch only) is refused with [`FormatError::Outdated`]: reading it would
+//! let a tenant root rolled back alone pass, and join came in the same
+//! release as per-scope checkpoints, so no cluster mixes the two.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::checkpoint::SignedCheckpoint;
 use crate::suite::{self, KEY_LEN, PrivateKey, PublicKey};
-use crate::{DEPLOYMENT_ID_LEN, DeploymentId, FORMAT_VERSION, FormatError, Versioned, bind, from_cbor, to_cbor};
+use crate::{DEPLOYMENT_ID_LEN, DeploymentId, FormatError, bind, to_cbor};
 
 /// Prefix of the joiner's attestation `user_data`.
 pub const JOIN_BINDING_PREFIX: &[u8] = b"keyward/v1/custody/join:";
@@ -29,14 +37,19 @@ pub const JOIN_INFO: &[u8] = b"keyward/v1/custody/join";
 pub const JOIN_AAD: &[u8] = b"keyward/v1/custody/join-header";
 /// The root's length.
 pub const ROOT_LEN: usize = 32;
-/// The sealed plaintext's length: the root and the peer's epoch.
-const PLAINTEXT_LEN: usize = ROOT_LEN + 8;
+/// The join package format that carries the peer's signed checkpoint.
+pub const JOIN_PACKAGE_FORMAT: u8 = 2;
+/// Why format 1 is refused.
+const FORMAT_1_REFUSED: &str = "join package of format 1 (from a Keyward peer before per-scope checkpoints: it \
+     states only its global epoch, not its tenant scopes'): refused; upgrade the peer, or unseal this node with its \
+     custodians";
 
-/// What a join package releases: the root (wiped on drop) and the epoch of
-/// the releasing peer's global index root (0: it had read none).
+/// What a join package releases: the root (wiped on drop) and the
+/// releasing peer's signed checkpoint (not yet verified: the caller checks
+/// it against the boot record's commitment).
 pub struct Released {
     pub root: Zeroizing<Vec<u8>>,
-    pub epoch: u64,
+    pub checkpoint: SignedCheckpoint,
 }
 
 /// SHA-256 of the joiner's public key.
@@ -76,31 +89,26 @@ pub struct JoinPackage {
     pub ciphertext: Vec<u8>,
 }
 
-impl Versioned for JoinPackage {
-    fn format(&self) -> u8 {
-        self.format
-    }
-}
-
 impl JoinPackage {
-    /// Seals `root` of `deployment_id`, with the releasing peer's `epoch`,
-    /// to the joiner's key.
+    /// Seals `root` of `deployment_id`, with the releasing peer's signed
+    /// `checkpoint`, to the joiner's key.
     pub fn seal(
         deployment_id: &DeploymentId,
         root: &[u8; ROOT_LEN],
-        epoch: u64,
+        checkpoint: &SignedCheckpoint,
         joiner: &PublicKey,
     ) -> Result<JoinPackage, FormatError> {
         let mut package = JoinPackage {
-            format: FORMAT_VERSION,
+            format: JOIN_PACKAGE_FORMAT,
             deployment_id: *deployment_id,
             key_id: key_id(joiner),
             enc: [0; KEY_LEN],
             ciphertext: Vec::new(),
         };
-        let mut plaintext = Zeroizing::new(Vec::with_capacity(PLAINTEXT_LEN));
+        let checkpoint = checkpoint.to_bytes()?;
+        let mut plaintext = Zeroizing::new(Vec::with_capacity(ROOT_LEN + checkpoint.len()));
         plaintext.extend_from_slice(root);
-        plaintext.extend_from_slice(&epoch.to_be_bytes());
+        plaintext.extend_from_slice(&checkpoint);
         let sealed = suite::seal(joiner, &package.info(), &package.aad(), &plaintext, "join package")?;
         package.enc = sealed.enc;
         package.ciphertext = sealed.ciphertext;
@@ -108,7 +116,8 @@ impl JoinPackage {
     }
 
     /// Opens the package with the joiner's key: the root and the peer's
-    /// epoch. The caller checks the deployment and the root's commitment.
+    /// signed checkpoint. The caller checks the deployment, the root's
+    /// commitment and the checkpoint's signature.
     pub fn open(&self, joiner: &PrivateKey) -> Result<Released, FormatError> {
         if self.key_id != key_id(&joiner.public_key()) {
             return Err(FormatError::Undecryptable("join package (sealed to another key)"));
@@ -121,14 +130,14 @@ impl JoinPackage {
             &self.ciphertext,
             "join package",
         )?;
-        if plaintext.len() != PLAINTEXT_LEN {
+        if plaintext.len() <= ROOT_LEN {
             return Err(FormatError::Malformed("join package"));
         }
-        let (root, epoch) = plaintext.split_at(ROOT_LEN);
-        let epoch = u64::from_be_bytes(epoch.try_into().map_err(|_| FormatError::Malformed("join package"))?);
+        let (root, checkpoint) = plaintext.split_at(ROOT_LEN);
+        let checkpoint = SignedCheckpoint::from_bytes(checkpoint)?;
         Ok(Released {
             root: Zeroizing::new(root.to_vec()),
-            epoch,
+            checkpoint,
         })
     }
 
@@ -144,8 +153,18 @@ impl JoinPackage {
         to_cbor(self, "join package")
     }
 
+    /// Reads format [`JOIN_PACKAGE_FORMAT`]; format 1 is refused as
+    /// [`FormatError::Outdated`], any other as [`FormatError::Version`].
     pub fn from_bytes(bytes: &[u8]) -> Result<JoinPackage, FormatError> {
-        from_cbor(bytes, "join package")
+        let package: JoinPackage = serde_cbor::from_slice(bytes).map_err(|_| FormatError::Malformed("join package"))?;
+        match package.format {
+            JOIN_PACKAGE_FORMAT => Ok(package),
+            1 => Err(FormatError::Outdated(FORMAT_1_REFUSED)),
+            found => Err(FormatError::Version {
+                what: "join package",
+                found,
+            }),
+        }
     }
 }
 
@@ -153,24 +172,60 @@ impl JoinPackage {
 mod tests {
     use super::*;
 
+    fn checkpoint() -> SignedCheckpoint {
+        SignedCheckpoint::new(vec![0xa0, 1, 2], vec![3, 4])
+    }
+
     #[test]
     fn a_package_opens_for_its_key_only_and_every_header_field_is_bound() {
         let deployment = [7u8; DEPLOYMENT_ID_LEN];
         let joiner = PrivateKey::generate();
         let root = [0x42u8; ROOT_LEN];
-        let package = JoinPackage::seal(&deployment, &root, 7_000_000_001, &joiner.public_key()).expect("seals");
+        let package = JoinPackage::seal(&deployment, &root, &checkpoint(), &joiner.public_key()).expect("seals");
+        assert_eq!(package.format, JOIN_PACKAGE_FORMAT);
         let bytes = package.to_bytes().expect("encodes");
         let back = JoinPackage::from_bytes(&bytes).expect("decodes");
         let released = back.open(&joiner).expect("opens");
         assert_eq!(released.root.as_slice(), &root);
-        assert_eq!(released.epoch, 7_000_000_001);
+        assert_eq!(
+            released.checkpoint,
+            checkpoint(),
+            "the peer's checkpoint travels with the root"
+        );
         assert!(back.open(&PrivateKey::generate()).is_err(), "another key opened it");
         let mut other_deployment = back.clone();
         other_deployment.deployment_id = [8; DEPLOYMENT_ID_LEN];
         assert!(other_deployment.open(&joiner).is_err());
+        let mut downgraded = back.clone();
+        downgraded.format = 3;
+        assert!(downgraded.open(&joiner).is_err(), "the format is bound");
         let mut altered = back;
         altered.ciphertext[0] ^= 1;
         assert!(altered.open(&joiner).is_err());
+    }
+
+    #[test]
+    fn format_1_is_refused_clearly_and_unknown_formats_too() {
+        let joiner = PrivateKey::generate();
+        let mut package = JoinPackage::seal(
+            &[7; DEPLOYMENT_ID_LEN],
+            &[1; ROOT_LEN],
+            &checkpoint(),
+            &joiner.public_key(),
+        )
+        .expect("seals");
+        package.format = 1;
+        let bytes = serde_cbor::to_vec(&package).expect("encodes");
+        match JoinPackage::from_bytes(&bytes) {
+            Err(FormatError::Outdated(why)) => assert!(why.contains("format 1"), "{why}"),
+            other => panic!("format 1 read: {other:?}"),
+        }
+        package.format = 9;
+        let bytes = serde_cbor::to_vec(&package).expect("encodes");
+        assert!(matches!(
+            JoinPackage::from_bytes(&bytes),
+            Err(FormatError::Version { found: 9, .. })
+        ));
     }
 
     #[test]

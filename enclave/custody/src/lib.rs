@@ -64,6 +64,9 @@ pub enum FormatError {
     /// A format version this build does not read.
     #[error("{what} has format version {found}, this build reads version {FORMAT_VERSION}")]
     Version { what: &'static str, found: u8 },
+    /// A format version this build knows and refuses (the reason).
+    #[error("{0}")]
+    Outdated(&'static str),
     /// A public key that is not 32 bytes of X25519.
     #[error("not an X25519 public key (32 bytes)")]
     PublicKey,

@@ -365,7 +365,7 @@ fn custody_error(error: &CustodyError) -> KmsError {
         C::Nsm(_) => KmsError::InternalDetail(error.to_string()),
         // Still sealed, and staying so until the store is restored or a
         // custodian accepts the rollback: the 503 every request gets.
-        C::StaleStore { .. } => KmsError::Sealed(error.to_string()),
+        C::StaleStore { .. } | C::StaleJoin { .. } => KmsError::Sealed(error.to_string()),
         _ => KmsError::Validation(error.to_string()),
     }
 }

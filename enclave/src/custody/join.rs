@@ -6,12 +6,16 @@
 //!
 //! - Joiner ([`JoinSession`]): a fresh X25519 key; a document binding it
 //!   (`keyward_custody::join::join_binding`); the peer's
-//!   [`JoinPackage`] opened, the root checked against the boot record's
-//!   commitment ([`JoinSession::finish`]).
-//! - Peer ([`release`]): verifies the document (chain to the pinned root,
+//!   [`JoinPackage`]s opened, the root checked against the boot record's
+//!   commitment and each peer's signed checkpoint against the same
+//!   commitment ([`JoinSession::open`]). One session (one key, one
+//!   document) asks every peer of a round.
+//! - Peer ([`verify_joiner`], then [`seal_for`]; [`release`] does both):
+//!   verifies the document (chain to the pinned root,
 //!   freshness, not debug, the allowed PCRs — by default its own image's,
 //!   [`own_measurements`]) and that it binds its key for this deployment;
-//!   then seals the root to that key.
+//!   then seals the root and its signed checkpoint (the store's epochs it
+//!   reads now, every scope) to that key.
 //!
 //! Domain layer: no JSON or HTTP. The transport (the joiner's outbound
 //! HTTPS call to the peer, or a host relay) is the caller's.
@@ -19,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use keyward_custody::checkpoint::{Checkpoint, SignedCheckpoint};
 use keyward_custody::join::{JoinPackage, join_binding, key_id, parse_join_binding};
 use keyward_custody::suite::{PrivateKey, PublicKey};
 use subtle::ConstantTimeEq as _;
@@ -65,11 +70,12 @@ impl JoinSession {
         )?)
     }
 
-    /// Opens the peer's package: the root, only if it is this deployment's
-    /// and matches `record`'s commitment, and the peer's epoch (the global
-    /// index root it had verified: the joiner refuses an older store). The
-    /// session is spent either way.
-    pub fn finish(self, package: &[u8], record: &BootRecord) -> Result<(Key256, u64), CustodyError> {
+    /// Opens one peer's package: the root, only if it is this deployment's
+    /// and matches `record`'s commitment, and the peer's checkpoint (the
+    /// epochs of every index scope it read), only if signed under the same
+    /// commitment for this deployment. The session stays usable for the
+    /// other peers' packages of the round.
+    pub fn open(&self, package: &[u8], record: &BootRecord) -> Result<(Key256, Checkpoint), CustodyError> {
         let package = JoinPackage::from_bytes(package)?;
         if package.deployment_id != record.deployment_id || package.deployment_id != self.deployment_id {
             return Err(CustodyError::WrongDeployment {
@@ -82,7 +88,11 @@ impl JoinSession {
         let root =
             Key256::from_slice(&released.root).ok_or(CustodyError::Join("the released root is not 32 bytes".into()))?;
         record.commitment.verify(&root)?;
-        Ok((root, released.epoch))
+        let checkpoint = released
+            .checkpoint
+            .verify(record.commitment.as_bytes(), &record.deployment_id)
+            .map_err(|e| CustodyError::Join(format!("the peer's checkpoint was refused: {e}")))?;
+        Ok((root, checkpoint))
     }
 }
 
@@ -104,10 +114,8 @@ pub fn own_measurements(nsm: &dyn Nsm) -> Result<BTreeMap<u8, Vec<Vec<u8>>>, Cus
     Ok(allowed)
 }
 
-/// The peer's side: verifies the joiner's `document` (anchor, freshness at
-/// `now`, not debug unless `allow_debug`, PCRs as `allowed`) and its join
-/// binding for this deployment, then seals `root` and this peer's `epoch`
-/// (its global index root's) to the document's key.
+/// The peer's side: [`verify_joiner`], then [`seal_for`] with this
+/// peer's signed `checkpoint`.
 #[allow(clippy::too_many_arguments)]
 pub fn release(
     root: &Key256,
@@ -117,8 +125,24 @@ pub fn release(
     allowed: &BTreeMap<u8, Vec<Vec<u8>>>,
     allow_debug: bool,
     now: time::OffsetDateTime,
-    epoch: u64,
+    checkpoint: &SignedCheckpoint,
 ) -> Result<JoinPackage, CustodyError> {
+    let joiner = verify_joiner(record, verifier, document, allowed, allow_debug, now)?;
+    seal_for(root, record, &joiner, checkpoint)
+}
+
+/// Verifies a joiner's `document` (anchor, freshness at `now`, not debug
+/// unless `allow_debug`, PCRs as `allowed`) and its join binding for this
+/// deployment: the join key to seal to. Cheap enough to run before the
+/// peer does any store work for an unauthenticated request.
+pub fn verify_joiner(
+    record: &BootRecord,
+    verifier: &Verifier,
+    document: &[u8],
+    allowed: &BTreeMap<u8, Vec<Vec<u8>>>,
+    allow_debug: bool,
+    now: time::OffsetDateTime,
+) -> Result<PublicKey, CustodyError> {
     if allowed.get(&0).is_none_or(Vec::is_empty) {
         return Err(CustodyError::Join(
             "no allowed PCR0: a join policy must name the enclave image".into(),
@@ -161,12 +185,28 @@ pub fn release(
             "the joining enclave's document binds another key than it carries".into(),
         ));
     }
-    // Never release a root the boot record does not commit to.
-    record.commitment.verify(root)?;
-    let package = JoinPackage::seal(&record.deployment_id, root.expose(), epoch, &public_key)?;
     tracing::info!(
         deployment = %deployment_hex(&record.deployment_id),
         module = %verified.module_id(),
+        "cluster join: an attested node of the allowed image asks for the root"
+    );
+    Ok(public_key)
+}
+
+/// Seals `root` (only one `record` commits to) and this peer's signed
+/// `checkpoint` (`Keyward.GetCheckpoint`'s: every scope's epoch) to a
+/// verified joiner's key.
+pub fn seal_for(
+    root: &Key256,
+    record: &BootRecord,
+    joiner: &PublicKey,
+    checkpoint: &SignedCheckpoint,
+) -> Result<JoinPackage, CustodyError> {
+    // Never release a root the boot record does not commit to.
+    record.commitment.verify(root)?;
+    let package = JoinPackage::seal(&record.deployment_id, root.expose(), checkpoint, joiner)?;
+    tracing::info!(
+        deployment = %deployment_hex(&record.deployment_id),
         "cluster join: the root was released to an attested node"
     );
     Ok(package)

@@ -127,6 +127,21 @@ pub enum CustodyError {
         /// Only roots missing (no older one served).
         omission: bool,
     },
+    /// A joining node's store is older than its peers' checkpoints (issue
+    /// 19 item 3): the host serves it an older copy, or hid a tenant's root.
+    #[error(
+        "cluster join refused: the store is older than the peers that released the root have seen ({peers} peer(s) \
+         answered): {lags}. The host serves this node an older store (a rollback) or hid a tenant's index root; the \
+         service stays sealed. Serve this node the current store, or unseal it with its custodians"
+    )]
+    StaleJoin {
+        /// Each scope that lags (`<scope> epoch served N, the peers saw M`).
+        lags: String,
+        /// Only roots missing (no older one served).
+        omission: bool,
+        /// How many peers' checkpoints were merged.
+        peers: usize,
+    },
     /// A cluster join refused (by the peer: the joiner's document; by the
     /// joiner: the package).
     #[error("cluster join refused: {0}")]

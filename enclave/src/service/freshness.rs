@@ -32,6 +32,13 @@ impl Enclave {
         }
     }
 
+    /// Counts a start refused because the store was older than the
+    /// custodians' or peers' checkpoints (`keyward_freshness_violations_total`):
+    /// the keyring of the refused start is dropped with its own counts.
+    pub(crate) fn count_stale_store(&self, omission: bool) {
+        self.stale_unseals[usize::from(omission)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// `Keyward.GetCheckpoint`: the store's index epochs now (the global
     /// root's and every tenant scope's), signed with the audit key over
     /// `keyward_custody::checkpoint::signed_message`. Ready only.

@@ -68,8 +68,36 @@ impl Cluster {
         &self.outcome.record
     }
 
-    /// The Ready node `peer` answers `document`, allowing its own image.
+    /// The Ready node `peer` answers `document`, allowing its own image,
+    /// with its checkpoint (global epoch 5, one tenant at 3) signed by the
+    /// deployment's audit key.
     fn release_by(&self, peer: &Node, document: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        let audit =
+            crate::keys::hierarchy::Hierarchy::new(Key256::from_slice(self.outcome.root.expose()).expect("32 bytes"))
+                .audit_signing_key()
+                .clone();
+        self.release_signed(peer, document, &audit, &self.checkpoint())
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::new(
+            self.record().deployment_id,
+            5,
+            [("111122223333".to_owned(), 3)].into_iter().collect(),
+        )
+    }
+
+    fn release_signed(
+        &self,
+        peer: &Node,
+        document: &[u8],
+        signer: &p256::ecdsa::SigningKey,
+        checkpoint: &Checkpoint,
+    ) -> Result<Vec<u8>, CustodyError> {
+        use p256::ecdsa::signature::Signer as _;
+        let bytes = checkpoint.to_bytes()?;
+        let signature: p256::ecdsa::Signature = signer.sign(&keyward_custody::checkpoint::signed_message(&bytes));
+        let signed = SignedCheckpoint::new(bytes, signature.to_der().as_bytes().to_vec());
         let allowed = own_measurements(peer)?;
         let package = release(
             &self.outcome.root,
@@ -79,7 +107,7 @@ impl Cluster {
             &allowed,
             false,
             time::OffsetDateTime::now_utc(),
-            5,
+            &signed,
         )?;
         Ok(package.to_bytes()?)
     }
@@ -92,9 +120,43 @@ fn a_node_of_the_same_image_joins_and_gets_the_committed_root() {
     let session = JoinSession::start(cluster.record());
     let document = session.document(&joiner).expect("document");
     let package = cluster.release_by(&peer, &document).expect("released");
-    let (root, epoch) = session.finish(&package, cluster.record()).expect("joined");
+    let (root, checkpoint) = session.open(&package, cluster.record()).expect("joined");
     assert!(root == cluster.outcome.root);
-    assert_eq!(epoch, 5, "the peer's epoch travels with the root");
+    assert_eq!(
+        checkpoint,
+        cluster.checkpoint(),
+        "the peer's checkpoint travels with the root"
+    );
+}
+
+#[test]
+fn a_peer_checkpoint_not_signed_by_the_deployment_or_of_another_is_refused() {
+    let cluster = Cluster::new();
+    let (peer, joiner) = (cluster.node(None), cluster.node(None));
+    let session = JoinSession::start(cluster.record());
+    let document = session.document(&joiner).expect("document");
+    // Signed by another key than the boot record's commitment.
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[9; 32]).expect("a key");
+    let package = cluster
+        .release_signed(&peer, &document, &stranger, &cluster.checkpoint())
+        .expect("released");
+    match session.open(&package, cluster.record()) {
+        Err(CustodyError::Join(reason)) => assert!(reason.contains("not signed"), "{reason}"),
+        other => panic!("a badly signed checkpoint was taken: {:?}", other.map(|(_, c)| c)),
+    }
+    // Signed by the deployment's key, but naming another deployment.
+    let audit =
+        crate::keys::hierarchy::Hierarchy::new(Key256::from_slice(cluster.outcome.root.expose()).expect("32 bytes"))
+            .audit_signing_key()
+            .clone();
+    let foreign = Checkpoint::new([0xee; 16], 5, BTreeMap::new());
+    let package = cluster
+        .release_signed(&peer, &document, &audit, &foreign)
+        .expect("released");
+    assert!(matches!(
+        session.open(&package, cluster.record()),
+        Err(CustodyError::Join(reason)) if reason.contains("deployment")
+    ));
 }
 
 #[test]
@@ -150,7 +212,7 @@ fn the_joiner_refuses_a_root_its_boot_record_does_not_commit_to() {
     let mut forged = cluster.record().clone();
     forged.commitment = RootCommitment::of(&Key256::generate()).expect("commitment");
     assert!(matches!(
-        session.finish(&package, &forged),
+        session.open(&package, &forged),
         Err(CustodyError::CommitmentMismatch)
     ));
     // A package sealed to another join key does not open.
@@ -159,5 +221,5 @@ fn the_joiner_refuses_a_root_its_boot_record_does_not_commit_to() {
         .release_by(&peer, &other.document(&joiner).expect("document"))
         .expect("released");
     let session = JoinSession::start(cluster.record());
-    assert!(session.finish(&package, cluster.record()).is_err());
+    assert!(session.open(&package, cluster.record()).is_err());
 }
