@@ -146,3 +146,44 @@ async fn failures_are_limited_per_address_and_never_lock_out_valid_requests() {
     assert_eq!(resp.status, 200, "a valid request from the throttled address itself");
     assert_eq!(kw.audit_chain_len(ACCOUNT).await, 1);
 }
+
+/// The custody operations are answered before authentication (anonymous by
+/// design); `Keyward.GetCheckpoint` reads every scope's root. A flood of
+/// them from one address is throttled once its burst is spent, without
+/// taking another address's share (regression: they were not limited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_custody_requests_are_limited_per_address() {
+    use keyward_enclave::auth::failures::{CUSTODY_BURST, CUSTODY_PER_SECOND};
+    let kw = Service::start().await;
+    let anyone = Creds::random();
+    let flood = "192.0.2.7:40000";
+    let mut answered = 0usize;
+    // Sent back to back, far faster than the refill (CUSTODY_PER_SECOND):
+    // the bucket empties long before this bound.
+    let bound = (10.0 * CUSTODY_BURST) as usize;
+    let mut throttled = false;
+    for _ in 0..bound {
+        let r = kw
+            .signed_call_from(&anyone, "Keyward.GetCheckpoint", b"{}", Some(flood))
+            .await;
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        match r.status {
+            200 => answered += 1,
+            400 if body.contains("ThrottlingException") => {
+                throttled = true;
+                break;
+            }
+            other => panic!("GetCheckpoint answered {other}: {body}"),
+        }
+    }
+    assert!(
+        throttled,
+        "{bound} back-to-back requests (refill {CUSTODY_PER_SECOND}/s) were never throttled"
+    );
+    assert!(answered >= CUSTODY_BURST as usize, "the burst is served: {answered}");
+    // Another address still gets its checkpoint.
+    let r = kw
+        .signed_call_from(&anyone, "Keyward.GetCheckpoint", b"{}", Some("198.51.100.9:40000"))
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

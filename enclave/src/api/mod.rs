@@ -249,6 +249,10 @@ async fn serve(
     if let Some(op) = Operation::from_target(&target).filter(|op| op.is_custody()) {
         tracing::Span::current().record("op", op.target());
         audit.operation = op.target().to_owned();
+        // Anonymous by design, so limited per client address (issue 21).
+        if !enclave.auth_failures.custody_request(address, uptime) {
+            return throttled();
+        }
         return custody::serve(enclave, op, parse_body(&request.body)?, transport).await;
     }
     let keyring = enclave.keyring(transport).await.map_err(|e| match e {

@@ -21,6 +21,13 @@ use super::ratelimit::RateLimit;
 /// `ThrottlingException` (the buckets hold [`FAILURE_BURST`]).
 pub const FAILURES_PER_SECOND: f64 = 20.0;
 pub const FAILURE_BURST: f64 = 100.0;
+/// Custody requests (`Keyward.InitCustody`, `GetUnsealDocument`, `Unseal`,
+/// `JoinCluster`, `GetCheckpoint`: answered before authentication) a second
+/// per client address, and at most at once. Custodians and joining nodes
+/// make a few a second; `GetCheckpoint` reads every scope's root, so an
+/// anonymous flood of it must not turn into unbounded store reads.
+pub const CUSTODY_PER_SECOND: f64 = 50.0;
+pub const CUSTODY_BURST: f64 = 200.0;
 /// Sampled failures written to the operator's chain, a second and at most at once.
 pub const SAMPLES_PER_SECOND: f64 = 1.0;
 pub const SAMPLE_BURST: f64 = 16.0;
@@ -55,6 +62,7 @@ pub struct FailureCounts {
 pub struct AuthFailures {
     by_address: Buckets,
     by_key: Buckets,
+    custody_by_address: Buckets,
     samples: Mutex<(f64, f64)>,
     rejected: AtomicU64,
     throttled: AtomicU64,
@@ -64,18 +72,37 @@ pub struct AuthFailures {
 
 impl Default for AuthFailures {
     fn default() -> Self {
-        Self::new(RateLimit {
-            per_second: FAILURES_PER_SECOND,
-            burst: FAILURE_BURST,
-        })
+        Self::with_custody_limit(
+            RateLimit {
+                per_second: FAILURES_PER_SECOND,
+                burst: FAILURE_BURST,
+            },
+            RateLimit {
+                per_second: CUSTODY_PER_SECOND,
+                burst: CUSTODY_BURST,
+            },
+        )
     }
 }
 
 impl AuthFailures {
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_custody_limit(
+            limit,
+            RateLimit {
+                per_second: CUSTODY_PER_SECOND,
+                burst: CUSTODY_BURST,
+            },
+        )
+    }
+
+    /// `limit` for failed authentications, `custody` for the custody
+    /// requests of one address.
+    pub fn with_custody_limit(limit: RateLimit, custody: RateLimit) -> Self {
         AuthFailures {
             by_address: Buckets::new(limit),
             by_key: Buckets::new(limit),
+            custody_by_address: Buckets::new(custody),
             samples: Mutex::new((SAMPLE_BURST, 0.0)),
             rejected: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -107,6 +134,17 @@ impl AuthFailures {
         // At least this one (a concurrent sample may have counted it already).
         let since = self.since_sample.swap(0, Ordering::Relaxed).max(1);
         Verdict::Reject { sample: Some(since) }
+    }
+
+    /// Accounts one custody request (served before authentication) of
+    /// `address`: `false` when the address is over its share, to be
+    /// answered `ThrottlingException` (counted with the throttled failures).
+    pub fn custody_request(&self, address: Option<&str>, now: f64) -> bool {
+        let admitted = self.custody_by_address.take(&address_bucket(address), now);
+        if !admitted {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     pub fn counts(&self) -> FailureCounts {
@@ -206,6 +244,32 @@ mod tests {
             per_second: 1.0,
             burst: 3.0,
         })
+    }
+
+    #[test]
+    fn custody_requests_are_limited_per_address() {
+        let f = AuthFailures::with_custody_limit(
+            RateLimit {
+                per_second: 1.0,
+                burst: 3.0,
+            },
+            RateLimit {
+                per_second: 1.0,
+                burst: 2.0,
+            },
+        );
+        let a = Some("10.0.0.1:4000");
+        assert!(f.custody_request(a, 0.0));
+        assert!(f.custody_request(Some("10.0.0.1:4001"), 0.0));
+        assert!(!f.custody_request(a, 0.0), "the address's burst is spent");
+        assert!(
+            f.custody_request(Some("10.0.0.2:4000"), 0.0),
+            "another address has its own"
+        );
+        assert!(f.custody_request(a, 1.0), "refilled a second later");
+        assert_eq!(f.counts().throttled, 1);
+        // Custody requests do not spend the address's failure budget.
+        assert_eq!(f.fail(a, "AKIA", 1.0), Verdict::Reject { sample: Some(1) });
     }
 
     #[test]
