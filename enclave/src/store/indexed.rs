@@ -247,6 +247,7 @@ impl Records<'_> {
             };
             self.load_bucket(index, &place.scope, place.bucket, digest).await?;
         }
+        self.note_conflict();
         Err(StoreError::Conflict {
             record: place.identity.clone(),
             expected: 0,
@@ -314,6 +315,7 @@ impl Records<'_> {
             let (kind, expected, served) = classify(entry, version, sealed.as_deref());
             return Err(index.violation(kind, &place.identity, expected, served));
         }
+        self.note_conflict();
         Err(StoreError::Conflict {
             record: place.identity,
             expected: version,
@@ -541,6 +543,7 @@ impl Records<'_> {
                 let slot = index.slot(scope);
                 let guard = slot.lock();
                 let Some(state) = guard.as_ref() else {
+                    self.note_conflict();
                     return Err(StoreError::Conflict {
                         record: format!("{NAMESPACE}/{}", root_key(scope)),
                         expected: 0,

@@ -169,7 +169,15 @@ impl<'a> Records<'a> {
         }
     }
 
-    /// True when a write through this value conflicted and none committed:
+    /// Marks a conflict met before anything was written: the root of a
+    /// scope kept moving under a read (other writers, other nodes), so the
+    /// request may run again on fresh reads (`conflicted_before_writing`).
+    pub(super) fn note_conflict(&self) {
+        self.conflicted.store(true, Ordering::Release);
+    }
+
+    /// True when a write (or a read, `note_conflict`) through this value
+    /// conflicted and no write committed:
     /// the work done so far left the store as it was, so it can be re-run.
     pub fn conflicted_before_writing(&self) -> bool {
         self.conflicted.load(Ordering::Acquire) && self.writes.load(Ordering::Acquire) == 0
