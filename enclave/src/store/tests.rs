@@ -379,3 +379,70 @@ async fn a_listing_must_hold_every_record_the_index_holds() {
         2
     );
 }
+
+/// A host store whose scope root moves after every read of it: another
+/// node (`writer`) writes into the scope each time, as under a cluster's
+/// load. A reader's root sandwich then never closes.
+struct MovingRoot<'a> {
+    inner: &'a MemoryStore,
+    sealer: &'a Sealer,
+    writer: &'a Index,
+    moves: std::sync::atomic::AtomicU32,
+}
+
+impl StoreTransport for MovingRoot<'_> {
+    fn call(&self, op: StoreOp) -> StoreFuture<'_> {
+        Box::pin(async move {
+            let moves =
+                matches!(&op, StoreOp::GetVersioned { namespace, key } if namespace == "index" && key == "t/root");
+            let answer = self.inner.call(op).await;
+            if moves {
+                let n = self.moves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Records::indexed(self.inner, self.sealer, self.writer)
+                    .put("alias", &format!("t/x{n}"), &n)
+                    .await?;
+            }
+            answer
+        })
+    }
+}
+
+/// Regression (CI, `cluster::a_node_killed_under_load…`): a read whose
+/// scope root kept moving answered `Conflict` without marking the request
+/// conflicted, so ListKeys under a three-node load failed instead of
+/// running again on fresh reads.
+#[tokio::test]
+async fn a_read_that_never_sees_the_root_still_marks_the_request_conflicted() {
+    let (store, sealer, a, b) = nodes();
+    Records::indexed(&*store, &sealer, &a)
+        .put("key", "t/k", &1u32)
+        .await
+        .expect("a writes");
+    assert_eq!(
+        Records::indexed(&*store, &sealer, &b)
+            .get::<u32>("key", "t/k")
+            .await
+            .expect("b reads"),
+        Some(1)
+    );
+    Records::indexed(&*store, &sealer, &a)
+        .put("key", "t/k", &2u32)
+        .await
+        .expect("a writes again");
+    let moving = MovingRoot {
+        inner: &store,
+        sealer: &sealer,
+        writer: &a,
+        moves: Default::default(),
+    };
+    let reader = Records::indexed(&moving, &sealer, &b);
+    let err = reader
+        .get::<u32>("key", "t/k")
+        .await
+        .expect_err("the root never held still");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(
+        reader.conflicted_before_writing(),
+        "a read conflict must let the request run again"
+    );
+}
